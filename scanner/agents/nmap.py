@@ -1,0 +1,155 @@
+"""The nmap discovery agent: runs the real nmap binary, reads its XML with our streaming reader.
+
+Why not python-nmap's `PortScanner.scan`: it shlex-splits the hosts string (options can ride in on a
+target), keeps only the last CPE of each port, holds the whole XML in memory, parses it without
+defusedxml, and gives no handle on the nmap process, so an interrupted scan could not stop its nmap.
+Here the argv is a list built from validated parts, nmap writes `-oX` to a file that is streamed, and
+every nmap process is known and can be stopped. python-nmap remains the yardstick in `bench/`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scanner.agents import ProgressCallback
+from scanner.errors import PostureError
+from scanner.model import HostObservation
+from scanner.nmap_xml import NmapXmlReader
+
+# Printers (LPD, JetDirect raw printing, 9999 admin) print whatever arrives on these ports: a scan of a
+# council's print fleet would otherwise waste paper and can hang old firmware.
+PRINTER_PORTS = "515,9100-9107,9999"
+TIMING = {"paranoid": 0, "sneaky": 1, "polite": 2, "normal": 3, "aggressive": 4}
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "ports": None,
+    "top_ports": None,
+    "version_detection": True,
+    "os_detection": None,  # None: when privileged
+    "privileged": None,  # None: when root
+    "max_rate": 100,
+    "timing": "normal",
+    "printer_ports": False,
+    "host_timeout": "30m",
+}
+_HOSTS_DONE = re.compile(rb"(\d+) hosts? completed")
+
+
+def find_nmap() -> str:
+    path = shutil.which("nmap")
+    if not path:
+        raise PostureError("nmap is not installed (not found on PATH)", "install it: apt-get install nmap")
+    return path
+
+
+def nmap_args(options: dict[str, Any]) -> list[str]:
+    """nmap options (no targets, no output flags) from posture's options; every value was validated."""
+    o = {**DEFAULT_OPTIONS, **options}
+    privileged = o["privileged"] if o["privileged"] is not None else os.geteuid() == 0
+    args = ["-sS" if privileged else "-sT"]
+    if o["version_detection"]:
+        args.append("-sV")
+    os_detection = o["os_detection"] if o["os_detection"] is not None else privileged
+    if os_detection and privileged:
+        args += ["-O", "--osscan-limit"]
+    if o["ports"]:
+        args += ["-p", str(o["ports"])]
+    elif o["top_ports"]:
+        args += ["--top-ports", str(int(o["top_ports"]))]
+    if not o["printer_ports"]:
+        args += ["--exclude-ports", PRINTER_PORTS]
+    args += [f"-T{TIMING[o['timing']]}"]
+    if o["max_rate"]:
+        args += ["--max-rate", str(int(o["max_rate"]))]
+    if o["host_timeout"]:
+        args += ["--host-timeout", str(o["host_timeout"])]
+    if privileged and os.geteuid() != 0:
+        args.append("--privileged")
+    return args
+
+
+@dataclass
+class NmapChunk:
+    xml_path: Path
+    tool_version: str | None = None
+
+    def observations(self) -> Iterator[HostObservation]:
+        with self.xml_path.open("rb") as fh:
+            reader = NmapXmlReader(fh, name=f"nmap output {self.xml_path.name}")
+            yield from reader
+            self.tool_version = reader.run.version
+            if reader.run.exit_status not in (None, "success"):
+                raise PostureError(f"nmap failed: {reader.run.error or reader.run.exit_status}")
+
+
+def _drain(proc: subprocess.Popen[bytes], keep: list[bytes], limit: int = 65536) -> None:
+    """Read nmap's stderr to the end (so nmap never blocks on a full pipe), keeping only the start."""
+    assert proc.stderr is not None
+    kept = 0
+    for line in proc.stderr:
+        if kept < limit:
+            keep.append(line)
+            kept += len(line)
+
+
+class NmapAgent:
+    name = "nmap"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._cancelled = False
+
+    def check(self) -> str:
+        out = subprocess.run([find_nmap(), "-V"], capture_output=True, check=False, timeout=30).stdout
+        m = re.search(rb"Nmap version (\S+)", out)
+        return m.group(1).decode() if m else "unknown"
+
+    def describe(self, options: dict[str, Any]) -> list[str]:
+        return ["nmap", *nmap_args(options)]
+
+    def run_chunk(
+        self, targets: list[str], options: dict[str, Any], workdir: str, progress: ProgressCallback
+    ) -> NmapChunk:
+        xml_path = Path(workdir) / f"chunk-{threading.get_ident()}-{abs(hash(tuple(targets)))}.xml"
+        argv = [find_nmap(), *nmap_args(options), "--stats-every", "2s", "-oX", str(xml_path), *targets]
+        with self._lock:
+            if self._cancelled:
+                raise PostureError("scan cancelled")
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            self._running.add(proc)
+        stderr: list[bytes] = []
+        drain = threading.Thread(target=_drain, args=(proc, stderr), daemon=True)
+        drain.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                m = _HOSTS_DONE.search(line)
+                if m:
+                    progress(int(m.group(1)))
+            code = proc.wait()
+        finally:
+            drain.join()
+            with self._lock:
+                self._running.discard(proc)
+        if self._cancelled:
+            raise PostureError("scan cancelled")
+        if code != 0:
+            message = b"".join(stderr).decode("utf-8", "replace").strip().splitlines()
+            text = next((m for m in message if not m.startswith("WARNING")), message[0] if message else "")
+            raise PostureError(f"nmap exited with code {code}: {text[:300]}", "check the targets and options")
+        return NmapChunk(xml_path)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            for proc in self._running:
+                if proc.poll() is None:
+                    proc.terminate()

@@ -1,0 +1,532 @@
+"""The root `posture` command and the scanner stage's subcommands.
+
+Commands stay thin: they parse, call the library, and print. Library errors arrive as `PostureError`
+and leave as one line on stderr with the next step, and the exit code from `scanner.errors`. Later
+stages (rules, reports) add their commands through the `posture.commands` entry point, so this module
+never imports them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import tomllib
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scanner import __version__
+from scanner.errors import NothingScanned, PostureError
+from scanner.paths import default_config_path, default_db_path
+
+
+class PostureGroup(click.Group):
+    """Turns every PostureError raised below into one clear stderr line and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PostureError as exc:
+            click.echo(f"posture: error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"posture: hint: {exc.hint}", err=True)
+            ctx.exit(int(exc.exit_code))
+
+
+def _db_path(ctx: click.Context) -> Path:
+    return Path(ctx.find_root().params.get("db") or default_db_path())
+
+
+def open_store(ctx: click.Context, readonly: bool = False) -> Any:
+    """Open the inventory named by --db / POSTURE_DB / the XDG default (for this and later stages)."""
+    from scanner.store import Store
+
+    return Store.open(_db_path(ctx), readonly=readonly)
+
+
+def load_config(path: Path | None) -> dict[str, Any]:
+    """Read posture's TOML config; a missing default file is fine, a broken one is an error."""
+    chosen = path or default_config_path()
+    if not chosen.exists():
+        if path is not None:
+            raise PostureError(f"no such config file: {chosen}", "check --config")
+        return {}
+    try:
+        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PostureError(f"{chosen} is not valid TOML: {exc}", "fix the file") from exc
+    scan = data.get("scan", {})
+    if not isinstance(scan, dict) or not all(isinstance(s, str) for s in scan.get("scope", [])):
+        raise PostureError(f"{chosen}: [scan] scope must be a list of networks", 'e.g. scope = ["10.20.0.0/16"]')
+    return data
+
+
+@click.group(cls=PostureGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="POSTURE_DB",
+    help="Inventory database (SQLite). Default: $POSTURE_DB, else ~/.local/share/posture/inventory.db.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file (TOML). Default: ~/.config/posture/config.toml if it exists.",
+)
+@click.version_option(__version__, prog_name="posture")
+@click.pass_context
+def cli(ctx: click.Context, db: Path | None, config_path: Path | None) -> None:
+    """posture: find what is on your network, what it runs, and what is out of support.
+
+    \b
+    Typical first run:
+      posture scan 192.168.10.0/24 --scope 192.168.0.0/16
+      posture import assets register.csv
+      posture assets
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+
+
+# ---- scan --------------------------------------------------------------------------------------------
+
+
+class _Reporter:
+    """Progress on stderr: a live bar on a terminal, one line per chunk in a log or pipe."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self._progress: Any = None
+        self._task: Any = None
+
+    def start(self, total_hosts: int, total_chunks: int, already_done: int) -> None:
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("scanning"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("hosts"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("scan", total=total_hosts, completed=already_done)
+        else:
+            click.echo(f"posture: scanning {total_hosts} addresses in {total_chunks} chunk(s)", err=True)
+
+    def update(self, hosts_done: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=hosts_done)
+
+    def chunk_done(self, chunks_done: int, total_chunks: int, hosts_done: int, hosts_up: int) -> None:
+        if self._progress is None:
+            click.echo(
+                f"posture: chunk {chunks_done}/{total_chunks} saved: {hosts_done} addresses done, {hosts_up} up",
+                err=True,
+            )
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@click.option(
+    "--exclude", multiple=True, metavar="TARGET", help="Addresses, networks or ranges to leave out (repeatable)."
+)
+@click.option(
+    "--scope",
+    multiple=True,
+    metavar="CIDR",
+    help="Refuse any target outside these networks, before a packet is sent (repeatable; "
+    "default: [scan] scope in the config file).",
+)
+@click.option("--ports", "-p", metavar="LIST", help="Ports to scan, nmap syntax: 22,80,443,8000-8100.")
+@click.option("--top-ports", type=click.IntRange(1, 65535), metavar="N", help="Scan nmap's N most common ports.")
+@click.option(
+    "--max-rate",
+    type=click.IntRange(1, 100000),
+    default=100,
+    show_default=True,
+    help="At most this many packets per second, per chunk.",
+)
+@click.option(
+    "--timing",
+    type=click.Choice(["polite", "normal", "aggressive"]),
+    default="normal",
+    show_default=True,
+    help="nmap timing template (-T2, -T3, -T4).",
+)
+@click.option(
+    "--printer-ports",
+    is_flag=True,
+    help="Also probe printer ports 515, 9100-9107 and 9999 (left alone by default: printers print "
+    "whatever arrives there).",
+)
+@click.option(
+    "--version-detection/--no-version-detection",
+    default=True,
+    show_default=True,
+    help="Ask each open port what product and version it runs (nmap -sV).",
+)
+@click.option(
+    "--os-detection/--no-os-detection",
+    default=None,
+    help="Fingerprint the OS (nmap -O). Default: on when running as root.",
+)
+@click.option("--unprivileged", is_flag=True, help="Use TCP connect scans even as root (no raw packets, no -O).")
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(1, 65536),
+    default=256,
+    show_default=True,
+    help="Addresses per chunk; each chunk is saved as soon as it finishes.",
+)
+@click.option("--parallel", type=click.IntRange(1, 32), default=2, show_default=True, help="Chunks scanned at once.")
+@click.option(
+    "--resume",
+    type=int,
+    is_flag=False,
+    flag_value=0,
+    default=None,
+    metavar="[SCAN_ID]",
+    help="Finish an interrupted scan (the newest one, or SCAN_ID) instead of starting a new one.",
+)
+@click.option("--dry-run", is_flag=True, help="Check the targets and show the nmap command; send nothing.")
+@click.pass_context
+def scan(
+    ctx: click.Context,
+    targets: tuple[str, ...],
+    exclude: tuple[str, ...],
+    scope: tuple[str, ...],
+    ports: str | None,
+    top_ports: int | None,
+    max_rate: int,
+    timing: str,
+    printer_ports: bool,
+    version_detection: bool,
+    os_detection: bool | None,
+    unprivileged: bool,
+    chunk_size: int,
+    parallel: int,
+    resume: int | None,
+    dry_run: bool,
+) -> None:
+    """Discover hosts, open ports, products and versions with nmap, and save them in the inventory.
+
+    TARGETS are addresses (10.0.0.5), networks (10.0.0.0/24), ranges (10.0.0.1-50 or
+    10.0.0.1-10.0.0.50) or hostnames. They are validated and never reach a shell.
+
+    \b
+    Defaults are gentle, for estates of fragile legacy kit:
+      - at most 100 packets per second (--max-rate), nmap's normal timing;
+      - printer ports (515, 9100-9107, 9999) are not probed unless --printer-ports;
+      - version detection on; OS detection only when run as root;
+      - large ranges go in chunks of 256 addresses, 2 at a time, each saved when done:
+        a scan killed half-way keeps what it finished; --resume completes it.
+
+    Exit codes: 0 hosts found, 2 bad input or setup, 3 no host answered, 130 interrupted.
+    """
+    from scanner.agents import get_agent
+    from scanner.scan import execute_scan, resumable_scan, start_scan
+    from scanner.targets import parse_networks, parse_target, plan_scan, validate_ports
+
+    agent = get_agent("nmap")
+    if resume is not None:
+        if targets:
+            raise PostureError("give either TARGETS or --resume, not both", "see `posture scan --help`")
+        with open_store(ctx) as store:
+            scan_id = resumable_scan(store, resume or None)
+            agent.check()
+            store.claim_scan(scan_id)
+            _finish_scan(ctx, store, execute_scan(store, agent, scan_id, parallel, _Reporter()))
+        return
+
+    if not targets:
+        raise click.UsageError("give at least one TARGET (or --resume)")
+    if ports and top_ports:
+        raise click.UsageError("give --ports or --top-ports, not both")
+    config = load_config(ctx.obj.get("config_path"))
+    scope_specs = list(scope) or list(config.get("scan", {}).get("scope", []))
+    scope_nets = parse_networks(scope_specs, "--scope")
+    plan = plan_scan([parse_target(t) for t in targets], parse_networks(exclude, "--exclude"), scope_nets)
+    if not plan.addresses:
+        raise PostureError("every target address is excluded; nothing to scan", "check --exclude")
+    options: dict[str, Any] = {
+        "ports": validate_ports(ports) if ports else None,
+        "top_ports": top_ports,
+        "version_detection": version_detection,
+        "os_detection": os_detection,
+        "privileged": False if unprivileged else None,
+        "max_rate": max_rate,
+        "timing": timing,
+        "printer_ports": printer_ports,
+    }
+    if dry_run:
+        click.echo(
+            f"{len(plan.addresses)} addresses ({plan.excluded} excluded) in "
+            f"{len(plan.chunks(chunk_size))} chunk(s) of up to {chunk_size}"
+        )
+        click.echo(" ".join([*agent.describe(options), "-oX", "FILE", *plan.chunks(chunk_size)[0]]))
+        return
+    with open_store(ctx) as store:
+        store.reap_stale_scans()
+        scan_id = start_scan(
+            store,
+            agent,
+            plan,
+            options,
+            targets=list(targets),
+            exclude=list(exclude),
+            scope=[str(n) for n in scope_nets],
+            chunk_size=chunk_size,
+        )
+        _finish_scan(ctx, store, execute_scan(store, agent, scan_id, parallel, _Reporter()))
+
+
+def _finish_scan(ctx: click.Context, store: Any, summary: Any) -> None:
+    from scanner.views import asset_views
+
+    ids = [
+        r[0]
+        for r in store.conn.execute(
+            "SELECT DISTINCT asset_id FROM observations WHERE scan_id = ? ORDER BY asset_id", (summary.scan_id,)
+        )
+    ]
+    if ids:
+        _print_assets(asset_views(store, ids[:50]))
+        if len(ids) > 50:
+            click.echo(f"... and {len(ids) - 50} more: `posture assets`")
+    click.echo(
+        f"scan {summary.scan_id} {summary.status}: {summary.hosts_up} hosts up of {summary.hosts_done} scanned, "
+        f"{summary.new_assets} new assets, {summary.services} open services. Inventory: {store.path}"
+    )
+    for error in summary.errors:
+        click.echo(f"posture: error: {error}", err=True)
+    if summary.errors:
+        raise PostureError(
+            f"scan {summary.scan_id} failed in {len(summary.errors)} chunk(s)",
+            f"fix the cause, then `posture scan --resume {summary.scan_id}`",
+        )
+    if summary.hosts_up == 0:
+        raise NothingScanned("no host answered", "check the targets, routing and firewalls")
+
+
+# ---- import -------------------------------------------------------------------------------------------
+
+
+@cli.group("import")
+def import_group() -> None:
+    """Bring in facts from elsewhere: nmap XML files, the asset register."""
+
+
+@import_group.command("nmap")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_context
+def import_nmap(ctx: click.Context, files: tuple[Path, ...]) -> None:
+    """Import `nmap -oX` output files (streamed: any size, constant memory).
+
+    Each file is imported whole or not at all: a truncated or tampered file changes nothing.
+    """
+    from scanner.importers import import_nmap_xml
+
+    total = 0
+    with open_store(ctx) as store:
+        for path in files:
+            result = import_nmap_xml(store, path)
+            total += result.stats.hosts
+            click.echo(
+                f"{path}: {result.stats.hosts} hosts up, {result.stats.new_assets} new assets, "
+                f"{result.stats.services} open services (scan {result.scan_id})"
+            )
+    if total == 0:
+        raise NothingScanned("the files hold no host that was up")
+
+
+@import_group.command("assets")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.pass_context
+def import_assets(ctx: click.Context, file: Path) -> None:
+    """Import the asset register (CSV): owners, business services, sites, criticality.
+
+    \b
+    Columns are matched case-insensitively; at least one of:
+      address (or "IP address", ip)   hostname (or host, fqdn, "computer name", name)
+    and any of:
+      owner, "business service", site, criticality, "cost centre"
+    Other columns are kept as attributes. Rows match existing assets by address, then hostname.
+    """
+    from scanner.importers import import_register
+
+    with open_store(ctx) as store:
+        result = import_register(store, file)
+    for warning in result.warnings[:20]:
+        click.echo(f"posture: warning: {warning}", err=True)
+    if len(result.warnings) > 20:
+        click.echo(f"posture: warning: ... {len(result.warnings) - 20} more warnings", err=True)
+    click.echo(
+        f"{file}: {result.stats.hosts} register rows, {result.stats.new_assets} new assets (scan {result.scan_id})"
+    )
+
+
+# ---- views --------------------------------------------------------------------------------------------
+
+ASSET_CSV_COLUMNS = [
+    "id",
+    "name",
+    "addresses",
+    "macs",
+    "hostnames",
+    "os_product",
+    "os_version",
+    "os_cpe",
+    "services",
+    "first_seen",
+    "last_seen",
+    "sources",
+    "owner",
+    "business_service",
+    "site",
+    "criticality",
+    "cost_centre",
+]
+
+
+def _asset_csv_row(a: dict[str, Any]) -> list[Any]:
+    os_ = a["os"] or {}
+    return [
+        a["id"],
+        a["name"],
+        " ".join(a["addresses"]),
+        " ".join(a["macs"]),
+        " ".join(a["hostnames"]),
+        os_.get("product") or os_.get("name"),
+        os_.get("version"),
+        os_.get("cpe"),
+        " ".join(f"{s['port']}/{s['protocol']}" for s in a["services"]),
+        a["first_seen"],
+        a["last_seen"],
+        " ".join(a["sources"]),
+        a["owner"],
+        a["business_service"],
+        a["site"],
+        a["criticality"],
+        a["cost_centre"],
+    ]
+
+
+def _print_assets(assets: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for column in ("id", "address", "name", "os", "services", "owner", "last seen"):
+        table.add_column(column, overflow="fold")
+    for a in assets:
+        os_ = a["os"] or {}
+        services = ", ".join(
+            f"{s['port']}/{s['protocol']} {' '.join(x for x in (s['product'], s['version']) if x) or s['name'] or ''}"
+            for s in a["services"][:8]
+        ) + (f" (+{len(a['services']) - 8})" if len(a["services"]) > 8 else "")
+        table.add_row(
+            *(
+                escape(str(v)[:200])
+                for v in (
+                    a["id"],
+                    ", ".join(a["addresses"][:2]),
+                    a["name"] or "",
+                    os_.get("name") or "unknown",
+                    services,
+                    a["owner"] or "",
+                    a["last_seen"] or "",
+                )
+            )
+        )
+    Console(highlight=False, soft_wrap=False).print(table)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.pass_context
+def assets(ctx: click.Context, fmt: str) -> None:
+    """List the assets in the inventory, with addresses, OS, services, owner and when last seen."""
+    from scanner.views import asset_views
+
+    with open_store(ctx, readonly=True) as store:
+        rows = asset_views(store)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(ASSET_CSV_COLUMNS)
+        writer.writerows(_asset_csv_row(a) for a in rows)
+    elif rows:
+        _print_assets(rows)
+    else:
+        click.echo("the inventory has no assets yet: run `posture scan TARGET` or `posture import`")
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.pass_context
+def scans(ctx: click.Context, fmt: str, limit: int) -> None:
+    """List scans and imports, newest first, with how each ended (complete, interrupted, failed)."""
+    from scanner.views import scan_views
+
+    with open_store(ctx) as store:
+        store.reap_stale_scans()
+        rows = scan_views(store, limit)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table()
+    for column in ("id", "kind", "status", "started", "finished", "targets / file", "hosts up", "done/total"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        what = " ".join(r["targets"]) or r["input_file"] or ""
+        table.add_row(
+            *(
+                escape(str(v))
+                for v in (
+                    r["id"],
+                    r["kind"],
+                    r["status"],
+                    r["started_at"],
+                    r["finished_at"] or "",
+                    what[:80],
+                    r["hosts_up"],
+                    f"{r['hosts_done']}/{r['hosts_total']}",
+                )
+            )
+        )
+    Console(highlight=False).print(table)
+
+
+def _load_plugins() -> None:
+    """Commands of later stages (rules, reports) register here through the `posture.commands` entry point."""
+    for ep in entry_points(group="posture.commands"):
+        command = ep.load()
+        if isinstance(command, click.Command) and ep.name not in cli.commands:
+            cli.add_command(command, ep.name)
+
+
+def main() -> None:
+    _load_plugins()
+    cli(prog_name="posture")

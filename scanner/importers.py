@@ -1,0 +1,223 @@
+"""Importers: existing nmap XML files and the council's asset register (CSV).
+
+Each import is one transaction: a truncated or hostile file leaves the inventory exactly as it was, and
+the scan row records why the import failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scanner.errors import Interrupted, PostureError
+from scanner.model import MAX_FIELD, RegisterEntry, bound
+from scanner.nmap_xml import NmapXmlReader
+from scanner.store import IngestStats, Store
+from scanner.targets import HOSTNAME_RE
+
+MAX_REGISTER_BYTES = 64 * 1024 * 1024
+
+# Header spellings seen in council registers and CMDB exports, after lower-casing and folding _ and -.
+REGISTER_COLUMNS: dict[str, tuple[str, ...]] = {
+    "address": (
+        "address",
+        "addresses",
+        "ip",
+        "ip address",
+        "ip addresses",
+        "ipaddress",
+        "ipv4",
+        "ipv4 address",
+        "ipv6",
+        "ipv6 address",
+        "primary ip",
+    ),
+    "hostname": (
+        "hostname",
+        "hostnames",
+        "host",
+        "host name",
+        "fqdn",
+        "dns name",
+        "computer name",
+        "device name",
+        "name",
+        "asset name",
+    ),
+    "owner": ("owner", "asset owner", "owner team", "responsible", "responsible team", "information asset owner"),
+    "business_service": ("business service", "service", "business services", "application", "system"),
+    "site": ("site", "location", "building"),
+    "criticality": ("criticality", "business criticality", "tier", "impact"),
+    "cost_centre": ("cost centre", "cost center", "cost code", "costcentre", "costcenter", "budget code"),
+}
+
+
+@dataclass
+class ImportResult:
+    scan_id: int
+    stats: IngestStats
+    warnings: list[str] = field(default_factory=list)
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise PostureError(f"no such file: {path}", "check the path")
+    if not path.is_file():
+        raise PostureError(f"{path} is not a file", "give the path of a file")
+
+
+def import_nmap_xml(store: Store, path: Path) -> ImportResult:
+    """Stream an `nmap -oX` file into the inventory, all or nothing."""
+    _require_file(path)
+    scan_id = store.start_scan("nmap-import", "nmap", input_file=str(path))
+    with _recorded(store, scan_id, path), path.open("rb") as fh, store.transaction() as conn:
+        reader = NmapXmlReader(fh, name=path.name)
+        stats = store.ingest(scan_id, "nmap", reader)
+        conn.execute(
+            "UPDATE scans SET hosts_done = ?, hosts_up = ?, hosts_total = ?, tool_version = ?, options = ? "
+            "WHERE id = ?",
+            (
+                reader.hosts_seen,
+                stats.hosts,
+                reader.hosts_seen,
+                reader.run.version,
+                json.dumps({"nmap_command": reader.run.args}),
+                scan_id,
+            ),
+        )
+    return ImportResult(scan_id, stats)
+
+
+@contextmanager
+def _recorded(store: Store, scan_id: int, path: Path) -> Iterator[None]:
+    """Close the import's scan row as complete, failed or interrupted, whatever happens inside."""
+    try:
+        yield
+    except PostureError as exc:
+        store.finish_scan(scan_id, "failed", exc.message)
+        raise
+    except KeyboardInterrupt:
+        store.finish_scan(scan_id, "interrupted", "stopped by a signal; nothing from this file was kept")
+        raise Interrupted(f"import of {path} interrupted; nothing from it was kept") from None
+    store.finish_scan(scan_id, "complete")
+
+
+def _decode(raw: bytes) -> str:
+    """Registers come from Excel as often as not: UTF-8 (with or without BOM), else Windows-1252."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def _fold(header: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", header.strip().lower())
+
+
+def read_register(path: Path) -> tuple[list[RegisterEntry], list[str]]:
+    """Parse an asset register; returns the entries and one warning per skipped row or value."""
+    _require_file(path)
+    if path.stat().st_size > MAX_REGISTER_BYTES:
+        raise PostureError(f"{path} is larger than {MAX_REGISTER_BYTES // 2**20} MiB", "split the register")
+    text = _decode(path.read_bytes())
+    if not text.strip():
+        raise PostureError(f"{path} is empty", "give a CSV with a header row")
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    rows = csv.reader(io.StringIO(text), dialect)
+    header = next(rows, [])
+    mapping: dict[int, str] = {}
+    attributes: dict[int, str] = {}
+    for i, name in enumerate(header):
+        folded = _fold(name)
+        field_name = next((f for f, names in REGISTER_COLUMNS.items() if folded in names), None)
+        if field_name and field_name not in mapping.values():
+            mapping[i] = field_name
+        elif folded:
+            attributes[i] = bound(name.strip(), 64) or name
+    if "address" not in mapping.values() and "hostname" not in mapping.values():
+        shown = ", ".join(repr(h) for h in header[:12])
+        raise PostureError(
+            f"{path} has no address or hostname column (header: {shown})",
+            "name a column 'address' (or 'IP address') or 'hostname'",
+        )
+    entries: list[RegisterEntry] = []
+    warnings: list[str] = []
+    for row in rows:
+        line = rows.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        values: dict[str, str] = {}
+        for i, cell in enumerate(row):
+            if i in mapping and cell.strip():
+                values[mapping[i]] = cell.strip()
+        addresses, hostnames = (
+            _addresses(values.get("address", ""), line, warnings),
+            _hostnames(values.get("hostname", ""), line, warnings),
+        )
+        if not addresses and not hostnames:
+            warnings.append(f"line {line}: no valid address or hostname; row skipped")
+            continue
+        entries.append(
+            RegisterEntry(
+                line=line,
+                addresses=tuple(addresses),
+                hostnames=tuple(hostnames),
+                owner=bound(values.get("owner")),
+                business_service=bound(values.get("business_service")),
+                site=bound(values.get("site")),
+                criticality=bound(values.get("criticality"), 64),
+                cost_centre=bound(values.get("cost_centre"), 64),
+                attributes={
+                    attributes[i]: bound(cell.strip(), MAX_FIELD) or ""
+                    for i, cell in enumerate(row)
+                    if i in attributes and cell.strip()
+                },
+            )
+        )
+    return entries, warnings
+
+
+def _split(cell: str) -> Iterator[str]:
+    return (part for part in re.split(r"[;,\s]+", cell) if part)
+
+
+def _addresses(cell: str, line: int, warnings: list[str]) -> list[str]:
+    out: list[str] = []
+    for part in _split(cell):
+        try:
+            out.append(str(ipaddress.ip_address(part)))
+        except ValueError:
+            warnings.append(f"line {line}: {bound(part, 60)!r} is not an IP address; ignored")
+    return out
+
+
+def _hostnames(cell: str, line: int, warnings: list[str]) -> list[str]:
+    out: list[str] = []
+    for part in _split(cell):
+        if HOSTNAME_RE.match(part):
+            out.append(part.rstrip(".").lower())
+        else:
+            warnings.append(f"line {line}: {bound(part, 60)!r} is not a hostname; ignored")
+    return out
+
+
+def import_register(store: Store, path: Path) -> ImportResult:
+    """Merge the asset register into the inventory: owners and services reach every later report."""
+    entries, warnings = read_register(path)
+    if not entries:
+        raise PostureError(f"{path} has no usable rows", "; ".join(warnings[:3]) or "add rows under the header")
+    scan_id = store.start_scan("asset-register", "import", input_file=str(path), hosts_total=len(entries))
+    with _recorded(store, scan_id, path), store.transaction() as conn:
+        stats = store.apply_register(scan_id, entries)
+        conn.execute("UPDATE scans SET hosts_done = ?, hosts_up = ? WHERE id = ?", (len(entries), stats.hosts, scan_id))
+    return ImportResult(scan_id, stats, warnings)

@@ -1,0 +1,113 @@
+"""The scanner stage's data model: what a discovery agent hands to the inventory.
+
+Frozen dataclasses, so an observation cannot be edited after it was made: the inventory keeps facts as
+they were seen, and everything else (the asset view, findings) is derived from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Device-supplied strings are hostile and unbounded; these caps keep one chatty banner from bloating the
+# database or a report. The cut is marked so nobody mistakes a bounded value for the whole one.
+MAX_FIELD = 512
+MAX_EVIDENCE = 4096
+TRUNCATION_MARK = "…[truncated]"
+
+
+def bound(value: str | None, limit: int = MAX_FIELD) -> str | None:
+    """Cut a device-supplied string to `limit` characters, marking the cut."""
+    if value is None:
+        return None
+    if len(value) <= limit:
+        return value
+    return value[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One port as nmap saw it, with every CPE nmap named (python-nmap would keep only the last)."""
+
+    port: int
+    protocol: str
+    state: str
+    name: str | None = None
+    product: str | None = None
+    version: str | None = None
+    extra_info: str | None = None
+    tunnel: str | None = None
+    method: str | None = None
+    confidence: int | None = None
+    os_type: str | None = None
+    device_type: str | None = None
+    cpes: tuple[str, ...] = ()
+    scripts: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OsMatch:
+    """One operating-system guess: an nmap osmatch/osclass, or a hint taken from a service's CPE."""
+
+    name: str
+    accuracy: int
+    vendor: str | None = None
+    family: str | None = None
+    generation: str | None = None
+    device_type: str | None = None
+    cpes: tuple[str, ...] = ()
+    method: str = "osmatch"
+
+
+@dataclass(frozen=True, slots=True)
+class HostObservation:
+    """Everything one source said about one host at one time.
+
+    `ports_scanned` tells a ping-only sighting (no port list at all) from a host that had no open ports,
+    so the asset view never reads "no services" out of a scan that did not look.
+    """
+
+    status: str
+    addresses: tuple[tuple[str, str], ...]  # (kind, value): kind is ipv4, ipv6 or mac
+    hostnames: tuple[str, ...] = ()
+    mac_vendor: str | None = None
+    services: tuple[Service, ...] = ()
+    os_matches: tuple[OsMatch, ...] = ()
+    ports_scanned: bool = False
+    observed_at: str | None = None
+    uptime_seconds: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ips(self) -> list[str]:
+        return [v for k, v in self.addresses if k in ("ipv4", "ipv6")]
+
+    @property
+    def macs(self) -> list[str]:
+        return [v for k, v in self.addresses if k == "mac"]
+
+
+@dataclass(frozen=True, slots=True)
+class NmapRun:
+    """The header and footer of one nmap run: who ran what, when, and whether it finished."""
+
+    args: str | None
+    version: str | None
+    started_at: str | None
+    finished_at: str | None = None
+    exit_status: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterEntry:
+    """One row of an imported asset register (the council's CMDB or spreadsheet)."""
+
+    line: int
+    addresses: tuple[str, ...]
+    hostnames: tuple[str, ...]
+    owner: str | None = None
+    business_service: str | None = None
+    site: str | None = None
+    criticality: str | None = None
+    cost_centre: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,639 @@
+"""The inventory: one SQLite file, versioned schema, every fact kept with its source.
+
+Why SQLite through sqlite-utils: a council's security lead can open the file in the sqlite3 shell or
+Datasette and read it, and every stage can be run on its own. Observations are never overwritten; the
+asset view (`scanner.views`) is derived from them. Writes happen in explicit `BEGIN IMMEDIATE`
+transactions, so a process killed at any moment leaves the database as it was before that transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from scanner.errors import PostureError
+from scanner.model import MAX_EVIDENCE, HostObservation, OsMatch, RegisterEntry, Service, bound
+
+# Names that many machines share; matching assets on them would merge strangers.
+GENERIC_HOSTNAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run statements one by one: `executescript` would COMMIT the migration's transaction half-way."""
+    for statement in script.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _schema_v1(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        CREATE TABLE scans (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,               -- nmap-scan, nmap-import, asset-register
+            source TEXT NOT NULL,             -- nmap, import
+            status TEXT NOT NULL,             -- running, complete, interrupted, failed
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            targets TEXT NOT NULL DEFAULT '[]',
+            excluded TEXT NOT NULL DEFAULT '[]',
+            scope TEXT NOT NULL DEFAULT '[]',
+            options TEXT NOT NULL DEFAULT '{}',
+            tool_version TEXT,
+            input_file TEXT,
+            hosts_total INTEGER NOT NULL DEFAULT 0,
+            hosts_done INTEGER NOT NULL DEFAULT 0,
+            hosts_up INTEGER NOT NULL DEFAULT 0,
+            resumed_at TEXT,
+            error TEXT,
+            pid INTEGER,
+            pid_start TEXT,
+            machine TEXT
+        );
+        CREATE TABLE scan_chunks (
+            scan_id INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            targets TEXT NOT NULL,            -- JSON list of addresses and CIDR blocks given to nmap
+            host_count INTEGER NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',   -- pending, done
+            hosts_up INTEGER NOT NULL DEFAULT 0,
+            finished_at TEXT,
+            PRIMARY KEY (scan_id, seq)
+        );
+        CREATE TABLE assets (
+            id INTEGER PRIMARY KEY,
+            name TEXT,
+            first_seen TEXT,
+            last_seen TEXT,
+            in_register INTEGER NOT NULL DEFAULT 0,
+            owner TEXT,
+            business_service TEXT,
+            site TEXT,
+            criticality TEXT,
+            cost_centre TEXT,
+            attributes TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE TABLE asset_identifiers (
+            id INTEGER PRIMARY KEY,
+            asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,               -- ipv4, ipv6, mac, hostname
+            value TEXT NOT NULL,
+            source TEXT NOT NULL,
+            first_seen TEXT,
+            last_seen TEXT,
+            UNIQUE (asset_id, kind, value)
+        );
+        CREATE INDEX asset_identifiers_value ON asset_identifiers(kind, value);
+        CREATE TABLE observations (
+            id INTEGER PRIMARY KEY,
+            scan_id INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+            asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+            source TEXT NOT NULL,
+            observed_at TEXT NOT NULL,
+            address TEXT,
+            ports_scanned INTEGER NOT NULL DEFAULT 0,
+            evidence TEXT NOT NULL            -- JSON: what the source said, bounded, as it said it
+        );
+        CREATE INDEX observations_asset ON observations(asset_id, observed_at);
+        CREATE INDEX observations_scan ON observations(scan_id);
+        CREATE TABLE services (
+            id INTEGER PRIMARY KEY,
+            observation_id INTEGER NOT NULL REFERENCES observations(id) ON DELETE CASCADE,
+            scan_id INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+            asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+            port INTEGER NOT NULL,
+            protocol TEXT NOT NULL,
+            state TEXT NOT NULL,
+            name TEXT,
+            product TEXT,
+            version TEXT,
+            extra_info TEXT,
+            tunnel TEXT,
+            method TEXT,
+            confidence INTEGER,
+            cpes TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE INDEX services_observation ON services(observation_id);
+        CREATE INDEX services_asset ON services(asset_id);
+        CREATE TABLE software (
+            id INTEGER PRIMARY KEY,
+            observation_id INTEGER NOT NULL REFERENCES observations(id) ON DELETE CASCADE,
+            scan_id INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+            asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,               -- os, application, firmware
+            name TEXT NOT NULL,
+            vendor TEXT,
+            product TEXT,
+            version TEXT,
+            cpe TEXT,
+            cpes TEXT NOT NULL DEFAULT '[]',
+            accuracy INTEGER,
+            method TEXT
+        );
+        CREATE INDEX software_observation ON software(observation_id);
+        CREATE INDEX software_asset ON software(asset_id);
+        """,
+    )
+
+
+# Each entry moves the schema one version up; append, never edit a released one.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_schema_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of a process: with the pid, it tells a live scan from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start is None or _process_start(pid) in (None, start)
+
+
+class Store:
+    """An open inventory database. Use `Store.open`; close it, or use it as a context manager."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self.db = sqlite_utils.Database(conn)
+
+    @classmethod
+    def open(cls, path: Path, readonly: bool = False) -> Store:
+        """Open (creating when writable) and migrate; every failure becomes one line the user can act on."""
+        path = Path(path)
+        if readonly and not path.exists():
+            raise PostureError(f"no inventory at {path}", "run `posture scan` or `posture import` first, or give --db")
+        try:
+            if not readonly:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise PostureError(f"cannot open the database {path}: {exc}", "check the path and its permissions") from exc
+        store = cls(conn, path)
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise PostureError(
+                    f"{path} was written by a newer posture (schema {version}, this one knows {SCHEMA_VERSION})",
+                    "upgrade posture",
+                )
+            if not readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                store._migrate(version)
+            elif version < SCHEMA_VERSION:
+                raise PostureError(f"{path} needs a schema upgrade", "run any writing command, e.g. `posture scans`")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            text = str(exc)
+            if "not a database" in text:
+                raise PostureError(f"{path} is not an SQLite database", "give another --db path") from exc
+            if "readonly" in text or "read-only" in text:
+                raise PostureError(
+                    f"the database {path} is read-only", "give a writable --db path or fix its permissions"
+                ) from exc
+            raise PostureError(f"cannot use the database {path}: {text}", "check the file and its folder") from exc
+        except PostureError:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self, version: int) -> None:
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                MIGRATIONS[number](self.conn)
+                self.conn.execute(f"PRAGMA user_version = {number + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing: the writer lock is taken up front so two scans never interleave a chunk."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "readonly" in str(exc):
+                raise PostureError(f"the database {self.path} is read-only", "give a writable --db path") from exc
+            raise PostureError(
+                f"the database {self.path} is busy: {exc}", "another posture run holds it; try again"
+            ) from exc
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self.conn.execute("ROLLBACK")
+                raise PostureError(f"could not write to {self.path}: {exc}", "check free disk space") from exc
+
+    # ---- scans -------------------------------------------------------------------------------------
+
+    def start_scan(self, kind: str, source: str, **fields: Any) -> int:
+        """Record that work began, before any of it is done: a crash leaves a row that says so."""
+        pid = os.getpid()
+        row = {
+            "kind": kind,
+            "source": source,
+            "status": "running",
+            "started_at": utc_now(),
+            "pid": pid,
+            "pid_start": _process_start(pid),
+            "machine": socket.gethostname()[:253],
+        }
+        for key, value in fields.items():
+            row[key] = json.dumps(value) if isinstance(value, list | dict) else value
+        with self.transaction() as conn:
+            cur = conn.execute(
+                f"INSERT INTO scans ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def add_chunks(self, scan_id: int, chunks: list[list[str]], sizes: list[int]) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO scan_chunks (scan_id, seq, targets, host_count) VALUES (?, ?, ?, ?)",
+                [(scan_id, i, json.dumps(c), n) for i, (c, n) in enumerate(zip(chunks, sizes, strict=True))],
+            )
+
+    def pending_chunks(self, scan_id: int) -> list[tuple[int, list[str], int]]:
+        rows = self.conn.execute(
+            "SELECT seq, targets, host_count FROM scan_chunks WHERE scan_id = ? AND status = 'pending' ORDER BY seq",
+            (scan_id,),
+        ).fetchall()
+        return [(seq, json.loads(t), n) for seq, t, n in rows]
+
+    def finish_scan(self, scan_id: int, status: str, error: str | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE scans SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+                (status, utc_now(), bound(error, MAX_EVIDENCE), scan_id),
+            )
+
+    def claim_scan(self, scan_id: int) -> None:
+        """Take over an interrupted scan for resuming: this process now owns the row."""
+        pid = os.getpid()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE scans SET status = 'running', resumed_at = ?, finished_at = NULL, error = NULL, "
+                "pid = ?, pid_start = ?, machine = ? WHERE id = ?",
+                (utc_now(), pid, _process_start(pid), socket.gethostname()[:253], scan_id),
+            )
+
+    def reap_stale_scans(self) -> list[int]:
+        """Mark 'running' scans whose process is gone (killed, crashed, power cut) as interrupted."""
+        machine = socket.gethostname()[:253]
+        rows = self.conn.execute("SELECT id, pid, pid_start, machine FROM scans WHERE status = 'running'").fetchall()
+        stale = [r[0] for r in rows if r[3] == machine and not (r[1] and process_alive(r[1], r[2]))]
+        if stale:
+            with self.transaction() as conn:
+                conn.executemany(
+                    "UPDATE scans SET status = 'interrupted', error = 'the scanning process ended without "
+                    "finishing (killed or crashed)' WHERE id = ? AND status = 'running'",
+                    [(i,) for i in stale],
+                )
+        return stale
+
+    def scan_row(self, scan_id: int) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM scans WHERE id = ?", [scan_id]))
+        return rows[0] if rows else None
+
+    # ---- writing observations ------------------------------------------------------------------------
+
+    def ingest(self, scan_id: int, source: str, hosts: Iterable[HostObservation], **kw: Any) -> IngestStats:
+        """Write host observations inside the caller's transaction; see `Ingest`."""
+        ingest = Ingest(self.conn, scan_id, source, **kw)
+        for host in hosts:
+            ingest.add(host)
+        ingest.flush()
+        return ingest.stats
+
+    def apply_register(self, scan_id: int, entries: Iterable[RegisterEntry]) -> IngestStats:
+        """Merge asset-register rows into assets inside the caller's transaction."""
+        ingest = Ingest(self.conn, scan_id, "import")
+        for entry in entries:
+            ingest.add_register_entry(entry)
+        ingest.flush()
+        return ingest.stats
+
+
+@dataclass
+class IngestStats:
+    hosts: int = 0
+    new_assets: int = 0
+    services: int = 0
+    software: int = 0
+    asset_ids: set[int] = field(default_factory=set)
+
+
+class IdentityIndex:
+    """Which asset an address, MAC or hostname belongs to, loaded once per write transaction.
+
+    Matching order: a known MAC wins; then an address, unless the asset there has MACs and this sighting
+    brings a different one (another machine now answers at that address); then a non-generic hostname
+    under the same MAC rule. No match makes a new asset.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.by_mac: dict[str, int] = {}
+        self.by_ip: dict[str, int] = {}
+        self.by_host: dict[str, int] = {}
+        self.macs_of: dict[int, set[str]] = {}
+        rows = conn.execute("SELECT asset_id, kind, value FROM asset_identifiers ORDER BY last_seen, id").fetchall()
+        for asset_id, kind, value in rows:
+            self.remember(asset_id, kind, value)
+
+    def remember(self, asset_id: int, kind: str, value: str) -> None:
+        if kind == "mac":
+            self.by_mac[value] = asset_id
+            self.macs_of.setdefault(asset_id, set()).add(value)
+        elif kind in ("ipv4", "ipv6"):
+            self.by_ip[value] = asset_id
+        elif kind == "hostname" and value not in GENERIC_HOSTNAMES:
+            self.by_host[value] = asset_id
+
+    def match(self, ips: Iterable[str], macs: list[str], hostnames: Iterable[str]) -> int | None:
+        for mac in macs:
+            if mac in self.by_mac:
+                return self.by_mac[mac]
+        for key, index in ((ips, self.by_ip), (hostnames, self.by_host)):
+            for value in key:
+                asset_id = index.get(value)
+                if asset_id is not None and not (macs and self.macs_of.get(asset_id)):
+                    return asset_id
+        return None
+
+
+class Ingest:
+    """Batched writer of observations: ids are allocated here, rows go out with executemany.
+
+    It relies on the caller holding the write lock (`Store.transaction`), which is what makes
+    allocating ids from max(id) safe and the whole batch atomic.
+    """
+
+    BATCH = 2000
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        scan_id: int,
+        source: str,
+        user_hostnames: dict[str, str] | None = None,
+        fallback_time: str | None = None,
+    ) -> None:
+        self.conn = conn
+        self.scan_id = scan_id
+        self.source = source
+        self.user_hostnames = user_hostnames or {}
+        self.fallback_time = fallback_time or utc_now()
+        self.index = IdentityIndex(conn)
+        self.stats = IngestStats()
+        self._next_asset = (conn.execute("SELECT coalesce(max(id), 0) FROM assets").fetchone()[0]) + 1
+        self._next_obs = (conn.execute("SELECT coalesce(max(id), 0) FROM observations").fetchone()[0]) + 1
+        self._new_assets: list[tuple[Any, ...]] = []
+        self._seen: dict[int, tuple[str, str, str | None]] = {}
+        self._identifiers: list[tuple[Any, ...]] = []
+        self._observations: list[tuple[Any, ...]] = []
+        self._services: list[tuple[Any, ...]] = []
+        self._software: list[tuple[Any, ...]] = []
+
+    def _asset_for(self, ips: list[str], macs: list[str], hostnames: list[str], when: str) -> int:
+        asset_id = self.index.match(ips, macs, hostnames)
+        name = next((h for h in hostnames if h not in GENERIC_HOSTNAMES), None) or (ips[0] if ips else None)
+        if asset_id is None:
+            asset_id = self._next_asset
+            self._next_asset += 1
+            self._new_assets.append((asset_id, name, when, when))
+            self.stats.new_assets += 1
+        else:
+            first, last, old_name = self._seen.get(asset_id, (when, when, None))
+            self._seen[asset_id] = (min(first, when), max(last, when), name or old_name)
+        self.stats.asset_ids.add(asset_id)
+        for kind, values in (("ipv4", ips), ("mac", macs), ("hostname", hostnames)):
+            for value in values:
+                real_kind = "ipv6" if kind == "ipv4" and ":" in value else kind
+                self.index.remember(asset_id, real_kind, value)
+                self._identifiers.append((asset_id, real_kind, value, self.source, when, when))
+        return asset_id
+
+    def add(self, host: HostObservation) -> None:
+        when = host.observed_at or self.fallback_time
+        ips, macs = host.ips, host.macs
+        hostnames = list(host.hostnames)
+        for ip in ips:
+            given = self.user_hostnames.get(ip)
+            if given and given not in hostnames:
+                hostnames.append(given)
+        asset_id = self._asset_for(ips, macs, hostnames, when)
+        obs_id = self._next_obs
+        self._next_obs += 1
+        os_rows = list(host.os_matches) or _os_hints(host.services)
+        evidence = {
+            "status": host.status,
+            "addresses": [list(a) for a in host.addresses],
+            "hostnames": list(host.hostnames),
+            "mac_vendor": host.mac_vendor,
+            "uptime_seconds": host.uptime_seconds,
+            "ports": [_service_evidence(s) for s in host.services],
+            "os": [_os_evidence(o) for o in host.os_matches],
+        }
+        self._observations.append(
+            (
+                obs_id,
+                self.scan_id,
+                asset_id,
+                self.source,
+                when,
+                ips[0] if ips else None,
+                int(host.ports_scanned),
+                json.dumps(evidence, separators=(",", ":")),
+            )
+        )
+        for s in host.services:
+            self._services.append(
+                (
+                    obs_id,
+                    self.scan_id,
+                    asset_id,
+                    s.port,
+                    s.protocol,
+                    s.state,
+                    s.name,
+                    s.product,
+                    s.version,
+                    s.extra_info,
+                    s.tunnel,
+                    s.method,
+                    s.confidence,
+                    json.dumps(list(s.cpes)),
+                )
+            )
+        for o in os_rows:
+            self._software.append(
+                (
+                    obs_id,
+                    self.scan_id,
+                    asset_id,
+                    "os",
+                    o.name,
+                    o.vendor,
+                    o.family,
+                    o.generation,
+                    o.cpes[0] if o.cpes else None,
+                    json.dumps(list(o.cpes)),
+                    o.accuracy,
+                    o.method,
+                )
+            )
+        self.stats.hosts += 1
+        self.stats.services += len(host.services)
+        self.stats.software += len(os_rows)
+        if len(self._observations) >= self.BATCH:
+            self.flush()
+
+    def add_register_entry(self, entry: RegisterEntry) -> None:
+        when = self.fallback_time
+        ips = list(entry.addresses)
+        hostnames = list(entry.hostnames)
+        asset_id = self._asset_for(ips, [], hostnames, when)
+        self.flush()  # the asset row must exist before the register fields are set on it
+        self.conn.execute(
+            "UPDATE assets SET in_register = 1, owner = ?, business_service = ?, site = ?, criticality = ?, "
+            "cost_centre = ?, attributes = ?, name = coalesce(?, name) WHERE id = ?",
+            (
+                entry.owner,
+                entry.business_service,
+                entry.site,
+                entry.criticality,
+                entry.cost_centre,
+                json.dumps(entry.attributes),
+                hostnames[0] if hostnames else None,
+                asset_id,
+            ),
+        )
+        evidence = {
+            "register_line": entry.line,
+            "addresses": ips,
+            "hostnames": hostnames,
+            "owner": entry.owner,
+            "business_service": entry.business_service,
+            "site": entry.site,
+            "criticality": entry.criticality,
+            "cost_centre": entry.cost_centre,
+            "attributes": entry.attributes,
+        }
+        self.conn.execute(
+            "INSERT INTO observations (id, scan_id, asset_id, source, observed_at, address, ports_scanned, evidence) "
+            "VALUES (?, ?, ?, 'import', ?, ?, 0, ?)",
+            (self._next_obs, self.scan_id, asset_id, when, ips[0] if ips else None, json.dumps(evidence)),
+        )
+        self._next_obs += 1
+        self.stats.hosts += 1
+
+    def flush(self) -> None:
+        c = self.conn
+        if self._new_assets:
+            c.executemany("INSERT INTO assets (id, name, first_seen, last_seen) VALUES (?, ?, ?, ?)", self._new_assets)
+        if self._seen:
+            c.executemany(
+                "UPDATE assets SET first_seen = min(coalesce(first_seen, ?), ?), "
+                "last_seen = max(coalesce(last_seen, ?), ?), name = coalesce(?, name) WHERE id = ?",
+                [(f, f, la, la, n, a) for a, (f, la, n) in self._seen.items()],
+            )
+        if self._identifiers:
+            c.executemany(
+                "INSERT INTO asset_identifiers (asset_id, kind, value, source, first_seen, last_seen) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (asset_id, kind, value) DO UPDATE SET "
+                "first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen)",
+                self._identifiers,
+            )
+        if self._observations:
+            c.executemany("INSERT INTO observations VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._observations)
+        if self._services:
+            c.executemany(
+                "INSERT INTO services (observation_id, scan_id, asset_id, port, protocol, state, name, product, "
+                "version, extra_info, tunnel, method, confidence, cpes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                self._services,
+            )
+        if self._software:
+            c.executemany(
+                "INSERT INTO software (observation_id, scan_id, asset_id, kind, name, vendor, product, version, "
+                "cpe, cpes, accuracy, method) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                self._software,
+            )
+        for batch in (self._new_assets, self._identifiers, self._observations, self._services, self._software):
+            batch.clear()
+        self._seen.clear()
+
+
+def _os_hints(services: tuple[Service, ...]) -> list[OsMatch]:
+    """Without OS detection, services still hint at the OS (ostype, cpe:/o:...): keep that, marked weak."""
+    cpes = tuple(dict.fromkeys(c for s in services for c in s.cpes if c.startswith("cpe:/o:")))
+    os_type = next((s.os_type for s in services if s.os_type), None)
+    if not cpes and not os_type:
+        return []
+    name = os_type or cpes[0].split(":")[3].replace("_", " ")
+    return [OsMatch(name=name, accuracy=0, family=os_type, cpes=cpes, method="service")]
+
+
+def _service_evidence(s: Service) -> dict[str, Any]:
+    out: dict[str, Any] = {"port": s.port, "protocol": s.protocol, "state": s.state}
+    for key in ("name", "product", "version", "extra_info", "tunnel", "method", "confidence", "os_type", "device_type"):
+        value = getattr(s, key)
+        if value is not None:
+            out[key] = value
+    if s.cpes:
+        out["cpes"] = list(s.cpes)
+    if s.scripts:
+        out["scripts"] = dict(s.scripts)
+    return out
+
+
+def _os_evidence(o: OsMatch) -> dict[str, Any]:
+    return {
+        "name": o.name,
+        "accuracy": o.accuracy,
+        "vendor": o.vendor,
+        "family": o.family,
+        "generation": o.generation,
+        "type": o.device_type,
+        "cpes": list(o.cpes),
+    }

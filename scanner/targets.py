@@ -1,0 +1,188 @@
+"""Scan targets: parsed, validated and checked against the scope before any packet is sent.
+
+A target string reaches nmap only as an address or network this module built itself, so nothing a user
+(or a config file, or a spreadsheet) typed can ride into nmap's command line as an option.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from scanner.errors import PostureError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# A scan of more than this many addresses is almost always a typo (a /8 for a /24); refuse it outright.
+MAX_ADDRESSES = 1 << 20
+
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_OCTET_RANGE = re.compile(r"^(\d{1,3}\.\d{1,3}\.\d{1,3}\.)(\d{1,3})-(\d{1,3})$")
+_PORT_SPEC = re.compile(r"^(?:[TU]:)?\d{1,5}(?:-\d{1,5})?(?:,(?:[TU]:)?\d{1,5}(?:-\d{1,5})?)*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One target as typed, with the addresses it stands for (a hostname resolved once, here)."""
+
+    spec: str
+    networks: tuple[IPNetwork, ...]
+    hostname: str | None = None
+
+    def addresses(self) -> Iterator[IPAddress]:
+        for net in self.networks:
+            if net.num_addresses == 1:
+                yield net.network_address
+            else:
+                yield from net  # nmap scans network and broadcast addresses of a CIDR too
+
+    @property
+    def size(self) -> int:
+        return sum(net.num_addresses for net in self.networks)
+
+
+def _bad(spec: str, why: str) -> PostureError:
+    shown = spec if len(spec) <= 80 else spec[:77] + "..."
+    return PostureError(
+        f"invalid target {shown!r}: {why}",
+        "give addresses (10.0.0.5), networks (10.0.0.0/24), ranges (10.0.0.1-50) or hostnames",
+    )
+
+
+def _range(spec: str) -> tuple[IPNetwork, ...] | None:
+    m = _OCTET_RANGE.match(spec)
+    if m:
+        start_text, end_text = m.group(1) + m.group(2), m.group(1) + m.group(3)
+    elif spec.count("-") == 1:
+        start_text, end_text = spec.split("-")
+    else:
+        return None
+    try:
+        start, end = ipaddress.ip_address(start_text), ipaddress.ip_address(end_text)
+    except ValueError:
+        return None
+    if start.version != end.version or int(end) < int(start):
+        raise _bad(spec, "the range must run from a lower to a higher address of one family")
+    return tuple(ipaddress.summarize_address_range(cast(Any, start), cast(Any, end)))
+
+
+def parse_target(spec: str, resolve: bool = True) -> Target:
+    """Turn one user-typed target into networks, or refuse it with the reason."""
+    text = spec.strip()
+    if not text or text.startswith("-") or any(c.isspace() or ord(c) < 32 for c in text):
+        raise _bad(spec, "not an address, network, range or hostname")
+    try:
+        if "/" in text:
+            return Target(spec, (ipaddress.ip_network(text, strict=False),))
+        return Target(spec, (ipaddress.ip_network(ipaddress.ip_address(text)),))
+    except ValueError:
+        pass
+    ranged = _range(text)
+    if ranged is not None:
+        return Target(spec, ranged)
+    if not HOSTNAME_RE.match(text) or text.replace(".", "").isdigit():
+        raise _bad(spec, "not an address, network, range or hostname")
+    if not resolve:
+        return Target(spec, (), hostname=text.rstrip(".").lower())
+    try:
+        infos = socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise PostureError(f"cannot resolve hostname {text!r}: {exc}", "check the name or give an address") from exc
+    ipv4 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET]
+    chosen = ipaddress.ip_address((ipv4 or [str(infos[0][4][0])])[0])
+    return Target(spec, (ipaddress.ip_network(chosen),), hostname=text.rstrip(".").lower())
+
+
+def parse_networks(specs: Iterable[str], what: str) -> list[IPNetwork]:
+    """Parse --scope or --exclude values; hostnames are resolved so they can be compared."""
+    nets: list[IPNetwork] = []
+    for spec in specs:
+        for part in str(spec).split(","):
+            if part.strip():
+                try:
+                    nets.extend(parse_target(part).networks)
+                except PostureError as exc:
+                    raise PostureError(f"{what}: {exc.message}", exc.hint) from exc
+    return nets
+
+
+def validate_ports(spec: str) -> str:
+    """Accept nmap's port syntax (22,80,8000-8100, T:/U: prefixes) and nothing else."""
+    text = spec.replace(" ", "")
+    if not _PORT_SPEC.match(text):
+        raise PostureError(f"invalid port list {spec!r}", "use numbers and ranges, e.g. 22,80,443,8000-8100")
+    for part in re.split(r"[,-]", re.sub(r"[TU]:", "", text)):
+        if not 0 <= int(part) <= 65535:
+            raise PostureError(f"invalid port {part} in {spec!r}", "ports run from 0 to 65535")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class ScanPlan:
+    """The addresses to scan, in order, after exclusions, with the names users gave for them."""
+
+    addresses: tuple[IPAddress, ...]
+    hostnames: dict[str, str]
+    excluded: int
+
+    def chunks(self, size: int) -> list[list[str]]:
+        """Split into chunks, each written as few CIDR blocks as possible (short nmap command lines)."""
+        out: list[list[str]] = []
+        for i in range(0, len(self.addresses), size):
+            part = self.addresses[i : i + size]
+            by_family: dict[int, list[IPAddress]] = {}
+            for a in part:
+                by_family.setdefault(a.version, []).append(a)
+            specs: list[str] = []
+            for family in sorted(by_family):
+                nets: Iterator[IPNetwork] = ipaddress.collapse_addresses(cast(Any, by_family[family]))
+                specs.extend(str(n.network_address) if n.num_addresses == 1 else str(n) for n in nets)
+            out.append(specs)
+        return out
+
+
+def plan_scan(
+    targets: Sequence[Target], exclude: Sequence[IPNetwork] = (), scope: Sequence[IPNetwork] = ()
+) -> ScanPlan:
+    """Expand targets, drop exclusions, and refuse the whole scan if one address lies outside the scope."""
+    total = sum(t.size for t in targets)
+    if total > MAX_ADDRESSES:
+        raise PostureError(
+            f"the targets cover {total:,} addresses, more than {MAX_ADDRESSES:,}",
+            "split the scan into smaller networks",
+        )
+    seen: set[IPAddress] = set()
+    addresses: list[IPAddress] = []
+    hostnames: dict[str, str] = {}
+    excluded = 0
+    for target in targets:
+        for net in target.networks:
+            if scope and not any(_within(net, s) for s in scope):
+                raise PostureError(
+                    f"target {target.spec!r} ({net}) lies outside the scope "
+                    f"{', '.join(str(s) for s in scope)}; nothing was scanned",
+                    "correct the target or widen --scope",
+                )
+        for addr in target.addresses():
+            if addr in seen:
+                continue
+            seen.add(addr)
+            if any(addr in n for n in exclude):
+                excluded += 1
+                continue
+            addresses.append(addr)
+            if target.hostname:
+                hostnames[str(addr)] = target.hostname
+    return ScanPlan(tuple(addresses), hostnames, excluded)
+
+
+def _within(net: IPNetwork, scope: IPNetwork) -> bool:
+    return net.version == scope.version and net.subnet_of(scope)  # type: ignore[arg-type]

@@ -1,0 +1,132 @@
+"""The asset view: what the inventory currently believes about each asset, derived from observations.
+
+Nothing here writes. Services come from the newest observation that looked at ports (a ping-only scan
+does not erase them); the OS from the newest observation that said anything about it, best guess first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from scanner.store import Store
+
+LATEST_PORT_OBSERVATION = """
+    SELECT id, asset_id FROM (
+        SELECT id, asset_id, row_number() OVER (PARTITION BY asset_id ORDER BY observed_at DESC, id DESC) AS n
+        FROM observations WHERE ports_scanned = 1
+    ) WHERE n = 1
+"""
+LATEST_OS_OBSERVATION = """
+    SELECT observation_id, asset_id FROM (
+        SELECT s.observation_id, s.asset_id,
+               row_number() OVER (PARTITION BY s.asset_id ORDER BY o.observed_at DESC, o.id DESC) AS n
+        FROM software s JOIN observations o ON o.id = s.observation_id WHERE s.kind = 'os'
+    ) WHERE n = 1
+"""
+
+
+def asset_views(store: Store, asset_ids: list[int] | None = None) -> list[dict[str, Any]]:
+    """One dict per asset in the documented JSON shape (see README: `posture assets --format json`)."""
+    conn = store.conn
+    where, params = "", []
+    if asset_ids is not None:
+        where = f"WHERE id IN ({','.join('?' * len(asset_ids))})"
+        params = list(asset_ids)
+    assets = conn.execute(
+        "SELECT id, name, first_seen, last_seen, in_register, owner, business_service, site, criticality, "
+        f"cost_centre, attributes FROM assets {where} ORDER BY id",
+        params,
+    ).fetchall()
+
+    identifiers: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for asset_id, kind, value in conn.execute(
+        "SELECT asset_id, kind, value FROM asset_identifiers ORDER BY asset_id, last_seen DESC, id"
+    ):
+        identifiers[asset_id][kind].append(value)
+
+    sources: dict[int, list[str]] = defaultdict(list)
+    for asset_id, source in conn.execute(
+        "SELECT DISTINCT asset_id, source FROM observations ORDER BY asset_id, source"
+    ):
+        sources[asset_id].append(source)
+
+    services: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in conn.execute(
+        f"SELECT s.asset_id, s.port, s.protocol, s.state, s.name, s.product, s.version, s.extra_info, s.cpes "
+        f"FROM services s JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = s.observation_id ORDER BY s.asset_id, "
+        "s.protocol, s.port"
+    ):
+        services[row[0]].append(
+            {
+                "port": row[1],
+                "protocol": row[2],
+                "state": row[3],
+                "name": row[4],
+                "product": row[5],
+                "version": row[6],
+                "extra_info": row[7],
+                "cpe": json.loads(row[8]),
+            }
+        )
+
+    oses: dict[int, dict[str, Any]] = {}
+    for row in conn.execute(
+        f"SELECT s.asset_id, s.name, s.vendor, s.product, s.version, s.cpe, s.cpes, s.accuracy, s.method "
+        f"FROM software s JOIN ({LATEST_OS_OBSERVATION}) l ON l.observation_id = s.observation_id "
+        "WHERE s.kind = 'os' ORDER BY s.asset_id, s.accuracy DESC, s.id"
+    ):
+        oses.setdefault(
+            row[0],
+            {
+                "name": row[1],
+                "vendor": row[2],
+                "product": row[3],
+                "version": row[4],
+                "cpe": row[5],
+                "cpes": json.loads(row[6]),
+                "accuracy": row[7],
+                "method": row[8],
+            },
+        )
+
+    out: list[dict[str, Any]] = []
+    for a in assets:
+        ids = identifiers.get(a[0], {})
+        src = list(sources.get(a[0], []))
+        out.append(
+            {
+                "id": a[0],
+                "name": a[1],
+                "addresses": ids.get("ipv4", []) + ids.get("ipv6", []),
+                "macs": ids.get("mac", []),
+                "hostnames": ids.get("hostname", []),
+                "os": oses.get(a[0]),
+                "services": services.get(a[0], []),
+                "first_seen": a[2],
+                "last_seen": a[3],
+                "sources": src,
+                "in_register": bool(a[4]),
+                "owner": a[5],
+                "business_service": a[6],
+                "site": a[7],
+                "criticality": a[8],
+                "cost_centre": a[9],
+                "attributes": json.loads(a[10]),
+            }
+        )
+    return out
+
+
+def scan_views(store: Store, limit: int = 50) -> list[dict[str, Any]]:
+    rows = store.db.query(
+        "SELECT id, kind, source, status, started_at, finished_at, targets, input_file, hosts_total, hosts_done, "
+        "hosts_up, tool_version, error FROM scans ORDER BY id DESC LIMIT ?",
+        [limit],
+    )
+    out = []
+    for r in rows:
+        r["targets"] = json.loads(r["targets"])
+        out.append(r)
+    return out

@@ -1,0 +1,64 @@
+"""Shared test helpers: run the real `posture` command, start the lab of real daemons once per session."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scanner.lab import Lab
+
+POSTURE = str(Path(sys.executable).parent / "posture")
+
+
+def run_posture(
+    *args: str, db: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300, **kw: object
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script, as a user would, and capture what it says."""
+    full_env = {**os.environ, **(env or {})}
+    argv = [POSTURE, *(["--db", str(db)] if db else []), *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout, check=False, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def db_fingerprint(db: Path) -> str:
+    """A digest of every row of every table: equal before and after means nothing was lost or changed."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        digest = hashlib.sha256()
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        for table in tables:
+            for row in conn.execute(f"SELECT * FROM {table} ORDER BY rowid"):
+                digest.update(repr((table, row)).encode())
+        return digest.hexdigest()
+    finally:
+        conn.close()
+
+
+def query(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """Real sshd, nginx and vsftpd on 127.0.0.21-23."""
+    with Lab() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def lab_scan_db(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `posture scan` of the lab, shared by the tests that only read its result."""
+    db = tmp_path_factory.mktemp("labscan") / "inventory.db"
+    result = run_posture("scan", *lab.targets, "--ports", lab.ports_spec, db=db)
+    assert result.returncode == 0, result.stderr
+    return db
