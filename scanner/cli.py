@@ -30,9 +30,7 @@ class PostureGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PostureError as exc:
-            click.echo(f"posture: error: {exc.message}", err=True)
-            if exc.hint:
-                click.echo(f"posture: hint: {exc.hint}", err=True)
+            click.echo(f"posture: error: {exc}", err=True)
             ctx.exit(int(exc.exit_code))
 
 
@@ -185,6 +183,12 @@ class _Reporter:
     default=None,
     help="Fingerprint the OS (nmap -O). Default: on when running as root.",
 )
+@click.option(
+    "--dns/--no-dns",
+    default=True,
+    show_default=True,
+    help="Look up the hostname of each live host (reverse DNS, nmap's default); --no-dns is nmap -n.",
+)
 @click.option("--unprivileged", is_flag=True, help="Use TCP connect scans even as root (no raw packets, no -O).")
 @click.option(
     "--chunk-size",
@@ -217,6 +221,7 @@ def scan(
     printer_ports: bool,
     version_detection: bool,
     os_detection: bool | None,
+    dns: bool,
     unprivileged: bool,
     chunk_size: int,
     parallel: int,
@@ -272,6 +277,7 @@ def scan(
         "max_rate": max_rate,
         "timing": timing,
         "printer_ports": printer_ports,
+        "dns": dns,
     }
     if dry_run:
         click.echo(

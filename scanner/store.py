@@ -175,6 +175,21 @@ def process_alive(pid: int, start: str | None) -> bool:
     return start is None or _process_start(pid) in (None, start)
 
 
+def _read_only(path: Path) -> bool:
+    """Writable by mode bits and on a writable filesystem? (root passes os.access, not a read-only mount.)"""
+    if not path.exists():
+        return False
+    return not os.access(path, os.W_OK) or bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    """Readers of a WAL database need to write its -shm file; on read-only media, read it as immutable."""
+    uri = f"file:{path}"
+    if readonly:
+        uri += "?immutable=1" if _read_only(path) or _read_only(path.parent) else "?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
+
+
 class Store:
     """An open inventory database. Use `Store.open`; close it, or use it as a context manager."""
 
@@ -192,8 +207,11 @@ class Store:
         try:
             if not readonly:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
+                if _read_only(path) or _read_only(path.parent):
+                    raise PostureError(
+                        f"the database {path} is read-only", "give a writable --db path or fix its permissions"
+                    )
+            conn = _connect(path, readonly)
         except (OSError, sqlite3.Error) as exc:
             raise PostureError(f"cannot open the database {path}: {exc}", "check the path and its permissions") from exc
         store = cls(conn, path)

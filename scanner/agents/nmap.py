@@ -38,6 +38,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "timing": "normal",
     "printer_ports": False,
     "host_timeout": "30m",
+    "dns": True,
 }
 _HOSTS_DONE = re.compile(rb"(\d+) hosts? completed")
 
@@ -68,6 +69,8 @@ def nmap_args(options: dict[str, Any]) -> list[str]:
     args += [f"-T{TIMING[o['timing']]}"]
     if o["max_rate"]:
         args += ["--max-rate", str(int(o["max_rate"]))]
+    if not o["dns"]:
+        args.append("-n")
     if o["host_timeout"]:
         args += ["--host-timeout", str(o["host_timeout"])]
     if privileged and os.geteuid() != 0:

@@ -70,7 +70,7 @@ def test_rescan_keeps_identity_and_history(lab: Lab, tmp_path: Path) -> None:
     db = tmp_path / "inv.db"
     ssh = next(d for d in lab.daemons if d.kind == "ssh")
     for _ in range(2):
-        result = run_posture("scan", ssh.address, "--ports", str(ssh.port), "--no-os-detection", db=db)
+        result = run_posture("scan", ssh.address, "--ports", str(ssh.port), "--no-os-detection", "--no-dns", db=db)
         assert result.returncode == 0, result.stderr
     assets = _assets(db)
     assert len(assets) == 1
@@ -82,7 +82,7 @@ def test_rescan_keeps_identity_and_history(lab: Lab, tmp_path: Path) -> None:
 def test_import_of_xml_written_by_real_nmap(lab: Lab, tmp_path: Path) -> None:
     xml = tmp_path / "lab.xml"
     subprocess.run(
-        [shutil.which("nmap") or "nmap", "-sT", "-sV", "-p", lab.ports_spec, "-oX", str(xml), *lab.targets],
+        [shutil.which("nmap") or "nmap", "-n", "-sT", "-sV", "-p", lab.ports_spec, "-oX", str(xml), *lab.targets],
         check=True,
         capture_output=True,
         timeout=300,
