@@ -7,22 +7,27 @@ the scan row records why the import failed.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import ipaddress
 import json
+import multiprocessing
 import re
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from scanner.errors import Interrupted, PostureError
-from scanner.model import MAX_FIELD, RegisterEntry, bound
-from scanner.nmap_xml import NmapXmlReader
-from scanner.store import IngestStats, Store
+from scanner.model import MAX_FIELD, NmapRun, RegisterEntry, bound
+from scanner.nmap_xml import NmapXmlError, NmapXmlReader
+from scanner.store import IngestStats, PreparedHost, Store, prepare_host
 from scanner.targets import HOSTNAME_RE
 
 MAX_REGISTER_BYTES = 64 * 1024 * 1024
+PIPE_BATCH = 1000  # hosts per message from the reader process
 
 # Header spellings seen in council registers and CMDB exports, after lower-casing and folding _ and -.
 REGISTER_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -77,9 +82,9 @@ def import_nmap_xml(store: Store, path: Path) -> ImportResult:
     """Stream an `nmap -oX` file into the inventory, all or nothing."""
     _require_file(path)
     scan_id = store.start_scan("nmap-import", "nmap", input_file=str(path))
-    with _recorded(store, scan_id, path), path.open("rb") as fh, store.transaction() as conn:
-        reader = NmapXmlReader(fh, name=path.name)
-        stats = store.ingest(scan_id, "nmap", reader)
+    with _recorded(store, scan_id, path), store.transaction() as conn:
+        reader = ForkedNmapXmlReader(path)
+        stats = store.ingest_prepared(scan_id, "nmap", reader)
         conn.execute(
             "UPDATE scans SET hosts_done = ?, hosts_up = ?, hosts_total = ?, tool_version = ?, options = ? "
             "WHERE id = ?",
@@ -107,6 +112,74 @@ def _recorded(store: Store, scan_id: int, path: Path) -> Iterator[None]:
         store.finish_scan(scan_id, "interrupted", "stopped by a signal; nothing from this file was kept")
         raise Interrupted(f"import of {path} interrupted; nothing from it was kept") from None
     store.finish_scan(scan_id, "complete")
+
+
+def _parse_into_pipe(path: str, name: str, pipe: Connection) -> None:
+    """Child process: parse the file and send hosts in batches; errors travel as messages, not tracebacks."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    try:
+        with open(path, "rb") as fh:  # noqa: PTH123 - a plain binary stream for the parser
+            reader = NmapXmlReader(fh, name=name)
+            batch: list[PreparedHost] = []
+            gc.disable()  # parsing makes no reference cycles; collecting now and then is enough (-10%)
+            for host in reader:
+                batch.append(prepare_host(host))
+                if len(batch) >= PIPE_BATCH:
+                    pipe.send(("hosts", batch))
+                    batch = []
+                    gc.collect(0)
+            pipe.send(("hosts", batch))
+            pipe.send(("done", reader.run, reader.hosts_seen))
+    except PostureError as exc:
+        pipe.send(("error", exc.message, exc.hint))
+    except Exception as exc:  # anything else still ends as one clear line in the parent
+        pipe.send(("error", f"could not read {name}: {type(exc).__name__}: {exc}", None))
+    finally:
+        pipe.close()
+
+
+class ForkedNmapXmlReader:
+    """Read an nmap XML file in a child process, handing hosts over as rows ready to write.
+
+    Why: in one process an import is parse time plus write time; with the parse in a child, the parent
+    writes to SQLite while the child parses the next hosts, and a 20,000-host import takes about 40% less
+    time on two cores (bench/run.py import). Threads do not help: SQLite gives the GIL back for each row.
+    The child sends plain tuples (`prepare_host`): objects would cost more to unpickle than to parse.
+    Memory stays flat: the pipe holds a few batches and the child blocks when the parent falls behind.
+    """
+
+    def __init__(self, path: Path, name: str | None = None) -> None:
+        self.path = path
+        self.name = name or path.name
+        self.run = NmapRun(args=None, version=None, started_at=None)
+        self.hosts_seen = 0
+
+    def __iter__(self) -> Iterator[PreparedHost]:
+        context = multiprocessing.get_context("fork")
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(
+            target=_parse_into_pipe, args=(str(self.path), self.name, sender), name="posture-xml-reader", daemon=True
+        )
+        child.start()
+        sender.close()
+        try:
+            while True:
+                try:
+                    message = receiver.recv()
+                except EOFError:
+                    raise NmapXmlError(f"the reader of {self.name} stopped without finishing") from None
+                if message[0] == "hosts":
+                    yield from message[1]
+                elif message[0] == "done":
+                    self.run, self.hosts_seen = message[1], message[2]
+                    return
+                else:
+                    raise NmapXmlError(message[1], message[2])
+        finally:
+            if child.is_alive():
+                child.terminate()
+            child.join()
+            receiver.close()
 
 
 def _decode(raw: bytes) -> str:

@@ -7,6 +7,7 @@ they were seen, and everything else (the asset view, findings) is derived from t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Device-supplied strings are hostile and unbounded; these caps keep one chatty banner from bloating the
 # database or a report. The cut is marked so nobody mistakes a bounded value for the whole one.
@@ -24,9 +25,12 @@ def bound(value: str | None, limit: int = MAX_FIELD) -> str | None:
     return value[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK
 
 
-@dataclass(frozen=True, slots=True)
-class Service:
-    """One port as nmap saw it, with every CPE nmap named (python-nmap would keep only the last)."""
+class Service(NamedTuple):
+    """One port as nmap saw it, with every CPE nmap named (python-nmap would keep only the last).
+
+    A NamedTuple rather than a frozen dataclass: just as immutable, and five times cheaper to build, which
+    counts when an import makes a hundred thousand of them.
+    """
 
     port: int
     protocol: str
@@ -44,8 +48,7 @@ class Service:
     scripts: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class OsMatch:
+class OsMatch(NamedTuple):
     """One operating-system guess: an nmap osmatch/osclass, or a hint taken from a service's CPE."""
 
     name: str

@@ -107,7 +107,8 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
             observed_at TEXT NOT NULL,
             address TEXT,
             ports_scanned INTEGER NOT NULL DEFAULT 0,
-            evidence TEXT NOT NULL            -- JSON: what the source said, bounded, as it said it
+            evidence TEXT NOT NULL            -- JSON: what the source said of the host, bounded; its ports
+                                              -- and software are rows of services/software pointing here
         );
         CREATE INDEX observations_asset ON observations(asset_id, observed_at);
         CREATE INDEX observations_scan ON observations(scan_id);
@@ -126,10 +127,12 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
             tunnel TEXT,
             method TEXT,
             confidence INTEGER,
-            cpes TEXT NOT NULL DEFAULT '[]'
+            os_type TEXT,
+            device_type TEXT,
+            cpes TEXT NOT NULL DEFAULT '[]',  -- JSON list: every CPE the source named
+            scripts TEXT                      -- JSON object of script id -> output, when scripts ran
         );
         CREATE INDEX services_observation ON services(observation_id);
-        CREATE INDEX services_asset ON services(asset_id);
         CREATE TABLE software (
             id INTEGER PRIMARY KEY,
             observation_id INTEGER NOT NULL REFERENCES observations(id) ON DELETE CASCADE,
@@ -146,7 +149,6 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
             method TEXT
         );
         CREATE INDEX software_observation ON software(observation_id);
-        CREATE INDEX software_asset ON software(asset_id);
         """,
     )
 
@@ -226,6 +228,7 @@ class Store:
             if not readonly:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA cache_size = -16000")  # 16 MB: index upkeep during big imports
                 store._migrate(version)
             elif version < SCHEMA_VERSION:
                 raise PostureError(f"{path} needs a schema upgrade", "run any writing command, e.g. `posture scans`")
@@ -358,19 +361,57 @@ class Store:
 
     def ingest(self, scan_id: int, source: str, hosts: Iterable[HostObservation], **kw: Any) -> IngestStats:
         """Write host observations inside the caller's transaction; see `Ingest`."""
-        ingest = Ingest(self.conn, scan_id, source, **kw)
-        for host in hosts:
-            ingest.add(host)
-        ingest.flush()
+        return self.ingest_prepared(scan_id, source, map(prepare_host, hosts), **kw)
+
+    def ingest_prepared(self, scan_id: int, source: str, hosts: Iterable[PreparedHost], **kw: Any) -> IngestStats:
+        with Ingest(self.conn, scan_id, source, **kw) as ingest:
+            for host in hosts:
+                ingest.add_prepared(host)
         return ingest.stats
 
     def apply_register(self, scan_id: int, entries: Iterable[RegisterEntry]) -> IngestStats:
         """Merge asset-register rows into assets inside the caller's transaction."""
-        ingest = Ingest(self.conn, scan_id, "import")
-        for entry in entries:
-            ingest.add_register_entry(entry)
-        ingest.flush()
+        with Ingest(self.conn, scan_id, "import") as ingest:
+            for entry in entries:
+                ingest.add_register_entry(entry)
         return ingest.stats
+
+
+# A host observation turned into plain rows, minus the ids only the writer can give (observation, scan,
+# asset): ips, macs, hostnames, observed_at, ports_scanned, evidence, service rows, software rows.
+# Plain tuples, because they cross a process boundary in `importers` and unpickle ten times faster than
+# objects.
+PreparedHost = tuple[
+    list[str], list[str], list[str], str | None, bool, dict[str, Any], list[tuple[Any, ...]], list[tuple[Any, ...]]
+]
+
+
+def prepare_host(host: HostObservation) -> PreparedHost:
+    """Everything about a host's rows that does not depend on the inventory (so it can run anywhere)."""
+    # Host-level facts only: each port and OS guess is a row of its own (services, software) that points
+    # at this observation, so repeating them here would only double the import's work.
+    evidence = {
+        "status": host.status,
+        "addresses": [list(a) for a in host.addresses],
+        "hostnames": list(host.hostnames),
+        "mac_vendor": host.mac_vendor,
+        "uptime_seconds": host.uptime_seconds,
+        "open_ports": len(host.services),
+        "device_types": list(dict.fromkeys(o.device_type for o in host.os_matches if o.device_type)),
+    }
+    # Service rows follow Service's fields, then its CPEs and scripts as JSON (see the INSERT in flush).
+    services = [
+        (*s[:12], _json_tuple(s.cpes), json.dumps(dict(s.scripts)) if s.scripts else None) for s in host.services
+    ]
+    oses = [
+        ("os", o.name, o.vendor, o.family, o.generation, o.cpes[0] if o.cpes else None, _json_tuple(o.cpes),
+         o.accuracy, o.method)
+        for o in (list(host.os_matches) or _os_hints(host.services))
+    ]  # fmt: skip
+    return (
+        host.ips, host.macs, list(host.hostnames), host.observed_at, host.ports_scanned,
+        evidence, services, oses,
+    )  # fmt: skip
 
 
 @dataclass
@@ -473,9 +514,12 @@ class Ingest:
         return asset_id
 
     def add(self, host: HostObservation) -> None:
-        when = host.observed_at or self.fallback_time
-        ips, macs = host.ips, host.macs
-        hostnames = list(host.hostnames)
+        self.add_prepared(prepare_host(host))
+
+    def add_prepared(self, prepared: PreparedHost) -> None:
+        """Give the host its asset and ids, and buffer its rows; written in batches by `flush`."""
+        ips, macs, hostnames, when, ports_scanned, evidence, services, oses = prepared
+        when = when or self.fallback_time
         for ip in ips:
             given = self.user_hostnames.get(ip)
             if given and given not in hostnames:
@@ -483,67 +527,16 @@ class Ingest:
         asset_id = self._asset_for(ips, macs, hostnames, when)
         obs_id = self._next_obs
         self._next_obs += 1
-        os_rows = list(host.os_matches) or _os_hints(host.services)
-        evidence = {
-            "status": host.status,
-            "addresses": [list(a) for a in host.addresses],
-            "hostnames": list(host.hostnames),
-            "mac_vendor": host.mac_vendor,
-            "uptime_seconds": host.uptime_seconds,
-            "ports": [_service_evidence(s) for s in host.services],
-            "os": [_os_evidence(o) for o in host.os_matches],
-        }
+        ids = (obs_id, self.scan_id, asset_id)
         self._observations.append(
-            (
-                obs_id,
-                self.scan_id,
-                asset_id,
-                self.source,
-                when,
-                ips[0] if ips else None,
-                int(host.ports_scanned),
-                json.dumps(evidence, separators=(",", ":")),
-            )
-        )
-        for s in host.services:
-            self._services.append(
-                (
-                    obs_id,
-                    self.scan_id,
-                    asset_id,
-                    s.port,
-                    s.protocol,
-                    s.state,
-                    s.name,
-                    s.product,
-                    s.version,
-                    s.extra_info,
-                    s.tunnel,
-                    s.method,
-                    s.confidence,
-                    json.dumps(list(s.cpes)),
-                )
-            )
-        for o in os_rows:
-            self._software.append(
-                (
-                    obs_id,
-                    self.scan_id,
-                    asset_id,
-                    "os",
-                    o.name,
-                    o.vendor,
-                    o.family,
-                    o.generation,
-                    o.cpes[0] if o.cpes else None,
-                    json.dumps(list(o.cpes)),
-                    o.accuracy,
-                    o.method,
-                )
-            )
+            (*ids, self.source, when, ips[0] if ips else None, int(ports_scanned),
+             json.dumps(evidence, separators=(",", ":")))
+        )  # fmt: skip
+        self._services.extend((*ids, *row) for row in services)
+        self._software.extend((*ids, *row) for row in oses)
         self.stats.hosts += 1
-        self.stats.services += len(host.services)
-        self.stats.software += len(os_rows)
+        self.stats.services += len(services)
+        self.stats.software += len(oses)
         if len(self._observations) >= self.BATCH:
             self.flush()
 
@@ -586,39 +579,37 @@ class Ingest:
         self._next_obs += 1
         self.stats.hosts += 1
 
+    def __enter__(self) -> Ingest:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        """Write what is left, unless an error is on its way to the caller's rollback."""
+        if exc_type is None:
+            self.flush()
+
     def flush(self) -> None:
-        c = self.conn
-        if self._new_assets:
-            c.executemany("INSERT INTO assets (id, name, first_seen, last_seen) VALUES (?, ?, ?, ?)", self._new_assets)
-        if self._seen:
-            c.executemany(
-                "UPDATE assets SET first_seen = min(coalesce(first_seen, ?), ?), "
-                "last_seen = max(coalesce(last_seen, ?), ?), name = coalesce(?, name) WHERE id = ?",
-                [(f, f, la, la, n, a) for a, (f, la, n) in self._seen.items()],
-            )
-        if self._identifiers:
-            c.executemany(
-                "INSERT INTO asset_identifiers (asset_id, kind, value, source, first_seen, last_seen) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (asset_id, kind, value) DO UPDATE SET "
-                "first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen)",
-                self._identifiers,
-            )
-        if self._observations:
-            c.executemany("INSERT INTO observations VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._observations)
-        if self._services:
-            c.executemany(
-                "INSERT INTO services (observation_id, scan_id, asset_id, port, protocol, state, name, product, "
-                "version, extra_info, tunnel, method, confidence, cpes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                self._services,
-            )
-        if self._software:
-            c.executemany(
-                "INSERT INTO software (observation_id, scan_id, asset_id, kind, name, vendor, product, version, "
-                "cpe, cpes, accuracy, method) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                self._software,
-            )
-        for batch in (self._new_assets, self._identifiers, self._observations, self._services, self._software):
-            batch.clear()
+        """Write the buffered rows, in an order that keeps foreign keys satisfied."""
+        seen = [(f, f, la, la, n, a) for a, (f, la, n) in self._seen.items()]
+        batch = [
+            ("INSERT INTO assets (id, name, first_seen, last_seen) VALUES (?, ?, ?, ?)", self._new_assets),
+            ("UPDATE assets SET first_seen = min(coalesce(first_seen, ?), ?), "
+             "last_seen = max(coalesce(last_seen, ?), ?), name = coalesce(?, name) WHERE id = ?", seen),
+            ("INSERT INTO asset_identifiers (asset_id, kind, value, source, first_seen, last_seen) "
+             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (asset_id, kind, value) DO UPDATE SET "
+             "first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen)",
+             self._identifiers),
+            ("INSERT INTO observations VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._observations),
+            ("INSERT INTO services (observation_id, scan_id, asset_id, port, protocol, state, name, product, "
+             "version, extra_info, tunnel, method, confidence, os_type, device_type, cpes, scripts) "
+             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self._services),
+            ("INSERT INTO software (observation_id, scan_id, asset_id, kind, name, vendor, product, version, "
+             "cpe, cpes, accuracy, method) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", self._software),
+        ]  # fmt: skip
+        for sql, rows in batch:
+            if rows:
+                self.conn.executemany(sql, rows)
+        for rows in (self._new_assets, self._identifiers, self._observations, self._services, self._software):
+            rows.clear()
         self._seen.clear()
 
 
@@ -632,26 +623,14 @@ def _os_hints(services: tuple[Service, ...]) -> list[OsMatch]:
     return [OsMatch(name=name, accuracy=0, family=os_type, cpes=cpes, method="service")]
 
 
-def _service_evidence(s: Service) -> dict[str, Any]:
-    out: dict[str, Any] = {"port": s.port, "protocol": s.protocol, "state": s.state}
-    for key in ("name", "product", "version", "extra_info", "tunnel", "method", "confidence", "os_type", "device_type"):
-        value = getattr(s, key)
-        if value is not None:
-            out[key] = value
-    if s.cpes:
-        out["cpes"] = list(s.cpes)
-    if s.scripts:
-        out["scripts"] = dict(s.scripts)
-    return out
+_JSON_CACHE: dict[tuple[str, ...], str] = {}
 
 
-def _os_evidence(o: OsMatch) -> dict[str, Any]:
-    return {
-        "name": o.name,
-        "accuracy": o.accuracy,
-        "vendor": o.vendor,
-        "family": o.family,
-        "generation": o.generation,
-        "type": o.device_type,
-        "cpes": list(o.cpes),
-    }
+def _json_tuple(values: tuple[str, ...]) -> str:
+    """JSON for a CPE list; an estate repeats the same few lists, so they are encoded once (bounded memo)."""
+    cached = _JSON_CACHE.get(values)
+    if cached is None:
+        cached = json.dumps(list(values))
+        if len(_JSON_CACHE) < 4096:
+            _JSON_CACHE[values] = cached
+    return cached
