@@ -207,6 +207,21 @@ def test_unreachable_network(seeded_db: Path, empty_netns: str) -> None:
     assert query(seeded_db, "SELECT status, hosts_up FROM scans ORDER BY id DESC LIMIT 1") == [("complete", 0)]
 
 
+def test_unresolvable_hostname(seeded_db: Path, empty_netns: str) -> None:
+    """Resolved inside a namespace with no route, so the lookup fails here and no query leaves the machine."""
+    before = db_fingerprint(seeded_db)
+    posture = str(Path(sys.executable).parent / "posture")
+    result = subprocess.run(
+        ["ip", "netns", "exec", empty_netns, posture, "--db", str(seeded_db), "scan", "no-such-host.invalid"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert_one_error_line(result, 2, "cannot resolve hostname 'no-such-host.invalid'")
+    assert db_fingerprint(seeded_db) == before
+
+
 def test_nmap_not_installed(seeded_db: Path) -> None:
     before = db_fingerprint(seeded_db)
     result = run_posture("scan", "127.0.0.1", db=seeded_db, env={"PATH": str(Path(sys.executable).parent)})

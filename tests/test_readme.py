@@ -1,0 +1,34 @@
+"""README.md must stay true: its commands are the ones CI runs and the first one works as shown."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.conftest import run_posture
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    return re.findall(r"```sh\n(.+?)\n```", (ROOT / "README.md").read_text())
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    commands = readme_commands()
+    test_command = next(c for c in commands if "pytest" in c)
+    ci_lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci_lines[-1] == test_command
+
+
+def test_first_command_scans_this_machine(tmp_path: Path) -> None:
+    """The README's first command, minus the install it starts with (done already to run these tests)."""
+    first = readme_commands()[0]
+    assert first.startswith("bash scripts/bootstrap.sh && .venv/bin/posture ")
+    argv = first.split(".venv/bin/posture ", 1)[1].split()
+    assert argv == ["scan", "127.0.0.1"]  # 127.0.0.1 is named in /etc/hosts: no DNS query leaves the machine
+    result = run_posture(*argv, db=tmp_path / "inventory.db")
+    assert result.returncode == 0, result.stderr
+    assert "127.0.0.1" in result.stdout
+    assert re.search(r"scan 1 complete: 1 hosts up of 1 scanned, 1 new assets", result.stdout)
+    assert (ROOT / "scripts" / "bootstrap.sh").exists()
