@@ -20,6 +20,7 @@ import click
 
 from scanner import __version__
 from scanner.errors import NothingScanned, PostureError
+from scanner.model import printable
 from scanner.paths import default_config_path, default_db_path
 
 
@@ -157,7 +158,7 @@ class _Reporter:
     type=click.IntRange(1, 100000),
     default=100,
     show_default=True,
-    help="At most this many packets per second, per chunk.",
+    help="At most this many packets per second for the whole scan (shared by chunks running at once).",
 )
 @click.option(
     "--timing",
@@ -448,7 +449,7 @@ def _print_assets(assets: list[dict[str, Any]]) -> None:
         ) + (f" (+{len(a['services']) - 8})" if len(a["services"]) > 8 else "")
         table.add_row(
             *(
-                escape(str(v)[:200])
+                escape(printable(v))
                 for v in (
                     a["id"],
                     ", ".join(a["addresses"][:2]),
@@ -509,7 +510,7 @@ def scans(ctx: click.Context, fmt: str, limit: int) -> None:
         what = " ".join(r["targets"]) or r["input_file"] or ""
         table.add_row(
             *(
-                escape(str(v))
+                escape(printable(v))
                 for v in (
                     r["id"],
                     r["kind"],

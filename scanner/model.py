@@ -25,6 +25,18 @@ def bound(value: str | None, limit: int = MAX_FIELD) -> str | None:
     return value[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK
 
 
+# C0 and C1 controls (terminal escape sequences) and the bidirectional overrides that reorder text on screen.
+_CONTROL = dict.fromkeys(
+    [*range(0, 32), 127, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)], "\ufffd"
+)
+
+
+def printable(value: object, limit: int = 200) -> str:
+    """A device string made safe for a terminal: control characters (escape sequences) replaced, cut short."""
+    text = str(value)
+    return (text if len(text) <= limit else text[: limit - 1] + "…").translate(_CONTROL)
+
+
 class Service(NamedTuple):
     """One port as nmap saw it, with every CPE nmap named (python-nmap would keep only the last).
 

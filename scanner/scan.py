@@ -125,6 +125,10 @@ def execute_scan(
     user_hostnames: dict[str, str] = options.pop("user_hostnames", {})
     options.pop("chunk_size", None)
     pending = store.pending_chunks(scan_id)
+    parallel = max(1, min(parallel, len(pending)))
+    if options.get("max_rate"):
+        # --max-rate caps the whole scan, not each chunk: chunks running side by side share it.
+        options["max_rate"] = max(1, int(options["max_rate"]) // parallel)
     total_chunks = store.conn.execute("SELECT count(*) FROM scan_chunks WHERE scan_id = ?", (scan_id,)).fetchone()[0]
     summary = ScanSummary(
         scan_id, hosts_total=row["hosts_total"], hosts_done=row["hosts_done"], hosts_up=row["hosts_up"]
@@ -134,7 +138,7 @@ def execute_scan(
     reporter.start(summary.hosts_total, total_chunks, summary.hosts_done)
 
     with _signals_interrupt(), tempfile.TemporaryDirectory(prefix="posture-scan-") as workdir:
-        pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="posture-chunk")
+        pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="posture-chunk")
         futures: dict[Future[Any], tuple[int, int]] = {}
         try:
             for seq, targets, count in pending:

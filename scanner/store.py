@@ -184,6 +184,10 @@ def _read_only(path: Path) -> bool:
     return not os.access(path, os.W_OK) or bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 
 
+def _read_only_error(path: Path) -> PostureError:
+    return PostureError(f"the database {path} is read-only", "give a writable --db path or fix its permissions")
+
+
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     """Readers of a WAL database need to write its -shm file; on read-only media, read it as immutable."""
     uri = f"file:{path}"
@@ -210,9 +214,7 @@ class Store:
             if not readonly:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if _read_only(path) or _read_only(path.parent):
-                    raise PostureError(
-                        f"the database {path} is read-only", "give a writable --db path or fix its permissions"
-                    )
+                    raise _read_only_error(path)
             conn = _connect(path, readonly)
         except (OSError, sqlite3.Error) as exc:
             raise PostureError(f"cannot open the database {path}: {exc}", "check the path and its permissions") from exc
@@ -238,9 +240,7 @@ class Store:
             if "not a database" in text:
                 raise PostureError(f"{path} is not an SQLite database", "give another --db path") from exc
             if "readonly" in text or "read-only" in text:
-                raise PostureError(
-                    f"the database {path} is read-only", "give a writable --db path or fix its permissions"
-                ) from exc
+                raise _read_only_error(path) from exc
             raise PostureError(f"cannot use the database {path}: {text}", "check the file and its folder") from exc
         except PostureError:
             conn.close()
@@ -269,7 +269,7 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if "readonly" in str(exc):
-                raise PostureError(f"the database {self.path} is read-only", "give a writable --db path") from exc
+                raise _read_only_error(self.path) from exc
             raise PostureError(
                 f"the database {self.path} is busy: {exc}", "another posture run holds it; try again"
             ) from exc

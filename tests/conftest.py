@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -19,11 +20,16 @@ POSTURE = str(Path(sys.executable).parent / "posture")
 
 
 def run_posture(
-    *args: str, db: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300, **kw: object
+    *args: str,
+    db: Path | None = None,
+    env: dict[str, str] | None = None,
+    netns: str | None = None,
+    timeout: float = 300,
+    **kw: object,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script, as a user would, and capture what it says."""
+    """Run the installed console script, as a user would (inside network namespace `netns` if given)."""
     full_env = {**os.environ, **(env or {})}
-    argv = [POSTURE, *(["--db", str(db)] if db else []), *args]
+    argv = [*(["ip", "netns", "exec", netns] if netns else []), POSTURE, *(["--db", str(db)] if db else []), *args]
     return subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout, check=False, **kw)  # type: ignore[call-overload]
 
 
@@ -39,6 +45,14 @@ def db_fingerprint(db: Path) -> str:
         return digest.hexdigest()
     finally:
         conn.close()
+
+
+def assets_json(db: Path) -> list[dict[str, Any]]:
+    """`posture assets --format json`, parsed."""
+    result = run_posture("assets", "--format", "json", db=db)
+    assert result.returncode == 0, result.stderr
+    assets: list[dict[str, Any]] = json.loads(result.stdout)
+    return assets
 
 
 def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:

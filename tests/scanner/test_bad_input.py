@@ -180,28 +180,8 @@ def empty_netns() -> Iterator[str]:
 
 def test_unreachable_network(seeded_db: Path, empty_netns: str) -> None:
     before = inventory_fingerprint(seeded_db)
-    posture = str(Path(sys.executable).parent / "posture")
     # 10.99.0.0/24 exists only as an idea inside a namespace with no route out: no packet leaves the machine.
-    result = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            empty_netns,
-            posture,
-            "--db",
-            str(seeded_db),
-            "scan",
-            "10.99.0.5",
-            "-p",
-            "22",
-            "--no-dns",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_posture("scan", "10.99.0.5", "-p", "22", "--no-dns", db=seeded_db, netns=empty_netns)
     assert_one_error_line(result, 3, "no host answered")
     assert inventory_fingerprint(seeded_db) == before
     assert query(seeded_db, "SELECT status, hosts_up FROM scans ORDER BY id DESC LIMIT 1") == [("complete", 0)]
@@ -210,14 +190,7 @@ def test_unreachable_network(seeded_db: Path, empty_netns: str) -> None:
 def test_unresolvable_hostname(seeded_db: Path, empty_netns: str) -> None:
     """Resolved inside a namespace with no route, so the lookup fails here and no query leaves the machine."""
     before = db_fingerprint(seeded_db)
-    posture = str(Path(sys.executable).parent / "posture")
-    result = subprocess.run(
-        ["ip", "netns", "exec", empty_netns, posture, "--db", str(seeded_db), "scan", "no-such-host.invalid"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_posture("scan", "no-such-host.invalid", db=seeded_db, netns=empty_netns)
     assert_one_error_line(result, 2, "cannot resolve hostname 'no-such-host.invalid'")
     assert db_fingerprint(seeded_db) == before
 

@@ -7,7 +7,6 @@ namespace; nothing is sent from the machine's own namespace, and the namespaces 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import POSTURE, query, run_posture
+from tests.conftest import assets_json, query, run_posture
 
 
 def ip(*args: str) -> None:
@@ -35,21 +34,7 @@ class Link:
         ip("-n", self.host_ns, "link", "set", self.host_if, "up")
 
     def scan(self, db: Path) -> subprocess.CompletedProcess[str]:
-        argv = [
-            "ip",
-            "netns",
-            "exec",
-            self.scanner_ns,
-            POSTURE,
-            "--db",
-            str(db),
-            "scan",
-            "10.99.0.2",
-            "-p",
-            "22",
-            "--no-dns",
-        ]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+        return run_posture("scan", "10.99.0.2", "-p", "22", "--no-dns", db=db, netns=self.scanner_ns)
 
 
 @pytest.fixture
@@ -74,12 +59,6 @@ def link() -> Iterator[Link]:
             for pid in pids:
                 subprocess.run(["kill", "-9", pid], check=False)
             subprocess.run(["ip", "netns", "del", ns], check=False)
-
-
-def assets_json(db: Path) -> list[dict]:
-    result = run_posture("assets", "--format", "json", db=db)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_same_mac_same_asset_new_mac_new_asset(link: Link, tmp_path: Path) -> None:

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from scanner.lab import Lab
-from tests.conftest import query, run_posture
-
-
-def assets_json(db: Path) -> list[dict]:
-    result = run_posture("assets", "--format", "json", db=db)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+from tests.conftest import assets_json, query, run_posture
 
 
 def test_register_merges_into_scanned_assets(lab: Lab, tmp_path: Path) -> None:

@@ -8,13 +8,7 @@ import subprocess
 from pathlib import Path
 
 from scanner.lab import Lab
-from tests.conftest import query, run_posture
-
-
-def _assets(db: Path) -> list[dict]:
-    result = run_posture("assets", "--format", "json", db=db)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+from tests.conftest import assets_json, query, run_posture
 
 
 def _by_address(assets: list[dict]) -> dict[str, dict]:
@@ -22,7 +16,7 @@ def _by_address(assets: list[dict]) -> dict[str, dict]:
 
 
 def test_scan_reports_product_and_version_of_each_daemon(lab: Lab, lab_scan_db: Path) -> None:
-    found = _by_address(_assets(lab_scan_db))
+    found = _by_address(assets_json(lab_scan_db))
     for daemon in lab.daemons:
         asset = found[daemon.address]
         service = next(s for s in asset["services"] if s["port"] == daemon.port)
@@ -36,7 +30,7 @@ def test_scan_reports_product_and_version_of_each_daemon(lab: Lab, lab_scan_db: 
 
 
 def test_asset_json_has_the_documented_fields(lab: Lab, lab_scan_db: Path) -> None:
-    for asset in _assets(lab_scan_db):
+    for asset in assets_json(lab_scan_db):
         for key in ("id", "addresses", "macs", "hostnames", "os", "services", "first_seen", "last_seen", "sources"):
             assert key in asset
         assert asset["sources"] == ["nmap"]
@@ -50,7 +44,7 @@ def test_asset_json_has_the_documented_fields(lab: Lab, lab_scan_db: Path) -> No
 def test_every_cpe_of_a_service_is_kept(lab: Lab, lab_scan_db: Path) -> None:
     """Debian's OpenSSH banner gives nmap two CPEs (OpenSSH and the Linux kernel); python-nmap keeps one."""
     ssh = next(d for d in lab.daemons if d.kind == "ssh")
-    asset = _by_address(_assets(lab_scan_db))[ssh.address]
+    asset = _by_address(assets_json(lab_scan_db))[ssh.address]
     cpes = next(s for s in asset["services"] if s["port"] == ssh.port)["cpe"]
     assert any(c.startswith("cpe:/a:openbsd:openssh") for c in cpes)
     assert "cpe:/o:linux:linux_kernel" in cpes
@@ -72,7 +66,7 @@ def test_rescan_keeps_identity_and_history(lab: Lab, tmp_path: Path) -> None:
     for _ in range(2):
         result = run_posture("scan", ssh.address, "--ports", str(ssh.port), "--no-os-detection", "--no-dns", db=db)
         assert result.returncode == 0, result.stderr
-    assets = _assets(db)
+    assets = assets_json(db)
     assert len(assets) == 1
     assert query(db, "SELECT count(*) FROM observations") == [(2,)]
     first, last = query(db, "SELECT min(observed_at), max(observed_at) FROM observations")[0]
@@ -91,13 +85,13 @@ def test_import_of_xml_written_by_real_nmap(lab: Lab, tmp_path: Path) -> None:
     result = run_posture("import", "nmap", str(xml), db=db)
     assert result.returncode == 0, result.stderr
     assert "3 hosts up" in result.stdout
-    found = _by_address(_assets(db))
+    found = _by_address(assets_json(db))
     for daemon in lab.daemons:
         service = next(s for s in found[daemon.address]["services"] if s["port"] == daemon.port)
         assert service["product"] == daemon.product
     # Importing the same file again adds observations to the same assets, never duplicates assets.
     assert run_posture("import", "nmap", str(xml), db=db).returncode == 0
-    assert len(_assets(db)) == 3
+    assert len(assets_json(db)) == 3
     assert query(db, "SELECT count(*) FROM observations") == [(6,)]
 
 
