@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import time
 import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -95,41 +96,51 @@ def cli(ctx: click.Context, db: Path | None, config_path: Path | None) -> None:
 
 
 class _Reporter:
-    """Progress on stderr: a live bar on a terminal, one line per chunk in a log or pipe."""
+    """Progress on stderr: a live bar on a terminal, one line per chunk in a log or pipe.
+
+    The ETA is this run's average pace applied to what is left: chunks finish in bursts, which makes a
+    recent-speed estimate (rich's own) swing wildly.
+    """
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self._progress: Any = None
         self._task: Any = None
+        self._started = time.monotonic()
+        self._first = 0
+        self._total = 0
+
+    def _eta(self, done: int) -> str:
+        if done <= self._first:
+            return "-:--:--"
+        seconds = (time.monotonic() - self._started) * (self._total - done) / (done - self._first)
+        return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
 
     def start(self, total_hosts: int, total_chunks: int, already_done: int) -> None:
+        self._started, self._first, self._total = time.monotonic(), already_done, total_hosts
         if self.tty:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
-                TextColumn("scanning"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("hosts"),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
+                TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TextColumn("hosts"),
+                TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
+                console=Console(stderr=True), transient=True,
+            )  # fmt: skip
             self._progress.start()
-            self._task = self._progress.add_task("scan", total=total_hosts, completed=already_done)
+            self._task = self._progress.add_task("scan", total=total_hosts, completed=already_done, eta="-:--:--")
         else:
             click.echo(f"posture: scanning {total_hosts} addresses in {total_chunks} chunk(s)", err=True)
 
     def update(self, hosts_done: int) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, completed=hosts_done)
+            self._progress.update(self._task, completed=hosts_done, eta=self._eta(hosts_done))
 
     def chunk_done(self, chunks_done: int, total_chunks: int, hosts_done: int, hosts_up: int) -> None:
         if self._progress is None:
             click.echo(
-                f"posture: chunk {chunks_done}/{total_chunks} saved: {hosts_done} addresses done, {hosts_up} up",
+                f"posture: chunk {chunks_done}/{total_chunks} saved: {hosts_done} of {self._total} addresses done, "
+                f"{hosts_up} up, ETA {self._eta(hosts_done)}",
                 err=True,
             )
 
