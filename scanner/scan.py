@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
@@ -171,6 +171,13 @@ def execute_scan(
                 "finished chunks are saved",
                 f"resume with `posture scan --resume {scan_id}`",
             ) from None
+        except BaseException as exc:  # a bug or a failing disk: stop nmap, say so in the scan row, re-raise
+            agent.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            reporter.finish()
+            with suppress(Exception):
+                store.finish_scan(scan_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
         pool.shutdown(wait=True)
     reporter.finish()
     summary.status = "failed" if summary.errors else "complete"

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,12 +85,16 @@ class NmapChunk:
     tool_version: str | None = None
 
     def observations(self) -> Iterator[HostObservation]:
-        with self.xml_path.open("rb") as fh:
-            reader = NmapXmlReader(fh, name=f"nmap output {self.xml_path.name}")
-            yield from reader
-            self.tool_version = reader.run.version
-            if reader.run.exit_status not in (None, "success"):
-                raise PostureError(f"nmap failed: {reader.run.error or reader.run.exit_status}")
+        """Read the chunk's XML once; the file goes as soon as it is read (a /16 makes hundreds)."""
+        try:
+            with self.xml_path.open("rb") as fh:
+                reader = NmapXmlReader(fh, name=f"nmap output {self.xml_path.name}")
+                yield from reader
+        finally:
+            self.xml_path.unlink(missing_ok=True)
+        self.tool_version = reader.run.version
+        if reader.run.exit_status not in (None, "success"):
+            raise PostureError(f"nmap failed: {reader.run.error or reader.run.exit_status}")
 
 
 def _drain(proc: subprocess.Popen[bytes], keep: list[bytes], limit: int = 65536) -> None:
@@ -121,7 +126,9 @@ class NmapAgent:
     def run_chunk(
         self, targets: list[str], options: dict[str, Any], workdir: str, progress: ProgressCallback
     ) -> NmapChunk:
-        xml_path = Path(workdir) / f"chunk-{threading.get_ident()}-{abs(hash(tuple(targets)))}.xml"
+        handle, name = tempfile.mkstemp(prefix="chunk-", suffix=".xml", dir=workdir)
+        os.close(handle)
+        xml_path = Path(name)
         argv = [find_nmap(), *nmap_args(options), "--stats-every", "2s", "-oX", str(xml_path), *targets]
         with self._lock:
             if self._cancelled:
