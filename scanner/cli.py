@@ -150,6 +150,75 @@ class _Reporter:
             self._progress = None
 
 
+def snmp_options(f: Any) -> Any:
+    """The SNMP knobs shared by `posture snmp` and `posture scan --snmp`."""
+    for option in reversed([
+        click.option("--creds", "creds", multiple=True, metavar="NAME",
+                     help="SNMP credential(s) from `posture creds`, tried in turn (default: v2c community "
+                     "'public')."),
+        click.option("--snmp-port", type=click.IntRange(1, 65535), default=161, show_default=True),
+        click.option("--snmp-timeout", type=click.FloatRange(0.1, 60), default=2.0, show_default=True,
+                     help="Seconds to wait for each reply."),
+        click.option("--snmp-retries", type=click.IntRange(0, 10), default=1, show_default=True),
+        click.option("--snmp-deadline", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+                     help="Seconds allowed per device, all requests included; a slow device is cut off."),
+        click.option("--snmp-concurrency", type=click.IntRange(1, 100), default=64, show_default=True,
+                     help="Requests in flight at once (above ~100 replies get lost in the receive buffer)."),
+    ]):  # fmt: skip
+        f = option(f)
+    return f
+
+
+def _snmp_run(ctx: click.Context, store: Any, addresses: list[str], targets: list[str], params: dict[str, Any]) -> Any:
+    from scanner.agents.snmp import PUBLIC, SnmpOptions
+    from scanner.snmp_job import run_snmp_scan
+    from scanner.vault import snmp_credential
+
+    credentials = [snmp_credential(name) for name in params["creds"]] or [PUBLIC]
+    options = SnmpOptions(
+        port=params["snmp_port"], timeout=params["snmp_timeout"], retries=params["snmp_retries"],
+        deadline=params["snmp_deadline"], concurrency=params["snmp_concurrency"],
+    )  # fmt: skip
+    summary = run_snmp_scan(store, addresses, credentials, options, _Reporter(), targets)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.by_status.items()))
+    click.echo(
+        f"SNMP scan {summary.scan_id}: {summary.done} devices asked ({counts}); {summary.new_assets} new assets, "
+        f"{summary.software} software and hardware rows. Inventory: {store.path}"
+    )
+    for address, status, detail in summary.problems[:30]:
+        click.echo(f"  {address}: {status}: {printable(detail, 160)}", err=True)
+    if len(summary.problems) > 30:
+        click.echo(f"  ... {len(summary.problems) - 30} more in `posture scans`", err=True)
+    return summary
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--exclude", multiple=True, metavar="TARGET", help="Addresses, networks or ranges to leave out.")
+@click.option("--scope", multiple=True, metavar="CIDR", help="Refuse any target outside these networks.")
+@snmp_options
+@click.pass_context
+def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ...], scope: tuple[str, ...],
+         **params: Any) -> None:  # fmt: skip
+    """Ask devices over SNMP (v1, v2c, v3) for their system, interfaces, software and hardware.
+
+    Runs without nmap. Each device gets the credentials given with --creds in turn; its outcome (ok,
+    partial, auth-failure, no-response, timeout, error) is kept in the scan record and listed at the end.
+    Secrets come from the encrypted vault (`posture creds add snmp NAME`), never from the command line.
+    """
+    from scanner.targets import parse_networks, parse_target, plan_scan
+
+    config = load_config(ctx.obj.get("config_path"))
+    scope_nets = parse_networks(list(scope) or list(config.get("scan", {}).get("scope", [])), "--scope")
+    plan = plan_scan([parse_target(t) for t in targets], parse_networks(exclude, "--exclude"), scope_nets)
+    if not plan.addresses:
+        raise PostureError("every target address is excluded; nothing to scan", "check --exclude")
+    with open_store(ctx) as store:
+        summary = _snmp_run(ctx, store, [str(a) for a in plan.addresses], list(targets), params)
+    if summary.by_status.get("ok", 0) + summary.by_status.get("partial", 0) == 0:
+        raise NothingScanned("no device answered SNMP", "check addresses, credentials and udp/161 filtering")
+
+
 @cli.command()
 @click.argument("targets", nargs=-1)
 @click.option(
@@ -220,9 +289,12 @@ class _Reporter:
     help="Finish an interrupted scan (the newest one, or SCAN_ID) instead of starting a new one.",
 )
 @click.option("--dry-run", is_flag=True, help="Check the targets and show the nmap command; send nothing.")
+@click.option("--snmp", "with_snmp", is_flag=True, help="Also ask every live host over SNMP (see `posture snmp`).")
+@snmp_options
 @click.pass_context
 def scan(
     ctx: click.Context,
+    /,
     targets: tuple[str, ...],
     exclude: tuple[str, ...],
     scope: tuple[str, ...],
@@ -239,6 +311,8 @@ def scan(
     parallel: int,
     resume: int | None,
     dry_run: bool,
+    with_snmp: bool,
+    **snmp_params: Any,
 ) -> None:
     """Discover hosts, open ports, products and versions with nmap, and save them in the inventory.
 
@@ -267,7 +341,7 @@ def scan(
             scan_id = resumable_scan(store, resume or None)
             agent.check()
             store.claim_scan(scan_id)
-            _finish_scan(ctx, store, execute_scan(store, agent, scan_id, parallel, _Reporter()))
+            _finish_scan(ctx, store, execute_scan(store, agent, scan_id, parallel, _Reporter()), with_snmp, snmp_params)
         return
 
     if not targets:
@@ -310,10 +384,10 @@ def scan(
             scope=[str(n) for n in scope_nets],
             chunk_size=chunk_size,
         )
-        _finish_scan(ctx, store, execute_scan(store, agent, scan_id, parallel, _Reporter()))
+        _finish_scan(ctx, store, execute_scan(store, agent, scan_id, parallel, _Reporter()), with_snmp, snmp_params)
 
 
-def _finish_scan(ctx: click.Context, store: Any, summary: Any) -> None:
+def _finish_scan(ctx: click.Context, store: Any, summary: Any, with_snmp: bool, snmp_params: dict[str, Any]) -> None:
     from scanner.views import asset_views
 
     ids = [
@@ -330,6 +404,15 @@ def _finish_scan(ctx: click.Context, store: Any, summary: Any) -> None:
         f"scan {summary.scan_id} {summary.status}: {summary.hosts_up} hosts up of {summary.hosts_done} scanned, "
         f"{summary.new_assets} new assets, {summary.services} open services. Inventory: {store.path}"
     )
+    if with_snmp and ids:
+        live = [
+            r[0]
+            for r in store.conn.execute(
+                "SELECT DISTINCT address FROM observations WHERE scan_id = ? AND address IS NOT NULL",
+                (summary.scan_id,),
+            )
+        ]
+        _snmp_run(ctx, store, live, live, snmp_params)
     for error in summary.errors:
         click.echo(f"posture: error: {error}", err=True)
     if summary.errors:
@@ -396,6 +479,107 @@ def import_assets(ctx: click.Context, file: Path) -> None:
     click.echo(
         f"{file}: {result.stats.hosts} register rows, {result.stats.new_assets} new assets (scan {result.scan_id})"
     )
+
+
+# ---- credentials ---------------------------------------------------------------------------------------
+
+
+@cli.group()
+def creds() -> None:
+    """Encrypted credentials for SNMP, referred to by name (`--creds NAME`).
+
+    Secrets are prompted for without echo (or read from stdin with --stdin), sealed with AES-256-GCM under
+    a key in ~/.config/posture/vault.key (mode 0600) or $POSTURE_KEY, and never shown again.
+    """
+
+
+def _secret(prompt: str, from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise PostureError(f"stdin ended before the {prompt}", "give one secret per line")
+        value = line.rstrip("\r\n")
+    else:
+        value = click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True)
+    if not value:
+        raise PostureError(f"the {prompt} is empty")
+    return str(value)
+
+
+@creds.command("add")
+@click.argument("kind", type=click.Choice(["snmp"]))
+@click.argument("name")
+@click.option("--version", "snmp_version", type=click.Choice(["1", "2c", "3"]), default="2c", show_default=True)
+@click.option("--user", help="SNMPv3 user name.")
+@click.option(
+    "--auth-protocol",
+    type=click.Choice(["SHA", "SHA224", "SHA256", "SHA384", "SHA512", "MD5"]),
+    help="SNMPv3 authentication (the key is prompted for).",
+)
+@click.option(
+    "--priv-protocol",
+    type=click.Choice(["AES", "AES192", "AES256", "DES"]),
+    help="SNMPv3 privacy (the key is prompted for).",
+)
+@click.option("--context", default="", help="SNMPv3 context name.")
+@click.option(
+    "--stdin",
+    "from_stdin",
+    is_flag=True,
+    help="Read the secret(s) from stdin, one per line (community; or auth key then privacy key).",
+)
+def creds_add(kind: str, name: str, snmp_version: str, user: str | None, auth_protocol: str | None,
+              priv_protocol: str | None, context: str, from_stdin: bool) -> None:  # fmt: skip
+    """Add (or replace) the credential NAME."""
+    from scanner.agents.snmp import SnmpCredential
+    from scanner.vault import add_snmp, check_name
+
+    check_name(name)
+    if snmp_version == "3":
+        if not user:
+            raise click.UsageError("SNMPv3 needs --user")
+        if priv_protocol and not auth_protocol:
+            raise click.UsageError("SNMPv3 privacy needs --auth-protocol too")
+        if len(context.encode()) > 32:
+            raise click.UsageError("an SNMPv3 context name is at most 32 octets")
+        auth_key = _secret("authentication key", from_stdin) if auth_protocol else None
+        priv_key = _secret("privacy key", from_stdin) if priv_protocol else None
+        for key in (auth_key, priv_key):
+            if key is not None and len(key) < 8:
+                raise PostureError("SNMPv3 keys are at least 8 characters", "use the keys configured on the devices")
+        cred = SnmpCredential(name, "3", user=user, auth_protocol=auth_protocol, auth_key=auth_key,
+                              priv_protocol=priv_protocol, priv_key=priv_key, context=context)  # fmt: skip
+    else:
+        if user or auth_protocol or priv_protocol:
+            raise click.UsageError("--user and the protocols are for --version 3")
+        cred = SnmpCredential(name, snmp_version, community=_secret("community", from_stdin))
+    add_snmp(cred)
+    click.echo(f"credential {name!r} saved (SNMP v{snmp_version})")
+
+
+@creds.command("list")
+def creds_list() -> None:
+    """List credential names and their settings (never the secrets)."""
+    from scanner.vault import list_credentials
+
+    rows = list_credentials()
+    if not rows:
+        click.echo("no credentials yet: `posture creds add snmp NAME`")
+    for r in rows:
+        detail = (
+            f"user {r['user']}, auth {r['auth_protocol']}, priv {r['priv_protocol']}" if r["version"] == "3" else ""
+        )
+        click.echo(f"{r['name']}\t{r['kind']} v{r['version']}\t{detail}".rstrip())
+
+
+@creds.command("remove")
+@click.argument("name")
+def creds_remove(name: str) -> None:
+    """Remove the credential NAME."""
+    from scanner.vault import remove
+
+    remove(name)
+    click.echo(f"credential {name!r} removed")
 
 
 # ---- views --------------------------------------------------------------------------------------------

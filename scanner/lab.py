@@ -8,10 +8,12 @@ the truth on this machine rather than with a string written into the test.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -114,15 +116,8 @@ class Lab:
         with (root / f"{kind}.log").open("wb") as log:
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
-    @staticmethod
-    def _binary(name: str, package: str) -> str:
-        path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-        if not path:
-            raise PostureError(f"{name} is not installed", f"apt-get install {package}")
-        return path
-
     def _start_ssh(self, root: Path, address: str, port: int) -> LabDaemon:
-        sshd = self._binary("sshd", "openssh-server")
+        sshd = find_binary("sshd", "openssh-server")
         key = root / "ssh_host_ed25519_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
@@ -136,7 +131,7 @@ class Lab:
         return LabDaemon("ssh", address, port, "OpenSSH", version, proc)
 
     def _start_http(self, root: Path, address: str, port: int) -> LabDaemon:
-        nginx = self._binary("nginx", "nginx-light")
+        nginx = find_binary("nginx", "nginx-light")
         (root / "nginx-tmp").mkdir()
         temp = root / "nginx-tmp"
         config = root / "nginx.conf"
@@ -152,7 +147,7 @@ class Lab:
         return LabDaemon("http", address, port, "nginx", version, proc)
 
     def _start_ftp(self, root: Path, address: str, port: int) -> LabDaemon:
-        vsftpd = self._binary("vsftpd", "vsftpd")
+        vsftpd = find_binary("vsftpd", "vsftpd")
         empty = root / "vsftpd-empty"
         empty.mkdir(mode=0o755)
         config = root / "vsftpd.conf"
@@ -164,3 +159,205 @@ class Lab:
         config.chmod(0o600)
         proc = self._spawn([vsftpd, str(config)], root, "ftp")
         return LabDaemon("ftp", address, port, "vsftpd", None, proc)
+
+
+def snmpsim_data_dir() -> Path:
+    """Where pip put the snmpsim-data recordings (the `demo` extra)."""
+    try:
+        import snmpsim_data  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise PostureError(
+            "the SNMP recordings are not installed", "install the demo extra: pip install 'posture-scanner[demo]'"
+        ) from exc
+    return Path(snmpsim_data.__file__).parent / "data"
+
+
+def recording_path(name: str) -> Path:
+    """The file of a recording named like `os/windows/XP` (the path under snmpsim-data, no extension)."""
+    base = snmpsim_data_dir() / name
+    for suffix in (".snmprec.bz2", ".snmprec"):
+        if base.with_name(base.name + suffix).exists():
+            return base.with_name(base.name + suffix)
+    raise PostureError(f"no recording named {name!r} in snmpsim-data")
+
+
+# Real devices recorded by the snmpsim-data project, chosen for a council-like estate.
+DEMO_RECORDINGS = (
+    "os/windows/XP",
+    "os/windows/server-2003-5-2",
+    "os/linux/unknown-001",  # RHEL 6 (2.6.32-573.el6)
+    "os/linux/unknown-006",  # RHEL 7 (3.10.0-514.el7)
+    "network/switch/cisco-c3560",
+    "network/router/juniper-mx960-12-3r6-6",
+    "storage/netapp-fas3270",
+    "UPS/apc-8932",
+    "camera/hikvision",
+)
+
+
+class SnmpSimLab:
+    """snmpsim serving real device recordings, one recording per loopback address, community `public`.
+
+    One simulator process per device: snmpsim picks a recording by community, and every device of a
+    real estate answers to its own address with the same community, which one process cannot mimic.
+    """
+
+    def __init__(self, recordings: tuple[str, ...] = DEMO_RECORDINGS, base: str = "127.0.1.", first: int = 1,
+                 port: int = 161) -> None:  # fmt: skip
+        self.devices = {f"{base}{first + i}": name for i, name in enumerate(recordings)}
+        self.port = port
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> SnmpSimLab:
+        responder = shutil.which("snmpsim-command-responder") or str(
+            Path(sys.executable).parent / "snmpsim-command-responder"
+        )
+        if not Path(responder).exists():
+            raise PostureError(
+                "snmpsim is not installed", "install the demo extra: pip install 'posture-scanner[demo]'"
+            )
+        self._dir = tempfile.TemporaryDirectory(prefix="posture-snmpsim-")
+        root = Path(self._dir.name)
+        env = {**os.environ, "SNMPSIM_ALLOW_ROOT": "true"}
+        try:
+            for address, name in self.devices.items():
+                source = recording_path(name)
+                data, cache = root / address / "data", root / address / "cache"
+                data.mkdir(parents=True)
+                cache.mkdir()
+                target = data / ("public" + "".join(source.suffixes[-2:] if source.suffix == ".bz2" else [".snmprec"]))
+                shutil.copyfile(source, target)
+                with (root / address / "log").open("wb") as log:
+                    self._processes.append(
+                        subprocess.Popen(
+                            [
+                                responder,
+                                f"--data-dir={data}",
+                                f"--cache-dir={cache}",
+                                f"--agent-udpv4-endpoint={address}:{self.port}",
+                            ],
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            env=env,
+                        )
+                    )
+            for address, proc in zip(self.devices, self._processes, strict=True):
+                _wait_snmp(address, self.port, proc, root / address / "log")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for proc in self._processes:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self._processes:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self._processes.clear()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+
+def _wait_snmp(
+    address: str, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0, community: str = "public"
+) -> None:
+    """Poll with a real SNMP GET of sysDescr until the simulator has indexed its recording and answers."""
+    import asyncio
+
+    from scanner.agents.snmp import SnmpCollector, SnmpCredential, SnmpOptions, SnmpResult
+
+    credential = SnmpCredential("lab", "2c", community=community)
+
+    async def ask() -> bool:
+        collector = SnmpCollector(SnmpOptions(port=port, timeout=0.5, retries=0))
+        try:
+            target = await collector.hl.UdpTransportTarget.create((address, port), timeout=0.5, retries=0)
+            await collector._request("get", target, collector._auth(credential), collector.hl.ContextData(),
+                                     ["1.3.6.1.2.1.1.1.0"], SnmpResult(address))  # fmt: skip
+            return True
+        except Exception:  # not answering yet
+            return False
+        finally:
+            collector.engine.close_dispatcher()
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise PostureError(f"SNMP agent for {address} exited: {log.read_text(errors='replace')[-300:]}")
+        if asyncio.run(ask()):
+            return
+        time.sleep(0.2)
+    raise PostureError(f"SNMP agent for {address} did not answer within {timeout:.0f}s")
+
+
+class SnmpdLab:
+    """A real net-snmp `snmpd` answering on many loopback addresses (v2c community and an SNMPv3 user).
+
+    For tests of v3 and authentication failures, and for benchmarks: snmpsim is single-threaded Python
+    and would measure itself; snmpd is C.
+    """
+
+    def __init__(self, addresses: list[str], community: str, v3_user: str, auth_key: str, priv_key: str,
+                 port: int = 161, sysname: str = "lab-snmpd") -> None:  # fmt: skip
+        self.addresses = addresses
+        self.port = port
+        self._community = community
+        self._config = (
+            f"agentAddress {','.join(f'udp:{a}:{port}' for a in addresses)}\n"
+            f"rocommunity {community} 127.0.0.0/8\n"
+            f'createUser {v3_user} SHA "{auth_key}" AES "{priv_key}"\n'
+            f"rouser {v3_user} priv\nsysName {sysname}\nsysLocation posture test lab\n"
+        )
+        self._process: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> SnmpdLab:
+        snmpd = find_binary("snmpd", "snmpd")
+        self._dir = tempfile.TemporaryDirectory(prefix="posture-snmpd-")
+        root = Path(self._dir.name)
+        config = root / "snmpd.conf"
+        config.write_text(self._config)
+        config.chmod(0o600)
+        env = {**os.environ, "SNMP_PERSISTENT_DIR": str(root / "persist")}
+        with (root / "log").open("wb") as log:
+            self._process = subprocess.Popen(
+                [snmpd, "-f", "-C", "-c", str(config), "-m", "", "-I", "-smux", "-Lf", str(root / "snmpd.log"),
+                 "-p", str(root / "pid")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        try:
+            _wait_snmp(self.addresses[0], self.port, self._process, root / "snmpd.log", 30, self._community)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(10)
+        self._process = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+
+def find_binary(name: str, package: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if not path:
+        raise PostureError(f"{name} is not installed", f"apt-get install {package}")
+    return path

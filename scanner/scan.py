@@ -98,7 +98,7 @@ def resumable_scan(store: Store, scan_id: int | None) -> int:
 
 
 @contextmanager
-def _signals_interrupt() -> Iterator[None]:
+def signals_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP (a scheduler stopping us, a closed terminal) stop the scan like Ctrl-C does."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -137,7 +137,7 @@ def execute_scan(
     chunks_done = total_chunks - len(pending)
     reporter.start(summary.hosts_total, total_chunks, summary.hosts_done)
 
-    with _signals_interrupt(), tempfile.TemporaryDirectory(prefix="posture-scan-") as workdir:
+    with signals_interrupt(), tempfile.TemporaryDirectory(prefix="posture-scan-") as workdir:
         pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="posture-chunk")
         futures: dict[Future[Any], tuple[int, int]] = {}
         try:

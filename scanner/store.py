@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,9 +34,14 @@ def utc_now() -> str:
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run statements one by one: `executescript` would COMMIT the migration's transaction half-way."""
-    for statement in script.split(";\n"):
-        if statement.strip():
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
             conn.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"incomplete SQL statement in a migration: {statement[:80]!r}")
 
 
 def _schema_v1(conn: sqlite3.Connection) -> None:
@@ -153,8 +158,31 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schema_v2(conn: sqlite3.Connection) -> None:
+    """SNMP: per-target outcome of a scan, and the extra facts SNMP gives about software."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE scan_targets (
+            scan_id INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+            address TEXT NOT NULL,
+            method TEXT NOT NULL,             -- snmp
+            status TEXT NOT NULL,             -- ok, partial, auth-failure, no-response, timeout, error
+            detail TEXT,
+            credential TEXT,                  -- the credential's name, never its secret
+            seconds REAL,
+            requests INTEGER,
+            asset_id INTEGER REFERENCES assets(id) ON DELETE SET NULL,
+            PRIMARY KEY (scan_id, address, method)
+        );
+        ALTER TABLE software ADD COLUMN extra TEXT;     -- JSON: type, install date, serial, revisions
+        ALTER TABLE software ADD COLUMN raw_hex TEXT;   -- the name's bytes when they were not UTF-8
+        """,
+    )
+
+
 # Each entry moves the schema one version up; append, never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_schema_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_schema_v1, _schema_v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -405,7 +433,7 @@ def prepare_host(host: HostObservation) -> PreparedHost:
     ]
     oses = [
         ("os", o.name, o.vendor, o.family, o.generation, o.cpes[0] if o.cpes else None, _json_tuple(o.cpes),
-         o.accuracy, o.method)
+         o.accuracy, o.method, None, None)
         for o in (list(host.os_matches) or _os_hints(host.services))
     ]  # fmt: skip
     return (
@@ -446,7 +474,7 @@ class IdentityIndex:
             self.macs_of.setdefault(asset_id, set()).add(value)
         elif kind in ("ipv4", "ipv6"):
             self.by_ip[value] = asset_id
-        elif kind == "hostname" and value not in GENERIC_HOSTNAMES:
+        elif kind in ("hostname", "sysname") and value not in GENERIC_HOSTNAMES:
             self.by_host[value] = asset_id
 
     def match(self, ips: Iterable[str], macs: list[str], hostnames: Iterable[str]) -> int | None:
@@ -493,10 +521,15 @@ class Ingest:
         self._observations: list[tuple[Any, ...]] = []
         self._services: list[tuple[Any, ...]] = []
         self._software: list[tuple[Any, ...]] = []
+        self.last_asset_id = 0
 
-    def _asset_for(self, ips: list[str], macs: list[str], hostnames: list[str], when: str) -> int:
-        asset_id = self.index.match(ips, macs, hostnames)
-        name = next((h for h in hostnames if h not in GENERIC_HOSTNAMES), None) or (ips[0] if ips else None)
+    def _asset_for(
+        self, ips: list[str], macs: list[str], hostnames: list[str], when: str, sysnames: Sequence[str] = ()
+    ) -> int:
+        asset_id = self.index.match(ips, macs, [*hostnames, *sysnames])
+        name = next((h for h in [*hostnames, *sysnames] if h not in GENERIC_HOSTNAMES), None) or (
+            ips[0] if ips else None
+        )
         if asset_id is None:
             asset_id = self._next_asset
             self._next_asset += 1
@@ -506,7 +539,7 @@ class Ingest:
             first, last, old_name = self._seen.get(asset_id, (when, when, None))
             self._seen[asset_id] = (min(first, when), max(last, when), name or old_name)
         self.stats.asset_ids.add(asset_id)
-        for kind, values in (("ipv4", ips), ("mac", macs), ("hostname", hostnames)):
+        for kind, values in (("ipv4", ips), ("mac", macs), ("hostname", hostnames), ("sysname", sysnames)):
             for value in values:
                 real_kind = "ipv6" if kind == "ipv4" and ":" in value else kind
                 self.index.remember(asset_id, real_kind, value)
@@ -516,15 +549,19 @@ class Ingest:
     def add(self, host: HostObservation) -> None:
         self.add_prepared(prepare_host(host))
 
-    def add_prepared(self, prepared: PreparedHost) -> None:
-        """Give the host its asset and ids, and buffer its rows; written in batches by `flush`."""
+    def add_prepared(self, prepared: PreparedHost, sysnames: Sequence[str] = ()) -> None:
+        """Give the host its asset and ids, and buffer its rows; written in batches by `flush`.
+
+        Returns nothing; `last_asset_id` tells the caller which asset the sighting went to.
+        """
         ips, macs, hostnames, when, ports_scanned, evidence, services, oses = prepared
         when = when or self.fallback_time
         for ip in ips:
             given = self.user_hostnames.get(ip)
             if given and given not in hostnames:
                 hostnames.append(given)
-        asset_id = self._asset_for(ips, macs, hostnames, when)
+        asset_id = self._asset_for(ips, macs, hostnames, when, sysnames)
+        self.last_asset_id = asset_id
         obs_id = self._next_obs
         self._next_obs += 1
         ids = (obs_id, self.scan_id, asset_id)
@@ -603,7 +640,7 @@ class Ingest:
              "version, extra_info, tunnel, method, confidence, os_type, device_type, cpes, scripts) "
              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self._services),
             ("INSERT INTO software (observation_id, scan_id, asset_id, kind, name, vendor, product, version, "
-             "cpe, cpes, accuracy, method) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", self._software),
+             "cpe, cpes, accuracy, method, extra, raw_hex) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self._software),
         ]  # fmt: skip
         for sql, rows in batch:
             if rows:

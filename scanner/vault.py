@@ -1,0 +1,152 @@
+"""Encrypted credentials (SNMP communities and v3 keys), named so scans can refer to them.
+
+Each secret is sealed with AES-256-GCM under a key that lives in its own file (mode 0600, under the XDG
+config dir) or in `POSTURE_KEY`; the credential's name is bound in as associated data, so a sealed blob
+cannot be moved under another name. Names, kinds, versions and v3 user names are stored in clear so they
+can be listed; secrets are decrypted only in memory, when a scan needs them, and never written to the
+inventory, a report, a log line or an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from scanner.agents.snmp import SnmpCredential
+from scanner.errors import PostureError
+from scanner.paths import config_dir
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+KEY_BYTES = 32
+
+
+def vault_path() -> Path:
+    return Path(os.environ.get("POSTURE_VAULT") or config_dir() / "credentials.json")
+
+
+def key_path() -> Path:
+    return config_dir() / "vault.key"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read, atomically (a crash leaves the old file or the new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def _key(create: bool) -> bytes:
+    env = os.environ.get("POSTURE_KEY")
+    if env:
+        try:
+            key = base64.b64decode(env, validate=True)
+        except ValueError as exc:
+            raise PostureError("POSTURE_KEY is not base64", "give 32 random bytes, base64-encoded") from exc
+        if len(key) != KEY_BYTES:
+            raise PostureError("POSTURE_KEY must decode to 32 bytes", "e.g. `head -c32 /dev/urandom | base64`")
+        return key
+    path = key_path()
+    if path.exists():
+        key = path.read_bytes()
+        if len(key) != KEY_BYTES:
+            raise PostureError(f"the vault key {path} is damaged", "restore it from backup")
+        return key
+    if not create:
+        raise PostureError(f"no vault key at {path}", "add a credential first: `posture creds add snmp NAME`")
+    key = os.urandom(KEY_BYTES)
+    _write_private(path, key)
+    return key
+
+
+def _load() -> dict[str, Any]:
+    path = vault_path()
+    if not path.exists():
+        return {"version": 1, "credentials": {}}
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PostureError(f"the credentials file {path} is damaged", "restore it from backup") from exc
+    return data
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise PostureError(f"invalid credential name {name[:70]!r}", "use letters, digits, '.', '_' and '-'")
+    return name
+
+
+def add_snmp(cred: SnmpCredential) -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    check_name(cred.name)
+    secret = {"community": cred.community, "auth_key": cred.auth_key, "priv_key": cred.priv_key}
+    nonce = os.urandom(12)
+    sealed = AESGCM(_key(create=True)).encrypt(nonce, json.dumps(secret).encode(), cred.name.encode())
+    data = _load()
+    data["credentials"][cred.name] = {
+        "kind": "snmp",
+        "version": cred.version,
+        "user": cred.user,
+        "auth_protocol": cred.auth_protocol,
+        "priv_protocol": cred.priv_protocol,
+        "context": cred.context,
+        "nonce": base64.b64encode(nonce).decode(),
+        "sealed": base64.b64encode(sealed).decode(),
+    }
+    _write_private(vault_path(), json.dumps(data, indent=2).encode())
+
+
+def list_credentials() -> list[dict[str, Any]]:
+    return [
+        {"name": name, **{k: v for k, v in entry.items() if k not in ("nonce", "sealed")}}
+        for name, entry in sorted(_load()["credentials"].items())
+    ]
+
+
+def remove(name: str) -> None:
+    data = _load()
+    if name not in data["credentials"]:
+        raise PostureError(f"no credential named {name[:70]!r}", "see `posture creds list`")
+    del data["credentials"][name]
+    _write_private(vault_path(), json.dumps(data, indent=2).encode())
+
+
+def snmp_credential(name: str) -> SnmpCredential:
+    """Decrypt one credential for use in this process."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    entry = _load()["credentials"].get(name)
+    if entry is None or entry.get("kind") != "snmp":
+        raise PostureError(f"no SNMP credential named {name[:70]!r}", "see `posture creds list`")
+    try:
+        plain = AESGCM(_key(create=False)).decrypt(
+            base64.b64decode(entry["nonce"]), base64.b64decode(entry["sealed"]), name.encode()
+        )
+    except (InvalidTag, ValueError, KeyError) as exc:
+        raise PostureError(
+            f"credential {name!r} cannot be decrypted with this key", "check POSTURE_KEY or the key file"
+        ) from exc
+    secret = json.loads(plain)
+    return SnmpCredential(
+        name=name,
+        version=entry["version"],
+        community=secret.get("community"),
+        user=entry.get("user"),
+        auth_protocol=entry.get("auth_protocol"),
+        auth_key=secret.get("auth_key"),
+        priv_protocol=entry.get("priv_protocol"),
+        priv_key=secret.get("priv_key"),
+        context=entry.get("context") or "",
+    )

@@ -1,0 +1,237 @@
+"""SNMP against real agents: snmpsim serving recordings of real devices, and net-snmp's snmpd with a v3 user."""
+
+from __future__ import annotations
+
+import bz2
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scanner.agents.snmp import SnmpCredential
+from scanner.lab import SnmpdLab, SnmpSimLab, recording_path
+from tests.conftest import assets_json, query, run_posture
+from tests.scanner.snmp_agents import BadAgent
+
+RECORDINGS = (
+    "os/windows/XP",
+    "os/windows/server-2003-5-2",
+    "os/linux/unknown-001",  # RHEL 6: 668 installed packages
+    "network/router/vyatta-unknown",  # 692 installed packages
+    "network/firewall/netentsec-ngfw",  # 704 installed packages
+    "network/switch/cisco-c3560",  # ENTITY-MIB physical inventory
+)
+SIM_BASE = "127.0.6."
+SNMPD = ["127.0.7.1", "127.0.7.2"]
+AUTH_KEY, PRIV_KEY, COMMUNITY = "lab-auth-key-8d1f", "lab-priv-key-41c2", "lab-community-77a0"
+
+
+def recording(name: str) -> dict[str, tuple[str, str]]:
+    """OID -> (type tag, value) as the recording file holds them."""
+    path = recording_path(name)
+    text = bz2.decompress(path.read_bytes()).decode("latin-1") if path.suffix == ".bz2" else path.read_text("latin-1")
+    out = {}
+    for line in text.splitlines():
+        parts = line.split("|", 2)
+        if len(parts) == 3:
+            out[parts[0]] = (parts[1], parts[2])
+    return out
+
+
+def raw_bytes(tag: str, value: str) -> bytes:
+    return bytes.fromhex(value) if tag.endswith("x") else value.encode("latin-1")
+
+
+@pytest.fixture(scope="module")
+def simlab() -> Iterator[SnmpSimLab]:
+    with SnmpSimLab(RECORDINGS, base=SIM_BASE) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def sim_db(simlab: SnmpSimLab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("snmpsim") / "inventory.db"
+    result = run_posture("snmp", *simlab.devices, "--snmp-timeout", "5", db=db)
+    assert result.returncode == 0, result.stderr
+    return db
+
+
+@pytest.fixture(scope="module")
+def snmpd() -> Iterator[SnmpdLab]:
+    with SnmpdLab(SNMPD, COMMUNITY, "posture-v3", AUTH_KEY, PRIV_KEY) as lab:
+        yield lab
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> dict[str, str]:
+    """A vault of its own for the test: good and bad credentials, added through the CLI via stdin."""
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    adds = [
+        (["good-v2c"], f"{COMMUNITY}\n"),
+        (["wrong-v2c"], "not-the-community\n"),
+        (["good-v3", "--version", "3", "--user", "posture-v3", "--auth-protocol", "SHA", "--priv-protocol", "AES"],
+         f"{AUTH_KEY}\n{PRIV_KEY}\n"),
+        (["wrong-v3", "--version", "3", "--user", "posture-v3", "--auth-protocol", "SHA", "--priv-protocol", "AES"],
+         f"wrong-auth-key-000\n{PRIV_KEY}\n"),
+    ]  # fmt: skip
+    for args, secrets in adds:
+        result = run_posture("creds", "add", "snmp", *args, "--stdin", env=env, input=secrets)
+        assert result.returncode == 0, result.stderr
+    return env
+
+
+def software_of(db: Path, address: str, kind: str) -> list[tuple[str, str | None]]:
+    return [
+        (str(r[0]), r[1])
+        for r in query(
+            db,
+            "SELECT s.name, s.raw_hex FROM software s JOIN observations o ON o.id = s.observation_id "
+            "WHERE o.address = ? AND s.kind = ? AND o.source = 'snmp' ORDER BY s.id",
+            address,
+            kind,
+        )
+    ]
+
+
+def test_recordings_give_their_exact_values(simlab: SnmpSimLab, sim_db: Path) -> None:
+    statuses = dict(query(sim_db, "SELECT address, status FROM scan_targets"))
+    assert statuses == dict.fromkeys(simlab.devices, "ok")
+    for address, name in simlab.devices.items():
+        rec = recording(name)
+        installed = [raw_bytes(*v) for oid, v in rec.items() if oid.startswith("1.3.6.1.2.1.25.6.3.1.2.")]
+        rows = software_of(sim_db, address, "application")
+        assert len(rows) == len(installed), name  # every hrSWInstalled row, 700+ included
+        evidence = json.loads(query(sim_db, "SELECT evidence FROM observations WHERE address = ?", address)[0][0])
+        descr = raw_bytes(*rec["1.3.6.1.2.1.1.1.0"])
+        stored = evidence["system"]["sysDescr"]
+        assert stored == descr.decode("utf-8", "strict")[:4096] or evidence["system"].get("sysDescr_hex")
+        assert evidence["counts"]["software"] == len(installed)
+
+
+def test_known_counts_of_real_devices(simlab: SnmpSimLab, sim_db: Path) -> None:
+    """Counts stated in the recordings' notes: XP 160 programs, Server 2003 31, RHEL 6 668, Vyatta 692."""
+    by_name = {name: address for address, name in simlab.devices.items()}
+    expected = {"os/windows/XP": 160, "os/windows/server-2003-5-2": 31, "os/linux/unknown-001": 668,
+                "network/router/vyatta-unknown": 692, "network/firewall/netentsec-ngfw": 704}  # fmt: skip
+    for name, count in expected.items():
+        assert len(software_of(sim_db, by_name[name], "application")) == count, name
+
+
+def test_strings_that_are_not_utf8_are_kept_decodable_and_marked(simlab: SnmpSimLab, sim_db: Path) -> None:
+    marked = 0
+    for address, name in simlab.devices.items():
+        rec = recording(name)
+        for oid, value in rec.items():
+            if not oid.startswith("1.3.6.1.2.1.25.6.3.1.2."):
+                continue
+            raw = raw_bytes(*value)
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                stored = dict(software_of(sim_db, address, "application"))
+                text = raw.decode("cp1252", errors="replace")[:512]
+                assert stored[text] == raw.hex()  # bytes kept beside the best-effort text
+                marked += 1
+    assert marked > 0  # the Server 2003 recording's names are GBK
+
+
+def test_physical_inventory_from_entity_mib(simlab: SnmpSimLab, sim_db: Path) -> None:
+    address = next(a for a, n in simlab.devices.items() if n == "network/switch/cisco-c3560")
+    rec = recording("network/switch/cisco-c3560")
+    serials = {raw_bytes(*v).decode() for o, v in rec.items() if o.startswith("1.3.6.1.2.1.47.1.1.1.1.11.")} - {""}
+    extras = [json.loads(r[0]) for r in query(sim_db, "SELECT extra FROM software WHERE kind = 'hardware'")]
+    assert serials and serials <= {e["serial"] for e in extras}
+    asset = next(a for a in assets_json(sim_db) if address in a["addresses"])
+    assert asset["os"]["name"].startswith("Cisco IOS Software")
+    assert asset["sources"] == ["snmp"]
+
+
+def test_v3_and_authentication_failures(snmpd: SnmpdLab, vault: dict[str, str], tmp_path: Path) -> None:
+    db = tmp_path / "inventory.db"
+    ok = run_posture("snmp", SNMPD[0], "--creds", "good-v3", db=db, env=vault)
+    assert ok.returncode == 0, ok.stderr
+    bad = run_posture("snmp", SNMPD[1], "127.0.7.99", "--creds", "wrong-v3", "--snmp-timeout", "1", db=db, env=vault)
+    assert bad.returncode == 3  # nobody answered with this credential
+    wrong_community = run_posture("snmp", SNMPD[1], "--creds", "wrong-v2c", "--snmp-timeout", "1", db=db, env=vault)
+    statuses = query(
+        db, "SELECT scan_id, address, status, credential, detail FROM scan_targets ORDER BY scan_id, address"
+    )
+    assert [(s[1], s[2], s[3]) for s in statuses] == [
+        (SNMPD[0], "ok", "good-v3"),
+        (SNMPD[1], "auth-failure", None),
+        ("127.0.7.99", "no-response", None),
+        (SNMPD[1], "auth-failure", None),  # a wrong v2c community is told apart from a dead device
+    ]
+    assert "refused: wrong-v3" in statuses[1][4] and "refused: wrong-v2c" in statuses[3][4]
+    assert "auth-failure" in wrong_community.stderr
+    software = software_of(db, SNMPD[0], "application")
+    assert len(software) > 50  # this machine's dpkg packages, through HOST-RESOURCES-MIB
+
+
+def test_secrets_stay_secret(snmpd: SnmpdLab, vault: dict[str, str], tmp_path: Path) -> None:
+    db = tmp_path / "inventory.db"
+    result = run_posture("snmp", SNMPD[0], "--creds", "good-v2c", "--creds", "good-v3", db=db, env=vault)
+    assert result.returncode == 0, result.stderr
+    listing = run_posture("creds", "list", env=vault)
+    vault_dir = Path(vault["XDG_CONFIG_HOME"]) / "posture"
+    for secret in (AUTH_KEY, PRIV_KEY, COMMUNITY):
+        for blob in (db.read_bytes(), (vault_dir / "credentials.json").read_bytes()):
+            assert secret.encode() not in blob
+        assert secret not in result.stdout + result.stderr + listing.stdout + listing.stderr
+        assert secret not in repr(SnmpCredential("x", "3", community=secret, auth_key=secret, priv_key=secret))
+    assert oct((vault_dir / "vault.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((vault_dir / "credentials.json").stat().st_mode & 0o777) == "0o600"
+    assert "good-v3\tsnmp v3\tuser posture-v3, auth SHA, priv AES" in listing.stdout
+
+
+def test_vault_key_from_environment_and_wrong_key(snmpd: SnmpdLab, tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "c"), "POSTURE_KEY": "A" * 43 + "="}
+    assert run_posture("creds", "add", "snmp", "k", "--stdin", env=env, input=f"{COMMUNITY}\n").returncode == 0
+    assert not (tmp_path / "c" / "posture" / "vault.key").exists()  # the key came from the environment
+    other = {**env, "POSTURE_KEY": "B" * 43 + "="}
+    result = run_posture("snmp", SNMPD[0], "--creds", "k", db=tmp_path / "i.db", env=other)
+    assert result.returncode == 2 and "cannot be decrypted" in result.stderr
+    assert COMMUNITY not in result.stderr
+
+
+def test_unknown_credential_name(tmp_path: Path) -> None:
+    result = run_posture("snmp", "127.0.7.1", "--creds", "nope", db=tmp_path / "i.db",
+                         env={"XDG_CONFIG_HOME": str(tmp_path)})  # fmt: skip
+    assert result.returncode == 2
+    assert "no SNMP credential named 'nope'" in result.stderr
+    assert not (tmp_path / "i.db").exists() or query(tmp_path / "i.db", "SELECT count(*) FROM scans") == [(0,)]
+
+
+def test_merge_with_nmap_results(snmpd: SnmpdLab, vault: dict[str, str], tmp_path: Path) -> None:
+    db = tmp_path / "inventory.db"
+    result = run_posture("scan", SNMPD[0], "-p", "22", "--no-dns", "--snmp", "--creds", "good-v2c", db=db, env=vault)
+    assert result.returncode == 0, result.stderr
+    (asset,) = assets_json(db)
+    assert asset["sources"] == ["nmap", "snmp"]
+    assert query(db, "SELECT value FROM asset_identifiers WHERE kind = 'sysname'") == [("lab-snmpd",)]
+    assert query(db, "SELECT kind, status FROM scans ORDER BY id") == [
+        ("nmap-scan", "complete"),
+        ("snmp-scan", "complete"),
+    ]
+
+
+def test_looping_and_slow_agents_are_cut_off_others_unaffected(snmpd: SnmpdLab, vault: dict[str, str],
+                                                                tmp_path: Path) -> None:  # fmt: skip
+    db = tmp_path / "inventory.db"
+    with BadAgent("127.0.8.1", "loop") as looping, BadAgent("127.0.8.2", "slow", delay=0.3) as slow:
+        result = run_posture("snmp", "127.0.8.1", "127.0.8.2", SNMPD[0], "--creds", "good-v2c",
+                             "--snmp-deadline", "4", "--snmp-timeout", "1", db=db, env=vault, timeout=120)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert looping.replies < 50 and slow.replies < 40  # bounded: the walks stopped by themselves
+    statuses = {r[0]: (r[1], r[2]) for r in query(db, "SELECT address, status, detail FROM scan_targets")}
+    assert statuses["127.0.8.1"][0] == "partial" and "non-increasing OID" in statuses["127.0.8.1"][1]
+    assert statuses["127.0.8.2"][0] == "timeout" and "deadline" in statuses["127.0.8.2"][1]
+    assert statuses[SNMPD[0]][0] == "ok"
+    assert len(software_of(db, SNMPD[0], "application")) > 50
+
+
+def test_snmp_refuses_hostile_targets(tmp_path: Path) -> None:
+    result = run_posture("snmp", "127.0.0.1;id", db=tmp_path / "i.db", env={"XDG_CONFIG_HOME": os.fspath(tmp_path)})
+    assert result.returncode == 2 and "invalid target" in result.stderr
