@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py            # both benchmarks
     .venv/bin/python bench/run.py import     # nmap XML import: 20,000 hosts, 100,000 open ports
     .venv/bin/python bench/run.py scan       # posture scan vs plain nmap on the lab daemons
+    .venv/bin/python bench/run.py snmp       # SNMP inventory walk of 200 agents vs snmpbulkwalk fan-out
 
 Every measurement is a separate process, timed from outside, its peak memory read from the kernel
 (wait4's ru_maxrss), so Python start-up is counted alike for every row. Nothing here is a test: the
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.gen_nmap_xml import write as write_xml  # noqa: E402
 from scanner.agents.nmap import find_nmap, nmap_args  # noqa: E402
-from scanner.lab import Lab  # noqa: E402
+from scanner.lab import Lab, SnmpdLab  # noqa: E402
 
 PYTHON = sys.executable
 POSTURE = str(Path(sys.executable).parent / "posture")
@@ -153,11 +154,63 @@ def bench_scan() -> None:
         print("  * anchor for the row below it; target: ratio at most 1.1")
 
 
+# The subtrees both sides read: posture walks the columns it keeps of these tables, net-snmp the tables whole.
+SNMP_SUBTREES = ["1.3.6.1.2.1.1", "1.3.6.1.2.1.2.2", "1.3.6.1.2.1.4.20", "1.3.6.1.2.1.25.6.3",
+                 "1.3.6.1.2.1.25.4.2.1.2", "1.3.6.1.2.1.47.1.1.1"]  # fmt: skip
+
+
+def bench_snmp(agents: int = 200, parallel: int = 64) -> None:
+    addresses = [f"127.0.9.{i}" for i in range(1, agents + 1)]
+    with SnmpdLab(addresses, "public", "bench", "bench-auth-key", "bench-priv-key"), \
+            tempfile.TemporaryDirectory(prefix="posture-bench-") as tmp:  # fmt: skip
+        db = Path(tmp) / "inventory.db"
+        walker = Path(tmp) / "walk.sh"  # one agent, every subtree in turn; the address is $1 (never a name)
+        walker.write_text(
+            "set -e\n" + "".join(f"snmpbulkwalk -v2c -c public -m '' -Cr25 -t 2 -r 1 \"udp:$1:161\" {o} >/dev/null\n"
+                                  for o in SNMP_SUBTREES)
+        )  # fmt: skip
+        listing = Path(tmp) / "agents.txt"
+        listing.write_text("\n".join(addresses) + "\n")
+        anchor = ["sh", "-c", f"xargs -P {parallel} -n 1 sh {walker} < {listing}"]
+
+        def fresh_db() -> None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+        posture = [POSTURE, "--db", str(db), "snmp", f"127.0.9.1-{agents}", "--snmp-concurrency", str(parallel)]
+        a = measure(anchor)
+        p = measure(posture, setup=fresh_db)
+        rows = query_rows(db)
+        print(f"\nSNMP inventory walk of {agents} agents (real snmpd; system, interfaces, addresses, "
+              f"hrSWInstalled, hrSWRun, entPhysical), {parallel} in flight (median of 3)")  # fmt: skip
+        print(f"{'':2}{'what':52} {'seconds':>8} {'devices/s':>10} {'peak MiB':>9} {'vs anchor':>10}")
+        print(f"* {'net-snmp snmpbulkwalk, xargs -P ' + str(parallel):52} {a.seconds:8.2f} {agents / a.seconds:10.1f} "
+              f"{a.peak_mib:9.1f}")  # fmt: skip
+        print(f"  {'posture snmp':52} {p.seconds:8.2f} {agents / p.seconds:10.1f} {p.peak_mib:9.1f} "
+              f"{a.seconds / p.seconds:9.2f}x")  # fmt: skip
+        print(f"  * anchor; posture stored {rows[0]} devices ok and {rows[1]:,} software rows")
+        print("  targets: posture at least as fast as the fan-out (never below half of it), peak memory under 300 MB")
+
+
+def query_rows(db: Path) -> tuple[int, int]:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        ok = conn.execute("SELECT count(*) FROM scan_targets WHERE status = 'ok'").fetchone()[0]
+        software = conn.execute("SELECT count(*) FROM software").fetchone()[0]
+        return ok, software
+    finally:
+        conn.close()
+
+
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if which not in ("all", "import", "scan"):
-        raise SystemExit("usage: bench/run.py [all|import|scan]")
+    if which not in ("all", "import", "scan", "snmp"):
+        raise SystemExit("usage: bench/run.py [all|import|scan|snmp]")
     if which in ("all", "import"):
         bench_import()
     if which in ("all", "scan"):
         bench_scan()
+    if which in ("all", "snmp"):
+        bench_snmp()

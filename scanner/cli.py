@@ -481,6 +481,68 @@ def import_assets(ctx: click.Context, file: Path) -> None:
     )
 
 
+# ---- demo ----------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--keep-running", is_flag=True, help="Leave the lab up after the scan, until Ctrl-C.")
+@click.pass_context
+def demo(ctx: click.Context, keep_running: bool) -> None:
+    """Start a lab of real recorded devices on this machine, scan it, and show what posture found.
+
+    \b
+    The lab lives on loopback addresses only and stops when the command ends:
+      - snmpsim serving recordings of real devices (Windows XP and Server 2003, RHEL 6 and 7, Cisco IOS,
+        Junos, NetApp, an APC UPS, a Hikvision camera) on 127.0.1.1-9, community 'public';
+      - real sshd, nginx and vsftpd on 127.0.1.21-23 for nmap to fingerprint.
+    Results go to their own inventory (~/.local/share/posture/demo.db unless --db is given), never
+    mixed with a real one. Needs the demo extra (pip install 'posture-scanner[demo]') and, for udp/161, root.
+    """
+    import os
+
+    from scanner.agents import get_agent
+    from scanner.agents.snmp import PUBLIC, SnmpOptions
+    from scanner.lab import Lab, SnmpSimLab
+    from scanner.paths import data_dir
+    from scanner.scan import execute_scan, start_scan
+    from scanner.snmp_job import run_snmp_scan
+    from scanner.store import Store
+    from scanner.targets import parse_target, plan_scan
+
+    db = Path(ctx.find_root().params.get("db") or data_dir() / "demo.db")
+    port = 161 if os.geteuid() == 0 else 1161
+    click.echo("posture demo: starting the lab (real daemons and recorded devices on 127.0.1.x)...", err=True)
+    with Lab(("127.0.1.21", "127.0.1.22", "127.0.1.23")) as lab, SnmpSimLab(port=port) as sim, Store.open(db) as store:
+        agent = get_agent("nmap")
+        plan = plan_scan([parse_target(t) for t in lab.targets])
+        options = {"ports": lab.ports_spec, "dns": False}
+        scan_id = start_scan(store, agent, plan, options, targets=lab.targets, exclude=[], scope=[], chunk_size=256)
+        nmap_summary = execute_scan(store, agent, scan_id, 1, _Reporter())
+        snmp_summary = run_snmp_scan(
+            store, list(sim.devices), [PUBLIC], SnmpOptions(port=port, timeout=6, retries=1), _Reporter()
+        )
+        ids = [r[0] for r in store.conn.execute(
+            "SELECT DISTINCT asset_id FROM observations WHERE scan_id IN (?, ?) ORDER BY asset_id",
+            (nmap_summary.scan_id, snmp_summary.scan_id))]  # fmt: skip
+        from scanner.views import asset_views
+
+        _print_assets(asset_views(store, ids))
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(snmp_summary.by_status.items()))
+        click.echo(
+            f"nmap found {nmap_summary.hosts_up} hosts with {nmap_summary.services} services; SNMP asked "
+            f"{snmp_summary.done} devices ({counts}) and read {snmp_summary.software} software and hardware rows."
+        )
+        click.echo(f"Inventory: {db}")
+        click.echo(f"Look around: posture --db {db} assets --format json | less")
+        if keep_running:
+            click.echo("The lab is up (Ctrl-C to stop): try `snmpwalk -v2c -c public 127.0.1.1 system`", err=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+
+
 # ---- credentials ---------------------------------------------------------------------------------------
 
 
@@ -628,6 +690,12 @@ def _asset_csv_row(a: dict[str, Any]) -> list[Any]:
     ]
 
 
+def _first_line(text: str, limit: int) -> str:
+    """A device's multi-line banner (sysDescr) shown as its first line, cut short: tables stay readable."""
+    line = (text.splitlines() or [""])[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _print_assets(assets: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -649,7 +717,7 @@ def _print_assets(assets: list[dict[str, Any]]) -> None:
                     a["id"],
                     ", ".join(a["addresses"][:2]),
                     a["name"] or "",
-                    os_.get("name") or "unknown",
+                    _first_line(os_.get("name") or "unknown", 60),
                     services,
                     a["owner"] or "",
                     a["last_seen"] or "",

@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
 # Install posture on Debian or Ubuntu, as root: system packages, a virtualenv in .venv, the package.
 #   scripts/bootstrap.sh          nmap + posture
-#   scripts/bootstrap.sh --dev    also the test lab's daemons (sshd, nginx, vsftpd) and the dev tools
+#   scripts/bootstrap.sh --demo   also the demo lab: sshd, nginx, vsftpd, snmpsim and its device recordings
+#   scripts/bootstrap.sh --dev    also what the tests and benchmarks use: snmpd, the net-snmp tools, dev tools
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=0
+demo=0
 case "${1:-}" in
-  --dev) dev=1 ;;
+  --dev) dev=1; demo=1 ;;
+  --demo) demo=1 ;;
   "") ;;
-  *) echo "usage: scripts/bootstrap.sh [--dev]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bootstrap.sh [--demo|--dev]" >&2; exit 2 ;;
 esac
 
 python=${PYTHON:-python3}
 packages=(nmap)
 command -v "$python" >/dev/null 2>&1 || packages+=(python3)
 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3-venv python3-pip)
+if [ "$demo" = 1 ]; then
+  packages+=(openssh-server openssh-client nginx-light vsftpd)
+fi
 if [ "$dev" = 1 ]; then
-  packages+=(openssh-server openssh-client nginx-light vsftpd iproute2 procps util-linux)
+  packages+=(snmpd snmp iproute2 procps util-linux)
 fi
 
 missing=()
@@ -40,6 +46,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "$dev" = 1 ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
+elif [ "$demo" = 1 ]; then
+  .venv/bin/python -m pip install -q '.[demo]'
 else
   .venv/bin/python -m pip install -q .
 fi

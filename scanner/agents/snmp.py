@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from scanner.agents.snmp_wire import ERROR_NAMES, GET, GETBULK, GETNEXT, WireClient
 from scanner.model import MAX_FIELD, bound
 
 SYSTEM = {
@@ -146,21 +147,39 @@ def _value(value: Any) -> Any:
         return str(value)
 
 
-class SnmpCollector:
-    """Collects many devices on one engine with bounded concurrency; create and use inside one event loop."""
+@dataclass(frozen=True)
+class _WireAuth:
+    """v1/v2c go through `snmp_wire`; the community stays out of any repr."""
 
-    def __init__(self, options: SnmpOptions) -> None:
+    version: int
+    community: bytes = field(repr=False)
+
+
+class SnmpCollector:
+    """Collects many devices with bounded concurrency: v1/v2c on one shared UDP socket (`snmp_wire`), v3 on
+    one shared pysnmp engine. Create with `await SnmpCollector.create(...)` inside the event loop."""
+
+    def __init__(self, options: SnmpOptions, wire: WireClient) -> None:
         from pysnmp.hlapi.v3arch import asyncio as hl
 
         self.hl = hl
         self.options = options
         self.engine = hl.SnmpEngine()
+        self.wire = wire
         self.semaphore = asyncio.Semaphore(options.concurrency)
+
+    @classmethod
+    async def create(cls, options: SnmpOptions) -> SnmpCollector:
+        return cls(options, await WireClient.open())
+
+    def close(self) -> None:
+        self.wire.close()
+        self.engine.close_dispatcher()
 
     def _auth(self, cred: SnmpCredential) -> Any:
         hl = self.hl
         if cred.version in ("1", "2c"):
-            return hl.CommunityData(cred.community or "", mpModel=0 if cred.version == "1" else 1)
+            return _WireAuth(0 if cred.version == "1" else 1, (cred.community or "").encode())
         auth = {
             None: hl.usmNoAuthProtocol, "MD5": hl.usmHMACMD5AuthProtocol, "SHA": hl.usmHMACSHAAuthProtocol,
             "SHA224": hl.usmHMAC128SHA224AuthProtocol, "SHA256": hl.usmHMAC192SHA256AuthProtocol,
@@ -175,9 +194,24 @@ class SnmpCollector:
     async def _request(self, kind: str, target: Any, auth: Any, context: Any, oids: Sequence[str],
                        result: SnmpResult, repetitions: int = 0) -> list[tuple[tuple[int, ...], Any]]:  # fmt: skip
         """One request; GETBULK asks for `repetitions` rows of every column (about 25 values a reply)."""
+        result.requests += 1
+        if isinstance(auth, _WireAuth):
+            async with self.semaphore:
+                reply = await self.wire.request(
+                    (result.address, self.options.port), auth.version, auth.community,
+                    {"get": GET, "next": GETNEXT, "bulk": GETBULK}[kind], [_oid(o) for o in oids],
+                    self.options.timeout, self.options.retries, repetitions,
+                )  # fmt: skip
+            if reply is None:
+                raise _NoResponse("no response before the timeout")
+            status, index, binds = reply
+            if status == 2:  # noSuchName: SNMPv1's end of the MIB
+                return []
+            if status:
+                raise RuntimeError(f"agent error {ERROR_NAMES.get(status, status)} at varbind {index}")
+            return binds
         hl = self.hl
         objects = [hl.ObjectType(hl.ObjectIdentity(o)) for o in oids]
-        result.requests += 1
         async with self.semaphore:
             if kind == "get":
                 reply = await hl.get_cmd(self.engine, auth, target, context, *objects, lookupMib=False)
@@ -324,7 +358,7 @@ def collect_many(
     """Collect every address, calling `on_result` (in this thread) as each device finishes."""
 
     async def run() -> None:
-        collector = SnmpCollector(options)
+        collector = await SnmpCollector.create(options)
         tasks = [asyncio.ensure_future(collector.collect(a, credentials)) for a in addresses]
         try:
             for finished in asyncio.as_completed(tasks):
@@ -332,6 +366,6 @@ def collect_many(
         finally:
             for task in tasks:
                 task.cancel()
-            collector.engine.close_dispatcher()
+            collector.close()
 
     asyncio.run(run())
