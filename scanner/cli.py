@@ -751,13 +751,31 @@ def assets(ctx: click.Context, fmt: str) -> None:
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option(
+    "--devices",
+    "devices_of",
+    type=int,
+    metavar="SCAN_ID",
+    help="Instead, list how each device of SNMP scan SCAN_ID ended (ok, auth-failure, ...).",
+)
 @click.pass_context
-def scans(ctx: click.Context, fmt: str, limit: int) -> None:
+def scans(ctx: click.Context, fmt: str, limit: int, devices_of: int | None) -> None:
     """List scans and imports, newest first, with how each ended (complete, interrupted, failed)."""
     from scanner.views import scan_views
 
     with open_store(ctx) as store:
         store.reap_stale_scans()
+        if devices_of is not None:
+            targets = list(store.db.query(
+                "SELECT address, method, status, detail, credential, seconds, requests, asset_id FROM scan_targets "
+                "WHERE scan_id = ? ORDER BY status != 'ok', address", [devices_of]))  # fmt: skip
+            if fmt == "json":
+                click.echo(json.dumps(targets, indent=2))
+            for t in targets if fmt == "table" else []:
+                click.echo(f"{t['address']}\t{t['status']}\t{t['credential'] or ''}\t{printable(t['detail'] or '')}")
+            if not targets:
+                raise PostureError(f"scan {devices_of} asked no devices over SNMP", "see `posture scans`")
+            return
         rows = scan_views(store, limit)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))

@@ -166,6 +166,11 @@ def test_v3_and_authentication_failures(snmpd: SnmpdLab, vault: dict[str, str], 
     ]
     assert "refused: wrong-v3" in statuses[1][4] and "refused: wrong-v2c" in statuses[3][4]
     assert "auth-failure" in wrong_community.stderr
+    listing = run_posture("scans", "--devices", "2", db=db)
+    assert listing.stdout.splitlines() == [
+        f"{SNMPD[1]}\tauth-failure\t\tthe device answers but refused: wrong-v3",
+        "127.0.7.99\tno-response\t\tno answer on udp/161",
+    ]
     software = software_of(db, SNMPD[0], "application")
     assert len(software) > 50  # this machine's dpkg packages, through HOST-RESOURCES-MIB
 
