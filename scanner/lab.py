@@ -56,7 +56,47 @@ def _wait_listening(address: str, port: int, proc: subprocess.Popen[bytes], log:
     raise PostureError(f"lab daemon on {address}:{port} did not start listening within {timeout:.0f}s")
 
 
-class Lab:
+class _ProcessLab:
+    """What every lab shares: a temporary folder, the processes started in it, and a clean stop."""
+
+    PREFIX = "posture-lab-"
+
+    def __init__(self) -> None:
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def _root(self) -> Path:
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix=self.PREFIX)
+        return Path(self._dir.name)
+
+    def _spawn(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a program in the foreground, its messages to a log file (a pipe would fill and stall it)."""
+        with log.open("wb") as out:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+        self._processes.append(process)
+        return process
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for process in self._processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self._processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self._processes.clear()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+
+class Lab(_ProcessLab):
     """Start the daemons on enter, stop them (and remove their files) on exit."""
 
     KINDS = ("ssh", "http", "ftp")
@@ -66,14 +106,13 @@ class Lab:
         addresses: tuple[str, str, str] = ("127.0.0.21", "127.0.0.22", "127.0.0.23"),
         ports: tuple[int, int, int] = (2222, 8080, 2121),
     ) -> None:
+        super().__init__()
         self.addresses = addresses
         self.ports = ports
         self.daemons: list[LabDaemon] = []
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> Lab:
-        self._dir = tempfile.TemporaryDirectory(prefix="posture-lab-")
-        root = Path(self._dir.name)
+        root = self._root()
         try:
             for kind, address, port in zip(self.KINDS, self.addresses, self.ports, strict=True):
                 daemon = getattr(self, f"_start_{kind}")(root, address, port)
@@ -85,22 +124,9 @@ class Lab:
             raise
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
     def stop(self) -> None:
-        for d in self.daemons:
-            if d.process is not None and d.process.poll() is None:
-                d.process.terminate()
-                try:
-                    d.process.wait(5)
-                except subprocess.TimeoutExpired:
-                    d.process.kill()
-                    d.process.wait(5)
+        super().stop()
         self.daemons.clear()
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
 
     @property
     def targets(self) -> list[str]:
@@ -109,12 +135,6 @@ class Lab:
     @property
     def ports_spec(self) -> str:
         return ",".join(str(d.port) for d in self.daemons)
-
-    @staticmethod
-    def _spawn(argv: list[str], root: Path, kind: str) -> subprocess.Popen[bytes]:
-        """Start a daemon in the foreground, its messages to a log file (a pipe would fill and stall it)."""
-        with (root / f"{kind}.log").open("wb") as log:
-            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
     def _start_ssh(self, root: Path, address: str, port: int) -> LabDaemon:
         sshd = find_binary("sshd", "openssh-server")
@@ -126,7 +146,7 @@ class Lab:
             f"Port {port}\nListenAddress {address}\nHostKey {key}\nPidFile {root / 'sshd.pid'}\n"
             "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         )
-        proc = self._spawn([sshd, "-D", "-e", "-f", str(config)], root, "ssh")
+        proc = self._spawn([sshd, "-D", "-e", "-f", str(config)], root / "ssh.log")
         version = _installed_version(["ssh", "-V"], r"OpenSSH_([0-9][^ ,]*)")
         return LabDaemon("ssh", address, port, "OpenSSH", version, proc)
 
@@ -142,7 +162,7 @@ class Lab:
             f"  fastcgi_temp_path {temp}/fcgi; uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;\n"
             f"  server {{ listen {address}:{port}; location / {{ return 200 'posture lab\\n'; }} }} }}\n"
         )
-        proc = self._spawn([nginx, "-c", str(config), "-p", str(root)], root, "http")
+        proc = self._spawn([nginx, "-c", str(config), "-p", str(root)], root / "http.log")
         version = _installed_version([nginx, "-v"], r"nginx/([0-9.]+)")
         return LabDaemon("http", address, port, "nginx", version, proc)
 
@@ -157,7 +177,7 @@ class Lab:
             "seccomp_sandbox=NO\n"
         )
         config.chmod(0o600)
-        proc = self._spawn([vsftpd, str(config)], root, "ftp")
+        proc = self._spawn([vsftpd, str(config)], root / "ftp.log")
         return LabDaemon("ftp", address, port, "vsftpd", None, proc)
 
 
@@ -195,7 +215,7 @@ DEMO_RECORDINGS = (
 )
 
 
-class SnmpSimLab:
+class SnmpSimLab(_ProcessLab):
     """snmpsim serving real device recordings, one recording per loopback address, community `public`.
 
     One simulator process per device: snmpsim picks a recording by community, and every device of a
@@ -204,10 +224,9 @@ class SnmpSimLab:
 
     def __init__(self, recordings: tuple[str, ...] = DEMO_RECORDINGS, base: str = "127.0.1.", first: int = 1,
                  port: int = 161) -> None:  # fmt: skip
+        super().__init__()
         self.devices = {f"{base}{first + i}": name for i, name in enumerate(recordings)}
         self.port = port
-        self._processes: list[subprocess.Popen[bytes]] = []
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> SnmpSimLab:
         responder = shutil.which("snmpsim-command-responder") or str(
@@ -217,8 +236,7 @@ class SnmpSimLab:
             raise PostureError(
                 "snmpsim is not installed", "install the demo extra: pip install 'posture-scanner[demo]'"
             )
-        self._dir = tempfile.TemporaryDirectory(prefix="posture-snmpsim-")
-        root = Path(self._dir.name)
+        root = self._root()
         env = {**os.environ, "SNMPSIM_ALLOW_ROOT": "true"}
         try:
             for address, name in self.devices.items():
@@ -228,45 +246,17 @@ class SnmpSimLab:
                 cache.mkdir()
                 target = data / ("public" + "".join(source.suffixes[-2:] if source.suffix == ".bz2" else [".snmprec"]))
                 shutil.copyfile(source, target)
-                with (root / address / "log").open("wb") as log:
-                    self._processes.append(
-                        subprocess.Popen(
-                            [
-                                responder,
-                                f"--data-dir={data}",
-                                f"--cache-dir={cache}",
-                                f"--agent-udpv4-endpoint={address}:{self.port}",
-                            ],
-                            stdin=subprocess.DEVNULL,
-                            stdout=log,
-                            stderr=subprocess.STDOUT,
-                            env=env,
-                        )
-                    )
+                self._spawn(
+                    [responder, f"--data-dir={data}", f"--cache-dir={cache}",
+                     f"--agent-udpv4-endpoint={address}:{self.port}"],
+                    root / address / "log", env,
+                )  # fmt: skip
             for address, proc in zip(self.devices, self._processes, strict=True):
                 _wait_snmp(address, self.port, proc, root / address / "log")
         except BaseException:
             self.stop()
             raise
         return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        for proc in self._processes:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self._processes:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self._processes.clear()
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
 
 
 def _wait_snmp(
@@ -300,7 +290,7 @@ def _wait_snmp(
     raise PostureError(f"SNMP agent for {address} did not answer within {timeout:.0f}s")
 
 
-class SnmpdLab:
+class SnmpdLab(_ProcessLab):
     """A real net-snmp `snmpd` answering on many loopback addresses (v2c community and an SNMPv3 user).
 
     For tests of v3 and authentication failures, and for benchmarks: snmpsim is single-threaded Python
@@ -312,6 +302,7 @@ class SnmpdLab:
 
     def __init__(self, addresses: list[str], community: str, v3_user: str, auth_key: str, priv_key: str,
                  port: int = 161, sysname: str = "lab-snmpd") -> None:  # fmt: skip
+        super().__init__()
         self.addresses = addresses
         self.port = port
         self._community = community
@@ -320,16 +311,13 @@ class SnmpdLab:
             f'createUser {v3_user} SHA "{auth_key}" AES "{priv_key}"\n'
             f"rouser {v3_user} priv\nsysName {sysname}\nsysLocation posture test lab\n"
         )
-        self._processes: list[subprocess.Popen[bytes]] = []
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> SnmpdLab:
         snmpd = find_binary("snmpd", "snmpd")
-        self._dir = tempfile.TemporaryDirectory(prefix="posture-snmpd-")
         try:
             for n in range(0, len(self.addresses), self.PER_PROCESS):
                 group = self.addresses[n : n + self.PER_PROCESS]
-                root = Path(self._dir.name) / str(n)
+                root = self._root() / str(n)
                 root.mkdir()
                 config = root / "snmpd.conf"
                 # snmpd cuts long config lines: a few dozen addresses per agentAddress line.
@@ -339,32 +327,17 @@ class SnmpdLab:
                 ) + self._common)  # fmt: skip
                 config.chmod(0o600)
                 env = {**os.environ, "SNMP_PERSISTENT_DIR": str(root / "persist")}
-                with (root / "out").open("wb") as out:
-                    process = subprocess.Popen(
-                        [snmpd, "-f", "-C", "-c", str(config), "-m", "", "-I", "-smux", "-Lf", str(root / "snmpd.log"),
-                         "-p", str(root / "pid")],
-                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                    )  # fmt: skip
-                self._processes.append(process)
+                process = self._spawn(
+                    [snmpd, "-f", "-C", "-c", str(config), "-m", "", "-I", "-smux", "-Lf", str(root / "snmpd.log"),
+                     "-p", str(root / "pid")],
+                    root / "out", env,
+                )  # fmt: skip
                 for address in (group[0], group[-1]):
                     _wait_snmp(address, self.port, process, root / "snmpd.log", 30, self._community)
         except BaseException:
             self.stop()
             raise
         return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        for process in self._processes:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(10)
-        self._processes.clear()
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
 
 
 def find_binary(name: str, package: str) -> str:
