@@ -14,7 +14,7 @@ import socket
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -258,7 +258,7 @@ class Store:
             if not readonly:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
-                conn.execute("PRAGMA cache_size = -16000")  # 16 MB: index upkeep during big imports
+                conn.execute("PRAGMA cache_size = -8000")  # 8 MB: index upkeep in big imports, bounded memory
                 store._migrate(version)
             elif version < SCHEMA_VERSION:
                 raise PostureError(f"{path} needs a schema upgrade", "run any writing command, e.g. `posture scans`")
@@ -448,43 +448,77 @@ class IngestStats:
     new_assets: int = 0
     services: int = 0
     software: int = 0
-    asset_ids: set[int] = field(default_factory=set)
+
+
+_FIND = "SELECT asset_id FROM asset_identifiers WHERE kind = ? AND value = ? ORDER BY last_seen DESC, id DESC LIMIT 1"
+_FIND_NAME = (
+    "SELECT asset_id FROM asset_identifiers WHERE kind IN ('hostname', 'sysname') AND value = ? "
+    "ORDER BY last_seen DESC, id DESC LIMIT 1"
+)
 
 
 class IdentityIndex:
-    """Which asset an address, MAC or hostname belongs to, loaded once per write transaction.
+    """Which asset an address, MAC or hostname belongs to.
 
     Matching order: a known MAC wins; then an address, unless the asset there has MACs and this sighting
-    brings a different one (another machine now answers at that address); then a non-generic hostname
-    under the same MAC rule. No match makes a new asset.
+    brings a different one (another machine now answers at that address); then a non-generic hostname or
+    sysName under the same MAC rule. No match makes a new asset. Lookups go to SQLite (the identifiers'
+    index), so memory does not grow with the inventory; what the running batch added and has not written
+    yet is held in `pending` until `Ingest.flush` writes it.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
-        self.by_mac: dict[str, int] = {}
-        self.by_ip: dict[str, int] = {}
-        self.by_host: dict[str, int] = {}
-        self.macs_of: dict[int, set[str]] = {}
-        rows = conn.execute("SELECT asset_id, kind, value FROM asset_identifiers ORDER BY last_seen, id").fetchall()
-        for asset_id, kind, value in rows:
-            self.remember(asset_id, kind, value)
+        self.conn = conn
+        self.pending: dict[tuple[str, str], int] = {}
+        self.pending_macs: set[int] = set()
 
     def remember(self, asset_id: int, kind: str, value: str) -> None:
         if kind == "mac":
-            self.by_mac[value] = asset_id
-            self.macs_of.setdefault(asset_id, set()).add(value)
-        elif kind in ("ipv4", "ipv6"):
-            self.by_ip[value] = asset_id
-        elif kind in ("hostname", "sysname") and value not in GENERIC_HOSTNAMES:
-            self.by_host[value] = asset_id
+            self.pending_macs.add(asset_id)
+        if kind in ("hostname", "sysname"):
+            if value in GENERIC_HOSTNAMES:
+                return
+            kind = "name"
+        elif kind == "ipv6":
+            kind = "ipv4"  # one namespace for addresses: the value tells the family
+        self.pending[(kind, value)] = asset_id
+
+    def written(self) -> None:
+        """The pending identifiers are in the table now."""
+        self.pending.clear()
+        self.pending_macs.clear()
+
+    def _find(self, kind: str, value: str) -> int | None:
+        hit = self.pending.get((kind, value))
+        if hit is not None:
+            return hit
+        params: tuple[str, ...]
+        if kind == "name":
+            sql, params = _FIND_NAME, (value,)
+        else:
+            sql, params = _FIND, ("ipv6" if kind == "ipv4" and ":" in value else kind, value)
+        row = self.conn.execute(sql, params).fetchone()
+        return int(row[0]) if row else None
+
+    def _has_macs(self, asset_id: int) -> bool:
+        if asset_id in self.pending_macs:
+            return True
+        row = self.conn.execute(
+            "SELECT 1 FROM asset_identifiers WHERE asset_id = ? AND kind = 'mac' LIMIT 1", (asset_id,)
+        ).fetchone()
+        return row is not None
 
     def match(self, ips: Iterable[str], macs: list[str], hostnames: Iterable[str]) -> int | None:
         for mac in macs:
-            if mac in self.by_mac:
-                return self.by_mac[mac]
-        for key, index in ((ips, self.by_ip), (hostnames, self.by_host)):
-            for value in key:
-                asset_id = index.get(value)
-                if asset_id is not None and not (macs and self.macs_of.get(asset_id)):
+            asset_id = self._find("mac", mac)
+            if asset_id is not None:
+                return asset_id
+        for kind, values in (("ipv4", ips), ("name", hostnames)):
+            for value in values:
+                if kind == "name" and value in GENERIC_HOSTNAMES:
+                    continue
+                asset_id = self._find(kind, value)
+                if asset_id is not None and not (macs and self._has_macs(asset_id)):
                     return asset_id
         return None
 
@@ -538,7 +572,6 @@ class Ingest:
         else:
             first, last, old_name = self._seen.get(asset_id, (when, when, None))
             self._seen[asset_id] = (min(first, when), max(last, when), name or old_name)
-        self.stats.asset_ids.add(asset_id)
         for kind, values in (("ipv4", ips), ("mac", macs), ("hostname", hostnames), ("sysname", sysnames)):
             for value in values:
                 real_kind = "ipv6" if kind == "ipv4" and ":" in value else kind
@@ -648,6 +681,7 @@ class Ingest:
         for rows in (self._new_assets, self._identifiers, self._observations, self._services, self._software):
             rows.clear()
         self._seen.clear()
+        self.index.written()
 
 
 def _os_hints(services: tuple[Service, ...]) -> list[OsMatch]:
