@@ -215,7 +215,7 @@ def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ..
         raise PostureError("every target address is excluded; nothing to scan", "check --exclude")
     with open_store(ctx) as store:
         summary = _snmp_run(ctx, store, [str(a) for a in plan.addresses], list(targets), params)
-    if summary.by_status.get("ok", 0) + summary.by_status.get("partial", 0) == 0:
+    if summary.answered == 0:
         raise NothingScanned("no device answered SNMP", "check addresses, credentials and udp/161 filtering")
 
 

@@ -90,7 +90,6 @@ class HostObservation:
     ports_scanned: bool = False
     observed_at: str | None = None
     uptime_seconds: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def ips(self) -> list[str]:

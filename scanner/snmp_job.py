@@ -32,6 +32,11 @@ class SnmpSummary:
     software: int = 0
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # address, status, detail
 
+    @property
+    def answered(self) -> int:
+        """Devices that gave an inventory (ok or partial)."""
+        return self.by_status.get("ok", 0) + self.by_status.get("partial", 0)
+
 
 def _text(value: Any, limit: int = 512) -> tuple[str | None, str | None]:
     """(text, hex of the raw bytes when they were not UTF-8)."""
@@ -187,7 +192,7 @@ def run_snmp_scan(
         if len(pending) >= COMMIT_EVERY or time.monotonic() - last_commit > 2:
             commit()
             last_commit = time.monotonic()
-            reporter.chunk_done(summary.done, summary.total, summary.done, sum_up(summary))
+            reporter.chunk_done(summary.done, summary.total, summary.done, summary.answered)
         reporter.update(summary.done)
 
     try:
@@ -201,7 +206,3 @@ def run_snmp_scan(
     reporter.finish()
     store.finish_scan(scan_id, "complete")
     return summary
-
-
-def sum_up(summary: SnmpSummary) -> int:
-    return summary.by_status.get("ok", 0) + summary.by_status.get("partial", 0)

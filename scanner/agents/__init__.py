@@ -48,6 +48,3 @@ def get_agent(name: str) -> DiscoveryAgent:
 
         return NmapAgent()
     raise KeyError(name)
-
-
-AGENTS = ("nmap",)
