@@ -102,8 +102,9 @@ class _Reporter:
     recent-speed estimate (rich's own) swing wildly.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, devices: bool = False) -> None:
         self.tty = sys.stderr.isatty()
+        self.devices = devices  # SNMP: devices saved in batches, not address chunks
         self._progress: Any = None
         self._task: Any = None
         self._started = time.monotonic()
@@ -129,6 +130,8 @@ class _Reporter:
             )  # fmt: skip
             self._progress.start()
             self._task = self._progress.add_task("scan", total=total_hosts, completed=already_done, eta="-:--:--")
+        elif self.devices:
+            click.echo(f"posture: asking {total_hosts} devices over SNMP", err=True)
         else:
             click.echo(f"posture: scanning {total_hosts} addresses in {total_chunks} chunk(s)", err=True)
 
@@ -137,7 +140,13 @@ class _Reporter:
             self._progress.update(self._task, completed=hosts_done, eta=self._eta(hosts_done))
 
     def chunk_done(self, chunks_done: int, total_chunks: int, hosts_done: int, hosts_up: int) -> None:
-        if self._progress is None:
+        if self._progress is None and self.devices:
+            click.echo(
+                f"posture: {hosts_done} of {self._total} devices saved, {hosts_up} answered, "
+                f"ETA {self._eta(hosts_done)}",
+                err=True,
+            )
+        elif self._progress is None:
             click.echo(
                 f"posture: chunk {chunks_done}/{total_chunks} saved: {hosts_done} of {self._total} addresses done, "
                 f"{hosts_up} up, ETA {self._eta(hosts_done)}",
@@ -179,7 +188,7 @@ def _snmp_run(ctx: click.Context, store: Any, addresses: list[str], targets: lis
         port=params["snmp_port"], timeout=params["snmp_timeout"], retries=params["snmp_retries"],
         deadline=params["snmp_deadline"], concurrency=params["snmp_concurrency"],
     )  # fmt: skip
-    summary = run_snmp_scan(store, addresses, credentials, options, _Reporter(), targets)
+    summary = run_snmp_scan(store, addresses, credentials, options, _Reporter(devices=True), targets)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.by_status.items()))
     click.echo(
         f"SNMP scan {summary.scan_id}: {summary.done} devices asked ({counts}); {summary.new_assets} new assets, "
@@ -519,7 +528,7 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
         scan_id = start_scan(store, agent, plan, options, targets=lab.targets, exclude=[], scope=[], chunk_size=256)
         nmap_summary = execute_scan(store, agent, scan_id, 1, _Reporter())
         snmp_summary = run_snmp_scan(
-            store, list(sim.devices), [PUBLIC], SnmpOptions(port=port, timeout=6, retries=1), _Reporter()
+            store, list(sim.devices), [PUBLIC], SnmpOptions(port=port, timeout=6, retries=1), _Reporter(devices=True)
         )
         ids = [r[0] for r in store.conn.execute(
             "SELECT DISTINCT asset_id FROM observations WHERE scan_id IN (?, ?) ORDER BY asset_id",

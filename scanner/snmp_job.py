@@ -201,6 +201,7 @@ def run_snmp_scan(
             commit()
     except KeyboardInterrupt:
         reporter.finish()
+        commit()  # devices that finished before the signal are whole: keep them
         store.finish_scan(scan_id, "interrupted", "stopped by a signal; devices already saved are kept")
         raise Interrupted(f"SNMP scan {scan_id} interrupted after {summary.done} of {summary.total} devices") from None
     reporter.finish()

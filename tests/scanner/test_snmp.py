@@ -5,6 +5,9 @@ from __future__ import annotations
 import bz2
 import json
 import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 
 from scanner.agents.snmp import SnmpCredential
 from scanner.lab import SnmpdLab, SnmpSimLab, recording_path
-from tests.conftest import assets_json, query, run_posture
+from tests.conftest import POSTURE, assets_json, query, run_posture
 from tests.scanner.snmp_agents import BadAgent
 
 RECORDINGS = (
@@ -240,3 +243,25 @@ def test_looping_and_slow_agents_are_cut_off_others_unaffected(snmpd: SnmpdLab, 
 def test_snmp_refuses_hostile_targets(tmp_path: Path) -> None:
     result = run_posture("snmp", "127.0.0.1;id", db=tmp_path / "i.db", env={"XDG_CONFIG_HOME": os.fspath(tmp_path)})
     assert result.returncode == 2 and "invalid target" in result.stderr
+
+
+def test_sigterm_mid_snmp_scan_keeps_saved_devices(snmpd: SnmpdLab, vault: dict[str, str], tmp_path: Path) -> None:
+    """Good devices are saved in batches; a slow one holds the scan open until the signal arrives."""
+    db = tmp_path / "inventory.db"
+    with BadAgent("127.0.8.3", "slow", delay=0.5) as slow:
+        argv = [POSTURE, "--db", str(db), "snmp", SNMPD[0], SNMPD[1], "127.0.8.3", "--creds", "good-v2c",
+                "--snmp-deadline", "120", "--snmp-timeout", "2"]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **vault})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and slow.replies < 6:  # the good devices are done by then
+            time.sleep(0.2)
+        time.sleep(2.5)  # past the batch commit interval
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"interrupted" in err
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    assert query(db, "SELECT status FROM scans") == [("interrupted",)]
+    saved = dict(query(db, "SELECT address, status FROM scan_targets"))
+    assert saved == {SNMPD[0]: "ok", SNMPD[1]: "ok"}  # the finished devices are kept, the slow one is not
+    assert len(software_of(db, SNMPD[0], "application")) > 50
