@@ -1,0 +1,147 @@
+"""Identification: from what a device said (a CPE, a sysDescr) to a product, its cycle and version.
+
+Every identification keeps the evidence it used and a confidence. When the evidence fits several cycles
+(Windows build 7601 is Windows 7 SP1 and Server 2008 R2 SP1) all of them are kept, and the lifecycle is
+only stated when they agree: "one of" is never silently resolved. Windows builds are matched against the
+catalogue's own `latest` build numbers, so the table grows with the data, not with code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from urllib.parse import unquote
+
+from rules.catalogue import Catalogue, Lifecycle, Status
+from rules.versions import Version
+
+# CPE vendor:product pairs nmap uses that the catalogue spells otherwise.
+CPE_ALIASES = {("igor_sysoev", "nginx"): "nginx", ("f5", "nginx"): "nginx"}
+# sysObjectID prefixes Microsoft uses for workstations and servers (LanManager-MIB).
+WINDOWS_WORKSTATION = "1.3.6.1.4.1.311.1.1.3.1.1"
+WINDOWS_SERVER = ("1.3.6.1.4.1.311.1.1.3.1.2", "1.3.6.1.4.1.311.1.1.3.1.3")
+
+_WINDOWS = re.compile(r"Software: Windows .*?Version (\d+\.\d+) \(Build (\d+)")
+_RHEL_KERNEL = re.compile(r"\b(\d+\.\d+\.\d+)-[\w.]*?\.el(\d+)(?:_\d+)?\b")
+_LINUX = re.compile(r"^Linux \S+ (\d+\.\d+)(?:\.(\d+))?")
+_CISCO_IOS = re.compile(r"Cisco IOS Software,.*?Version (\d+\.\d+)(\(\w+\)\w*)?")
+_JUNOS = re.compile(r"JUNOS (\d+\.\d+)([RSXB][\w.-]*)?")
+_NETAPP = re.compile(r"NetApp Release (\d+\.\d+(?:\.\d+)?)( 7-Mode)?")
+
+
+@dataclass(frozen=True)
+class Identification:
+    product: str  # catalogue slug, or our own name for a family the catalogue lacks
+    cycles: tuple[str, ...]  # one cycle: identified; several: one of them; none: product only
+    version: str | None
+    confidence: str  # high, medium, low
+    method: str  # cpe, sysDescr
+    evidence: str
+
+
+def _bounded(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cycles_for_version(catalogue: Catalogue, slug: str, version: str) -> tuple[str, ...]:
+    """The cycle whose name is the longest prefix of the version (`1.22.1` is in nginx `1.22`)."""
+    product = catalogue.product(slug)
+    if product is None or not version:
+        return ()
+    v = Version(version)
+    matches = [c.name for c in product.cycles if v.startswith(c.name)]
+    return (max(matches, key=len),) if matches else ()
+
+
+def identify_cpe(cpe: str, catalogue: Catalogue) -> Identification | None:
+    """`cpe:/a:igor_sysoev:nginx:1.22.1`, `cpe:/o:microsoft:windows_server_2008:r2:sp1` (fields URL-decoded)."""
+    parts = [unquote(p) for p in cpe[:300].split(":")]
+    if len(parts) < 4 or parts[0] != "cpe":
+        return None
+    part, vendor, name = parts[1].lstrip("/"), parts[2].lower(), parts[3].lower()
+    version = parts[4] if len(parts) > 4 and parts[4] not in ("", "-", "*") else None
+    update = [p.lower() for p in parts[5:] if p not in ("", "-", "*")]
+    server = re.fullmatch(r"windows_server_(\d{4})", name) if vendor == "microsoft" else None
+    if server:
+        cycle = "-".join([server.group(1), *([version.lower()] if version else []), *update])
+        product = catalogue.product("windows-server")
+        if product and product.cycle(cycle):
+            return Identification("windows-server", (cycle,), None, "high", "cpe", cpe)
+        return Identification("windows-server", (), None, "low", "cpe", cpe)
+    slug = CPE_ALIASES.get((vendor, name))
+    if slug is None:
+        for candidate in catalogue.products.values():
+            if any(c.split(":")[-2:] == [vendor, name] and f":{part}:" in c + ":" for c in candidate.cpes):
+                slug = candidate.slug
+                break
+    if slug is None:
+        return None
+    cycles = _cycles_for_version(catalogue, slug, version or "")
+    return Identification(slug, cycles, version, "high" if cycles else "medium", "cpe", cpe)
+
+
+def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -> Identification | None:
+    """sysDescr, with sysObjectID to tell Windows workstations from servers."""
+    text = descr[:4096]
+    m = _WINDOWS.search(text)
+    if m:
+        build = f"{m.group(1)}.{m.group(2)}"
+        slugs = ["windows", "windows-server"]
+        if object_id and object_id.startswith(WINDOWS_WORKSTATION):
+            slugs = ["windows"]
+        elif object_id and object_id.startswith(WINDOWS_SERVER):
+            slugs = ["windows-server"]
+        found = [
+            (product.slug, c.name)
+            for product in filter(None, map(catalogue.product, slugs))
+            for c in product.cycles
+            if c.latest and Version(c.latest).startswith(build)
+        ]
+        products = {s for s, _ in found}
+        if len(products) == 1:
+            confidence = "high" if len(found) == 1 else "medium"
+            return Identification(
+                found[0][0], tuple(c for _, c in found), build, confidence, "sysDescr", _bounded(text)
+            )
+        return Identification("windows", tuple(f"{s}/{c}" for s, c in found), build, "low", "sysDescr", _bounded(text))
+    m = _RHEL_KERNEL.search(text)
+    if m:
+        return Identification("rhel", (m.group(2),), m.group(1), "high", "sysDescr", _bounded(text))
+    m = _CISCO_IOS.search(text)
+    if m:
+        return Identification("cisco-ios", (m.group(1),), m.group(1) + (m.group(2) or ""), "high", "sysDescr",
+                              _bounded(text))  # fmt: skip
+    m = _JUNOS.search(text)
+    if m:
+        return Identification("junos", (m.group(1),), m.group(1) + (m.group(2) or ""), "high", "sysDescr",
+                              _bounded(text))  # fmt: skip
+    m = _NETAPP.search(text)
+    if m:
+        product = "netapp-ontap-7-mode" if m.group(2) else "netapp-ontap"
+        cycles = _cycles_for_version(catalogue, "netapp-ontap", m.group(1)) if product == "netapp-ontap" else ()
+        return Identification(product, cycles or (m.group(1),), m.group(1), "high", "sysDescr", _bounded(text))
+    m = _LINUX.search(text)
+    if m:
+        version = m.group(1) + (f".{m.group(2)}" if m.group(2) else "")
+        cycles = _cycles_for_version(catalogue, "linux", version)
+        return Identification("linux", cycles, version, "medium", "sysDescr", _bounded(text))
+    return None
+
+
+def lifecycle(ident: Identification, catalogue: Catalogue, today: date) -> Status:
+    """The state shared by every candidate cycle; unknown when they disagree or the catalogue lacks them."""
+    product = catalogue.product(ident.product)
+    if product is None or not ident.cycles:
+        return Status(Lifecycle.UNKNOWN, None, None, None)
+    statuses = []
+    for name in ident.cycles:
+        slug, _, cycle_name = name.rpartition("/") if "/" in name else (ident.product, "", name)
+        owner = catalogue.product(slug) or product
+        cycle = owner.cycle(cycle_name)
+        if cycle is None:
+            return Status(Lifecycle.UNKNOWN, None, None, None)
+        statuses.append(owner.status(cycle, today))
+    if len({s.state for s in statuses}) != 1:
+        return Status(Lifecycle.UNKNOWN, None, None, None)
+    return min(statuses, key=lambda s: s.eol_date or date.max)

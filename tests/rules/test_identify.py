@@ -1,0 +1,86 @@
+"""Identification on what real devices said: recorded sysDescr/sysObjectID and nmap's CPEs.
+
+Each recording's expected product and cycle is stated here by a person who read the recording; the test
+reads the sysDescr from the recording file itself, so the evidence is the device's own words.
+"""
+
+from __future__ import annotations
+
+import bz2
+from datetime import date
+
+import pytest
+
+from rules.catalogue import Lifecycle, default_catalogue
+from rules.identify import identify_cpe, identify_sysdescr, lifecycle
+from scanner.lab import recording_path
+
+DAY = date(2026, 11, 23)
+EXPECTED = {
+    "os/windows/XP": ("windows", ("5-sp3",), Lifecycle.END_OF_LIFE),
+    "os/windows/server-2003-5-2": ("windows-server", ("2003-sp2", "2003-sp1", "2003"), Lifecycle.END_OF_LIFE),
+    "os/linux/unknown-001": ("rhel", ("6",), Lifecycle.END_OF_LIFE),
+    "os/linux/unknown-006": ("rhel", ("7",), Lifecycle.EXTENDED),
+    "network/switch/cisco-c3560": ("cisco-ios", ("12.2",), Lifecycle.UNKNOWN),  # no catalogue data yet
+    "network/router/juniper-mx960-12-3r6-6": ("junos", ("12.3",), Lifecycle.UNKNOWN),
+    "storage/netapp-fas3270": ("netapp-ontap-7-mode", ("8.2.3",), Lifecycle.UNKNOWN),
+}
+
+
+def system_of(name: str) -> tuple[str, str | None]:
+    path = recording_path(name)
+    text = bz2.decompress(path.read_bytes()).decode("latin-1") if path.suffix == ".bz2" else path.read_text("latin-1")
+    values = {}
+    for line in text.splitlines():
+        oid, _, rest = line.partition("|")
+        tag, _, value = rest.partition("|")
+        if oid in ("1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0"):
+            values[oid] = bytes.fromhex(value).decode("utf-8", "replace") if tag.endswith("x") else value
+    return values.get("1.3.6.1.2.1.1.1.0", ""), values.get("1.3.6.1.2.1.1.2.0")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_recorded_devices(name: str) -> None:
+    product, cycles, state = EXPECTED[name]
+    descr, object_id = system_of(name)
+    found = identify_sysdescr(descr, object_id, default_catalogue())
+    assert found is not None
+    assert (found.product, found.cycles) == (product, cycles)
+    assert lifecycle(found, default_catalogue(), DAY).state == state
+    assert found.evidence and descr.startswith(found.evidence.removesuffix("…"))  # the device's own words
+
+
+def test_windows_build_shared_by_client_and_server_stays_one_of() -> None:
+    cat = default_catalogue()
+    descr = "Hardware: x86 Family 6 - Software: Windows Version 6.1 (Build 7601 Multiprocessor Free)"
+    both = identify_sysdescr(descr, None, cat)
+    assert both is not None and set(both.cycles) == {"windows/7-sp1", "windows-server/2008-r2-sp1"}
+    assert both.confidence == "low"
+    assert lifecycle(both, cat, DAY).state == Lifecycle.END_OF_LIFE  # both are, so it can be said
+    server = identify_sysdescr(descr, "1.3.6.1.4.1.311.1.1.3.1.2", cat)
+    assert server is not None and (server.product, server.cycles) == ("windows-server", ("2008-r2-sp1",))
+
+
+@pytest.mark.parametrize(
+    ("cpe", "product", "cycles"),
+    [
+        ("cpe:/a:igor_sysoev:nginx:1.22.1", "nginx", ("1.22",)),
+        ("cpe:/o:microsoft:windows_server_2008:r2:sp1", "windows-server", ("2008-r2-sp1",)),
+        ("cpe:/o:microsoft:windows_server_2003::sp2", "windows-server", ("2003-sp2",)),
+        ("cpe:/a:apache:http_server:2.4.6", "apache-http-server", ("2.4",)),
+        ("cpe:/a:openssl:openssl:1.0.2k", "openssl", ("1.0.2",)),
+        ("cpe:/o:linux:linux_kernel", "linux", ()),
+    ],
+)
+def test_cpes(cpe: str, product: str, cycles: tuple[str, ...]) -> None:
+    found = identify_cpe(cpe, default_catalogue())
+    assert found is not None and (found.product, found.cycles) == (product, cycles)
+
+
+def test_unknown_is_unknown_never_safe() -> None:
+    cat = default_catalogue()
+    assert identify_cpe("cpe:/a:openbsd:openssh:9.2p1", cat) is None  # no lifecycle data: not identified
+    assert identify_sysdescr("APC Web/SNMP Management Card", None, cat) is None
+    kernel = identify_cpe("cpe:/o:linux:linux_kernel", cat)
+    assert kernel is not None and lifecycle(kernel, cat, DAY).state == Lifecycle.UNKNOWN
+    assert identify_cpe("cpe:/a:x:y:" + "9" * 10_000, cat) is None
