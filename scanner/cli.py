@@ -399,12 +399,7 @@ def scan(
 def _finish_scan(ctx: click.Context, store: Any, summary: Any, with_snmp: bool, snmp_params: dict[str, Any]) -> None:
     from scanner.views import asset_views
 
-    ids = [
-        r[0]
-        for r in store.conn.execute(
-            "SELECT DISTINCT asset_id FROM observations WHERE scan_id = ? ORDER BY asset_id", (summary.scan_id,)
-        )
-    ]
+    ids = store.assets_seen_in(summary.scan_id)
     if ids:
         _print_assets(asset_views(store, ids[:50]))
         if len(ids) > 50:
@@ -507,39 +502,20 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
     Results go to their own inventory (~/.local/share/posture/demo.db unless --db is given), never
     mixed with a real one. Needs the demo extra (pip install 'posture-scanner[demo]') and, for udp/161, root.
     """
-    import os
-
-    from scanner.agents import get_agent
-    from scanner.agents.snmp import PUBLIC, SnmpOptions
-    from scanner.lab import Lab, SnmpSimLab
+    from scanner.demo import demo_lab, scan_demo, snmp_port
     from scanner.paths import data_dir
-    from scanner.scan import execute_scan, start_scan
-    from scanner.snmp_job import run_snmp_scan
     from scanner.store import Store
-    from scanner.targets import parse_target, plan_scan
+    from scanner.views import asset_views
 
     db = Path(ctx.find_root().params.get("db") or data_dir() / "demo.db")
-    port = 161 if os.geteuid() == 0 else 1161
     click.echo("posture demo: starting the lab (real daemons and recorded devices on 127.0.1.x)...", err=True)
-    with Lab(("127.0.1.21", "127.0.1.22", "127.0.1.23")) as lab, SnmpSimLab(port=port) as sim, Store.open(db) as store:
-        agent = get_agent("nmap")
-        plan = plan_scan([parse_target(t) for t in lab.targets])
-        options = {"ports": lab.ports_spec, "dns": False}
-        scan_id = start_scan(store, agent, plan, options, targets=lab.targets, exclude=[], scope=[], chunk_size=256)
-        nmap_summary = execute_scan(store, agent, scan_id, 1, _Reporter())
-        snmp_summary = run_snmp_scan(
-            store, list(sim.devices), [PUBLIC], SnmpOptions(port=port, timeout=6, retries=1), _Reporter(devices=True)
-        )
-        ids = [r[0] for r in store.conn.execute(
-            "SELECT DISTINCT asset_id FROM observations WHERE scan_id IN (?, ?) ORDER BY asset_id",
-            (nmap_summary.scan_id, snmp_summary.scan_id))]  # fmt: skip
-        from scanner.views import asset_views
-
-        _print_assets(asset_views(store, ids))
-        counts = ", ".join(f"{n} {status}" for status, n in sorted(snmp_summary.by_status.items()))
+    with demo_lab(snmp_port()) as (lab, sim), Store.open(db) as store:
+        run = scan_demo(store, lab, sim, _Reporter(), _Reporter(devices=True))
+        _print_assets(asset_views(store, store.assets_seen_in(run.nmap.scan_id, run.snmp.scan_id)))
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(run.snmp.by_status.items()))
         click.echo(
-            f"nmap found {nmap_summary.hosts_up} hosts with {nmap_summary.services} services; SNMP asked "
-            f"{snmp_summary.done} devices ({counts}) and read {snmp_summary.software} software and hardware rows."
+            f"nmap found {run.nmap.hosts_up} hosts with {run.nmap.services} services; SNMP asked "
+            f"{run.snmp.done} devices ({counts}) and read {run.snmp.software} software and hardware rows."
         )
         click.echo(f"Inventory: {db}")
         click.echo(f"Look around: posture --db {db} assets --format json | less")

@@ -381,6 +381,15 @@ class Store:
                 )
         return stale
 
+    def assets_seen_in(self, *scan_ids: int) -> list[int]:
+        """The assets that these scans observed, in id order."""
+        rows = self.conn.execute(
+            f"SELECT DISTINCT asset_id FROM observations WHERE scan_id IN ({','.join('?' * len(scan_ids))}) "
+            "ORDER BY asset_id",
+            scan_ids,
+        )
+        return [r[0] for r in rows]
+
     def scan_row(self, scan_id: int) -> dict[str, Any] | None:
         rows = list(self.db.query("SELECT * FROM scans WHERE id = ?", [scan_id]))
         return rows[0] if rows else None
