@@ -133,22 +133,100 @@ class Catalogue:
         return self.products.get(slug.strip().lower())
 
 
-def load_catalogue(directory: Path = DATA_DIR) -> Catalogue:
+class CatalogueError(ValueError):
+    """A catalogue file that cannot be trusted; the message names the file, product, cycle and field."""
+
+
+DATE_FIELDS = ("releaseDate", "eoas", "eol", "eoes")
+
+
+def parse_product(record: dict[str, Any], cpes: tuple[str, ...] = (), where: str = "") -> Product:
+    """One product in endoflife.date's extract format, every date checked."""
+    try:
+        slug = str(record["slug"])
+        releases = record["releases"]
+    except (KeyError, TypeError) as exc:
+        raise CatalogueError(f"{where}: a product needs 'slug' and 'releases'") from exc
+    cycles = []
+    for n, release in enumerate(releases):
+        name = release.get("releaseCycle") if isinstance(release, dict) else None
+        if name is None:
+            raise CatalogueError(f"{where}: {slug} release #{n + 1} has no releaseCycle")
+        for key in DATE_FIELDS:
+            value = release.get(key)
+            if value is None or isinstance(value, bool):
+                continue
+            try:
+                date.fromisoformat(str(value))
+            except ValueError as exc:
+                raise CatalogueError(f"{where}: {slug} cycle {name}: {key} {str(value)[:40]!r} is not a date") from exc
+        cycles.append(Cycle.from_record(slug, release))
+    return Product(
+        slug=slug,
+        title=str(record.get("title") or slug),
+        category=str(record.get("category", "")),
+        cpes=tuple(cpes)
+        or tuple(i["cpe"] for i in record.get("identifiers", []) if isinstance(i, dict) and "cpe" in i),
+        labels={k: v["label"] for k, v in record.get("columns", {}).items() if isinstance(v, dict) and v.get("shown")},
+        cycles=tuple(cycles),
+    )
+
+
+def load_catalogue(directory: Path = DATA_DIR, overrides: Path | None = None) -> Catalogue:
+    """The bundled data, with any products refreshed by `posture catalogue update` laid over it."""
     index = json.loads((directory / "index.json").read_text(encoding="utf-8"))
     products: dict[str, Product] = {}
     for entry in index["products"]:
-        record = json.loads((directory / f"{entry['slug']}.json").read_text(encoding="utf-8"))
-        products[record["slug"]] = Product(
-            slug=record["slug"],
-            title=record["title"],
-            category=record.get("category", ""),
-            cpes=tuple(entry.get("cpe") or ()),
-            labels={k: v["label"] for k, v in record.get("columns", {}).items() if v.get("shown")},
-            cycles=tuple(Cycle.from_record(record["slug"], r) for r in record["releases"]),
+        path = directory / f"{entry['slug']}.json"
+        products[entry["slug"]] = parse_product(
+            json.loads(path.read_text(encoding="utf-8")), tuple(entry.get("cpe") or ()), path.name
         )
-    return Catalogue(products, str(index.get("commitDate", ""))[:10], str(index.get("source", "")))
+    data_date = str(index.get("commitDate", ""))[:10]
+    if overrides is not None and (overrides / "updates.json").exists():
+        updates = json.loads((overrides / "updates.json").read_text(encoding="utf-8"))
+        for slug, meta in updates.items():
+            path = overrides / f"{slug}.json"
+            product = parse_product(
+                json.loads(path.read_text(encoding="utf-8")), products[slug].cpes if slug in products else (), path.name
+            )
+            products[slug] = product
+            data_date = max(data_date, str(meta.get("data_date", ""))[:10])
+    return Catalogue(products, data_date, str(index.get("source", "")))
+
+
+def overrides_dir() -> Path:
+    from scanner.paths import data_dir
+
+    return data_dir() / "catalogue"
+
+
+def update_catalogue(file: Path, data_date: str) -> list[str]:
+    """Check an endoflife.date product file (one product, or a list) and lay it over the bundled data."""
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CatalogueError(f"{file}: not a readable JSON file ({exc})") from exc
+    records = document if isinstance(document, list) else [document]
+    products = [parse_product(r, where=file.name) for r in records]
+    target = overrides_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    updates_path = target / "updates.json"
+    updates = json.loads(updates_path.read_text(encoding="utf-8")) if updates_path.exists() else {}
+    for record, product in zip(records, products, strict=True):
+        _write(target / f"{product.slug}.json", json.dumps(record))
+        updates[product.slug] = {"data_date": data_date, "source": str(file)}
+    _write(updates_path, json.dumps(updates, indent=2))
+    default_catalogue.cache_clear()
+    return [p.slug for p in products]
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace a file whole (a crash leaves the old one), so the catalogue is never half-written."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 @cache
 def default_catalogue() -> Catalogue:
-    return load_catalogue()
+    return load_catalogue(overrides=overrides_dir())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 
 import click
 
@@ -81,3 +82,25 @@ def _text(value: object) -> str | None:
     if value is False or value is None:
         return None
     return str(value)
+
+
+@catalogue.command("update")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--data-date", metavar="YYYY-MM-DD", help="When the export was taken (default: today); reports show it.")
+def catalogue_update(file: Path, data_date: str | None) -> None:
+    """Refresh products from an endoflife.date export (one product's JSON, or a list of them).
+
+    Every date is checked first; a bad one is refused with its product, cycle and field, and nothing
+    changes. Refreshed products are kept under ~/.local/share/posture/catalogue and laid over the bundled
+    data.
+    """
+    from rules.catalogue import CatalogueError, update_catalogue
+
+    if not file.is_file():
+        raise PostureError(f"no such file: {file}", "give an endoflife.date product JSON file")
+    day = _today(data_date).isoformat()
+    try:
+        slugs = update_catalogue(file, day)
+    except CatalogueError as exc:
+        raise PostureError(str(exc), "fix the file or export it again") from exc
+    click.echo(f"catalogue updated: {', '.join(slugs)} (data as of {day})")

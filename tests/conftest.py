@@ -63,6 +63,16 @@ def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own XDG folders: no default inventory, vault or catalogue update leaks in or out."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    for name in ("POSTURE_DB", "POSTURE_KEY", "POSTURE_CONFIG", "POSTURE_VAULT"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     """Real sshd, nginx and vsftpd on 127.0.0.21-23."""

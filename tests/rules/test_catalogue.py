@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,27 @@ def test_catalogue_show_command() -> None:
     assert missing.returncode == 2 and "no product 'windows-srv'" in missing.stderr
     bad_day = run_posture("catalogue", "show", "rhel", "--on", "23/11/2026")
     assert bad_day.returncode == 2 and "invalid date" in bad_day.stderr
+
+
+def test_catalogue_update_refuses_bad_dates_and_applies_good_ones(tmp_path: Path) -> None:
+    env = {"XDG_DATA_HOME": str(tmp_path / "data")}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"slug": "rhel", "title": "RHEL", "releases": [
+        {"releaseCycle": "7", "eol": "2024-06-30"}, {"releaseCycle": "6", "eol": "30/11/2020"}]}))  # fmt: skip
+    result = run_posture("catalogue", "update", str(bad), env=env)
+    assert result.returncode == 2
+    assert "rhel cycle 6: eol '30/11/2020' is not a date" in result.stderr
+    assert not (tmp_path / "data" / "posture" / "catalogue").exists()  # nothing changed
+
+    good = tmp_path / "rhel.json"
+    cycle = {"releaseCycle": "7", "label": "7", "eoas": "2019-08-06", "eol": "2024-06-30", "eoes": "2026-06-30"}
+    good.write_text(json.dumps({"slug": "rhel", "title": "Red Hat Enterprise Linux", "releases": [cycle]}))
+    result = run_posture("catalogue", "update", str(good), "--data-date", "2026-11-01", env=env)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(
+        run_posture("catalogue", "show", "rhel", "--on", "2026-11-23", "--format", "json", env=env).stdout
+    )
+    assert shown["data_date"] == "2026-11-01"
+    assert [(c["cycle"], c["state"]) for c in shown["cycles"]] == [("7", "end-of-life")]  # the new data wins
+    untouched = json.loads(run_posture("catalogue", "show", "debian", "--format", "json", env=env).stdout)
+    assert len(untouched["cycles"]) > 10
