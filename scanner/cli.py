@@ -449,7 +449,12 @@ def import_nmap(ctx: click.Context, files: tuple[Path, ...]) -> None:
     total = 0
     with open_store(ctx) as store:
         for path in files:
-            result = import_nmap_xml(store, path)
+            size = path.stat().st_size if path.is_file() else 0
+
+            def progress(hosts: int, path: Path = path, size: int = size) -> None:
+                click.echo(f"posture: {path.name}: {hosts:,} hosts read ({size / 2**20:,.0f} MiB file)", err=True)
+
+            result = import_nmap_xml(store, path, progress)
             total += result.stats.hosts
             click.echo(
                 f"{path}: {result.stats.hosts} hosts up, {result.stats.new_assets} new assets, "

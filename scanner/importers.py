@@ -14,7 +14,7 @@ import json
 import multiprocessing
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -78,13 +78,23 @@ def _require_file(path: Path) -> None:
         raise PostureError(f"{path} is not a file", "give the path of a file")
 
 
-def import_nmap_xml(store: Store, path: Path) -> ImportResult:
-    """Stream an `nmap -oX` file into the inventory, all or nothing."""
+def _counted(hosts: Iterator[PreparedHost], progress: Callable[[int], None], every: int) -> Iterator[PreparedHost]:
+    for n, host in enumerate(hosts, 1):
+        if n % every == 0:
+            progress(n)
+        yield host
+
+
+def import_nmap_xml(
+    store: Store, path: Path, progress: Callable[[int], None] | None = None, every: int = 10_000
+) -> ImportResult:
+    """Stream an `nmap -oX` file into the inventory, all or nothing; `progress(hosts)` every `every` hosts."""
     _require_file(path)
     scan_id = store.start_scan("nmap-import", "nmap", input_file=str(path))
     with _recorded(store, scan_id, path), _no_gc_pauses(), store.transaction() as conn:
         reader = ForkedNmapXmlReader(path)
-        stats = store.ingest_prepared(scan_id, "nmap", reader)
+        hosts = iter(reader) if progress is None else _counted(iter(reader), progress, every)
+        stats = store.ingest_prepared(scan_id, "nmap", hosts)
         conn.execute(
             "UPDATE scans SET hosts_done = ?, hosts_up = ?, hosts_total = ?, tool_version = ?, options = ? "
             "WHERE id = ?",

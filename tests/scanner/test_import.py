@@ -1,0 +1,28 @@
+"""A large generated nmap file (the benchmark's generator): counts, progress, every CPE, one transaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.gen_nmap_xml import write
+from tests.conftest import query, run_posture
+
+
+def test_large_import_reports_progress_and_keeps_everything(tmp_path: Path) -> None:
+    xml = tmp_path / "big.xml"
+    ports = write(xml, hosts=12_000, ports_per_host=3)
+    db = tmp_path / "inventory.db"
+    result = run_posture("import", "nmap", str(xml), db=db)
+    assert result.returncode == 0, result.stderr
+    assert "10,000 hosts read" in result.stderr
+    assert f"12000 hosts up, 12000 new assets, {ports} open services" in result.stdout
+    assert query(db, "SELECT count(*) FROM services") == [(ports,)]
+    assert query(db, "SELECT count(DISTINCT value) FROM asset_identifiers WHERE kind = 'mac'") == [(12_000,)]
+    # The generator gives OpenSSH two CPEs, as nmap does on Debian: both are kept.
+    assert query(db, "SELECT DISTINCT cpes FROM services WHERE port = 22") == [
+        ('["cpe:/a:openbsd:openssh:7.4", "cpe:/o:linux:linux_kernel"]',)
+    ]
+    # Importing it again adds observations to the same assets: identity by MAC.
+    assert run_posture("import", "nmap", str(xml), db=db).returncode == 0
+    assert query(db, "SELECT count(*) FROM assets") == [(12_000,)]
+    assert query(db, "SELECT count(*) FROM observations") == [(24_000,)]
