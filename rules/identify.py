@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 from urllib.parse import unquote
 
 from rules.catalogue import Catalogue, Lifecycle, Status
@@ -126,6 +127,43 @@ def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -
         version = m.group(1) + (f".{m.group(2)}" if m.group(2) else "")
         cycles = _cycles_for_version(catalogue, "linux", version)
         return Identification("linux", cycles, version, "medium", "sysDescr", _bounded(text))
+    return None
+
+
+def _dotnet(version: str, service_pack: str | None) -> str:
+    base = version if "." in version else f"{version}.0"
+    return f"{base}-{service_pack.lower()}" if service_pack else base
+
+
+# Installed-software names (HOST-RESOURCES-MIB hrSWInstalledName, Windows "Uninstall" display names) of
+# families the catalogue knows. Each pattern matches the product's own entry only: updates, hotfixes,
+# language packs and plug-ins ("Python 2.7 py2exe-0.6.9") are not the product.
+SOFTWARE_NAMES: list[tuple[re.Pattern[str], str, Any]] = [
+    (re.compile(r"^(?:Windows |Microsoft )?Internet Explorer (\d+)$"), "internet-explorer", lambda m: m[1]),
+    (re.compile(r"^Microsoft \.NET Framework (\d+(?:\.\d+)*)(?: (SP\d))?(?: Client Profile| Extended| Full)?$"),
+     "dotnetfx", lambda m: _dotnet(m[1], m[2])),
+    (re.compile(r"^Mozilla Firefox (\d+)(?:\.[\d.]+)?(?: ESR)?(?: \([^)]*\))?$"), "firefox", lambda m: m[1]),
+    (re.compile(r"^Python (\d+\.\d+)(?:\.\d+)?(?: \([^)]*\))?$"), "python", lambda m: m[1]),
+    (re.compile(r"^Microsoft Office (?:Enterprise |Professional |Professional Plus |Standard |Home and Business |"
+                r"Home and Student |Small Business )?(\d{4})$"), "office", lambda m: m[1]),
+    (re.compile(r"^Microsoft SQL Server (\d{4}(?: R2)?)$"), "mssqlserver", lambda m: m[1]),
+]  # fmt: skip
+
+
+def identify_software_name(name: str, catalogue: Catalogue) -> Identification | None:
+    """An installed program's name, for the families in SOFTWARE_NAMES; the cycle by name or by label."""
+    text = name.strip()[:256]
+    for pattern, slug, cycle_of in SOFTWARE_NAMES:
+        m = pattern.match(text)
+        if not m:
+            continue
+        wanted = str(cycle_of(m))
+        product = catalogue.product(slug)
+        cycle = product.cycle(wanted) if product else None
+        if cycle is None and product is not None:  # labels carry code names: "2008 R2 'Kilimanjaro'"
+            cycle = next((c for c in product.cycles if c.label.lower().startswith(wanted.lower() + " ")), None)
+        cycles = (cycle.name,) if cycle else ()
+        return Identification(slug, cycles, wanted, "high" if cycles else "medium", "software name", text)
     return None
 
 

@@ -12,7 +12,7 @@ from datetime import date
 import pytest
 
 from rules.catalogue import Lifecycle, default_catalogue
-from rules.identify import identify_cpe, identify_sysdescr, lifecycle
+from rules.identify import identify_cpe, identify_software_name, identify_sysdescr, lifecycle
 from scanner.lab import recording_path
 
 DAY = date(2026, 11, 23)
@@ -84,3 +84,54 @@ def test_unknown_is_unknown_never_safe() -> None:
     kernel = identify_cpe("cpe:/o:linux:linux_kernel", cat)
     assert kernel is not None and lifecycle(kernel, cat, DAY).state == Lifecycle.UNKNOWN
     assert identify_cpe("cpe:/a:x:y:" + "9" * 10_000, cat) is None
+
+
+def installed_names(name: str) -> list[str]:
+    path = recording_path(name)
+    text = bz2.decompress(path.read_bytes()).decode("latin-1")
+    names = []
+    for line in text.splitlines():
+        oid, _, rest = line.partition("|")
+        tag, _, value = rest.partition("|")
+        if oid.startswith("1.3.6.1.2.1.25.6.3.1.2."):
+            raw = bytes.fromhex(value) if tag.endswith("x") else value.encode("latin-1")
+            names.append(raw.decode("cp1252", errors="replace"))
+    return names
+
+
+def test_installed_software_of_recorded_windows_hosts() -> None:
+    """Every distinct product the XP and Server 2003 recordings list, with its state on the day."""
+    cat = default_catalogue()
+    found = {}
+    for name in ("os/windows/XP", "os/windows/server-2003-5-2"):
+        for program in installed_names(name):
+            ident = identify_software_name(program, cat)
+            if ident is not None:
+                found[(ident.product, ident.version)] = (ident.cycles, lifecycle(ident, cat, DAY).state)
+    assert found == {
+        ("internet-explorer", "8"): (("8",), Lifecycle.END_OF_LIFE),
+        ("dotnetfx", "1.1"): ((), Lifecycle.UNKNOWN),  # older than the catalogue: unknown, not "fine"
+        ("dotnetfx", "2.0"): ((), Lifecycle.UNKNOWN),
+        ("dotnetfx", "3.5-sp1"): (("3.5-sp1",), Lifecycle.SUPPORTED),  # supported to 2029: never called EOL
+        ("dotnetfx", "4.0"): (("4.0",), Lifecycle.END_OF_LIFE),
+        ("firefox", "19"): ((), Lifecycle.UNKNOWN),
+        ("python", "2.4"): ((), Lifecycle.UNKNOWN),
+        ("python", "2.6"): (("2.6",), Lifecycle.END_OF_LIFE),
+        ("python", "2.7"): (("2.7",), Lifecycle.END_OF_LIFE),
+        ("office", "2007"): (("2007",), Lifecycle.END_OF_LIFE),
+    }
+
+
+@pytest.mark.parametrize(
+    "program",
+    ["Security Update for Windows Internet Explorer 8 (KB2497640)", "Python 2.7 py2exe-0.6.9",
+     "Microsoft Office Word MUI (Chinese (Simplified)) 2007", "Microsoft .NET Framework 2.0 Language Pack - CHS"],
+)  # fmt: skip
+def test_updates_and_add_ons_are_not_the_product(program: str) -> None:
+    assert identify_software_name(program, default_catalogue()) is None
+
+
+def test_sql_server_by_label() -> None:
+    found = identify_software_name("Microsoft SQL Server 2008 R2", default_catalogue())
+    assert found is not None and found.product == "mssqlserver" and len(found.cycles) == 1
+    assert lifecycle(found, default_catalogue(), DAY).state == Lifecycle.END_OF_LIFE
