@@ -13,6 +13,7 @@ import json
 import sys
 import time
 import tomllib
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,20 @@ class _Reporter:
             self._progress = None
 
 
+def _plan(
+    ctx: click.Context, targets: Sequence[str], exclude: Sequence[str], scope: Sequence[str]
+) -> tuple[Any, list[Any]]:
+    """Targets to addresses, after exclusions, checked against --scope or the config's scope; nothing is sent."""
+    from scanner.targets import parse_networks, parse_target, plan_scan
+
+    config = load_config(ctx.obj.get("config_path"))
+    scope_nets = parse_networks(list(scope) or list(config.get("scan", {}).get("scope", [])), "--scope")
+    plan = plan_scan([parse_target(t) for t in targets], parse_networks(exclude, "--exclude"), scope_nets)
+    if not plan.addresses:
+        raise PostureError("every target address is excluded; nothing to scan", "check --exclude")
+    return plan, scope_nets
+
+
 def snmp_options(f: Any) -> Any:
     """The SNMP knobs shared by `posture snmp` and `posture scan --snmp`."""
     for option in reversed([
@@ -215,13 +230,8 @@ def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ..
     partial, auth-failure, no-response, timeout, error) is kept in the scan record and listed at the end.
     Secrets come from the encrypted vault (`posture creds add snmp NAME`), never from the command line.
     """
-    from scanner.targets import parse_networks, parse_target, plan_scan
 
-    config = load_config(ctx.obj.get("config_path"))
-    scope_nets = parse_networks(list(scope) or list(config.get("scan", {}).get("scope", [])), "--scope")
-    plan = plan_scan([parse_target(t) for t in targets], parse_networks(exclude, "--exclude"), scope_nets)
-    if not plan.addresses:
-        raise PostureError("every target address is excluded; nothing to scan", "check --exclude")
+    plan, _ = _plan(ctx, targets, exclude, scope)
     with open_store(ctx) as store:
         summary = _snmp_run(ctx, store, [str(a) for a in plan.addresses], list(targets), params)
     if summary.answered == 0:
@@ -340,7 +350,7 @@ def scan(
     """
     from scanner.agents import get_agent
     from scanner.scan import execute_scan, resumable_scan, start_scan
-    from scanner.targets import parse_networks, parse_target, plan_scan, validate_ports
+    from scanner.targets import validate_ports
 
     agent = get_agent("nmap")
     if resume is not None:
@@ -357,12 +367,7 @@ def scan(
         raise click.UsageError("give at least one TARGET (or --resume)")
     if ports and top_ports:
         raise click.UsageError("give --ports or --top-ports, not both")
-    config = load_config(ctx.obj.get("config_path"))
-    scope_specs = list(scope) or list(config.get("scan", {}).get("scope", []))
-    scope_nets = parse_networks(scope_specs, "--scope")
-    plan = plan_scan([parse_target(t) for t in targets], parse_networks(exclude, "--exclude"), scope_nets)
-    if not plan.addresses:
-        raise PostureError("every target address is excluded; nothing to scan", "check --exclude")
+    plan, scope_nets = _plan(ctx, targets, exclude, scope)
     options: dict[str, Any] = {
         "ports": validate_ports(ports) if ports else None,
         "top_ports": top_ports,
