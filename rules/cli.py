@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -104,3 +106,254 @@ def catalogue_update(file: Path, data_date: str | None) -> None:
     except CatalogueError as exc:
         raise PostureError(str(exc), "fix the file or export it again") from exc
     click.echo(f"catalogue updated: {', '.join(slugs)} (data as of {day})")
+
+
+# ---- rules, evaluate, findings, accept ---------------------------------------------------------------
+
+rules_option = click.option(
+    "--rules",
+    "rule_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also load the *.toml rule packs in DIR (repeatable), beside the built-in ones.",
+)
+
+
+def _settings(ctx: click.Context) -> Any:
+    from rules.engine import RuleError, Settings
+    from scanner.cli import load_config
+
+    try:
+        return Settings.from_config(load_config(ctx.find_root().obj.get("config_path")))
+    except RuleError as exc:
+        raise PostureError(str(exc), "fix the [rules] table of the config file") from exc
+
+
+def _load(ctx: click.Context, rule_dirs: tuple[Path, ...]) -> Any:
+    from rules.engine import RuleError, load_rules
+
+    config_dirs = []
+    from scanner.cli import load_config
+
+    configured = load_config(ctx.find_root().obj.get("config_path")).get("rules", {}).get("dirs", [])
+    if isinstance(configured, list):
+        config_dirs = [Path(d).expanduser() for d in configured if isinstance(d, str)]
+    try:
+        return load_rules([*config_dirs, *rule_dirs], _settings(ctx))
+    except RuleError as exc:
+        raise PostureError(str(exc), "fix the rule pack (`posture rules lint DIR` checks it)") from exc
+
+
+@click.group("rules")
+def rules_group() -> None:
+    """The protect / detect / respond rule packs (TOML data; see `posture rules show ID`)."""
+
+
+@rules_group.command("list")
+@rules_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def rules_list(ctx: click.Context, rule_dirs: tuple[Path, ...], fmt: str) -> None:
+    """List every rule: id, function, severity, subject and title."""
+    rules = _load(ctx, rule_dirs)
+    if fmt == "json":
+        click.echo(json.dumps([r.describe() for r in rules], indent=2))
+        return
+    for r in rules:
+        click.echo(f"{r.id:<34} {r.function:<8} {r.severity:<8} {r.subject:<8} {r.title}")
+    click.echo(f"{len(rules)} rules", err=True)
+
+
+@rules_group.command("show")
+@click.argument("rule_id")
+@rules_option
+@click.pass_context
+def rules_show(ctx: click.Context, rule_id: str, rule_dirs: tuple[Path, ...]) -> None:
+    """Show one rule whole: its condition, rationale, remediation and framework references."""
+    rules = _load(ctx, rule_dirs)
+    rule = next((r for r in rules if r.id == rule_id), None)
+    if rule is None:
+        from difflib import get_close_matches
+
+        close = get_close_matches(rule_id, [r.id for r in rules], n=3, cutoff=0.7)
+        raise PostureError(f"no rule {rule_id[:64]!r}", f"did you mean {', '.join(close[:5])}?" if close else
+                           "see `posture rules list`")  # fmt: skip
+    d = rule.describe()
+    click.echo(f"{d['id']}: {d['title']}")
+    click.echo(f"  function {d['function']}, severity {d['severity']}, subject {d['subject']} ({d['source']})")
+    any_of = f" and any of {json.dumps(d['when_any'])}" if d["when_any"] else ""
+    click.echo(f"  when {json.dumps(d['when'])}{any_of}")
+    for key in ("rationale", "remediation", "decommission"):
+        if d[key]:
+            click.echo(f"  {key}: {d[key]}")
+    for key, values in d["references"].items():
+        click.echo(f"  {key}: {', '.join(values)}")
+
+
+@rules_group.command("lint")
+@click.argument("dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def rules_lint(ctx: click.Context, dirs: tuple[Path, ...]) -> None:
+    """Check rule packs (the built-in ones, and those in DIRS): syntax, fields, operators, unique ids.
+
+    Exits 2 with FILE:LINE and the field at the first problem.
+    """
+    rules = _load(ctx, dirs)
+    click.echo(f"ok: {len(rules)} rules in {len({r.pack for r in rules})} packs")
+
+
+@click.command("evaluate")
+@rules_option
+@click.option(
+    "--on",
+    "on_day",
+    metavar="YYYY-MM-DD",
+    help="Judge lifecycles as of this day instead of today (what-if; findings are recorded on that day).",
+)
+@click.pass_context
+def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: str | None) -> None:
+    """Apply the rules to the inventory and record the findings (new, open, fixed, reopened).
+
+    Run after each scan or import. Lifecycle data: the bundled endoflife.date catalogue (its date is
+    printed) and CISA's KEV list. A rule that fails is reported as an internal-error finding; the others
+    run on.
+    """
+    from rules.catalogue import default_catalogue
+    from rules.findings import evaluate
+    from rules.kev import default_kev
+    from scanner.cli import open_store
+
+    rules = _load(ctx, rule_dirs)
+    settings = _settings(ctx)
+    day = _today(on_day)
+    with open_store(ctx) as store:
+        store.reap_stale_scans()
+
+        def progress(done: int) -> None:
+            click.echo(f"posture: evaluated {done} assets", err=True)
+
+        summary = evaluate(store, rules, default_catalogue(), default_kev(), day, settings, progress)
+    if summary.assets == 0:
+        click.echo("the inventory has no assets yet: run `posture scan TARGET` or `posture import` first")
+    severities = ", ".join(f"{summary.by_severity[s]} {s}" for s in ("critical", "high", "medium", "low", "info")
+                           if summary.by_severity.get(s))  # fmt: skip
+    click.echo(
+        f"evaluation {summary.evaluation_id} on {summary.day}: {summary.assets} assets, {summary.rules} rules; "
+        f"{summary.open} findings open ({summary.new} new, {summary.reopened} reopened), {summary.fixed} fixed, "
+        f"{summary.accepted} accepted" + (f"; not accepted: {severities}" if severities else "")
+    )
+    click.echo(f"lifecycle data: endoflife.date as of {summary.catalogue_date}; CISA KEV {summary.kev_version}")
+    for rule_id, message in summary.errors.items():
+        click.echo(f"posture: warning: rule {rule_id} failed and was skipped: {message}", err=True)
+
+
+FINDING_CSV_COLUMNS = ["id", "rule_id", "function", "severity", "status", "accepted", "accepted_until", "asset_id",
+                       "address", "hostname", "owner", "product", "version", "cycle", "lifecycle_state", "eol_date",
+                       "evidence", "first_seen", "last_seen"]  # fmt: skip
+
+
+@click.command("findings")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option(
+    "--function",
+    "functions",
+    multiple=True,
+    type=click.Choice(["protect", "detect", "respond"]),
+    help="Only this function (repeatable).",
+)
+@click.option(
+    "--severity",
+    "severities",
+    multiple=True,
+    type=click.Choice(["critical", "high", "medium", "low", "info"]),
+    help="Only this severity (repeatable).",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["new", "open", "reopened", "fixed"]),
+    help="Only this status (repeatable). Default: new, open and reopened.",
+)
+@click.option("--rule", "rule_ids", multiple=True, help="Only this rule id (repeatable).")
+@click.pass_context
+def findings_command(ctx: click.Context, fmt: str, functions: tuple[str, ...], severities: tuple[str, ...],
+                     statuses: tuple[str, ...], rule_ids: tuple[str, ...]) -> None:  # fmt: skip
+    """List the findings of the last evaluation, worst first; accepted ones are listed apart.
+
+    Run `posture evaluate` first. JSON fields are listed in the README.
+    """
+    from rules.findings import OPEN_STATES, finding_views
+    from scanner.cli import open_store
+
+    with open_store(ctx, readonly=True) as store:
+        if store.conn.execute("SELECT 1 FROM evaluations LIMIT 1").fetchone() is None:
+            raise PostureError("no evaluation yet", "run `posture evaluate`")
+        rows = finding_views(store, date.today(), statuses or OPEN_STATES)
+    rows = [
+        f
+        for f in rows
+        if (not functions or f["function"] in functions)
+        and (not severities or f["severity"] in severities)
+        and (not rule_ids or f["rule_id"] in rule_ids)
+    ]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(FINDING_CSV_COLUMNS)
+        writer.writerows([f[c] for c in FINDING_CSV_COLUMNS] for f in rows)
+        return
+    _print_findings(rows)
+
+
+def _print_findings(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from scanner.model import printable
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    for accepted in (False, True):
+        part = [f for f in rows if f["accepted"] is accepted]
+        if accepted and not part:
+            continue
+        table = Table(title=f"accepted exceptions ({len(part)})" if accepted else f"findings ({len(part)})")
+        for column in ("id", "severity", "status", "rule", "asset", "what", "evidence"):
+            table.add_column(column, overflow="fold")
+        for f in part:
+            what = " ".join(str(x) for x in (f["product"], f["cycle"] or f["version"], f["lifecycle_state"],
+                                             f["eol_date"] and f"eol {f['eol_date']}") if x)  # fmt: skip
+            asset = f"{f['asset_id'] or ''} {f['address'] or ''} {f['hostname'] or ''}".strip()
+            status = f["status"] + (f" until {f['accepted_until']}" if accepted else "")
+            evidence = ((f["evidence"] or "").splitlines() or [""])[0][:100]
+            table.add_row(*(escape(printable(v)) for v in (f["id"], f["severity"], status, f["rule_id"], asset, what,
+                                                          evidence)))  # fmt: skip
+        console.print(table)
+
+
+@click.command("accept")
+@click.argument("target", metavar="FINDING_OR_RULE")
+@click.option("--until", "until", required=True, metavar="YYYY-MM-DD", help="Last day the acceptance holds.")
+@click.option("--reason", required=True, help="Why the risk is accepted (shown in every report).")
+@click.option("--esu", is_flag=True, help="Accepted because paid extended support covers it (ends by the ESU's end).")
+@rules_option
+@click.pass_context
+def accept_command(ctx: click.Context, target: str, until: str, reason: str, esu: bool,
+                   rule_dirs: tuple[Path, ...]) -> None:  # fmt: skip
+    """Record an exception: a finding (F-...) or a whole rule accepted until a day, with a reason.
+
+    Accepted findings are still counted and shown, apart; when the day passes they count again.
+    """
+    from rules.findings import accept
+    from scanner.cli import open_store
+
+    day = _today(until)
+    with open_store(ctx) as store:
+        rule_ids = {r.id for r in _load(ctx, rule_dirs)}
+        note = accept(store, target, day, reason, esu, rule_ids, date.today())
+    click.echo(note)

@@ -25,6 +25,7 @@ WINDOWS_SERVER = ("1.3.6.1.4.1.311.1.1.3.1.2", "1.3.6.1.4.1.311.1.1.3.1.3")
 
 _WINDOWS = re.compile(r"Software: Windows .*?Version (\d+\.\d+) \(Build (\d+)")
 _RHEL_KERNEL = re.compile(r"\b(\d+\.\d+\.\d+)-[\w.]*?\.el(\d+)(?:_\d+)?\b")
+_UBUNTU = re.compile(r"\bUbuntu (\d\d\.\d\d)(?:\.\d+)?\b")
 _LINUX = re.compile(r"^Linux \S+ (\d+\.\d+)(?:\.(\d+))?")
 _CISCO_IOS = re.compile(r"Cisco IOS Software,.*?Version (\d+\.\d+)(\(\w+\)\w*)?")
 _JUNOS = re.compile(r"JUNOS (\d+\.\d+)([RSXB][\w.-]*)?")
@@ -109,6 +110,10 @@ def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -
     m = _RHEL_KERNEL.search(text)
     if m:
         return Identification("rhel", (m.group(2),), m.group(1), "high", "sysDescr", _bounded(text))
+    m = _UBUNTU.search(text)
+    if m:
+        known: tuple[str, ...] = (m.group(1),) if (p := catalogue.product("ubuntu")) and p.cycle(m.group(1)) else ()
+        return Identification("ubuntu", known, m.group(1), "high" if known else "medium", "sysDescr", _bounded(text))
     m = _CISCO_IOS.search(text)
     if m:
         return Identification("cisco-ios", (m.group(1),), m.group(1) + (m.group(2) or ""), "high", "sysDescr",
@@ -165,6 +170,60 @@ def identify_software_name(name: str, catalogue: Catalogue) -> Identification | 
         cycles = (cycle.name,) if cycle else ()
         return Identification(slug, cycles, wanted, "high" if cycles else "medium", "software name", text)
     return None
+
+
+# nmap service product strings (`-sV`) of families the catalogue knows, lower-cased.
+SERVICE_PRODUCTS = {
+    "nginx": "nginx",
+    "apache httpd": "apache-http-server",
+    "apache tomcat": "tomcat",
+    "apache tomcat/coyote jsp engine": "tomcat",
+    "mysql": "mysql",
+    "mariadb": "mariadb",
+    "postgresql db": "postgresql",
+    "redis key-value store": "redis",
+    "mongodb": "mongodb",
+    "squid http proxy": "squid",
+    "php": "php",
+    "vmware esxi": "esxi",
+    "vmware esxi soap api": "esxi",
+    "isc dhcpd": "isc-dhcp",
+}
+# Distribution builds named in a banner ("OpenSSH 9.2p1 Debian 2+deb12u3", "nginx 1.20.1 ... el7").
+_DEBIAN_BUILD = re.compile(r"\bdeb(\d{1,2})u\d+")
+_EL_BUILD = re.compile(r"\.el(\d{1,2})(?:_\d+)?\b")
+DISTRIBUTIONS = {"debian": "debian", "ubuntu": "ubuntu", "red hat": "rhel", "centos": "centos", "rocky": "rocky-linux",
+                 "almalinux": "almalinux", "suse": "sles", "oracle linux": "oracle-linux"}  # fmt: skip
+
+
+def identify_service(product: str | None, version: str | None, extra: str | None, cpes: list[str],
+                     catalogue: Catalogue) -> list[Identification]:  # fmt: skip
+    """What an nmap service line names: the program (by CPE, else by product string) and the distribution
+    that built it when the banner says so (a `deb12u3` build is Debian 12's package, patched by Debian)."""
+    found: list[Identification] = []
+    text = " ".join(x for x in (product, version, extra) if x)[:512]
+    for cpe in cpes[:8]:
+        ident = identify_cpe(cpe, catalogue)
+        if ident is not None and ident.product != "linux":  # a kernel CPE on a service names no version
+            found.append(ident)
+    slug = SERVICE_PRODUCTS.get((product or "").strip().lower()[:80])
+    if slug and not any(i.product == slug for i in found):
+        v = (version or "").split()[0][:128] if version else ""
+        cycles = _cycles_for_version(catalogue, slug, v)
+        found.append(Identification(slug, cycles, v or None, "high" if cycles else "low", "nmap product", text))
+    m = _DEBIAN_BUILD.search(text)
+    if m:
+        found.append(Identification("debian", (m.group(1),), None, "medium", "package build", text))
+    m = _EL_BUILD.search(text)
+    if m:
+        found.append(Identification("rhel", (m.group(1),), None, "medium", "package build", text))
+    return found
+
+
+def distribution_named(text: str) -> str | None:
+    """The distribution a banner or extra-info names (`Debian 2+deb12u3`, `Ubuntu 3ubuntu0.10`), if any."""
+    lowered = text[:512].lower()
+    return next((slug for word, slug in DISTRIBUTIONS.items() if word in lowered), None)
 
 
 def lifecycle(ident: Identification, catalogue: Catalogue, today: date) -> Status:

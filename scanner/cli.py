@@ -650,6 +650,9 @@ ASSET_CSV_COLUMNS = [
     "os_product",
     "os_version",
     "os_cpe",
+    "os_cycle",
+    "os_lifecycle_state",
+    "os_eol_date",
     "services",
     "first_seen",
     "last_seen",
@@ -673,6 +676,9 @@ def _asset_csv_row(a: dict[str, Any]) -> list[Any]:
         os_.get("product") or os_.get("name"),
         os_.get("version"),
         os_.get("cpe"),
+        os_.get("cycle"),
+        os_.get("lifecycle_state"),
+        os_.get("eol_date"),
         " ".join(f"{s['port']}/{s['protocol']}" for s in a["services"]),
         a["first_seen"],
         a["last_seen"],
@@ -712,7 +718,9 @@ def _print_assets(assets: list[dict[str, Any]]) -> None:
                     a["id"],
                     ", ".join(a["addresses"][:2]),
                     a["name"] or "",
-                    _first_line(os_.get("name") or "unknown", 60),
+                    _first_line(os_.get("name") or "unknown", 60)
+                    + (f" [{os_['product']} {os_.get('cycle') or ''}: {os_['lifecycle_state']}]"
+                       if os_.get("lifecycle_state") else ""),
                     services,
                     a["owner"] or "",
                     a["last_seen"] or "",
@@ -731,6 +739,8 @@ def assets(ctx: click.Context, fmt: str) -> None:
 
     with open_store(ctx, readonly=True) as store:
         rows = asset_views(store)
+        for ep in entry_points(group="posture.asset_details"):  # the rules stage adds lifecycle facts
+            ep.load()(store, rows)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":

@@ -69,6 +69,7 @@ def prepare_snmp(result: SnmpResult) -> tuple[PreparedHost, list[str]]:
         "status": result.status,
         "credential": result.credential,
         "snmp_version": result.version,
+        "default_community": result.default_community,
         "system": system,
         "interfaces": [
             {

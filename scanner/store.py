@@ -181,8 +181,63 @@ def _schema_v2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schema_v3(conn: sqlite3.Connection) -> None:
+    """Rules: each evaluation, the findings it keeps across scans, and the exceptions register."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE evaluations (
+            id INTEGER PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            day TEXT NOT NULL,                -- the day lifecycle states were judged on
+            rules INTEGER NOT NULL DEFAULT 0,
+            assets INTEGER NOT NULL DEFAULT 0,
+            catalogue_date TEXT,              -- the lifecycle data's date, shown in every report
+            kev_version TEXT,
+            summary TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE TABLE finding_rules (            -- each rule as last evaluated: findings name it by id
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            function TEXT NOT NULL,           -- protect, detect, respond
+            severity TEXT NOT NULL,
+            pack TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}' -- JSON: rationale, remediation, decommission, references
+        );
+        CREATE TABLE finding_details (          -- what a finding is about, stored once however many share it
+            id INTEGER PRIMARY KEY,
+            json TEXT NOT NULL UNIQUE         -- product, version, cycle, lifecycle state, evidence
+        );
+        CREATE TABLE findings (
+            id INTEGER PRIMARY KEY,           -- stable: asset id (high 32 bits) and a digest of rule and subject
+            rule_id TEXT NOT NULL,
+            asset_id INTEGER REFERENCES assets(id) ON DELETE CASCADE,
+            subject TEXT NOT NULL,            -- what on the asset: "os:windows:5-sp3", "tcp/23", ""
+            status TEXT NOT NULL,             -- new, open, fixed, reopened
+            first_seen TEXT NOT NULL,         -- day first found
+            opened_at TEXT NOT NULL,          -- day found again after a fix (= first_seen until then)
+            last_seen TEXT NOT NULL,
+            fixed_at TEXT,
+            times_reopened INTEGER NOT NULL DEFAULT 0,
+            evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),
+            details_id INTEGER NOT NULL REFERENCES finding_details(id)
+        );
+        CREATE TABLE exceptions (
+            id INTEGER PRIMARY KEY,
+            target TEXT NOT NULL,             -- a finding id or a rule id
+            until TEXT NOT NULL,              -- last day the acceptance holds
+            reason TEXT NOT NULL,
+            esu INTEGER NOT NULL DEFAULT 0,   -- accepted because paid extended support was bought
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX exceptions_target ON exceptions(target);
+        """,
+    )
+
+
 # Each entry moves the schema one version up; append, never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_schema_v1, _schema_v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_schema_v1, _schema_v2, _schema_v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

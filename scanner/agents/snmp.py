@@ -76,6 +76,8 @@ class SnmpCredential:
     context: str = ""
 
 
+# Communities devices ship with; a device answering one is recorded (the flag, never the community).
+DEFAULT_COMMUNITIES = frozenset({"public", "private", "community", "snmp", "cisco", "admin", "manager"})
 PUBLIC = SnmpCredential(name="public (default)", version="2c", community="public")
 
 
@@ -104,6 +106,7 @@ class SnmpResult:
     cut_off: list[str] = field(default_factory=list)
     seconds: float = 0.0
     requests: int = 0
+    default_community: bool = False  # the device answered a factory-default community (a finding)
 
 
 class _AuthFailure(Exception):
@@ -313,6 +316,7 @@ class SnmpCollector:
                         refused.append(cred.name)  # the agent is there: it ignored the community
                 continue
             result.credential, result.version = cred.name, cred.version
+            result.default_community = cred.version != "3" and (cred.community or "") in DEFAULT_COMMUNITIES
             result.system = {name: value for name, (_, value) in zip(SYSTEM, values, strict=False)}
             break
         else:

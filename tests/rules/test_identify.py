@@ -28,14 +28,20 @@ EXPECTED = {
 
 
 def system_of(name: str) -> tuple[str, str | None]:
+    """sysDescr and sysObjectID as the recording holds them (its lines are in OID order: stop after them)."""
     path = recording_path(name)
-    text = bz2.decompress(path.read_bytes()).decode("latin-1") if path.suffix == ".bz2" else path.read_text("latin-1")
     values = {}
-    for line in text.splitlines():
-        oid, _, rest = line.partition("|")
-        tag, _, value = rest.partition("|")
-        if oid in ("1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0"):
-            values[oid] = bytes.fromhex(value).decode("utf-8", "replace") if tag.endswith("x") else value
+    with bz2.open(path, "rt", encoding="latin-1") if path.suffix == ".bz2" else path.open(encoding="latin-1") as stream:
+        for line in stream:
+            oid, _, rest = line.rstrip("\r\n").partition("|")
+            tag, _, value = rest.partition("|")
+            if oid in ("1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0"):
+                try:
+                    values[oid] = bytes.fromhex(value).decode("utf-8", "replace") if tag.endswith("x") else value
+                except ValueError:  # a few recordings tag plain text as hex
+                    values[oid] = value
+            if len(values) == 2 or oid.startswith("1.3.6.1.2.1.1.3"):
+                break
     return values.get("1.3.6.1.2.1.1.1.0", ""), values.get("1.3.6.1.2.1.1.2.0")
 
 

@@ -1,0 +1,487 @@
+"""The rule engine: rules are data (TOML rule packs), conditions are tables of field tests, not code.
+
+A rule file holds one pack:
+
+    [pack]
+    name = "protect"
+    description = "..."
+
+    [[rule]]
+    id = "protect.eol-os"              # lower case, dots and dashes; unique across packs
+    title = "Operating system past end of life"
+    function = "protect"               # protect, detect or respond
+    severity = "high"                  # critical, high, medium, low, info
+    subject = "os"                     # asset, os, software, item, service or finding
+    when = { lifecycle_state = "end-of-life" }
+    when_any = [{ ... }, { ... }]      # optional: at least one of these must hold as well
+    rationale = "..."
+    remediation = "..."
+    decommission = "..."               # optional; for end-of-life rules
+    [rule.references]
+    nist_csf = ["PR.PS-02"]
+    ncsc_caf = ["B4.d"]
+    cyber_essentials = ["Security update management"]
+
+A test is `field = value` (equal), `field = [a, b]` (one of) or `field = { op = value }` with op one of
+eq, ne, in, not_in, lt, le, gt, ge, matches (a regular expression), exists. On an item, service or finding
+subject, `"asset.owner"` reaches the asset's fields. A value `"$name"` reads a setting (horizon_days,
+stale_days, uptime_days). Missing data never passes a comparison: unknown is tested for by name, never
+mistaken for safe. Packs are checked whole when loaded (`posture rules lint`), each error with its file,
+line and field, so a bad pack stops before anything is evaluated; a rule that still fails at evaluation
+becomes an internal-error finding and the others run on.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rules.facts import AssetFacts
+
+PACKS_DIR = Path(__file__).parent / "packs"
+FUNCTIONS = ("protect", "detect", "respond")
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+SEVERITY_RANK = {s: n for n, s in enumerate(reversed(SEVERITIES))}
+OPERATORS = ("eq", "ne", "in", "not_in", "lt", "le", "gt", "ge", "matches", "exists")
+RULE_KEYS = {"id", "title", "function", "severity", "subject", "when", "when_any", "rationale", "remediation",
+             "decommission", "references"}  # fmt: skip
+REQUIRED = ("id", "title", "function", "severity", "subject", "when", "rationale", "remediation")
+REFERENCE_KEYS = {"nist_csf", "ncsc_caf", "cyber_essentials"}
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{2,63}$")
+INTERNAL_ERROR = "posture.internal-error"
+
+ASSET_FIELDS = {
+    "id", "name", "first_seen", "last_seen", "in_register", "register_loaded", "owner", "has_owner",
+    "business_service", "site", "criticality", "days_since_seen", "address", "hostname", "addresses", "is_new",
+    "uptime_days", "snmp_default_community", "snmp_version", "device_types", "sys_object_id", "sources",
+    "category", "os_known", "os_version_known", "os_lifecycle_state", "os_conflicts",
+}  # fmt: skip
+ITEM_FIELDS = {
+    "kind", "product", "title", "category", "cycle", "cycles", "version", "confidence", "method", "source",
+    "evidence", "lifecycle_state", "eol_date", "extended_until", "days_to_eol", "upgrade_path", "kev_count",
+    "kev_ids", "kev_ransomware", "packaged_by",
+}  # fmt: skip
+SERVICE_FIELDS = {"port", "protocol", "state", "name", "product", "version", "extra_info", "tunnel", "smb1", "is_new"}
+FINDING_FIELDS = {"rule_id", "function", "severity", "status", "age_days", "sla_days", "past_sla", "accepted"}
+SUBJECT_FIELDS = {
+    "asset": ASSET_FIELDS,
+    "os": ITEM_FIELDS,
+    "software": ITEM_FIELDS,
+    "item": ITEM_FIELDS,
+    "service": SERVICE_FIELDS,
+    "finding": FINDING_FIELDS,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Thresholds rules refer to as `$name`; from the config file's [rules] table."""
+
+    horizon_days: int = 365  # the planning horizon: end of life within this is flagged now
+    stale_days: int = 30  # an asset not seen for this long is reported
+    uptime_days: int = 90  # up this long means monthly patches were not installed
+    sla_days: dict[str, int] = field(
+        default_factory=lambda: {"critical": 14, "high": 30, "medium": 90, "low": 180, "info": 365}
+    )
+
+    def get(self, name: str) -> Any:
+        return getattr(self, name)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Settings:
+        table = config.get("rules", {}) if isinstance(config, dict) else {}
+        if not isinstance(table, dict):
+            raise RuleError("config: [rules] must be a table")
+        known = {"horizon_months", "horizon_days", "stale_days", "uptime_days", "sla_days", "dirs"}
+        unknown = set(table) - known
+        if unknown:
+            raise RuleError(f"config: unknown key(s) in [rules]: {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        if "horizon_months" in table:
+            values["horizon_days"] = _positive(table["horizon_months"], "horizon_months") * 365 // 12
+        for key in ("horizon_days", "stale_days", "uptime_days"):
+            if key in table:
+                values[key] = _positive(table[key], key)
+        if "sla_days" in table:
+            sla = dict(cls().sla_days)
+            for severity, days in dict(table["sla_days"]).items():
+                if severity not in SEVERITIES:
+                    names = ", ".join(SEVERITIES)
+                    raise RuleError(f"config: [rules.sla_days] {severity!r} is not a severity ({names})")
+                sla[severity] = _positive(days, f"sla_days.{severity}")
+            values["sla_days"] = sla
+        return cls(**values)
+
+
+SETTING_NAMES = {"horizon_days", "stale_days", "uptime_days"}
+
+
+def _positive(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise RuleError(f"config: [rules] {name} must be a whole number of 1 or more, not {value!r}")
+    return value
+
+
+class RuleError(ValueError):
+    """A rule pack that cannot be used; the message names the file, line and field."""
+
+
+Test = Callable[[dict[str, Any], dict[str, Any]], bool]
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per loaded rule
+class Rule:
+    id: str
+    title: str
+    function: str
+    severity: str
+    subject: str
+    when: dict[str, Any]
+    when_any: tuple[dict[str, Any], ...]
+    rationale: str
+    remediation: str
+    decommission: str | None
+    references: dict[str, tuple[str, ...]]
+    pack: str
+    source: str  # file:line, for `rules show` and error messages
+    tests: tuple[Test, ...] = field(compare=False, repr=False, default=())
+    any_tests: tuple[tuple[Test, ...], ...] = field(compare=False, repr=False, default=())
+
+    def matches(self, subject: dict[str, Any], asset: dict[str, Any]) -> bool:
+        if not all(t(subject, asset) for t in self.tests):
+            return False
+        return not self.any_tests or any(all(t(subject, asset) for t in group) for group in self.any_tests)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "title": self.title, "function": self.function, "severity": self.severity,
+            "subject": self.subject, "when": self.when, "when_any": list(self.when_any),
+            "rationale": self.rationale, "remediation": self.remediation, "decommission": self.decommission,
+            "references": {k: list(v) for k, v in self.references.items()}, "pack": self.pack, "source": self.source,
+        }  # fmt: skip
+
+
+def _line_of(text: str, rule_index: int, key: str | None) -> int:
+    """The line of the n-th [[rule]] (or of `key` inside it), for error messages that point somewhere."""
+    lines = text.splitlines()
+    headers = [n for n, line in enumerate(lines) if line.strip().startswith("[[rule]]")]
+    if rule_index >= len(headers):
+        return 1
+    start = headers[rule_index]
+    end = headers[rule_index + 1] if rule_index + 1 < len(headers) else len(lines)
+    if key:
+        pattern = re.compile(rf'^\s*"?{re.escape(key)}"?\s*[=.]|[{{,]\s*"?{re.escape(key)}"?\s*=')
+        for n in range(start, end):
+            if pattern.search(lines[n]):
+                return n + 1
+    return start + 1
+
+
+def _get(path: str) -> Callable[[dict[str, Any], dict[str, Any]], Any]:
+    if path.startswith("asset."):
+        name = path[6:]
+        return lambda subject, asset: asset.get(name)
+    return lambda subject, asset: subject.get(path)
+
+
+def _compare(op: str, actual: Any, expected: Any) -> bool:
+    if actual is None:
+        return op in ("ne", "not_in") and expected is not None
+    if op == "eq":
+        return bool(actual == expected)
+    if op == "ne":
+        return bool(actual != expected)
+    if op == "in":
+        return actual in expected
+    if op == "not_in":
+        return actual not in expected
+    if op == "lt":
+        return bool(actual < expected)
+    if op == "le":
+        return bool(actual <= expected)
+    if op == "gt":
+        return bool(actual > expected)
+    if op == "ge":
+        return bool(actual >= expected)
+    raise RuleError(f"unknown operator {op}")
+
+
+def _compile_test(field_name: str, spec: Any, settings: Settings, fail: Callable[[str, str], None]) -> list[Test]:
+    """`x = v`, `x = [..]` or `x = { op = v, ... }` (several operators must all hold: a range)."""
+    if isinstance(spec, list):
+        spec = {"in": spec}
+    elif not isinstance(spec, dict):
+        spec = {"eq": spec}
+    if not spec:
+        fail(field_name, f"a test on {field_name!r} needs an operator")
+    return [_compile_op(field_name, op, value, settings, fail) for op, value in spec.items()]
+
+
+def _compile_op(field_name: str, op: str, value: Any, settings: Settings, fail: Callable[[str, str], None]) -> Test:
+    get = _get(field_name)
+    if op not in OPERATORS:
+        fail(field_name, f"unknown operator {op!r} on {field_name!r} (use {', '.join(OPERATORS)})")
+    if isinstance(value, str) and value.startswith("$"):
+        if value[1:] not in SETTING_NAMES:
+            fail(field_name, f"unknown setting {value!r} (use ${', $'.join(sorted(SETTING_NAMES))})")
+        value = settings.get(value[1:])
+    if op in ("in", "not_in") and not isinstance(value, list):
+        fail(field_name, f"{op!r} on {field_name!r} needs a list")
+    if op in ("lt", "le", "gt", "ge") and (not isinstance(value, int | float | str) or isinstance(value, bool)):
+        fail(field_name, f"{op!r} on {field_name!r} needs a number or a string")
+    if op == "matches":
+        if not isinstance(value, str):
+            fail(field_name, f"'matches' on {field_name!r} needs a regular expression string")
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            fail(field_name, f"bad regular expression on {field_name!r}: {exc}")
+        return lambda s, a: (v := get(s, a)) is not None and pattern.search(str(v)[:4096]) is not None
+    if op == "exists":
+        if not isinstance(value, bool):
+            fail(field_name, f"'exists' on {field_name!r} takes true or false")
+        return lambda s, a: (get(s, a) not in (None, "", [])) is value
+    expected = value
+    return lambda s, a: _compare(op, get(s, a), expected)
+
+
+def _compile_when(when: Any, subject: str, settings: Settings, key: str,
+                  fail: Callable[[str, str], None]) -> tuple[Test, ...]:  # fmt: skip
+    if not isinstance(when, dict) or not when:
+        fail(key, f'{key!r} must be a table of field tests, e.g. {{ lifecycle_state = "end-of-life" }}')
+    tests = []
+    for name, spec in when.items():
+        known = SUBJECT_FIELDS[subject]
+        bare = name[6:] if name.startswith("asset.") and subject != "asset" else name
+        fields = ASSET_FIELDS if name.startswith("asset.") and subject != "asset" else known
+        if bare not in fields:
+            fail(name, f"unknown field {name!r} for subject {subject!r} (fields: {', '.join(sorted(known))})")
+        tests.extend(_compile_test(name, spec, settings, fail))
+    return tuple(tests)
+
+
+def parse_pack(text: str, where: str, settings: Settings | None = None) -> list[Rule]:
+    """One pack file's rules, every field checked; the first problem raises RuleError with file:line."""
+    settings = settings or Settings()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RuleError(f"{where}: not valid TOML: {exc}") from exc
+    unknown_top = set(data) - {"pack", "rule"}
+    if unknown_top:
+        raise RuleError(f"{where}: unknown top-level key(s) {', '.join(sorted(unknown_top))} (use [pack] and [[rule]])")
+    pack = data.get("pack", {})
+    if not isinstance(pack, dict) or not isinstance(pack.get("name"), str) or not pack["name"]:
+        raise RuleError(f'{where}:1: a pack needs [pack] name = "..."')
+    raw_rules = data.get("rule", [])
+    if not isinstance(raw_rules, list) or not raw_rules:
+        raise RuleError(f"{where}: the pack has no [[rule]] tables")
+    rules = []
+    for index, raw in enumerate(raw_rules):
+
+        def fail(key: str | None, message: str, index: int = index) -> None:
+            raise RuleError(f"{where}:{_line_of(text, index, key)}: rule #{index + 1}: {message}")
+
+        unknown = set(raw) - RULE_KEYS
+        if unknown:
+            fail(sorted(unknown)[0], f"unknown field(s) {', '.join(sorted(unknown))} "
+                                     f"(a rule has {', '.join(sorted(RULE_KEYS))})")  # fmt: skip
+        for key in REQUIRED:
+            if key not in raw:
+                fail(None, f"missing field {key!r}")
+        for key in ("id", "title", "function", "severity", "subject", "rationale", "remediation"):
+            if not isinstance(raw[key], str) or not raw[key].strip():
+                fail(key, f"{key!r} must be a non-empty string")
+        if not ID_RE.match(raw["id"]):
+            fail("id", f"id {raw['id'][:70]!r} must be lower case letters, digits, dots and dashes (3-64)")
+        if raw["function"] not in FUNCTIONS:
+            fail("function", f"function {raw['function'][:40]!r} is not one of {', '.join(FUNCTIONS)}")
+        if raw["severity"] not in SEVERITIES:
+            fail("severity", f"severity {raw['severity'][:40]!r} is not one of {', '.join(SEVERITIES)}")
+        if raw["subject"] not in SUBJECT_FIELDS:
+            fail("subject", f"subject {raw['subject'][:40]!r} is not one of {', '.join(SUBJECT_FIELDS)}")
+        refs = raw.get("references", {})
+        if not isinstance(refs, dict) or set(refs) - REFERENCE_KEYS:
+            fail("references", f"references take {', '.join(sorted(REFERENCE_KEYS))}, each a list of strings")
+        if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in refs.values()):
+            fail("references", "each reference is a list of strings")
+        decommission = raw.get("decommission")
+        if decommission is not None and not isinstance(decommission, str):
+            fail("decommission", "'decommission' must be a string")
+        tests = _compile_when(raw["when"], raw["subject"], settings, "when", fail)
+        when_any = raw.get("when_any", [])
+        if not isinstance(when_any, list):
+            fail("when_any", "'when_any' must be a list of tables")
+        any_tests = tuple(_compile_when(w, raw["subject"], settings, "when_any", fail) for w in when_any)
+        rules.append(Rule(
+            id=raw["id"], title=raw["title"].strip(), function=raw["function"], severity=raw["severity"],
+            subject=raw["subject"], when=raw["when"], when_any=tuple(when_any), rationale=raw["rationale"].strip(),
+            remediation=raw["remediation"].strip(), decommission=decommission.strip() if decommission else None,
+            references={k: tuple(v) for k, v in refs.items()}, pack=pack["name"],
+            source=f"{where}:{_line_of(text, index, None)}", tests=tests, any_tests=any_tests,
+        ))  # fmt: skip
+    return rules
+
+
+def pack_files(extra_dirs: Iterable[Path] = ()) -> list[Path]:
+    files = sorted(PACKS_DIR.glob("*.toml"))
+    for directory in extra_dirs:
+        if not directory.is_dir():
+            raise RuleError(f"{directory}: not a directory of rule packs")
+        found = sorted(directory.glob("*.toml"))
+        if not found:
+            raise RuleError(f"{directory}: no *.toml rule packs in it")
+        files.extend(found)
+    return files
+
+
+def load_rules(extra_dirs: Iterable[Path] = (), settings: Settings | None = None) -> list[Rule]:
+    """The built-in packs and any from --rules DIR; ids must be unique across all of them."""
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    for path in pack_files(extra_dirs):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RuleError(f"{path}: cannot read ({exc})") from exc
+        where = path.name if path.parent == PACKS_DIR else str(path)
+        for rule in parse_pack(text, where, settings):
+            if rule.id in seen:
+                raise RuleError(f"{rule.source}: rule id {rule.id!r} is already used at {seen[rule.id]}")
+            seen[rule.id] = rule.source
+            rules.append(rule)
+    return rules
+
+
+@dataclass(slots=True)
+class Hit:
+    """One rule matching one subject of one asset (or of no asset, for internal errors)."""
+
+    rule: Rule
+    asset: dict[str, Any] | None
+    subject: dict[str, Any]
+    key: str  # what on the asset the finding is about: "os:windows:5-sp3", "tcp/23", ...
+
+
+def subject_key(kind: str, subject: dict[str, Any]) -> str:
+    if kind in ("os", "software", "item"):
+        return f"{subject['kind']}:{subject['product']}:{subject['cycle'] or '|'.join(subject['cycles'])}"
+    if kind == "service":
+        return f"{subject['protocol']}/{subject['port']}"
+    return ""
+
+
+def _subjects(kind: str, facts: AssetFacts) -> list[dict[str, Any]]:
+    if kind == "asset":
+        return [facts.asset]
+    if kind == "service":
+        return facts.services
+    if kind == "software":
+        return facts.software
+    if kind == "os":
+        return [facts.os] if facts.os is not None else []
+    return [facts.os, *facts.software] if facts.os is not None else facts.software
+
+
+class Evaluator:
+    """Applies rules to assets; a rule that raises is switched off for the run and reported once.
+
+    Items and services are shared between assets (see facts.AssetFacts), so a rule that reads only its
+    subject is judged once per distinct subject: 100,000 hosts with the same Office 2010 cost one test.
+    """
+
+    def __init__(self, rules: list[Rule]) -> None:
+        self.rules = [r for r in rules if r.subject != "finding"]
+        self.finding_rules = [r for r in rules if r.subject == "finding"]
+        self.errors: dict[str, str] = {}
+        self._local = [
+            r.subject != "asset" and not any(k.startswith("asset.") for w in (r.when, *r.when_any) for k in w)
+            for r in self.rules
+        ]
+        # (rule index, id(subject)) -> (subject, matched?, its key); holding the subject keeps its id unique
+        self._cache: dict[tuple[int, int], tuple[dict[str, Any], bool, str]] = {}
+
+    def assess(self, facts: AssetFacts) -> Iterator[Hit]:
+        asset = facts.asset
+        cache = self._cache
+        for n, rule in enumerate(self.rules):
+            if rule.id in self.errors:
+                continue
+            try:
+                for subject in _subjects(rule.subject, facts):
+                    if self._local[n]:
+                        cached = cache.get((n, id(subject)))
+                        if cached is None:
+                            matched = rule.matches(subject, asset)
+                            cached = (subject, matched, subject_key(rule.subject, subject) if matched else "")
+                            if len(cache) < 1_000_000:
+                                cache[(n, id(subject))] = cached
+                        if cached[1]:
+                            yield Hit(rule, asset, subject, cached[2])
+                    elif rule.matches(subject, asset):
+                        yield Hit(rule, asset, subject, subject_key(rule.subject, subject))
+            except Exception as exc:
+                self.errors[rule.id] = f"{type(exc).__name__}: {str(exc)[:300]} (asset {asset.get('id')})"
+
+    def assess_findings(self, findings: Iterable[dict[str, Any]], assets: dict[int, dict[str, Any]]) -> Iterator[Hit]:
+        """`finding` rules over a stream of findings (each read once)."""
+        for finding in findings:
+            asset = assets.get(finding["asset_id"]) or {}
+            for rule in self.finding_rules:
+                if rule.id in self.errors:
+                    continue
+                try:
+                    matched = rule.matches(finding, asset)
+                except Exception as exc:  # any failure of one rule must not stop the run
+                    self.errors[rule.id] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                    continue
+                if matched:
+                    yield Hit(rule, asset or None, finding, f"finding:{format_id(finding['id'])}")
+
+
+def format_id(number: int) -> str:
+    """A finding's id as users see and type it."""
+    return f"F-{number:x}"
+
+
+SQL_OPERATORS = {"eq": "=", "ne": "IS NOT", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+def finding_rule_sql(rule: Rule, settings: Settings) -> tuple[str, list[Any]] | None:
+    """A `finding` rule's condition as an SQL WHERE clause over the finding facts (same meaning as
+    `Rule.matches`), so it runs inside SQLite over millions of findings; None when it needs asset facts.
+    Column names come only from FINDING_FIELDS (checked when the pack was loaded); values are parameters."""
+    groups = [rule.when, *rule.when_any]
+    if any(name.startswith("asset.") for g in groups for name in g):
+        return None
+    params: list[Any] = []
+
+    def test(name: str, spec: Any) -> str:
+        spec = {"in": spec} if isinstance(spec, list) else spec if isinstance(spec, dict) else {"eq": spec}
+        parts = []
+        for op, raw in spec.items():
+            value = settings.get(raw[1:]) if isinstance(raw, str) and raw.startswith("$") else raw
+            if name not in FINDING_FIELDS:
+                raise RuleError(f"{rule.source}: unknown finding field {name!r}")
+            if op in ("in", "not_in"):
+                params.extend(int(v) if isinstance(v, bool) else v for v in value)
+                parts.append(f"{name} {'NOT IN' if op == 'not_in' else 'IN'} ({','.join('?' * len(value))})")
+            elif op == "matches":
+                params.append(value)
+                parts.append(f"{name} REGEXP ?")
+            elif op == "exists":
+                parts.append(f"({name} IS NOT NULL AND {name} != '')" if value else f"({name} IS NULL OR {name} = '')")
+            else:
+                params.append(int(value) if isinstance(value, bool) else value)
+                parts.append(f"{name} {SQL_OPERATORS[op]} ?")
+        return " AND ".join(parts)
+
+    where = " AND ".join(test(n, s) for n, s in rule.when.items()) or "1"
+    if rule.when_any:
+        alternatives = [" AND ".join(test(n, s) for n, s in g.items()) or "1" for g in rule.when_any]
+        where += " AND (" + " OR ".join(f"({a})" for a in alternatives) + ")"
+    return where, params

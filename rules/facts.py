@@ -1,0 +1,481 @@
+"""Inventory facts per asset, in the flat shape rules test: the asset, its identified items, its services.
+
+Read in a handful of SQL passes ordered by asset, so 100,000 assets cost a few queries, not 100,000.
+What a device reported is identified once per distinct string (caches), because estates repeat the same
+software names thousands of times. Items (OS, firmware, software) carry their lifecycle state on the
+day given, the evidence used, and the other candidates when sources disagree: a conflict is shown, never
+silently resolved.
+
+Distribution packages: a web server that reports `nginx 1.22.1` on a Debian 12 host is Debian's package,
+patched by Debian for the life of Debian 12, not upstream nginx 1.22 (end of life upstream). When the host
+is known to run a distribution, server programs take that distribution's lifecycle and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from rules.catalogue import Catalogue, Lifecycle, Status
+from rules.identify import (
+    Identification,
+    distribution_named,
+    identify_cpe,
+    identify_service,
+    identify_software_name,
+    identify_sysdescr,
+    lifecycle,
+)
+from rules.kev import KevCatalogue
+from scanner.store import Store
+from scanner.views import LATEST_PORT_OBSERVATION
+
+METHOD_RANK = {"sysDescr": 5, "cpe": 4, "package build": 3, "nmap product": 2, "software name": 2, "nmap os": 1}
+CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1}
+DISTRIBUTION_SLUGS = frozenset({"debian", "ubuntu", "rhel", "centos", "rocky-linux", "almalinux", "sles",
+                                "oracle-linux"})  # fmt: skip
+CATEGORY_BY_PRODUCT = {
+    "windows-server": "servers", "rhel": "servers", "centos": "servers", "debian": "servers", "ubuntu": "servers",
+    "sles": "servers", "oracle-linux": "servers", "rocky-linux": "servers", "almalinux": "servers",
+    "esxi": "servers", "netapp-ontap": "servers", "netapp-ontap-7-mode": "servers", "linux": "servers",
+    "windows": "end-user", "macos": "end-user", "windows-embedded": "ot-iot",
+    "cisco-ios": "network", "cisco-ios-xe": "network", "junos": "network", "fortios": "network", "panos": "network",
+    "big-ip": "network",
+}  # fmt: skip
+DEVICE_TYPE_CATEGORY = {
+    "switch": "network", "router": "network", "firewall": "network", "WAP": "network", "load balancer": "network",
+    "broadband router": "network", "printer": "ot-iot", "webcam": "ot-iot", "power-device": "ot-iot",
+    "VoIP phone": "ot-iot", "media device": "ot-iot", "specialized": "ot-iot", "storage-misc": "servers",
+    "general purpose": None,
+}  # fmt: skip
+OT_ENTERPRISES = {"318": "ot-iot", "39165": "ot-iot", "50001": "ot-iot", "9": "network", "2636": "network",
+                  "789": "servers", "311": None}  # fmt: skip  # APC, Hikvision, ..., Cisco, Juniper, NetApp
+SERVER_PROGRAMS = frozenset({"nginx", "apache-http-server", "tomcat", "mysql", "mariadb", "postgresql", "php",
+                             "squid", "redis", "isc-dhcp", "openssl", "python"})  # fmt: skip
+
+
+BUILDS_FILE = Path(__file__).parent / "data" / "distribution_builds.toml"
+
+
+@cache
+def distribution_builds() -> dict[str, list[tuple[str, str]]]:
+    """product slug -> [(version or "prefix.", "debian 12")] from `data/distribution_builds.toml`."""
+    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for build in tomllib.loads(BUILDS_FILE.read_text(encoding="utf-8"))["build"]:
+        for slug, version in build["products"].items():
+            out[slug].append((version, f"{build['distribution']} {build['cycle']}"))
+    return dict(out)
+
+
+def _possible_builds(slug: str, version: str | None) -> list[str]:
+    if not version:
+        return []
+    return [name for v, name in distribution_builds().get(slug, [])
+            if (version.startswith(v) if v.endswith(".") else version == v)]  # fmt: skip
+
+
+@dataclass
+class AssetFacts:
+    """One asset. Items and services are shared, read-only dicts (the same program on 10,000 hosts is
+    one dict), which lets the engine judge each distinct one once; what is per asset lives here."""
+
+    asset: dict[str, Any]
+    os: dict[str, Any] | None = None  # the best-evidenced OS item
+    software: list[dict[str, Any]] = field(default_factory=list)
+    services: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)  # other OS candidates, shown not resolved
+
+
+def _days_since(stamp: str | None, today: date) -> int | None:
+    if not stamp:
+        return None
+    try:
+        return (today - datetime.fromisoformat(stamp.replace("Z", "+00:00")).date()).days
+    except ValueError:
+        return None
+
+
+class Identifier:
+    """Identification and lifecycle with caches: the same string is looked at once per run."""
+
+    def __init__(self, catalogue: Catalogue, kev: KevCatalogue, today: date) -> None:
+        self.catalogue, self.kev, self.today = catalogue, kev, today
+        self._software: dict[tuple[Any, ...], list[Identification]] = {}
+        self._services: dict[tuple[Any, ...], list[Identification]] = {}
+        self._states: dict[tuple[str, tuple[str, ...]], tuple[Status, bool]] = {}
+        self._items: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._variants: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.services: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def software_row(self, kind: str, name: str, cpe: str | None, cpes: str, method: str | None,
+                     extra: str | None) -> list[Identification]:  # fmt: skip
+        key = (kind, name, cpe, method, extra if method == "sysDescr" else None)
+        found = self._software.get(key)
+        if found is None:
+            found = self._identify_software(kind, name, cpe, cpes, method, extra)
+            if len(self._software) < 500_000:
+                self._software[key] = found
+        return found
+
+    def _identify_software(self, kind: str, name: str, cpe: str | None, cpes: str, method: str | None,
+                           extra: str | None) -> list[Identification]:  # fmt: skip
+        cat = self.catalogue
+        if method == "sysDescr":
+            object_id = json.loads(extra).get("sysObjectID") if extra else None
+            ident = identify_sysdescr(name, object_id, cat)
+            return [ident] if ident else []
+        if kind == "os":  # an nmap OS fingerprint: a family, and a cycle only where its CPE names one
+            for c in json.loads(cpes)[:8] if cpes and cpes != "[]" else ([cpe] if cpe else []):
+                ident = identify_cpe(c, cat)
+                if ident is None:
+                    continue
+                if ident.product == "linux":  # kernel ranges ("2.6.32 - 3.10") are not version evidence
+                    return [Identification("linux", (), None, "low", "nmap os", name[:300])]
+                return [Identification(ident.product, ident.cycles, ident.version, "medium", "nmap os", c)]
+            return []
+        if kind == "application":
+            ident = identify_software_name(name, cat)
+            return [ident] if ident else []
+        return []
+
+    def service(self, product: str | None, version: str | None, extra: str | None,
+                cpes: str) -> list[Identification]:  # fmt: skip
+        key = (product, version, extra, cpes)
+        found = self._services.get(key)
+        if found is None:
+            found = identify_service(product, version, extra, json.loads(cpes) if cpes else [], self.catalogue)
+            if len(self._services) < 100_000:
+                self._services[key] = found
+        return found
+
+    def state(self, ident: Identification) -> tuple[Status, bool]:
+        """The lifecycle status and whether the product has a cycle still in support (an upgrade path)."""
+        key = (ident.product, ident.cycles)
+        cached = self._states.get(key)
+        if cached is None:
+            status = lifecycle(ident, self.catalogue, self.today)
+            product = self.catalogue.product(ident.product)
+            upgrade = product is not None and any(
+                product.status(c, self.today).state in (Lifecycle.SUPPORTED, Lifecycle.SECURITY_ONLY)
+                for c in product.cycles
+            )
+            cached = self._states[key] = (status, upgrade)
+        return cached
+
+    def item(self, kind: str, ident: Identification, source: str) -> dict[str, Any]:
+        """The shared item for an identification (never mutate it: see `variant`)."""
+        key = (kind, ident, source)
+        found = self._items.get(key)
+        if found is None:
+            found = self._make_item(kind, ident, source)
+            if len(self._items) < 500_000:
+                self._items[key] = found
+        return found
+
+    def variant(self, item: dict[str, Any], **changes: Any) -> dict[str, Any]:
+        """The shared copy of an item with some fields changed (a distribution's lifecycle applied)."""
+        key = (id(item), *sorted(changes.items()))
+        found = self._variants.get(key)
+        if found is None:
+            found = self._variants[key] = {**item, **changes}
+            self._items[("variant", *key)] = item  # keeps `item` alive, so its id is never reused
+        return found
+
+    def _make_item(self, kind: str, ident: Identification, source: str) -> dict[str, Any]:
+        status, upgrade = self.state(ident)
+        product = self.catalogue.product(ident.product)
+        kev = self.kev.by_product.get(ident.product, ())
+        return {
+            "kind": kind,
+            "product": ident.product,
+            "title": product.title if product else ident.product,
+            "category": product.category if product else "",
+            "cycle": ident.cycles[0] if len(ident.cycles) == 1 else None,
+            "cycles": list(ident.cycles),
+            "version": ident.version,
+            "confidence": ident.confidence,
+            "method": ident.method,
+            "source": source,
+            "evidence": ident.evidence,
+            "lifecycle_state": str(status.state),
+            "eol_date": status.eol_date.isoformat() if status.eol_date else None,
+            "extended_until": status.extended_until.isoformat() if status.extended_until else None,
+            "days_to_eol": status.days_to_eol,
+            "upgrade_path": upgrade,
+            "kev_count": len(kev),
+            "kev_ids": list(kev[:5]),
+            "kev_ransomware": self.kev.ransomware.get(ident.product, 0),
+            "packaged_by": None,
+        }
+
+
+# Per asset and source, the newest observation that reported software (a later ping-only sighting
+# does not erase what SNMP or -O said).
+LATEST_SOFTWARE_OBSERVATIONS = """
+    SELECT id FROM (
+        SELECT o.id, row_number() OVER (PARTITION BY o.asset_id, o.source ORDER BY o.observed_at DESC, o.id DESC) AS n
+        FROM observations o WHERE EXISTS (SELECT 1 FROM software s WHERE s.observation_id = o.id)
+    ) WHERE n = 1
+"""
+
+
+def _asset_rows(store: Store, today: date) -> dict[int, dict[str, Any]]:
+    conn = store.conn
+    register_loaded = conn.execute("SELECT 1 FROM scans WHERE kind = 'asset-register' LIMIT 1").fetchone() is not None
+    assets: dict[int, dict[str, Any]] = {}
+    for row in conn.execute(
+        "SELECT id, name, first_seen, last_seen, in_register, owner, business_service, site, criticality FROM assets"
+    ):
+        assets[row[0]] = {
+            "id": row[0], "name": row[1], "first_seen": row[2], "last_seen": row[3], "in_register": bool(row[4]),
+            "register_loaded": register_loaded, "owner": row[5], "has_owner": bool(row[5] and row[5].strip()),
+            "business_service": row[6], "site": row[7], "criticality": row[8],
+            "days_since_seen": _days_since(row[3], today), "address": None, "hostname": None,
+            "addresses": [], "is_new": False, "uptime_days": None, "snmp_default_community": False,
+            "snmp_version": None, "device_types": [], "sys_object_id": None, "sources": [],
+        }  # fmt: skip
+    for asset_id, kind, value in conn.execute(
+        "SELECT asset_id, kind, value FROM asset_identifiers WHERE kind IN ('ipv4', 'ipv6', 'hostname') "
+        "ORDER BY asset_id, kind = 'ipv6', last_seen DESC, id"
+    ):
+        a = assets.get(asset_id)
+        if a is None:
+            continue
+        if kind == "hostname":
+            a["hostname"] = a["hostname"] or value
+        else:
+            a["addresses"].append(value)
+            a["address"] = a["address"] or value
+    return assets
+
+
+def _new_assets(store: Store) -> set[int]:
+    """Assets first seen by the newest network scan, when an earlier network scan had looked too."""
+    conn = store.conn
+    scans = [r[0] for r in conn.execute(
+        "SELECT id FROM scans WHERE kind != 'asset-register' AND status IN ('complete', 'interrupted') "
+        "ORDER BY id DESC LIMIT 2")]  # fmt: skip
+    if len(scans) < 2:
+        return set()
+    return {r[0] for r in conn.execute(
+        "SELECT asset_id FROM observations WHERE scan_id = ? AND asset_id NOT IN "
+        "(SELECT asset_id FROM observations WHERE scan_id < ?)", [scans[0], scans[0]])}  # fmt: skip
+
+
+def _host_evidence(store: Store, assets: dict[int, dict[str, Any]]) -> None:
+    """Uptime, SNMP community and device types from each asset's newest observation per source."""
+    for asset_id, source, evidence in store.conn.execute(
+        "SELECT asset_id, source, evidence FROM (SELECT asset_id, source, evidence, row_number() OVER "
+        "(PARTITION BY asset_id, source ORDER BY observed_at DESC, id DESC) AS n FROM observations) WHERE n = 1"
+    ):
+        a = assets.get(asset_id)
+        if a is None:
+            continue
+        a["sources"].append(source)
+        try:
+            ev = json.loads(evidence)
+        except ValueError:
+            continue
+        if source == "snmp":
+            system = ev.get("system") or {}
+            ticks = str(system.get("sysUpTime") or "")
+            if ticks.isdigit():
+                a["uptime_days"] = int(ticks) // 100 // 86400
+            a["snmp_default_community"] = bool(ev.get("default_community"))
+            a["snmp_version"] = ev.get("snmp_version")
+            a["sys_object_id"] = system.get("sysObjectID")
+        else:
+            if isinstance(ev.get("uptime_seconds"), int) and a["uptime_days"] is None:
+                a["uptime_days"] = ev["uptime_seconds"] // 86400
+            a["device_types"].extend(t for t in ev.get("device_types") or [] if t not in a["device_types"])
+
+
+def _new_services(store: Store) -> set[tuple[int, int, str]]:
+    """(asset, port, protocol) open in an asset's newest port scan and in none of its earlier ones."""
+    conn = store.conn
+    latest = f"SELECT id, asset_id FROM ({LATEST_PORT_OBSERVATION.replace('WHERE n = 1', 'WHERE n <= 2')})"
+    earlier: dict[int, set[tuple[int, str]]] = defaultdict(set)
+    seen_before: set[int] = set()
+    newest: dict[int, int] = {}
+    for obs_id, asset_id in conn.execute(latest + " ORDER BY asset_id, id DESC"):
+        if asset_id in newest:
+            seen_before.add(asset_id)
+        else:
+            newest[asset_id] = obs_id
+    if not seen_before:
+        return set()
+    for asset_id, port, protocol, obs_id in conn.execute(
+        f"SELECT s.asset_id, s.port, s.protocol, s.observation_id FROM services s JOIN ({latest}) l "
+        "ON l.id = s.observation_id WHERE s.state = 'open'"
+    ):
+        if asset_id in seen_before and newest.get(asset_id) != obs_id:
+            earlier[asset_id].add((port, protocol))
+    return {
+        (asset_id, port, protocol)
+        for asset_id, port, protocol, obs_id in conn.execute(
+            f"SELECT s.asset_id, s.port, s.protocol, s.observation_id FROM services s JOIN ({latest}) l "
+            "ON l.id = s.observation_id WHERE s.state = 'open'"
+        )
+        if asset_id in seen_before and newest.get(asset_id) == obs_id and (port, protocol) not in earlier[asset_id]
+    }
+
+
+def _smb1(scripts: str | None) -> bool:
+    """nmap's smb-protocols script lists `NT LM 0.12 (SMBv1)` when the server still speaks SMBv1."""
+    return bool(scripts) and "SMBv1" in str(scripts)[:20_000]
+
+
+def _category(a: dict[str, Any], os_item: dict[str, Any] | None) -> str:
+    if os_item and os_item["product"] in CATEGORY_BY_PRODUCT:
+        return CATEGORY_BY_PRODUCT[os_item["product"]]
+    for device_type in a["device_types"]:
+        if DEVICE_TYPE_CATEGORY.get(device_type):
+            return str(DEVICE_TYPE_CATEGORY[device_type])
+    oid = a["sys_object_id"] or ""
+    if oid.startswith("1.3.6.1.4.1."):
+        enterprise = oid.split(".")[6]
+        if OT_ENTERPRISES.get(enterprise):
+            return str(OT_ENTERPRISES[enterprise])
+    return "unknown"
+
+
+def _choose(oses: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The best-evidenced OS; the others that name a release stay, listed as its conflicts."""
+    if not oses:
+        return None, []
+    best = max(oses, key=lambda i: (METHOD_RANK.get(i["method"], 0), CONFIDENCE_RANK[i["confidence"]],
+                                    i["cycle"] is not None))  # fmt: skip
+    conflicts = [
+        {"product": i["product"], "cycles": i["cycles"], "method": i["method"], "evidence": i["evidence"][:200]}
+        for i in oses
+        if i is not best and (i["product"], i["cycles"]) != (best["product"], best["cycles"]) and i["cycles"]
+    ]
+    return best, conflicts
+
+
+def _dedupe(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for i in items:
+        key = (i["kind"], i["product"], tuple(i["cycles"]), i["version"])
+        if key not in seen or METHOD_RANK.get(i["method"], 0) > METHOD_RANK.get(seen[key]["method"], 0):
+            seen[key] = i
+    return list(seen.values())
+
+
+UNKNOWN_STATE = {"lifecycle_state": str(Lifecycle.UNKNOWN), "eol_date": None, "extended_until": None,
+                 "days_to_eol": None}  # fmt: skip
+
+
+def _apply_distribution(software: list[dict[str, Any]], os_item: dict[str, Any] | None,
+                        services: list[dict[str, Any]], ident: Identifier) -> list[dict[str, Any]]:  # fmt: skip
+    """Server programs on a distribution host are that distribution's packages: its lifecycle applies."""
+    distro = os_item if os_item and os_item["product"] in DISTRIBUTION_SLUGS else None
+    named = distribution_named(" ".join(s["extra_info"] or "" for s in services)) if services else None
+    out = []
+    for i in software:
+        if i["product"] not in SERVER_PROGRAMS:
+            out.append(i)
+        elif distro is not None:
+            packaged = f"{distro['product']} {distro['cycle'] or ''}".strip()
+            out.append(ident.variant(i, packaged_by=packaged, lifecycle_state=distro["lifecycle_state"],
+                                     eol_date=distro["eol_date"], extended_until=distro["extended_until"],
+                                     days_to_eol=distro["days_to_eol"]))  # fmt: skip
+        elif named is not None:  # packaged, but which release is not known: upstream dates would mislead
+            out.append(ident.variant(i, packaged_by=named, **UNKNOWN_STATE))
+        elif possible := _possible_builds(i["product"], i["version"]):  # exactly what a distribution ships
+            note = f"possibly {' or '.join(possible)} (the version matches its package)"
+            out.append(ident.variant(i, packaged_by=note, confidence="low", **UNKNOWN_STATE))
+        else:
+            out.append(i)
+    return out
+
+
+def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
+    """Every asset's facts, in id order. Rows are read in a few passes and identified through caches."""
+    today = ident.today
+    assets = _asset_rows(store, today)
+    for asset_id in _new_assets(store):
+        if asset_id in assets:
+            assets[asset_id]["is_new"] = True
+    _host_evidence(store, assets)
+    new_services = _new_services(store)
+    services: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    service_items: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    shared = ident.services
+    for asset_id, port, protocol, state, name, product, version, extra, tunnel, cpes, scripts in store.conn.execute(
+        "SELECT s.asset_id, s.port, s.protocol, s.state, s.name, s.product, s.version, s.extra_info, s.tunnel, "
+        f"s.cpes, s.scripts FROM services s JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = s.observation_id "
+        "WHERE s.state = 'open'"
+    ):
+        key = (port, protocol, name, product, version, extra, tunnel, _smb1(scripts),
+               (asset_id, port, protocol) in new_services)  # fmt: skip
+        service = shared.get(key)
+        if service is None:
+            service = dict(zip(SERVICE_KEYS, key, strict=True))
+            service["state"] = state
+            if len(shared) < 200_000:
+                shared[key] = service
+        services[asset_id].append(service)
+        for found in ident.service(product, version, extra, cpes):
+            kind = "os" if found.product in DISTRIBUTION_SLUGS else "software"
+            service_items[asset_id].append(ident.item(kind, found, f"nmap {port}/{protocol}"))
+
+    software: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for asset_id, kind, name, cpe, cpes, method, extra in store.conn.execute(
+        "SELECT s.asset_id, s.kind, s.name, s.cpe, s.cpes, s.method, s.extra FROM software s "
+        f"WHERE s.observation_id IN ({LATEST_SOFTWARE_OBSERVATIONS}) AND s.kind IN ('os', 'application')"
+    ):
+        for found in ident.software_row(kind, name, cpe, cpes, method, extra):
+            software[asset_id].append(ident.item("os" if kind == "os" else "software", found, method or kind))
+
+    for asset_id in sorted(assets):
+        a = assets.pop(asset_id)  # handed over: the caller decides whether to keep it
+        items = _dedupe(software.pop(asset_id, []) + service_items.pop(asset_id, []))
+        os_item, conflicts = _choose([i for i in items if i["kind"] == "os"])
+        svc = services.pop(asset_id, [])
+        programs = _apply_distribution([i for i in items if i["kind"] == "software"], os_item, svc, ident)
+        a["category"] = _category(a, os_item)
+        a["os_known"] = os_item is not None
+        a["os_version_known"] = os_item is not None and bool(os_item["cycles"])
+        a["os_lifecycle_state"] = os_item["lifecycle_state"] if os_item else str(Lifecycle.UNKNOWN)
+        a["os_conflicts"] = len(conflicts)
+        yield AssetFacts(a, os_item, programs, svc, conflicts)
+
+
+SERVICE_KEYS = ("port", "protocol", "name", "product", "version", "extra_info", "tunnel", "smb1", "is_new")
+
+
+ITEM_VIEW_FIELDS = ("product", "title", "cycle", "cycles", "version", "lifecycle_state", "eol_date", "extended_until",
+                    "days_to_eol", "confidence", "method", "source", "packaged_by")  # fmt: skip
+
+
+def add_lifecycle(store: Store, rows: list[dict[str, Any]], today: date | None = None) -> None:
+    """The `posture.asset_details` hook: identified OS and software, with lifecycle, in the asset view.
+
+    `os` keeps what the source said (name, cpe, accuracy) and gains the catalogue's `product`, `cycle`,
+    `lifecycle_state`, `eol_date` (...); `software` lists the identified programs the same way.
+    """
+    from rules.catalogue import default_catalogue
+    from rules.kev import default_kev
+
+    ident = Identifier(default_catalogue(), default_kev(), today or date.today())
+    wanted = {r["id"]: r for r in rows}
+    for facts in load_facts(store, ident):
+        row = wanted.get(facts.asset["id"])
+        if row is None:
+            continue
+        row["category"] = facts.asset["category"]
+        os_item = facts.os
+        if os_item is not None:
+            row["os"] = {**(row["os"] or {"name": os_item["title"]}),
+                         **{k: os_item[k] for k in ITEM_VIEW_FIELDS}, "conflicts": facts.conflicts}  # fmt: skip
+        elif row["os"] is not None:
+            row["os"] = {**row["os"], "cycle": None, "lifecycle_state": str(Lifecycle.UNKNOWN), "eol_date": None}
+        row["software"] = [{k: i[k] for k in ITEM_VIEW_FIELDS} for i in facts.software]

@@ -1,0 +1,492 @@
+"""Evaluations and findings: rules applied to the inventory, kept across scans with a status each.
+
+A finding is one rule matching one subject ("tcp/23", "os:windows:5-sp3") of one asset. Its id is the
+asset's id and a digest of rule and subject, so the same problem keeps its id from one evaluation to the
+next and can be tracked, accepted and counted. Status:
+
+    new        found by this evaluation for the first time
+    open       found by this evaluation and the one before
+    fixed      found before, not found now
+    reopened   found now after having been fixed
+
+The whole evaluation is one transaction: a killed evaluation leaves the previous findings as they were.
+Findings stream into it in batches and SQLite works out each status (UPSERT) from what the table holds,
+so memory stays flat however many findings there are; what a finding is about (product, lifecycle,
+evidence) is stored once per distinct subject. Accepted findings (the exceptions register) keep their
+status and are counted apart, never hidden; an acceptance past its `until` day simply stops applying.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from functools import cache
+from typing import Any
+
+from rules.catalogue import Catalogue
+from rules.engine import (
+    INTERNAL_ERROR,
+    SEVERITY_RANK,
+    Evaluator,
+    Hit,
+    Rule,
+    Settings,
+    finding_rule_sql,
+    format_id,
+)
+from rules.facts import Identifier, load_facts
+from rules.kev import KevCatalogue
+from scanner.errors import PostureError
+from scanner.store import Store, utc_now
+
+OPEN_STATES = ("new", "open", "reopened")
+DETAIL_ITEM_FIELDS = ("kind", "product", "title", "version", "cycle", "cycles", "lifecycle_state", "eol_date",
+                      "extended_until", "days_to_eol", "confidence", "method", "packaged_by", "kev_count",
+                      "kev_ids")  # fmt: skip
+DETAIL_SERVICE_FIELDS = ("port", "protocol", "name", "product", "version", "extra_info")
+BATCH = 20_000
+
+
+@cache
+def _digest(rule_id: str, subject: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{rule_id}\x00{subject}".encode(), digest_size=4).digest(), "big")
+
+
+def finding_number(rule_id: str, asset_id: int | None, subject: str) -> int:
+    """Stable across evaluations: the asset's id in the high bits, a digest of rule and subject below."""
+    return ((asset_id or 0) << 32) | _digest(rule_id, subject)
+
+
+def parse_id(text: str) -> int | None:
+    if not text.startswith("F-") or len(text) > 20:
+        return None
+    try:
+        return int(text[2:], 16)
+    except ValueError:
+        return None
+
+
+@cache
+def _tested(rule: Rule) -> tuple[str, ...]:
+    """The fields a rule tests, each once."""
+    return tuple(dict.fromkeys([*rule.when, *(n for w in rule.when_any for n in w)]))
+
+
+def _asset_evidence(rule: Rule, asset: dict[str, Any]) -> str:
+    """The asset facts the rule tested, as `field=value` pairs: what made it match."""
+    names = [n.removeprefix("asset.") for n in _tested(rule)]
+    return ", ".join(f"{n}={asset.get(n)!r}" for n in names)[:500]
+
+
+class _Details:
+    """Each finding's details as a row of `finding_details`, written once per distinct JSON text."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._by_subject: dict[int, tuple[dict[str, Any], int]] = {}  # id(shared subject) -> (subject, row id)
+        self._by_text: dict[str, int] = {}
+        self._by_asset_values: dict[tuple[Any, ...], int] = {}
+
+    def row(self, text: str) -> int:
+        found = self._by_text.get(text)
+        if found is None:
+            found = int(self.conn.execute(
+                "INSERT INTO finding_details (json) VALUES (?) ON CONFLICT(json) DO UPDATE SET json = excluded.json "
+                "RETURNING id", [text]).fetchone()[0])  # fmt: skip
+            if len(self._by_text) < 200_000:
+                self._by_text[text] = found
+        return found
+
+    def __call__(self, hit: Hit) -> int:
+        kind, s = hit.rule.subject, hit.subject
+        if kind in ("os", "software", "item", "service"):  # shared subjects: once each
+            cached = self._by_subject.get(id(s))
+            if cached is None:
+                cached = (s, self.row(json.dumps(self._shared(kind, s), default=str)))
+                if len(self._by_subject) < 200_000:
+                    self._by_subject[id(s)] = cached
+            return cached[1]
+        if kind == "finding":  # which finding is in the subject ("finding:F-..."); its age in the findings table
+            text = f"a {s['severity']} {s['rule_id']} finding, open longer than its SLA of {s['sla_days']} days"
+            return self.row(json.dumps({"evidence": text}))
+        asset = hit.asset or {}
+        os_summary = asset.get("os_summary") or {}
+        try:  # the same tested values give the same details: look them up instead of encoding again
+            key = (hit.rule.id, *(asset.get(n.removeprefix("asset.")) for n in _tested(hit.rule)), *os_summary.values())
+            found = self._by_asset_values.get(key)
+        except TypeError:  # a list among the values: not hashable, encode it
+            key, found = None, None
+        if found is None:
+            found = self.row(json.dumps({"evidence": _asset_evidence(hit.rule, asset), "os": os_summary or None}))
+            if key is not None and len(self._by_asset_values) < 200_000:
+                self._by_asset_values[key] = found
+        return found
+
+    @staticmethod
+    def _shared(kind: str, s: dict[str, Any]) -> dict[str, Any]:
+        if kind == "service":
+            parts = (f"{s['port']}/{s['protocol']}", s.get("name"), s.get("product"), s.get("version"))
+            return {"service": {k: s.get(k) for k in DETAIL_SERVICE_FIELDS},
+                    "evidence": " ".join(str(x) for x in parts if x)}  # fmt: skip
+        return {**{k: s.get(k) for k in DETAIL_ITEM_FIELDS}, "evidence": f"{s.get('method')}: {s.get('evidence')}"}
+
+
+@dataclass
+class EvaluationSummary:
+    evaluation_id: int
+    day: str
+    assets: int = 0
+    rules: int = 0
+    open: int = 0
+    new: int = 0
+    reopened: int = 0
+    fixed: int = 0
+    accepted: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+    by_severity: dict[str, int] = field(default_factory=dict)
+    catalogue_date: str = ""
+    kev_version: str = ""
+
+
+def active_exceptions(store: Store, day: date) -> dict[str, dict[str, Any]]:
+    """target (finding or rule id) -> the acceptance that holds on `day` (the latest-ending one)."""
+    out: dict[str, dict[str, Any]] = {}
+    for target, until, reason, esu in store.conn.execute(
+        "SELECT target, until, reason, esu FROM exceptions WHERE until >= ? ORDER BY until", [day.isoformat()]
+    ):
+        out[target] = {"until": until, "reason": reason, "esu": bool(esu)}
+    return out
+
+
+# Found again: same id, first_seen kept; found after a fix: reopened; found twice in one evaluation (two
+# items with the same subject): written once.
+UPSERT = """
+    INSERT INTO findings (id, rule_id, asset_id, subject, status, first_seen, opened_at, last_seen, evaluation_id,
+                          details_id)
+    VALUES (?, ?, ?, ?, 'new', ?, ?, ?, ?, ?)
+    ON CONFLICT(id) DO UPDATE SET
+        status = CASE WHEN findings.evaluation_id = excluded.evaluation_id THEN findings.status
+                      WHEN findings.status = 'fixed' THEN 'reopened' ELSE 'open' END,
+        opened_at = CASE WHEN findings.status = 'fixed' AND findings.evaluation_id != excluded.evaluation_id
+                         THEN excluded.opened_at ELSE findings.opened_at END,
+        times_reopened = findings.times_reopened
+                         + (findings.status = 'fixed' AND findings.evaluation_id != excluded.evaluation_id),
+        fixed_at = NULL, last_seen = excluded.last_seen, evaluation_id = excluded.evaluation_id,
+        details_id = excluded.details_id
+"""
+
+
+class _Writer:
+    """Batches findings into the open transaction; counts what is accepted and what is not."""
+
+    def __init__(self, conn: sqlite3.Connection, evaluation_id: int, day: str,
+                 exceptions: dict[str, dict[str, Any]]) -> None:  # fmt: skip
+        self.conn, self.evaluation_id, self.day = conn, evaluation_id, day
+        self.details = _Details(conn)
+        self.accepted_ids = {n for t in exceptions if (n := parse_id(t)) is not None}
+        self.accepted_rules = {t for t in exceptions if not t.startswith("F-")}
+        self.accepted = 0
+        self.severities: Counter[str] = Counter()
+        self.batch: list[tuple[Any, ...]] = []
+        self._asset: int | None = None
+        self._taken: dict[int, tuple[str, str]] = {}
+
+    def add(self, rule_id: str, severity: str, asset_id: int | None, subject: str, details_id: int) -> None:
+        number = finding_number(rule_id, asset_id, subject)
+        if asset_id != self._asset:
+            self._asset, self._taken = asset_id, {}
+        while self._taken.get(number, (rule_id, subject)) != (rule_id, subject):  # a digest clash on one asset
+            number += 1
+        self._taken[number] = (rule_id, subject)
+        if number in self.accepted_ids or rule_id in self.accepted_rules:
+            self.accepted += 1
+        else:
+            self.severities[severity] += 1
+        d = self.day
+        self.batch.append((number, rule_id, asset_id, subject, d, d, d, self.evaluation_id, details_id))
+        if len(self.batch) >= BATCH:
+            self.flush()
+
+    def hit(self, hit: Hit, asset_id: int | None) -> None:
+        self.add(hit.rule.id, hit.rule.severity, asset_id, hit.key, self.details(hit))
+
+    def flush(self) -> None:
+        self.conn.executemany(UPSERT, self.batch)
+        self.batch.clear()
+
+
+def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCatalogue, day: date,
+             settings: Settings, progress: Callable[[int], None] | None = None) -> EvaluationSummary:  # fmt: skip
+    """Apply the rules to every asset and record the findings, all in one transaction."""
+    evaluator = Evaluator(rules)
+    ident = Identifier(catalogue, kev, day)
+    day_text = day.isoformat()
+    exceptions = active_exceptions(store, day)
+    summary = EvaluationSummary(0, day_text, rules=len(rules), catalogue_date=catalogue.data_date,
+                                kev_version=kev.version)  # fmt: skip
+    tested = [k for r in evaluator.finding_rules for w in (r.when, *r.when_any) for k in w]
+    wants_assets = any(k.startswith("asset.") for k in tested)  # else asset facts need not be kept
+    assets: dict[int, dict[str, Any]] = {}
+    try:
+        with store.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO evaluations (started_at, day, rules, catalogue_date, kev_version) VALUES (?, ?, ?, ?, ?)",
+                [utc_now(), day_text, len(rules), catalogue.data_date, kev.version],
+            )
+            evaluation_id = summary.evaluation_id = int(cur.lastrowid or 0)
+            _record_rules(conn, rules)
+            writer = _Writer(conn, evaluation_id, day_text, exceptions)
+            for facts in load_facts(store, ident):
+                summary.assets += 1
+                if facts.os is not None:
+                    facts.asset["os_summary"] = {k: facts.os[k] for k in ("product", "cycle", "lifecycle_state")}
+                if wants_assets:
+                    assets[facts.asset["id"]] = facts.asset
+                for hit in evaluator.assess(facts):
+                    writer.hit(hit, facts.asset["id"])
+                if progress is not None and summary.assets % 20_000 == 0:
+                    progress(summary.assets)
+            writer.flush()
+            if evaluator.finding_rules:  # findings about findings (past SLA) look at what is open now
+                _finding_rules(conn, evaluator, writer, evaluation_id, day, settings, exceptions, assets)
+            for rule_id, message in evaluator.errors.items():  # a broken rule is a finding, not a crash
+                details = writer.details.row(json.dumps({"evidence": message, "rule": rule_id}))
+                writer.add(INTERNAL_ERROR, "medium", None, rule_id, details)
+            writer.flush()
+            summary.fixed = conn.execute(
+                "UPDATE findings SET status = 'fixed', fixed_at = ?, evaluation_id = ? "
+                "WHERE status != 'fixed' AND evaluation_id != ?",
+                [day_text, evaluation_id, evaluation_id],
+            ).rowcount
+            for status, count in conn.execute(
+                "SELECT status, count(*) FROM findings WHERE evaluation_id = ? AND status != 'fixed' GROUP BY status",
+                [evaluation_id],
+            ):
+                summary.open += count
+                summary.new += count if status == "new" else 0
+                summary.reopened += count if status == "reopened" else 0
+            summary.accepted, summary.by_severity = writer.accepted, dict(writer.severities)
+            summary.errors = dict(evaluator.errors)
+            record = {k: v for k, v in asdict(summary).items() if k != "evaluation_id"}
+            conn.execute(
+                "UPDATE evaluations SET finished_at = ?, assets = ?, summary = ? WHERE id = ?",
+                [utc_now(), summary.assets, json.dumps(record), evaluation_id],
+            )
+    except sqlite3.Error as exc:
+        raise PostureError(f"could not record the evaluation: {exc}", "nothing changed; check the database") from exc
+    return summary
+
+
+def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writer, evaluation_id: int, day: date,
+                   settings: Settings, exceptions: dict[str, dict[str, Any]],
+                   assets: dict[int, dict[str, Any]]) -> None:  # fmt: skip
+    """Rules about findings: in SQL where they test only finding facts, else in Python over a stream."""
+    skip = [r.id for r in evaluator.finding_rules]
+    in_python = []
+    conn.create_function("regexp", 2, lambda p, v: v is not None and re.search(p, str(v)[:4096]) is not None,
+                         deterministic=True)  # fmt: skip
+    for rule in evaluator.finding_rules:
+        compiled = finding_rule_sql(rule, settings)
+        if compiled is None:
+            in_python.append(rule)
+            continue
+        where, params = compiled
+        last = -1
+        try:
+            while True:
+                page = conn.execute(
+                    f"{FINDING_FACTS} WHERE id > ? AND {where} ORDER BY id LIMIT ?",
+                    [*_facts_params(evaluation_id, day, settings, exceptions, skip), last, *params, BATCH],
+                ).fetchall()
+                if not page:
+                    break
+                last = page[-1][0]
+                for row in page:
+                    subject = dict(zip(FINDING_FACT_KEYS, row, strict=True))
+                    writer.hit(Hit(rule, None, subject, f"finding:{format_id(row[0])}"), row[FINDING_ASSET])
+        except sqlite3.OperationalError as exc:  # a bad regular expression, say: this rule only
+            evaluator.errors[rule.id] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    if in_python:
+        evaluator.finding_rules = in_python
+        for hit in evaluator.assess_findings(_open_findings(conn, evaluation_id, day, settings, exceptions, skip),
+                                             assets):  # fmt: skip
+            writer.hit(hit, hit.subject["asset_id"])
+
+
+# Facts of this evaluation's open findings, as columns named like the `finding` subject's fields.
+FINDING_FACT_KEYS = ("id", "rule_id", "function", "severity", "status", "age_days", "sla_days", "past_sla",
+                     "accepted", "asset_id")  # fmt: skip
+FINDING_ASSET = FINDING_FACT_KEYS.index("asset_id")
+FINDING_FACTS = """
+    SELECT * FROM (
+        SELECT id, rule_id, function, severity, status, age_days, sla_days, age_days > sla_days AS past_sla,
+               accepted, asset_id
+        FROM (
+            SELECT f.id, f.rule_id, r.function, r.severity, f.status, f.asset_id,
+                   CAST(julianday(?) - julianday(substr(f.opened_at, 1, 10)) AS INTEGER) AS age_days,
+                   coalesce((SELECT value FROM json_each(?) WHERE key = r.severity), 365) AS sla_days,
+                   (f.id IN (SELECT value FROM json_each(?)) OR f.rule_id IN (SELECT value FROM json_each(?)))
+                       AS accepted
+            FROM findings f JOIN finding_rules r ON r.id = f.rule_id
+            WHERE f.evaluation_id = ? AND f.status != 'fixed' AND f.rule_id NOT IN (SELECT value FROM json_each(?))
+        )
+    )
+"""
+
+
+def _facts_params(evaluation_id: int, day: date, settings: Settings, exceptions: dict[str, dict[str, Any]],
+                  skip: list[str]) -> list[Any]:  # fmt: skip
+    ids = [n for t in exceptions if (n := parse_id(t)) is not None]
+    rules = [t for t in exceptions if not t.startswith("F-")]
+    return [day.isoformat(), json.dumps(settings.sla_days), json.dumps(ids), json.dumps(rules), evaluation_id,
+            json.dumps(skip)]  # fmt: skip
+
+
+def _record_rules(conn: sqlite3.Connection, rules: list[Rule]) -> None:
+    internal = ("Rule failed to evaluate", "detect", "medium", "posture", "{}")
+    rows = [(r.id, r.title, r.function, r.severity, r.pack,
+             json.dumps({"rationale": r.rationale, "remediation": r.remediation, "decommission": r.decommission,
+                         "references": {k: list(v) for k, v in r.references.items()}}))
+            for r in rules] + [(INTERNAL_ERROR, *internal)]  # fmt: skip
+    conn.executemany(
+        "INSERT INTO finding_rules (id, title, function, severity, pack, detail) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(id) DO UPDATE SET title = excluded.title, function = excluded.function, "
+        "severity = excluded.severity, pack = excluded.pack, detail = excluded.detail",
+        rows,
+    )
+
+
+FINDING_KEYS = ("id", "rule_id", "function", "severity", "status", "age_days", "asset_id")
+
+
+def _open_findings(
+    conn: sqlite3.Connection,
+    evaluation_id: int,
+    day: date,
+    settings: Settings,
+    exceptions: dict[str, dict[str, Any]],
+    skip_rules: list[str],
+) -> Iterator[dict[str, Any]]:
+    """This evaluation's open findings as facts for `finding` rules (age, SLA, accepted), read in pages by
+    id so memory stays flat and the findings written meanwhile (`skip_rules`' own) are never read back."""
+    accepted_ids = {n for t in exceptions if (n := parse_id(t)) is not None}
+    marks = ",".join("?" * len(skip_rules))
+    last = -1
+    while True:
+        page = conn.execute(
+            "SELECT f.id, f.rule_id, r.function, r.severity, f.status, "
+            "CAST(julianday(?) - julianday(substr(f.opened_at, 1, 10)) AS INTEGER), f.asset_id "
+            "FROM findings f JOIN finding_rules r ON r.id = f.rule_id "
+            f"WHERE f.id > ? AND f.evaluation_id = ? AND f.status != 'fixed' AND f.rule_id NOT IN ({marks}) "
+            "ORDER BY f.id LIMIT ?",
+            [day.isoformat(), last, evaluation_id, *skip_rules, BATCH],
+        ).fetchall()
+        if not page:
+            return
+        last = page[-1][0]
+        for row in page:
+            finding = dict(zip(FINDING_KEYS, row, strict=True))
+            sla = settings.sla_days.get(row[3], 365)
+            finding["sla_days"], finding["past_sla"] = sla, row[5] > sla
+            finding["accepted"] = row[0] in accepted_ids or row[1] in exceptions
+            yield finding
+
+
+def _asset_places(store: Store) -> dict[int, tuple[str | None, str | None, str | None]]:
+    """asset id -> (newest address, newest hostname, owner) as the inventory holds them now."""
+    rows = store.conn.execute("SELECT id, owner FROM assets")
+    places: dict[int, list[str | None]] = {a: [None, None, o] for a, o in rows}
+    for asset_id, kind, value in store.conn.execute(
+        "SELECT asset_id, kind, value FROM asset_identifiers WHERE kind IN ('ipv4', 'ipv6', 'hostname') "
+        "ORDER BY asset_id, kind = 'ipv6', last_seen DESC, id"
+    ):
+        entry = places.get(asset_id)
+        slot = 1 if kind == "hostname" else 0
+        if entry is not None and entry[slot] is None:
+            entry[slot] = value
+    return {a: (p[0], p[1], p[2]) for a, p in places.items()}
+
+
+def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STATES) -> list[dict[str, Any]]:
+    """Findings in the documented JSON shape (README: `posture findings --format json`), worst first."""
+    exceptions = active_exceptions(store, day)
+    places = _asset_places(store)
+    details_of = dict(store.conn.execute(
+        "SELECT id, json FROM finding_details WHERE id IN (SELECT DISTINCT details_id FROM findings)"))  # fmt: skip
+    parsed: dict[int, dict[str, Any]] = {}
+    out = []
+    marks = ",".join("?" * len(statuses))
+    for row in store.conn.execute(
+        "SELECT f.id, f.rule_id, r.function, r.severity, f.status, f.asset_id, r.title, f.first_seen, f.opened_at, "
+        "f.last_seen, f.fixed_at, f.times_reopened, f.details_id, f.subject FROM findings f "
+        f"JOIN finding_rules r ON r.id = f.rule_id WHERE f.status IN ({marks})",
+        list(statuses),
+    ):
+        details = parsed.get(row[12])
+        if details is None:
+            details = parsed[row[12]] = json.loads(details_of.get(row[12], "{}"))
+        fid = format_id(row[0])
+        exception = exceptions.get(fid) or exceptions.get(row[1])
+        address, hostname, owner = places.get(row[5], (None, None, None))
+        out.append({
+            "id": fid, "rule_id": row[1], "title": row[6], "function": row[2], "severity": row[3],
+            "status": row[4], "accepted": exception is not None,
+            "accepted_until": exception["until"] if exception else None,
+            "accepted_reason": exception["reason"] if exception else None,
+            "accepted_esu": exception["esu"] if exception else False,
+            "asset_id": row[5], "address": address, "hostname": hostname, "owner": owner, "subject": row[13],
+            "product": details.get("product"), "version": details.get("version"), "cycle": details.get("cycle"),
+            "cycles": details.get("cycles"), "lifecycle_state": details.get("lifecycle_state"),
+            "eol_date": details.get("eol_date"), "extended_until": details.get("extended_until"),
+            "days_to_eol": details.get("days_to_eol"), "evidence": details.get("evidence"),
+            "first_seen": row[7], "opened_at": row[8], "last_seen": row[9], "fixed_at": row[10],
+            "times_reopened": row[11],
+        })  # fmt: skip
+    out.sort(key=lambda f: (f["accepted"], -SEVERITY_RANK.get(f["severity"], 0), f["rule_id"], f["asset_id"] or 0))
+    return out
+
+
+def accept(store: Store, target: str, until: date, reason: str, esu: bool, rule_ids: set[str], today: date) -> str:
+    """Record an exception for a finding id or a rule id; returns what was accepted, for the user."""
+    target = target.strip()
+    reason = " ".join(reason.split())
+    if not reason:
+        raise PostureError("an exception needs a reason", 'e.g. --reason "replacement ordered, PO 4411"')
+    if len(reason) > 1000:
+        raise PostureError("the reason is longer than 1,000 characters", "summarise it and reference a document")
+    if until < today:
+        raise PostureError(f"--until {until.isoformat()} is in the past", "give a future day")
+    number = parse_id(target)
+    row = None
+    if number is not None:
+        row = store.conn.execute(
+            "SELECT f.rule_id, d.json FROM findings f JOIN finding_details d ON d.id = f.details_id WHERE f.id = ?",
+            [number],
+        ).fetchone()
+    if row is None and target not in rule_ids:
+        raise PostureError(f"{target[:64]!r} is neither a finding id nor a rule id",
+                           "see `posture findings` (ids start with F-) or `posture rules list`")  # fmt: skip
+    if esu:
+        if row is None:
+            raise PostureError("--esu applies to one finding (one system's extended support), not a whole rule",
+                               "give the finding id")  # fmt: skip
+        extended = json.loads(row[1]).get("extended_until")
+        if not extended:
+            raise PostureError(f"{target} has no paid extended support period in the catalogue",
+                               "accept it without --esu, with the reason")  # fmt: skip
+        if until.isoformat() > extended:
+            raise PostureError(f"extended support for {target} ends on {extended}; an ESU acceptance cannot outlast it",
+                               f"use --until {extended} or earlier")  # fmt: skip
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO exceptions (target, until, reason, esu, created_at) VALUES (?, ?, ?, ?, ?)",
+            [target, until.isoformat(), reason, int(esu), utc_now()],
+        )
+    what = f"finding {target} ({row[0]})" if row else f"every finding of rule {target}"
+    return f"accepted {what} until {until.isoformat()}" + (" (extended support)" if esu else "")

@@ -1,0 +1,67 @@
+"""A small council estate written as nmap XML, for `posture import nmap` (data only: nothing is scanned).
+
+The addresses are in 10.0.0.0/8 but no packet goes there: the file is read, not scanned. Hosts are built
+from plain tuples so a test states exactly which ports were open in which "scan".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+# (port, name, product, version, extrainfo, cpes, smb-protocols output or None)
+Port = tuple[int, str, str, str, str, tuple[str, ...], str | None]
+
+RDP: Port = (3389, "ms-wbt-server", "Microsoft Terminal Services", "", "", ("cpe:/o:microsoft:windows",), None)
+SMB1: Port = (445, "microsoft-ds", "Microsoft Windows Server 2008 R2 microsoft-ds", "", "", (),
+              "\n  dialects: \n    NT LM 0.12 (SMBv1) [dangerous, but default]\n    2:0:2\n    2:1:0")  # fmt: skip
+SSH_DEBIAN: Port = (22, "ssh", "OpenSSH", "9.2p1 Debian 2+deb12u3", "protocol 2.0",
+                    ("cpe:/a:openbsd:openssh:9.2p1", "cpe:/o:linux:linux_kernel"), None)  # fmt: skip
+NGINX: Port = (80, "http", "nginx", "1.22.1", "", ("cpe:/a:igor_sysoev:nginx:1.22.1",), None)
+MYSQL: Port = (3306, "mysql", "MySQL", "8.0.36", "", ("cpe:/a:mysql:mysql:8.0.36",), None)
+TELNET: Port = (23, "telnet", "Cisco router telnetd", "", "", ("cpe:/o:cisco:ios",), None)
+SSH_CISCO: Port = (22, "ssh", "Cisco SSH", "1.25", "protocol 2.0", ("cpe:/o:cisco:ios",), None)
+
+
+@dataclass
+class Host:
+    ip: str
+    mac: str
+    ports: list[Port] = field(default_factory=list)
+    os: tuple[str, str, str, str] | None = None  # (name, device type, family, cpe)
+
+
+WINDOWS_2008 = ("Microsoft Windows Server 2008 R2 SP1", "general purpose", "Windows",
+                "cpe:/o:microsoft:windows_server_2008:r2:sp1")  # fmt: skip
+CISCO_SWITCH = ("Cisco Catalyst 3560 switch (IOS 12.2)", "switch", "IOS", "cpe:/o:cisco:ios:12.2")
+
+
+def write_estate(path: Path, hosts: list[Host], when: float | None = None) -> Path:
+    start = int(when if when is not None else time.time())
+    out = ['<?xml version="1.0" encoding="UTF-8"?>\n<nmaprun scanner="nmap" args="nmap -sV -O" '
+           f'start="{start}" version="7.93" xmloutputversion="1.05">\n'
+           '<scaninfo type="syn" protocol="tcp" numservices="1000" services="1-1000"/>\n']  # fmt: skip
+    for h in hosts:
+        out.append(f'<host starttime="{start}" endtime="{start + 1}"><status state="up" reason="arp-response"/>\n')
+        out.append(f'<address addr="{h.ip}" addrtype="ipv4"/><address addr="{h.mac}" addrtype="mac"/>\n<ports>')
+        for port, name, product, version, extra, cpes, smb in h.ports:
+            attrs = f"name={quoteattr(name)} product={quoteattr(product)}"
+            attrs += f" version={quoteattr(version)}" if version else ""
+            attrs += f" extrainfo={quoteattr(extra)}" if extra else ""
+            script = f'<script id="smb-protocols" output={quoteattr(smb)}/>' if smb else ""
+            out.append(f'<port protocol="tcp" portid="{port}"><state state="open" reason="syn-ack"/>'
+                       f'<service {attrs} method="probed" conf="10">{"".join(f"<cpe>{c}</cpe>" for c in cpes)}'
+                       f"</service>{script}</port>\n")  # fmt: skip
+        out.append("</ports>")
+        if h.os:
+            name, dtype, family, cpe = h.os
+            out.append(f'<os><osmatch name={quoteattr(name)} accuracy="96" line="1"><osclass type={quoteattr(dtype)} '
+                       f'vendor="x" osfamily={quoteattr(family)} accuracy="96"><cpe>{cpe}</cpe></osclass>'
+                       "</osmatch></os>")  # fmt: skip
+        out.append("</host>\n")
+    out.append(f'<runstats><finished time="{start + 5}" elapsed="5" exit="success"/>'
+               f'<hosts up="{len(hosts)}" down="0" total="{len(hosts)}"/></runstats></nmaprun>\n')  # fmt: skip
+    path.write_text("".join(out), encoding="utf-8")
+    return path

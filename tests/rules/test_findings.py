@@ -1,0 +1,218 @@
+"""Findings across scans: stable ids, new / open / fixed / reopened, exceptions, SLA, internal errors.
+
+The inventory comes from nmap XML files of a small estate imported with the real `posture import nmap`
+(see estate.py); each import stands for one scan. Everything else is the real command line.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from rules.catalogue import default_catalogue
+from rules.identify import identify_service
+from tests.conftest import db_fingerprint, run_posture
+from tests.rules.estate import (
+    CISCO_SWITCH,
+    MYSQL,
+    NGINX,
+    RDP,
+    SMB1,
+    SSH_CISCO,
+    SSH_DEBIAN,
+    TELNET,
+    WINDOWS_2008,
+    Host,
+    write_estate,
+)
+
+SERVER = Host("10.1.0.10", "00:11:22:00:00:10", [RDP, SMB1], WINDOWS_2008)
+WEB = Host("10.1.0.11", "00:11:22:00:00:11", [SSH_DEBIAN, NGINX])
+SWITCH = Host("10.1.0.12", "00:11:22:00:00:12", [TELNET, SSH_CISCO], CISCO_SWITCH)
+
+
+def findings(db: Path, *args: str) -> list[dict[str, Any]]:
+    result = run_posture("findings", "--format", "json", *args, db=db)
+    assert result.returncode == 0, result.stderr
+    rows: list[dict[str, Any]] = json.loads(result.stdout)
+    return rows
+
+
+def by_rule(rows: list[dict[str, Any]], rule: str, address: str | None = None) -> list[dict[str, Any]]:
+    return [f for f in rows if f["rule_id"] == rule and (address is None or f["address"] == address)]
+
+
+def scan(db: Path, tmp_path: Path, name: str, hosts: list[Host]) -> None:
+    result = run_posture("import", "nmap", str(write_estate(tmp_path / f"{name}.xml", hosts)), db=db)
+    assert result.returncode == 0, result.stderr
+
+
+def evaluate(db: Path, *args: str) -> str:
+    result = run_posture("evaluate", *args, db=db)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_findings_follow_the_estate_across_scans(tmp_path: Path) -> None:
+    db = tmp_path / "inventory.db"
+    scan(db, tmp_path, "one", [SERVER, WEB, SWITCH])
+    assert "0 fixed" in evaluate(db)
+    first = findings(db)
+    # Windows Server 2008 R2 SP1 from the OS fingerprint's CPE: end of life, ESU ended too.
+    eol = by_rule(first, "protect.eol-os", SERVER.ip)
+    assert len(eol) == 1 and eol[0]["product"] == "windows-server" and eol[0]["cycle"] == "2008-r2-sp1"
+    assert eol[0]["lifecycle_state"] == "end-of-life" and eol[0]["eol_date"] == "2020-01-14"
+    assert eol[0]["status"] == "new" and eol[0]["id"].startswith("F-")
+    for rule in ("protect.smbv1", "protect.rdp", "respond.eol-no-owner", "respond.kev-end-of-life"):
+        assert by_rule(first, rule, SERVER.ip), rule
+    assert by_rule(first, "protect.telnet", SWITCH.ip)
+    assert not by_rule(first, "protect.telnet", SERVER.ip)
+    # The Debian 12 web server: its OpenSSH build says Debian 12, so its nginx 1.22.1 is Debian's package.
+    assert not [f for f in first if f["address"] == WEB.ip and f["lifecycle_state"] == "end-of-life"]
+    required = {"id", "rule_id", "function", "severity", "status", "asset_id", "address", "hostname", "product",
+                "version", "cycle", "lifecycle_state", "eol_date", "evidence"}  # fmt: skip
+    assert all(required <= set(f) for f in first)
+
+    # Same inventory again: the same ids, now "open".
+    evaluate(db)
+    second = findings(db)
+    assert {f["id"] for f in second} == {f["id"] for f in first}
+    assert {f["status"] for f in second} == {"open"}
+
+    # The register gives the server an owner: that finding is fixed; nothing else moves.
+    register = tmp_path / "register.csv"
+    register.write_text(f"IP address,Owner\n{SERVER.ip},Revenues team\n", encoding="utf-8")
+    assert run_posture("import", "assets", str(register), db=db).returncode == 0
+    assert "1 fixed" in evaluate(db)
+    fixed = findings(db, "--status", "fixed")
+    assert [f["rule_id"] for f in fixed] == ["respond.eol-no-owner"]
+    assert by_rule(findings(db), "protect.eol-os", SERVER.ip)[0]["owner"] == "Revenues team"
+
+    # Second scan: telnet closed on the switch, MySQL opened on the web server, a new host appeared.
+    printer = Host("10.1.0.13", "00:11:22:00:00:13", [SSH_CISCO])
+    scan(db, tmp_path, "two", [SERVER, Host(WEB.ip, WEB.mac, [SSH_DEBIAN, NGINX, MYSQL]),
+                               Host(SWITCH.ip, SWITCH.mac, [SSH_CISCO], CISCO_SWITCH), printer])  # fmt: skip
+    evaluate(db)
+    now = findings(db)
+    assert not by_rule(now, "protect.telnet")
+    new_service = by_rule(now, "detect.new-service", WEB.ip)
+    assert len(new_service) == 1 and "3306/tcp" in new_service[0]["evidence"]
+    assert [f["address"] for f in by_rule(now, "detect.new-asset")] == [printer.ip]
+    telnet_id = by_rule(first, "protect.telnet", SWITCH.ip)[0]["id"]
+    assert [f["id"] for f in findings(db, "--status", "fixed", "--rule", "protect.telnet")] == [telnet_id]
+
+    # Telnet back on: the same finding id, reopened.
+    scan(db, tmp_path, "three", [SERVER, WEB, SWITCH, printer])
+    evaluate(db)
+    reopened = by_rule(findings(db), "protect.telnet", SWITCH.ip)
+    assert [(f["id"], f["status"], f["times_reopened"]) for f in reopened] == [(telnet_id, "reopened", 1)]
+
+    # Filters.
+    assert {f["function"] for f in findings(db, "--function", "detect")} == {"detect"}
+    assert {f["severity"] for f in findings(db, "--severity", "critical")} == {"critical"}
+
+
+def test_exceptions_are_counted_apart_and_expire(tmp_path: Path) -> None:
+    db = tmp_path / "inventory.db"
+    scan(db, tmp_path, "one", [SERVER, SWITCH])
+    evaluate(db)
+    telnet = by_rule(findings(db), "protect.telnet")[0]
+    until = (date.today() + timedelta(days=30)).isoformat()
+    accepted = run_posture("accept", telnet["id"], "--until", until, "--reason", "switch replaced in March", db=db)
+    assert accepted.returncode == 0, accepted.stderr
+    whole_rule = run_posture("accept", "protect.rdp", "--until", until, "--reason", "RDP via gateway only", db=db)
+    assert whole_rule.returncode == 0, whole_rule.stderr
+    out = evaluate(db)
+    assert "2 accepted" in out
+    rows = findings(db)
+    telnet_now = by_rule(rows, "protect.telnet")[0]
+    assert telnet_now["accepted"] and telnet_now["accepted_until"] == until
+    assert telnet_now["accepted_reason"] == "switch replaced in March"
+    assert by_rule(rows, "protect.rdp")[0]["accepted"]
+    assert rows[-1]["accepted"] and not rows[0]["accepted"]  # listed apart: after every open one
+    table = run_posture("findings", db=db).stdout
+    assert "accepted exceptions (2)" in table
+    # After the day passes the acceptance no longer holds: the finding counts again.
+    later = (date.today() + timedelta(days=31)).isoformat()
+    assert "0 accepted" in evaluate(db, "--on", later)
+
+    # Bad acceptances: each refused with a reason, and nothing is recorded.
+    before = db_fingerprint(db)
+    past = run_posture("accept", telnet["id"], "--until", "2020-01-01", "--reason", "x", db=db)
+    unknown = run_posture("accept", "F-000000000000", "--until", until, "--reason", "x", db=db)
+    empty = run_posture("accept", telnet["id"], "--until", until, "--reason", "  ", db=db)
+    esu_on_telnet = run_posture("accept", telnet["id"], "--until", until, "--reason", "x", "--esu", db=db)
+    for result, words in ((past, "in the past"), (unknown, "neither a finding"), (empty, "needs a reason"),
+                          (esu_on_telnet, "no paid extended support")):  # fmt: skip
+        assert result.returncode == 2 and words in result.stderr, result.stderr
+    assert db_fingerprint(db) == before
+
+
+def test_past_sla_and_planning_horizon(tmp_path: Path) -> None:
+    db = tmp_path / "inventory.db"
+    scan(db, tmp_path, "one", [SERVER, WEB])
+    evaluate(db)
+    assert not by_rule(findings(db), "respond.past-sla")
+    # 40 days on, the high findings (SLA 30 days) are past their SLA; the medium ones (90) are not.
+    evaluate(db, "--on", (date.today() + timedelta(days=40)).isoformat())
+    late = by_rule(findings(db), "respond.past-sla")
+    assert late and all(f["evidence"].startswith(("a high ", "a critical ")) for f in late)
+    assert all(f["subject"].startswith("finding:F-") for f in late)
+    # The Debian 12 host's support (LTS) ends 2028-06-30: inside a 12-month horizon from 2027-08-01.
+    config = tmp_path / "config.toml"
+    config.write_text("[rules]\nhorizon_months = 12\n", encoding="utf-8")
+    result = run_posture("--config", str(config), "evaluate", "--on", "2027-08-01", db=db)
+    assert result.returncode == 0, result.stderr
+    horizon = by_rule(findings(db), "protect.eol-within-horizon", WEB.ip)
+    assert horizon and {f["product"] for f in horizon} >= {"debian"} and horizon[0]["eol_date"] == "2028-06-30"
+    config.write_text("[rules]\nhorizon_months = 6\n", encoding="utf-8")
+    run_posture("--config", str(config), "evaluate", "--on", "2027-08-01", db=db)
+    assert not by_rule(findings(db), "protect.eol-within-horizon", WEB.ip)
+    config.write_text("[rules]\nhorizon = 6\n", encoding="utf-8")
+    bad = run_posture("--config", str(config), "evaluate", db=db)
+    assert bad.returncode == 2 and "unknown key(s) in [rules]: horizon" in bad.stderr
+
+
+def test_a_failing_rule_becomes_an_internal_error_finding(tmp_path: Path) -> None:
+    db = tmp_path / "inventory.db"
+    scan(db, tmp_path, "one", [SERVER, SWITCH])
+    pack = tmp_path / "packs"
+    pack.mkdir()
+    (pack / "local.toml").write_text(
+        '[pack]\nname = "local"\n\n[[rule]]\nid = "local.port-compare"\ntitle = "Compares a port with text"\n'
+        'function = "detect"\nseverity = "low"\nsubject = "service"\nwhen = { port = { lt = "abc" } }\n'
+        'rationale = "r"\nremediation = "m"\n',
+        encoding="utf-8",
+    )
+    result = run_posture("evaluate", "--rules", str(pack), db=db)
+    assert result.returncode == 0, result.stderr
+    assert "rule local.port-compare failed" in result.stderr and "TypeError" in result.stderr
+    rows = findings(db)
+    internal = by_rule(rows, "posture.internal-error")
+    assert len(internal) == 1 and "TypeError" in internal[0]["evidence"] and internal[0]["asset_id"] is None
+    assert by_rule(rows, "protect.telnet")  # the other rules ran on
+
+
+def test_empty_inventory_and_no_evaluation(tmp_path: Path) -> None:
+    db = tmp_path / "inventory.db"
+    none_yet = run_posture("findings", db=db)
+    assert none_yet.returncode == 2 and "no inventory" in none_yet.stderr
+    result = run_posture("evaluate", db=db)
+    assert result.returncode == 0 and "no assets yet" in result.stdout and "0 findings open" in result.stdout
+    assert findings(db) == []
+
+
+def test_hostile_and_huge_version_strings(tmp_path: Path) -> None:
+    db = tmp_path / "inventory.db"
+    huge = (8080, "http", "nginx", "1." + "9" * 10_000, "<script>alert(1)</script>", (), None)
+    scan(db, tmp_path, "one", [Host("10.1.0.20", "00:11:22:00:00:20", [huge, TELNET])])
+    evaluate(db)
+    rows = findings(db)
+    assert by_rule(rows, "protect.telnet")
+    assert all(len(json.dumps(f)) < 5_000 for f in rows)
+    # The identification itself bounds what it reads, whatever reaches it.
+    ident = identify_service("nginx", "1.22." + "9" * 10_000, "x" * 10_000, [], default_catalogue())
+    assert ident[0].product == "nginx" and ident[0].cycles == ("1.22",)
+    assert len(ident[0].version or "") <= 128 and len(ident[0].evidence) <= 512
