@@ -58,7 +58,7 @@ NMAP_OS = [
 
 
 def write(path: Path, assets: int = 100_000, programs_per_asset: int = 18, seed: int = 11) -> int:
-    """Write the inventory; returns the number of software rows."""
+    """Write the inventory; returns the number of software rows (20 per asset with the defaults)."""
     rng = random.Random(seed)
     with Store.open(path) as store:
         conn = store.conn
@@ -109,4 +109,5 @@ def write(path: Path, assets: int = 100_000, programs_per_asset: int = 18, seed:
 
 if __name__ == "__main__":
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("inventory.db")
-    print(f"{write(target)} software rows written to {target}")
+    count = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+    print(f"{write(target, assets=count)} software rows written to {target}")

@@ -14,18 +14,19 @@ numbers are printed, not asserted.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gen_inventory import write as write_inventory  # noqa: E402
 from bench.gen_nmap_xml import write as write_xml  # noqa: E402
 from scanner.agents.nmap import find_nmap, nmap_args  # noqa: E402
 from scanner.lab import Lab, SnmpdLab  # noqa: E402
@@ -214,24 +215,29 @@ print(n)
 def bench_evaluate(assets: int = 100_000) -> None:
     with tempfile.TemporaryDirectory(prefix="posture-bench-") as tmp:
         source = Path(tmp) / "source.db"
-        rows = write_inventory(source, assets=assets)
+        # Written by a child process: a big parent would be counted in every child's peak memory (fork).
+        subprocess.run([PYTHON, str(ROOT / "bench" / "gen_inventory.py"), str(source), str(assets)], check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+        rows = assets * 20
         db = Path(tmp) / "inventory.db"
 
         def fresh_db() -> None:
             for suffix in ("-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
-            db.write_bytes(source.read_bytes())
+            shutil.copyfile(source, db)
 
         first = measure([POSTURE, "--db", str(db), "evaluate"], setup=fresh_db)
         fresh_db()
         subprocess.run([POSTURE, "--db", str(db), "evaluate"], check=True, capture_output=True)
-        again = measure([POSTURE, "--db", str(db), "evaluate"])
+        # The next day: every finding is open, and those past their SLA get findings of their own.
+        later = (date.today() + timedelta(days=70)).isoformat()
+        again = measure([POSTURE, "--db", str(db), "evaluate", "--on", later])
         table(
             f"evaluate: {assets:,} assets, {rows:,} software rows, 24 rules (median of 3)",
             [
                 ("one plain SQL pass over the same tables (floor)", measure([PYTHON, "-c", SQL_FLOOR, str(db)])),
                 ("posture evaluate, first run (every finding new)", first),
-                ("posture evaluate, again (every finding open)", again),
+                ("posture evaluate, 70 days later (all open, SLA findings)", again),
             ],
             "one plain SQL pass over the same tables (floor)",
             ["targets: at most 3x the floor and under 30 s; peak memory under 1 GB",

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from scanner.errors import PostureError
+from scanner.errors import ExitCode, PostureError
 
 
 @click.group()
@@ -202,6 +202,27 @@ def rules_lint(ctx: click.Context, dirs: tuple[Path, ...]) -> None:
     click.echo(f"ok: {len(rules)} rules in {len({r.pack for r in rules})} packs")
 
 
+def after_scan(ctx: click.Context, store: Any) -> list[str]:
+    """The `posture.after_scan` hook: evaluate the rules on what was just scanned, and say what was found."""
+    from rules.catalogue import default_catalogue
+    from rules.findings import evaluate
+    from rules.kev import default_kev
+
+    summary = evaluate(store, _load(ctx, ()), default_catalogue(), default_kev(), date.today(), _settings(ctx))
+    return _summary_lines(summary)
+
+
+def _summary_lines(summary: Any) -> list[str]:
+    severities = ", ".join(f"{summary.by_severity[s]} {s}" for s in ("critical", "high", "medium", "low", "info")
+                           if summary.by_severity.get(s))  # fmt: skip
+    return [
+        f"evaluation {summary.evaluation_id} on {summary.day}: {summary.assets} assets, {summary.rules} rules; "
+        f"{summary.open} findings open ({summary.new} new, {summary.reopened} reopened), {summary.fixed} fixed, "
+        f"{summary.accepted} accepted" + (f"; not accepted: {severities}" if severities else ""),
+        f"lifecycle data: endoflife.date as of {summary.catalogue_date}; CISA KEV {summary.kev_version}",
+    ]
+
+
 @click.command("evaluate")
 @rules_option
 @click.option(
@@ -210,8 +231,13 @@ def rules_lint(ctx: click.Context, dirs: tuple[Path, ...]) -> None:
     metavar="YYYY-MM-DD",
     help="Judge lifecycles as of this day instead of today (what-if; findings are recorded on that day).",
 )
+@click.option(
+    "--fail-on",
+    type=click.Choice(["critical", "high", "medium", "low", "info"]),
+    help="Exit 1 when a finding of this severity or worse is open and not accepted (for CI and cron).",
+)
 @click.pass_context
-def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: str | None) -> None:
+def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: str | None, fail_on: str | None) -> None:
     """Apply the rules to the inventory and record the findings (new, open, fixed, reopened).
 
     Run after each scan or import. Lifecycle data: the bundled endoflife.date catalogue (its date is
@@ -235,16 +261,17 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
         summary = evaluate(store, rules, default_catalogue(), default_kev(), day, settings, progress)
     if summary.assets == 0:
         click.echo("the inventory has no assets yet: run `posture scan TARGET` or `posture import` first")
-    severities = ", ".join(f"{summary.by_severity[s]} {s}" for s in ("critical", "high", "medium", "low", "info")
-                           if summary.by_severity.get(s))  # fmt: skip
-    click.echo(
-        f"evaluation {summary.evaluation_id} on {summary.day}: {summary.assets} assets, {summary.rules} rules; "
-        f"{summary.open} findings open ({summary.new} new, {summary.reopened} reopened), {summary.fixed} fixed, "
-        f"{summary.accepted} accepted" + (f"; not accepted: {severities}" if severities else "")
-    )
-    click.echo(f"lifecycle data: endoflife.date as of {summary.catalogue_date}; CISA KEV {summary.kev_version}")
+    for line in _summary_lines(summary):
+        click.echo(line)
     for rule_id, message in summary.errors.items():
         click.echo(f"posture: warning: rule {rule_id} failed and was skipped: {message}", err=True)
+    if fail_on is not None:
+        from rules.engine import SEVERITY_RANK
+
+        worst = [s for s, n in summary.by_severity.items() if n and SEVERITY_RANK[s] >= SEVERITY_RANK[fail_on]]
+        if worst:
+            click.echo(f"posture: findings at or above {fail_on} are open: {', '.join(sorted(worst))}", err=True)
+            ctx.exit(int(ExitCode.FINDINGS))
 
 
 FINDING_CSV_COLUMNS = ["id", "rule_id", "function", "severity", "status", "accepted", "accepted_until", "asset_id",
@@ -311,13 +338,13 @@ def findings_command(ctx: click.Context, fmt: str, functions: tuple[str, ...], s
 
 
 def _print_findings(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
+    from scanner.cli import table_console
     from scanner.model import printable
 
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    console = table_console()
     for accepted in (False, True):
         part = [f for f in rows if f["accepted"] is accepted]
         if accepted and not part:

@@ -387,6 +387,10 @@ def _subjects(kind: str, facts: AssetFacts) -> list[dict[str, Any]]:
     return [facts.os, *facts.software] if facts.os is not None else facts.software
 
 
+def reads_asset(rule: Rule) -> bool:
+    return any(k.startswith("asset.") for w in (rule.when, *rule.when_any) for k in w)
+
+
 class Evaluator:
     """Applies rules to assets; a rule that raises is switched off for the run and reported once.
 
@@ -398,33 +402,52 @@ class Evaluator:
         self.rules = [r for r in rules if r.subject != "finding"]
         self.finding_rules = [r for r in rules if r.subject == "finding"]
         self.errors: dict[str, str] = {}
-        self._local = [
-            r.subject != "asset" and not any(k.startswith("asset.") for w in (r.when, *r.when_any) for k in w)
-            for r in self.rules
-        ]
-        # (rule index, id(subject)) -> (subject, matched?, its key); holding the subject keeps its id unique
-        self._cache: dict[tuple[int, int], tuple[dict[str, Any], bool, str]] = {}
+        local = [r for r in self.rules if r.subject != "asset" and not reads_asset(r)]
+        self._asset_rules = [r for r in self.rules if r not in local]
+        # Which subject-only rules look at each kind of shared subject.
+        self._local = {
+            "os": [r for r in local if r.subject in ("os", "item")],
+            "software": [r for r in local if r.subject in ("software", "item")],
+            "service": [r for r in local if r.subject == "service"],
+        }
+        # (kind, id(subject)) -> (subject, [(rule, key), ...]); holding the subject keeps its id unique
+        self._cache: dict[tuple[str, int], tuple[dict[str, Any], list[tuple[Rule, str]]]] = {}
+
+    def _matches_of(self, kind: str, subject: dict[str, Any]) -> list[tuple[Rule, str]]:
+        cached = self._cache.get((kind, id(subject)))
+        if cached is None:
+            found = []
+            for rule in self._local[kind]:
+                if rule.id in self.errors:
+                    continue
+                try:
+                    if rule.matches(subject, {}):
+                        found.append((rule, subject_key(rule.subject, subject)))
+                except Exception as exc:  # any failure of one rule must not stop the run
+                    self.errors[rule.id] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            cached = (subject, found)
+            if len(self._cache) < 1_000_000:
+                self._cache[(kind, id(subject))] = cached
+        return cached[1]
 
     def assess(self, facts: AssetFacts) -> Iterator[Hit]:
         asset = facts.asset
-        cache = self._cache
-        for n, rule in enumerate(self.rules):
+        shared: list[tuple[str, dict[str, Any]]] = [("software", s) for s in facts.software]
+        shared += [("service", s) for s in facts.services]
+        if facts.os is not None:
+            shared.append(("os", facts.os))
+        for kind, subject in shared:
+            for rule, key in self._matches_of(kind, subject):
+                if not self.errors or rule.id not in self.errors:
+                    yield Hit(rule, asset, subject, key)
+        for rule in self._asset_rules:
             if rule.id in self.errors:
                 continue
             try:
                 for subject in _subjects(rule.subject, facts):
-                    if self._local[n]:
-                        cached = cache.get((n, id(subject)))
-                        if cached is None:
-                            matched = rule.matches(subject, asset)
-                            cached = (subject, matched, subject_key(rule.subject, subject) if matched else "")
-                            if len(cache) < 1_000_000:
-                                cache[(n, id(subject))] = cached
-                        if cached[1]:
-                            yield Hit(rule, asset, subject, cached[2])
-                    elif rule.matches(subject, asset):
+                    if rule.matches(subject, asset):
                         yield Hit(rule, asset, subject, subject_key(rule.subject, subject))
-            except Exception as exc:
+            except Exception as exc:  # any failure of one rule must not stop the run
                 self.errors[rule.id] = f"{type(exc).__name__}: {str(exc)[:300]} (asset {asset.get('id')})"
 
     def assess_findings(self, findings: Iterable[dict[str, Any]], assets: dict[int, dict[str, Any]]) -> Iterator[Hit]:
@@ -455,8 +478,7 @@ def finding_rule_sql(rule: Rule, settings: Settings) -> tuple[str, list[Any]] | 
     """A `finding` rule's condition as an SQL WHERE clause over the finding facts (same meaning as
     `Rule.matches`), so it runs inside SQLite over millions of findings; None when it needs asset facts.
     Column names come only from FINDING_FIELDS (checked when the pack was loaded); values are parameters."""
-    groups = [rule.when, *rule.when_any]
-    if any(name.startswith("asset.") for g in groups for name in g):
+    if reads_asset(rule):
         return None
     params: list[Any] = []
 

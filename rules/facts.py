@@ -28,6 +28,7 @@ from rules.identify import (
     Identification,
     distribution_named,
     identify_cpe,
+    identify_package,
     identify_service,
     identify_software_name,
     identify_sysdescr,
@@ -37,7 +38,8 @@ from rules.kev import KevCatalogue
 from scanner.store import Store
 from scanner.views import LATEST_PORT_OBSERVATION
 
-METHOD_RANK = {"sysDescr": 5, "cpe": 4, "package build": 3, "nmap product": 2, "software name": 2, "nmap os": 1}
+METHOD_RANK = {"release package": 6, "sysDescr": 5, "cpe": 4, "package build": 3, "package": 2, "nmap product": 2,
+               "software name": 2, "nmap os": 1}  # fmt: skip
 CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1}
 DISTRIBUTION_SLUGS = frozenset({"debian", "ubuntu", "rhel", "centos", "rocky-linux", "almalinux", "sles",
                                 "oracle-linux"})  # fmt: skip
@@ -141,7 +143,7 @@ class Identifier:
                 return [Identification(ident.product, ident.cycles, ident.version, "medium", "nmap os", c)]
             return []
         if kind == "application":
-            ident = identify_software_name(name, cat)
+            ident = identify_package(name, cat) or identify_software_name(name, cat)
             return [ident] if ident else []
         return []
 
@@ -355,9 +357,14 @@ def _choose(oses: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dic
     conflicts = [
         {"product": i["product"], "cycles": i["cycles"], "method": i["method"], "evidence": i["evidence"][:200]}
         for i in oses
-        if i is not best and (i["product"], i["cycles"]) != (best["product"], best["cycles"]) and i["cycles"]
+        if i is not best and i["cycles"] and not _releases(i) & _releases(best)
     ]
     return best, conflicts
+
+
+def _releases(item: dict[str, Any]) -> set[str]:
+    """An item's candidate releases as `slug/cycle`: "one of rhel/7, centos/7" agrees with "centos 7"."""
+    return {c if "/" in c else f"{item['product']}/{c}" for c in item["cycles"]}
 
 
 def _dedupe(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -433,7 +440,8 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         f"WHERE s.observation_id IN ({LATEST_SOFTWARE_OBSERVATIONS}) AND s.kind IN ('os', 'application')"
     ):
         for found in ident.software_row(kind, name, cpe, cpes, method, extra):
-            software[asset_id].append(ident.item("os" if kind == "os" else "software", found, method or kind))
+            item_kind = "os" if kind == "os" or found.product in DISTRIBUTION_SLUGS else "software"
+            software[asset_id].append(ident.item(item_kind, found, method or kind))
 
     for asset_id in sorted(assets):
         a = assets.pop(asset_id)  # handed over: the caller decides whether to keep it

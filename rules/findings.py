@@ -39,6 +39,7 @@ from rules.engine import (
     Settings,
     finding_rule_sql,
     format_id,
+    reads_asset,
 )
 from rules.facts import Identifier, load_facts
 from rules.kev import KevCatalogue
@@ -230,8 +231,7 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
     exceptions = active_exceptions(store, day)
     summary = EvaluationSummary(0, day_text, rules=len(rules), catalogue_date=catalogue.data_date,
                                 kev_version=kev.version)  # fmt: skip
-    tested = [k for r in evaluator.finding_rules for w in (r.when, *r.when_any) for k in w]
-    wants_assets = any(k.startswith("asset.") for k in tested)  # else asset facts need not be kept
+    wants_assets = any(map(reads_asset, evaluator.finding_rules))  # else asset facts need not be kept
     assets: dict[int, dict[str, Any]] = {}
     try:
         with store.transaction() as conn:

@@ -108,8 +108,9 @@ def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -
             )
         return Identification("windows", tuple(f"{s}/{c}" for s, c in found), build, "low", "sysDescr", _bounded(text))
     m = _RHEL_KERNEL.search(text)
-    if m:
-        return Identification("rhel", (m.group(2),), m.group(1), "high", "sysDescr", _bounded(text))
+    if m:  # an Enterprise Linux kernel: RHEL or one of its rebuilds, which the kernel alone cannot tell apart
+        return Identification("rhel", enterprise_linux(m.group(2), catalogue), m.group(1), "medium", "sysDescr",
+                              _bounded(text))  # fmt: skip
     m = _UBUNTU.search(text)
     if m:
         known: tuple[str, ...] = (m.group(1),) if (p := catalogue.product("ubuntu")) and p.cycle(m.group(1)) else ()
@@ -153,6 +154,45 @@ SOFTWARE_NAMES: list[tuple[re.Pattern[str], str, Any]] = [
                 r"Home and Student |Small Business )?(\d{4})$"), "office", lambda m: m[1]),
     (re.compile(r"^Microsoft SQL Server (\d{4}(?: R2)?)$"), "mssqlserver", lambda m: m[1]),
 ]  # fmt: skip
+
+
+EL_FAMILY = ("rhel", "centos", "oracle-linux", "rocky-linux", "almalinux")
+
+
+def enterprise_linux(major: str, catalogue: Catalogue) -> tuple[str, ...]:
+    """Every distribution with an `elN` release N in the catalogue: "one of" them, as `slug/cycle`."""
+    return tuple(f"{slug}/{major}" for slug in EL_FAMILY if (p := catalogue.product(slug)) and p.cycle(major))
+
+
+# Package names as rpm or dpkg list them (hrSWInstalled on Linux: `openssl-1.0.1e-42.el6`): the release
+# package names the distribution; a few packages are programs the catalogue knows.
+_RELEASE_PACKAGE = re.compile(
+    r"^(centos|redhat|oraclelinux|rocky|almalinux)-release-(?:server-|workstation-)?(\d+)(?:[.\-]|Server|$)"
+)
+RELEASE_SLUGS = {"centos": "centos", "redhat": "rhel", "oraclelinux": "oracle-linux", "rocky": "rocky-linux",
+                 "almalinux": "almalinux"}  # fmt: skip
+_PACKAGE = re.compile(r"^(openssl|python3?|httpd|nginx|php|mariadb-server|mysql-server|postgresql-server|tomcat|"
+                      r"squid|redis)-(\d+(?:\.\d+)*[a-z]?)-[\w.]+$")  # fmt: skip
+PACKAGE_SLUGS = {"openssl": "openssl", "python": "python", "python3": "python", "httpd": "apache-http-server",
+                 "nginx": "nginx", "php": "php", "mariadb-server": "mariadb", "mysql-server": "mysql",
+                 "postgresql-server": "postgresql", "tomcat": "tomcat", "squid": "squid", "redis": "redis"}  # fmt: skip
+
+
+def identify_package(name: str, catalogue: Catalogue) -> Identification | None:
+    """An rpm/dpkg package name: the distribution's release package, or a program with its version."""
+    text = name.strip()[:256]
+    m = _RELEASE_PACKAGE.match(text)
+    if m:
+        slug = RELEASE_SLUGS[m.group(1)]
+        product = catalogue.product(slug)
+        release: tuple[str, ...] = (m.group(2),) if product and product.cycle(m.group(2)) else ()
+        return Identification(slug, release, m.group(2), "high", "release package", text)
+    m = _PACKAGE.match(text)
+    if m:
+        slug = PACKAGE_SLUGS[m.group(1)]
+        cycles = _cycles_for_version(catalogue, slug, m.group(2))
+        return Identification(slug, cycles, m.group(2), "high" if cycles else "medium", "package", text)
+    return None
 
 
 def identify_software_name(name: str, catalogue: Catalogue) -> Identification | None:

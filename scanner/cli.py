@@ -506,7 +506,7 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
 
     \b
     The lab lives on loopback addresses only and stops when the command ends:
-      - snmpsim serving recordings of real devices (Windows XP and Server 2003, RHEL 6 and 7, Cisco IOS,
+      - snmpsim serving recordings of real devices (Windows XP and Server 2003, RHEL 6, CentOS 7, Cisco IOS,
         Junos, NetApp, an APC UPS, a Hikvision camera) on 127.0.1.1-9, community 'public';
       - real sshd, nginx and vsftpd on 127.0.1.21-23 for nmap to fingerprint.
     Results go to their own inventory (~/.local/share/posture/demo.db unless --db is given), never
@@ -515,20 +515,22 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
     from scanner.demo import demo_lab, scan_demo, snmp_port
     from scanner.paths import data_dir
     from scanner.store import Store
-    from scanner.views import asset_views
 
     db = Path(ctx.find_root().params.get("db") or data_dir() / "demo.db")
     click.echo("posture demo: starting the lab (real daemons and recorded devices on 127.0.1.x)...", err=True)
     with demo_lab(snmp_port()) as (lab, sim), Store.open(db) as store:
         run = scan_demo(store, lab, sim, _Reporter(), _Reporter(devices=True))
-        _print_assets(asset_views(store, store.assets_seen_in(run.nmap.scan_id, run.snmp.scan_id)))
+        _print_assets(_asset_rows(store, store.assets_seen_in(run.nmap.scan_id, run.snmp.scan_id)))
         counts = ", ".join(f"{n} {status}" for status, n in sorted(run.snmp.by_status.items()))
         click.echo(
             f"nmap found {run.nmap.hosts_up} hosts with {run.nmap.services} services; SNMP asked "
             f"{run.snmp.done} devices ({counts}) and read {run.snmp.software} software and hardware rows."
         )
+        for ep in entry_points(group="posture.after_scan"):  # the rules stage evaluates and summarises
+            for line in ep.load()(ctx, store):
+                click.echo(line)
         click.echo(f"Inventory: {db}")
-        click.echo(f"Look around: posture --db {db} assets --format json | less")
+        click.echo(f"Look around: posture --db {db} findings   (or: assets --format json | less)")
         if keep_running:
             click.echo("The lab is up (Ctrl-C to stop): try `snmpwalk -v2c -c public 127.0.1.1 system`", err=True)
             try:
@@ -697,13 +699,44 @@ def _first_line(text: str, limit: int) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _print_assets(assets: list[dict[str, Any]]) -> None:
+def _asset_rows(store: Any, asset_ids: list[int] | None = None) -> list[dict[str, Any]]:
+    """The asset view, with what later stages add to it (the rules stage: identified OS, software, lifecycle)."""
+    from scanner.views import asset_views
+
+    rows = asset_views(store, asset_ids)
+    for ep in entry_points(group="posture.asset_details"):
+        ep.load()(store, rows)
+    return rows
+
+
+def table_console() -> Any:
+    """A console for tables: the terminal's width, or $COLUMNS (default 160) in a pipe or log."""
+    import os
+
     from rich.console import Console
+
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "") or 160)
+    return Console(highlight=False, soft_wrap=False, width=width)
+
+
+def _support(os_: dict[str, Any]) -> str:
+    """"windows 5-sp3: end-of-life (eol 2014-04-08)", from the rules stage's fields (blank without them)."""
+    state = os_.get("lifecycle_state")
+    if not state:
+        return ""
+    release = os_.get("cycle") or (f"one of {', '.join(os_['cycles'])}" if os_.get("cycles") else "")
+    what = " ".join(x for x in (os_.get("product"), release) if x)
+    when = os_.get("eol_date")
+    dated = f"{state} (eol {when})" if when else state
+    return f"{what}: {dated}" if what else dated
+
+
+def _print_assets(assets: list[dict[str, Any]]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     table = Table(show_lines=False)
-    for column in ("id", "address", "name", "os", "services", "owner", "last seen"):
+    for column in ("id", "address", "name", "os", "support", "services", "owner", "last seen"):
         table.add_column(column, overflow="fold")
     for a in assets:
         os_ = a["os"] or {}
@@ -718,29 +751,24 @@ def _print_assets(assets: list[dict[str, Any]]) -> None:
                     a["id"],
                     ", ".join(a["addresses"][:2]),
                     a["name"] or "",
-                    _first_line(os_.get("name") or "unknown", 60)
-                    + (f" [{os_['product']} {os_.get('cycle') or ''}: {os_['lifecycle_state']}]"
-                       if os_.get("lifecycle_state") else ""),
+                    _first_line(os_.get("name") or "unknown", 48),
+                    _support(os_) or ("unknown" if "software" in a else ""),  # rules ran, found no OS
                     services,
                     a["owner"] or "",
                     a["last_seen"] or "",
                 )
             )
         )
-    Console(highlight=False, soft_wrap=False).print(table)
+    table_console().print(table)
 
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.pass_context
 def assets(ctx: click.Context, fmt: str) -> None:
-    """List the assets in the inventory, with addresses, OS, services, owner and when last seen."""
-    from scanner.views import asset_views
-
+    """List the assets in the inventory: addresses, OS and its lifecycle, services, owner, last seen."""
     with open_store(ctx, readonly=True) as store:
-        rows = asset_views(store)
-        for ep in entry_points(group="posture.asset_details"):  # the rules stage adds lifecycle facts
-            ep.load()(store, rows)
+        rows = _asset_rows(store)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":

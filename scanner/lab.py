@@ -206,7 +206,7 @@ DEMO_RECORDINGS = (
     "os/windows/XP",
     "os/windows/server-2003-5-2",
     "os/linux/unknown-001",  # RHEL 6 (2.6.32-573.el6)
-    "os/linux/unknown-006",  # RHEL 7 (3.10.0-514.el7)
+    "os/linux/unknown-006",  # CentOS 7 (3.10.0-514.el7; its centos-release package says which EL7)
     "network/switch/cisco-c3560",
     "network/router/juniper-mx960-12-3r6-6",
     "storage/netapp-fas3270",

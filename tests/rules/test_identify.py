@@ -19,8 +19,10 @@ DAY = date(2026, 11, 23)
 EXPECTED = {
     "os/windows/XP": ("windows", ("5-sp3",), Lifecycle.END_OF_LIFE),
     "os/windows/server-2003-5-2": ("windows-server", ("2003-sp2", "2003-sp1", "2003"), Lifecycle.END_OF_LIFE),
-    "os/linux/unknown-001": ("rhel", ("6",), Lifecycle.END_OF_LIFE),
-    "os/linux/unknown-006": ("rhel", ("7",), Lifecycle.EXTENDED),
+    # An .el6/.el7 kernel is RHEL or a rebuild: one of them. All EL6 ones have ended; for EL7 they differ
+    # (RHEL 7 in paid ELS, CentOS 7 ended, Oracle Linux 7 in extended support): unknown, not a guess.
+    "os/linux/unknown-001": ("rhel", ("rhel/6", "centos/6", "oracle-linux/6"), Lifecycle.END_OF_LIFE),
+    "os/linux/unknown-006": ("rhel", ("rhel/7", "centos/7", "oracle-linux/7"), Lifecycle.UNKNOWN),
     "network/switch/cisco-c3560": ("cisco-ios", ("12.2",), Lifecycle.UNKNOWN),  # no catalogue data yet
     "network/router/juniper-mx960-12-3r6-6": ("junos", ("12.3",), Lifecycle.UNKNOWN),
     "storage/netapp-fas3270": ("netapp-ontap-7-mode", ("8.2.3",), Lifecycle.UNKNOWN),
@@ -141,3 +143,25 @@ def test_sql_server_by_label() -> None:
     found = identify_software_name("Microsoft SQL Server 2008 R2", default_catalogue())
     assert found is not None and found.product == "mssqlserver" and len(found.cycles) == 1
     assert lifecycle(found, default_catalogue(), DAY).state == Lifecycle.END_OF_LIFE
+
+
+def test_conflicting_os_evidence_is_kept_and_agreeing_evidence_is_not_a_conflict() -> None:
+    from rules.facts import Identifier, _choose
+    from rules.identify import Identification
+    from rules.kev import default_kev
+
+    cat = default_catalogue()
+    ident = Identifier(cat, default_kev(), DAY)
+    descr, oid = system_of("os/windows/XP")
+    xp = ident.item("os", identify_sysdescr(descr, oid, cat) or pytest.fail("XP not identified"), "sysDescr")
+    fingerprint = ident.item(
+        "os", Identification("windows-server", ("2008-r2-sp1",), None, "medium", "nmap os", "cpe:/o:x"), "nmap"
+    )
+    best, conflicts = _choose([fingerprint, xp])
+    assert best is xp  # the device's own words beat a fingerprint guess
+    assert [(c["product"], c["cycles"], c["method"]) for c in conflicts] == [
+        ("windows-server", ["2008-r2-sp1"], "nmap os")
+    ]
+    el7 = ident.item("os", Identification("rhel", ("rhel/7", "centos/7"), None, "medium", "sysDescr", "x"), "sysDescr")
+    centos = ident.item("os", Identification("centos", ("7",), "7", "high", "release package", "y"), "hrSWInstalled")
+    assert _choose([el7, centos]) == (centos, [])
