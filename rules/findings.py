@@ -287,7 +287,7 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
                    settings: Settings, exceptions: dict[str, dict[str, Any]],
                    assets: dict[int, dict[str, Any]]) -> None:  # fmt: skip
     """Rules about findings: in SQL where they test only finding facts, else in Python over a stream."""
-    skip = [r.id for r in evaluator.finding_rules]
+    base = _facts_params(evaluation_id, day, settings, exceptions, [r.id for r in evaluator.finding_rules])
     in_python = []
     conn.create_function("regexp", 2, lambda p, v: v is not None and re.search(p, str(v)[:4096]) is not None,
                          deterministic=True)  # fmt: skip
@@ -296,33 +296,37 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
         if compiled is None:
             in_python.append(rule)
             continue
-        where, params = compiled
-        last = -1
         try:
-            while True:
-                page = conn.execute(
-                    f"{FINDING_FACTS} WHERE id > ? AND {where} ORDER BY id LIMIT ?",
-                    [*_facts_params(evaluation_id, day, settings, exceptions, skip), last, *params, BATCH],
-                ).fetchall()
-                if not page:
-                    break
-                last = page[-1][0]
-                for row in page:
-                    subject = dict(zip(FINDING_FACT_KEYS, row, strict=True))
-                    writer.hit(Hit(rule, None, subject, f"finding:{format_id(row[0])}"), row[FINDING_ASSET])
+            for subject in _finding_facts(conn, base, *compiled):
+                writer.hit(Hit(rule, None, subject, f"finding:{format_id(subject['id'])}"), subject["asset_id"])
         except sqlite3.OperationalError as exc:  # a bad regular expression, say: this rule only
             evaluator.errors[rule.id] = f"{type(exc).__name__}: {str(exc)[:300]}"
     if in_python:
         evaluator.finding_rules = in_python
-        for hit in evaluator.assess_findings(_open_findings(conn, evaluation_id, day, settings, exceptions, skip),
-                                             assets):  # fmt: skip
+        for hit in evaluator.assess_findings(_finding_facts(conn, base, "1", []), assets):
             writer.hit(hit, hit.subject["asset_id"])
+
+
+def _finding_facts(
+    conn: sqlite3.Connection, base: list[Any], where: str, params: list[Any]
+) -> Iterator[dict[str, Any]]:
+    """This evaluation's open findings that satisfy `where`, as `finding` facts, read in pages by id so
+    memory stays flat (findings written meanwhile belong to the finding rules, which are left out)."""
+    last = -1
+    while True:
+        page = conn.execute(
+            f"{FINDING_FACTS} WHERE id > ? AND {where} ORDER BY id LIMIT ?", [*base, last, *params, BATCH]
+        ).fetchall()
+        if not page:
+            return
+        last = page[-1][0]
+        for row in page:
+            yield dict(zip(FINDING_FACT_KEYS, row, strict=True))
 
 
 # Facts of this evaluation's open findings, as columns named like the `finding` subject's fields.
 FINDING_FACT_KEYS = ("id", "rule_id", "function", "severity", "status", "age_days", "sla_days", "past_sla",
                      "accepted", "asset_id")  # fmt: skip
-FINDING_ASSET = FINDING_FACT_KEYS.index("asset_id")
 FINDING_FACTS = """
     SELECT * FROM (
         SELECT id, rule_id, function, severity, status, age_days, sla_days, age_days > sla_days AS past_sla,
@@ -362,40 +366,6 @@ def _record_rules(conn: sqlite3.Connection, rules: list[Rule]) -> None:
     )
 
 
-FINDING_KEYS = ("id", "rule_id", "function", "severity", "status", "age_days", "asset_id")
-
-
-def _open_findings(
-    conn: sqlite3.Connection,
-    evaluation_id: int,
-    day: date,
-    settings: Settings,
-    exceptions: dict[str, dict[str, Any]],
-    skip_rules: list[str],
-) -> Iterator[dict[str, Any]]:
-    """This evaluation's open findings as facts for `finding` rules (age, SLA, accepted), read in pages by
-    id so memory stays flat and the findings written meanwhile (`skip_rules`' own) are never read back."""
-    accepted_ids = {n for t in exceptions if (n := parse_id(t)) is not None}
-    marks = ",".join("?" * len(skip_rules))
-    last = -1
-    while True:
-        page = conn.execute(
-            "SELECT f.id, f.rule_id, r.function, r.severity, f.status, "
-            "CAST(julianday(?) - julianday(substr(f.opened_at, 1, 10)) AS INTEGER), f.asset_id "
-            "FROM findings f JOIN finding_rules r ON r.id = f.rule_id "
-            f"WHERE f.id > ? AND f.evaluation_id = ? AND f.status != 'fixed' AND f.rule_id NOT IN ({marks}) "
-            "ORDER BY f.id LIMIT ?",
-            [day.isoformat(), last, evaluation_id, *skip_rules, BATCH],
-        ).fetchall()
-        if not page:
-            return
-        last = page[-1][0]
-        for row in page:
-            finding = dict(zip(FINDING_KEYS, row, strict=True))
-            sla = settings.sla_days.get(row[3], 365)
-            finding["sla_days"], finding["past_sla"] = sla, row[5] > sla
-            finding["accepted"] = row[0] in accepted_ids or row[1] in exceptions
-            yield finding
 
 
 def _asset_places(store: Store) -> dict[int, tuple[str | None, str | None, str | None]]:

@@ -216,3 +216,32 @@ def test_hostile_and_huge_version_strings(tmp_path: Path) -> None:
     ident = identify_service("nginx", "1.22." + "9" * 10_000, "x" * 10_000, [], default_catalogue())
     assert ident[0].product == "nginx" and ident[0].cycles == ("1.22",)
     assert len(ident[0].version or "") <= 128 and len(ident[0].evidence) <= 512
+
+
+def test_finding_rules_that_read_asset_facts(tmp_path: Path) -> None:
+    """A `finding` rule that also reads the asset runs in Python; one on finding facts alone runs in SQL:
+    both give the same kind of result."""
+    db = tmp_path / "inventory.db"
+    scan(db, tmp_path, "one", [SERVER, SWITCH])
+    register = tmp_path / "register.csv"
+    register.write_text(f"IP address,Owner\n{SWITCH.ip},Network team\n", encoding="utf-8")
+    assert run_posture("import", "assets", str(register), db=db).returncode == 0
+    pack = tmp_path / "packs"
+    pack.mkdir()
+    (pack / "local.toml").write_text(
+        '[pack]\nname = "local"\n\n'
+        '[[rule]]\nid = "local.unowned-high"\ntitle = "High finding on an unowned asset"\nfunction = "respond"\n'
+        'severity = "high"\nsubject = "finding"\nwhen = { severity = "high", "asset.has_owner" = false }\n'
+        'rationale = "r"\nremediation = "m"\n\n'
+        '[[rule]]\nid = "local.any-high"\ntitle = "High finding"\nfunction = "respond"\nseverity = "info"\n'
+        'subject = "finding"\nwhen = { severity = { in = ["high"] }, rule_id = { matches = "^protect[.]" } }\n'
+        'rationale = "r"\nremediation = "m"\n',
+        encoding="utf-8",
+    )
+    result = run_posture("evaluate", "--rules", str(pack), db=db)
+    assert result.returncode == 0 and "failed" not in result.stderr, result.stderr
+    rows = findings(db)
+    high_protect = [f for f in rows if f["severity"] == "high" and f["rule_id"].startswith("protect.")]
+    unowned = by_rule(rows, "local.unowned-high")
+    assert unowned and {f["address"] for f in unowned} == {SERVER.ip}  # the switch has an owner now
+    assert len(by_rule(rows, "local.any-high")) == len(high_protect) > 0
