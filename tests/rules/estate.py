@@ -31,6 +31,7 @@ class Host:
     mac: str
     ports: list[Port] = field(default_factory=list)
     os: tuple[str, str, str, str] | None = None  # (name, device type, family, cpe)
+    hostname: str | None = None
 
 
 WINDOWS_2008 = ("Microsoft Windows Server 2008 R2 SP1", "general purpose", "Windows",
@@ -45,7 +46,10 @@ def write_estate(path: Path, hosts: list[Host], when: float | None = None) -> Pa
            '<scaninfo type="syn" protocol="tcp" numservices="1000" services="1-1000"/>\n']  # fmt: skip
     for h in hosts:
         out.append(f'<host starttime="{start}" endtime="{start + 1}"><status state="up" reason="arp-response"/>\n')
-        out.append(f'<address addr="{h.ip}" addrtype="ipv4"/><address addr="{h.mac}" addrtype="mac"/>\n<ports>')
+        out.append(f'<address addr="{h.ip}" addrtype="ipv4"/><address addr="{h.mac}" addrtype="mac"/>\n')
+        if h.hostname:
+            out.append(f"<hostnames><hostname name={quoteattr(h.hostname)} type=\"PTR\"/></hostnames>")
+        out.append("<ports>")
         for port, name, product, version, extra, cpes, smb in h.ports:
             attrs = f"name={quoteattr(name)} product={quoteattr(product)}"
             attrs += f" version={quoteattr(version)}" if version else ""

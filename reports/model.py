@@ -1,0 +1,206 @@
+"""What the HTML report shows, computed from the inventory and the last evaluation: plain data, no markup.
+
+The template only lays this out; every number here is defined once, so the report and its tests agree.
+Device-supplied strings pass through `clean` (printable, bounded) before they reach a template, and the
+template escapes them (Jinja2 autoescape): markup in a banner or hostname is shown, never run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from rules.catalogue import default_catalogue
+from rules.engine import SEVERITIES, SEVERITY_RANK
+from rules.facts import add_lifecycle
+from rules.findings import finding_views
+from scanner.errors import PostureError
+from scanner.model import printable
+from scanner.store import Store
+from scanner.views import asset_views
+
+CATEGORIES = ("servers", "network", "end-user", "ot-iot", "unknown")
+FUNCTIONS = ("protect", "detect", "respond")
+# The score: the share of assets (in %) with no open, not accepted finding of these severities.
+SCORE_SEVERITIES = ("critical", "high")
+MAX_TEXT = 300
+
+
+def clean(value: Any, limit: int = MAX_TEXT) -> str:
+    """A device string fit to show: control and bidi-override characters made visible, length bounded."""
+    return printable("" if value is None else value, limit)
+
+
+def financial_year(day: date) -> str:
+    """UK financial year, April to March: 2026-11-23 is in 2026/27."""
+    start = day.year if day.month >= 4 else day.year - 1
+    return f"{start}/{str(start + 1)[2:]}"
+
+
+@dataclass
+class Report:
+    day: date
+    catalogue_date: str
+    kev_version: str
+    evaluation: dict[str, Any]
+    assets: list[dict[str, Any]]
+    findings: list[dict[str, Any]]
+    accepted: list[dict[str, Any]]
+    score: int
+    rag: dict[str, str]  # function -> red, amber, green
+    by_severity: dict[str, int]
+    coverage: dict[str, Any]
+    changes: dict[str, int]
+    cliff: list[dict[str, Any]]  # per financial year: counts by category
+    top_risks: list[dict[str, Any]]
+    rules: list[dict[str, Any]] = field(default_factory=list)  # findings grouped by rule
+
+
+def build_report(store: Store, day: date) -> Report:
+    evaluation = store.conn.execute(
+        "SELECT id, day, catalogue_date, kev_version, summary, finished_at FROM evaluations "
+        "WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    if evaluation is None:
+        raise PostureError("no evaluation yet: the report shows findings", "run `posture evaluate` first")
+    assets = asset_views(store)
+    add_lifecycle(store, assets, day)
+    every = finding_views(store, day)
+    open_findings = [f for f in every if not f["accepted"]]
+    accepted = [f for f in every if f["accepted"]]
+    by_severity = Counter(f["severity"] for f in open_findings)
+    hit = {f["asset_id"] for f in open_findings if f["severity"] in SCORE_SEVERITIES}
+    score = round(100 * (len(assets) - len(hit & {a["id"] for a in assets})) / len(assets)) if assets else 100
+    rules_detail = {r[0]: (r[1], r[2], r[3], json.loads(r[4])) for r in store.conn.execute(
+        "SELECT id, title, function, severity, detail FROM finding_rules")}  # fmt: skip
+    return Report(
+        day=day,
+        catalogue_date=str(evaluation[2] or default_catalogue().data_date),
+        kev_version=str(evaluation[3] or ""),
+        evaluation={"id": evaluation[0], "day": evaluation[1], "finished_at": evaluation[5]},
+        assets=[_asset_row(a) for a in assets],
+        findings=open_findings,
+        accepted=accepted,
+        score=score,
+        rag=_rag(open_findings),
+        by_severity={s: by_severity.get(s, 0) for s in SEVERITIES},
+        coverage=_coverage(assets),
+        changes=_changes(store, json.loads(evaluation[4] or "{}")),
+        cliff=_cliff(assets, day),
+        top_risks=_top_risks(open_findings, assets, rules_detail),
+        rules=_by_rule(open_findings, rules_detail),
+    )
+
+
+def _rag(findings: list[dict[str, Any]]) -> dict[str, str]:
+    """Red: a critical or high finding open; amber: a medium one; green: nothing above low."""
+    out = {}
+    for function in FUNCTIONS:
+        worst = max((SEVERITY_RANK[f["severity"]] for f in findings if f["function"] == function), default=-1)
+        if worst >= SEVERITY_RANK["high"]:
+            out[function] = "red"
+        else:
+            out[function] = "amber" if worst >= SEVERITY_RANK["medium"] else "green"
+    return out
+
+
+def _coverage(assets: list[dict[str, Any]]) -> dict[str, Any]:
+    """Share of assets whose OS release and lifecycle are known: unknown is never counted as safe."""
+    total = len(assets)
+    os_known = sum(1 for a in assets if a["os"] and a["os"].get("lifecycle_state") not in (None, "unknown"))
+    return {"assets": total, "known": os_known, "unknown": total - os_known,
+            "percent": round(100 * os_known / total) if total else 0}  # fmt: skip
+
+
+def _changes(store: Store, summary: dict[str, Any]) -> dict[str, int]:
+    scans = [r[0] for r in store.conn.execute(
+        "SELECT id FROM scans WHERE kind != 'asset-register' AND status IN ('complete', 'interrupted') "
+        "ORDER BY id DESC LIMIT 2")]  # fmt: skip
+    new_assets = 0
+    if len(scans) == 2:
+        new_assets = store.conn.execute(
+            "SELECT count(DISTINCT asset_id) FROM observations WHERE scan_id = ? AND asset_id NOT IN "
+            "(SELECT asset_id FROM observations WHERE scan_id < ?)", [scans[0], scans[0]]).fetchone()[0]  # fmt: skip
+    return {
+        "new_assets": int(new_assets),
+        "new_findings": int(summary.get("new", 0)),
+        "fixed_findings": int(summary.get("fixed", 0)),
+        "reopened_findings": int(summary.get("reopened", 0)),
+    }
+
+
+def _cliff(assets: list[dict[str, Any]], day: date) -> list[dict[str, Any]]:
+    """Assets whose OS reaches end of life, per UK financial year from the past to five years ahead."""
+    years: dict[str, Counter[str]] = defaultdict(Counter)
+    current = financial_year(day)
+    for a in assets:
+        os_ = a["os"] or {}
+        eol = os_.get("eol_date")
+        if not eol or os_.get("lifecycle_state") == "unknown":
+            continue
+        fy = financial_year(date.fromisoformat(eol))
+        label = "earlier" if fy < current and os_.get("lifecycle_state") == "end-of-life" else fy
+        years[label][a.get("category") or "unknown"] += 1
+    start = int(current[:4])
+    labels = ["earlier"] + [f"{y}/{str(y + 1)[2:]}" for y in range(start, start + 6)]
+    return [{"year": y, **{c: years[y].get(c, 0) for c in CATEGORIES}, "total": sum(years[y].values())} for y in labels]
+
+
+def _asset_row(a: dict[str, Any]) -> dict[str, Any]:
+    os_ = a["os"] or {}
+    return {
+        "id": a["id"],
+        "address": clean(", ".join(a["addresses"][:2]), 80),
+        "name": clean(a["name"], 80),
+        "category": a.get("category") or "unknown",
+        "os": clean((os_.get("name") or "").splitlines()[0] if os_.get("name") else "unknown", 120),
+        "product": clean(" ".join(x for x in (os_.get("product"), os_.get("cycle")) if x), 80),
+        "state": os_.get("lifecycle_state") or "unknown",
+        "eol_date": os_.get("eol_date"),
+        "software": [
+            {"product": clean(s["product"], 60), "cycle": clean(s["cycle"] or "", 30), "state": s["lifecycle_state"],
+             "eol_date": s["eol_date"]}
+            for s in a.get("software", [])[:20]
+        ],
+        "sources": ", ".join(a["sources"]),
+        "owner": clean(a["owner"], 80) if a["owner"] else "",
+    }
+
+
+def _top_risks(findings: list[dict[str, Any]], assets: list[dict[str, Any]],
+               rules: dict[str, tuple[str, str, str, dict[str, Any]]]) -> list[dict[str, Any]]:  # fmt: skip
+    """The ten worst open findings: severity first, then the asset's criticality, then exposure (services)."""
+    crit = {a["id"]: (a.get("criticality") or "").lower() for a in assets}
+    exposure = {a["id"]: len(a["services"]) for a in assets}
+    weight = {"critical": 3, "high": 2, "medium": 1}
+    ranked = sorted(findings, key=lambda f: (-SEVERITY_RANK[f["severity"]], -weight.get(crit.get(f["asset_id"], ""), 0),
+                                             -exposure.get(f["asset_id"], 0), f["id"]))  # fmt: skip
+    return [{**f, "title": clean(f["title"]), "evidence": clean(f["evidence"]), "owner": clean(f["owner"] or ""),
+             "address": clean(f["address"] or "", 80), "hostname": clean(f["hostname"] or "", 120),
+             "remediation": rules.get(f["rule_id"], ("", "", "", {}))[3].get("remediation", "")}
+            for f in ranked[:10]]  # fmt: skip
+
+
+def _by_rule(findings: list[dict[str, Any]],
+             rules: dict[str, tuple[str, str, str, dict[str, Any]]]) -> list[dict[str, Any]]:  # fmt: skip
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for f in findings:
+        grouped[f["rule_id"]].append(f)
+    out = []
+    for rule_id, items in grouped.items():
+        title, function, severity, detail = rules.get(rule_id, (rule_id, "", "", {}))
+        out.append({
+            "id": rule_id, "title": title, "function": function, "severity": severity, "count": len(items),
+            "rationale": detail.get("rationale", ""), "remediation": detail.get("remediation", ""),
+            "decommission": detail.get("decommission"), "references": detail.get("references", {}),
+            "findings": [{"id": f["id"], "address": clean(f["address"] or "", 80), "owner": clean(f["owner"] or ""),
+                          "what": clean(" ".join(str(x) for x in (f["product"], f["cycle"] or f["version"]) if x)),
+                          "state": f["lifecycle_state"], "evidence": clean(f["evidence"]), "status": f["status"]}
+                         for f in items[:200]],
+            "more": max(0, len(items) - 200),
+        })  # fmt: skip
+    out.sort(key=lambda r: (-SEVERITY_RANK.get(r["severity"], 0), -r["count"], r["id"]))
+    return out
