@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import click
 
 from scanner.errors import PostureError
 
+on_option = click.option("--on", "on_day", metavar="YYYY-MM-DD",
+                         help="Judge lifecycles, SLAs and exceptions as of this day (default: today).")  # fmt: skip
+
+
+def _day(on_day: str | None) -> date:
+    try:
+        return date.fromisoformat(on_day) if on_day else date.today()
+    except ValueError as exc:
+        raise PostureError(f"invalid date {on_day!r}", "use YYYY-MM-DD") from exc
+
 
 @click.command("report")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Write the HTML report to this file (one self-contained file: no network, no script).")
-@click.option("--on", "on_day", metavar="YYYY-MM-DD", help="Judge lifecycles and exceptions as of this day.")
+@on_option
 @click.pass_context
 def report(ctx: click.Context, html_path: Path, on_day: str | None) -> None:
     """Write the report for security leads: score, end-of-life cliff, top risks, inventory, findings.
@@ -22,15 +39,176 @@ def report(ctx: click.Context, html_path: Path, on_day: str | None) -> None:
     browser, prints cleanly, and can be attached to an e-mail.
     """
     from reports.html import write_html
-    from scanner.cli import open_store
 
-    try:
-        day = date.fromisoformat(on_day) if on_day else date.today()
-    except ValueError as exc:
-        raise PostureError(f"invalid date {on_day!r}", "use YYYY-MM-DD") from exc
+    day = _day(on_day)
     if not html_path.parent.is_dir():
         raise PostureError(f"no such folder: {html_path.parent}", "give a path in an existing folder")
-    with open_store(ctx, readonly=True) as store:
-        result = write_html(store, html_path, day)
+    with _open(ctx) as (store, settings):
+        result = write_html(store, html_path, day, settings)
     click.echo(f"report written: {html_path} ({len(result.assets)} assets, {len(result.findings)} open findings, "
                f"{len(result.accepted)} accepted; score {result.score}/100)")  # fmt: skip
+
+
+def md(value: Any, limit: int = 200) -> str:
+    """A value fit for a Markdown table cell: printable, bounded, every Markdown/HTML character escaped."""
+    from reports.documents import md_escape
+    from reports.model import clean
+
+    return md_escape(clean(value, limit))
+
+
+def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        for row in rows:
+            values = (row.get(c) for c in columns)
+            writer.writerow([" ".join(map(str, v)) if isinstance(v, list) else v for v in values])
+        return
+    click.echo("| " + " | ".join(columns) + " |")
+    click.echo("|" + "---|" * len(columns))
+    for row in rows:
+        cells = [md("; ".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v)) for v in
+                 (row.get(c) for c in columns)]  # fmt: skip
+        click.echo("| " + " | ".join(cells) + " |")
+
+
+@click.group("plan")
+def plan() -> None:
+    """Plans from the open findings: remediation actions and decommissioning (after `posture evaluate`)."""
+
+
+@plan.command("remediation")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
+@on_option
+@click.pass_context
+def plan_remediation(ctx: click.Context, fmt: str, on_day: str | None) -> None:
+    """Actions a team can execute, worst first: what, how many assets, owners, target date, effort.
+
+    Target dates follow the SLA per severity (config [rules] sla_days) from when the oldest finding of
+    the action opened. Effort is a planning estimate in hours: an OS upgrade 8 per host, a software
+    upgrade 2, a configuration change 0.5, an investigation 1.
+    """
+    from reports.plans import remediation_plan
+
+    day = _day(on_day)
+    with _open(ctx) as (store, settings):
+        actions = [a.as_dict() for a in remediation_plan(store, day, settings)]
+    if fmt == "md":
+        click.echo(f"# Remediation plan, {day.isoformat()}\n")
+        click.echo(f"{len(actions)} actions, {sum(a['effort_hours'] for a in actions):g} hours estimated.\n")
+    _rows_out(actions, ["action", "severity", "assets", "owners", "target_date", "effort_hours", "rule_id"], fmt)
+
+
+@plan.command("decommission")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
+@on_option
+@click.pass_context
+def plan_decommission(ctx: click.Context, fmt: str, on_day: str | None) -> None:
+    """Candidates for retirement (end of life with no upgrade path, no owner, exploited and unpatchable):
+    what each still serves, when it was last seen, and the steps, in sequence (riskiest first)."""
+    from reports.plans import DECOMMISSION_STEPS, decommission_plan
+
+    day = _day(on_day)
+    with _open(ctx) as (store, _):
+        rows = decommission_plan(store, day)
+    if fmt == "md":
+        click.echo(f"# Decommissioning plan, {day.isoformat()}\n")
+        click.echo("Steps for each asset, in order: " + "; ".join(f"{n}. {s}" for n, s in
+                                                                 enumerate(DECOMMISSION_STEPS, 1)) + ".\n")  # fmt: skip
+    columns = ["sequence", "asset_id", "address", "name", "owner", "runs", "why", "still_serves", "last_seen"]
+    _rows_out(rows, columns if fmt != "json" else [], fmt)
+
+
+@plan.command("procurement")
+@click.option("--format", "fmt", type=click.Choice(["md", "odt", "docx", "csv"]), default="md", show_default=True)
+@click.option("--costs", "costs_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Cost table: TOML ([products.SLUG] upgrade/replace/retire/esu_per_year) or CSV "
+                   "(product,option,unit_price). Without it, options are listed without prices.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (required for odt and docx; md and csv go to standard output otherwise).")
+@on_option
+@click.pass_context
+def plan_procurement(ctx: click.Context, fmt: str, costs_path: Path | None, out_path: Path | None,
+                     on_day: str | None) -> None:  # fmt: skip
+    """The legacy-technology section of a procurement strategy: replacement lots by product and category,
+    quantities, end-of-life dates, blockers, options and costs, totals by UK financial year, TCO."""
+    from reports.documents import to_markdown, write_docx, write_odt
+    from reports.procurement import load_costs, lots_rows, procurement_document, procurement_lots
+
+    if fmt in ("odt", "docx") and out_path is None:
+        raise PostureError(f"--format {fmt} writes a file", f"add --out strategy.{fmt}")
+    if out_path is not None and not out_path.parent.is_dir():
+        raise PostureError(f"no such folder: {out_path.parent}", "give a path in an existing folder")
+    costs = load_costs(costs_path)
+    with _open(ctx) as (store, settings):
+        lots = procurement_lots(store, _day(on_day), settings, costs)
+    doc = procurement_document(lots, costs, _day(on_day))
+    if fmt in ("odt", "docx"):
+        assert out_path is not None
+        (write_odt if fmt == "odt" else write_docx)(doc, out_path)
+        click.echo(f"written: {out_path} ({len(lots)} lots)")
+        return
+    if fmt == "csv":
+        buffer = io.StringIO()
+        header, rows = lots_rows(lots)
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    else:
+        text = to_markdown(doc)
+    if out_path is None:
+        click.echo(text, nl=False)
+    else:
+        out_path.write_text(text, encoding="utf-8")
+        click.echo(f"written: {out_path} ({len(lots)} lots)")
+
+
+EXPORT_COLUMNS = {
+    "assets": ["id", "name", "addresses", "macs", "hostnames", "category", "os_product", "os_cycle",
+               "os_lifecycle_state", "os_eol_date", "owner", "business_service", "site", "criticality",
+               "first_seen", "last_seen", "sources"],
+    "findings": ["id", "rule_id", "title", "function", "severity", "status", "accepted", "accepted_until",
+                 "asset_id", "address", "hostname", "owner", "product", "version", "cycle", "lifecycle_state",
+                 "eol_date", "evidence", "first_seen", "last_seen"],
+}  # fmt: skip
+
+
+@click.command("export")
+@click.argument("what", type=click.Choice(["assets", "findings"]))
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.pass_context
+def export(ctx: click.Context, what: str, fmt: str) -> None:
+    """Assets or open findings for a CMDB or ticketing tool (columns listed in the README)."""
+    from rules.facts import add_lifecycle
+    from rules.findings import finding_views
+    from scanner.views import asset_views
+
+    with _open(ctx) as (store, _):
+        if what == "findings":
+            rows = finding_views(store, date.today())
+        else:
+            rows = asset_views(store)
+            add_lifecycle(store, rows)
+            for r in rows:
+                os_ = r["os"] or {}
+                r.update({f"os_{k}": os_.get(k) for k in ("product", "cycle", "lifecycle_state", "eol_date")})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        _rows_out(rows, EXPORT_COLUMNS[what], "csv")
+
+
+@contextmanager
+def _open(ctx: click.Context) -> Iterator[tuple[Any, Any]]:
+    from rules.cli import _settings
+    from scanner.cli import open_store
+
+    with open_store(ctx, readonly=True) as store:
+        if store.conn.execute("SELECT 1 FROM evaluations LIMIT 1").fetchone() is None:
+            raise PostureError("no evaluation yet", "run `posture evaluate` first")
+        yield store, _settings(ctx)

@@ -13,6 +13,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from reports.model import CATEGORIES, Report, build_report, clean
+from rules.engine import Settings
 from scanner.store import Store
 
 CATEGORY_COLOURS = {"servers": "#1d4f91", "network": "#2e7d32", "end-user": "#8e6c00", "ot-iot": "#a03030",
@@ -38,8 +39,8 @@ def render_html(report: Report) -> str:
     )
 
 
-def write_html(store: Store, path: Path, day: date) -> Report:
-    report = build_report(store, day)
+def write_html(store: Store, path: Path, day: date, settings: Settings) -> Report:
+    report = build_report(store, day, settings)
     text = render_html(report)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

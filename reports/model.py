@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from reports.plans import decommission_plan, remediation_plan
 from rules.catalogue import default_catalogue
-from rules.engine import SEVERITIES, SEVERITY_RANK
+from rules.engine import SEVERITIES, SEVERITY_RANK, Settings
 from rules.facts import add_lifecycle
 from rules.findings import finding_views
 from scanner.errors import PostureError
@@ -57,9 +58,11 @@ class Report:
     cliff: list[dict[str, Any]]  # per financial year: counts by category
     top_risks: list[dict[str, Any]]
     rules: list[dict[str, Any]] = field(default_factory=list)  # findings grouped by rule
+    actions: list[dict[str, Any]] = field(default_factory=list)  # the remediation plan
+    decommission: list[dict[str, Any]] = field(default_factory=list)  # decommissioning candidates
 
 
-def build_report(store: Store, day: date) -> Report:
+def build_report(store: Store, day: date, settings: Settings) -> Report:
     evaluation = store.conn.execute(
         "SELECT id, day, catalogue_date, kev_version, summary, finished_at FROM evaluations "
         "WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1"
@@ -92,7 +95,13 @@ def build_report(store: Store, day: date) -> Report:
         cliff=_cliff(assets, day),
         top_risks=_top_risks(open_findings, assets, rules_detail),
         rules=_by_rule(open_findings, rules_detail),
-    )
+        actions=[{**a.as_dict(), "action": clean(a.what), "owners": [clean(o, 80) for o in a.owners]}
+                 for a in remediation_plan(store, day, settings)],
+        decommission=[{**c, "name": clean(c["name"], 80), "owner": clean(c["owner"], 80),
+                       "runs": [clean(r, 80) for r in c["runs"]],
+                       "still_serves": [clean(x, 60) for x in c["still_serves"]]}
+                      for c in decommission_plan(store, day)],
+    )  # fmt: skip
 
 
 def _rag(findings: list[dict[str, Any]]) -> dict[str, str]:

@@ -622,8 +622,16 @@ class Ingest:
         self.last_asset_id = 0
 
     def _asset_for(
-        self, ips: list[str], macs: list[str], hostnames: list[str], when: str, sysnames: Sequence[str] = ()
+        self,
+        ips: list[str],
+        macs: list[str],
+        hostnames: list[str],
+        when: str,
+        sysnames: Sequence[str] = (),
+        sighting: bool = True,
     ) -> int:
+        """The asset these identifiers belong to (made if new). `sighting`: the asset was seen on the network
+        now; a register row is not a sighting, so it leaves first_seen/last_seen alone (NULL if never seen)."""
         asset_id = self.index.match(ips, macs, [*hostnames, *sysnames])
         name = next((h for h in [*hostnames, *sysnames] if h not in GENERIC_HOSTNAMES), None) or (
             ips[0] if ips else None
@@ -631,9 +639,9 @@ class Ingest:
         if asset_id is None:
             asset_id = self._next_asset
             self._next_asset += 1
-            self._new_assets.append((asset_id, name, when, when))
+            self._new_assets.append((asset_id, name, when if sighting else None, when if sighting else None))
             self.stats.new_assets += 1
-        else:
+        elif sighting:
             first, last, old_name = self._seen.get(asset_id, (when, when, None))
             self._seen[asset_id] = (min(first, when), max(last, when), name or old_name)
         for kind, values in (("ipv4", ips), ("mac", macs), ("hostname", hostnames), ("sysname", sysnames)):
@@ -678,7 +686,7 @@ class Ingest:
         when = self.fallback_time
         ips = list(entry.addresses)
         hostnames = list(entry.hostnames)
-        asset_id = self._asset_for(ips, [], hostnames, when)
+        asset_id = self._asset_for(ips, [], hostnames, when, sighting=False)
         self.flush()  # the asset row must exist before the register fields are set on it
         self.conn.execute(
             "UPDATE assets SET in_register = 1, owner = ?, business_service = ?, site = ?, criticality = ?, "

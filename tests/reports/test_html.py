@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import struct
 import subprocess
 import threading
@@ -139,9 +140,14 @@ def test_report_renders_and_has_its_sections(report: Path) -> None:
     assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
     width, height = struct.unpack(">II", shot.read_bytes()[16:24])
     assert (width, height) == (1280, 2400) and shot.stat().st_size > 50_000  # a page drawn, not a blank one
+    # Printed (the print stylesheet): Chromium's own PDF printer gives a real, multi-page document.
+    pdf = report.with_suffix(".pdf")
+    printed = chromium(f"--print-to-pdf={pdf}", "--no-pdf-header-footer", report.as_uri())
+    assert printed.returncode == 0 and pdf.read_bytes()[:5] == b"%PDF-", printed.stderr[-2000:]
+    assert len(re.findall(rb"/Type\s*/Page(?!s)", pdf.read_bytes())) >= 2
     text = report.read_text(encoding="utf-8")
-    for heading in ("Executive summary", "End-of-life cliff", "Top risks", "Inventory", "Findings by rule",
-                    "Accepted exceptions"):  # fmt: skip
+    for heading in ("Executive summary", "End-of-life cliff", "Top risks", "Remediation plan", "Inventory",
+                    "Findings by rule", "Accepted exceptions"):  # fmt: skip
         assert f">{heading}</h2>" in text
     assert "endoflife.date as of 2026-08-22" in text and "CISA Known Exploited Vulnerabilities catalogue" in text
     assert "@media print" in text and 'lang="en-GB"' in text and '<th scope="col">' in text

@@ -1,0 +1,131 @@
+"""Plans built from the open findings: remediation actions a team can execute, and decommissioning.
+
+Remediation groups findings into actions by what has to be done (a rule and, for lifecycle rules, the
+product and release): "Upgrade 14 hosts from Windows Server 2012 R2", "Telnet exposed on 6 devices". Each
+action has owners (from the asset register; assets without one are listed as "no owner"), a target date
+from the SLA of its severity counted from when its oldest finding opened, and an effort estimate. Actions
+are ordered by severity, then the highest criticality among their assets, then exposure (open services).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from rules.engine import SEVERITY_RANK, Settings
+from rules.findings import finding_views
+from scanner.store import Store
+from scanner.views import asset_views
+
+# Hours of work per asset, by the kind of action (a planning figure, shown with the plan).
+EFFORT_HOURS = {"upgrade-os": 8.0, "upgrade-software": 2.0, "configuration": 0.5, "investigate": 1.0}
+EFFORT_BY_RULE = {
+    "protect.eol-os": "upgrade-os", "protect.extended-support-only": "upgrade-os",
+    "respond.decommission-candidate": "upgrade-os", "respond.kev-end-of-life": "upgrade-os",
+    "protect.eol-software": "upgrade-software", "protect.eol-within-horizon": "upgrade-software",
+    "respond.kev-family": "upgrade-software",
+}  # fmt: skip
+SERVICE_SUBJECT = re.compile(r"^(tcp|udp|sctp)/\d+$")  # a finding about a port: a configuration change
+CRITICALITY = {"critical": 3, "high": 2, "medium": 1}
+DECOMMISSION_RULES = ("respond.decommission-candidate", "respond.eol-no-owner", "respond.kev-end-of-life")
+DECOMMISSION_STEPS = (
+    "Owner sign-off (or, with no owner, the service's senior responsible owner)",
+    "Migrate or archive its data under the retention schedule",
+    "Securely sanitise its storage media (NCSC guidance on secure sanitisation)",
+    "Remove it from the network, DNS, DHCP reservations and monitoring",
+    "Update the asset register and cancel its licences and support contracts",
+)
+
+
+@dataclass
+class Action:
+    rule_id: str
+    title: str
+    severity: str
+    what: str
+    findings: list[dict[str, Any]]
+    assets: list[int]
+    owners: list[str]
+    target_date: str
+    effort_hours: float
+    criticality: int
+    exposure: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.what, "rule_id": self.rule_id, "severity": self.severity, "assets": len(self.assets),
+            "asset_ids": self.assets, "owners": self.owners, "target_date": self.target_date,
+            "effort_hours": self.effort_hours, "findings": [f["id"] for f in self.findings],
+        }  # fmt: skip
+
+
+def _verb(rule_id: str, title: str, product: str | None, release: str | None, count: int) -> str:
+    noun = "host" if count == 1 else "hosts"
+    if rule_id in ("protect.eol-os", "protect.extended-support-only", "respond.decommission-candidate") and product:
+        return f"Upgrade or replace {count} {noun} running {product} {release or ''}".rstrip()
+    if rule_id in ("protect.eol-software", "protect.eol-within-horizon") and product:
+        return f"Upgrade {product} {release or ''} on {count} {noun}".replace("  ", " ")
+    if product:
+        return f"{title}: {product} {release or ''} ({count} {noun})".replace("  ", " ")
+    return f"{title}: {count} {noun}"
+
+
+def remediation_plan(store: Store, day: date, settings: Settings) -> list[Action]:
+    """Open, not accepted findings grouped into actions, worst first."""
+    assets = {a["id"]: a for a in asset_views(store)}
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for f in finding_views(store, day):
+        if f["accepted"] or f["rule_id"] == "respond.past-sla":  # overdue is a property of the others
+            continue
+        groups[(f["rule_id"], f["product"] or "", f["cycle"] or f["version"] or "")].append(f)
+    actions = []
+    for (rule_id, product, release), items in groups.items():
+        asset_ids = sorted({f["asset_id"] for f in items if f["asset_id"] is not None})
+        owners = sorted({assets[a]["owner"] or "no owner" for a in asset_ids if a in assets}) or ["no owner"]
+        severity = items[0]["severity"]
+        opened = min(f["opened_at"] for f in items)
+        target = date.fromisoformat(opened[:10]) + timedelta(days=settings.sla_days.get(severity, 365))
+        by_subject = "configuration" if SERVICE_SUBJECT.match(items[0]["subject"]) else "investigate"
+        kind = EFFORT_BY_RULE.get(rule_id, by_subject)
+        actions.append(Action(
+            rule_id=rule_id, title=items[0]["title"], severity=severity,
+            what=_verb(rule_id, items[0]["title"], product or None, release or None, len(asset_ids) or len(items)),
+            findings=items, assets=asset_ids, owners=owners, target_date=target.isoformat(),
+            effort_hours=EFFORT_HOURS[kind] * max(len(asset_ids), 1),
+            criticality=max((CRITICALITY.get((assets[a]["criticality"] or "").lower(), 0) for a in asset_ids
+                             if a in assets), default=0),
+            exposure=sum(len(assets[a]["services"]) for a in asset_ids if a in assets),
+        ))  # fmt: skip
+    actions.sort(key=lambda a: (-SEVERITY_RANK[a.severity], -a.criticality, -a.exposure, a.target_date, a.what))
+    return actions
+
+
+def decommission_plan(store: Store, day: date) -> list[dict[str, Any]]:
+    """Assets that are candidates for retirement, riskiest first, with what they still serve and the steps."""
+    assets = {a["id"]: a for a in asset_views(store)}
+    reasons: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for f in finding_views(store, day):
+        if f["rule_id"] in DECOMMISSION_RULES and f["asset_id"] in assets:
+            reasons[f["asset_id"]].append(f)
+    out = []
+    for asset_id, items in reasons.items():
+        a = assets[asset_id]
+        worst = max(SEVERITY_RANK[f["severity"]] for f in items)
+        out.append({
+            "asset_id": asset_id, "address": (a["addresses"] or [None])[0], "name": a["name"],
+            "owner": a["owner"] or "no owner", "last_seen": a["last_seen"],
+            "why": sorted({f["title"] for f in items}),
+            "runs": sorted({" ".join(str(x) for x in (f["product"], f["cycle"] or f["version"]) if x)
+                            for f in items if f["product"]}),
+            "still_serves": [f"{s['port']}/{s['protocol']} {s['name'] or ''}".strip() for s in a["services"]],
+            "steps": list(DECOMMISSION_STEPS), "severity_rank": worst,
+        })  # fmt: skip
+    # Riskiest first; among equals, what serves least goes first (fewest dependants to move).
+    out.sort(key=lambda c: (-c["severity_rank"], len(c["still_serves"]), c["asset_id"]))
+    for n, c in enumerate(out, start=1):
+        c["sequence"] = n
+        del c["severity_rank"]
+    return out
