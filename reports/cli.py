@@ -14,17 +14,11 @@ from typing import Any
 
 import click
 
+from rules.cli import parse_day
 from scanner.errors import PostureError
 
 on_option = click.option("--on", "on_day", metavar="YYYY-MM-DD",
                          help="Judge lifecycles, SLAs and exceptions as of this day (default: today).")  # fmt: skip
-
-
-def _day(on_day: str | None) -> date:
-    try:
-        return date.fromisoformat(on_day) if on_day else date.today()
-    except ValueError as exc:
-        raise PostureError(f"invalid date {on_day!r}", "use YYYY-MM-DD") from exc
 
 
 @click.command("report")
@@ -40,7 +34,7 @@ def report(ctx: click.Context, html_path: Path, on_day: str | None) -> None:
     """
     from reports.html import write_html
 
-    day = _day(on_day)
+    day = parse_day(on_day)
     if not html_path.parent.is_dir():
         raise PostureError(f"no such folder: {html_path.parent}", "give a path in an existing folder")
     with _open(ctx) as (store, settings):
@@ -94,7 +88,7 @@ def plan_remediation(ctx: click.Context, fmt: str, on_day: str | None) -> None:
     """
     from reports.plans import remediation_plan
 
-    day = _day(on_day)
+    day = parse_day(on_day)
     with _open(ctx) as (store, settings):
         actions = [a.as_dict() for a in remediation_plan(store, day, settings)]
     if fmt == "md":
@@ -112,7 +106,7 @@ def plan_decommission(ctx: click.Context, fmt: str, on_day: str | None) -> None:
     what each still serves, when it was last seen, and the steps, in sequence (riskiest first)."""
     from reports.plans import DECOMMISSION_STEPS, decommission_plan
 
-    day = _day(on_day)
+    day = parse_day(on_day)
     with _open(ctx) as (store, _):
         rows = decommission_plan(store, day)
     if fmt == "md":
@@ -145,8 +139,8 @@ def plan_procurement(ctx: click.Context, fmt: str, costs_path: Path | None, out_
         raise PostureError(f"no such folder: {out_path.parent}", "give a path in an existing folder")
     costs = load_costs(costs_path)
     with _open(ctx) as (store, settings):
-        lots = procurement_lots(store, _day(on_day), settings, costs)
-    doc = procurement_document(lots, costs, _day(on_day))
+        lots = procurement_lots(store, parse_day(on_day), settings, costs)
+    doc = procurement_document(lots, costs, parse_day(on_day))
     if fmt in ("odt", "docx"):
         assert out_path is not None
         (write_odt if fmt == "odt" else write_docx)(doc, out_path)
@@ -205,10 +199,10 @@ def export(ctx: click.Context, what: str, fmt: str) -> None:
 
 @contextmanager
 def _open(ctx: click.Context) -> Iterator[tuple[Any, Any]]:
-    from rules.cli import _settings
+    from rules.cli import rule_settings
     from scanner.cli import open_store
 
     with open_store(ctx, readonly=True) as store:
         if store.conn.execute("SELECT 1 FROM evaluations LIMIT 1").fetchone() is None:
             raise PostureError("no evaluation yet", "run `posture evaluate` first")
-        yield store, _settings(ctx)
+        yield store, rule_settings(ctx)

@@ -18,7 +18,8 @@ def catalogue() -> None:
     """The lifecycle catalogue: release cycles and the dates their support ends (endoflife.date, MIT)."""
 
 
-def _today(value: str | None) -> date:
+def parse_day(value: str | None) -> date:
+    """A YYYY-MM-DD option (today when not given), or a clear error."""
     try:
         return date.fromisoformat(value) if value else date.today()
     except ValueError as exc:
@@ -55,7 +56,7 @@ def catalogue_show(product: str, on_day: str | None, fmt: str) -> None:
             f"no product {product[:60]!r} in the catalogue",
             f"did you mean {', '.join(close[:5])}?" if close else "see `posture catalogue list`",
         )
-    today = _today(on_day)
+    today = parse_day(on_day)
     rows = []
     for cycle in found.cycles:
         st = found.status(cycle, today)
@@ -100,7 +101,7 @@ def catalogue_update(file: Path, data_date: str | None) -> None:
 
     if not file.is_file():
         raise PostureError(f"no such file: {file}", "give an endoflife.date product JSON file")
-    day = _today(data_date).isoformat()
+    day = parse_day(data_date).isoformat()
     try:
         slugs = update_catalogue(file, day)
     except CatalogueError as exc:
@@ -119,7 +120,8 @@ rules_option = click.option(
 )
 
 
-def _settings(ctx: click.Context) -> Any:
+def rule_settings(ctx: click.Context) -> Any:
+    """The [rules] settings of the config file (horizon, SLAs, ...), or a clear error."""
     from rules.engine import RuleError, Settings
     from scanner.cli import load_config
 
@@ -139,7 +141,7 @@ def _load(ctx: click.Context, rule_dirs: tuple[Path, ...]) -> Any:
     if isinstance(configured, list):
         config_dirs = [Path(d).expanduser() for d in configured if isinstance(d, str)]
     try:
-        return load_rules([*config_dirs, *rule_dirs], _settings(ctx))
+        return load_rules([*config_dirs, *rule_dirs], rule_settings(ctx))
     except RuleError as exc:
         raise PostureError(str(exc), "fix the rule pack (`posture rules lint DIR` checks it)") from exc
 
@@ -208,7 +210,7 @@ def after_scan(ctx: click.Context, store: Any) -> list[str]:
     from rules.findings import evaluate
     from rules.kev import default_kev
 
-    summary = evaluate(store, _load(ctx, ()), default_catalogue(), default_kev(), date.today(), _settings(ctx))
+    summary = evaluate(store, _load(ctx, ()), default_catalogue(), default_kev(), date.today(), rule_settings(ctx))
     return _summary_lines(summary)
 
 
@@ -250,8 +252,8 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
     from scanner.cli import open_store
 
     rules = _load(ctx, rule_dirs)
-    settings = _settings(ctx)
-    day = _today(on_day)
+    settings = rule_settings(ctx)
+    day = parse_day(on_day)
     with open_store(ctx) as store:
         store.reap_stale_scans()
 
@@ -379,7 +381,7 @@ def accept_command(ctx: click.Context, target: str, until: str, reason: str, esu
     from rules.findings import accept
     from scanner.cli import open_store
 
-    day = _today(until)
+    day = parse_day(until)
     with open_store(ctx) as store:
         rule_ids = {r.id for r in _load(ctx, rule_dirs)}
         note = accept(store, target, day, reason, esu, rule_ids, date.today())
