@@ -840,6 +840,50 @@ def scans(ctx: click.Context, fmt: str, limit: int, devices_of: int | None) -> N
     Console(highlight=False).print(table)
 
 
+@cli.command()
+@click.argument("scans_to_compare", metavar="[SCAN_A SCAN_B]", nargs=-1, type=int)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
+@click.pass_context
+def diff(ctx: click.Context, scans_to_compare: tuple[int, ...], fmt: str) -> None:
+    """What changed between two scans (default: the two newest of the same kind): assets new and gone,
+    and per asset the OS, MACs, services opened and closed, and versions changed.
+
+    An asset counts as gone only if the newer scan covered its address.
+    """
+    from scanner.diff import default_pair, diff_scans
+
+    if len(scans_to_compare) not in (0, 2):
+        raise PostureError("give two scan ids, or none", "e.g. posture diff 12 15 (see `posture scans`)")
+    with open_store(ctx, readonly=True) as store:
+        older, newer = scans_to_compare if scans_to_compare else default_pair(store)
+        result = diff_scans(store, older, newer)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    lines = [f"scan {older} -> scan {newer}: {len(result['new'])} new, {len(result['gone'])} gone, "
+             f"{len(result['changed'])} changed"]  # fmt: skip
+    for label, rows in (("new", result["new"]), ("gone", result["gone"])):
+        lines += [f"{label}: {r['asset_id']} {' '.join(r['addresses'])} {r['name']}".rstrip() for r in rows]
+    for c in result["changed"]:
+        parts = []
+        if "os" in c:
+            parts.append(f"os {c['os']['before']!r} -> {c['os']['after']!r}")
+        if "macs" in c:
+            parts.append(f"mac {' '.join(c['macs']['before'])} -> {' '.join(c['macs']['after'])}")
+        parts += [f"opened {p} {v}".rstrip() for p, v in c.get("opened", {}).items()]
+        parts += [f"closed {p}" for p in c.get("closed", {})]
+        parts += [f"{p} {v['before']} -> {v['after']}" for p, v in c.get("versions", {}).items()]
+        lines.append(f"changed: {c['asset_id']} {c['name']}: " + "; ".join(parts))
+    if fmt == "md":
+        click.echo(f"# Changes, scan {older} to scan {newer}\n")
+        for line in lines[1:]:
+            click.echo("- " + line.replace("|", "\\|").replace("<", "\\<").replace(">", "\\>"))
+        click.echo(f"\n{lines[0]}")
+        return
+    for line in lines:
+        click.echo(printable(line, 2000))
+
+
 def _load_plugins() -> None:
     """Commands of later stages (rules, reports) register here through the `posture.commands` entry point."""
     for ep in entry_points(group="posture.commands"):

@@ -1,0 +1,140 @@
+"""What changed between two scans: assets new and gone, and for assets in both, OS, MAC and services.
+
+An asset is "gone" only if the later scan looked where it was (its address is inside the later scan's
+targets): an asset outside a smaller scan is not gone, just not looked at. Imports have no targets, so
+everything the earlier one saw counts as looked at. Read-only: nothing here writes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from scanner.errors import PostureError
+from scanner.model import printable
+from scanner.store import Store
+from scanner.targets import IPNetwork, parse_target
+
+
+@dataclass
+class Seen:
+    """What one scan saw of one asset."""
+
+    addresses: set[str] = field(default_factory=set)
+    macs: set[str] = field(default_factory=set)
+    os: str | None = None
+    ports_scanned: bool = False
+    services: dict[str, str] = field(default_factory=dict)  # "tcp/22" -> "OpenSSH 9.2p1"
+
+
+def default_pair(store: Store) -> tuple[int, int]:
+    """The two newest finished scans of the same kind (a scan, an SNMP scan, an import)."""
+    rows = store.conn.execute(
+        "SELECT id, kind FROM scans WHERE kind != 'asset-register' AND status IN ('complete', 'interrupted') "
+        "ORDER BY id DESC"
+    ).fetchall()
+    for n, (newest, kind) in enumerate(rows):
+        older = next((r[0] for r in rows[n + 1 :] if r[1] == kind), None)
+        if older is not None:
+            return older, newest
+    raise PostureError("there are not two finished scans of the same kind to compare", "see `posture scans`")
+
+
+def _seen(store: Store, scan_id: int) -> dict[int, Seen]:
+    conn = store.conn
+    out: dict[int, Seen] = defaultdict(Seen)
+    for asset_id, address, ports_scanned, evidence in conn.execute(
+        "SELECT asset_id, address, ports_scanned, evidence FROM observations WHERE scan_id = ?", [scan_id]
+    ):
+        s = out[asset_id]
+        if address:
+            s.addresses.add(address)
+        s.ports_scanned |= bool(ports_scanned)
+        try:
+            for kind, value in json.loads(evidence).get("addresses", []):
+                (s.macs if kind == "mac" else s.addresses).add(value)
+        except (ValueError, TypeError, AttributeError):
+            pass  # evidence without addresses (SNMP keeps them elsewhere)
+    for asset_id, name in conn.execute(
+        "SELECT asset_id, name FROM software WHERE scan_id = ? AND kind = 'os' ORDER BY accuracy DESC, id", [scan_id]
+    ):
+        if out[asset_id].os is None:
+            out[asset_id].os = printable(name.splitlines()[0] if name else "", 120)
+    for asset_id, port, protocol, product, version in conn.execute(
+        "SELECT asset_id, port, protocol, product, version FROM services WHERE scan_id = ? AND state = 'open'",
+        [scan_id],
+    ):
+        out[asset_id].services[f"{protocol}/{port}"] = printable(" ".join(x for x in (product, version) if x), 120)
+    return dict(out)
+
+
+def _covered(store: Store, scan_id: int) -> list[IPNetwork] | None:
+    """The later scan's target networks, or None when it had none (an import: it covers everything)."""
+    row = store.conn.execute("SELECT targets FROM scans WHERE id = ?", [scan_id]).fetchone()
+    specs = json.loads(row[0]) if row and row[0] else []
+    nets: list[IPNetwork] = []
+    for spec in specs:
+        try:
+            nets.extend(parse_target(str(spec), resolve=False).networks)
+        except PostureError:
+            continue  # a hostname: its address is not known without a lookup
+    return nets or None
+
+
+def diff_scans(store: Store, older: int, newer: int) -> dict[str, Any]:
+    for scan_id in (older, newer):
+        if store.scan_row(scan_id) is None:
+            raise PostureError(f"no scan {scan_id}", "see `posture scans`")
+    before, after = _seen(store, older), _seen(store, newer)
+    nets = _covered(store, newer)
+
+    def looked_at(s: Seen) -> bool:
+        if nets is None:
+            return True
+        for a in s.addresses:
+            try:
+                ip = ipaddress.ip_address(a)
+            except ValueError:
+                continue
+            if any(ip in n for n in nets):
+                return True
+        return False
+
+    names = dict(store.conn.execute("SELECT id, name FROM assets").fetchall())
+    changed = []
+    for asset_id in sorted(before.keys() & after.keys()):
+        b, a = before[asset_id], after[asset_id]
+        change: dict[str, Any] = {}
+        if b.os and a.os and b.os != a.os:
+            change["os"] = {"before": b.os, "after": a.os}
+        if b.macs and a.macs and b.macs != a.macs:
+            change["macs"] = {"before": sorted(b.macs), "after": sorted(a.macs)}
+        if b.ports_scanned and a.ports_scanned:
+            opened = sorted(a.services.keys() - b.services.keys())
+            closed = sorted(b.services.keys() - a.services.keys())
+            both = sorted(a.services.keys() & b.services.keys())
+            versions = {p: {"before": b.services[p], "after": a.services[p]} for p in both
+                        if a.services[p] != b.services[p]}  # fmt: skip
+            if opened:
+                change["opened"] = {p: a.services[p] for p in opened}
+            if closed:
+                change["closed"] = {p: b.services[p] for p in closed}
+            if versions:
+                change["versions"] = versions
+        if change:
+            changed.append({"asset_id": asset_id, "name": printable(names.get(asset_id) or "", 120), **change})
+    def brief(asset_id: int, seen: Seen) -> dict[str, Any]:
+        return {"asset_id": asset_id, "name": printable(names.get(asset_id) or "", 120),
+                "addresses": sorted(seen.addresses)}  # fmt: skip
+
+    return {
+        "older": older,
+        "newer": newer,
+        "new": [brief(i, after[i]) for i in sorted(after.keys() - before.keys())],
+        "gone": [brief(i, before[i]) for i in sorted(before.keys() - after.keys()) if looked_at(before[i])],
+        "not_looked_at": sorted(i for i in before.keys() - after.keys() if not looked_at(before[i])),
+        "changed": changed,
+    }
