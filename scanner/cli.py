@@ -14,6 +14,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Sequence
+from datetime import UTC
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -882,6 +883,35 @@ def diff(ctx: click.Context, scans_to_compare: tuple[int, ...], fmt: str) -> Non
         return
     for line in lines:
         click.echo(printable(line, 2000))
+
+
+@cli.command()
+@click.option("--keep", type=click.IntRange(1), help="Keep the newest N scans of each kind and target list.")
+@click.option("--older-than", "older_than", type=click.IntRange(1), metavar="DAYS",
+              help="Delete scans started more than DAYS days ago.")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted, and delete nothing.")
+@click.pass_context
+def prune(ctx: click.Context, keep: int | None, older_than: int | None, dry_run: bool) -> None:
+    """Delete old scans and their sightings, keeping the asset history.
+
+    Assets, their owners and when each was first and last seen stay as they are; so do findings. The
+    newest scan of each kind and target list, running scans and asset-register imports are never deleted.
+    """
+    from datetime import datetime, timedelta
+
+    if keep is None and older_than is None:
+        raise PostureError("say what to keep", "give --keep N, --older-than DAYS, or both")
+    cutoff = None
+    if older_than is not None:
+        cutoff = (datetime.now(UTC) - timedelta(days=older_than)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with open_store(ctx) as store:
+        store.reap_stale_scans()
+        doomed = store.prune_candidates(keep, cutoff)
+        if dry_run:
+            click.echo(f"would delete {len(doomed)} scans: {' '.join(map(str, doomed)) or '-'}")
+            return
+        store.prune(doomed)
+    click.echo(f"deleted {len(doomed)} scans" + (f": {' '.join(map(str, doomed))}" if doomed else ""))
 
 
 def _load_plugins() -> None:

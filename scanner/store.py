@@ -436,6 +436,38 @@ class Store:
                 )
         return stale
 
+    def prune_candidates(self, keep: int | None, older_than: str | None) -> list[int]:
+        """Scans to delete: beyond the newest `keep` of each kind and target list, or started before
+        `older_than` (an ISO time). The newest scan of each kind and target list is always kept, and so are
+        running scans and asset-register imports (they carry the owners)."""
+        groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        for scan_id, kind, targets, started in self.conn.execute(
+            "SELECT id, kind, targets, started_at FROM scans "
+            "WHERE status != 'running' AND kind != 'asset-register' ORDER BY id DESC"
+        ):
+            key = (kind, targets if targets != "[]" else "import")
+            groups.setdefault(key, []).append((scan_id, started))
+        doomed = []
+        for scans in groups.values():
+            for n, (scan_id, started) in enumerate(scans):
+                if n == 0:
+                    continue
+                if (keep is not None and n >= keep) or (older_than is not None and started < older_than):
+                    doomed.append(scan_id)
+        return sorted(doomed)
+
+    def prune(self, scan_ids: list[int]) -> int:
+        """Delete scans with their observations, services and software, in one transaction. Assets and
+        their first/last seen stay: the history of when a machine was first seen is never rewritten."""
+        with self.transaction() as conn:
+            for start in range(0, len(scan_ids), 500):
+                part = scan_ids[start : start + 500]
+                marks = ",".join("?" * len(part))
+                for table in ("software", "services", "scan_targets", "scan_chunks", "observations"):
+                    conn.execute(f"DELETE FROM {table} WHERE scan_id IN ({marks})", part)
+                conn.execute(f"DELETE FROM scans WHERE id IN ({marks})", part)
+        return len(scan_ids)
+
     def assets_seen_in(self, *scan_ids: int) -> list[int]:
         """The assets that these scans observed, in id order."""
         rows = self.conn.execute(
