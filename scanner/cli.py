@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from scanner import __version__
-from scanner.errors import NothingScanned, PostureError
+from scanner.errors import ExitCode, NothingScanned, PostureError
 from scanner.model import printable
 from scanner.paths import default_config_path, default_db_path
 
@@ -912,6 +912,183 @@ def prune(ctx: click.Context, keep: int | None, older_than: int | None, dry_run:
             return
         store.prune(doomed)
     click.echo(f"deleted {len(doomed)} scans" + (f": {' '.join(map(str, doomed))}" if doomed else ""))
+
+
+# ---- jobs --------------------------------------------------------------------------------------------
+
+
+def _jobs(ctx: click.Context, check_creds: bool = True) -> tuple[dict[str, Any], Path]:
+    from scanner.jobs import parse_jobs
+    from scanner.vault import list_credentials
+
+    path = ctx.find_root().obj.get("config_path") or default_config_path()
+    data = load_config(path if Path(path).exists() or ctx.find_root().obj.get("config_path") else None)
+    text = Path(path).read_text(encoding="utf-8") if Path(path).exists() else ""
+    names = {r["name"] for r in list_credentials()} if check_creds else None
+    return parse_jobs(data, text, str(path), names), Path(path)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """The config file (TOML): [scan], [rules] and [jobs.NAME]."""
+
+
+@config_group.command("check")
+@click.pass_context
+def config_check(ctx: click.Context) -> None:
+    """Validate the config file: every job's keys, targets, cron schedule and credential names.
+
+    Exits 2 with FILE:LINE and the key at the first problem.
+    """
+    jobs, path = _jobs(ctx)
+    for job in jobs.values():  # targets, exclusions and scope checked as a scan would check them
+        _plan(ctx, job.targets, job.exclude, job.scope)
+    click.echo(f"ok: {path} ({len(jobs)} jobs: {', '.join(sorted(jobs)) or 'none'})")
+
+
+@cli.command("run")
+@click.argument("job_name", metavar="[JOB]", required=False)
+@click.option("--due", is_flag=True, help="Run every job whose schedule says it is due (for a one-minute timer).")
+@click.pass_context
+def run_job(ctx: click.Context, job_name: str | None, due: bool) -> None:
+    """Run a scan job from the config file: its scan (and SNMP), then the rules, the report and the
+    change hook. One run of a job at a time; a crashed run leaves no lock behind."""
+    from datetime import UTC, datetime
+
+    from scanner.jobs import due as due_jobs
+    from scanner.jobs import last_runs
+
+    if (job_name is None) == (not due):
+        raise PostureError("give a job name or --due", "e.g. posture run town-hall (see `posture config check`)")
+    jobs, _ = _jobs(ctx)
+    if due:
+        names = due_jobs(jobs, last_runs(), datetime.now(UTC))
+        click.echo(f"posture: {len(names)} job(s) due: {' '.join(names) or '-'}", err=True)
+    else:
+        if job_name not in jobs:
+            raise PostureError(f"no job {str(job_name)[:64]!r} in the config file", "see `posture config check`")
+        names = [str(job_name)]
+    failed = 0
+    for name in names:
+        try:
+            _run_one(ctx, jobs[name])
+        except PostureError as exc:
+            if not due:
+                raise
+            failed += 1
+            click.echo(f"posture: job {name} failed: {exc}", err=True)
+    if failed:
+        ctx.exit(int(ExitCode.USAGE))
+
+
+def _run_one(ctx: click.Context, job: Any) -> None:
+    import subprocess
+    from datetime import UTC, datetime
+
+    from scanner.jobs import job_lock, record_run
+
+    root = ctx.find_root()
+    started = datetime.now(UTC)
+    with job_lock(job.name):
+        click.echo(f"posture: job {job.name} started", err=True)
+        nothing = False
+        try:
+            scan.invoke(scan.make_context("scan", job.scan_argv(), parent=root))
+        except NothingScanned as exc:
+            nothing = True
+            click.echo(f"posture: job {job.name}: {exc}", err=True)
+        record_run(job.name, started)
+        if "evaluate" in cli.commands:
+            evaluate = cli.commands["evaluate"]
+            evaluate.invoke(evaluate.make_context("evaluate", [], parent=root))
+        if job.report and "report" in cli.commands:
+            report = cli.commands["report"]
+            report.invoke(report.make_context("report", ["--html", job.report], parent=root))
+        summary = _change_summary(ctx, job.name, nothing)
+        if job.on_change and summary["changed"]:
+            try:
+                done = subprocess.run(list(job.on_change), input=json.dumps(summary), text=True, timeout=300,
+                                      capture_output=True, check=False)  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise PostureError(f"job {job.name}: on_change could not run: {exc}", "check the command") from exc
+            if done.returncode != 0:
+                click.echo(f"posture: job {job.name}: on_change exited {done.returncode}", err=True)
+        click.echo(f"posture: job {job.name} finished", err=True)
+
+
+def _change_summary(ctx: click.Context, job: str, nothing: bool) -> dict[str, Any]:
+    """What the on_change hook gets on stdin: the diff of the last two scans and the findings' changes."""
+    from scanner.diff import default_pair, diff_scans
+
+    with open_store(ctx, readonly=True) as store:
+        try:
+            older, newer = default_pair(store)
+            diff = diff_scans(store, older, newer)
+        except PostureError:  # the first scan of its kind: everything it saw is new
+            newest = store.conn.execute("SELECT max(id) FROM scans WHERE kind != 'asset-register'").fetchone()[0]
+            seen = store.assets_seen_in(newest) if newest else []
+            diff = {"new": [{"asset_id": a} for a in seen], "gone": [], "changed": []}
+        row = store.conn.execute("SELECT summary FROM evaluations ORDER BY id DESC LIMIT 1").fetchone()
+    findings = json.loads(row[0]) if row else {}
+    counts = {
+        "new_assets": len(diff["new"]),
+        "gone_assets": len(diff["gone"]),
+        "changed_assets": len(diff["changed"]),
+        "new_findings": findings.get("new", 0),
+        "fixed_findings": findings.get("fixed", 0),
+        "reopened_findings": findings.get("reopened", 0),
+    }
+    return {"job": job, "nothing_answered": nothing, **counts, "changed": any(counts.values()), "diff": diff}
+
+
+@cli.group("schedule")
+def schedule_group() -> None:
+    """Run due jobs every minute from systemd (or cron)."""
+
+
+@schedule_group.command("install")
+@click.option(
+    "--dir",
+    "unit_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/etc/systemd/system"),
+    show_default=True,
+    help="Where to write posture-jobs.service and posture-jobs.timer.",
+)
+@click.pass_context
+def schedule_install(ctx: click.Context, unit_dir: Path) -> None:
+    """Write a systemd service and a one-minute timer that run `posture run --due` (or, without systemd,
+    print the crontab line to add)."""
+    import shutil
+
+    posture = shutil.which("posture") or str(Path(sys.argv[0]).resolve())
+    root = ctx.find_root()
+    options = ""
+    if root.params.get("db"):
+        options += f" --db {shlex_quote(str(root.params['db']))}"
+    if root.obj.get("config_path"):
+        options += f" --config {shlex_quote(str(root.obj['config_path']))}"
+    command = f"{shlex_quote(posture)}{options} run --due"
+    if not Path("/run/systemd/system").is_dir() and unit_dir == Path("/etc/systemd/system"):
+        click.echo("no systemd here: add this line with `crontab -e`:")
+        click.echo(f"* * * * * {command} >>/var/log/posture.log 2>&1")
+        return
+    if not unit_dir.is_dir():
+        raise PostureError(f"no such folder: {unit_dir}", "give --dir an existing folder")
+    service = ("[Unit]\nDescription=posture: run the scan jobs that are due\nAfter=network-online.target\n\n"
+               f"[Service]\nType=oneshot\nExecStart={command}\nNice=10\n")  # fmt: skip
+    timer = ("[Unit]\nDescription=posture: look for due scan jobs every minute\n\n"
+             "[Timer]\nOnCalendar=*-*-* *:*:00\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n")  # fmt: skip
+    (unit_dir / "posture-jobs.service").write_text(service, encoding="utf-8")
+    (unit_dir / "posture-jobs.timer").write_text(timer, encoding="utf-8")
+    click.echo(f"written: {unit_dir / 'posture-jobs.service'} and {unit_dir / 'posture-jobs.timer'}")
+    click.echo("enable with: systemctl daemon-reload && systemctl enable --now posture-jobs.timer")
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 def _load_plugins() -> None:

@@ -69,6 +69,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
     for name in ("POSTURE_DB", "POSTURE_KEY", "POSTURE_CONFIG", "POSTURE_VAULT"):
         monkeypatch.delenv(name, raising=False)
 

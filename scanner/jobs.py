@@ -1,0 +1,232 @@
+"""Scan jobs from the config file: what to scan, how, and when; due-ness, one-at-a-time locks, last runs.
+
+    [jobs.town-hall]
+    targets = ["10.20.0.0/24"]
+    scope = ["10.20.0.0/16"]
+    methods = ["nmap", "snmp"]        # nmap (default), snmp
+    creds = ["core-v3"]               # credential names from `posture creds`
+    max_rate = 100
+    schedule = "30 2 * * 1-5"         # cron: 02:30 on weekdays
+    report = "/srv/posture/town-hall.html"
+    on_change = "/usr/local/bin/notify-security"   # gets a JSON summary on stdin when something changed
+
+A job runs as `posture scan` would with those options (the same validation: targets never reach a
+shell). The lock is an flock on a file, so a crashed run never leaves it held.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scanner.errors import PostureError
+from scanner.targets import parse_networks
+
+JOB_KEYS = {"targets", "exclude", "scope", "methods", "creds", "max_rate", "ports", "schedule", "report",
+            "on_change", "dns", "allow_overlap"}  # fmt: skip
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    targets: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    scope: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ("nmap",)
+    creds: tuple[str, ...] = ()
+    max_rate: int = 100
+    ports: str | None = None
+    schedule: str | None = None
+    report: str | None = None
+    on_change: tuple[str, ...] = ()
+    dns: bool = True
+    allow_overlap: bool = False
+
+    def scan_argv(self) -> list[str]:
+        """The job as `posture scan` arguments (a list: nothing goes through a shell)."""
+        argv = [*self.targets, "--max-rate", str(self.max_rate)]
+        for value in self.exclude:
+            argv += ["--exclude", value]
+        for value in self.scope:
+            argv += ["--scope", value]
+        if self.ports:
+            argv += ["--ports", self.ports]
+        if not self.dns:
+            argv.append("--no-dns")
+        if "snmp" in self.methods:
+            argv.append("--snmp")
+            for name in self.creds:
+                argv += ["--creds", name]
+        return argv
+
+
+def _line(text: str, job: str, key: str | None) -> int:
+    lines = text.splitlines()
+    header = next((n for n, line in enumerate(lines) if re.match(rf"^\s*\[jobs\.\"?{re.escape(job)}\"?\]", line)), None)
+    if header is None:
+        return 1
+    if key:
+        for n in range(header + 1, len(lines)):
+            if lines[n].lstrip().startswith("["):
+                break
+            if re.match(rf"^\s*{re.escape(key)}\s*=", lines[n]):
+                return n + 1
+    return header + 1
+
+
+def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str] | None = None) -> dict[str, Job]:
+    """Every [jobs.NAME] table, each key checked; errors name the file, line and key."""
+    from croniter import croniter
+
+    raw = data.get("jobs", {})
+    if not isinstance(raw, dict):
+        raise PostureError(f"{where}: [jobs] must hold tables like [jobs.town-hall]", "see the README")
+    jobs: dict[str, Job] = {}
+    for name, table in raw.items():
+
+        def fail(key: str | None, message: str, name: str = name) -> PostureError:
+            return PostureError(f"{where}:{_line(text, name, key)}: jobs.{name}: {message}", "fix the config file")
+
+        if not NAME_RE.match(name):
+            raise fail(None, "a job name is lower case letters, digits, - and _ (at most 63)")
+        if not isinstance(table, dict):
+            raise fail(None, "must be a table")
+        unknown = sorted(set(table) - JOB_KEYS)
+        if unknown:
+            raise fail(unknown[0], f"unknown key {unknown[0]!r} (a job has {', '.join(sorted(JOB_KEYS))})")
+        lists: dict[str, tuple[str, ...]] = {}
+        for key in ("targets", "exclude", "scope", "methods", "creds"):
+            value = table.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+                raise fail(key, f"{key} must be a list of strings")
+            lists[key] = tuple(value)
+        if not lists["targets"]:
+            raise fail("targets", "a job needs targets")
+        methods = lists["methods"] or ("nmap",)
+        if set(methods) - {"nmap", "snmp"}:
+            raise fail("methods", "methods are nmap and snmp")
+        if known_creds is not None:
+            missing = [c for c in lists["creds"] if c not in known_creds]
+            if missing:
+                raise fail("creds", f"unknown credential {missing[0]!r} (see `posture creds list`)")
+        max_rate = table.get("max_rate", 100)
+        if not isinstance(max_rate, int) or isinstance(max_rate, bool) or not 1 <= max_rate <= 100_000:
+            raise fail("max_rate", "max_rate is packets per second, 1 to 100000")
+        schedule = table.get("schedule")
+        if schedule is not None and (not isinstance(schedule, str) or not croniter.is_valid(schedule)):
+            raise fail("schedule", f"{str(schedule)[:60]!r} is not a cron expression (e.g. \"30 2 * * 1-5\")")
+        for key in ("report", "ports"):
+            if key in table and not isinstance(table[key], str):
+                raise fail(key, f"{key} must be a string")
+        on_change = table.get("on_change")
+        if on_change is not None and (not isinstance(on_change, str) or not on_change.strip()):
+            raise fail("on_change", "on_change is a command line")
+        for key in ("dns", "allow_overlap"):
+            if key in table and not isinstance(table[key], bool):
+                raise fail(key, f"{key} is true or false")
+        jobs[name] = Job(
+            name=name, targets=lists["targets"], exclude=lists["exclude"], scope=lists["scope"], methods=methods,
+            creds=lists["creds"], max_rate=max_rate, ports=table.get("ports"), schedule=schedule,
+            report=table.get("report"), on_change=tuple(shlex.split(on_change)) if on_change else (),
+            dns=table.get("dns", True), allow_overlap=table.get("allow_overlap", False),
+        )  # fmt: skip
+    _check_overlaps(jobs, text, where)
+    return jobs
+
+
+def _check_overlaps(jobs: dict[str, Job], text: str, where: str) -> None:
+    """Two jobs scanning the same addresses double the load on fragile kit: refused unless allowed."""
+    nets = {}
+    for name, job in jobs.items():
+        try:
+            nets[name] = parse_networks(job.targets, f"jobs.{name} targets")
+        except PostureError:
+            continue  # hostnames: checked when the job runs
+    names = list(nets)  # in file order: the later job is the one reported
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if jobs[a].allow_overlap and jobs[b].allow_overlap:
+                continue
+            if any(x.overlaps(y) for x in nets[a] for y in nets[b] if x.version == y.version):
+                raise PostureError(
+                    f"{where}:{_line(text, b, 'targets')}: jobs.{b}: its targets overlap those of jobs.{a}",
+                    "scan each network in one job, or set allow_overlap = true in both",
+                )
+
+
+def due(jobs: dict[str, Job], last_runs: dict[str, str], now: datetime) -> list[str]:
+    """Jobs whose schedule has a run time after their last run and not after now (a job never run is due
+    at its first scheduled time after the epoch of its definition: at once)."""
+    from croniter import croniter
+
+    out = []
+    for name, job in sorted(jobs.items()):
+        if not job.schedule:
+            continue
+        last = last_runs.get(name)
+        since = datetime.fromisoformat(last) if last else now.replace(year=now.year - 1)
+        if croniter(job.schedule, since).get_next(datetime) <= now:
+            out.append(name)
+    return out
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "posture"
+
+
+def last_runs() -> dict[str, str]:
+    path = state_dir() / "jobs.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def record_run(name: str, started: datetime) -> None:
+    runs = last_runs()
+    runs[name] = started.astimezone(UTC).isoformat()
+    path = state_dir() / "jobs.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("jobs.json.tmp")
+    tmp.write_text(json.dumps(runs, indent=2), encoding="utf-8")
+    tmp.replace(path)
+
+
+@contextmanager
+def job_lock(name: str) -> Iterator[None]:
+    """One run of a job at a time. flock is released by the kernel when the holder dies: no stale locks."""
+    path = state_dir() / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.seek(0)
+            holder = handle.read().strip()[:20]
+            raise PostureError(f"job {name} is already running (pid {holder or 'unknown'})",
+                               "wait for it to finish") from exc  # fmt: skip
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+@dataclass
+class RunResult:
+    job: str
+    started: str
+    scans: list[int] = field(default_factory=list)
+    status: str = "complete"

@@ -1,0 +1,108 @@
+"""Scan jobs: the config checked line by line, due-ness on frozen time, a real run against the lab with
+its report and change hook, the one-at-a-time lock under two processes, and systemd units verified."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from scanner.jobs import Job, due
+from scanner.lab import Lab
+from tests.conftest import POSTURE, run_posture
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+GOOD = '[jobs.town-hall]\ntargets = ["10.20.0.0/24"]\nschedule = "30 2 * * 1-5"\n'
+JOB = '[jobs.town-hall]\ntargets = ["10.20.0.0/24"]\n'
+ANNEX = '\n[jobs.annex]\ntargets = ["10.20.0.128/25"]\n'
+BAD = [
+    (JOB + 'tagets = ["10.20.1.0/24"]\n', "config.toml:3: jobs.town-hall: unknown key 'tagets'"),
+    (JOB + 'schedule = "61 * * * *"\n', "config.toml:3: jobs.town-hall: '61 * * * *' is not a cron expression"),
+    (JOB + 'creds = ["nope"]\n', "config.toml:3: jobs.town-hall: unknown credential 'nope'"),
+    (GOOD + ANNEX, "config.toml:6: jobs.annex: its targets overlap those of jobs.town-hall"),
+    ('[jobs.x]\ntargets = ["10.20.0.1;rm -rf /"]\n', "10.20.0.1;rm -rf /"),
+]
+
+
+def test_config_check(tmp_path: Path) -> None:
+    ok = run_posture("--config", str(write(tmp_path, GOOD)), "config", "check")
+    assert ok.returncode == 0 and "1 jobs: town-hall" in ok.stdout
+    for text, words in BAD:
+        result = run_posture("--config", str(write(tmp_path, text)), "config", "check")
+        assert result.returncode == 2 and words in result.stderr, (text, result.stderr)
+    allowed = JOB + "allow_overlap = true\n" + ANNEX + "allow_overlap = true\n"
+    assert run_posture("--config", str(write(tmp_path, allowed)), "config", "check").returncode == 0
+
+
+def test_due_on_frozen_time() -> None:
+    jobs = {"nightly": Job("nightly", ("10.0.0.1",), schedule="30 2 * * *"), "adhoc": Job("adhoc", ("10.0.0.2",))}
+    last = {"nightly": "2026-11-22T02:30:00+00:00"}
+    assert due(jobs, last, datetime(2026, 11, 23, 2, 29, tzinfo=UTC)) == []
+    assert due(jobs, last, datetime(2026, 11, 23, 2, 30, tzinfo=UTC)) == ["nightly"]
+    assert due(jobs, {}, datetime(2026, 11, 23, 12, 0, tzinfo=UTC)) == ["nightly"]  # never run: due now
+    assert due(jobs, {"nightly": "2026-11-23T02:30:05+00:00"}, datetime(2026, 11, 23, 23, 59, tzinfo=UTC)) == []
+
+
+@pytest.fixture
+def lab_job(lab: Lab, tmp_path: Path) -> tuple[Path, Path, Path]:
+    hook_out = tmp_path / "hook.json"
+    hook = tmp_path / "hook.py"
+    hook.write_text(f"import sys\nopen({str(hook_out)!r}, 'w').write(sys.stdin.read())\n", encoding="utf-8")
+    report = tmp_path / "report.html"
+    config = write(tmp_path, (
+        f'[jobs.lab]\ntargets = ["{lab.targets[0]}"]\nports = "{lab.ports_spec}"\ndns = false\n'
+        f'schedule = "0 0 1 1 *"\nreport = "{report}"\non_change = "{sys.executable} {hook}"\n'))  # fmt: skip
+    return config, report, hook_out
+
+
+def test_run_job_with_report_and_change_hook(lab_job: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    config, report, hook_out = lab_job
+    db = tmp_path / "inventory.db"
+    result = run_posture("--config", str(config), "run", "lab", db=db)
+    assert result.returncode == 0, result.stderr
+    assert "job lab finished" in result.stderr and report.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    summary = json.loads(hook_out.read_text(encoding="utf-8"))
+    assert summary["job"] == "lab" and summary["changed"] and summary["new_assets"] == 1  # the first scan
+    hook_out.unlink()
+    due_now = run_posture("--config", str(config), "run", "--due", db=db)  # yearly, and it just ran: not due
+    assert due_now.returncode == 0 and "0 job(s) due" in due_now.stderr and not hook_out.exists()
+    unknown = run_posture("--config", str(config), "run", "nope", db=db)
+    assert unknown.returncode == 2 and "no job 'nope'" in unknown.stderr
+
+
+def test_one_run_at_a_time(lab_job: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    config, _, _ = lab_job
+    db = tmp_path / "inventory.db"
+    argv = [POSTURE, "--db", str(db), "--config", str(config), "run", "lab"]
+    runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(p.wait(timeout=300), p.stderr.read() if p.stderr else "") for p in runs]
+    codes = sorted(code for code, _ in outcomes)
+    assert codes == [0, 2], outcomes
+    assert any("job lab is already running (pid" in err for _, err in outcomes)
+    for p in runs:
+        for stream in (p.stdout, p.stderr):
+            if stream:
+                stream.close()
+
+
+def test_schedule_units_verify(tmp_path: Path) -> None:
+    result = run_posture("schedule", "install", "--dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    service, timer = tmp_path / "posture-jobs.service", tmp_path / "posture-jobs.timer"
+    assert "run --due" in service.read_text(encoding="utf-8") and "OnCalendar=" in timer.read_text(encoding="utf-8")
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is installed with systemd (bootstrap --dev)"
+    verified = subprocess.run([analyze, "verify", str(service), str(timer)], capture_output=True, text=True,
+                              check=False)  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
