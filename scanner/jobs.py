@@ -23,7 +23,7 @@ import re
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -222,11 +222,3 @@ def job_lock(name: str) -> Iterator[None]:
         handle.write(str(os.getpid()))
         handle.flush()
         yield
-
-
-@dataclass
-class RunResult:
-    job: str
-    started: str
-    scans: list[int] = field(default_factory=list)
-    status: str = "complete"

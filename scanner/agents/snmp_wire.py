@@ -19,7 +19,6 @@ import socket
 from typing import Any
 
 GET, GETNEXT, RESPONSE, GETBULK = 0xA0, 0xA1, 0xA2, 0xA5
-END_TAGS = (0x80, 0x81, 0x82)  # noSuchObject, noSuchInstance, endOfMibView
 Binds = list[tuple[tuple[int, ...], Any]]  # (OID arcs, value) in the order the agent sent them
 ERROR_NAMES = {0: "noError", 1: "tooBig", 2: "noSuchName", 3: "badValue", 4: "readOnly", 5: "genErr"}
 
