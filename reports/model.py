@@ -125,16 +125,8 @@ def _coverage(assets: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _changes(store: Store, summary: dict[str, Any]) -> dict[str, int]:
-    scans = [r[0] for r in store.conn.execute(
-        "SELECT id FROM scans WHERE kind != 'asset-register' AND status IN ('complete', 'interrupted') "
-        "ORDER BY id DESC LIMIT 2")]  # fmt: skip
-    new_assets = 0
-    if len(scans) == 2:
-        new_assets = store.conn.execute(
-            "SELECT count(DISTINCT asset_id) FROM observations WHERE scan_id = ? AND asset_id NOT IN "
-            "(SELECT asset_id FROM observations WHERE scan_id < ?)", [scans[0], scans[0]]).fetchone()[0]  # fmt: skip
     return {
-        "new_assets": int(new_assets),
+        "new_assets": len(store.new_in_latest_scan()),
         "new_findings": int(summary.get("new", 0)),
         "fixed_findings": int(summary.get("fixed", 0)),
         "reopened_findings": int(summary.get("reopened", 0)),

@@ -258,19 +258,6 @@ def _asset_rows(store: Store, today: date) -> dict[int, dict[str, Any]]:
     return assets
 
 
-def _new_assets(store: Store) -> set[int]:
-    """Assets first seen by the newest network scan, when an earlier network scan had looked too."""
-    conn = store.conn
-    scans = [r[0] for r in conn.execute(
-        "SELECT id FROM scans WHERE kind != 'asset-register' AND status IN ('complete', 'interrupted') "
-        "ORDER BY id DESC LIMIT 2")]  # fmt: skip
-    if len(scans) < 2:
-        return set()
-    return {r[0] for r in conn.execute(
-        "SELECT asset_id FROM observations WHERE scan_id = ? AND asset_id NOT IN "
-        "(SELECT asset_id FROM observations WHERE scan_id < ?)", [scans[0], scans[0]])}  # fmt: skip
-
-
 def _host_evidence(store: Store, assets: dict[int, dict[str, Any]]) -> None:
     """Uptime, SNMP community and device types from each asset's newest observation per source."""
     for asset_id, source, evidence in store.conn.execute(
@@ -303,9 +290,8 @@ def _new_services(store: Store) -> set[tuple[int, int, str]]:
     """(asset, port, protocol) open in an asset's newest port scan and in none of its earlier ones."""
     conn = store.conn
     latest = f"SELECT id, asset_id FROM ({LATEST_PORT_OBSERVATION.replace('WHERE n = 1', 'WHERE n <= 2')})"
-    earlier: dict[int, set[tuple[int, str]]] = defaultdict(set)
-    seen_before: set[int] = set()
     newest: dict[int, int] = {}
+    seen_before: set[int] = set()
     for obs_id, asset_id in conn.execute(latest + " ORDER BY asset_id, id DESC"):
         if asset_id in newest:
             seen_before.add(asset_id)
@@ -313,20 +299,15 @@ def _new_services(store: Store) -> set[tuple[int, int, str]]:
             newest[asset_id] = obs_id
     if not seen_before:
         return set()
+    now: dict[int, set[tuple[int, str]]] = defaultdict(set)
+    earlier: dict[int, set[tuple[int, str]]] = defaultdict(set)
     for asset_id, port, protocol, obs_id in conn.execute(
         f"SELECT s.asset_id, s.port, s.protocol, s.observation_id FROM services s JOIN ({latest}) l "
         "ON l.id = s.observation_id WHERE s.state = 'open'"
     ):
-        if asset_id in seen_before and newest.get(asset_id) != obs_id:
-            earlier[asset_id].add((port, protocol))
-    return {
-        (asset_id, port, protocol)
-        for asset_id, port, protocol, obs_id in conn.execute(
-            f"SELECT s.asset_id, s.port, s.protocol, s.observation_id FROM services s JOIN ({latest}) l "
-            "ON l.id = s.observation_id WHERE s.state = 'open'"
-        )
-        if asset_id in seen_before and newest.get(asset_id) == obs_id and (port, protocol) not in earlier[asset_id]
-    }
+        if asset_id in seen_before:
+            (now if newest[asset_id] == obs_id else earlier)[asset_id].add((port, protocol))
+    return {(asset, port, proto) for asset, ports in now.items() for port, proto in ports - earlier[asset]}
 
 
 def _smb1(scripts: str | None) -> bool:
@@ -408,7 +389,7 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
     """Every asset's facts, in id order. Rows are read in a few passes and identified through caches."""
     today = ident.today
     assets = _asset_rows(store, today)
-    for asset_id in _new_assets(store):
+    for asset_id in store.new_in_latest_scan():
         if asset_id in assets:
             assets[asset_id]["is_new"] = True
     _host_evidence(store, assets)

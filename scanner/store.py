@@ -468,6 +468,17 @@ class Store:
                 conn.execute(f"DELETE FROM scans WHERE id IN ({marks})", part)
         return len(scan_ids)
 
+    def new_in_latest_scan(self) -> set[int]:
+        """Assets first seen by the newest network scan or import, when an earlier one had looked too."""
+        scans = [r[0] for r in self.conn.execute(
+            "SELECT id FROM scans WHERE kind != 'asset-register' AND status IN ('complete', 'interrupted') "
+            "ORDER BY id DESC LIMIT 2")]  # fmt: skip
+        if len(scans) < 2:
+            return set()
+        return {r[0] for r in self.conn.execute(
+            "SELECT asset_id FROM observations WHERE scan_id = ? AND asset_id NOT IN "
+            "(SELECT asset_id FROM observations WHERE scan_id < ?)", [scans[0], scans[0]])}  # fmt: skip
+
     def assets_seen_in(self, *scan_ids: int) -> list[int]:
         """The assets that these scans observed, in id order."""
         rows = self.conn.execute(
