@@ -86,11 +86,11 @@ def plan_remediation(ctx: click.Context, fmt: str, on_day: str | None) -> None:
     the action opened. Effort is a planning estimate in hours: an OS upgrade 8 per host, a software
     upgrade 2, a configuration change 0.5, an investigation 1.
     """
-    from reports.plans import remediation_plan
+    from reports.plans import plan_inputs, remediation_plan
 
     day = parse_day(on_day)
     with _open(ctx) as (store, settings):
-        actions = [a.as_dict() for a in remediation_plan(store, day, settings)]
+        actions = [a.as_dict() for a in remediation_plan(*plan_inputs(store, day), settings)]
     if fmt == "md":
         click.echo(f"# Remediation plan, {day.isoformat()}\n")
         click.echo(f"{len(actions)} actions, {sum(a['effort_hours'] for a in actions):g} hours estimated.\n")
@@ -104,11 +104,11 @@ def plan_remediation(ctx: click.Context, fmt: str, on_day: str | None) -> None:
 def plan_decommission(ctx: click.Context, fmt: str, on_day: str | None) -> None:
     """Candidates for retirement (end of life with no upgrade path, no owner, exploited and unpatchable):
     what each still serves, when it was last seen, and the steps, in sequence (riskiest first)."""
-    from reports.plans import DECOMMISSION_STEPS, decommission_plan
+    from reports.plans import DECOMMISSION_STEPS, decommission_plan, plan_inputs
 
     day = parse_day(on_day)
     with _open(ctx) as (store, _):
-        rows = decommission_plan(store, day)
+        rows = decommission_plan(*plan_inputs(store, day))
     if fmt == "md":
         click.echo(f"# Decommissioning plan, {day.isoformat()}\n")
         click.echo("Steps for each asset, in order: " + "; ".join(f"{n}. {s}" for n, s in

@@ -96,11 +96,11 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
         top_risks=_top_risks(open_findings, assets, rules_detail),
         rules=_by_rule(open_findings, rules_detail),
         actions=[{**a.as_dict(), "action": clean(a.what), "owners": [clean(o, 80) for o in a.owners]}
-                 for a in remediation_plan(store, day, settings)],
+                 for a in remediation_plan(assets, every, settings)],
         decommission=[{**c, "name": clean(c["name"], 80), "owner": clean(c["owner"], 80),
                        "runs": [clean(r, 80) for r in c["runs"]],
                        "still_serves": [clean(x, 60) for x in c["still_serves"]]}
-                      for c in decommission_plan(store, day)],
+                      for c in decommission_plan(assets, every)],
     )  # fmt: skip
 
 

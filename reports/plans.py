@@ -73,11 +73,17 @@ def _verb(rule_id: str, title: str, product: str | None, release: str | None, co
     return f"{title}: {count} {noun}"
 
 
-def remediation_plan(store: Store, day: date, settings: Settings) -> list[Action]:
+def plan_inputs(store: Store, day: date) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The asset view and the findings as judged on `day`: what both plans are made from (read once)."""
+    return asset_views(store), finding_views(store, day)
+
+
+def remediation_plan(asset_rows: list[dict[str, Any]], findings: list[dict[str, Any]],
+                     settings: Settings) -> list[Action]:  # fmt: skip
     """Open, not accepted findings grouped into actions, worst first."""
-    assets = {a["id"]: a for a in asset_views(store)}
+    assets = {a["id"]: a for a in asset_rows}
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-    for f in finding_views(store, day):
+    for f in findings:
         if f["accepted"] or f["rule_id"] == "respond.past-sla":  # overdue is a property of the others
             continue
         groups[(f["rule_id"], f["product"] or "", f["cycle"] or f["version"] or "")].append(f)
@@ -103,11 +109,11 @@ def remediation_plan(store: Store, day: date, settings: Settings) -> list[Action
     return actions
 
 
-def decommission_plan(store: Store, day: date) -> list[dict[str, Any]]:
+def decommission_plan(asset_rows: list[dict[str, Any]], findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Assets that are candidates for retirement, riskiest first, with what they still serve and the steps."""
-    assets = {a["id"]: a for a in asset_views(store)}
+    assets = {a["id"]: a for a in asset_rows}
     reasons: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for f in finding_views(store, day):
+    for f in findings:
         if f["rule_id"] in DECOMMISSION_RULES and f["asset_id"] in assets:
             reasons[f["asset_id"]].append(f)
     out = []
