@@ -45,8 +45,8 @@ def report(ctx: click.Context, html_path: Path, on_day: str | None) -> None:
 
 def md(value: Any, limit: int = 200) -> str:
     """A value fit for a Markdown table cell: printable, bounded, every Markdown/HTML character escaped."""
-    from reports.documents import md_escape
     from reports.model import clean
+    from scanner.model import md_escape
 
     return md_escape(clean(value, limit))
 
@@ -62,12 +62,11 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> None:
             values = (row.get(c) for c in columns)
             writer.writerow([" ".join(map(str, v)) if isinstance(v, list) else v for v in values])
         return
-    click.echo("| " + " | ".join(columns) + " |")
-    click.echo("|" + "---|" * len(columns))
-    for row in rows:
-        cells = [md("; ".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v)) for v in
-                 (row.get(c) for c in columns)]  # fmt: skip
-        click.echo("| " + " | ".join(cells) + " |")
+    from reports.documents import markdown_table
+
+    cells = [[md("; ".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v))
+              for v in (row.get(c) for c in columns)] for row in rows]  # fmt: skip
+    click.echo("\n".join(markdown_table(columns, cells)))
 
 
 @click.group("plan")

@@ -7,16 +7,16 @@ device said can become markup.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")  # what can make markup or break a table cell
+from scanner.model import md_escape
 
 
-def md_escape(text: str) -> str:
-    return MD_SPECIAL.sub(r"\\\1", text)
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a Markdown table; the cells come escaped (see `md_escape`)."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 @dataclass
@@ -44,9 +44,8 @@ def to_markdown(doc: Document) -> str:
     out = [f"# {md_escape(doc.title)}", ""]
     for kind, value in doc.blocks:
         if isinstance(value, Table):
-            out.append("| " + " | ".join(md_escape(h) for h in value.header) + " |")
-            out.append("|" + "---|" * len(value.header))
-            out.extend("| " + " | ".join(md_escape(c) for c in row) + " |" for row in value.rows)
+            out.extend(markdown_table([md_escape(h) for h in value.header],
+                                      [[md_escape(c) for c in row] for row in value.rows]))  # fmt: skip
         elif kind == "h2":
             out.append(f"## {md_escape(value)}")
         else:

@@ -23,7 +23,7 @@ import click
 
 from scanner import __version__
 from scanner.errors import ExitCode, NothingScanned, PostureError
-from scanner.model import printable
+from scanner.model import md_escape, printable
 from scanner.paths import default_config_path, default_db_path
 
 
@@ -878,7 +878,7 @@ def diff(ctx: click.Context, scans_to_compare: tuple[int, ...], fmt: str) -> Non
     if fmt == "md":
         click.echo(f"# Changes, scan {older} to scan {newer}\n")
         for line in lines[1:]:
-            click.echo("- " + line.replace("|", "\\|").replace("<", "\\<").replace(">", "\\>"))
+            click.echo("- " + md_escape(line))
         click.echo(f"\n{lines[0]}")
         return
     for line in lines:

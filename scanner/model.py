@@ -6,6 +6,7 @@ they were seen, and everything else (the asset view, findings) is derived from t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -29,6 +30,14 @@ def bound(value: str | None, limit: int = MAX_FIELD) -> str | None:
 _CONTROL = dict.fromkeys(
     [*range(0, 32), 127, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)], "\ufffd"
 )
+
+
+MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")  # what can make markup or break a Markdown table cell
+
+
+def md_escape(text: str) -> str:
+    """Markdown that shows a device string as text: every character that could make markup escaped."""
+    return MD_SPECIAL.sub(r"\\\1", text)
 
 
 def printable(value: object, limit: int = 200) -> str:
