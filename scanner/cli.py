@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import sys
 import time
 import tomllib
@@ -917,15 +918,16 @@ def prune(ctx: click.Context, keep: int | None, older_than: int | None, dry_run:
 # ---- jobs --------------------------------------------------------------------------------------------
 
 
-def _jobs(ctx: click.Context, check_creds: bool = True) -> tuple[dict[str, Any], Path]:
+def _jobs(ctx: click.Context) -> tuple[dict[str, Any], Path]:
+    """The config file's jobs, checked (credential names against the vault), and the file's path."""
     from scanner.jobs import parse_jobs
     from scanner.vault import list_credentials
 
-    path = ctx.find_root().obj.get("config_path") or default_config_path()
-    data = load_config(path if Path(path).exists() or ctx.find_root().obj.get("config_path") else None)
-    text = Path(path).read_text(encoding="utf-8") if Path(path).exists() else ""
-    names = {r["name"] for r in list_credentials()} if check_creds else None
-    return parse_jobs(data, text, str(path), names), Path(path)
+    given = ctx.find_root().obj.get("config_path")
+    data = load_config(given)
+    path = Path(given or default_config_path())
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    return parse_jobs(data, text, str(path), {r["name"] for r in list_credentials()}), path
 
 
 @cli.group("config")
@@ -1065,10 +1067,10 @@ def schedule_install(ctx: click.Context, unit_dir: Path) -> None:
     root = ctx.find_root()
     options = ""
     if root.params.get("db"):
-        options += f" --db {shlex_quote(str(root.params['db']))}"
+        options += f" --db {shlex.quote(str(root.params['db']))}"
     if root.obj.get("config_path"):
-        options += f" --config {shlex_quote(str(root.obj['config_path']))}"
-    command = f"{shlex_quote(posture)}{options} run --due"
+        options += f" --config {shlex.quote(str(root.obj['config_path']))}"
+    command = f"{shlex.quote(posture)}{options} run --due"
     if not Path("/run/systemd/system").is_dir() and unit_dir == Path("/etc/systemd/system"):
         click.echo("no systemd here: add this line with `crontab -e`:")
         click.echo(f"* * * * * {command} >>/var/log/posture.log 2>&1")
@@ -1083,12 +1085,6 @@ def schedule_install(ctx: click.Context, unit_dir: Path) -> None:
     (unit_dir / "posture-jobs.timer").write_text(timer, encoding="utf-8")
     click.echo(f"written: {unit_dir / 'posture-jobs.service'} and {unit_dir / 'posture-jobs.timer'}")
     click.echo("enable with: systemctl daemon-reload && systemctl enable --now posture-jobs.timer")
-
-
-def shlex_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def _load_plugins() -> None:
