@@ -36,7 +36,7 @@ from rules.identify import (
 )
 from rules.kev import KevCatalogue
 from scanner.store import Store
-from scanner.views import LATEST_PORT_OBSERVATION
+from scanner.views import LATEST_PORT_OBSERVATION, asset_addresses
 
 METHOD_RANK = {"release package": 6, "sysDescr": 5, "cpe": 4, "package build": 3, "package": 2, "nmap product": 2,
                "software name": 2, "nmap os": 1}  # fmt: skip
@@ -243,18 +243,10 @@ def _asset_rows(store: Store, today: date) -> dict[int, dict[str, Any]]:
             "addresses": [], "is_new": False, "uptime_days": None, "snmp_default_community": False,
             "snmp_version": None, "device_types": [], "sys_object_id": None, "sources": [],
         }  # fmt: skip
-    for asset_id, kind, value in conn.execute(
-        "SELECT asset_id, kind, value FROM asset_identifiers WHERE kind IN ('ipv4', 'ipv6', 'hostname') "
-        "ORDER BY asset_id, kind = 'ipv6', last_seen DESC, id"
-    ):
+    for asset_id, (addresses, hostname) in asset_addresses(store).items():
         a = assets.get(asset_id)
-        if a is None:
-            continue
-        if kind == "hostname":
-            a["hostname"] = a["hostname"] or value
-        else:
-            a["addresses"].append(value)
-            a["address"] = a["address"] or value
+        if a is not None:
+            a.update(addresses=addresses, address=addresses[0] if addresses else None, hostname=hostname)
     return assets
 
 

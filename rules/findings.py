@@ -45,6 +45,7 @@ from rules.facts import Identifier, load_facts
 from rules.kev import KevCatalogue
 from scanner.errors import PostureError
 from scanner.store import Store, utc_now
+from scanner.views import asset_addresses
 
 OPEN_STATES = ("new", "open", "reopened")
 DETAIL_ITEM_FIELDS = ("kind", "product", "title", "version", "cycle", "cycles", "lifecycle_state", "eol_date",
@@ -370,17 +371,12 @@ def _record_rules(conn: sqlite3.Connection, rules: list[Rule]) -> None:
 
 def _asset_places(store: Store) -> dict[int, tuple[str | None, str | None, str | None]]:
     """asset id -> (newest address, newest hostname, owner) as the inventory holds them now."""
-    rows = store.conn.execute("SELECT id, owner FROM assets")
-    places: dict[int, list[str | None]] = {a: [None, None, o] for a, o in rows}
-    for asset_id, kind, value in store.conn.execute(
-        "SELECT asset_id, kind, value FROM asset_identifiers WHERE kind IN ('ipv4', 'ipv6', 'hostname') "
-        "ORDER BY asset_id, kind = 'ipv6', last_seen DESC, id"
-    ):
-        entry = places.get(asset_id)
-        slot = 1 if kind == "hostname" else 0
-        if entry is not None and entry[slot] is None:
-            entry[slot] = value
-    return {a: (p[0], p[1], p[2]) for a, p in places.items()}
+    known = asset_addresses(store)
+    places = {}
+    for asset_id, owner in store.conn.execute("SELECT id, owner FROM assets"):
+        addresses, hostname = known.get(asset_id, ([], None))
+        places[asset_id] = (addresses[0] if addresses else None, hostname, owner)
+    return places
 
 
 def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STATES) -> list[dict[str, Any]]:

@@ -27,6 +27,17 @@ LATEST_OS_OBSERVATION = """
 """
 
 
+def asset_addresses(store: Store) -> dict[int, tuple[list[str], str | None]]:
+    """asset id -> (its addresses, IPv4 first and newest first; its newest hostname)."""
+    out: dict[int, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    for asset_id, kind, value in store.conn.execute(
+        "SELECT asset_id, kind, value FROM asset_identifiers WHERE kind IN ('ipv4', 'ipv6', 'hostname') "
+        "ORDER BY asset_id, kind = 'ipv6', last_seen DESC, id"
+    ):
+        out[asset_id][1 if kind == "hostname" else 0].append(value)
+    return {a: (addresses, names[0] if names else None) for a, (addresses, names) in out.items()}
+
+
 def asset_views(store: Store, asset_ids: list[int] | None = None) -> list[dict[str, Any]]:
     """One dict per asset in the documented JSON shape (see README: `posture assets --format json`)."""
     conn = store.conn
