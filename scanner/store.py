@@ -236,8 +236,37 @@ def _schema_v3(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schema_v4(conn: sqlite3.Connection) -> None:
+    """Host-agent bundles (each imported once), and which findings changed in each evaluation (for diff)."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE bundles (                  -- every agent bundle imported: a second copy is a replay
+            bundle_id TEXT PRIMARY KEY,
+            digest TEXT NOT NULL UNIQUE,      -- SHA-256 of the signed payload
+            key_id TEXT NOT NULL,             -- the signing key (its public half is in the trust list)
+            key_name TEXT,
+            machine_id TEXT,
+            collected_at TEXT NOT NULL,
+            imported_at TEXT NOT NULL,
+            file TEXT,
+            scan_id INTEGER REFERENCES scans(id) ON DELETE SET NULL,
+            asset_id INTEGER REFERENCES assets(id) ON DELETE SET NULL
+        );
+        CREATE INDEX bundles_agent ON bundles(key_id, machine_id, collected_at);
+        ALTER TABLE evaluations ADD COLUMN scan_id INTEGER;  -- the newest finished scan it judged
+        CREATE TABLE finding_events (           -- a finding's status change, in the evaluation that made it
+            evaluation_id INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,
+            finding_id INTEGER NOT NULL,
+            event TEXT NOT NULL,              -- new, reopened, fixed
+            PRIMARY KEY (evaluation_id, finding_id)
+        );
+        """,
+    )
+
+
 # Each entry moves the schema one version up; append, never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_schema_v1, _schema_v2, _schema_v3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_schema_v1, _schema_v2, _schema_v3, _schema_v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -271,12 +300,62 @@ def _read_only_error(path: Path) -> PostureError:
     return PostureError(f"the database {path} is read-only", "give a writable --db path or fix its permissions")
 
 
+def busy_timeout() -> float:
+    """Seconds to wait for another run's write lock: `POSTURE_DB_TIMEOUT`, default 30."""
+    try:
+        return max(0.0, float(os.environ.get("POSTURE_DB_TIMEOUT") or 30))
+    except ValueError:
+        raise PostureError("POSTURE_DB_TIMEOUT is not a number", "give seconds, e.g. 30") from None
+
+
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     """Readers of a WAL database need to write its -shm file; on read-only media, read it as immutable."""
     uri = f"file:{path}"
     if readonly:
         uri += "?immutable=1" if _read_only(path) or _read_only(path.parent) else "?mode=ro"
-    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
+    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout(), check_same_thread=False)
+
+
+def _disk_full(path: Path) -> bool:
+    """Under 64 KiB free where the database lives (SQLite says "disk I/O error" when its -shm cannot grow)."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+def _write_error(path: Path, exc: sqlite3.Error) -> PostureError:
+    """What went wrong mid-write, said so the user can act: full disk, lock held too long, or other."""
+    text = str(exc)
+    if "full" in text or ("disk I/O" in text and _disk_full(path)):
+        return PostureError(f"the disk holding {path} is full: nothing of this run was written",
+                            "free some space and run it again")  # fmt: skip
+    if "locked" in text or "busy" in text:
+        return PostureError(
+            f"the database {path} is busy: another posture run is writing to it",
+            f"try again when it finishes (waited {busy_timeout():g} s; see POSTURE_DB_TIMEOUT)",
+        )
+    return PostureError(f"could not write to {path}: {text}", "check the disk and the file")
+
+
+def insert_scan(conn: sqlite3.Connection, kind: str, source: str, status: str, **fields: Any) -> int:
+    """A scans row, inside the caller's transaction; list and dict fields are stored as JSON."""
+    pid = os.getpid()
+    row = {
+        "kind": kind,
+        "source": source,
+        "status": status,
+        "started_at": utc_now(),
+        "pid": pid,
+        "pid_start": _process_start(pid),
+        "machine": socket.gethostname()[:253],
+    }
+    for key, value in fields.items():
+        row[key] = json.dumps(value) if isinstance(value, list | dict) else value
+    cur = conn.execute(f"INSERT INTO scans ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
 
 
 class Store:
@@ -324,6 +403,8 @@ class Store:
                 raise PostureError(f"{path} is not an SQLite database", "give another --db path") from exc
             if "readonly" in text or "read-only" in text:
                 raise _read_only_error(path) from exc
+            if "full" in text or _disk_full(path):
+                raise _write_error(path, exc) from exc
             raise PostureError(f"cannot use the database {path}: {text}", "check the file and its folder") from exc
         except PostureError:
             conn.close()
@@ -353,43 +434,33 @@ class Store:
         except sqlite3.OperationalError as exc:
             if "readonly" in str(exc):
                 raise _read_only_error(self.path) from exc
-            raise PostureError(
-                f"the database {self.path} is busy: {exc}", "another posture run holds it; try again"
-            ) from exc
+            raise _write_error(self.path, exc) from exc
         try:
             yield self.conn
+        except sqlite3.OperationalError as exc:  # a full disk or a lock mid-write: one clear line
+            self._rollback()
+            raise _write_error(self.path, exc) from exc
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                self.conn.execute("ROLLBACK")
-                raise PostureError(f"could not write to {self.path}: {exc}", "check free disk space") from exc
+                self._rollback()
+                raise _write_error(self.path, exc) from exc
+
+    def _rollback(self) -> None:
+        """SQLite may have rolled back already (a full disk does that): a second ROLLBACK must not mask why."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     # ---- scans -------------------------------------------------------------------------------------
 
     def start_scan(self, kind: str, source: str, **fields: Any) -> int:
         """Record that work began, before any of it is done: a crash leaves a row that says so."""
-        pid = os.getpid()
-        row = {
-            "kind": kind,
-            "source": source,
-            "status": "running",
-            "started_at": utc_now(),
-            "pid": pid,
-            "pid_start": _process_start(pid),
-            "machine": socket.gethostname()[:253],
-        }
-        for key, value in fields.items():
-            row[key] = json.dumps(value) if isinstance(value, list | dict) else value
         with self.transaction() as conn:
-            cur = conn.execute(
-                f"INSERT INTO scans ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
-            )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+            return insert_scan(conn, kind, source, "running", **fields)
 
     def add_chunks(self, scan_id: int, chunks: list[list[str]], sizes: list[int]) -> None:
         with self.transaction() as conn:
@@ -437,15 +508,16 @@ class Store:
         return stale
 
     def prune_candidates(self, keep: int | None, older_than: str | None) -> list[int]:
-        """Scans to delete: beyond the newest `keep` of each kind and target list, or started before
-        `older_than` (an ISO time). The newest scan of each kind and target list is always kept, and so are
-        running scans and asset-register imports (they carry the owners)."""
-        groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
-        for scan_id, kind, targets, started in self.conn.execute(
-            "SELECT id, kind, targets, started_at FROM scans "
-            "WHERE status != 'running' AND kind != 'asset-register' ORDER BY id DESC"
-        ):
-            key = (kind, targets if targets != "[]" else "import")
+        """Scans to delete: beyond the newest `keep` of each kind and target list (host-agent imports: of
+        each machine), or started before `older_than` (an ISO time). The newest of each is always kept, and
+        so are running scans and asset-register imports (they carry the owners)."""
+        groups: dict[tuple[str, str, int | None], list[tuple[int, str]]] = {}
+        for scan_id, kind, targets, started, machine in self.conn.execute(
+            "SELECT s.id, s.kind, s.targets, s.started_at, b.asset_id FROM scans s "
+            "LEFT JOIN bundles b ON b.scan_id = s.id "
+            "WHERE s.status != 'running' AND s.kind != 'asset-register' ORDER BY s.id DESC"
+        ):  # host-agent bundles: each machine's own newest N (one machine's imports say nothing of another)
+            key = (kind, targets if targets != "[]" else "import", machine)
             groups.setdefault(key, []).append((scan_id, started))
         doomed = []
         for scans in groups.values():
@@ -615,7 +687,12 @@ class IdentityIndex:
         ).fetchone()
         return row is not None
 
-    def match(self, ips: Iterable[str], macs: list[str], hostnames: Iterable[str]) -> int | None:
+    def match(self, ips: Iterable[str], macs: list[str], hostnames: Iterable[str],
+              machine_ids: Sequence[str] = ()) -> int | None:  # fmt: skip
+        for machine_id in machine_ids:  # a host agent's machine-id names one machine, whatever its addresses
+            asset_id = self._find("machine-id", machine_id)
+            if asset_id is not None:
+                return asset_id
         for mac in macs:
             asset_id = self._find("mac", mac)
             if asset_id is not None:
@@ -672,10 +749,11 @@ class Ingest:
         when: str,
         sysnames: Sequence[str] = (),
         sighting: bool = True,
+        machine_ids: Sequence[str] = (),
     ) -> int:
         """The asset these identifiers belong to (made if new). `sighting`: the asset was seen on the network
         now; a register row is not a sighting, so it leaves first_seen/last_seen alone (NULL if never seen)."""
-        asset_id = self.index.match(ips, macs, [*hostnames, *sysnames])
+        asset_id = self.index.match(ips, macs, [*hostnames, *sysnames], machine_ids)
         name = next((h for h in [*hostnames, *sysnames] if h not in GENERIC_HOSTNAMES), None) or (
             ips[0] if ips else None
         )
@@ -687,7 +765,8 @@ class Ingest:
         elif sighting:
             first, last, old_name = self._seen.get(asset_id, (when, when, None))
             self._seen[asset_id] = (min(first, when), max(last, when), name or old_name)
-        for kind, values in (("ipv4", ips), ("mac", macs), ("hostname", hostnames), ("sysname", sysnames)):
+        for kind, values in (("ipv4", ips), ("mac", macs), ("hostname", hostnames), ("sysname", sysnames),
+                             ("machine-id", machine_ids)):  # fmt: skip
             for value in values:
                 real_kind = "ipv6" if kind == "ipv4" and ":" in value else kind
                 self.index.remember(asset_id, real_kind, value)
@@ -697,7 +776,9 @@ class Ingest:
     def add(self, host: HostObservation) -> None:
         self.add_prepared(prepare_host(host))
 
-    def add_prepared(self, prepared: PreparedHost, sysnames: Sequence[str] = ()) -> None:
+    def add_prepared(
+        self, prepared: PreparedHost, sysnames: Sequence[str] = (), machine_ids: Sequence[str] = ()
+    ) -> None:
         """Give the host its asset and ids, and buffer its rows; written in batches by `flush`.
 
         Returns nothing; `last_asset_id` tells the caller which asset the sighting went to.
@@ -708,7 +789,7 @@ class Ingest:
             given = self.user_hostnames.get(ip)
             if given and given not in hostnames:
                 hostnames.append(given)
-        asset_id = self._asset_for(ips, macs, hostnames, when, sysnames)
+        asset_id = self._asset_for(ips, macs, hostnames, when, sysnames, machine_ids=machine_ids)
         self.last_asset_id = asset_id
         obs_id = self._next_obs
         self._next_obs += 1

@@ -32,7 +32,7 @@ def key_path() -> Path:
     return config_dir() / "vault.key"
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a file only its owner can read, atomically (a crash leaves the old file or the new one)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
@@ -65,7 +65,7 @@ def _key(create: bool) -> bytes:
     if not create:
         raise PostureError(f"no vault key at {path}", "add a credential first: `posture creds add snmp NAME`")
     key = os.urandom(KEY_BYTES)
-    _write_private(path, key)
+    write_private(path, key)
     return key
 
 
@@ -86,13 +86,34 @@ def check_name(name: str) -> str:
     return name
 
 
-def add_snmp(cred: SnmpCredential) -> None:
+def seal(label: str, plain: bytes) -> dict[str, str]:
+    """Encrypt a secret under the vault key, bound to `label` (a sealed blob only opens under its label)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+    nonce = os.urandom(12)
+    sealed = AESGCM(_key(create=True)).encrypt(nonce, plain, label.encode())
+    return {"nonce": base64.b64encode(nonce).decode(), "sealed": base64.b64encode(sealed).decode()}
+
+
+def unseal(label: str, entry: dict[str, Any]) -> bytes:
+    """The secret `seal` made, decrypted in memory only."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    try:
+        return AESGCM(_key(create=False)).decrypt(
+            base64.b64decode(entry["nonce"]), base64.b64decode(entry["sealed"]), label.encode()
+        )
+    except (InvalidTag, ValueError, KeyError, TypeError) as exc:
+        raise PostureError(
+            f"{label!r} cannot be decrypted with this key", "check POSTURE_KEY or the key file"
+        ) from exc
+
+
+def add_snmp(cred: SnmpCredential) -> None:
     check_name(cred.name)
     secret = {"community": cred.community, "auth_key": cred.auth_key, "priv_key": cred.priv_key}
-    nonce = os.urandom(12)
-    sealed = AESGCM(_key(create=True)).encrypt(nonce, json.dumps(secret).encode(), cred.name.encode())
+    sealed = seal(cred.name, json.dumps(secret).encode())
     data = _load()
     data["credentials"][cred.name] = {
         "kind": "snmp",
@@ -101,10 +122,9 @@ def add_snmp(cred: SnmpCredential) -> None:
         "auth_protocol": cred.auth_protocol,
         "priv_protocol": cred.priv_protocol,
         "context": cred.context,
-        "nonce": base64.b64encode(nonce).decode(),
-        "sealed": base64.b64encode(sealed).decode(),
+        **sealed,
     }
-    _write_private(vault_path(), json.dumps(data, indent=2).encode())
+    write_private(vault_path(), json.dumps(data, indent=2).encode())
 
 
 def list_credentials() -> list[dict[str, Any]]:
@@ -119,26 +139,15 @@ def remove(name: str) -> None:
     if name not in data["credentials"]:
         raise PostureError(f"no credential named {name[:70]!r}", "see `posture creds list`")
     del data["credentials"][name]
-    _write_private(vault_path(), json.dumps(data, indent=2).encode())
+    write_private(vault_path(), json.dumps(data, indent=2).encode())
 
 
 def snmp_credential(name: str) -> SnmpCredential:
     """Decrypt one credential for use in this process."""
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     entry = _load()["credentials"].get(name)
     if entry is None or entry.get("kind") != "snmp":
         raise PostureError(f"no SNMP credential named {name[:70]!r}", "see `posture creds list`")
-    try:
-        plain = AESGCM(_key(create=False)).decrypt(
-            base64.b64decode(entry["nonce"]), base64.b64decode(entry["sealed"]), name.encode()
-        )
-    except (InvalidTag, ValueError, KeyError) as exc:
-        raise PostureError(
-            f"credential {name!r} cannot be decrypted with this key", "check POSTURE_KEY or the key file"
-        ) from exc
-    secret = json.loads(plain)
+    secret = json.loads(unseal(name, entry))
     return SnmpCredential(
         name=name,
         version=entry["version"],
