@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shlex
 import sys
 import time
@@ -64,7 +65,19 @@ def load_config(path: Path | None) -> dict[str, Any]:
     scan = data.get("scan", {})
     if not isinstance(scan, dict) or not all(isinstance(s, str) for s in scan.get("scope", [])):
         raise PostureError(f"{chosen}: [scan] scope must be a list of networks", 'e.g. scope = ["10.20.0.0/16"]')
+    log = data.get("log", {})
+    if not isinstance(log, dict) or set(log) - {"file"} or not isinstance(log.get("file", ""), str):
+        raise PostureError(f"{chosen}: [log] takes one key, file (a path)", 'e.g. file = "/var/log/posture.log"')
     return data
+
+
+def open_run_log(ctx: click.Context, config: dict[str, Any] | None = None) -> None:
+    """Start the run log (`scanner.runlog`) where the config's [log] file says, for unattended commands."""
+    from scanner.runlog import open_log
+
+    if config is None:
+        config = load_config(ctx.find_root().obj.get("config_path"))
+    open_log(config.get("log", {}).get("file"))
 
 
 @click.group(cls=PostureGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -497,6 +510,30 @@ def import_assets(ctx: click.Context, file: Path) -> None:
     )
 
 
+@import_group.command("bundle")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--max-size", type=click.IntRange(1, 4096), default=64, show_default=True, metavar="MIB",
+              help="Refuse bundles larger than this, before reading them.")  # fmt: skip
+@click.pass_context
+def import_bundle(ctx: click.Context, files: tuple[Path, ...], max_size: int) -> None:
+    """Import host-agent bundles (`posture agent collect`), each merged into the asset it describes.
+
+    Every bundle is checked before anything is written: signed by a trusted key (`posture keys trust`),
+    unchanged since signing, not too large, not imported before (a replay), and decrypted with this
+    site's key when sealed to it. A refused bundle changes nothing and is named with the reason; the
+    others are imported, and the exit code is 2 if any was refused.
+    """
+    from scanner.bundles import import_files
+    from scanner.runlog import say
+
+    open_run_log(ctx)
+    with open_store(ctx) as store:
+        refused = import_files(store, files, max_size * 2**20, say)
+    if refused:
+        raise PostureError(f"{refused} of {len(files)} bundle(s) refused; nothing of those was written",
+                           "see the reasons above")  # fmt: skip
+
+
 # ---- demo ----------------------------------------------------------------------------------------------
 
 
@@ -847,8 +884,10 @@ def scans(ctx: click.Context, fmt: str, limit: int, devices_of: int | None) -> N
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
 @click.pass_context
 def diff(ctx: click.Context, scans_to_compare: tuple[int, ...], fmt: str) -> None:
-    """What changed between two scans (default: the two newest of the same kind): assets new and gone,
-    and per asset the OS, MACs, services opened and closed, and versions changed.
+    """What changed between two scans (default: the two newest of the same kind): assets new and gone;
+    per asset the OS, MACs, services opened and closed, versions changed, programs installed, removed and
+    changed; and the findings that appeared or cleared (including "crossed end of life since the last
+    scan") between the evaluations made after each scan.
 
     An asset counts as gone only if the newer scan covered its address.
     """
@@ -859,11 +898,30 @@ def diff(ctx: click.Context, scans_to_compare: tuple[int, ...], fmt: str) -> Non
     with open_store(ctx, readonly=True) as store:
         older, newer = scans_to_compare if scans_to_compare else default_pair(store)
         result = diff_scans(store, older, newer)
+        for ep in entry_points(group="posture.diff_details"):  # the rules stage adds findings appeared/cleared
+            result.update(ep.load()(store, older, newer))
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
-    lines = [f"scan {older} -> scan {newer}: {len(result['new'])} new, {len(result['gone'])} gone, "
-             f"{len(result['changed'])} changed"]  # fmt: skip
+    lines = _diff_lines(result)
+    if fmt == "md":
+        click.echo(f"# Changes, scan {older} to scan {newer}\n")
+        for line in lines[1:]:
+            click.echo("- " + md_escape(line))
+        click.echo(f"\n{lines[0]}")
+        return
+    for line in lines:
+        click.echo(printable(line, 2000))
+
+
+def _diff_lines(result: dict[str, Any]) -> list[str]:
+    """The diff as lines, a summary first: for the table (plain) and Markdown (escaped) outputs."""
+    found = result.get("findings")
+    head = (f"scan {result['older']} -> scan {result['newer']}: {len(result['new'])} new, "
+            f"{len(result['gone'])} gone, {len(result['changed'])} changed")  # fmt: skip
+    if found:
+        head += f"; findings {len(found['appeared'])} appeared, {len(found['cleared'])} cleared"
+    lines = [head]
     for label, rows in (("new", result["new"]), ("gone", result["gone"])):
         lines += [f"{label}: {r['asset_id']} {' '.join(r['addresses'])} {r['name']}".rstrip() for r in rows]
     for c in result["changed"]:
@@ -875,15 +933,19 @@ def diff(ctx: click.Context, scans_to_compare: tuple[int, ...], fmt: str) -> Non
         parts += [f"opened {p} {v}".rstrip() for p, v in c.get("opened", {}).items()]
         parts += [f"closed {p}" for p in c.get("closed", {})]
         parts += [f"{p} {v['before']} -> {v['after']}" for p, v in c.get("versions", {}).items()]
+        software = c.get("software", {})
+        parts += [f"installed {n} {v}".rstrip() for n, v in software.get("installed", {}).items()]
+        parts += [f"removed {n}" for n in software.get("removed", {})]
+        parts += [f"{n} {v['before']} -> {v['after']}" for n, v in software.get("changed", {}).items()]
         lines.append(f"changed: {c['asset_id']} {c['name']}: " + "; ".join(parts))
-    if fmt == "md":
-        click.echo(f"# Changes, scan {older} to scan {newer}\n")
-        for line in lines[1:]:
-            click.echo("- " + md_escape(line))
-        click.echo(f"\n{lines[0]}")
-        return
-    for line in lines:
-        click.echo(printable(line, 2000))
+    for label, rows in (("appeared", found["appeared"]), ("cleared", found["cleared"])) if found else ():
+        for f in rows:
+            crossed = " (crossed end of life since the last scan)" if f.get("crossed_eol") else ""
+            lines.append(f"finding {label}: {f['id']} {f['severity']} {f['rule_id']} on {f['asset_id']} {f['name']}: "
+                         f"{f['evidence']}{crossed}")  # fmt: skip
+    if result.get("findings_note"):
+        lines.append(f"findings: {result['findings_note']}")
+    return lines
 
 
 @cli.command()
@@ -918,8 +980,8 @@ def prune(ctx: click.Context, keep: int | None, older_than: int | None, dry_run:
 # ---- jobs --------------------------------------------------------------------------------------------
 
 
-def _jobs(ctx: click.Context) -> tuple[dict[str, Any], Path]:
-    """The config file's jobs, checked (credential names against the vault), and the file's path."""
+def _jobs(ctx: click.Context) -> tuple[dict[str, Any], Path, dict[str, Any]]:
+    """The config file's jobs, checked (credential names against the vault), the file's path, its data."""
     from scanner.jobs import parse_jobs
     from scanner.vault import list_credentials
 
@@ -927,7 +989,7 @@ def _jobs(ctx: click.Context) -> tuple[dict[str, Any], Path]:
     data = load_config(given)
     path = Path(given or default_config_path())
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    return parse_jobs(data, text, str(path), {r["name"] for r in list_credentials()}), path
+    return parse_jobs(data, text, str(path), {r["name"] for r in list_credentials()}), path, data
 
 
 @cli.group("config")
@@ -942,7 +1004,7 @@ def config_check(ctx: click.Context) -> None:
 
     Exits 2 with FILE:LINE and the key at the first problem.
     """
-    jobs, path = _jobs(ctx)
+    jobs, path, _ = _jobs(ctx)
     for job in jobs.values():  # targets, exclusions and scope checked as a scan would check them
         _plan(ctx, job.targets, job.exclude, job.scope)
     click.echo(f"ok: {path} ({len(jobs)} jobs: {', '.join(sorted(jobs)) or 'none'})")
@@ -959,13 +1021,16 @@ def run_job(ctx: click.Context, job_name: str | None, due: bool) -> None:
 
     from scanner.jobs import due as due_jobs
     from scanner.jobs import last_runs
+    from scanner.runlog import say
 
     if (job_name is None) == (not due):
         raise PostureError("give a job name or --due", "e.g. posture run town-hall (see `posture config check`)")
-    jobs, _ = _jobs(ctx)
+    jobs, _, config = _jobs(ctx)
+    open_run_log(ctx, config)
     if due:
         names = due_jobs(jobs, last_runs(), datetime.now(UTC))
-        click.echo(f"posture: {len(names)} job(s) due: {' '.join(names) or '-'}", err=True)
+        if names:  # a quiet minute leaves no line: the timer fires 1,440 times a day
+            say(f"{len(names)} job(s) due: {' '.join(names)}")
     else:
         if job_name not in jobs:
             raise PostureError(f"no job {str(job_name)[:64]!r} in the config file", "see `posture config check`")
@@ -975,10 +1040,10 @@ def run_job(ctx: click.Context, job_name: str | None, due: bool) -> None:
         try:
             _run_one(ctx, jobs[name])
         except PostureError as exc:
+            say(f"job {name} failed: {exc}", logging.ERROR)
             if not due:
-                raise
+                ctx.exit(int(exc.exit_code))
             failed += 1
-            click.echo(f"posture: job {name} failed: {exc}", err=True)
     if failed:
         ctx.exit(int(ExitCode.USAGE))
 
@@ -988,17 +1053,18 @@ def _run_one(ctx: click.Context, job: Any) -> None:
     from datetime import UTC, datetime
 
     from scanner.jobs import job_lock, record_run
+    from scanner.runlog import say
 
     root = ctx.find_root()
     started = datetime.now(UTC)
     with job_lock(job.name):
-        click.echo(f"posture: job {job.name} started", err=True)
+        say(f"job {job.name} started: targets {' '.join(job.targets)}, methods {' '.join(job.methods)}")
         nothing = False
         try:
             scan.invoke(scan.make_context("scan", job.scan_argv(), parent=root))
         except NothingScanned as exc:
             nothing = True
-            click.echo(f"posture: job {job.name}: {exc}", err=True)
+            say(f"job {job.name}: {exc}", logging.WARNING)
         record_run(job.name, started)
         if "evaluate" in cli.commands:
             evaluate = cli.commands["evaluate"]
@@ -1014,8 +1080,12 @@ def _run_one(ctx: click.Context, job: Any) -> None:
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise PostureError(f"job {job.name}: on_change could not run: {exc}", "check the command") from exc
             if done.returncode != 0:
-                click.echo(f"posture: job {job.name}: on_change exited {done.returncode}", err=True)
-        click.echo(f"posture: job {job.name} finished", err=True)
+                say(f"job {job.name}: on_change exited {done.returncode}", logging.WARNING)
+            else:
+                say(f"job {job.name}: on_change ran")
+        say(f"job {job.name} finished: {summary['new_assets']} new, {summary['gone_assets']} gone, "
+            f"{summary['changed_assets']} changed assets; {summary['new_findings']} new, "
+            f"{summary['fixed_findings']} fixed findings")
 
 
 def _change_summary(ctx: click.Context, job: str, nothing: bool) -> dict[str, Any]:

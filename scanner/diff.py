@@ -1,4 +1,6 @@
-"""What changed between two scans: assets new and gone, and for assets in both, OS, MAC and services.
+"""What changed between two scans: assets new and gone, and for assets in both, OS, MAC, services and
+installed programs. (Findings that appeared or cleared come from the rules stage, through the
+`posture.diff_details` entry point, so this module never reads what rules/ owns.)
 
 An asset is "gone" only if the later scan looked where it was (its address is inside the later scan's
 targets): an asset outside a smaller scan is not gone, just not looked at. Imports have no targets, so
@@ -28,14 +30,16 @@ class Seen:
     os: str | None = None
     ports_scanned: bool = False
     services: dict[str, str] = field(default_factory=dict)  # "tcp/22" -> "OpenSSH 9.2p1"
+    software: dict[str, str] = field(default_factory=dict)  # installed program -> version (agent, SNMP)
 
 
 def default_pair(store: Store) -> tuple[int, int]:
-    """The two newest finished scans of the same kind (a scan, an SNMP scan, an import)."""
-    rows = store.conn.execute(
-        "SELECT id, kind FROM scans WHERE kind != 'asset-register' AND status IN ('complete', 'interrupted') "
-        "ORDER BY id DESC"
-    ).fetchall()
+    """The two newest finished scans of the same kind (a scan, an SNMP scan, an import; two bundles of the
+    same machine)."""
+    rows = [(i, (kind, machine)) for i, kind, machine in store.conn.execute(
+        "SELECT s.id, s.kind, b.asset_id FROM scans s LEFT JOIN bundles b ON b.scan_id = s.id "
+        "WHERE s.kind != 'asset-register' AND s.status IN ('complete', 'interrupted') ORDER BY s.id DESC"
+    )]  # fmt: skip
     for n, (newest, kind) in enumerate(rows):
         older = next((r[0] for r in rows[n + 1 :] if r[1] == kind), None)
         if older is not None:
@@ -54,7 +58,9 @@ def _seen(store: Store, scan_id: int) -> dict[int, Seen]:
             s.addresses.add(address)
         s.ports_scanned |= bool(ports_scanned)
         try:
-            for kind, value in json.loads(evidence).get("addresses", []):
+            said = json.loads(evidence)
+            s.ports_scanned |= bool(said.get("listening_complete"))  # a host agent lists every listener
+            for kind, value in said.get("addresses", []):
                 (s.macs if kind == "mac" else s.addresses).add(value)
         except (ValueError, TypeError, AttributeError):
             pass  # evidence without addresses (SNMP keeps them elsewhere)
@@ -68,12 +74,19 @@ def _seen(store: Store, scan_id: int) -> dict[int, Seen]:
         [scan_id],
     ):
         out[asset_id].services[f"{protocol}/{port}"] = printable(" ".join(x for x in (product, version) if x), 120)
+    for asset_id, name, version in conn.execute(
+        "SELECT asset_id, name, version FROM software WHERE scan_id = ? AND kind = 'application'", [scan_id]
+    ):
+        out[asset_id].software[printable(name, 120)] = printable(version or "", 60)
     return dict(out)
 
 
 def _covered(store: Store, scan_id: int) -> list[IPNetwork] | None:
-    """The later scan's target networks, or None when it had none (an import: it covers everything)."""
-    row = store.conn.execute("SELECT targets FROM scans WHERE id = ?", [scan_id]).fetchone()
+    """The later scan's target networks, or None when it had none (an import: it covers everything).
+    A host-agent bundle looked at its own machine only: it covers no network."""
+    row = store.conn.execute("SELECT targets, kind FROM scans WHERE id = ?", [scan_id]).fetchone()
+    if row and row[1] == "agent-import":
+        return []
     specs = json.loads(row[0]) if row and row[0] else []
     nets: list[IPNetwork] = []
     for spec in specs:
@@ -82,6 +95,18 @@ def _covered(store: Store, scan_id: int) -> list[IPNetwork] | None:
         except PostureError:
             continue  # a hostname: its address is not known without a lookup
     return nets or None
+
+
+def _software_changes(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    installed = {n: after[n] for n in sorted(after.keys() - before.keys())}
+    removed = {n: before[n] for n in sorted(before.keys() - after.keys())}
+    changed = {n: {"before": before[n], "after": after[n]} for n in sorted(before.keys() & after.keys())
+               if before[n] != after[n]}  # fmt: skip
+    for key, value in (("installed", installed), ("removed", removed), ("changed", changed)):
+        if value:
+            out[key] = value
+    return out
 
 
 def diff_scans(store: Store, older: int, newer: int) -> dict[str, Any]:
@@ -94,6 +119,8 @@ def diff_scans(store: Store, older: int, newer: int) -> dict[str, Any]:
     def looked_at(s: Seen) -> bool:
         if nets is None:
             return True
+        if not nets:
+            return False
         for a in s.addresses:
             try:
                 ip = ipaddress.ip_address(a)
@@ -124,6 +151,10 @@ def diff_scans(store: Store, older: int, newer: int) -> dict[str, Any]:
                 change["closed"] = {p: b.services[p] for p in closed}
             if versions:
                 change["versions"] = versions
+        if b.software and a.software:  # both scans listed the programs: compare them
+            software = _software_changes(b.software, a.software)
+            if software:
+                change["software"] = software
         if change:
             changed.append({"asset_id": asset_id, "name": printable(names.get(asset_id) or "", 120), **change})
     def brief(asset_id: int, seen: Seen) -> dict[str, Any]:

@@ -113,6 +113,7 @@ def asset_views(store: Store, asset_ids: list[int] | None = None) -> list[dict[s
                 "addresses": ids.get("ipv4", []) + ids.get("ipv6", []),
                 "macs": ids.get("mac", []),
                 "hostnames": ids.get("hostname", []),
+                "machine_ids": ids.get("machine-id", []),
                 "os": oses.get(a[0]),
                 "services": services.get(a[0], []),
                 "first_seen": a[2],

@@ -4,6 +4,8 @@ its report and change hook, the one-at-a-time lock under two processes, and syst
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,9 +78,34 @@ def test_run_job_with_report_and_change_hook(lab_job: tuple[Path, Path, Path], t
     assert summary["job"] == "lab" and summary["changed"] and summary["new_assets"] == 1  # the first scan
     hook_out.unlink()
     due_now = run_posture("--config", str(config), "run", "--due", db=db)  # yearly, and it just ran: not due
-    assert due_now.returncode == 0 and "0 job(s) due" in due_now.stderr and not hook_out.exists()
+    assert due_now.returncode == 0 and due_now.stderr == "" and not hook_out.exists()  # a quiet minute: silent
+    log = (Path(os.environ["XDG_STATE_HOME"]) / "posture" / "posture.log").read_text(encoding="utf-8")
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO \[\d+\] job lab started: targets ", log, re.M)
+    assert "job lab finished: 1 new, 0 gone, 0 changed assets" in log
     unknown = run_posture("--config", str(config), "run", "nope", db=db)
     assert unknown.returncode == 2 and "no job 'nope'" in unknown.stderr
+
+
+def test_run_log_has_no_secret(lab: Lab, tmp_path: Path) -> None:
+    """A job with an SNMP credential: its log file (from [log] file) and stderr name the job, never the
+    community. Under systemd (JOURNAL_STREAM set) stderr lines carry journald priorities."""
+    secret = "c0mmunity-do-not-log-5e1f"
+    added = run_posture("creds", "add", "snmp", "site-v2c", "--stdin", input=f"{secret}\n")
+    assert added.returncode == 0, added.stderr
+    log = tmp_path / "logs" / "jobs.log"
+    config = write(tmp_path, (
+        f'[log]\nfile = "{log}"\n\n[jobs.lab]\ntargets = ["{lab.targets[0]}"]\nports = "{lab.ports_spec}"\n'
+        'dns = false\nmethods = ["nmap", "snmp"]\ncreds = ["site-v2c"]\n'))  # fmt: skip
+    result = run_posture("--config", str(config), "run", "lab", db=tmp_path / "inventory.db",
+                         env={"JOURNAL_STREAM": "8:12345"})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "<6>posture: job lab started" in result.stderr and "<6>posture: job lab finished" in result.stderr
+    text = log.read_text(encoding="utf-8")
+    assert "job lab started" in text and "job lab finished" in text
+    assert secret not in text and secret not in result.stderr and secret not in result.stdout
+    bad = write(tmp_path, '[log]\nfolder = "/tmp"\n')
+    refused = run_posture("--config", str(bad), "config", "check")
+    assert refused.returncode == 2 and "[log] takes one key, file" in refused.stderr
 
 
 def test_one_run_at_a_time(lab_job: tuple[Path, Path, Path], tmp_path: Path) -> None:

@@ -1,0 +1,61 @@
+"""The run log: what unattended work (scheduled jobs, bundle imports, agent runs) did, for later reading.
+
+Each line goes to stderr (journald keeps a service's stderr; under systemd, detected by
+`JOURNAL_STREAM`, lines carry an sd-daemon `<N>` priority prefix so `journalctl -p warning` works) and
+to a log file with a time stamp: `$POSTURE_LOG`, else `log_file` in the config's `[log]` table, else
+`$XDG_STATE_HOME/posture/posture.log`, rotated at 5 MiB with three old files kept.
+
+Only messages made for the log are written: no argument list, environment or exception traceback, so
+no secret (an SNMP community, a key) can reach a line. Device strings are made printable and bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+from scanner.jobs import state_dir
+from scanner.model import printable
+
+LOG = logging.getLogger("posture.run")
+PRIORITY = {logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6}
+_FILE_HANDLER: list[RotatingFileHandler] = []
+
+
+def log_path(configured: str | None = None) -> Path:
+    env = os.environ.get("POSTURE_LOG")
+    if env:
+        return Path(env)
+    return Path(configured).expanduser() if configured else state_dir() / "posture.log"
+
+
+def open_log(configured: str | None = None) -> Path | None:
+    """Start writing the log file (once per process). A log that cannot be opened is said on stderr and
+    the work goes on: losing the log must not lose the scan."""
+    path = log_path(configured)
+    if _FILE_HANDLER:
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(path, maxBytes=5 * 2**20, backupCount=3, encoding="utf-8")
+    except OSError as exc:
+        print(f"posture: warning: cannot write the log {path}: {exc.strerror or exc}", file=sys.stderr)
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False
+    _FILE_HANDLER.append(handler)
+    return path
+
+
+def say(message: str, level: int = logging.INFO) -> None:
+    """One line to stderr (journald-ready) and, when open, to the log file."""
+    line = printable(message, 2000)
+    prefix = f"<{PRIORITY.get(level, 6)}>" if os.environ.get("JOURNAL_STREAM") else ""
+    print(f"{prefix}posture: {line}", file=sys.stderr, flush=True)
+    if _FILE_HANDLER:
+        LOG.log(level, line)
