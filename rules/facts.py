@@ -28,19 +28,25 @@ from rules.identify import (
     Identification,
     distribution_named,
     identify_cpe,
+    identify_installed,
+    identify_os_release,
     identify_package,
     identify_service,
     identify_software_name,
     identify_sysdescr,
+    identify_windows_build,
     lifecycle,
 )
 from rules.kev import KevCatalogue
 from scanner.store import Store
 from scanner.views import LATEST_PORT_OBSERVATION, asset_addresses
 
-METHOD_RANK = {"release package": 6, "sysDescr": 5, "cpe": 4, "package build": 3, "package": 2, "nmap product": 2,
+METHOD_RANK = {"os-release": 8, "registry": 7,  # a host agent: the host's own word
+               "release package": 6, "sysDescr": 5, "cpe": 4, "package build": 3, "package": 2, "nmap product": 2,
                "software name": 2, "nmap os": 1}  # fmt: skip
 CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1}
+AGENT_PACKAGE_MANAGERS = frozenset({"dpkg", "rpm", "apk", "pip", "registry"})
+EXTRA_METHODS = frozenset({"sysDescr", "os-release", "registry"})  # identification reads the row's extra JSON
 DISTRIBUTION_SLUGS = frozenset({"debian", "ubuntu", "rhel", "centos", "rocky-linux", "almalinux", "sles",
                                 "oracle-linux"})  # fmt: skip
 CATEGORY_BY_PRODUCT = {
@@ -116,22 +122,36 @@ class Identifier:
         self._variants: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.services: dict[tuple[Any, ...], dict[str, Any]] = {}
 
-    def software_row(self, kind: str, name: str, cpe: str | None, cpes: str, method: str | None,
-                     extra: str | None) -> list[Identification]:  # fmt: skip
-        key = (kind, name, cpe, method, extra if method == "sysDescr" else None)
+    def software_row(self, kind: str, name: str, version: str | None, cpe: str | None, cpes: str,
+                     method: str | None, extra: str | None) -> list[Identification]:  # fmt: skip
+        key = (kind, name, version, cpe, method, extra if method in EXTRA_METHODS else None)
         found = self._software.get(key)
         if found is None:
-            found = self._identify_software(kind, name, cpe, cpes, method, extra)
+            found = self._identify_software(kind, name, version, cpe, cpes, method, extra)
             if len(self._software) < 500_000:
                 self._software[key] = found
         return found
 
-    def _identify_software(self, kind: str, name: str, cpe: str | None, cpes: str, method: str | None,
-                           extra: str | None) -> list[Identification]:  # fmt: skip
+    def _identify_software(self, kind: str, name: str, version: str | None, cpe: str | None, cpes: str,
+                           method: str | None, extra: str | None) -> list[Identification]:  # fmt: skip
         cat = self.catalogue
+        ident: Identification | None
         if method == "sysDescr":
             object_id = json.loads(extra).get("sysObjectID") if extra else None
             ident = identify_sysdescr(name, object_id, cat)
+            return [ident] if ident else []
+        if kind == "os" and method in ("os-release", "registry"):  # a host agent: the host's own word
+            said = json.loads(extra) if extra else {}
+            if method == "os-release":
+                ident = identify_os_release(str(said.get("id") or ""), said.get("version_id"), cat)
+            else:
+                build = ".".join(str(said.get("build", "")).split(".")[:1])
+                kind_of = str(said.get("installation_type", "")).lower()
+                ident = identify_windows_build(f"{said.get('version_id', '')}.{build}", "server" in kind_of
+                                               if kind_of else None, cat, "registry", name[:300])  # fmt: skip
+            return [ident] if ident else []
+        if kind == "application" and method in AGENT_PACKAGE_MANAGERS:
+            ident = identify_installed(name, version, method, cat)
             return [ident] if ident else []
         if kind == "os":  # an nmap OS fingerprint: a family, and a cycle only where its CPE names one
             for c in json.loads(cpes)[:8] if cpes and cpes != "[]" else ([cpe] if cpe else []):
@@ -408,11 +428,11 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
             service_items[asset_id].append(ident.item(kind, found, f"nmap {port}/{protocol}"))
 
     software: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for asset_id, kind, name, cpe, cpes, method, extra in store.conn.execute(
-        "SELECT s.asset_id, s.kind, s.name, s.cpe, s.cpes, s.method, s.extra FROM software s "
+    for asset_id, kind, name, version, cpe, cpes, method, extra in store.conn.execute(
+        "SELECT s.asset_id, s.kind, s.name, s.version, s.cpe, s.cpes, s.method, s.extra FROM software s "
         f"WHERE s.observation_id IN ({LATEST_SOFTWARE_OBSERVATIONS}) AND s.kind IN ('os', 'application')"
     ):
-        for found in ident.software_row(kind, name, cpe, cpes, method, extra):
+        for found in ident.software_row(kind, name, version, cpe, cpes, method, extra):
             item_kind = "os" if kind == "os" or found.product in DISTRIBUTION_SLUGS else "software"
             software[asset_id].append(ident.item(item_kind, found, method or kind))
 

@@ -44,6 +44,7 @@ from rules.engine import (
 from rules.facts import Identifier, load_facts
 from rules.kev import KevCatalogue
 from scanner.errors import PostureError
+from scanner.model import printable
 from scanner.store import Store, utc_now
 from scanner.views import asset_addresses
 
@@ -237,7 +238,8 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
     try:
         with store.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO evaluations (started_at, day, rules, catalogue_date, kev_version) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO evaluations (started_at, day, rules, catalogue_date, kev_version, scan_id) "
+                "VALUES (?, ?, ?, ?, ?, (SELECT max(id) FROM scans WHERE status IN ('complete', 'interrupted')))",
                 [utc_now(), day_text, len(rules), catalogue.data_date, kev.version],
             )
             evaluation_id = summary.evaluation_id = int(cur.lastrowid or 0)
@@ -265,6 +267,11 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                 "WHERE status != 'fixed' AND evaluation_id != ?",
                 [day_text, evaluation_id, evaluation_id],
             ).rowcount
+            conn.execute(  # this evaluation's changes, kept so `posture diff` can say what appeared and cleared
+                "INSERT INTO finding_events (evaluation_id, finding_id, event) SELECT evaluation_id, id, status "
+                "FROM findings WHERE evaluation_id = ? AND status IN ('new', 'reopened', 'fixed')",
+                [evaluation_id],
+            )
             for status, count in conn.execute(
                 "SELECT status, count(*) FROM findings WHERE evaluation_id = ? AND status != 'fixed' GROUP BY status",
                 [evaluation_id],
@@ -456,3 +463,76 @@ def accept(store: Store, target: str, until: date, reason: str, esu: bool, rule_
         )
     what = f"finding {target} ({row[0]})" if row else f"every finding of rule {target}"
     return f"accepted {what} until {until.isoformat()}" + (" (extended support)" if esu else "")
+
+
+EOL_RULES = ("protect.eol-os", "protect.eol-software")
+
+
+def _evaluation_for(conn: sqlite3.Connection, scan_id: int, before: int | None) -> tuple[int, str] | None:
+    """The newest evaluation that judged the inventory with `scan_id` in it and nothing from `before` on."""
+    row = conn.execute(
+        "SELECT id, day FROM evaluations WHERE finished_at IS NOT NULL AND scan_id >= ? AND scan_id < ? "
+        "ORDER BY id DESC LIMIT 1",
+        [scan_id, before if before is not None else 2**62],
+    ).fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def _was_supported(detail: dict[str, Any], day: str) -> bool:
+    """Whether the finding's product cycle was still in some kind of support on `day` (by the catalogue)."""
+    from rules.catalogue import Lifecycle, default_catalogue
+
+    product = default_catalogue().product(str(detail.get("product")))
+    cycle = product.cycle(str(detail.get("cycle"))) if product and detail.get("cycle") else None
+    if product is None or cycle is None:
+        return False
+    return product.status(cycle, date.fromisoformat(day)).state != Lifecycle.END_OF_LIFE
+
+
+def finding_changes(store: Store, older: int, newer: int) -> dict[str, Any]:
+    """The `posture.diff_details` hook: findings that appeared and cleared between two scans, on the assets
+    either scan saw. It compares the evaluation made after each scan (before the next one came in); an
+    end-of-life finding on an asset the older scan saw, whose product cycle was still supported on the
+    older evaluation's day, is marked `crossed_eol`: nothing on the machine changed, the calendar did."""
+    conn = store.conn
+    later = conn.execute("SELECT min(id) FROM scans WHERE id > ? AND status IN ('complete', 'interrupted')",
+                         [newer]).fetchone()[0]  # fmt: skip
+    before, after = _evaluation_for(conn, older, newer), _evaluation_for(conn, newer, later)
+    if before is None or after is None:
+        which = older if before is None else newer
+        return {"findings": None, "findings_note": f"no evaluation after scan {which}: run `posture evaluate`"}
+    assets = store.assets_seen_in(older, newer)
+    seen_before = set(store.assets_seen_in(older))
+    first: dict[int, str] = {}
+    last: dict[int, str] = {}
+    for finding_id, event in conn.execute(
+        "SELECT e.finding_id, e.event FROM finding_events e JOIN findings f ON f.id = e.finding_id "
+        "WHERE e.evaluation_id > ? AND e.evaluation_id <= ? AND f.asset_id IN (SELECT value FROM json_each(?)) "
+        "ORDER BY e.evaluation_id",
+        [before[0], after[0], json.dumps(assets)],
+    ):
+        first.setdefault(finding_id, event)
+        last[finding_id] = event
+    # Open before the range = its first event in it is "fixed"; open after = its last one is not. A finding
+    # that came and went inside the range (or went and came back) changed nothing between the two scans.
+    last = {f: e for f, e in last.items() if (e == "fixed") == (first[f] == "fixed")}
+    appeared, cleared = [], []
+    if last:
+        marks = ",".join("?" * len(last))
+        for fid, rule_id, severity, asset_id, subject, name, details in conn.execute(
+            "SELECT f.id, f.rule_id, r.severity, f.asset_id, f.subject, a.name, d.json FROM findings f "
+            "JOIN finding_rules r ON r.id = f.rule_id JOIN finding_details d ON d.id = f.details_id "
+            f"LEFT JOIN assets a ON a.id = f.asset_id WHERE f.id IN ({marks}) ORDER BY f.asset_id, f.rule_id",
+            list(last),
+        ):
+            detail = json.loads(details)
+            entry = {"id": format_id(fid), "rule_id": rule_id, "severity": severity, "asset_id": asset_id,
+                     "name": printable(name or "", 120), "subject": printable(subject, 120),
+                     "evidence": printable(detail.get("evidence") or "", 200)}  # fmt: skip
+            if last[fid] == "fixed":
+                cleared.append(entry)
+                continue
+            crossed = rule_id in EOL_RULES and asset_id in seen_before and _was_supported(detail, before[1])
+            entry["crossed_eol"] = crossed
+            appeared.append(entry)
+    return {"findings": {"evaluations": [before[0], after[0]], "appeared": appeared, "cleared": cleared}}

@@ -88,25 +88,12 @@ def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -
     text = descr[:4096]
     m = _WINDOWS.search(text)
     if m:
-        build = f"{m.group(1)}.{m.group(2)}"
-        slugs = ["windows", "windows-server"]
+        server = None
         if object_id and object_id.startswith(WINDOWS_WORKSTATION):
-            slugs = ["windows"]
+            server = False
         elif object_id and object_id.startswith(WINDOWS_SERVER):
-            slugs = ["windows-server"]
-        found = [
-            (product.slug, c.name)
-            for product in filter(None, map(catalogue.product, slugs))
-            for c in product.cycles
-            if c.latest and Version(c.latest).startswith(build)
-        ]
-        products = {s for s, _ in found}
-        if len(products) == 1:
-            confidence = "high" if len(found) == 1 else "medium"
-            return Identification(
-                found[0][0], tuple(c for _, c in found), build, confidence, "sysDescr", _bounded(text)
-            )
-        return Identification("windows", tuple(f"{s}/{c}" for s, c in found), build, "low", "sysDescr", _bounded(text))
+            server = True
+        return identify_windows_build(f"{m.group(1)}.{m.group(2)}", server, catalogue, "sysDescr", _bounded(text))
     m = _RHEL_KERNEL.search(text)
     if m:  # an Enterprise Linux kernel: RHEL or one of its rebuilds, which the kernel alone cannot tell apart
         return Identification("rhel", enterprise_linux(m.group(2), catalogue), m.group(1), "medium", "sysDescr",
@@ -134,6 +121,82 @@ def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -
         cycles = _cycles_for_version(catalogue, "linux", version)
         return Identification("linux", cycles, version, "medium", "sysDescr", _bounded(text))
     return None
+
+
+def identify_windows_build(build: str, server: bool | None, catalogue: Catalogue, method: str,
+                           evidence: str) -> Identification:  # fmt: skip
+    """A Windows build (`6.1.7601`) against the catalogue's own build numbers; `server` (None: not known)
+    narrows it to Windows Server or the desktop editions. Builds shared by several cycles stay "one of"."""
+    slugs = ["windows", "windows-server"] if server is None else ["windows-server" if server else "windows"]
+    found = [
+        (product.slug, c.name)
+        for product in filter(None, map(catalogue.product, slugs))
+        for c in product.cycles
+        if c.latest and Version(c.latest).startswith(build)
+    ]
+    products = {s for s, _ in found}
+    if len(products) == 1:
+        confidence = "high" if len(found) == 1 else "medium"
+        return Identification(found[0][0], tuple(c for _, c in found), build, confidence, method, evidence)
+    return Identification("windows", tuple(f"{s}/{c}" for s, c in found), build, "low", method, evidence)
+
+
+# os-release ID values (os-release(5)) of the distributions the catalogue has.
+OS_RELEASE_SLUGS = {"debian": "debian", "ubuntu": "ubuntu", "rhel": "rhel", "centos": "centos", "rocky": "rocky-linux",
+                    "almalinux": "almalinux", "ol": "oracle-linux", "sles": "sles", "sled": "sles"}  # fmt: skip
+
+
+def identify_os_release(os_id: str, version_id: str | None, catalogue: Catalogue) -> Identification | None:
+    """The host's own word (a host agent's /etc/os-release): the release is stated, not guessed."""
+    os_id = os_id.strip().lower()[:64]
+    if not os_id:
+        return None
+    slug = OS_RELEASE_SLUGS.get(os_id, os_id)
+    version = (version_id or "").strip()[:32] or None
+    product = catalogue.product(slug)
+    cycles: tuple[str, ...] = ()
+    if product is not None and version:
+        cycles = (version,) if product.cycle(version) else _cycles_for_version(catalogue, slug, version)
+    evidence = f"os-release ID={os_id} VERSION_ID={version or ''}"
+    return Identification(slug, cycles, version, "high" if cycles else "medium", "os-release", evidence)
+
+
+# Installed packages as a host agent lists them (name and version apart): dpkg and apk names of programs
+# the catalogue knows. rpm names go through `identify_package`, the registry's through SOFTWARE_NAMES.
+INSTALLED_PACKAGES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^nginx$"), "nginx"),
+    (re.compile(r"^apache2$"), "apache-http-server"),
+    (re.compile(r"^openssl3?$"), "openssl"),
+    (re.compile(r"^squid$"), "squid"),
+    (re.compile(r"^redis(-server)?$"), "redis"),
+    (re.compile(r"^mariadb(-server)?$"), "mariadb"),
+    (re.compile(r"^mysql-server$"), "mysql"),
+    (re.compile(r"^isc-dhcp-server$"), "isc-dhcp"),
+    (re.compile(r"^postgresql-?\d+$"), "postgresql"),  # the server itself, not the `postgresql` meta-package
+    (re.compile(r"^php\d+(\.\d+)?$"), "php"),
+    (re.compile(r"^python3(\.\d+)?$"), "python"),
+    (re.compile(r"^tomcat\d+$"), "tomcat"),
+]
+_PACKAGE_VERSION = re.compile(r"^(?:\d+:)?(\d+(?:\.\d+)*[a-z]?)")  # epoch off; upstream version up to the revision
+
+
+def identify_installed(name: str, version: str | None, manager: str, catalogue: Catalogue) -> Identification | None:
+    """A package a host agent listed: dpkg/apk by name, rpm as `name-version-release`, Windows programs by
+    their display name."""
+    name = name.strip()[:256]
+    if manager == "rpm":
+        return identify_package(f"{name}-{version or ''}", catalogue)
+    if manager == "registry":
+        return identify_software_name(name, catalogue)
+    if manager not in ("dpkg", "apk"):
+        return None
+    slug = next((s for pattern, s in INSTALLED_PACKAGES if pattern.match(name)), None)
+    m = _PACKAGE_VERSION.match(version or "")
+    if slug is None or not m:
+        return None
+    cycles = _cycles_for_version(catalogue, slug, m.group(1))
+    return Identification(slug, cycles, m.group(1), "high" if cycles else "medium", "package",
+                          f"{manager}: {name} {version}"[:300])  # fmt: skip
 
 
 def _dotnet(version: str, service_pack: str | None) -> str:
