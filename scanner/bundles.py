@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -359,10 +360,25 @@ _FAST_LENGTH = 32  # within every limit but the manager's, which must be one of 
 MANAGERS = frozenset({"dpkg", "rpm", "apk", "pip", "registry"})
 
 
+def _is_ip(value: object) -> bool:
+    try:
+        ipaddress.ip_address(str(value)[:64])
+    except ValueError:
+        return False
+    return True
+
+
 def check_payload(payload: dict[str, Any], path: Path) -> dict[str, Any]:
     """The payload's shape, with every string bounded: signed is not the same as harmless (a compromised
-    host signs what it likes)."""
+    host signs what it likes). Any other surprise in its structure is a refusal too, never a crash."""
+    try:
+        return _check_payload(payload, path)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise BundleRejected(f"{path}: the payload is malformed ({type(exc).__name__})",
+                             "collect it again with this version") from None  # fmt: skip
 
+
+def _check_payload(payload: dict[str, Any], path: Path) -> dict[str, Any]:
     def bad(why: str) -> BundleRejected:
         return BundleRejected(f"{path}: the payload is malformed ({why})", "collect it again with this version")
 
@@ -408,8 +424,7 @@ def check_payload(payload: dict[str, Any], path: Path) -> dict[str, Any]:
     machine_id = host.get("machine_id")
     if machine_id is not None and not re.fullmatch(r"[0-9a-f]{32}", str(machine_id)):
         raise bad("machine_id")
-    addresses = [[str(k), bound(str(v), 64)] for k, v in host.get("addresses", [])[:256]
-                 if k in ("ipv4", "ipv6") and isinstance(v, str)]  # fmt: skip
+    addresses = [[k, v] for k, v in host.get("addresses", [])[:256] if k in ("ipv4", "ipv6") and _is_ip(v)]
     macs = [m for m in host.get("macs", [])[:64] if isinstance(m, str) and MAC_RE.fullmatch(m)]
     hostnames = [bound(h, 253) for h in host.get("hostnames", [])[:16] if isinstance(h, str) and h]
     return {

@@ -242,6 +242,14 @@ def test_gzip_bomb_and_hostile_payloads(trusted: str, tmp_path: Path, monkeypatc
     hostile = payload(host={"machine_id": "../../etc/passwd", "hostnames": [], "addresses": [], "macs": []})
     with pytest.raises(bundles.BundleRejected, match="malformed \\(machine_id\\)"):
         bundles.read_bundle(bundle_file(tmp_path / "h1.bundle", hostile), keys)
+    for host in ({"machine_id": None, "addresses": "10.0.0.1", "macs": 7}, {"addresses": [["ipv4"]]}):
+        shaped = payload(host=host)
+        with pytest.raises(bundles.BundleRejected, match="malformed"):
+            bundles.read_bundle(bundle_file(tmp_path / "h3.bundle", shaped), keys)
+    odd = payload(host={"machine_id": None, "addresses": [["ipv4", "10.0.0.1; reboot"], ["ipv4", "10.0.0.2"]]})
+    assert bundles.read_bundle(bundle_file(tmp_path / "h4.bundle", odd), keys).payload["host"]["addresses"] == [
+        ["ipv4", "10.0.0.2"]
+    ]  # only real addresses become identifiers
     long_name = payload(packages=[{"manager": "dpkg", "name": "<script>" + "x" * 5000, "version": "1"}])
     checked = bundles.read_bundle(bundle_file(tmp_path / "h2.bundle", long_name), keys)
     assert len(checked.payload["packages"][0]["name"]) == 256  # bounded, marked as cut
