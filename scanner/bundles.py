@@ -465,7 +465,8 @@ def prepared_host(payload: dict[str, Any]) -> PreparedHost:
         "kernel": os_info.get("kernel"),
         "agent_version": payload["agent_version"],
         "packages": len(payload["packages"]),
-        "listening_complete": True,  # the agent lists every listening socket: a missing one is closed
+        # The agent lists every listening socket (a missing one is closed), except from a registry export.
+        "listening_complete": os_info.get("platform") != "windows",
         "warnings": payload["warnings"],
     }
     services = []

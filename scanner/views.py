@@ -1,7 +1,8 @@
 """The asset view: what the inventory currently believes about each asset, derived from observations.
 
 Nothing here writes. Services come from the newest observation that looked at ports (a ping-only scan
-does not erase them); the OS from the newest observation that said anything about it, best guess first.
+does not erase them; a host agent's listeners count only where no port scan looked); the OS from the
+newest observation that said anything about it, best guess first.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from typing import Any
 
 from scanner.store import Store
 
+# The network's view of an asset's ports wins; an asset no port scan reached (a host agent's machine at
+# another site) is judged by what its agent saw listening.
 LATEST_PORT_OBSERVATION = """
     SELECT id, asset_id FROM (
         SELECT id, asset_id, row_number() OVER (PARTITION BY asset_id ORDER BY observed_at DESC, id DESC) AS n
-        FROM observations WHERE ports_scanned = 1
+        FROM observations o WHERE ports_scanned = 1
+           OR (source = 'agent' AND json_extract(evidence, '$.listening_complete')
+               AND NOT EXISTS (SELECT 1 FROM observations p WHERE p.asset_id = o.asset_id AND p.ports_scanned = 1))
     ) WHERE n = 1
 """
 LATEST_OS_OBSERVATION = """

@@ -146,7 +146,7 @@ def test_agent_data_merges_into_the_scanned_asset(trusted: str, tmp_path: Path) 
     assert asset["os"]["method"] == "os-release" and asset["os"]["confidence"] == "high"
     nginx = next(s for s in asset["software"] if s["product"] == "nginx")
     assert nginx["version"] == "1.18.0" and nginx["packaged_by"] == "debian 11"
-    assert {s["port"] for s in asset["services"]} >= {22, 80}  # the network's view of its ports stays
+    assert {s["port"] for s in asset["services"]} == {22, 80}  # the network's view of its ports wins
     # The agent's listeners are kept; one bound to loopback only is not exposure.
     states = dict(query(db, "SELECT port, state FROM services WHERE scan_id = 3"))
     assert states == {22: "open", 5432: "listening-local"}
@@ -154,6 +154,20 @@ def test_agent_data_merges_into_the_scanned_asset(trusted: str, tmp_path: Path) 
     assert evaluated.returncode == 0, evaluated.stderr
     rules = {r[0] for r in query(db, "SELECT rule_id FROM findings WHERE status != 'fixed'")}
     assert "protect.eol-os" in rules  # Debian 11 (LTS) ended on 2026-08-31
+
+
+def test_a_host_only_its_agent_sees_is_judged_by_its_listeners(trusted: str, tmp_path: Path) -> None:
+    db = tmp_path / "inventory.db"
+    remote = payload()
+    remote["listening"] = [*remote["listening"], {"protocol": "tcp", "port": 23, "addresses": ["0.0.0.0"],
+                                                   "process": "inetd"}]  # fmt: skip
+    assert import_bundles(db, bundle_file(tmp_path / "remote.bundle", remote)).returncode == 0
+    [asset] = assets_json(db)
+    assert {(s["port"], s["state"]) for s in asset["services"]} == {(22, "open"), (23, "open"),
+                                                                    (5432, "listening-local")}  # fmt: skip
+    assert run_posture("evaluate", "--on", "2026-11-23", db=db).returncode == 0
+    telnet = query(db, "SELECT subject FROM findings WHERE rule_id = 'protect.telnet'")
+    assert telnet == [("tcp/23",)]  # the listener on all addresses; postgres on loopback is no exposure
 
 
 # ---- what is refused -------------------------------------------------------------------------------------
