@@ -554,8 +554,15 @@ def import_bundle(store: Store, bundle: VerifiedBundle) -> Imported:
     return Imported(bundle.path, scan_id, asset_id, stats.new_assets > 0, len(payload["packages"]), bundle.key_name)
 
 
-def import_files(store: Store, paths: Sequence[Path], max_bytes: int, tell: Callable[[str, int], None]) -> int:
-    """Verify every bundle, then import those that passed, oldest first; returns how many were refused.
+@dataclass
+class ImportOutcome:
+    imported: list[Imported]
+    refused: list[tuple[Path, str]]  # each refused file and why
+
+
+def import_files(store: Store, paths: Sequence[Path], max_bytes: int,
+                 tell: Callable[[str, int], None]) -> ImportOutcome:  # fmt: skip
+    """Verify every bundle, then import those that passed, oldest first.
 
     Nothing is written until all are checked. Only one payload is in memory at a time: the first pass
     keeps each bundle's digest, and the second reads the file again and insists on the same digest (a
@@ -564,7 +571,12 @@ def import_files(store: Store, paths: Sequence[Path], max_bytes: int, tell: Call
     trusted = trusted_keys()
     passed: list[tuple[str, str, Path]] = []  # (collected_at, digest, path)
     seen: set[str] = set()
-    refused = 0
+    outcome = ImportOutcome([], [])
+
+    def refuse(path: Path, exc: BundleRejected) -> None:
+        outcome.refused.append((path, str(exc)))
+        tell(f"refused {exc}", logging.WARNING)
+
     for path in paths:
         try:
             bundle = read_bundle(path, trusted, max_bytes)
@@ -572,8 +584,7 @@ def import_files(store: Store, paths: Sequence[Path], max_bytes: int, tell: Call
                 raise BundleRejected(f"{path}: replayed: the same bundle is given twice on this command line")
             check_not_replayed(store, bundle)
         except BundleRejected as exc:
-            refused += 1
-            tell(f"refused {exc}", logging.WARNING)
+            refuse(path, exc)
             continue
         seen.add(bundle.payload["bundle_id"])
         passed.append((bundle.payload["collected_at"], bundle.digest, path))
@@ -584,9 +595,9 @@ def import_files(store: Store, paths: Sequence[Path], max_bytes: int, tell: Call
                 raise BundleRejected(f"{path}: changed while it was being imported", "import it again")
             done = import_bundle(store, bundle)
         except BundleRejected as exc:
-            refused += 1
-            tell(f"refused {exc}", logging.WARNING)
+            refuse(path, exc)
             continue
+        outcome.imported.append(done)
         tell(f"imported {done.path}: signed by {done.key_name}, {done.packages} packages, asset {done.asset_id}"
              f"{' (new)' if done.new_asset else ''} (scan {done.scan_id})", logging.INFO)  # fmt: skip
-    return refused
+    return outcome

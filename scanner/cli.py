@@ -528,9 +528,9 @@ def import_bundle(ctx: click.Context, files: tuple[Path, ...], max_size: int) ->
 
     open_run_log(ctx)
     with open_store(ctx) as store:
-        refused = import_files(store, files, max_size * 2**20, say)
+        refused = import_files(store, files, max_size * 2**20, say).refused
     if refused:
-        raise PostureError(f"{refused} of {len(files)} bundle(s) refused; nothing of those was written",
+        raise PostureError(f"{len(refused)} of {len(files)} bundle(s) refused; nothing of those was written",
                            "see the reasons above")  # fmt: skip
 
 
@@ -891,15 +891,13 @@ def diff(ctx: click.Context, scans_to_compare: tuple[int, ...], fmt: str) -> Non
 
     An asset counts as gone only if the newer scan covered its address.
     """
-    from scanner.diff import default_pair, diff_scans
+    from scanner.diff import default_pair
 
     if len(scans_to_compare) not in (0, 2):
         raise PostureError("give two scan ids, or none", "e.g. posture diff 12 15 (see `posture scans`)")
     with open_store(ctx, readonly=True) as store:
         older, newer = scans_to_compare if scans_to_compare else default_pair(store)
-        result = diff_scans(store, older, newer)
-        for ep in entry_points(group="posture.diff_details"):  # the rules stage adds findings appeared/cleared
-            result.update(ep.load()(store, older, newer))
+        result = _diff_with_details(store, older, newer)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
@@ -912,6 +910,16 @@ def diff(ctx: click.Context, scans_to_compare: tuple[int, ...], fmt: str) -> Non
         return
     for line in lines:
         click.echo(printable(line, 2000))
+
+
+def _diff_with_details(store: Any, older: int, newer: int) -> dict[str, Any]:
+    """`scanner.diff` plus what later stages add (the rules stage: findings that appeared and cleared)."""
+    from scanner.diff import diff_scans
+
+    result = diff_scans(store, older, newer)
+    for ep in entry_points(group="posture.diff_details"):
+        result.update(ep.load()(store, older, newer))
+    return result
 
 
 def _diff_lines(result: dict[str, Any]) -> list[str]:
@@ -1006,7 +1014,8 @@ def config_check(ctx: click.Context) -> None:
     """
     jobs, path, _ = _jobs(ctx)
     for job in jobs.values():  # targets, exclusions and scope checked as a scan would check them
-        _plan(ctx, job.targets, job.exclude, job.scope)
+        if job.targets:
+            _plan(ctx, job.targets, job.exclude, job.scope)
     click.echo(f"ok: {path} ({len(jobs)} jobs: {', '.join(sorted(jobs)) or 'none'})")
 
 
@@ -1058,13 +1067,16 @@ def _run_one(ctx: click.Context, job: Any) -> None:
     root = ctx.find_root()
     started = datetime.now(UTC)
     with job_lock(job.name):
-        say(f"job {job.name} started: targets {' '.join(job.targets)}, methods {' '.join(job.methods)}")
+        what = [f"targets {' '.join(job.targets)}, methods {' '.join(job.methods)}"] if job.targets else []
+        say(f"job {job.name} started: " + "; ".join([*what, *([f"inbox {job.inbox}"] if job.inbox else [])]))
         nothing = False
-        try:
-            scan.invoke(scan.make_context("scan", job.scan_argv(), parent=root))
-        except NothingScanned as exc:
-            nothing = True
-            say(f"job {job.name}: {exc}", logging.WARNING)
+        if job.targets:
+            try:
+                scan.invoke(scan.make_context("scan", job.scan_argv(), parent=root))
+            except NothingScanned as exc:
+                nothing = True
+                say(f"job {job.name}: {exc}", logging.WARNING)
+        bundles = _import_inbox(ctx, Path(job.inbox)) if job.inbox else {}
         record_run(job.name, started)
         if "evaluate" in cli.commands:
             evaluate = cli.commands["evaluate"]
@@ -1072,7 +1084,7 @@ def _run_one(ctx: click.Context, job: Any) -> None:
         if job.report and "report" in cli.commands:
             report = cli.commands["report"]
             report.invoke(report.make_context("report", ["--html", job.report], parent=root))
-        summary = _change_summary(ctx, job.name, nothing)
+        summary = _change_summary(ctx, job.name, nothing, bundles)
         if job.on_change and summary["changed"]:
             try:
                 done = subprocess.run(list(job.on_change), input=json.dumps(summary), text=True, timeout=300,
@@ -1088,14 +1100,36 @@ def _run_one(ctx: click.Context, job: Any) -> None:
             f"{summary['fixed_findings']} fixed findings")
 
 
-def _change_summary(ctx: click.Context, job: str, nothing: bool) -> dict[str, Any]:
-    """What the on_change hook gets on stdin: the diff of the last two scans and the findings' changes."""
-    from scanner.diff import default_pair, diff_scans
+def _import_inbox(ctx: click.Context, inbox: Path) -> dict[str, int]:
+    """Import the settled bundles of a job's inbox and file each away as imported or refused."""
+    from scanner.bundles import DEFAULT_MAX_BYTES, import_files
+    from scanner.jobs import file_away, inbox_files
+    from scanner.runlog import say
+
+    ready, waiting = inbox_files(inbox, time.time())
+    for path in waiting:
+        say(f"inbox: {path.name} is still arriving; next run")
+    if not ready:
+        return {"bundles_imported": 0, "bundles_refused": 0}
+    with open_store(ctx) as store:
+        outcome = import_files(store, ready, DEFAULT_MAX_BYTES, say)
+    for done in outcome.imported:
+        file_away(done.path, "imported")
+    for path, reason in outcome.refused:
+        if path.exists():
+            file_away(path, "refused", reason)
+    return {"bundles_imported": len(outcome.imported), "bundles_refused": len(outcome.refused)}
+
+
+def _change_summary(ctx: click.Context, job: str, nothing: bool, bundles: dict[str, int]) -> dict[str, Any]:
+    """What the on_change hook gets on stdin: the diff of the last two scans (with the findings that
+    appeared and cleared between them) and the last evaluation's counts."""
+    from scanner.diff import default_pair
 
     with open_store(ctx, readonly=True) as store:
         try:
             older, newer = default_pair(store)
-            diff = diff_scans(store, older, newer)
+            diff = _diff_with_details(store, older, newer)
         except PostureError:  # the first scan of its kind: everything it saw is new
             newest = store.conn.execute("SELECT max(id) FROM scans WHERE kind != 'asset-register'").fetchone()[0]
             seen = store.assets_seen_in(newest) if newest else []
@@ -1109,6 +1143,8 @@ def _change_summary(ctx: click.Context, job: str, nothing: bool) -> dict[str, An
         "new_findings": findings.get("new", 0),
         "fixed_findings": findings.get("fixed", 0),
         "reopened_findings": findings.get("reopened", 0),
+        "crossed_eol": sum(1 for f in (diff.get("findings") or {}).get("appeared", []) if f["crossed_eol"]),
+        **bundles,
     }
     return {"job": job, "nothing_answered": nothing, **counts, "changed": any(counts.values()), "diff": diff}
 

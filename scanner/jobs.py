@@ -10,6 +10,14 @@
     report = "/srv/posture/town-hall.html"
     on_change = "/usr/local/bin/notify-security"   # gets a JSON summary on stdin when something changed
 
+    [jobs.annex-agents]
+    inbox = "/srv/posture/inbox"      # host-agent bundles arrive here (a share, a mail drop)
+    schedule = "*/15 * * * *"
+
+A job with an inbox imports the bundles there (`posture import bundle`), moving each to `imported/` or
+`refused/` (with a `.reason` file) so the next run does not meet it again; a file written in the last
+minute is left for the next run, as it may still be arriving.
+
 A job runs as `posture scan` would with those options (the same validation: targets never reach a
 shell). The lock is an flock on a file, so a crashed run never leaves it held.
 """
@@ -32,7 +40,7 @@ from scanner.errors import PostureError
 from scanner.targets import parse_networks
 
 JOB_KEYS = {"targets", "exclude", "scope", "methods", "creds", "max_rate", "ports", "schedule", "report",
-            "on_change", "dns", "allow_overlap"}  # fmt: skip
+            "on_change", "dns", "allow_overlap", "inbox"}  # fmt: skip
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -51,6 +59,7 @@ class Job:
     on_change: tuple[str, ...] = ()
     dns: bool = True
     allow_overlap: bool = False
+    inbox: str | None = None
 
     def scan_argv(self) -> list[str]:
         """The job as `posture scan` arguments (a list: nothing goes through a shell)."""
@@ -110,8 +119,8 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
                 raise fail(key, f"{key} must be a list of strings")
             lists[key] = tuple(value)
-        if not lists["targets"]:
-            raise fail("targets", "a job needs targets")
+        if not lists["targets"] and not table.get("inbox"):
+            raise fail("targets", "a job needs targets (to scan) or an inbox (of agent bundles)")
         methods = lists["methods"] or ("nmap",)
         if set(methods) - {"nmap", "snmp"}:
             raise fail("methods", "methods are nmap and snmp")
@@ -125,7 +134,7 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
         schedule = table.get("schedule")
         if schedule is not None and (not isinstance(schedule, str) or not croniter.is_valid(schedule)):
             raise fail("schedule", f"{str(schedule)[:60]!r} is not a cron expression (e.g. \"30 2 * * 1-5\")")
-        for key in ("report", "ports"):
+        for key in ("report", "ports", "inbox"):
             if key in table and not isinstance(table[key], str):
                 raise fail(key, f"{key} must be a string")
         on_change = table.get("on_change")
@@ -138,7 +147,7 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             name=name, targets=lists["targets"], exclude=lists["exclude"], scope=lists["scope"], methods=methods,
             creds=lists["creds"], max_rate=max_rate, ports=table.get("ports"), schedule=schedule,
             report=table.get("report"), on_change=tuple(shlex.split(on_change)) if on_change else (),
-            dns=table.get("dns", True), allow_overlap=table.get("allow_overlap", False),
+            dns=table.get("dns", True), allow_overlap=table.get("allow_overlap", False), inbox=table.get("inbox"),
         )  # fmt: skip
     _check_overlaps(jobs, text, where)
     return jobs
@@ -148,6 +157,8 @@ def _check_overlaps(jobs: dict[str, Job], text: str, where: str) -> None:
     """Two jobs scanning the same addresses double the load on fragile kit: refused unless allowed."""
     nets = {}
     for name, job in jobs.items():
+        if not job.targets:
+            continue  # an inbox job scans nothing
         try:
             nets[name] = parse_networks(job.targets, f"jobs.{name} targets")
         except PostureError:
@@ -222,3 +233,33 @@ def job_lock(name: str) -> Iterator[None]:
         handle.write(str(os.getpid()))
         handle.flush()
         yield
+
+
+SETTLE_SECONDS = 60  # a bundle younger than this may still be arriving over a share
+
+
+def inbox_files(inbox: Path, now: float) -> tuple[list[Path], list[Path]]:
+    """The bundles in an inbox ready to import, and those too new to trust as complete."""
+    if not inbox.is_dir():
+        raise PostureError(f"the inbox {inbox} is not a folder", "create it, or fix the job's inbox")
+    ready: list[Path] = []
+    waiting: list[Path] = []
+    for path in sorted(inbox.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            (ready if now - path.stat().st_mtime >= SETTLE_SECONDS else waiting).append(path)
+    return ready, waiting
+
+
+def file_away(path: Path, folder: str, reason: str | None = None) -> Path:
+    """Move a handled bundle into inbox/`folder`/ (never over another file), with its reason if refused."""
+    target_dir = path.parent / folder
+    target_dir.mkdir(exist_ok=True)
+    target = target_dir / path.name
+    n = 1
+    while target.exists():
+        target = target_dir / f"{path.stem}.{n}{path.suffix}"
+        n += 1
+    path.replace(target)
+    if reason is not None:
+        target.with_name(target.name + ".reason").write_text(reason + "\n", encoding="utf-8")
+    return target

@@ -9,6 +9,8 @@ import os
 import socket
 import sqlite3
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -386,3 +388,41 @@ def test_diff_of_two_bundles_with_findings_that_crossed_end_of_life(trusted: str
     assert run_posture("prune", "--keep", "1", db=db).returncode == 0
     assert query(db, "SELECT id FROM scans ORDER BY id") == [(3,), (4,)]
     assert query(db, "SELECT count(*), count(scan_id) FROM bundles") == [(4, 2)]  # replays still refused
+
+
+# ---- an inbox job: bundles arriving unattended ------------------------------------------------------------
+
+
+def test_inbox_job_imports_and_files_away(trusted: str, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    hook_out = tmp_path / "hook.json"
+    hook = tmp_path / "hook.py"
+    hook.write_text(f"import sys\nopen({str(hook_out)!r}, 'w').write(sys.stdin.read())\n", encoding="utf-8")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[jobs.annex]\ninbox = "{inbox}"\nschedule = "*/15 * * * *"\n'
+                      f'on_change = "{sys.executable} {hook}"\n', encoding="utf-8")  # fmt: skip
+    good = bundle_file(inbox / "fin-app-01.bundle", payload())
+    envelope = json.loads(bundle_file(tmp_path / "x.bundle", payload()).read_bytes())
+    bad = inbox / "damaged.bundle"
+    bad.write_text(json.dumps({**envelope, "signature": base64.b64encode(b"\0" * 64).decode()}))
+    old = time.time() - 600
+    for path in (good, bad):
+        os.utime(path, (old, old))
+    arriving = bundle_file(inbox / "still-copying.bundle", payload(datetime.now(UTC) + timedelta(hours=1)))
+    assert run_posture("--config", str(config), "config", "check").returncode == 0
+    db = tmp_path / "inventory.db"
+    result = run_posture("--config", str(config), "run", "annex", db=db)
+    assert result.returncode == 0, result.stderr
+    assert "still arriving; next run" in result.stderr and "refused" in result.stderr
+    assert sorted(p.name for p in inbox.iterdir()) == ["imported", "refused", "still-copying.bundle"]
+    assert [p.name for p in (inbox / "imported").iterdir()] == ["fin-app-01.bundle"]
+    reason = (inbox / "refused" / "damaged.bundle.reason").read_text(encoding="utf-8")
+    assert "tampered (the signature of self does not match" in reason
+    summary = json.loads(hook_out.read_text(encoding="utf-8"))
+    assert (summary["bundles_imported"], summary["bundles_refused"], summary["changed"]) == (1, 1, True)
+    assert len(assets_json(db)) == 1 and query(db, "SELECT count(*) FROM evaluations") == [(1,)]
+    os.utime(arriving, (old, old))  # it has arrived: the next run takes it
+    again = run_posture("--config", str(config), "run", "annex", db=db)
+    assert again.returncode == 0 and sorted(p.name for p in (inbox / "imported").iterdir()) == [
+        "fin-app-01.bundle", "still-copying.bundle"]  # fmt: skip

@@ -76,6 +76,7 @@ def test_run_job_with_report_and_change_hook(lab_job: tuple[Path, Path, Path], t
     assert "job lab finished" in result.stderr and report.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     summary = json.loads(hook_out.read_text(encoding="utf-8"))
     assert summary["job"] == "lab" and summary["changed"] and summary["new_assets"] == 1  # the first scan
+    assert summary["crossed_eol"] == 0 and summary["diff"]["gone"] == []
     hook_out.unlink()
     due_now = run_posture("--config", str(config), "run", "--due", db=db)  # yearly, and it just ran: not due
     assert due_now.returncode == 0 and due_now.stderr == "" and not hook_out.exists()  # a quiet minute: silent
