@@ -237,8 +237,12 @@ def host_identity(root: Path = Path("/")) -> dict[str, Any]:
                 continue
             if MAC_RE.fullmatch(mac) and mac != "00:00:00:00:00:00":
                 identity["macs"].append(mac)
-    output = _run(["ip", "-j", "address", "show"])
-    for link in json.loads(output) if output else []:
+    try:  # iproute2 before 4.13 has no -j: then the addresses are missing, the rest stays
+        output = _run(["ip", "-j", "address", "show"])
+        links = json.loads(output) if output else []
+    except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired):
+        links = []
+    for link in links if isinstance(links, list) else []:
         for addr in link.get("addr_info", []):
             local = str(addr.get("local", ""))
             if addr.get("family") in ("inet", "inet6") and not local.startswith(("127.", "fe80:")) and local != "::1":
