@@ -145,7 +145,7 @@ class Identifier:
             if method == "os-release":
                 ident = identify_os_release(str(said.get("id") or ""), said.get("version_id"), cat)
             else:
-                build = ".".join(str(said.get("build", "")).split(".")[:1])
+                build = str(said.get("build", "")).split(".")[0]  # the build without its update revision
                 kind_of = str(said.get("installation_type", "")).lower()
                 ident = identify_windows_build(f"{said.get('version_id', '')}.{build}", "server" in kind_of
                                                if kind_of else None, cat, "registry", name[:300])  # fmt: skip

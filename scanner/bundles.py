@@ -39,7 +39,7 @@ from scanner.hostagent import MAC_RE, MAX_PACKAGES, MAX_SOCKETS, PAYLOAD_FORMAT
 from scanner.model import bound
 from scanner.paths import config_dir
 from scanner.store import Ingest, PreparedHost, Store, insert_scan, utc_now
-from scanner.vault import NAME_RE, seal, unseal, write_private
+from scanner.vault import check_name, seal, unseal, write_private
 
 SIGNED_FORMAT = "posture-bundle/1"
 SEALED_FORMAT = "posture-sealed/1"
@@ -159,8 +159,7 @@ def trusted_keys() -> dict[str, dict[str, str]]:
 
 def trust(line: str, name: str) -> str:
     """Add an agent's signing key to the trust list under a name; returns its key id."""
-    if not NAME_RE.match(name):
-        raise PostureError(f"invalid key name {name[:70]!r}", "use letters, digits, '.', '_' and '-'")
+    check_name(name, "key")
     raw = parse_public_line(line, SIGNING_PREFIX)
     keys = trusted_keys()
     kid = key_id(raw)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import PostureError
+from scanner.paths import state_dir
 from scanner.targets import parse_networks
 
 JOB_KEYS = {"targets", "exclude", "scope", "methods", "creds", "max_rate", "ports", "schedule", "report",
@@ -189,11 +190,6 @@ def due(jobs: dict[str, Job], last_runs: dict[str, str], now: datetime) -> list[
         if croniter(job.schedule, since).get_next(datetime) <= now:
             out.append(name)
     return out
-
-
-def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "posture"
 
 
 def last_runs() -> dict[str, str]:

@@ -16,6 +16,12 @@ def config_dir() -> Path:
     return Path(base) / "posture"
 
 
+def state_dir() -> Path:
+    """Run state (jobs' last runs, their locks, the run log): `$XDG_STATE_HOME/posture`."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "posture"
+
+
 def default_db_path() -> Path:
     """`POSTURE_DB` wins over the XDG default, so a scheduler can point every command at one file."""
     env = os.environ.get("POSTURE_DB")

@@ -17,8 +17,8 @@ import sys
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from scanner.jobs import state_dir
 from scanner.model import printable
+from scanner.paths import state_dir
 
 LOG = logging.getLogger("posture.run")
 PRIORITY = {logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6}

@@ -80,9 +80,10 @@ def _load() -> dict[str, Any]:
     return data
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, what: str = "credential") -> str:
+    """A name for a credential or a trusted key: safe in a file, a log line and a command line."""
     if not NAME_RE.match(name):
-        raise PostureError(f"invalid credential name {name[:70]!r}", "use letters, digits, '.', '_' and '-'")
+        raise PostureError(f"invalid {what} name {name[:70]!r}", "use letters, digits, '.', '_' and '-'")
     return name
 
 
