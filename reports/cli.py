@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
@@ -16,6 +15,7 @@ import click
 
 from rules.cli import parse_day
 from scanner.errors import PostureError
+from scanner.model import write_csv
 
 on_option = click.option("--on", "on_day", metavar="YYYY-MM-DD",
                          help="Judge lifecycles, SLAs and exceptions as of this day (default: today).")  # fmt: skip
@@ -56,11 +56,7 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> None:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
     if fmt == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        for row in rows:
-            values = (row.get(c) for c in columns)
-            writer.writerow([" ".join(map(str, v)) if isinstance(v, list) else v for v in values])
+        write_csv(sys.stdout, columns, ([row.get(c) for c in columns] for row in rows))
         return
     from reports.documents import markdown_table
 
@@ -148,9 +144,7 @@ def plan_procurement(ctx: click.Context, fmt: str, costs_path: Path | None, out_
     if fmt == "csv":
         buffer = io.StringIO()
         header, rows = lots_rows(lots)
-        writer = csv.writer(buffer)
-        writer.writerow(header)
-        writer.writerows(rows)
+        write_csv(buffer, header, rows)
         text = buffer.getvalue()
     else:
         text = to_markdown(doc)

@@ -330,11 +330,9 @@ def findings_command(ctx: click.Context, fmt: str, functions: tuple[str, ...], s
         click.echo(json.dumps(rows, indent=2))
         return
     if fmt == "csv":
-        import csv
+        from scanner.model import write_csv
 
-        writer = csv.writer(sys.stdout)
-        writer.writerow(FINDING_CSV_COLUMNS)
-        writer.writerows([f[c] for c in FINDING_CSV_COLUMNS] for f in rows)
+        write_csv(sys.stdout, FINDING_CSV_COLUMNS, ([f[c] for c in FINDING_CSV_COLUMNS] for f in rows))
         return
     _print_findings(rows)
 

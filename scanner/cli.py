@@ -8,7 +8,6 @@ never imports them.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import shlex
@@ -25,7 +24,7 @@ import click
 
 from scanner import __version__
 from scanner.errors import ExitCode, NothingScanned, PostureError
-from scanner.model import md_escape, printable
+from scanner.model import md_escape, printable, write_csv
 from scanner.paths import default_config_path, default_db_path
 
 
@@ -399,7 +398,7 @@ def scan(
             f"{len(plan.addresses)} addresses ({plan.excluded} excluded) in "
             f"{len(plan.chunks(chunk_size))} chunk(s) of up to {chunk_size}"
         )
-        click.echo(" ".join([*agent.describe(options), "-oX", "FILE", *plan.chunks(chunk_size)[0]]))
+        click.echo(" ".join(agent.describe(options, plan.chunks(chunk_size)[0])))
         return
     with open_store(ctx) as store:
         store.reap_stale_scans()
@@ -811,9 +810,7 @@ def assets(ctx: click.Context, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(ASSET_CSV_COLUMNS)
-        writer.writerows(_asset_csv_row(a) for a in rows)
+        write_csv(sys.stdout, ASSET_CSV_COLUMNS, (_asset_csv_row(a) for a in rows))
     elif rows:
         _print_assets(rows)
     else:

@@ -35,10 +35,12 @@ class Seen:
 
 def default_pair(store: Store) -> tuple[int, int]:
     """The two newest finished scans of the same kind (a scan, an SNMP scan, an import; two bundles of the
-    same machine)."""
+    same machine). An interrupted scan counts only if it saved something: one stopped before its first
+    chunk would otherwise be the baseline of the next diff, and every asset would read as new."""
     rows = [(i, (kind, machine)) for i, kind, machine in store.conn.execute(
         "SELECT s.id, s.kind, b.asset_id FROM scans s LEFT JOIN bundles b ON b.scan_id = s.id "
-        "WHERE s.kind != 'asset-register' AND s.status IN ('complete', 'interrupted') ORDER BY s.id DESC"
+        "WHERE s.kind != 'asset-register' AND (s.status = 'complete' OR (s.status = 'interrupted' "
+        "AND EXISTS (SELECT 1 FROM observations o WHERE o.scan_id = s.id))) ORDER BY s.id DESC"
     )]  # fmt: skip
     for n, (newest, kind) in enumerate(rows):
         older = next((r[0] for r in rows[n + 1 :] if r[1] == kind), None)

@@ -63,8 +63,12 @@ class Job:
     inbox: str | None = None
 
     def scan_argv(self) -> list[str]:
-        """The job as `posture scan` arguments (a list: nothing goes through a shell)."""
-        argv = [*self.targets, "--max-rate", str(self.max_rate)]
+        """The job as `posture scan` arguments (a list: nothing goes through a shell).
+
+        The targets come last, after `--`: a target written `--scope=...` in the config must stay a target
+        (and be refused as one), never become an option that widens the scope or drops the printer guard.
+        """
+        argv = ["--max-rate", str(self.max_rate)]
         for value in self.exclude:
             argv += ["--exclude", value]
         for value in self.scope:
@@ -77,7 +81,7 @@ class Job:
             argv.append("--snmp")
             for name in self.creds:
                 argv += ["--creds", name]
-        return argv
+        return [*argv, "--", *self.targets]
 
 
 def _line(text: str, job: str, key: str | None) -> int:

@@ -6,9 +6,11 @@ they were seen, and everything else (the asset view, findings) is derived from t
 
 from __future__ import annotations
 
+import csv
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TextIO
 
 # Device-supplied strings are hostile and unbounded; these caps keep one chatty banner from bloating the
 # database or a report. The cut is marked so nobody mistakes a bounded value for the whole one.
@@ -44,6 +46,33 @@ def printable(value: object, limit: int = 200) -> str:
     """A device string made safe for a terminal: control characters (escape sequences) replaced, cut short."""
     text = str(value)
     return (text if len(text) <= limit else text[: limit - 1] + "…").translate(_CONTROL)
+
+
+# Keep tab, LF and CR inside a cell (a quoted CSV cell may hold lines); every other control goes.
+_CSV_CONTROL = dict.fromkeys([c for c in _CONTROL if c not in (9, 10, 13)])
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text (CWE-1236): a leading formula character gets a `'` (as OWASP
+    advises) and control characters (terminal escapes) are removed. Numbers stay numbers; a list is one cell.
+
+    Why: owners from the register, sysNames and hostnames come from people and devices; `=HYPERLINK(...)`
+    in `posture export assets` ran as a formula in the spreadsheet of whoever opened it.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool | int | float):
+        return value
+    text = (" ".join(map(str, value)) if isinstance(value, list) else str(value)).translate(_CSV_CONTROL)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def write_csv(stream: TextIO, header: Sequence[str], rows: Iterable[Iterable[object]]) -> None:
+    """The one CSV writer of every CSV posture writes: header, then rows, each cell through `csv_cell`."""
+    writer = csv.writer(stream)
+    writer.writerow([csv_cell(h) for h in header])
+    writer.writerows([csv_cell(v) for v in row] for row in rows)
 
 
 class Service(NamedTuple):

@@ -62,8 +62,8 @@ def start_scan(
 ) -> int:
     """Record the scan and its chunks; nothing has been sent yet when this returns."""
     tool_version = agent.check()
-    chunks = plan.chunks(chunk_size)
-    sizes = [min(chunk_size, len(plan.addresses) - i * chunk_size) for i in range(len(chunks))]
+    sized = plan.sized_chunks(chunk_size)
+    chunks, sizes = [specs for specs, _ in sized], [count for _, count in sized]
     scan_id = store.start_scan(
         "nmap-scan",
         agent.name,

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -308,9 +309,18 @@ def busy_timeout() -> float:
         raise PostureError("POSTURE_DB_TIMEOUT is not a number", "give seconds, e.g. 30") from None
 
 
+def sqlite_uri(path: Path) -> str:
+    """A `file:` URI naming exactly this path: `?`, `#` and `%` in a name are quoted, never read as URI syntax.
+
+    Why: `--db './inv?mode=memory'` spliced raw into a URI opened an in-memory database (an import that
+    saved nothing and said it had), `a#b.db` wrote `a` and `100%41.db` wrote `100A.db`.
+    """
+    return "file:" + urllib.parse.quote(str(Path(path).absolute()))
+
+
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     """Readers of a WAL database need to write its -shm file; on read-only media, read it as immutable."""
-    uri = f"file:{path}"
+    uri = sqlite_uri(path)
     if readonly:
         uri += "?immutable=1" if _read_only(path) or _read_only(path.parent) else "?mode=ro"
     return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout(), check_same_thread=False)

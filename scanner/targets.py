@@ -101,6 +101,12 @@ def parse_target(spec: str, resolve: bool = True) -> Target:
     return Target(spec, (ipaddress.ip_network(chosen),), hostname=text.rstrip(".").lower())
 
 
+def check_target(spec: str) -> None:
+    """The one check of a target's form, for `scan`, `run` and `config check` alike: an address, network,
+    range or hostname, else a PostureError with the reason. Nothing is resolved (a config check is offline)."""
+    parse_target(spec, resolve=False)
+
+
 def parse_networks(specs: Iterable[str], what: str) -> list[IPNetwork]:
     """Parse --scope or --exclude values; hostnames are resolved so they can be compared."""
     nets: list[IPNetwork] = []
@@ -134,18 +140,26 @@ class ScanPlan:
     excluded: int
 
     def chunks(self, size: int) -> list[list[str]]:
-        """Split into chunks, each written as few CIDR blocks as possible (short nmap command lines)."""
-        out: list[list[str]] = []
-        for i in range(0, len(self.addresses), size):
-            part = self.addresses[i : i + size]
-            by_family: dict[int, list[IPAddress]] = {}
-            for a in part:
-                by_family.setdefault(a.version, []).append(a)
-            specs: list[str] = []
-            for family in sorted(by_family):
-                nets: Iterator[IPNetwork] = ipaddress.collapse_addresses(cast(Any, by_family[family]))
-                specs.extend(str(n.network_address) if n.num_addresses == 1 else str(n) for n in nets)
-            out.append(specs)
+        """The targets of each chunk (see `sized_chunks`)."""
+        return [specs for specs, _ in self.sized_chunks(size)]
+
+    def sized_chunks(self, size: int) -> list[tuple[list[str], int]]:
+        """Split into chunks of one address family each, with the number of addresses in each.
+
+        Each chunk is written as few CIDR blocks as possible (short nmap command lines). IPv4 and IPv6 never
+        share a chunk: nmap scans IPv6 only with `-6`, and a mixed run silently skips the IPv6 targets. An
+        address with a zone (`fe80::1%eth0`) is written alone, zone and all: collapsing would drop it.
+        """
+        out: list[tuple[list[str], int]] = []
+        for family in (4, 6):
+            addresses = [a for a in self.addresses if a.version == family]
+            for i in range(0, len(addresses), size):
+                part = addresses[i : i + size]
+                zoned = [str(a) for a in part if getattr(a, "scope_id", None)]
+                plain = [a for a in part if not getattr(a, "scope_id", None)]
+                nets: Iterator[IPNetwork] = ipaddress.collapse_addresses(cast(Any, plain))
+                specs = [str(n.network_address) if n.num_addresses == 1 else str(n) for n in nets]
+                out.append(([*specs, *zoned], len(part)))
         return out
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from scanner.lab import Lab
+from scanner.store import sqlite_uri
 
 POSTURE = str(Path(sys.executable).parent / "posture")
 
@@ -35,7 +36,7 @@ def run_posture(
 
 def db_fingerprint(db: Path) -> str:
     """A digest of every row of every table: equal before and after means nothing was lost or changed."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{sqlite_uri(db)}?mode=ro", uri=True)
     try:
         digest = hashlib.sha256()
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
@@ -56,7 +57,7 @@ def assets_json(db: Path) -> list[dict[str, Any]]:
 
 
 def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{sqlite_uri(db)}?mode=ro", uri=True)
     try:
         return conn.execute(sql, params).fetchall()
     finally:

@@ -29,8 +29,8 @@ class DiscoveryAgent(Protocol):
         """Fail with a PostureError if the agent cannot run here; return its tool's version."""
         ...
 
-    def describe(self, options: dict[str, Any]) -> list[str]:
-        """The command line (or equivalent) a chunk would run, for the scan record and --dry-run."""
+    def describe(self, options: dict[str, Any], targets: list[str]) -> list[str]:
+        """The command line (or equivalent) a chunk of these targets would run, for --dry-run."""
         ...
 
     def run_chunk(

@@ -79,6 +79,13 @@ def nmap_args(options: dict[str, Any]) -> list[str]:
     return args
 
 
+def chunk_args(options: dict[str, Any], targets: list[str], xml_path: str) -> list[str]:
+    """nmap's arguments for one chunk. A chunk holds one address family (`ScanPlan.sized_chunks`): an IPv6
+    one runs with `-6`, without which nmap skips IPv6 targets and says only "0 hosts up"."""
+    family = ["-6"] if any(":" in t for t in targets) else []
+    return [*nmap_args(options), *family, "--stats-every", "2s", "-oX", xml_path, *targets]
+
+
 @dataclass
 class NmapChunk:
     xml_path: Path
@@ -120,8 +127,8 @@ class NmapAgent:
         m = re.search(rb"Nmap version (\S+)", out)
         return m.group(1).decode() if m else "unknown"
 
-    def describe(self, options: dict[str, Any]) -> list[str]:
-        return ["nmap", *nmap_args(options)]
+    def describe(self, options: dict[str, Any], targets: list[str]) -> list[str]:
+        return ["nmap", *chunk_args(options, targets, "FILE")]
 
     def run_chunk(
         self, targets: list[str], options: dict[str, Any], workdir: str, progress: ProgressCallback
@@ -129,7 +136,7 @@ class NmapAgent:
         handle, name = tempfile.mkstemp(prefix="chunk-", suffix=".xml", dir=workdir)
         os.close(handle)
         xml_path = Path(name)
-        argv = [find_nmap(), *nmap_args(options), "--stats-every", "2s", "-oX", str(xml_path), *targets]
+        argv = [find_nmap(), *chunk_args(options, targets, str(xml_path))]
         with self._lock:
             if self._cancelled:
                 raise PostureError("scan cancelled")
