@@ -15,8 +15,7 @@ is shown with "no price" and left out of the totals, which say how many lots the
 
 from __future__ import annotations
 
-import csv
-import tomllib
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
@@ -30,6 +29,8 @@ from rules.engine import Settings
 from rules.facts import Identifier, load_facts
 from rules.kev import default_kev
 from scanner.errors import PostureError
+from scanner.inputs import csv_rows, decoded_lines, header_duplicate, key_line, load_toml, read_bounded
+from scanner.model import printable
 from scanner.store import Store
 
 OPTIONS = ("upgrade", "replace", "retire", "esu_per_year")
@@ -50,61 +51,123 @@ class Costs:
         return None
 
 
+MAX_COSTS_BYTES = 1 << 20
+PRODUCT_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")  # a catalogue slug (`posture catalogue list`)
+MAX_PRICE = 1e9
+
+
 def load_costs(path: Path | None) -> Costs:
-    """A cost table: TOML (`[products.SLUG] upgrade = 1200`) or CSV (`product,option,unit_price`)."""
+    """A cost table: TOML (`[products.SLUG] upgrade = 1200`) or CSV (`product,option,unit_price`).
+
+    Every key and value is checked for its type and range; the first problem is refused in one line that
+    names the file and the key (TOML) or line (CSV).
+    """
     if path is None:
         return Costs()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PostureError(f"cannot read the cost table {path}: {exc}", "give a UTF-8 TOML or CSV file") from exc
-    costs = Costs()
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        columns = {f.strip().lower() for f in reader.fieldnames or []}
-        if {"product", "option", "unit_price"} - columns:
-            raise PostureError(f"{path}: a CSV cost table needs the columns product, option, unit_price",
-                               "e.g. windows-server,replace,4500")  # fmt: skip
-        for n, row in enumerate(reader, start=2):
-            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-            costs.prices.setdefault(row["product"], {})[_option(row["option"], f"{path}:{n}")] = _amount(
-                row["unit_price"], f"{path}:{n}")  # fmt: skip
-        return costs
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PostureError(f"{path} is not valid TOML: {exc}", "fix the file") from exc
-    unknown = set(data) - {"currency", "horizon_years", "products", "default"}
+        return _csv_costs(path)
+    data, text = load_toml(path, MAX_COSTS_BYTES, "cost table")
+
+    def at(*keys: str) -> str:
+        """FILE:LINE of a key (`at("products", slug, option)`) for the error messages."""
+        return f"{path}:{key_line(text, keys[:-1] or keys, keys[-1] if len(keys) > 1 else None)}"
+
+    unknown = sorted(set(data) - {"currency", "horizon_years", "products", "default"})
     if unknown:
-        raise PostureError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}",
+        raise PostureError(f"{at(unknown[0])}: unknown key {unknown[0][:40]!r}",
                            "use currency, horizon_years, [default] and [products.SLUG]")  # fmt: skip
-    costs.currency = str(data.get("currency", "GBP"))[:8]
+    costs = Costs()
+    currency = data.get("currency", "GBP")
+    if not isinstance(currency, str) or not 1 <= len(currency) <= 8 or not currency.isprintable():
+        raise PostureError(f"{at('currency')}: currency must be a short name (at most 8 characters)",
+                           'e.g. currency = "GBP"')  # fmt: skip
+    costs.currency = currency
     years = data.get("horizon_years", 5)
     if not isinstance(years, int) or isinstance(years, bool) or not 1 <= years <= 20:
-        raise PostureError(f"{path}: horizon_years must be a whole number from 1 to 20", "e.g. horizon_years = 5")
+        raise PostureError(f"{at('horizon_years')}: horizon_years must be a whole number from 1 to 20",
+                           "e.g. horizon_years = 5")  # fmt: skip
     costs.horizon_years = years
-    tables = {"default": data.get("default", {}), **dict(data.get("products", {}))}
-    for product, table in tables.items():
-        if not isinstance(table, dict):
-            raise PostureError(f"{path}: [products.{product}] must be a table", "e.g. replace = 4500")
-        costs.prices[product] = {_option(k, f"{path} [{product}]"): _amount(v, f"{path} [{product}] {k}")
-                                 for k, v in table.items()}  # fmt: skip
+    products = data.get("products", {})
+    if not isinstance(products, dict):
+        raise PostureError(f"{at('products')}: products must be tables, one per product, like "
+                           "[products.windows-server]", "e.g. [products.windows-server] replace = 4500")  # fmt: skip
+    for product, table in [("default", data.get("default", {})), *products.items()]:
+        keys = ("default",) if product == "default" else ("products", product)
+        key: str | None = None  # the key being checked, for the line of an error
+        try:
+            if product != "default":
+                _product(product)
+            if not isinstance(table, dict):
+                raise PostureError("must be a table of prices", "e.g. replace = 4500")
+            for key, value in table.items():
+                costs.prices.setdefault(product, {})[_option(key)] = _amount(value)
+        except PostureError as exc:
+            name = "[default]" if product == "default" else f"[products.{printable(product, 64)}]"
+            shown = f"{name} {printable(key, 40)}" if key else name
+            raise PostureError(f"{at(*keys, *([key] if key else []))}: {shown}: {exc.message}", exc.hint) from None
     return costs
 
 
-def _option(name: str, where: str) -> str:
-    if name not in OPTIONS:
-        raise PostureError(f"{where}: unknown option {name[:40]!r}", f"use {', '.join(OPTIONS)}")
+def _csv_costs(path: Path) -> Costs:
+    where = str(path)
+    rows = csv_rows(decoded_lines(read_bounded(path, MAX_COSTS_BYTES, "cost table"), where), where)
+    _, header = next(rows, (1, []))
+    columns = [name.strip().lower() or None for name in header]
+    twice = header_duplicate(columns)
+    if twice:
+        raise PostureError(f"{where}:1: columns {twice[0] + 1} and {twice[1] + 1} have the same name",
+                           "keep one of them")  # fmt: skip
+    if {"product", "option", "unit_price"} - set(columns):
+        raise PostureError(f"{where}: a CSV cost table needs the columns product, option, unit_price",
+                           "e.g. windows-server,replace,4500")  # fmt: skip
+    index = {name: columns.index(name) for name in ("product", "option", "unit_price")}
+    costs = Costs()
+    for line, row in rows:
+        if not any(cell.strip() for cell in row):
+            continue
+        cell = {name: row[i].strip() if i < len(row) else "" for name, i in index.items()}
+        try:
+            product = "default" if cell["product"] == "default" else _product(cell["product"])
+            costs.prices.setdefault(product, {})[_option(cell["option"])] = _amount(cell["unit_price"])
+        except PostureError as exc:
+            raise PostureError(f"{where}:{line}: {exc.message}", exc.hint) from None
+    return costs
+
+
+# The checks of one name or value; the caller adds the file and line.
+
+
+def _product(name: str) -> str:
+    if not PRODUCT_RE.match(name):
+        raise PostureError(f"{name[:40]!r} is not a product name (lower-case letters, digits, - . _ +)",
+                           "use the slugs of `posture catalogue list`, e.g. windows-server")  # fmt: skip
     return name
 
 
-def _amount(value: Any, where: str) -> float:
-    try:
-        amount = float(value)
-    except (TypeError, ValueError) as exc:
-        raise PostureError(f"{where}: {str(value)[:40]!r} is not a price", "give a number, e.g. 4500") from exc
-    if not 0 <= amount < 1e9:
-        raise PostureError(f"{where}: {amount} is not a sensible price", "give a number from 0")
+def _option(name: str) -> str:
+    if name not in OPTIONS:
+        raise PostureError(f"unknown option {name[:40]!r}", f"use {', '.join(OPTIONS)}")
+    return name
+
+
+def _amount(value: Any) -> float:
+    """A unit price from 0 to under a billion: a TOML number, or a number written in a CSV cell."""
+    amount: float | None = None
+    if isinstance(value, str):
+        try:
+            amount = float(value)
+        except ValueError:
+            amount = None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        amount = float(value) if abs(value) < 2 * MAX_PRICE else MAX_PRICE  # float() of a huge int overflows
+    if amount is None or not 0 <= amount < MAX_PRICE:
+        if isinstance(value, str):
+            shown = repr(value[:40])
+        elif isinstance(value, int | float):  # repr() of a 5,000-digit int would raise
+            shown = repr(value) if abs(value) < 1e15 else "a number that large"
+        else:
+            shown = f"a {type(value).__name__}"
+        raise PostureError(f"{shown} is not a price", "give a number from 0 to 999,999,999, e.g. 4500")
     return amount
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from scanner.config import ConfigError, register_table
 from scanner.errors import ExitCode, PostureError
 
 
@@ -120,10 +121,28 @@ rules_option = click.option(
 )
 
 
+def check_rules_table(table: dict[str, Any]) -> None:
+    """The config's [rules], checked whenever the config file is loaded (`scanner.config`), so `config check`
+    and every command agree; one key at a time, so the error names the key's line."""
+    from rules.engine import RuleError, Settings
+
+    dirs = table.get("dirs", [])
+    if not isinstance(dirs, list) or not all(isinstance(d, str) and d.strip() for d in dirs):
+        raise ConfigError('[rules] dirs must be a list of folders, e.g. dirs = ["/etc/posture/rules"]', "dirs")
+    for key, value in table.items():
+        try:
+            Settings.from_config({"rules": {key: value}})
+        except RuleError as exc:
+            raise ConfigError(str(exc).removeprefix("config: "), key) from None
+
+
+register_table("rules", check_rules_table)
+
+
 def rule_settings(ctx: click.Context) -> Any:
     """The [rules] settings of the config file (horizon, SLAs, ...), or a clear error."""
     from rules.engine import RuleError, Settings
-    from scanner.cli import load_config
+    from scanner.config import load_config
 
     try:
         return Settings.from_config(load_config(ctx.find_root().obj.get("config_path")))
@@ -135,7 +154,7 @@ def _load(ctx: click.Context, rule_dirs: tuple[Path, ...]) -> Any:
     from rules.engine import RuleError, load_rules
 
     config_dirs = []
-    from scanner.cli import load_config
+    from scanner.config import load_config
 
     configured = load_config(ctx.find_root().obj.get("config_path")).get("rules", {}).get("dirs", [])
     if isinstance(configured, list):

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from rules.facts import AssetFacts
+from scanner.model import printable
 
 PACKS_DIR = Path(__file__).parent / "packs"
 FUNCTIONS = ("protect", "detect", "respond")
@@ -99,7 +100,8 @@ class Settings:
         known = {"horizon_months", "horizon_days", "stale_days", "uptime_days", "sla_days", "dirs"}
         unknown = set(table) - known
         if unknown:
-            raise RuleError(f"config: unknown key(s) in [rules]: {', '.join(sorted(unknown))}")
+            names = ", ".join(printable(k, 40) for k in sorted(unknown))
+            raise RuleError(f"config: unknown key(s) in [rules]: {names}")
         values: dict[str, Any] = {}
         if "horizon_months" in table:
             values["horizon_days"] = _positive(table["horizon_months"], "horizon_months") * 365 // 12
@@ -107,11 +109,14 @@ class Settings:
             if key in table:
                 values[key] = _positive(table[key], key)
         if "sla_days" in table:
+            if not isinstance(table["sla_days"], dict):
+                raise RuleError("config: [rules] sla_days must be a table of days per severity, e.g. "
+                                "sla_days = { critical = 14, high = 30 }")  # fmt: skip
             sla = dict(cls().sla_days)
-            for severity, days in dict(table["sla_days"]).items():
+            for severity, days in table["sla_days"].items():
                 if severity not in SEVERITIES:
                     names = ", ".join(SEVERITIES)
-                    raise RuleError(f"config: [rules.sla_days] {severity!r} is not a severity ({names})")
+                    raise RuleError(f"config: [rules.sla_days] {severity[:40]!r} is not a severity ({names})")
                 sla[severity] = _positive(days, f"sla_days.{severity}")
             values["sla_days"] = sla
         return cls(**values)
@@ -120,10 +125,17 @@ class Settings:
 SETTING_NAMES = {"horizon_days", "stale_days", "uptime_days"}
 
 
+MAX_SETTING_DAYS = 36_500  # a hundred years: more would overflow the date arithmetic of plans and findings
+
+
 def _positive(value: Any, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise RuleError(f"config: [rules] {name} must be a whole number of 1 or more, not {value!r}")
-    return value
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SETTING_DAYS:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):  # repr() of a 5,000-digit int would raise
+        shown = "0 or less" if value < 1 else f"more than {MAX_SETTING_DAYS}"
+    else:
+        shown = repr(value)[:40] if isinstance(value, str | float | bool) else f"a {type(value).__name__}"
+    raise RuleError(f"config: [rules] {name} must be a whole number from 1 to {MAX_SETTING_DAYS}, not {shown}")
 
 
 class RuleError(ValueError):

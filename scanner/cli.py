@@ -13,7 +13,6 @@ import logging
 import shlex
 import sys
 import time
-import tomllib
 from collections.abc import Sequence
 from datetime import UTC
 from importlib.metadata import entry_points
@@ -23,9 +22,10 @@ from typing import Any
 import click
 
 from scanner import __version__
+from scanner.config import load_config, read_config
 from scanner.errors import ExitCode, NothingScanned, PostureError
 from scanner.model import md_escape, printable, write_csv
-from scanner.paths import default_config_path, default_db_path
+from scanner.paths import default_db_path
 
 
 class PostureGroup(click.Group):
@@ -48,26 +48,6 @@ def open_store(ctx: click.Context, readonly: bool = False) -> Any:
     from scanner.store import Store
 
     return Store.open(_db_path(ctx), readonly=readonly)
-
-
-def load_config(path: Path | None) -> dict[str, Any]:
-    """Read posture's TOML config; a missing default file is fine, a broken one is an error."""
-    chosen = path or default_config_path()
-    if not chosen.exists():
-        if path is not None:
-            raise PostureError(f"no such config file: {chosen}", "check --config")
-        return {}
-    try:
-        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PostureError(f"{chosen} is not valid TOML: {exc}", "fix the file") from exc
-    scan = data.get("scan", {})
-    if not isinstance(scan, dict) or not all(isinstance(s, str) for s in scan.get("scope", [])):
-        raise PostureError(f"{chosen}: [scan] scope must be a list of networks", 'e.g. scope = ["10.20.0.0/16"]')
-    log = data.get("log", {})
-    if not isinstance(log, dict) or set(log) - {"file"} or not isinstance(log.get("file", ""), str):
-        raise PostureError(f"{chosen}: [log] takes one key, file (a path)", 'e.g. file = "/var/log/posture.log"')
-    return data
 
 
 def open_run_log(ctx: click.Context, config: dict[str, Any] | None = None) -> None:
@@ -990,11 +970,9 @@ def _jobs(ctx: click.Context) -> tuple[dict[str, Any], Path, dict[str, Any]]:
     from scanner.jobs import parse_jobs
     from scanner.vault import list_credentials
 
-    given = ctx.find_root().obj.get("config_path")
-    data = load_config(given)
-    path = Path(given or default_config_path())
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    return parse_jobs(data, text, str(path), {r["name"] for r in list_credentials()}), path, data
+    config = read_config(ctx.find_root().obj.get("config_path"))
+    known_creds = {r["name"] for r in list_credentials()}
+    return parse_jobs(config.data, config.text, str(config.path), known_creds), config.path, config.data
 
 
 @cli.group("config")
@@ -1005,7 +983,8 @@ def config_group() -> None:
 @config_group.command("check")
 @click.pass_context
 def config_check(ctx: click.Context) -> None:
-    """Validate the config file: every job's keys, targets, cron schedule and credential names.
+    """Validate the config file: every table and key (the same check every command makes when it loads
+    the file), each job's targets, cron schedule and credential names.
 
     Exits 2 with FILE:LINE and the key at the first problem.
     """

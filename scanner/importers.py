@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import csv
 import gc
-import io
 import ipaddress
+import itertools
 import json
 import multiprocessing
 import re
@@ -21,12 +21,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from scanner.errors import Interrupted, PostureError
+from scanner.inputs import csv_rows, decoded_lines, header_duplicate, read_bounded
 from scanner.model import MAX_FIELD, NmapRun, RegisterEntry, bound
 from scanner.nmap_xml import NmapXmlError, NmapXmlReader
 from scanner.store import IngestStats, PreparedHost, Store, prepare_host
 from scanner.targets import HOSTNAME_RE
 
 MAX_REGISTER_BYTES = 64 * 1024 * 1024
+SNIFF_LINES = 50  # the first lines, from which the delimiter is guessed
 PIPE_BATCH = 1000  # hosts per message from the reader process
 
 # Header spellings seen in council registers and CMDB exports, after lower-casing and folding _ and -.
@@ -205,51 +207,32 @@ class ForkedNmapXmlReader:
             receiver.close()
 
 
-def _decode(raw: bytes) -> str:
-    """Registers come from Excel as often as not: UTF-8 (with or without BOM), else Windows-1252."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace")
-
-
 def _fold(header: str) -> str:
     return re.sub(r"[\s_\-]+", " ", header.strip().lower())
 
 
 def read_register(path: Path) -> tuple[list[RegisterEntry], list[str]]:
-    """Parse an asset register; returns the entries and one warning per skipped row or value."""
-    _require_file(path)
-    if path.stat().st_size > MAX_REGISTER_BYTES:
-        raise PostureError(f"{path} is larger than {MAX_REGISTER_BYTES // 2**20} MiB", "split the register")
-    text = _decode(path.read_bytes())
-    if not text.strip():
+    """Parse an asset register; returns the entries and one warning per skipped row or value.
+
+    The file is read by `scanner.inputs` (UTF-8 or Windows-1252 line by line, no cell over 128 Ki
+    characters or across lines); a malformed row or two columns of one meaning refuse the whole file,
+    naming the line, before anything is imported.
+    """
+    where = str(path)
+    lines = decoded_lines(read_bounded(path, MAX_REGISTER_BYTES, "register"), where)
+    sample = list(itertools.islice(lines, SNIFF_LINES))
+    if not any(line.strip() for line in sample):
         raise PostureError(f"{path} is empty", "give a CSV with a header row")
     try:
-        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff("\n".join(sample)[:8192], delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel
-    rows = csv.reader(io.StringIO(text), dialect)
-    header = next(rows, [])
-    mapping: dict[int, str] = {}
-    attributes: dict[int, str] = {}
-    for i, name in enumerate(header):
-        folded = _fold(name)
-        field_name = next((f for f, names in REGISTER_COLUMNS.items() if folded in names), None)
-        if field_name and field_name not in mapping.values():
-            mapping[i] = field_name
-        elif folded:
-            attributes[i] = bound(name.strip(), 64) or name
-    if "address" not in mapping.values() and "hostname" not in mapping.values():
-        shown = ", ".join(repr(h) for h in header[:12])
-        raise PostureError(
-            f"{path} has no address or hostname column (header: {shown})",
-            "name a column 'address' (or 'IP address') or 'hostname'",
-        )
+    rows = csv_rows(itertools.chain(sample, lines), where, dialect)
+    header_line, header = next(rows, (1, []))
+    mapping, attributes = _register_columns(header, f"{where}:{header_line}")
     entries: list[RegisterEntry] = []
     warnings: list[str] = []
-    for row in rows:
-        line = rows.line_num
+    for line, row in rows:
         if not any(cell.strip() for cell in row):
             continue
         values: dict[str, str] = {}
@@ -281,6 +264,34 @@ def read_register(path: Path) -> tuple[list[RegisterEntry], list[str]]:
             )
         )
     return entries, warnings
+
+
+def _register_columns(header: list[str], where: str) -> tuple[dict[int, str], dict[int, str]]:
+    """Column index -> register field, and -> attribute name; two columns of one meaning are refused."""
+    mapping: dict[int, str] = {}
+    attributes: dict[int, str] = {}
+    meanings: list[str | None] = []
+    for i, name in enumerate(header):
+        folded = _fold(name)
+        field_name = next((f for f, names in REGISTER_COLUMNS.items() if folded in names), None)
+        if field_name:
+            mapping[i] = field_name
+        elif folded:
+            attributes[i] = bound(name.strip(), 64) or name
+        meanings.append(field_name or (f"attribute {attributes[i]}" if i in attributes else None))
+    twice = header_duplicate(meanings)
+    if twice:
+        a, b = twice
+        raise PostureError(f"{where}: columns {a + 1} ({bound(header[a].strip(), 40)!r}) and {b + 1} "
+                           f"({bound(header[b].strip(), 40)!r}) both hold the {meanings[a]}",
+                           "keep one of them, or rename one")  # fmt: skip
+    if "address" not in mapping.values() and "hostname" not in mapping.values():
+        shown = ", ".join(repr(bound(h, 40)) for h in header[:12])
+        raise PostureError(
+            f"{where}: no address or hostname column (header: {shown})",
+            "name a column 'address' (or 'IP address') or 'hostname'",
+        )
+    return mapping, attributes
 
 
 def _split(cell: str) -> Iterator[str]:

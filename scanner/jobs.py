@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import PostureError
+from scanner.inputs import key_line
+from scanner.model import printable
 from scanner.paths import state_dir
-from scanner.targets import parse_networks
+from scanner.targets import check_target, parse_networks, validate_ports
 
 JOB_KEYS = {"targets", "exclude", "scope", "methods", "creds", "max_rate", "ports", "schedule", "report",
             "on_change", "dns", "allow_overlap", "inbox"}  # fmt: skip
@@ -85,23 +87,25 @@ class Job:
 
 
 def _line(text: str, job: str, key: str | None) -> int:
-    lines = text.splitlines()
-    header = next((n for n, line in enumerate(lines) if re.match(rf"^\s*\[jobs\.\"?{re.escape(job)}\"?\]", line)), None)
-    if header is None:
-        return 1
-    if key:
-        for n in range(header + 1, len(lines)):
-            if lines[n].lstrip().startswith("["):
-                break
-            if re.match(rf"^\s*{re.escape(key)}\s*=", lines[n]):
-                return n + 1
-    return header + 1
+    return key_line(text, ("jobs", job), key)
+
+
+def _target_problem(target: str) -> str | None:
+    """Why a job's target is refused, or None.
+
+    The one place each job target is checked, for `config check` and `run` alike (issue 11, item 7), by the
+    validator `posture scan` uses (`scanner.targets.check_target`): an address, network, range or hostname,
+    never a string starting with "-" that the scan's command line could take for an option.
+    """
+    try:
+        check_target(target)
+    except PostureError as exc:
+        return exc.message
+    return None
 
 
 def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str] | None = None) -> dict[str, Job]:
     """Every [jobs.NAME] table, each key checked; errors name the file, line and key."""
-    from croniter import croniter
-
     raw = data.get("jobs", {})
     if not isinstance(raw, dict):
         raise PostureError(f"{where}: [jobs] must hold tables like [jobs.town-hall]", "see the README")
@@ -109,7 +113,8 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
     for name, table in raw.items():
 
         def fail(key: str | None, message: str, name: str = name) -> PostureError:
-            return PostureError(f"{where}:{_line(text, name, key)}: jobs.{name}: {message}", "fix the config file")
+            shown = printable(name, 64)  # a job name that fails NAME_RE may hold escape sequences
+            return PostureError(f"{where}:{_line(text, name, key)}: jobs.{shown}: {message}", "fix the config file")
 
         if not NAME_RE.match(name):
             raise fail(None, "a job name is lower case letters, digits, - and _ (at most 63)")
@@ -124,6 +129,10 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
                 raise fail(key, f"{key} must be a list of strings")
             lists[key] = tuple(value)
+        for target in lists["targets"]:
+            problem = _target_problem(target)
+            if problem:
+                raise fail("targets", problem)
         if not lists["targets"] and not table.get("inbox"):
             raise fail("targets", "a job needs targets (to scan) or an inbox (of agent bundles)")
         methods = lists["methods"] or ("nmap",)
@@ -137,25 +146,49 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
         if not isinstance(max_rate, int) or isinstance(max_rate, bool) or not 1 <= max_rate <= 100_000:
             raise fail("max_rate", "max_rate is packets per second, 1 to 100000")
         schedule = table.get("schedule")
-        if schedule is not None and (not isinstance(schedule, str) or not croniter.is_valid(schedule)):
-            raise fail("schedule", f"{str(schedule)[:60]!r} is not a cron expression (e.g. \"30 2 * * 1-5\")")
+        if schedule is not None and not _cron_ok(schedule):
+            raise fail("schedule", f"{repr(schedule)[:60]} is not a cron expression that comes round "
+                       "(e.g. \"30 2 * * 1-5\")")  # fmt: skip
         for key in ("report", "ports", "inbox"):
             if key in table and not isinstance(table[key], str):
                 raise fail(key, f"{key} must be a string")
+        if "ports" in table:
+            try:
+                validate_ports(table["ports"])
+            except PostureError as exc:
+                raise fail("ports", exc.message) from None
         on_change = table.get("on_change")
         if on_change is not None and (not isinstance(on_change, str) or not on_change.strip()):
             raise fail("on_change", "on_change is a command line")
+        try:
+            hook = tuple(shlex.split(on_change)) if on_change else ()
+        except ValueError as exc:  # "No closing quotation", "No escaped character"
+            raise fail("on_change", f"on_change is not a valid command line: {exc}") from None
         for key in ("dns", "allow_overlap"):
             if key in table and not isinstance(table[key], bool):
                 raise fail(key, f"{key} is true or false")
         jobs[name] = Job(
             name=name, targets=lists["targets"], exclude=lists["exclude"], scope=lists["scope"], methods=methods,
             creds=lists["creds"], max_rate=max_rate, ports=table.get("ports"), schedule=schedule,
-            report=table.get("report"), on_change=tuple(shlex.split(on_change)) if on_change else (),
+            report=table.get("report"), on_change=hook,
             dns=table.get("dns", True), allow_overlap=table.get("allow_overlap", False), inbox=table.get("inbox"),
         )  # fmt: skip
     _check_overlaps(jobs, text, where)
     return jobs
+
+
+def _cron_ok(schedule: object) -> bool:
+    """Five cron fields that croniter accepts and that name a time that comes round ("0 0 31 2 *" passes
+    croniter's syntax check, then makes every `run --due` fail)."""
+    from croniter import croniter
+
+    if not isinstance(schedule, str) or len(schedule.split()) != 5 or not croniter.is_valid(schedule):
+        return False
+    try:
+        croniter(schedule, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except Exception:  # croniter's own errors (CroniterBadDateError, ...) are not one family
+        return False
+    return True
 
 
 def _check_overlaps(jobs: dict[str, Job], text: str, where: str) -> None:

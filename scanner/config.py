@@ -1,0 +1,129 @@
+"""posture's config file (TOML), read and checked in one place for `posture config check` and every
+command that loads it (`posture run` above all), so a file the check passes never fails a later command.
+
+Every key's type and shape is checked when the file is loaded; the first problem is refused in one line
+naming FILE:LINE. Each stage owns its table: scanner checks [scan], [log] and [jobs.NAME]; a later stage
+registers the check of its own table with `register_table` (rules: [rules]) when its commands load, so
+the scanner never imports it. A table nobody registered is refused as unknown, as is a string holding a
+control character (a NUL in a path would otherwise stop a scheduled run with a traceback).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scanner.errors import PostureError
+from scanner.inputs import key_line, load_toml
+from scanner.model import printable
+from scanner.paths import default_config_path
+
+MAX_CONFIG_BYTES = 1 << 20
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class ConfigError(ValueError):
+    """A bad value in one table; `key` (a key of that table) places the error on its line."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+TableCheck = Callable[[dict[str, Any]], None]
+_TABLES: dict[str, TableCheck] = {}
+
+
+def register_table(name: str, check: TableCheck) -> None:
+    """A later stage's check of its own top-level table; it raises `ConfigError` at the first problem."""
+    _TABLES[name] = check
+
+
+@dataclass(frozen=True)
+class Config:
+    data: dict[str, Any]
+    text: str  # for line numbers in later errors (credential names are checked against the vault later)
+    path: Path
+
+
+def read_config(path: Path | None) -> Config:
+    """The config file (given, or the default one), checked; a missing default file is an empty config."""
+    chosen = path or default_config_path()
+    if not chosen.exists():
+        if path is not None:
+            raise PostureError(f"no such config file: {chosen}", "check --config")
+        return Config({}, "", chosen)
+    data, text = load_toml(chosen, MAX_CONFIG_BYTES, "config file")
+    check_config(data, text, str(chosen))
+    return Config(data, text, chosen)
+
+
+def load_config(path: Path | None) -> dict[str, Any]:
+    """The checked config's data (see `read_config`)."""
+    return read_config(path).data
+
+
+def check_config(data: dict[str, Any], text: str, where: str) -> None:
+    """Every table and key of a parsed config; the first problem raised as FILE:LINE: message."""
+    from scanner.jobs import parse_jobs
+
+    for keys, value in _strings(data):
+        if _CONTROL.search(value):
+            line = key_line(text, keys[:-1], keys[-1])
+            shown = printable(".".join(keys), 80)
+            raise PostureError(f"{where}:{line}: {shown} holds a control character", "fix the config file")
+    tables: dict[str, TableCheck | None] = {"scan": _check_scan, "log": _check_log, "jobs": None, **_TABLES}
+    for name, table in data.items():
+        if name not in tables:
+            raise PostureError(f"{where}:{key_line(text, (name,))}: unknown table [{printable(name, 40)}]",
+                               f"the config has {', '.join(f'[{t}]' for t in sorted(tables))}")  # fmt: skip
+        if not isinstance(table, dict):
+            raise PostureError(f"{where}:{key_line(text, (name,))}: {name} must be a table ([{name}])",
+                               "see the README for its keys")  # fmt: skip
+        check = tables[name]
+        if check is None:
+            continue
+        try:
+            check(table)
+        except ConfigError as exc:
+            raise PostureError(f"{where}:{key_line(text, (name,), exc.key)}: {exc}", "fix the config file") from None
+    parse_jobs(data, text, where)  # errors name their own line; credentials are checked when jobs are used
+
+
+def _strings(data: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Every string value with the keys leading to it (list items under their list's key), in file order;
+    iterative, as the data may be nested as deep as tomllib allowed."""
+    stack: list[tuple[tuple[str, ...], Any]] = [((), data)]
+    while stack:
+        keys, value = stack.pop()
+        if isinstance(value, str):
+            yield keys, value
+        elif isinstance(value, dict):
+            stack.extend(reversed([((*keys, str(k)), v) for k, v in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(keys, v) for v in value]))
+
+
+def _check_scan(table: dict[str, Any]) -> None:
+    from scanner.targets import parse_target
+
+    unknown = sorted(set(table) - {"scope"})
+    if unknown:
+        raise ConfigError(f"[scan] unknown key {unknown[0][:40]!r} ([scan] has scope)", unknown[0])
+    scope = table.get("scope", [])
+    if not isinstance(scope, list) or not all(isinstance(s, str) for s in scope):
+        raise ConfigError('[scan] scope must be a list of networks, e.g. scope = ["10.20.0.0/16"]', "scope")
+    try:  # the form only: a hostname in the scope is resolved when a scan uses it, not on every load
+        for part in (p for spec in scope for p in spec.split(",") if p.strip()):
+            parse_target(part, resolve=False)
+    except PostureError as exc:
+        raise ConfigError(f"[scan] scope: {exc.message}", "scope") from None
+
+
+def _check_log(table: dict[str, Any]) -> None:
+    if set(table) - {"file"} or not isinstance(table.get("file", ""), str):
+        raise ConfigError('[log] takes one key, file (a path), e.g. file = "/var/log/posture.log"',
+                          next(iter(sorted(set(table) - {"file"})), "file"))  # fmt: skip
