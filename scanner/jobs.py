@@ -40,7 +40,7 @@ from scanner.errors import PostureError
 from scanner.inputs import key_line
 from scanner.model import printable
 from scanner.paths import state_dir
-from scanner.targets import check_target, parse_networks, validate_ports
+from scanner.targets import check_target, parse_target, validate_ports
 
 JOB_KEYS = {"targets", "exclude", "scope", "methods", "creds", "max_rate", "ports", "schedule", "report",
             "on_change", "dns", "allow_overlap", "inbox"}  # fmt: skip
@@ -195,12 +195,9 @@ def _check_overlaps(jobs: dict[str, Job], text: str, where: str) -> None:
     """Two jobs scanning the same addresses double the load on fragile kit: refused unless allowed."""
     nets = {}
     for name, job in jobs.items():
-        if not job.targets:
-            continue  # an inbox job scans nothing
-        try:
-            nets[name] = parse_networks(job.targets, f"jobs.{name} targets")
-        except PostureError:
-            continue  # hostnames: checked when the job runs
+        # Offline: every command loads the config, and none should wait on DNS for it. Hostname targets
+        # stand for no network here (their addresses are known when the job runs); the rest are checked.
+        nets[name] = [n for t in job.targets for n in parse_target(t, resolve=False).networks]
     names = list(nets)  # in file order: the later job is the one reported
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
