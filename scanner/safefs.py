@@ -51,6 +51,7 @@ def group_id(name: str) -> int:
 
 
 def shared_gid() -> int | None:
+    """The [files] group's id, or None (files private to their owner); looked up once per process."""
     if not _gid:
         name = _group_name[0]()
         _gid.append(group_id(name) if name else None)
