@@ -16,6 +16,7 @@ import click
 from rules.cli import parse_day
 from scanner.errors import PostureError
 from scanner.model import write_csv
+from scanner.safefs import write_atomic
 
 on_option = click.option("--on", "on_day", metavar="YYYY-MM-DD",
                          help="Judge lifecycles, SLAs and exceptions as of this day (default: today).")  # fmt: skip
@@ -151,7 +152,7 @@ def plan_procurement(ctx: click.Context, fmt: str, costs_path: Path | None, out_
     if out_path is None:
         click.echo(text, nl=False)
     else:
-        out_path.write_text(text, encoding="utf-8")
+        write_atomic(out_path, text.encode())
         click.echo(f"written: {out_path} ({len(lots)} lots)")
 
 

@@ -7,11 +7,11 @@ device said can become markup.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scanner.model import md_escape
+from scanner.safefs import write_atomic
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -72,7 +72,7 @@ def write_docx(doc: Document, path: Path) -> None:
             document.add_heading(value, level=2)
         else:
             document.add_paragraph(value)
-    _replace(path, document.save)
+    write_atomic(path, document.save)
 
 
 def write_odt(doc: Document, path: Path) -> None:
@@ -106,11 +106,4 @@ def write_odt(doc: Document, path: Path) -> None:
             document.text.addElement(H(outlinelevel=2, text=value))
         else:
             document.text.addElement(P(text=value))
-    _replace(path, document.save)
-
-
-def _replace(path: Path, save: Callable[[str], object]) -> None:
-    """Write beside the target, then move it in: a failed write never leaves half a document."""
-    tmp = path.with_name(path.name + ".tmp")
-    save(str(tmp))
-    tmp.replace(path)
+    write_atomic(path, document.save)

@@ -14,6 +14,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from reports.model import CATEGORIES, Report, build_report, clean
 from rules.engine import Settings
+from scanner.safefs import write_atomic
 from scanner.store import Store
 
 CATEGORY_COLOURS = {"servers": "#1d4f91", "network": "#2e7d32", "end-user": "#8e6c00", "ot-iot": "#a03030",
@@ -41,8 +42,5 @@ def render_html(report: Report) -> str:
 
 def write_html(store: Store, path: Path, day: date, settings: Settings) -> Report:
     report = build_report(store, day, settings)
-    text = render_html(report)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)  # a half-written report never replaces a good one
+    write_atomic(path, render_html(report).encode())  # whole or not at all; never through a link
     return report

@@ -26,6 +26,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from scanner.safefs import make_dirs, write_atomic
+
 DATA_DIR = Path(__file__).parent / "data" / "eol"
 FREE_EXTENDED = frozenset({"debian"})  # Debian LTS is community-run and free
 
@@ -209,7 +211,7 @@ def update_catalogue(file: Path, data_date: str) -> list[str]:
     records = document if isinstance(document, list) else [document]
     products = [parse_product(r, where=file.name) for r in records]
     target = overrides_dir()
-    target.mkdir(parents=True, exist_ok=True)
+    make_dirs(target)
     updates_path = target / "updates.json"
     updates = json.loads(updates_path.read_text(encoding="utf-8")) if updates_path.exists() else {}
     for record, product in zip(records, products, strict=True):
@@ -222,9 +224,7 @@ def update_catalogue(file: Path, data_date: str) -> list[str]:
 
 def _write(path: Path, text: str) -> None:
     """Replace a file whole (a crash leaves the old one), so the catalogue is never half-written."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, text.encode())
 
 
 @cache

@@ -38,6 +38,7 @@ from scanner.errors import PostureError
 from scanner.hostagent import MAC_RE, MAX_PACKAGES, MAX_SOCKETS, PAYLOAD_FORMAT
 from scanner.model import bound
 from scanner.paths import config_dir
+from scanner.safefs import write_atomic
 from scanner.store import Ingest, PreparedHost, Store, insert_scan, utc_now
 from scanner.vault import check_name, seal, unseal, write_private
 
@@ -115,7 +116,7 @@ def generate_keys(force: bool = False) -> dict[str, str]:
         raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         write_private(path, json.dumps({"kind": name, **seal(f"key:{name}", raw)}).encode())
         line = public_line(prefix, _raw_public(private), comment)
-        (keys_dir() / f"{name}.pub").write_text(line + "\n", encoding="utf-8")
+        write_atomic(keys_dir() / f"{name}.pub", (line + "\n").encode())
         made[name] = line
     return made
 
@@ -167,7 +168,6 @@ def trust(line: str, name: str) -> str:
     if clash:
         raise PostureError(f"a different key is already trusted as {name!r} ({clash})", "choose another name")
     keys[kid] = {"name": name, "public": base64.b64encode(raw).decode(), "added": utc_now()}
-    trust_path().parent.mkdir(parents=True, exist_ok=True)
     write_private(trust_path(), json.dumps({"keys": keys}, indent=2).encode())
     return kid
 
@@ -233,18 +233,9 @@ def _seal_to(signed: bytes, recipient: bytes) -> bytes:
 
 
 def write_bundle(path: Path, data: bytes) -> None:
-    """Write atomically: a full disk or a crash leaves no half bundle under the real name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        hint = "free some space and collect again" if exc.errno == 28 else "check the folder and its permissions"
-        raise PostureError(f"could not write {path}: {exc.strerror or exc}", hint) from None
+    """Write atomically (`scanner.safefs`): a full disk or a crash leaves no half bundle under the real name,
+    and a link planted at the name is replaced, never written through."""
+    write_atomic(path, data)
 
 
 # ---- reading and verifying -------------------------------------------------------------------------

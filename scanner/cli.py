@@ -26,6 +26,7 @@ from scanner.config import load_config, read_config
 from scanner.errors import ExitCode, NothingScanned, PostureError
 from scanner.model import md_escape, printable, write_csv
 from scanner.paths import default_db_path
+from scanner.safefs import share_with
 
 
 class PostureGroup(click.Group):
@@ -85,6 +86,7 @@ def cli(ctx: click.Context, db: Path | None, config_path: Path | None) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
+    share_with(lambda: load_config(config_path).get("files", {}).get("group"))  # read when a file is first made
 
 
 # ---- scan --------------------------------------------------------------------------------------------
@@ -1079,21 +1081,23 @@ def _run_one(ctx: click.Context, job: Any) -> None:
 def _import_inbox(ctx: click.Context, inbox: Path) -> dict[str, int]:
     """Import the settled bundles of a job's inbox and file each away as imported or refused."""
     from scanner.bundles import DEFAULT_MAX_BYTES, import_files
-    from scanner.jobs import file_away, inbox_files
+    from scanner.jobs import Inbox
     from scanner.runlog import say
 
-    ready, waiting = inbox_files(inbox, time.time())
-    for path in waiting:
-        say(f"inbox: {path.name} is still arriving; next run")
-    if not ready:
-        return {"bundles_imported": 0, "bundles_refused": 0}
-    with open_store(ctx) as store:
-        outcome = import_files(store, ready, DEFAULT_MAX_BYTES, say)
-    for done in outcome.imported:
-        file_away(done.path, "imported")
-    for path, reason in outcome.refused:
-        if path.exists():
-            file_away(path, "refused", reason)
+    with Inbox(inbox) as box:  # never through a symbolic link planted in it
+        ready, waiting, odd = box.entries(time.time())
+        for name in waiting:
+            say(f"inbox: {name} is still arriving; next run")
+        for name in odd:
+            say(f"inbox: {name} is not a regular file (a link, a folder, a pipe); left alone", logging.WARNING)
+        if not ready:
+            return {"bundles_imported": 0, "bundles_refused": 0}
+        with open_store(ctx) as store:
+            outcome = import_files(store, [inbox / name for name in ready], DEFAULT_MAX_BYTES, say)
+        for done in outcome.imported:
+            box.file_away(done.path.name, "imported")
+        for path, reason in outcome.refused:
+            box.file_away(path.name, "refused", reason)
     return {"bundles_imported": len(outcome.imported), "bundles_refused": len(outcome.refused)}
 
 
@@ -1145,6 +1149,8 @@ def schedule_install(ctx: click.Context, unit_dir: Path) -> None:
     print the crontab line to add)."""
     import shutil
 
+    from scanner.safefs import write_atomic
+
     posture = shutil.which("posture") or str(Path(sys.argv[0]).resolve())
     root = ctx.find_root()
     options = ""
@@ -1163,8 +1169,8 @@ def schedule_install(ctx: click.Context, unit_dir: Path) -> None:
                f"[Service]\nType=oneshot\nExecStart={command}\nNice=10\n")  # fmt: skip
     timer = ("[Unit]\nDescription=posture: look for due scan jobs every minute\n\n"
              "[Timer]\nOnCalendar=*-*-* *:*:00\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n")  # fmt: skip
-    (unit_dir / "posture-jobs.service").write_text(service, encoding="utf-8")
-    (unit_dir / "posture-jobs.timer").write_text(timer, encoding="utf-8")
+    for name, text in (("posture-jobs.service", service), ("posture-jobs.timer", timer)):
+        write_atomic(unit_dir / name, text.encode(), mode=0o644)  # systemd's units are world-readable
     click.echo(f"written: {unit_dir / 'posture-jobs.service'} and {unit_dir / 'posture-jobs.timer'}")
     click.echo("enable with: systemctl daemon-reload && systemctl enable --now posture-jobs.timer")
 

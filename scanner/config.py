@@ -75,7 +75,9 @@ def check_config(data: dict[str, Any], text: str, where: str) -> None:
             line = key_line(text, keys[:-1], keys[-1])
             shown = printable(".".join(keys), 80)
             raise PostureError(f"{where}:{line}: {shown} holds a control character", "fix the config file")
-    tables: dict[str, TableCheck | None] = {"scan": _check_scan, "log": _check_log, "jobs": None, **_TABLES}
+    tables: dict[str, TableCheck | None] = {
+        "scan": _check_scan, "log": _check_log, "files": _check_files, "jobs": None, **_TABLES
+    }
     for name, table in data.items():
         if name not in tables:
             raise PostureError(f"{where}:{key_line(text, (name,))}: unknown table [{printable(name, 40)}]",
@@ -127,3 +129,17 @@ def _check_log(table: dict[str, Any]) -> None:
     if set(table) - {"file"} or not isinstance(table.get("file", ""), str):
         raise ConfigError('[log] takes one key, file (a path), e.g. file = "/var/log/posture.log"',
                           next(iter(sorted(set(table) - {"file"})), "file"))  # fmt: skip
+
+
+def _check_files(table: dict[str, Any]) -> None:
+    """[files] group: the group that may read what posture writes (0640 files, 0750 folders)."""
+    from scanner.safefs import group_id
+
+    if set(table) - {"group"} or not isinstance(table.get("group", ""), str):
+        raise ConfigError('[files] takes one key, group (share what posture writes with it), e.g. group = "posture"',
+                          next(iter(sorted(set(table) - {"group"})), "group"))  # fmt: skip
+    if table.get("group"):
+        try:
+            group_id(table["group"])
+        except PostureError as exc:
+            raise ConfigError(exc.message, "group") from None

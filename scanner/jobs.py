@@ -29,8 +29,9 @@ import json
 import os
 import re
 import shlex
+import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from scanner.errors import PostureError
 from scanner.inputs import key_line
 from scanner.model import printable
 from scanner.paths import state_dir
+from scanner.safefs import create_new, make_dirs, open_append, open_dir, write_atomic
 from scanner.targets import check_target, parse_target, validate_ports
 
 JOB_KEYS = {"targets", "exclude", "scope", "methods", "creds", "max_rate", "ports", "schedule", "report",
@@ -238,19 +240,21 @@ def last_runs() -> dict[str, str]:
 def record_run(name: str, started: datetime) -> None:
     runs = last_runs()
     runs[name] = started.astimezone(UTC).isoformat()
-    path = state_dir() / "jobs.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("jobs.json.tmp")
-    tmp.write_text(json.dumps(runs, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    make_dirs(state_dir())
+    write_atomic(state_dir() / "jobs.json", json.dumps(runs, indent=2).encode())
 
 
 @contextmanager
 def job_lock(name: str) -> Iterator[None]:
     """One run of a job at a time. flock is released by the kernel when the holder dies: no stale locks."""
     path = state_dir() / "locks" / f"{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
+    try:
+        make_dirs(path.parent)
+        handle = open_append(path, "a+")  # never through a symbolic link planted at its name
+    except OSError as exc:
+        raise PostureError(f"cannot open the lock file {path}: {exc.strerror}",
+                           "check the state folder; a symbolic link there is refused") from None  # fmt: skip
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -268,28 +272,108 @@ def job_lock(name: str) -> Iterator[None]:
 SETTLE_SECONDS = 60  # a bundle younger than this may still be arriving over a share
 
 
-def inbox_files(inbox: Path, now: float) -> tuple[list[Path], list[Path]]:
-    """The bundles in an inbox ready to import, and those too new to trust as complete."""
-    if not inbox.is_dir():
-        raise PostureError(f"the inbox {inbox} is not a folder", "create it, or fix the job's inbox")
-    ready: list[Path] = []
-    waiting: list[Path] = []
-    for path in sorted(inbox.iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            (ready if now - path.stat().st_mtime >= SETTLE_SECONDS else waiting).append(path)
-    return ready, waiting
+class Inbox:
+    """A job's inbox, opened without following a symbolic link, with its `imported/` and `refused/` folders.
+
+    posture runs as root and others write here, so every look and move works relative to the open
+    folders (openat-style), never by path: a link planted at an entry, at `imported/` or `refused/` or at
+    a `.reason` file is never followed. A linked `imported/` or `refused/` stops the job before anything is
+    imported or moved; an entry that is not a regular file (a link, a FIFO, a folder) is left alone.
+    """
+
+    FOLDERS = ("imported", "refused")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.folders: dict[str, int] = {}
+        try:
+            self.fd = open_dir(path)
+        except OSError as exc:
+            what = "a symbolic link" if path.is_symlink() else f"not a folder ({exc.strerror})"
+            raise PostureError(f"the inbox {path} is {what}", "create it, or give the job its real path") from None
+        try:
+            for name in self.FOLDERS:
+                self.folders[name] = self._folder(name)
+        except BaseException:
+            self.close()
+            raise
+
+    def _folder(self, name: str) -> int:
+        try:
+            return open_dir(name, self.fd, create=True)
+        except OSError as exc:
+            raise PostureError(f"the inbox's {name}/ in {self.path} is not a real folder (a symbolic link?): "
+                               f"{exc.strerror}; nothing was imported or moved",
+                               f"remove it; posture makes {name}/ itself") from None  # fmt: skip
+
+    def close(self) -> None:
+        for fd in [*self.folders.values(), self.fd]:
+            os.close(fd)
+        self.folders.clear()
+
+    def __enter__(self) -> Inbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def entries(self, now: float) -> tuple[list[str], list[str], list[str]]:
+        """Names of the bundles ready to import, of those too new to trust as complete, and of entries
+        left alone because they are not regular files (never followed, never read)."""
+        ready: list[str] = []
+        waiting: list[str] = []
+        odd: list[str] = []
+        for name in sorted(os.listdir(self.fd)):  # noqa: PTH208 - the open folder, not a path
+            if name.startswith(".") or name in self.FOLDERS:
+                continue
+            try:
+                st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since the listing
+            if not stat.S_ISREG(st.st_mode):
+                odd.append(name)
+            else:
+                (ready if now - st.st_mtime >= SETTLE_SECONDS else waiting).append(name)
+        return ready, waiting, odd
+
+    def file_away(self, name: str, folder: str, reason: str | None = None) -> str | None:
+        """Move a handled bundle into `folder`/ under a free name, with its reason beside it if refused (a
+        new file: a link planted at the name is skipped, never written through). The new name, or None if
+        the bundle has gone meanwhile."""
+        into = self.folders[folder]
+        stem, suffix = Path(name).stem, Path(name).suffix
+        try:
+            for n in range(1000):
+                target = f"{stem}.{n}{suffix}" if n else name
+                if _taken(target, into):
+                    continue
+                if reason is not None:
+                    try:
+                        fd = create_new(f"{target}.reason", into)
+                    except FileExistsError:
+                        continue  # something (a planted link?) has the reason's name: never written through
+                    with open(fd, "wb") as f:  # noqa: PTH123 - a descriptor, not a path
+                        f.write(reason.encode() + b"\n")
+                try:
+                    os.replace(name, target, src_dir_fd=self.fd, dst_dir_fd=into)
+                except OSError:
+                    if reason is not None:
+                        with suppress(OSError):
+                            os.unlink(f"{target}.reason", dir_fd=into)
+                    raise
+                return target
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise PostureError(f"could not move {name} into {self.path / folder}: {exc.strerror}",
+                               "check the inbox's folders, their permissions and free space") from None  # fmt: skip
+        raise PostureError(f"{self.path / folder} has a thousand files named like {name}", "clear it out")
 
 
-def file_away(path: Path, folder: str, reason: str | None = None) -> Path:
-    """Move a handled bundle into inbox/`folder`/ (never over another file), with its reason if refused."""
-    target_dir = path.parent / folder
-    target_dir.mkdir(exist_ok=True)
-    target = target_dir / path.name
-    n = 1
-    while target.exists():
-        target = target_dir / f"{path.stem}.{n}{path.suffix}"
-        n += 1
-    path.replace(target)
-    if reason is not None:
-        target.with_name(target.name + ".reason").write_text(reason + "\n", encoding="utf-8")
-    return target
+def _taken(name: str, dir_fd: int) -> bool:
+    """Is there an entry (of any kind, a dangling link too) called `name` in the open folder?"""
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True

@@ -14,15 +14,25 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from io import TextIOWrapper
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from scanner.model import printable
 from scanner.paths import state_dir
+from scanner.safefs import make_dirs, open_append
 
 LOG = logging.getLogger("posture.run")
 PRIORITY = {logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6}
 _FILE_HANDLER: list[RotatingFileHandler] = []
+
+
+class _LogFile(RotatingFileHandler):
+    """The rotating log, each file created with posture's mode (0600, or 0640 shared with the [files]
+    group) and never opened through a symbolic link planted at its name."""
+
+    def _open(self) -> TextIOWrapper:
+        return open_append(Path(self.baseFilename), encoding=self.encoding)
 
 
 def log_path(configured: str | None = None) -> Path:
@@ -39,8 +49,8 @@ def open_log(configured: str | None = None) -> Path | None:
     if _FILE_HANDLER:
         return path
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = RotatingFileHandler(path, maxBytes=5 * 2**20, backupCount=3, encoding="utf-8")
+        make_dirs(path.parent)
+        handler = _LogFile(path, maxBytes=5 * 2**20, backupCount=3, encoding="utf-8")
     except OSError as exc:
         print(f"posture: warning: cannot write the log {path}: {exc.strerror or exc}", file=sys.stderr)
         return None

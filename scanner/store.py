@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ import sqlite_utils
 
 from scanner.errors import PostureError
 from scanner.model import MAX_EVIDENCE, HostObservation, OsMatch, RegisterEntry, Service, bound
+from scanner.safefs import create_new, make_dirs
 
 # Names that many machines share; matching assets on them would merge strangers.
 GENERIC_HOSTNAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
@@ -301,6 +302,13 @@ def _read_only_error(path: Path) -> PostureError:
     return PostureError(f"the database {path} is read-only", "give a writable --db path or fix its permissions")
 
 
+def _create_private(path: Path) -> None:
+    """Make a new database file with posture's mode (0600, or 0640 for the [files] group) before SQLite
+    opens it: SQLite gives its -wal and -shm files the database file's mode and owner."""
+    with suppress(FileExistsError):
+        os.close(create_new(path))
+
+
 def busy_timeout() -> float:
     """Seconds to wait for another run's write lock: `POSTURE_DB_TIMEOUT`, default 30."""
     try:
@@ -384,9 +392,10 @@ class Store:
             raise PostureError(f"no inventory at {path}", "run `posture scan` or `posture import` first, or give --db")
         try:
             if not readonly:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                make_dirs(path.parent)
                 if _read_only(path) or _read_only(path.parent):
                     raise _read_only_error(path)
+                _create_private(path)
             conn = _connect(path, readonly)
         except (OSError, sqlite3.Error) as exc:
             raise PostureError(f"cannot open the database {path}: {exc}", "check the path and its permissions") from exc

@@ -19,6 +19,7 @@ from typing import Any
 from scanner.agents.snmp import SnmpCredential
 from scanner.errors import PostureError
 from scanner.paths import config_dir
+from scanner.safefs import make_dirs, write_atomic
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 KEY_BYTES = 32
@@ -33,17 +34,10 @@ def key_path() -> Path:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read, atomically (a crash leaves the old file or the new one)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    """Write a file only its owner can read (a secret is never shared with the config's [files] group),
+    atomically and never through a link (`scanner.safefs`): a crash leaves the old file or the new one."""
+    make_dirs(path.parent)
+    write_atomic(path, data, mode=0o600)
 
 
 def _key(create: bool) -> bytes:
