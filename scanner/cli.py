@@ -642,9 +642,6 @@ def creds_add(kind: str, name: str, snmp_version: str, user: str | None, auth_pr
             raise click.UsageError("an SNMPv3 context name is at most 32 octets")
         auth_key = _secret("authentication key", from_stdin) if auth_protocol else None
         priv_key = _secret("privacy key", from_stdin) if priv_protocol else None
-        for key in (auth_key, priv_key):
-            if key is not None and len(key) < 8:
-                raise PostureError("SNMPv3 keys are at least 8 characters", "use the keys configured on the devices")
         cred = SnmpCredential(name, "3", user=user, auth_protocol=auth_protocol, auth_key=auth_key,
                               priv_protocol=priv_protocol, priv_key=priv_key, context=context)  # fmt: skip
     else:
