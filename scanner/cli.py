@@ -1059,6 +1059,7 @@ def _run_one(ctx: click.Context, job: Any) -> None:
     from datetime import UTC, datetime
 
     from scanner.jobs import job_lock, record_run
+    from scanner.proc import HOOK_ENV, child_env, dies_with_parent
     from scanner.runlog import say
 
     root = ctx.find_root()
@@ -1085,7 +1086,8 @@ def _run_one(ctx: click.Context, job: Any) -> None:
         if job.on_change and summary["changed"]:
             try:
                 done = subprocess.run(list(job.on_change), input=json.dumps(summary), text=True, timeout=300,
-                                      capture_output=True, check=False)  # fmt: skip
+                                      capture_output=True, check=False, env=child_env(HOOK_ENV),
+                                      preexec_fn=dies_with_parent())  # fmt: skip
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise PostureError(f"job {job.name}: on_change could not run: {exc}", "check the command") from exc
             if done.returncode != 0:

@@ -19,6 +19,7 @@ from typing import Any
 from scanner.agents.snmp import SnmpCredential
 from scanner.errors import PostureError
 from scanner.paths import config_dir
+from scanner.proc import protect_secrets
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 KEY_BYTES = 32
@@ -47,6 +48,9 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def _key(create: bool) -> bytes:
+    """The vault key. Every seal and unseal comes through here, so this is where the process stops being
+    dumpable (`protect_secrets`): from now on it holds the key and soon the secrets it opens."""
+    protect_secrets()
     env = os.environ.get("POSTURE_KEY")
     if env:
         try:
