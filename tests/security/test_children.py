@@ -8,6 +8,7 @@ Real processes throughout: the `posture` command, a real nmap against this file'
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -71,13 +72,17 @@ def start_posture(*args: str, env: dict[str, str], log: Path) -> subprocess.Pope
         return subprocess.Popen([POSTURE, *args], stdout=out, stderr=out, env={**os.environ, **env})
 
 
-def nmap_child(proc: subprocess.Popen[bytes]) -> int:
-    """The nmap a running `posture scan` started (waits for it)."""
-    found: list[int] = []
+def nmap_child(proc: subprocess.Popen[bytes]) -> tuple[int, list[str]]:
+    """The nmap a running `posture scan` started, and its argv (waits until its exec is complete)."""
+    found: list[tuple[int, list[str]]] = []
 
     def started() -> bool:
         assert proc.poll() is None, "posture ended before nmap was seen"
-        found[:] = [p for p, name in children_of(proc.pid).items() if name == "nmap"]
+        for pid, name in children_of(proc.pid).items():
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+                if name == "nmap" and "-oX" in argv:  # (the name is set a moment before the argv)
+                    found.append((pid, argv))
         return bool(found)
 
     wait_for(started, 60, "no nmap child started")
@@ -91,7 +96,7 @@ def test_vault_key_not_in_nmap_environment(tmp_path: Path) -> None:
     db, log = tmp_path / "i.db", tmp_path / "log"
     proc = start_posture("--db", str(db), "scan", "127.92.3.1", *SLOW_SCAN, env=env, log=log)
     try:
-        child = environ(nmap_child(proc))
+        child = environ(nmap_child(proc)[0])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -150,18 +155,20 @@ def test_sigkill_of_scan_kills_nmap_and_next_scan_removes_its_folder(tmp_path: P
     must be gone within a few seconds of `kill -9`; the folder (SIGKILL runs no cleanup) goes at the next scan."""
     db = tmp_path / "i.db"
     proc = start_posture("--db", str(db), "scan", "127.92.3.3", *SLOW_SCAN, env={}, log=tmp_path / "log")
-    nmap = nmap_child(proc)
-    argv = Path(f"/proc/{nmap}/cmdline").read_bytes().decode().split("\0")
-    xml = Path(argv[argv.index("-oX") + 1])  # in the scan's own folder
-    wait_for(lambda: b"<scaninfo" in xml.read_bytes(), 30, "nmap did not start scanning")
-    time.sleep(2)  # nmap is well into its work (its set-up done, a progress line or two written)
-    workdir = xml.parent
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    nmap = None
     try:
+        nmap, argv = nmap_child(proc)
+        xml = Path(argv[argv.index("-oX") + 1])  # in the scan's own folder
+        wait_for(lambda: b"<scaninfo" in xml.read_bytes(), 30, "nmap did not start scanning")
+        time.sleep(2)  # nmap is well into its work (its set-up done, a progress line or two written)
+        workdir = xml.parent
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
         wait_for(lambda: not alive(nmap), 5, "nmap was still running after its posture was killed")
-    finally:
-        if alive(nmap):
+    finally:  # whatever failed, leave nothing running
+        proc.kill()
+        proc.wait(10)
+        if nmap is not None and alive(nmap):
             os.kill(nmap, signal.SIGKILL)
     assert workdir.exists()  # nothing in the killed process could remove it
 
@@ -186,13 +193,15 @@ def test_sigkill_of_import_leaves_no_reader_child(tmp_path: Path) -> None:
         readers[:] = list(children_of(proc.pid))
         return bool(readers)
 
-    wait_for(reading, 30, "no reader child started")
-    time.sleep(1.0)  # well inside the file: the pipe is full and the child is writing into it
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
     try:
+        wait_for(reading, 30, "no reader child started")
+        time.sleep(1.0)  # well inside the file: the pipe is full and the child is writing into it
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
         wait_for(lambda: not any(alive(p) for p in readers), 5, "the XML reader outlived the killed import")
-    finally:
+    finally:  # whatever failed, leave nothing running
+        proc.kill()
+        proc.wait(10)
         for pid in readers:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
