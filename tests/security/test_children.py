@@ -126,6 +126,27 @@ def test_vault_key_not_in_on_change_hook_environment(tmp_path: Path) -> None:
     assert hook_env["XDG_STATE_HOME"] == os.environ["XDG_STATE_HOME"]  # a hook can run posture on the same data
 
 
+def test_vault_key_not_in_package_listing_environment(tmp_path: Path) -> None:
+    """Medium #8 "The vault key reaches child processes", for the host agent's package listings (dpkg, rpm,
+    apk): a real `rpm` on PATH (a script) dumps its environment while `posture agent collect` signs with a
+    key sealed under POSTURE_KEY."""
+    bin_dir, dump = tmp_path / "bin", tmp_path / "rpm-environ"
+    bin_dir.mkdir()
+    (bin_dir / "rpm").write_text(f"#!/bin/sh\ncat /proc/$$/environ > '{dump}'\n"
+                                 "printf 'bash\\t5.1-2.el9\\tx86_64\\tRed Hat\\n'\n")  # fmt: skip
+    (bin_dir / "rpm").chmod(0o700)
+    env = {"POSTURE_KEY": KEY, "UNRELATED_TOKEN": CANARY, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    assert run_posture("keys", "generate", env=env).returncode == 0
+    result = run_posture("agent", "collect", "--out", str(tmp_path / "host.bundle"), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert {"manager": "rpm", "name": "bash", "version": "5.1-2.el9", "arch": "x86_64", "vendor": "Red Hat"} in (
+        json.loads(result.stdout)["packages"]
+    )
+    listing = dump.read_bytes().decode()
+    assert "POSTURE_KEY" not in listing and KEY not in listing and CANARY not in listing
+    assert "LC_ALL=C\0" in listing and f"PATH={env['PATH']}\0" in listing
+
+
 UNSEAL_AND_REPORT = """
 import ctypes, json, resource
 from scanner.vault import snmp_credential
