@@ -623,9 +623,6 @@ def creds_add(kind: str, name: str, snmp_version: str, user: str | None, auth_pr
             raise click.UsageError("an SNMPv3 context name is at most 32 octets")
         auth_key = _secret("authentication key", from_stdin) if auth_protocol else None
         priv_key = _secret("privacy key", from_stdin) if priv_protocol else None
-        for key in (auth_key, priv_key):
-            if key is not None and len(key) < 8:
-                raise PostureError("SNMPv3 keys are at least 8 characters", "use the keys configured on the devices")
         cred = SnmpCredential(name, "3", user=user, auth_protocol=auth_protocol, auth_key=auth_key,
                               priv_protocol=priv_protocol, priv_key=priv_key, context=context)  # fmt: skip
     else:
@@ -1040,6 +1037,7 @@ def _run_one(ctx: click.Context, job: Any) -> None:
     from datetime import UTC, datetime
 
     from scanner.jobs import job_lock, record_run
+    from scanner.proc import HOOK_ENV, child_env, dies_with_parent
     from scanner.runlog import say
 
     root = ctx.find_root()
@@ -1066,7 +1064,8 @@ def _run_one(ctx: click.Context, job: Any) -> None:
         if job.on_change and summary["changed"]:
             try:
                 done = subprocess.run(list(job.on_change), input=json.dumps(summary), text=True, timeout=300,
-                                      capture_output=True, check=False)  # fmt: skip
+                                      capture_output=True, check=False, env=child_env(HOOK_ENV),
+                                      preexec_fn=dies_with_parent())  # fmt: skip
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise PostureError(f"job {job.name}: on_change could not run: {exc}", "check the command") from exc
             if done.returncode != 0:

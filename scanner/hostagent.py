@@ -15,7 +15,6 @@ inventoried from its exported keys).
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import shutil
@@ -30,6 +29,7 @@ from typing import Any, Protocol
 from scanner import __version__
 from scanner.errors import PostureError
 from scanner.model import bound
+from scanner.proc import child_env, dies_with_parent
 
 PAYLOAD_FORMAT = "posture-agent/1"
 MAX_PACKAGES = 100_000  # far above any real host; a bound on what a hostile payload can make us store
@@ -73,7 +73,7 @@ def _run(argv: list[str]) -> str | None:
     if shutil.which(argv[0]) is None:
         return None
     done = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=COMMAND_TIMEOUT,
-                          check=False, env={**os.environ, "LC_ALL": "C"})  # fmt: skip
+                          check=False, env=child_env(LC_ALL="C"), preexec_fn=dies_with_parent())  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"{argv[0]} exited {done.returncode}: {done.stderr.strip()[:200]}")
     return done.stdout

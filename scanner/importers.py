@@ -24,6 +24,7 @@ from scanner.errors import Interrupted, PostureError
 from scanner.inputs import csv_rows, decoded_lines, header_duplicate, read_bounded
 from scanner.model import MAX_FIELD, NmapRun, RegisterEntry, bound
 from scanner.nmap_xml import NmapXmlError, NmapXmlReader
+from scanner.proc import dies_with_parent
 from scanner.store import IngestStats, PreparedHost, Store, prepare_host
 from scanner.targets import HOSTNAME_RE
 
@@ -139,8 +140,16 @@ def _recorded(store: Store, scan_id: int, path: Path) -> Iterator[None]:
     store.finish_scan(scan_id, "complete")
 
 
-def _parse_into_pipe(path: str, name: str, pipe: Connection) -> None:
-    """Child process: parse the file and send hosts in batches; errors travel as messages, not tracebacks."""
+def _parse_into_pipe(path: str, name: str, pipe: Connection, parent_end: Connection,
+                     bind_to_parent: Callable[[], None] | None) -> None:  # fmt: skip
+    """Child process: parse the file and send hosts in batches; errors travel as messages, not tracebacks.
+
+    First it makes sure it cannot outlive the parent: it closes its copy of the pipe's reading end (the
+    fork gave it one; while it is open a write never fails, so after a `kill -9` of the parent the child
+    blocked in a full pipe for ever) and asks to be killed with the parent (`bind_to_parent`)."""
+    parent_end.close()
+    if bind_to_parent is not None:
+        bind_to_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     try:
         with open(path, "rb") as fh:  # noqa: PTH123 - a plain binary stream for the parser
@@ -183,8 +192,9 @@ class ForkedNmapXmlReader:
         context = multiprocessing.get_context("fork")
         receiver, sender = context.Pipe(duplex=False)
         child = context.Process(
-            target=_parse_into_pipe, args=(str(self.path), self.name, sender), name="posture-xml-reader", daemon=True
-        )
+            target=_parse_into_pipe, args=(str(self.path), self.name, sender, receiver, dies_with_parent()),
+            name="posture-xml-reader", daemon=True,
+        )  # fmt: skip
         child.start()
         sender.close()
         try:

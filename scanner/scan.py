@@ -9,8 +9,12 @@ the next run marks interrupted (`Store.reap_stale_scans`).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -22,7 +26,8 @@ from typing import Any, Protocol
 
 from scanner.agents import DiscoveryAgent
 from scanner.errors import Interrupted, PostureError
-from scanner.store import Store, utc_now
+from scanner.paths import state_dir
+from scanner.store import Store, process_alive, process_start, utc_now
 from scanner.targets import ScanPlan
 
 
@@ -115,6 +120,41 @@ def signals_interrupt() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def _machine() -> str:
+    """This machine, short and safe in a folder name (a state folder may be shared over NFS)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+@contextmanager
+def scan_workdir() -> Iterator[str]:
+    """A private folder for one scan's nmap output, removed when the scan ends, and removed by the next
+    scan if this process is killed.
+
+    Why not only a TemporaryDirectory: SIGKILL (the OOM killer, `kill -9`, a power-cut VM) runs no
+    `finally`, and each chunk's XML (hosts, banners, open ports) would stay in /tmp for good. So the
+    folders live under posture's own state folder, named after the owning process (pid, its kernel start
+    time, the machine), and every scan first removes the folders whose process is gone.
+    """
+    parent = state_dir() / "scans"
+    try:
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise PostureError(f"cannot make the scan folder {parent}: {exc.strerror}", "check XDG_STATE_HOME") from exc
+    machine = _machine()
+    for old in parent.glob("scan-*"):
+        parts = old.name.split("-")
+        if len(parts) < 5 or parts[3] != machine or not parts[1].isdigit() or not old.is_dir() or old.is_symlink():
+            continue
+        if not process_alive(int(parts[1]), None if parts[2] == "x" else parts[2]):
+            shutil.rmtree(old, ignore_errors=True)
+    pid = os.getpid()
+    workdir = tempfile.mkdtemp(prefix=f"scan-{pid}-{process_start(pid) or 'x'}-{machine}-", dir=parent)
+    try:
+        yield workdir
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def execute_scan(
     store: Store, agent: DiscoveryAgent, scan_id: int, parallel: int, reporter: ProgressReporter
 ) -> ScanSummary:
@@ -137,7 +177,7 @@ def execute_scan(
     chunks_done = total_chunks - len(pending)
     reporter.start(summary.hosts_total, total_chunks, summary.hosts_done)
 
-    with signals_interrupt(), tempfile.TemporaryDirectory(prefix="posture-scan-") as workdir:
+    with signals_interrupt(), scan_workdir() as workdir:
         pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="posture-chunk")
         futures: dict[Future[Any], tuple[int, int]] = {}
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,11 @@ def _text(value: Any, limit: int = 512) -> tuple[str | None, str | None]:
     return text, None if utf8 else value[: limit * 2].hex()
 
 
+def _number(value: Any) -> int | None:
+    """A device's number as stored: an int (already bounded to 64 bits by the decoder), else nothing."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _mac(value: Any) -> str | None:
     if not isinstance(value, bytes) or len(value) != 6 or value in (b"\0" * 6, b"\xff" * 6) or value[0] & 1:
         return None
@@ -74,14 +80,14 @@ def prepare_snmp(result: SnmpResult) -> tuple[PreparedHost, list[str]]:
         "interfaces": [
             {
                 "descr": _text(i.get("descr"), 128)[0],
-                "type": i.get("type"),
-                "speed": i.get("speed"),
+                "type": _number(i.get("type")),
+                "speed": _number(i.get("speed")),
                 "mac": _mac(i.get("mac")),
-                "status": i.get("status"),
+                "status": _number(i.get("status")),
             }
             for i in interfaces[:MAX_EVIDENCE_ROWS]
         ],
-        "addresses": [str(a.get("address")) for a in result.tables.get("addresses", [])[:MAX_EVIDENCE_ROWS]],
+        "addresses": [_text(a.get("address"), 64)[0] for a in result.tables.get("addresses", [])[:MAX_EVIDENCE_ROWS]],
         "counts": {table: len(rows) for table, rows in result.tables.items()},
         "cut_off": result.cut_off,
     }
@@ -122,7 +128,7 @@ def prepare_snmp(result: SnmpResult) -> tuple[PreparedHost, list[str]]:
             continue  # ports, slots and sensors with nothing to identify
         software.append(("hardware", facts["descr"] or facts["name"] or "", facts["manufacturer"], facts["model"],
                          facts["software_rev"] or facts["firmware_rev"], None, "[]", None, "entPhysical",
-                         json.dumps({**facts, "class": row.get("class")}), None))  # fmt: skip
+                         json.dumps({**facts, "class": _number(row.get("class"))}), None))  # fmt: skip
     prepared: PreparedHost = ([result.address], macs, [], None, False, evidence, [], software)
     return prepared, [sysname] if sysname else []
 
@@ -155,7 +161,7 @@ def run_snmp_scan(
         hosts_total=len(addresses),
     )  # fmt: skip
     summary = SnmpSummary(scan_id, total=len(addresses))
-    pending: list[SnmpResult] = []
+    pending: list[tuple[SnmpResult, tuple[PreparedHost, list[str]] | None]] = []
     reporter.start(len(addresses), 1, 0)
 
     def commit() -> None:
@@ -163,11 +169,10 @@ def run_snmp_scan(
             return
         with store.transaction() as conn, Ingest(conn, scan_id, "snmp", fallback_time=utc_now()) as ingest:
             rows = []
-            for result in pending:
+            for result, ready in pending:
                 asset_id = None
-                if result.status in ("ok", "partial"):
-                    prepared, sysnames = prepare_snmp(result)
-                    ingest.add_prepared(prepared, sysnames)
+                if ready is not None:
+                    ingest.add_prepared(*ready)
                     asset_id = ingest.last_asset_id
                 rows.append((scan_id, result.address, "snmp", result.status, bound(result.detail, 512),
                              result.credential, round(result.seconds, 3), result.requests, asset_id))  # fmt: skip
@@ -175,7 +180,7 @@ def run_snmp_scan(
             conn.executemany("INSERT INTO scan_targets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             conn.execute(
                 "UPDATE scans SET hosts_done = hosts_done + ?, hosts_up = hosts_up + ? WHERE id = ?",
-                (len(pending), sum(r.status in ("ok", "partial") for r in pending), scan_id),
+                (len(pending), sum(ready is not None for _, ready in pending), scan_id),
             )
         summary.new_assets += ingest.stats.new_assets
         summary.software += ingest.stats.software
@@ -185,7 +190,13 @@ def run_snmp_scan(
 
     def on_result(result: SnmpResult) -> None:
         nonlocal last_commit
-        pending.append(result)
+        ready = None
+        if result.status in ("ok", "partial"):
+            try:  # what a device said is hostile: if it cannot be made into rows, that device is an error
+                ready = prepare_snmp(result)
+            except Exception as exc:
+                result.status, result.detail = "error", f"its answers could not be stored: {type(exc).__name__}"
+        pending.append((result, ready))
         summary.done += 1
         summary.by_status[result.status] = summary.by_status.get(result.status, 0) + 1
         if result.status not in ("ok",):
@@ -205,6 +216,11 @@ def run_snmp_scan(
         commit()  # devices that finished before the signal are whole: keep them
         store.finish_scan(scan_id, "interrupted", "stopped by a signal; devices already saved are kept")
         raise Interrupted(f"SNMP scan {scan_id} interrupted after {summary.done} of {summary.total} devices") from None
+    except BaseException as exc:  # a bug or a failing disk: the scan row says so, never stays 'running'
+        reporter.finish()
+        with suppress(Exception):
+            store.finish_scan(scan_id, "failed", f"{type(exc).__name__}: {str(exc)[:200]}")
+        raise
     reporter.finish()
     store.finish_scan(scan_id, "complete")
     return summary

@@ -272,7 +272,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_schema_v1, _schema_v2
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _process_start(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
     """The kernel's start time of a process: with the pid, it tells a live scan from a reused pid."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -288,7 +288,7 @@ def process_alive(pid: int, start: str | None) -> bool:
         return False
     except PermissionError:
         return True
-    return start is None or _process_start(pid) in (None, start)
+    return start is None or process_start(pid) in (None, start)
 
 
 def _read_only(path: Path) -> bool:
@@ -366,7 +366,7 @@ def insert_scan(conn: sqlite3.Connection, kind: str, source: str, status: str, *
         "status": status,
         "started_at": utc_now(),
         "pid": pid,
-        "pid_start": _process_start(pid),
+        "pid_start": process_start(pid),
         "machine": socket.gethostname()[:253],
     }
     for key, value in fields.items():
@@ -509,7 +509,7 @@ class Store:
             conn.execute(
                 "UPDATE scans SET status = 'running', resumed_at = ?, finished_at = NULL, error = NULL, "
                 "pid = ?, pid_start = ?, machine = ? WHERE id = ?",
-                (utc_now(), pid, _process_start(pid), socket.gethostname()[:253], scan_id),
+                (utc_now(), pid, process_start(pid), socket.gethostname()[:253], scan_id),
             )
 
     def reap_stale_scans(self) -> list[int]:

@@ -19,6 +19,7 @@ from typing import Any
 from scanner.agents.snmp import SnmpCredential
 from scanner.errors import PostureError
 from scanner.paths import config_dir
+from scanner.proc import protect_secrets
 from scanner.safefs import make_dirs, write_atomic
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -41,6 +42,9 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def _key(create: bool) -> bytes:
+    """The vault key. Every seal and unseal comes through here, so this is where the process stops being
+    dumpable (`protect_secrets`): from now on it holds the key and soon the secrets it opens."""
+    protect_secrets()
     env = os.environ.get("POSTURE_KEY")
     if env:
         try:
@@ -105,8 +109,23 @@ def unseal(label: str, entry: dict[str, Any]) -> bytes:
         ) from exc
 
 
+def check_v3(cred: SnmpCredential) -> None:
+    """An SNMPv3 user and keys posture can use: printable ASCII, keys of 8 characters or more.
+
+    Why ASCII: pysnmp encodes these as Latin-1, so other characters fail on every device that answers
+    (and a Latin-1 key would not be the bytes a UTF-8 device configuration holds); devices' own CLIs
+    take the same printable characters.
+    """
+    for what, value in (("user name", cred.user), ("keys", cred.auth_key), ("keys", cred.priv_key)):
+        if value is not None and not all(" " <= c <= "~" for c in value):
+            raise PostureError(f"SNMPv3 {what} must be printable ASCII", "use what the devices are configured with")
+    if any(key is not None and len(key) < 8 for key in (cred.auth_key, cred.priv_key)):
+        raise PostureError("SNMPv3 keys are at least 8 characters", "use the keys configured on the devices")
+
+
 def add_snmp(cred: SnmpCredential) -> None:
     check_name(cred.name)
+    check_v3(cred)
     secret = {"community": cred.community, "auth_key": cred.auth_key, "priv_key": cred.priv_key}
     sealed = seal(cred.name, json.dumps(secret).encode())
     data = _load()

@@ -4,7 +4,9 @@ Why not python-nmap's `PortScanner.scan`: it shlex-splits the hosts string (opti
 target), keeps only the last CPE of each port, holds the whole XML in memory, parses it without
 defusedxml, and gives no handle on the nmap process, so an interrupted scan could not stop its nmap.
 Here the argv is a list built from validated parts, nmap writes `-oX` to a file that is streamed, and
-every nmap process is known and can be stopped. python-nmap remains the yardstick in `bench/`.
+every nmap process is known and can be stopped. Each nmap gets an allow-listed environment (never the
+vault key) and dies with posture, even after a `kill -9` (`scanner.proc`). python-nmap remains the
+yardstick in `bench/`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from scanner.agents import ProgressCallback
 from scanner.errors import PostureError
 from scanner.model import HostObservation
 from scanner.nmap_xml import NmapXmlReader
+from scanner.proc import NMAP_ENV, child_env, dies_with_parent
 
 # Printers (LPD, JetDirect raw printing, 9999 admin) print whatever arrives on these ports: a scan of a
 # council's print fleet would otherwise waste paper and can hang old firmware.
@@ -123,7 +126,8 @@ class NmapAgent:
         self._cancelled = False
 
     def check(self) -> str:
-        out = subprocess.run([find_nmap(), "-V"], capture_output=True, check=False, timeout=30).stdout
+        out = subprocess.run([find_nmap(), "-V"], capture_output=True, check=False, timeout=30,
+                             env=child_env(NMAP_ENV)).stdout  # fmt: skip
         m = re.search(rb"Nmap version (\S+)", out)
         return m.group(1).decode() if m else "unknown"
 
@@ -140,7 +144,8 @@ class NmapAgent:
         with self._lock:
             if self._cancelled:
                 raise PostureError("scan cancelled")
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                    env=child_env(NMAP_ENV), preexec_fn=dies_with_parent())  # fmt: skip
             self._running.add(proc)
         stderr: list[bytes] = []
         drain = threading.Thread(target=_drain, args=(proc, stderr), daemon=True)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scanner.agents.snmp_wire import ERROR_NAMES, GET, GETBULK, GETNEXT, WireClient
+from scanner.agents.snmp_wire import ERROR_NAMES, GET, GETBULK, GETNEXT, WireClient, WireError, check_int, cut_string
 from scanner.model import MAX_FIELD, bound
 
 SYSTEM = {
@@ -139,15 +139,23 @@ def _value(value: Any) -> Any:
     if kind in ("NoSuchObject", "NoSuchInstance", "EndOfMibView", "Null"):
         return None
     if kind in ("OctetString", "Opaque", "Bits"):
-        return bytes(value)
+        return cut_string(bytes(value))
     if kind == "ObjectIdentifier" or kind == "ObjectName":
         return ".".join(str(p) for p in value)
     if kind == "IpAddress":
-        return ".".join(str(b) for b in bytes(value))
+        return ".".join(str(b) for b in bytes(value)[:16])
     try:
-        return int(value)
+        return check_int(int(value))
     except (TypeError, ValueError):
-        return str(value)
+        return bound(str(value), MAX_FIELD)
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as a detail line. Only posture's own messages are quoted: pysnmp's and pyasn1's may
+    carry the key they could not use (pyasn1 quotes the string it failed to encode)."""
+    if isinstance(exc, WireError | RuntimeError | _AuthFailure | _NoResponse):
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -290,7 +298,7 @@ class SnmpCollector:
         except TimeoutError:
             result.status, result.detail = "timeout", f"device deadline of {self.options.deadline:.0f}s reached"
         except Exception as exc:  # one device's trouble never stops the others
-            result.status, result.detail = "error", f"{type(exc).__name__}: {str(exc)[:200]}"
+            result.status, result.detail = "error", _describe(exc)
         result.seconds = time.monotonic() - started
         return result
 
@@ -299,11 +307,12 @@ class SnmpCollector:
         context: Any = None
         auth: Any = None
         refused: list[str] = []
+        failed: list[str] = []  # credentials that raised an error here: the next one is still tried
         alive: bool | None = None  # does an SNMPv3 probe get an answer? asked once, only if needed
         for cred in credentials:
-            auth = self._auth(cred)
-            context = self.hl.ContextData(contextName=cred.context.encode()) if cred.context else self.hl.ContextData()
             try:
+                auth = self._auth(cred)
+                context = self.hl.ContextData(contextName=cred.context.encode())
                 values = await self._request("get", target, auth, context, list(SYSTEM.values()), result)
             except _AuthFailure:
                 refused.append(cred.name)
@@ -315,12 +324,18 @@ class SnmpCollector:
                     if alive:
                         refused.append(cred.name)  # the agent is there: it ignored the community
                 continue
+            except Exception as exc:  # e.g. a key pysnmp cannot encode, or a reply that is not SNMP
+                failed.append(f"{cred.name}: {_describe(exc)}")
+                continue
             result.credential, result.version = cred.name, cred.version
             result.default_community = cred.version != "3" and (cred.community or "") in DEFAULT_COMMUNITIES
             result.system = {name: value for name, (_, value) in zip(SYSTEM, values, strict=False)}
             break
         else:
-            if refused:
+            if failed:
+                result.status = "error"
+                result.detail = bound("; ".join(failed + [f"refused: {', '.join(refused)}"] * bool(refused)), 512)
+            elif refused:
                 result.status = "auth-failure"
                 result.detail = f"the device answers but refused: {', '.join(refused)}"
             else:

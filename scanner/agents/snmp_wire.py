@@ -7,7 +7,10 @@ five nested TLVs around a list of varbinds, and decoding exactly that is some fi
 SNMPv3 (USM authentication and privacy) stays with pysnmp, where the cryptography is.
 
 Every length is checked against the buffer, so a malformed or hostile reply raises `WireError` and never
-reads out of bounds or loops.
+reads out of bounds or loops. Widths are bounded too: an integer of more than 9 octets (a Counter64 and
+its sign octet) or an OID arc above 2^32-1 is a `WireError` (a 2,000-byte TimeTicks would otherwise
+become a number Python refuses to print), and a string is cut to `MAX_STRING` octets (`cut_string`),
+far beyond anything posture keeps, so one chatty device cannot fill memory with its tables.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from typing import Any
 GET, GETNEXT, RESPONSE, GETBULK = 0xA0, 0xA1, 0xA2, 0xA5
 Binds = list[tuple[tuple[int, ...], Any]]  # (OID arcs, value) in the order the agent sent them
 ERROR_NAMES = {0: "noError", 1: "tooBig", 2: "noSuchName", 3: "badValue", 4: "readOnly", 5: "genErr"}
+MAX_INT_OCTETS = 9  # Counter64 and a leading zero; SNMP has no wider number
+MAX_ARC = 2**32 - 1  # an OID sub-identifier is 32 bits (RFC 2578)
+MAX_STRING = 16384  # octets kept of one string value: 4 bytes for each of the 4,096 characters kept at most
 
 
 class WireError(Exception):
@@ -90,10 +96,39 @@ def _decode_oid(data: bytes, start: int, stop: int) -> tuple[int, ...]:
     value = 0
     for byte in data[start + 1 : stop]:
         value = (value << 7) | (byte & 0x7F)
+        if value > MAX_ARC:
+            raise WireError("OID arc wider than 32 bits")
         if not byte & 0x80:
             arcs.append(value)
             value = 0
     return tuple(arcs)
+
+
+def _decode_int(data: bytes, start: int, stop: int, signed: bool = True) -> int:
+    if stop - start > MAX_INT_OCTETS:
+        raise WireError(f"integer of {stop - start} octets")
+    return check_int(int.from_bytes(data[start:stop], "big", signed=signed))
+
+
+def check_int(value: int) -> int:
+    """A number from a device that fits SNMP's widest type (Counter64, or a signed 64-bit value)."""
+    if not -(2**63) <= value < 2**64:
+        raise WireError("integer wider than 64 bits")
+    return value
+
+
+def cut_string(raw: bytes) -> bytes:
+    """A device string cut to `MAX_STRING` octets; a UTF-8 character broken by the cut is dropped whole,
+    so text that was UTF-8 still decodes as UTF-8."""
+    if len(raw) <= MAX_STRING:
+        return raw
+    cut = raw[:MAX_STRING]
+    try:
+        cut.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data":
+            return cut[: exc.start]
+    return cut
 
 
 def decode_response(data: bytes) -> tuple[int, int, int, Binds]:
@@ -112,7 +147,7 @@ def decode_response(data: bytes) -> tuple[int, int, int, Binds]:
         tag, start, pos = _read(data, pos, pdu_end)
         if tag != 0x02:
             raise WireError("bad PDU header")
-        numbers.append(int.from_bytes(data[start:pos], "big", signed=True))
+        numbers.append(_decode_int(data, start, pos))
     tag, pos, list_end = _read(data, pos, pdu_end)
     binds: Binds = []
     while pos < list_end:
@@ -125,12 +160,14 @@ def decode_response(data: bytes) -> tuple[int, int, int, Binds]:
         raw = data[vstart:vend]
         value: Any
         if vtag == 0x04 or vtag == 0x44:
-            value = raw
+            value = cut_string(raw)
         elif vtag in (0x02, 0x41, 0x42, 0x43, 0x46):
-            value = int.from_bytes(raw, "big", signed=vtag == 0x02)
+            value = _decode_int(data, vstart, vend, signed=vtag == 0x02)
         elif vtag == 0x06:
             value = ".".join(map(str, _decode_oid(data, vstart, vend)))
         elif vtag == 0x40:
+            if len(raw) > 16:
+                raise WireError("IpAddress longer than 16 octets")
             value = ".".join(str(b) for b in raw)
         else:  # NULL, noSuchObject, noSuchInstance, endOfMibView
             value = None
@@ -169,7 +206,7 @@ class WireClient(asyncio.DatagramProtocol):
                 _, _, pos = _read(data, pos, end)
             _, pos, pdu_end = _read(data, pos, end)
             _, start, stop = _read(data, pos, pdu_end)
-            request_id = int.from_bytes(data[start:stop], "big", signed=True)
+            request_id = _decode_int(data, start, stop)
         except WireError:
             return
         waiting = self._waiting.get(request_id)
