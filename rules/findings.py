@@ -40,6 +40,7 @@ from rules.engine import (
     finding_rule_sql,
     format_id,
     reads_asset,
+    sql_functions,
 )
 from rules.facts import Identifier, load_facts
 from rules.kev import KevCatalogue
@@ -297,18 +298,19 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
     """Rules about findings: in SQL where they test only finding facts, else in Python over a stream."""
     base = _facts_params(evaluation_id, day, settings, exceptions, [r.id for r in evaluator.finding_rules])
     in_python = []
-    conn.create_function("regexp", 2, lambda p, v: v is not None and re.search(p, str(v)[:4096]) is not None,
-                         deterministic=True)  # fmt: skip
+    raised = sql_functions(conn)
     for rule in evaluator.finding_rules:
-        compiled = finding_rule_sql(rule, settings)
+        compiled = finding_rule_sql(rule)
         if compiled is None:
             in_python.append(rule)
             continue
+        raised.clear()
         try:
             for subject in _finding_facts(conn, base, *compiled):
                 writer.hit(Hit(rule, None, subject, f"finding:{format_id(subject['id'])}"), subject["asset_id"])
-        except sqlite3.OperationalError as exc:  # a bad regular expression, say: this rule only
-            evaluator.errors[rule.id] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        except Exception as exc:  # any failure of one rule must not stop the run (as in the Python back-end)
+            cause = raised[-1] if raised else exc
+            evaluator.errors[rule.id] = f"{type(cause).__name__}: {str(cause)[:300]}"
     if in_python:
         evaluator.finding_rules = in_python
         for hit in evaluator.assess_findings(_finding_facts(conn, base, "1", []), assets):
