@@ -67,13 +67,15 @@ def finding_number(rule_id: str, asset_id: int | None, subject: str) -> int:
     return ((asset_id or 0) << 32) | _digest(rule_id, subject)
 
 
+FINDING_ID = re.compile(r"F-([0-9a-fA-F]{1,16})")
+
+
 def parse_id(text: str) -> int | None:
-    if not text.startswith("F-") or len(text) > 20:
-        return None
-    try:
-        return int(text[2:], 16)
-    except ValueError:
-        return None
+    """A finding id as `format_id` writes it: F- and hex digits of either case (F-2D6 is F-2d6), within
+    SQLite's INTEGER. Anything else is not a finding id (None): no 0x, no sign, no spaces, no 17th digit."""
+    match = FINDING_ID.fullmatch(text)
+    number = int(match[1], 16) if match else None
+    return number if number is not None and number < 2**63 else None
 
 
 @cache
@@ -164,7 +166,9 @@ def active_exceptions(store: Store, day: date) -> dict[str, dict[str, Any]]:
     for target, until, reason, esu in store.conn.execute(
         "SELECT target, until, reason, esu FROM exceptions WHERE until >= ? ORDER BY until", [day.isoformat()]
     ):
-        out[target] = {"until": until, "reason": reason, "esu": bool(esu)}
+        number = parse_id(target)  # one spelling of each finding id (older versions stored it as typed)
+        out[format_id(number) if number is not None else target] = {"until": until, "reason": reason,
+                                                                    "esu": bool(esu)}  # fmt: skip
     return out
 
 
@@ -440,10 +444,14 @@ def accept(store: Store, target: str, until: date, reason: str, esu: bool, rule_
     number = parse_id(target)
     row = None
     if number is not None:
+        target = format_id(number)  # stored as `posture findings` shows it, so every reader finds it
         row = store.conn.execute(
             "SELECT f.rule_id, d.json FROM findings f JOIN finding_details d ON d.id = f.details_id WHERE f.id = ?",
             [number],
         ).fetchone()
+    elif target.startswith("F-"):
+        raise PostureError(f"{target[:64]!r} is not a finding id",
+                           "a finding id is F- and up to 16 hex digits, as `posture findings` shows it")  # fmt: skip
     if row is None and target not in rule_ids:
         raise PostureError(f"{target[:64]!r} is neither a finding id nor a rule id",
                            "see `posture findings` (ids start with F-) or `posture rules list`")  # fmt: skip
@@ -459,10 +467,12 @@ def accept(store: Store, target: str, until: date, reason: str, esu: bool, rule_
             raise PostureError(f"extended support for {target} ends on {extended}; an ESU acceptance cannot outlast it",
                                f"use --until {extended} or earlier")  # fmt: skip
     with store.transaction() as conn:
-        conn.execute(
+        added = conn.execute(
             "INSERT INTO exceptions (target, until, reason, esu, created_at) VALUES (?, ?, ?, ?, ?)",
             [target, until.isoformat(), reason, int(esu), utc_now()],
-        )
+        ).rowcount
+    if added != 1:  # "accepted" is said only of what was recorded
+        raise PostureError(f"nothing was recorded for {target}", "check the database")
     what = f"finding {target} ({row[0]})" if row else f"every finding of rule {target}"
     return f"accepted {what} until {until.isoformat()}" + (" (extended support)" if esu else "")
 
