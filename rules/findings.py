@@ -31,6 +31,7 @@ from typing import Any
 
 from rules.catalogue import Catalogue
 from rules.engine import (
+    INT64,
     INTERNAL_ERROR,
     SEVERITY_RANK,
     Evaluator,
@@ -75,7 +76,7 @@ def parse_id(text: str) -> int | None:
     SQLite's INTEGER. Anything else is not a finding id (None): no 0x, no sign, no spaces, no 17th digit."""
     match = FINDING_ID.fullmatch(text)
     number = int(match[1], 16) if match else None
-    return number if number is not None and number < 2**63 else None
+    return number if number is not None and number in INT64 else None
 
 
 @cache
