@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from re import _constants as C  # type: ignore[attr-defined]  # the parse tree's opcodes
 from re import _parser  # type: ignore[attr-defined]
 from typing import Any
@@ -54,7 +55,6 @@ CATEGORIES = {C.CATEGORY_DIGIT: r"\d", C.CATEGORY_NOT_DIGIT: r"\D", C.CATEGORY_S
               C.CATEGORY_NOT_SPACE: r"\S", C.CATEGORY_WORD: r"\w", C.CATEGORY_NOT_WORD: r"\W"}  # fmt: skip
 SINGLE = (C.LITERAL, C.NOT_LITERAL, C.ANY, C.IN, C.CATEGORY)
 REPEATS = (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT)
-ZERO_WIDTH = (C.AT, C.ASSERT, C.ASSERT_NOT)
 
 
 class Refused(Exception):
@@ -90,6 +90,7 @@ def _cased(codes: range | list[int]) -> Chars:
     return Chars(frozenset(low), high)
 
 
+@cache
 def _category(code: Any) -> Chars:
     rx = CATEGORIES.get(code)
     if rx is None:  # a line-break or locale category: assume anything
@@ -187,7 +188,7 @@ def _check_branches(seq: Any) -> None:
                 raise Refused("a repeated group has an alternative that can match nothing, e.g. (a|)+ or (a|aa)+")
             for n, (chars, _) in enumerate(firsts):
                 if any(chars.overlaps(other) for other, _ in firsts[n + 1 :]):
-                    raise Refused("a repeated group has alternatives that can start alike, e.g. (a|ab)+: "
+                    raise Refused("a repeated group has alternatives that can start alike, e.g. (a|b|ab)+: "
                                   "they can split the same text in many ways")  # fmt: skip
             children = branches
         elif op is C.SUBPATTERN:
