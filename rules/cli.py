@@ -204,7 +204,8 @@ def rules_show(ctx: click.Context, rule_id: str, rule_dirs: tuple[Path, ...]) ->
 @click.argument("dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
 @click.pass_context
 def rules_lint(ctx: click.Context, dirs: tuple[Path, ...]) -> None:
-    """Check rule packs (the built-in ones, and those in DIRS): syntax, fields, operators, unique ids.
+    """Check rule packs (the built-in ones, and those in DIRS): syntax, fields, operators and the types of
+    their values, patterns that could backtrack without end (rules/redos.py), unique ids.
 
     Exits 2 with FILE:LINE and the field at the first problem.
     """

@@ -71,6 +71,7 @@ ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{2,63}$")
 INTERNAL_ERROR = "posture.internal-error"
 INT64 = range(-(2**63), 2**63)  # SQLite's INTEGER: a rule's whole numbers must fit (finding rules run in SQL)
 MAX_LIST = 1000  # values in one `in` / `not_in` list
+MAX_PACK = 1 << 20  # bytes of one pack file
 
 ASSET_FIELDS = {
     "id", "name", "first_seen", "last_seen", "in_register", "register_loaded", "owner", "has_owner",
@@ -405,10 +406,15 @@ def load_rules(extra_dirs: Iterable[Path] = (), settings: Settings | None = None
     rules: list[Rule] = []
     seen: dict[str, str] = {}
     for path in pack_files(extra_dirs):
+        if not path.is_file():  # a FIFO or a device would block the read, or never end
+            raise RuleError(f"{path}: not a regular file")
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as file:
+                text = file.read(MAX_PACK + 1).decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise RuleError(f"{path}: cannot read ({exc})") from exc
+        if len(text) > MAX_PACK:
+            raise RuleError(f"{path}: a rule pack is at most {MAX_PACK // 1024:,} KiB")
         where = path.name if path.parent == PACKS_DIR else str(path)
         for rule in parse_pack(text, where, settings):
             if rule.id in seen:

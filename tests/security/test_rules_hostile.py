@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sqlite3
 import time
@@ -131,6 +132,19 @@ def test_lint_refuses_bad_operator_arguments(tmp_path: Path, evaluated_db: Path,
     evaluated = run_posture("evaluate", "--rules", str(directory), db=evaluated_db)
     assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr
     assert db_fingerprint(evaluated_db) == before
+
+
+def test_a_pack_that_is_a_fifo_or_huge_is_refused_at_once(tmp_path: Path) -> None:
+    """Issue 11, Build: "Every parser of outside data (... TOML ...) bounds ... size": a FIFO named like a
+    pack would block `rules lint` (and every evaluate) for ever; a 2 MiB pack is refused unread."""
+    fifo_dir = tmp_path / "fifo"
+    fifo_dir.mkdir()
+    os.mkfifo(fifo_dir / "evil.toml")
+    result = run_posture("rules", "lint", str(fifo_dir), timeout=30)
+    assert result.returncode == 2 and "not a regular file" in result.stderr and "Traceback" not in result.stderr
+    huge = pack(tmp_path / "huge", rule_text("local.ok", "service", "{ port = 23 }") + "#" * (2 << 20) + "\n")
+    result = run_posture("rules", "lint", str(huge), timeout=30)
+    assert result.returncode == 2 and "at most 1,024 KiB" in result.stderr
 
 
 def test_hostile_banner_against_the_pattern_that_ran_past_60_seconds(tmp_path: Path) -> None:
