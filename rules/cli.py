@@ -19,12 +19,20 @@ def catalogue() -> None:
     """The lifecycle catalogue: release cycles and the dates their support ends (endoflife.date, MIT)."""
 
 
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)  # days posture can judge, plan and report on
+
+
 def parse_day(value: str | None) -> date:
-    """A YYYY-MM-DD option (today when not given), or a clear error."""
+    """A YYYY-MM-DD option (today when not given) within FIRST_DAY..LAST_DAY, or a clear error: reports
+    count years ahead of the day and SLAs days back from it, which year 1 or 9999 would overflow."""
     try:
-        return date.fromisoformat(value) if value else date.today()
+        day = date.fromisoformat(value) if value else date.today()
     except ValueError as exc:
-        raise PostureError(f"invalid date {value!r}", "use YYYY-MM-DD") from exc
+        raise PostureError(f"invalid date {str(value)[:40]!r}", "use YYYY-MM-DD") from exc
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise PostureError(f"the day {day.isoformat()} is out of range",
+                           f"give a day from {FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()}")  # fmt: skip
+    return day
 
 
 @catalogue.command("list")
@@ -215,7 +223,8 @@ def rules_show(ctx: click.Context, rule_id: str, rule_dirs: tuple[Path, ...]) ->
 @click.argument("dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
 @click.pass_context
 def rules_lint(ctx: click.Context, dirs: tuple[Path, ...]) -> None:
-    """Check rule packs (the built-in ones, and those in DIRS): syntax, fields, operators, unique ids.
+    """Check rule packs (the built-in ones, and those in DIRS): syntax, fields, operators and the types of
+    their values, patterns that could backtrack without end (rules/redos.py), unique ids.
 
     Exits 2 with FILE:LINE and the field at the first problem.
     """

@@ -25,21 +25,37 @@ A rule file holds one pack:
 A test is `field = value` (equal), `field = [a, b]` (one of) or `field = { op = value }` with op one of
 eq, ne, in, not_in, lt, le, gt, ge, matches (a regular expression), exists. On an item, service or finding
 subject, `"asset.owner"` reaches the asset's fields. A value `"$name"` reads a setting (horizon_days,
-stale_days, uptime_days). Missing data never passes a comparison: unknown is tested for by name, never
-mistaken for safe. Packs are checked whole when loaded (`posture rules lint`), each error with its file,
-line and field, so a bad pack stops before anything is evaluated; a rule that still fails at evaluation
-becomes an internal-error finding and the others run on.
+stale_days, uptime_days).
+
+What a test means, in both interpreters (Python here; SQL in `finding_rule_sql` for finding rules):
+- A missing value passes only `ne`, `not_in` and `exists = false`: no tunnel is not "ssl", so the
+  cleartext rules (`tunnel = { ne = "ssl" }`) flag it. Every other test fails on it, so unknown is tested
+  for by name (`exists`, `os_known`, ...) and never mistaken for safe.
+- A number and a string are unequal (`eq`, `ne`, `in`, `not_in`); ordering them (`lt`, `le`, `gt`, `ge`)
+  is a mistake in the rule, which fails (below). true and false are the numbers 1 and 0.
+- `matches` searches the value's text (its first 4 KiB) for the regular expression.
+
+Values are checked when the pack is loaded: `eq`/`ne` take one string, number (within 64 bits, finite)
+or true/false; `in`/`not_in` a list of at most 1,000 of them; `lt`..`ge` a string or a number; `matches`
+a regular expression that cannot backtrack without end (see rules/redos.py: no nested quantifiers such as
+`(a+)+`); `exists` true or false. TOML dates and times, tables and nested lists are refused. Packs are
+checked whole (`posture rules lint`), each error with its file, line and field, so a bad pack stops before
+anything is evaluated; a rule that still fails at evaluation becomes one `posture.internal-error` finding
+naming it, and the other rules run on.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import sqlite3
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rules import redos
 from rules.facts import AssetFacts
 from scanner.model import printable
 
@@ -54,6 +70,9 @@ REQUIRED = ("id", "title", "function", "severity", "subject", "when", "rationale
 REFERENCE_KEYS = {"nist_csf", "ncsc_caf", "cyber_essentials"}
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{2,63}$")
 INTERNAL_ERROR = "posture.internal-error"
+INT64 = range(-(2**63), 2**63)  # SQLite's INTEGER: a rule's whole numbers must fit (finding rules run in SQL)
+MAX_LIST = 1000  # values in one `in` / `not_in` list
+MAX_PACK = 1 << 20  # bytes of one pack file
 
 ASSET_FIELDS = {
     "id", "name", "first_seen", "last_seen", "in_register", "register_loaded", "owner", "has_owner",
@@ -143,6 +162,7 @@ class RuleError(ValueError):
 
 
 Test = Callable[[dict[str, Any], dict[str, Any]], bool]
+Condition = tuple[str, str, Any]  # (field, operator, value): one checked test, settings filled in
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per loaded rule
@@ -162,6 +182,8 @@ class Rule:
     source: str  # file:line, for `rules show` and error messages
     tests: tuple[Test, ...] = field(compare=False, repr=False, default=())
     any_tests: tuple[tuple[Test, ...], ...] = field(compare=False, repr=False, default=())
+    conditions: tuple[Condition, ...] = field(compare=False, repr=False, default=())
+    any_conditions: tuple[tuple[Condition, ...], ...] = field(compare=False, repr=False, default=())
 
     def matches(self, subject: dict[str, Any], asset: dict[str, Any]) -> bool:
         if not all(t(subject, asset) for t in self.tests):
@@ -201,6 +223,8 @@ def _get(path: str) -> Callable[[dict[str, Any], dict[str, Any]], Any]:
 
 
 def _compare(op: str, actual: Any, expected: Any) -> bool:
+    """One comparison, as the module docstring defines it (a missing value passes only ne and not_in;
+    ordering a number against text raises TypeError, which makes the rule an internal error)."""
     if actual is None:
         return op in ("ne", "not_in") and expected is not None
     if op == "eq":
@@ -222,7 +246,27 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
     raise RuleError(f"unknown operator {op}")
 
 
-def _compile_test(field_name: str, spec: Any, settings: Settings, fail: Callable[[str, str], None]) -> list[Test]:
+def search(pattern: re.Pattern[str] | str, value: Any) -> bool:
+    """`matches`: the pattern found in the value's text, of which only the first 4 KiB is read (so a
+    pattern that slipped past rules/redos.py still cannot run long on a device's banner)."""
+    return value is not None and re.search(pattern, str(value)[: redos.MATCH_LIMIT]) is not None
+
+
+def _value_problem(value: Any) -> str | None:
+    """Why `value` cannot be compared, or None: a string, a whole number within 64 bits, a finite number,
+    true or false (a TOML date or time, a table or a list cannot)."""
+    if isinstance(value, bool | str):
+        return None
+    if isinstance(value, int):
+        return None if value in INT64 else "a whole number beyond 64 bits (at most 9223372036854775807)"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value} is not a finite number"
+    kind = "a table" if isinstance(value, dict) else "a list" if isinstance(value, list) else "a TOML date or time"
+    return f"{kind} cannot be compared (give a string, a number or true/false)"
+
+
+def _compile_test(field_name: str, spec: Any, settings: Settings,
+                  fail: Callable[[str, str], None]) -> list[Condition]:  # fmt: skip
     """`x = v`, `x = [..]` or `x = { op = v, ... }` (several operators must all hold: a range)."""
     if isinstance(spec, list):
         spec = {"in": spec}
@@ -230,50 +274,66 @@ def _compile_test(field_name: str, spec: Any, settings: Settings, fail: Callable
         spec = {"eq": spec}
     if not spec:
         fail(field_name, f"a test on {field_name!r} needs an operator")
-    return [_compile_op(field_name, op, value, settings, fail) for op, value in spec.items()]
+    return [_check_op(field_name, op, value, settings, fail) for op, value in spec.items()]
 
 
-def _compile_op(field_name: str, op: str, value: Any, settings: Settings, fail: Callable[[str, str], None]) -> Test:
-    get = _get(field_name)
+def _check_op(field_name: str, op: str, value: Any, settings: Settings,
+              fail: Callable[[str, str], None]) -> Condition:  # fmt: skip
+    """One operator's argument, checked for its type (and a setting's name filled in by its value)."""
     if op not in OPERATORS:
         fail(field_name, f"unknown operator {op!r} on {field_name!r} (use {', '.join(OPERATORS)})")
     if isinstance(value, str) and value.startswith("$"):
         if value[1:] not in SETTING_NAMES:
             fail(field_name, f"unknown setting {value!r} (use ${', $'.join(sorted(SETTING_NAMES))})")
         value = settings.get(value[1:])
-    if op in ("in", "not_in") and not isinstance(value, list):
-        fail(field_name, f"{op!r} on {field_name!r} needs a list")
-    if op in ("lt", "le", "gt", "ge") and (not isinstance(value, int | float | str) or isinstance(value, bool)):
-        fail(field_name, f"{op!r} on {field_name!r} needs a number or a string")
-    if op == "matches":
+    where = f"{op!r} on {field_name!r}"
+    if op in ("in", "not_in"):
+        if not isinstance(value, list) or len(value) > MAX_LIST:
+            fail(field_name, f"{where} needs a list of at most {MAX_LIST:,} values")
+        problems = [p for v in value if (p := _value_problem(v))]
+        if problems:
+            fail(field_name, f"{where}: {problems[0]}")
+    elif op == "matches":
         if not isinstance(value, str):
-            fail(field_name, f"'matches' on {field_name!r} needs a regular expression string")
-        try:
-            pattern = re.compile(value)
-        except re.error as exc:
-            fail(field_name, f"bad regular expression on {field_name!r}: {exc}")
-        return lambda s, a: (v := get(s, a)) is not None and pattern.search(str(v)[:4096]) is not None
-    if op == "exists":
+            fail(field_name, f"{where} needs a regular expression string")
+        refused = redos.problem(value)
+        if refused:
+            fail(field_name, f"bad regular expression on {field_name!r}: {refused}")
+    elif op == "exists":
         if not isinstance(value, bool):
             fail(field_name, f"'exists' on {field_name!r} takes true or false")
-        return lambda s, a: (get(s, a) not in (None, "", [])) is value
-    expected = value
+    elif op in ("lt", "le", "gt", "ge") and isinstance(value, bool):
+        fail(field_name, f"{where} needs a number or a string")
+    elif problem := _value_problem(value):
+        fail(field_name, f"{where}: {problem}")
+    return field_name, op, value
+
+
+def _test(condition: Condition) -> Test:
+    """The Python interpreter of one checked condition."""
+    field_name, op, expected = condition
+    get = _get(field_name)
+    if op == "matches":
+        pattern = re.compile(expected)
+        return lambda s, a: search(pattern, get(s, a))
+    if op == "exists":
+        return lambda s, a: (get(s, a) not in (None, "", [])) is expected
     return lambda s, a: _compare(op, get(s, a), expected)
 
 
 def _compile_when(when: Any, subject: str, settings: Settings, key: str,
-                  fail: Callable[[str, str], None]) -> tuple[Test, ...]:  # fmt: skip
+                  fail: Callable[[str, str], None]) -> tuple[Condition, ...]:  # fmt: skip
     if not isinstance(when, dict) or not when:
         fail(key, f'{key!r} must be a table of field tests, e.g. {{ lifecycle_state = "end-of-life" }}')
-    tests = []
+    conditions = []
     for name, spec in when.items():
         known = SUBJECT_FIELDS[subject]
         bare = name[6:] if name.startswith("asset.") and subject != "asset" else name
         fields = ASSET_FIELDS if name.startswith("asset.") and subject != "asset" else known
         if bare not in fields:
             fail(name, f"unknown field {name!r} for subject {subject!r} (fields: {', '.join(sorted(known))})")
-        tests.extend(_compile_test(name, spec, settings, fail))
-    return tuple(tests)
+        conditions.extend(_compile_test(name, spec, settings, fail))
+    return tuple(conditions)
 
 
 def parse_pack(text: str, where: str, settings: Settings | None = None) -> list[Rule]:
@@ -281,8 +341,8 @@ def parse_pack(text: str, where: str, settings: Settings | None = None) -> list[
     settings = settings or Settings()
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RuleError(f"{where}: not valid TOML: {exc}") from exc
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+        raise RuleError(f"{where}: not valid TOML: {str(exc)[:200]}") from exc
     unknown_top = set(data) - {"pack", "rule"}
     if unknown_top:
         raise RuleError(f"{where}: unknown top-level key(s) {', '.join(sorted(unknown_top))} (use [pack] and [[rule]])")
@@ -324,17 +384,19 @@ def parse_pack(text: str, where: str, settings: Settings | None = None) -> list[
         decommission = raw.get("decommission")
         if decommission is not None and not isinstance(decommission, str):
             fail("decommission", "'decommission' must be a string")
-        tests = _compile_when(raw["when"], raw["subject"], settings, "when", fail)
+        conditions = _compile_when(raw["when"], raw["subject"], settings, "when", fail)
         when_any = raw.get("when_any", [])
         if not isinstance(when_any, list):
             fail("when_any", "'when_any' must be a list of tables")
-        any_tests = tuple(_compile_when(w, raw["subject"], settings, "when_any", fail) for w in when_any)
+        any_conditions = tuple(_compile_when(w, raw["subject"], settings, "when_any", fail) for w in when_any)
         rules.append(Rule(
             id=raw["id"], title=raw["title"].strip(), function=raw["function"], severity=raw["severity"],
             subject=raw["subject"], when=raw["when"], when_any=tuple(when_any), rationale=raw["rationale"].strip(),
             remediation=raw["remediation"].strip(), decommission=decommission.strip() if decommission else None,
             references={k: tuple(v) for k, v in refs.items()}, pack=pack["name"],
-            source=f"{where}:{_line_of(text, index, None)}", tests=tests, any_tests=any_tests,
+            source=f"{where}:{_line_of(text, index, None)}", tests=tuple(map(_test, conditions)),
+            any_tests=tuple(tuple(map(_test, group)) for group in any_conditions), conditions=conditions,
+            any_conditions=any_conditions,
         ))  # fmt: skip
     return rules
 
@@ -356,10 +418,15 @@ def load_rules(extra_dirs: Iterable[Path] = (), settings: Settings | None = None
     rules: list[Rule] = []
     seen: dict[str, str] = {}
     for path in pack_files(extra_dirs):
+        if not path.is_file():  # a FIFO or a device would block the read, or never end
+            raise RuleError(f"{path}: not a regular file")
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as file:
+                text = file.read(MAX_PACK + 1).decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise RuleError(f"{path}: cannot read ({exc})") from exc
+        if len(text) > MAX_PACK:
+            raise RuleError(f"{path}: a rule pack is at most {MAX_PACK // 1024:,} KiB")
         where = path.name if path.parent == PACKS_DIR else str(path)
         for rule in parse_pack(text, where, settings):
             if rule.id in seen:
@@ -483,39 +550,71 @@ def format_id(number: int) -> str:
     return f"F-{number:x}"
 
 
-SQL_OPERATORS = {"eq": "=", "ne": "IS NOT", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+SQL_ORDER = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+SQL_NUMBER, SQL_TEXT = "('integer', 'real')", "('text')"
 
 
-def finding_rule_sql(rule: Rule, settings: Settings) -> tuple[str, list[Any]] | None:
+def _sql_condition(name: str, op: str, value: Any, params: list[Any]) -> str:
+    """One condition in SQL with `_compare`'s meaning: each comparison first checks the column's type, so
+    SQLite's type affinity never makes "5" equal 5 and NULL never leaks out of a NOT; ordering a value of
+    the other type calls `_compare` itself (posture_compare), which fails as the Python side does."""
+    if op == "matches":
+        params.append(value)
+        return f"regexp(?, {name})"
+    if op == "exists":
+        return f"({name} IS NOT NULL AND {name} != '')" if value else f"({name} IS NULL OR {name} = '')"
+    if op in ("in", "not_in"):
+        numbers = [int(v) if isinstance(v, bool) else v for v in value if not isinstance(v, str)]
+        texts = [v for v in value if isinstance(v, str)]
+        parts = [f"(typeof({name}) IN {kinds} AND {name} IN ({','.join('?' * len(vs))}))"
+                 for kinds, vs in ((SQL_NUMBER, numbers), (SQL_TEXT, texts)) if vs]  # fmt: skip
+        params.extend([*numbers, *texts])
+        inside = " OR ".join(parts) or "0"
+        return f"({inside})" if op == "in" else f"NOT ({inside})"
+    kinds = SQL_TEXT if isinstance(value, str) else SQL_NUMBER
+    value = int(value) if isinstance(value, bool) else value
+    if op in ("eq", "ne"):
+        params.append(value)
+        return f"{'' if op == 'eq' else 'NOT '}(typeof({name}) IN {kinds} AND {name} = ?)"
+    params.extend([value, op, value])
+    return (f"(CASE WHEN {name} IS NULL THEN 0 WHEN typeof({name}) IN {kinds} THEN {name} {SQL_ORDER[op]} ? "
+            f"ELSE posture_compare(?, {name}, ?) END)")  # fmt: skip
+
+
+def sql_functions(conn: sqlite3.Connection) -> list[Exception]:
+    """Register what `finding_rule_sql`'s conditions call: the Python interpreter's own `search` and
+    `_compare`. Returns a list that collects what posture_compare raised (SQLite reports only "user-defined
+    function raised exception"), for the internal-error finding."""
+    raised: list[Exception] = []
+
+    def compare(op: str, actual: Any, expected: Any) -> bool:
+        try:
+            return _compare(op, actual, expected)
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    conn.create_function("regexp", 2, search, deterministic=True)
+    conn.create_function("posture_compare", 3, compare, deterministic=True)
+    return raised
+
+
+def finding_rule_sql(rule: Rule) -> tuple[str, list[Any]] | None:
     """A `finding` rule's condition as an SQL WHERE clause over the finding facts (same meaning as
-    `Rule.matches`), so it runs inside SQLite over millions of findings; None when it needs asset facts.
-    Column names come only from FINDING_FIELDS (checked when the pack was loaded); values are parameters."""
+    `Rule.matches`, with the functions of `sql_functions`), so it runs inside SQLite over millions of
+    findings; None when it needs asset facts. Column names come only from FINDING_FIELDS (checked when the
+    pack was loaded); values are parameters."""
     if reads_asset(rule):
         return None
     params: list[Any] = []
 
-    def test(name: str, spec: Any) -> str:
-        spec = {"in": spec} if isinstance(spec, list) else spec if isinstance(spec, dict) else {"eq": spec}
-        parts = []
-        for op, raw in spec.items():
-            value = settings.get(raw[1:]) if isinstance(raw, str) and raw.startswith("$") else raw
+    def all_of(conditions: tuple[Condition, ...]) -> str:
+        for name, _, _ in conditions:
             if name not in FINDING_FIELDS:
                 raise RuleError(f"{rule.source}: unknown finding field {name!r}")
-            if op in ("in", "not_in"):
-                params.extend(int(v) if isinstance(v, bool) else v for v in value)
-                parts.append(f"{name} {'NOT IN' if op == 'not_in' else 'IN'} ({','.join('?' * len(value))})")
-            elif op == "matches":
-                params.append(value)
-                parts.append(f"{name} REGEXP ?")
-            elif op == "exists":
-                parts.append(f"({name} IS NOT NULL AND {name} != '')" if value else f"({name} IS NULL OR {name} = '')")
-            else:
-                params.append(int(value) if isinstance(value, bool) else value)
-                parts.append(f"{name} {SQL_OPERATORS[op]} ?")
-        return " AND ".join(parts)
+        return " AND ".join(_sql_condition(n, op, v, params) for n, op, v in conditions) or "1"
 
-    where = " AND ".join(test(n, s) for n, s in rule.when.items()) or "1"
-    if rule.when_any:
-        alternatives = [" AND ".join(test(n, s) for n, s in g.items()) or "1" for g in rule.when_any]
-        where += " AND (" + " OR ".join(f"({a})" for a in alternatives) + ")"
+    where = all_of(rule.conditions)
+    if rule.any_conditions:
+        where += " AND (" + " OR ".join(f"({all_of(g)})" for g in rule.any_conditions) + ")"
     return where, params

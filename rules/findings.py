@@ -31,6 +31,7 @@ from typing import Any
 
 from rules.catalogue import Catalogue
 from rules.engine import (
+    INT64,
     INTERNAL_ERROR,
     SEVERITY_RANK,
     Evaluator,
@@ -40,6 +41,7 @@ from rules.engine import (
     finding_rule_sql,
     format_id,
     reads_asset,
+    sql_functions,
 )
 from rules.facts import Identifier, load_facts
 from rules.kev import KevCatalogue
@@ -66,13 +68,15 @@ def finding_number(rule_id: str, asset_id: int | None, subject: str) -> int:
     return ((asset_id or 0) << 32) | _digest(rule_id, subject)
 
 
+FINDING_ID = re.compile(r"F-([0-9a-fA-F]{1,16})")
+
+
 def parse_id(text: str) -> int | None:
-    if not text.startswith("F-") or len(text) > 20:
-        return None
-    try:
-        return int(text[2:], 16)
-    except ValueError:
-        return None
+    """A finding id as `format_id` writes it: F- and hex digits of either case (F-2D6 is F-2d6), within
+    SQLite's INTEGER. Anything else is not a finding id (None): no 0x, no sign, no spaces, no 17th digit."""
+    match = FINDING_ID.fullmatch(text)
+    number = int(match[1], 16) if match else None
+    return number if number is not None and number in INT64 else None
 
 
 @cache
@@ -163,7 +167,9 @@ def active_exceptions(store: Store, day: date) -> dict[str, dict[str, Any]]:
     for target, until, reason, esu in store.conn.execute(
         "SELECT target, until, reason, esu FROM exceptions WHERE until >= ? ORDER BY until", [day.isoformat()]
     ):
-        out[target] = {"until": until, "reason": reason, "esu": bool(esu)}
+        number = parse_id(target)  # one spelling of each finding id (older versions stored it as typed)
+        out[format_id(number) if number is not None else target] = {"until": until, "reason": reason,
+                                                                    "esu": bool(esu)}  # fmt: skip
     return out
 
 
@@ -297,18 +303,19 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
     """Rules about findings: in SQL where they test only finding facts, else in Python over a stream."""
     base = _facts_params(evaluation_id, day, settings, exceptions, [r.id for r in evaluator.finding_rules])
     in_python = []
-    conn.create_function("regexp", 2, lambda p, v: v is not None and re.search(p, str(v)[:4096]) is not None,
-                         deterministic=True)  # fmt: skip
+    raised = sql_functions(conn)
     for rule in evaluator.finding_rules:
-        compiled = finding_rule_sql(rule, settings)
+        compiled = finding_rule_sql(rule)
         if compiled is None:
             in_python.append(rule)
             continue
+        raised.clear()
         try:
             for subject in _finding_facts(conn, base, *compiled):
                 writer.hit(Hit(rule, None, subject, f"finding:{format_id(subject['id'])}"), subject["asset_id"])
-        except sqlite3.OperationalError as exc:  # a bad regular expression, say: this rule only
-            evaluator.errors[rule.id] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        except Exception as exc:  # any failure of one rule must not stop the run (as in the Python back-end)
+            cause = raised[-1] if raised else exc
+            evaluator.errors[rule.id] = f"{type(cause).__name__}: {str(cause)[:300]}"
     if in_python:
         evaluator.finding_rules = in_python
         for hit in evaluator.assess_findings(_finding_facts(conn, base, "1", []), assets):
@@ -438,10 +445,14 @@ def accept(store: Store, target: str, until: date, reason: str, esu: bool, rule_
     number = parse_id(target)
     row = None
     if number is not None:
+        target = format_id(number)  # stored as `posture findings` shows it, so every reader finds it
         row = store.conn.execute(
             "SELECT f.rule_id, d.json FROM findings f JOIN finding_details d ON d.id = f.details_id WHERE f.id = ?",
             [number],
         ).fetchone()
+    elif target.startswith("F-"):
+        raise PostureError(f"{target[:64]!r} is not a finding id",
+                           "a finding id is F- and up to 16 hex digits, as `posture findings` shows it")  # fmt: skip
     if row is None and target not in rule_ids:
         raise PostureError(f"{target[:64]!r} is neither a finding id nor a rule id",
                            "see `posture findings` (ids start with F-) or `posture rules list`")  # fmt: skip
@@ -457,10 +468,12 @@ def accept(store: Store, target: str, until: date, reason: str, esu: bool, rule_
             raise PostureError(f"extended support for {target} ends on {extended}; an ESU acceptance cannot outlast it",
                                f"use --until {extended} or earlier")  # fmt: skip
     with store.transaction() as conn:
-        conn.execute(
+        added = conn.execute(
             "INSERT INTO exceptions (target, until, reason, esu, created_at) VALUES (?, ?, ?, ?, ?)",
             [target, until.isoformat(), reason, int(esu), utc_now()],
-        )
+        ).rowcount
+    if added != 1:  # "accepted" is said only of what was recorded
+        raise PostureError(f"nothing was recorded for {target}", "check the database")
     what = f"finding {target} ({row[0]})" if row else f"every finding of rule {target}"
     return f"accepted {what} until {until.isoformat()}" + (" (extended support)" if esu else "")
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -38,6 +38,25 @@ class PostureGroup(click.Group):
         except PostureError as exc:
             click.echo(f"posture: error: {exc}", err=True)
             ctx.exit(int(exc.exit_code))
+
+
+INT64_MAX = 2**63 - 1  # SQLite's INTEGER: ids and counts beyond it cannot even be looked up
+
+
+class Whole(click.IntRange):
+    """A whole-number option or argument within [low, high] (at most SQLite's INTEGER), refused like every
+    other bad input: one `posture: error:` line and exit 2, not a traceback or click's usage block."""
+
+    name = "whole number"
+
+    def __init__(self, low: int = 1, high: int = INT64_MAX) -> None:
+        super().__init__(low, high)
+
+    def fail(self, message: str, param: click.Parameter | None = None, ctx: click.Context | None = None) -> NoReturn:
+        name = param.get_error_hint(ctx) if param is not None and ctx is not None else "value"
+        if len(message) > 120:  # the value is quoted in it: keep its start and the reason
+            message = f"{message[:40]}…{message[-70:]}"
+        raise PostureError(f"invalid {name}: {message}", "see --help")
 
 
 def _db_path(ctx: click.Context) -> Path:
@@ -296,7 +315,7 @@ def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ..
 @click.option("--parallel", type=click.IntRange(1, 32), default=2, show_default=True, help="Chunks scanned at once.")
 @click.option(
     "--resume",
-    type=int,
+    type=Whole(0),
     is_flag=False,
     flag_value=0,
     default=None,
@@ -798,11 +817,11 @@ def assets(ctx: click.Context, fmt: str) -> None:
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--limit", type=Whole(), default=50, show_default=True)
 @click.option(
     "--devices",
     "devices_of",
-    type=int,
+    type=Whole(),
     metavar="SCAN_ID",
     help="Instead, list how each device of SNMP scan SCAN_ID ended (ok, auth-failure, ...).",
 )
@@ -856,7 +875,7 @@ def scans(ctx: click.Context, fmt: str, limit: int, devices_of: int | None) -> N
 
 
 @cli.command()
-@click.argument("scans_to_compare", metavar="[SCAN_A SCAN_B]", nargs=-1, type=int)
+@click.argument("scans_to_compare", metavar="[SCAN_A SCAN_B]", nargs=-1, type=Whole())
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
 @click.pass_context
 def diff(ctx: click.Context, scans_to_compare: tuple[int, ...], fmt: str) -> None:
@@ -933,8 +952,8 @@ def _diff_lines(result: dict[str, Any]) -> list[str]:
 
 
 @cli.command()
-@click.option("--keep", type=click.IntRange(1), help="Keep the newest N scans of each kind and target list.")
-@click.option("--older-than", "older_than", type=click.IntRange(1), metavar="DAYS",
+@click.option("--keep", type=Whole(), help="Keep the newest N scans of each kind and target list.")
+@click.option("--older-than", "older_than", type=Whole(1, 36525), metavar="DAYS",
               help="Delete scans started more than DAYS days ago.")
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted, and delete nothing.")
 @click.pass_context
