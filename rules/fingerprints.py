@@ -339,7 +339,9 @@ def _check_example(db: Database, fp: Fingerprint, example: Any, where: str, prob
         return
     _unknown_keys(example, EXAMPLE_KEYS, "example", where, problems)
     text = example.get("text")
-    if not isinstance(text, str) or not isinstance(example.get("source"), str):
+    if not isinstance(text, str) or not isinstance(example.get("source"), str) or not example.get("source"):
+        if "text" in example and "source" in example:
+            problems.append(f"{where}: example text and source must be strings (source: where the text came from)")
         return
     got = db.match(fp.field, text, example.get("object_id"))
     if got is None or got.id != fp.id:
