@@ -99,17 +99,18 @@ class Fingerprinted:
 @dataclass(frozen=True)
 class Database:
     fingerprints: tuple[Fingerprint, ...]  # in precedence order, every field
-    index: dict[tuple[str, str], tuple[int, ...]]  # (field, word or "oid:<enterprise>") -> positions
+    index: dict[str, dict[str, tuple[int, ...]]]  # field -> word or "oid:<enterprise>" -> positions
     enterprises: dict[int, str]  # sysObjectID enterprise number -> vendor
 
     def match(self, field: str, text: str | bytes, object_id: str | None = None) -> Fingerprinted | None:
         """The first fingerprint of `field` (in precedence order) that the text and sysObjectID fit."""
         text = _bounded(text)
         oid = object_id_of(object_id)
-        keys = {(field, w) for w in _TOKEN.findall(text.translate(_ASCII_LOWER))}
+        index = self.index.get(field, {})
+        words = set(_TOKEN.findall(text.lower() if text.isascii() else text.translate(_ASCII_LOWER)))
         if oid is not None and (number := enterprise_of(oid)) is not None:
-            keys.add((field, f"oid:{number}"))
-        positions = sorted({p for k in keys for p in self.index.get(k, ())})
+            words.add(f"oid:{number}")
+        positions = sorted({p for w in words if (hits := index.get(w)) for p in hits})
         for position in positions:
             fp = self.fingerprints[position]
             if fp.object_ids and not (oid and any(oid == p or oid.startswith(p + ".") for p in fp.object_ids)):
@@ -152,13 +153,18 @@ def enterprise_of(oid: str) -> int | None:
 
 def _fill(template: str | None, m: re.Match[str]) -> str | None:
     """A template with its `{group}`s filled; None when a group it names did not take part in the match."""
-    if template is None:
-        return None
-    values = {name: m.group(name) for name in _TEMPLATE_FIELD.findall(template)}
+    if template is None or "{" not in template:
+        return template
+    values = {name: m.group(name) for name in _template_names(template)}
     if any(v is None for v in values.values()):
         return None
     filled = _TEMPLATE_FIELD.sub(lambda f: values[f.group(1)].strip(), template).strip()
     return filled[:MAX_VALUE] or None
+
+
+@functools.cache
+def _template_names(template: str) -> tuple[str, ...]:
+    return tuple(_TEMPLATE_FIELD.findall(template))
 
 
 # --- the linter: the regex parse tree ---------------------------------------------------------------
@@ -416,7 +422,7 @@ def _index(entries: list[Fingerprint], enterprises: dict[int, str]) -> Database:
     for found in words.values():
         for w in set(found):
             frequency[w] = frequency.get(w, 0) + 1
-    index: dict[tuple[str, str], list[int]] = {}
+    index: dict[str, dict[str, list[int]]] = {}
     for i, fp in enumerate(entries):
         if fp.object_ids:
             keys = sorted({f"oid:{enterprise_of(o)}" for o in fp.object_ids})
@@ -425,8 +431,9 @@ def _index(entries: list[Fingerprint], enterprises: dict[int, str]) -> Database:
         else:
             keys = [min(words[i], key=lambda w: (w in _COMMON, frequency[w], -len(w)))]
         for key in keys:
-            index.setdefault((fp.field, key), []).append(i)
-    return Database(tuple(entries), {k: tuple(v) for k, v in index.items()}, enterprises)
+            index.setdefault(fp.field, {}).setdefault(key, []).append(i)
+    frozen = {field: {k: tuple(v) for k, v in keyed.items()} for field, keyed in index.items()}
+    return Database(tuple(entries), frozen, enterprises)
 
 
 @functools.cache
