@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import unquote
 
+from rules import fingerprints
 from rules.catalogue import Catalogue, Lifecycle, Status
 from rules.versions import Version
 
@@ -28,6 +29,7 @@ _RHEL_KERNEL = re.compile(r"\b(\d+\.\d+\.\d+)-[\w.]*?\.el(\d+)(?:_\d+)?\b")
 _UBUNTU = re.compile(r"\bUbuntu (\d\d\.\d\d)(?:\.\d+)?\b")
 _LINUX = re.compile(r"^Linux \S+ (\d+\.\d+)(?:\.(\d+))?")
 _CISCO_IOS = re.compile(r"Cisco IOS Software,.*?Version (\d+\.\d+)(\(\w+\)\w*)?")
+_IOS_XE = re.compile(r"IOS[- ]?XE|LINUX_IOSD")  # IOS XE says so (3.x: "IOS-XE Software ... 03.06.04.E"): not IOS 03.06
 _JUNOS = re.compile(r"JUNOS (\d+\.\d+)([RSXB][\w.-]*)?")
 _NETAPP = re.compile(r"NetApp Release (\d+\.\d+(?:\.\d+)?)( 7-Mode)?")
 
@@ -38,7 +40,7 @@ class Identification:
     cycles: tuple[str, ...]  # one cycle: identified; several: one of them; none: product only
     version: str | None
     confidence: str  # high, medium, low
-    method: str  # cpe, sysDescr
+    method: str  # cpe, sysDescr, fingerprint:<id>, ...
     evidence: str
 
 
@@ -103,7 +105,7 @@ def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -
         known: tuple[str, ...] = (m.group(1),) if (p := catalogue.product("ubuntu")) and p.cycle(m.group(1)) else ()
         return Identification("ubuntu", known, m.group(1), "high" if known else "medium", "sysDescr", _bounded(text))
     m = _CISCO_IOS.search(text)
-    if m:
+    if m and not _IOS_XE.search(text):
         return Identification("cisco-ios", (m.group(1),), m.group(1) + (m.group(2) or ""), "high", "sysDescr",
                               _bounded(text))  # fmt: skip
     m = _JUNOS.search(text)
@@ -120,7 +122,22 @@ def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -
         version = m.group(1) + (f".{m.group(2)}" if m.group(2) else "")
         cycles = _cycles_for_version(catalogue, "linux", version)
         return Identification("linux", cycles, version, "medium", "sysDescr", _bounded(text))
-    return None
+    return identify_fingerprint("sysdescr", text, object_id, catalogue)
+
+
+def identify_fingerprint(field: str, text: str, object_id: str | None, catalogue: Catalogue) -> Identification | None:
+    """The fingerprint database's answer for a device string. A catalogue product keeps only a cycle the
+    catalogue has (by name, else the longest prefix of the version); a family the catalogue lacks keeps
+    the cycle the device states, and its lifecycle stays unknown."""
+    found = fingerprints.match(field, text, object_id)
+    if found is None:
+        return None
+    cycles: tuple[str, ...] = (found.cycle,) if found.cycle else ()
+    product = catalogue.product(found.product)
+    if product is not None and not (found.cycle and product.cycle(found.cycle)):
+        cycles = _cycles_for_version(catalogue, found.product, found.version or "")
+    return Identification(found.product, cycles, found.version, found.confidence, f"fingerprint:{found.id}",
+                          _bounded(text))  # fmt: skip
 
 
 def identify_windows_build(build: str, server: bool | None, catalogue: Catalogue, method: str,

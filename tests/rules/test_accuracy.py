@@ -23,6 +23,7 @@ from tests.conftest import assets_json, run_posture
 from tests.rules.test_identify import system_of
 
 DAY = date(2026, 11, 23)
+U = Lifecycle.UNKNOWN
 # recording -> (product, cycles, lifecycle state on DAY). Cycles () = family known, release not: unknown.
 EXPECTED: dict[str, tuple[str, tuple[str, ...], Lifecycle]] = {
     "os/windows/XP": ("windows", ("5-sp3",), Lifecycle.END_OF_LIFE),
@@ -40,7 +41,106 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...], Lifecycle]] = {
     "network/router/juniper-mx960-16-1r6-7-b": ("junos", ("16.1",), Lifecycle.UNKNOWN),
     "storage/netapp-fas3270": ("netapp-ontap-7-mode", ("8.2.3",), Lifecycle.UNKNOWN),
     "storage/netapp-ontap-8-2-3": ("netapp-ontap-7-mode", ("8.2.3",), Lifecycle.UNKNOWN),
+    # The fingerprint database (rules/fingerprints/sysdescr). The catalogue has no lifecycle data for these
+    # families yet (the next issue brings it), so every one is unknown; for FortiOS and PAN-OS, which it
+    # has, the device does not state its release. Cycles () = family (and model) named, release not.
+    "UPS/apc-7902b": ("apc-nmc", ("6.7",), U),  # PF:v6.7.2, MN:AP7902B
+    "UPS/apc-8641": ("apc-nmc", ("6.7",), U),
+    "UPS/apc-8932": ("apc-nmc", ("6.7",), U),
+    "UPS/eastpower-istars-swv053": ("eastpower-istars", (), U),  # iStars_SWV053
+    "UPS/eaton-93e-80": ("eaton-ups", (), U),  # EATON 93E 80
+    "UPS/eaton-9px-partial": ("eaton-ups", (), U),  # no sysDescr; sysObjectID 705.1 (MGE UPS MIB)
+    "UPS/emerson-network-power": ("vertiv-ups-agent", (), U),
+    "UPS/ingrasys-power-switch": ("webpower-pro", (), U),  # WebPower Pro II Mini Card v5.27
+    "UPS/phoenixtec-power": ("phoenixtec-ups", (), U),  # "My Kert UPS", sysObjectID 935.1.1.1
+    "UPS/vertiv-power": ("vertiv-liebert-agent", (), U),  # "Uninitialized", sysObjectID 476.1.42
+    "bmc/hp-onboard-administrator": ("hpe-onboard-administrator", (), U),
+    "camera/hikvision-network-video-recorder": ("hikvision", (), U),
+    "camera/samsung-ipolis": ("hanwha-wisenet", (), U),
+    "camera/wds-ips-1022": ("wrd-ipsensor", (), U),
+    "cloud/arista-dcs-7150s-52-cl": ("arista-eos", ("4.20",), U),  # EOS 4.20.5F on a DCS-7150S-52-CL
+    "iot/geist-temperature-sensor": ("geist-monitor", (), U),  # owner's text; sysObjectID 21239
+    "network/appliance/cisco-controller": ("cisco-aireos", (), U),
+    "network/appliance/cisco-ucs-6100": ("cisco-nx-os", ("5.2",), U),  # Version 5.2(3)N2(2.28g)
+    "network/appliance/cisco-ucs-6100-k9": ("cisco-nx-os", ("5.2",), U),
+    "network/appliance/cisco-unknown-01": ("cisco-ios", (), U),  # the long name alone, no release
+    "network/appliance/empirical-hw-mgmt": ("huawei-ibmc", (), U),  # sysObjectID 2011.2.235
+    "network/appliance/huawei-ism": ("huawei-oceanstor", (), U),  # "ISM SNMP Agent", 2011.2.91
+    "network/appliance/infosec-nsae-6500": ("infosec-nsae", (), U),  # Rel.NSAE.8.4.0.8
+    "network/appliance/meru-networks-controller": ("meru-controller", (), U),
+    "network/appliance/nsfocus-ads": ("nsfocus-ads", (), U),
+    "network/appliance/vss-monitoring-optimizer-2400-span": ("vss-optimizer", (), U),
+    "network/firewall/clavister-amaranten": ("clavister-cos", ("8.90",), U),  # Amaranten Firewall 8.90.07.01
+    "network/firewall/fortinet-xcu": ("fortios", (), U),  # host name only; FortiGate model OID 12356.101.1
+    "network/firewall/netentsec-ngfw": ("netentsec-ngfw", (), U),
+    "network/firewall/nsfocus-osms": ("nsfocus-osms", (), U),
+    "network/firewall/paloalto-pa-5000": ("panos", (), U),  # PA-5000, PAN-OS release not stated
+    "network/firewall/topsec-ngfw4000-uf": ("topsec-ngfw", (), U),
+    "network/firewall/venus-unknown-001": ("venustech-vsos", (), U),  # "FIREWALL", sysObjectID 15227
+    "network/firewall/venus-vsos-v0600r0705b20180507": ("venustech-vsos", (), U),
+    "network/firewall/venus-vsos-v070060600": ("venustech-vsos", (), U),
+    "network/router/brocade-unknown-001": ("brocade-fabric-os", (), U),  # an address as sysDescr; SW-MIB OID
+    "network/router/cisco-unmarked-0": ("cisco-ios", (), U),
+    "network/router/huawei-acu2": ("huawei-vrp", ("V200R007C20",), U),  # VRP 5.170 (ACU2 V200R007C20SPC200)
+    "network/router/huawei-s5720": ("huawei-vrp", ("V200R007C00",), U),
+    "network/router/ruijie-n18010": ("ruijie-rgos", (), U),
+    "network/router/vyatta-unknown": ("vyatta", (), U),  # "Vyatta unknown-version"
+    "network/switch/bdcom-s5612": ("bdcom-os", (), U),
+    "network/switch/brocade-ds-5100b": ("brocade-fabric-os", (), U),
+    "network/switch/brocade-fiber-channel": ("brocade-fabric-os", (), U),
+    "network/switch/brocade-icx6430-24": ("ruckus-fastiron", ("08.0.30",), U),  # IronWare 08.0.30tT311
+    "network/switch/cisco-n5000": ("cisco-nx-os", ("6.0",), U),  # Version 6.0(2)N2(3)
+    "network/switch/cisco-n5000-uk9": ("cisco-nx-os", ("6.0",), U),
+    "network/switch/cts-media-converter": ("cts-media-converter", (), U),
+    "network/switch/dcrs-5980-28t-dc": ("dcn-switch", (), U),
+    "network/switch/dcs-3726c": ("dcn-switch", (), U),
+    "network/switch/dlink-des3038": ("dlink-switch", (), U),  # DES-3028
+    "network/switch/dlink-des3200": ("dlink-switch", (), U),
+    "network/switch/dptech-dpx800-a5": ("dptech-conplat", (), U),
+    "network/switch/h3c-comware-7-1-075": ("h3c-comware", ("7.1",), U),  # Software Version 7.1.075
+    "network/switch/h3c-comware-lsq1wcmd0": ("h3c-comware", (), U),  # Release 2509P61 only
+    "network/switch/h3c-comware-lsq1wcmd0-2509p61": ("h3c-comware", (), U),
+    "network/switch/h3c-e528-1": ("h3c-comware", ("5.20",), U),  # Software Version 5.20, Release 1513P62
+    "network/switch/h3c-e528-2": ("h3c-comware", ("5.20",), U),
+    "network/switch/h3c-wx6103": ("h3c-comware", (), U),
+    "network/switch/hpe-procurve-516733-b21": ("hpe-procurve", ("Z.14",), U),  # revision Z.14.31
+    "network/switch/huawei-s12704": ("huawei-vrp", (), U),  # "S12704", Huawei sysObjectID
+    "network/switch/maipu-sm4200-16gef8ge-ac": ("maipu-switch", (), U),
+    "network/switch/metel-poe-box": ("metel-poe-switch", (), U),
+    "network/switch/ruijie-s5750-24gt12sfp": ("ruijie-rgos", (), U),
+    "network/switch/zte-zrx10": ("zte-zxros", (), U),
+    "network/switch/zte-zxr10-5250": ("zte-zxros", (), U),
+    "network/wifi/aruba-7010": ("arubaos", ("8.3",), U),  # ArubaOS (MODEL: Aruba7010), Version 8.3.0.0
+    "network/wifi/aruba-7020": ("arubaos", ("8.3",), U),  # (its sysDescr says Aruba7010 too)
+    "network/wifi/aruba-7210": ("arubaos", ("6.5",), U),
+    "network/wifi/juniper-wlc2800": ("juniper-wlc", ("9.0",), U),  # WLC2800 9.0.3.5 REL
+    "network/wifi/ruckus-smartcell-gateway": ("ruckus-smartzone", (), U),
+    "network/wifi/ruijie-m18000": ("ruijie-rgos", (), U),
+    "network/wifi/sangfor-wac": ("sangfor-wac", (), U),  # "Linux Wac", Sangfor sysObjectID
+    "network/wifi/sangfor-wac-2": ("sangfor-wac", (), U),
+    "network/wifi/ubiquiti-m5": ("ubiquiti-airos", (), U),  # a kernel line; UBNT airMAX OID 41112.1.4
+    "os/linux/ibm-power-chrp": ("aix", (), U),  # "IBM PowerPC CHRP Computer", AIX release cut off
+    "storage/isilon-onefs": ("isilon-onefs", ("7.2",), U),  # OneFS v7.2.1.0
 }
+# The version each device states, where it states one (written from the recordings' own strings).
+STATED_VERSIONS = {
+    "UPS/apc-7902b": "6.7.2", "UPS/eastpower-istars-swv053": "053", "UPS/ingrasys-power-switch": "5.27",
+    "cloud/arista-dcs-7150s-52-cl": "4.20.5F", "network/appliance/cisco-ucs-6100": "5.2(3)N2(2.28g)",
+    "network/appliance/infosec-nsae-6500": "8.4.0.8", "network/firewall/clavister-amaranten": "8.90.07.01",
+    "network/firewall/topsec-ngfw4000-uf": "V3.2073N.2060N_NGFW.1",
+    "network/firewall/venus-vsos-v0600r0705b20180507": "V0600R0705B20180507",
+    "network/firewall/venus-vsos-v070060600": "V0700R0600", "network/router/huawei-acu2": "V200R007C20SPC200",
+    "network/switch/bdcom-s5612": "2.1.1B", "network/switch/brocade-icx6430-24": "08.0.30tT311",
+    "network/switch/cisco-c3560": "12.2(55)SE3", "network/switch/cisco-n5000": "6.0(2)N2(3)",
+    "network/switch/dcrs-5980-28t-dc": "7.0.3.1", "network/switch/dptech-dpx800-a5": "V100R004B01D007P02PATCH03",
+    "network/switch/h3c-comware-7-1-075": "7.1.075 Release 7751P01", "network/switch/h3c-wx6103": "Release 2509P33",
+    "network/switch/h3c-e528-1": "5.20 Release 1513P62", "network/switch/hpe-procurve-516733-b21": "Z.14.31",
+    "network/switch/maipu-sm4200-16gef8ge-ac": "6.0.222.39", "network/switch/metel-poe-box": "60.7050",
+    "network/switch/zte-zrx10": "V1.01.10.B19P06", "network/switch/zte-zxr10-5250": "V2.05.11B19",
+    "network/wifi/aruba-7210": "6.5.1.6", "network/wifi/juniper-wlc2800": "9.0.3.5",
+    "network/router/juniper-mx960-13-3r9-13": "13.3R9.13", "storage/isilon-onefs": "7.2.1.0",
+    "storage/netapp-fas3270": "8.2.3",
+}  # fmt: skip
 # Over SNMP posture reads the installed packages as well: this machine's `centos-release-7-3.1611` package
 # says CentOS 7, which the kernel alone could not (CentOS 7 ended on 2024-06-30, with no paid extension).
 # Likewise its `redhat-release-server-6Server` package says RHEL 6.
@@ -65,33 +165,49 @@ def all_recordings() -> list[str]:
     return sorted(names)
 
 
-def test_every_recording_is_identified_correctly_or_counted_unknown() -> None:
+def test_every_recording_is_identified_correctly_or_counted_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every recording: the reviewed product and cycles, the version it states, nothing supported called
+    end-of-life, and the rest counted unknown. Prints identified / right / unknown per category."""
     catalogue = default_catalogue()
     recordings = all_recordings()
     assert len(recordings) == 116  # snmpsim-data 1.0.1: if it grows, read the new ones and extend EXPECTED
-    identified, correct, family_only, unknown = [], [], [], []
+    identified: list[str] = []
+    correct: list[str] = []
+    family_only: list[str] = []
+    unknown: list[str] = []
+    per_category: dict[str, list[int]] = {}
     for name in recordings:
         descr, object_id = system_of(name)
         ident = identify_sysdescr(descr, object_id, catalogue)
+        tally = per_category.setdefault(name.split("/")[0], [0, 0, 0])
         if ident is None:
             unknown.append(name)
+            tally[2] += 1
             continue
-        if not ident.cycles:
-            family_only.append(name)
-            assert name in LINUX_FAMILY_ONLY and ident.product == "linux", (name, ident)
+        tally[0] += 1
+        if name in LINUX_FAMILY_ONLY:
+            assert ident.product == "linux" and not ident.cycles, (name, ident)
             assert lifecycle(ident, catalogue, DAY).state is Lifecycle.UNKNOWN
+            family_only.append(name)
+            correct.append(name)
+            tally[1] += 1
             continue
-        identified.append(name)
         assert name in EXPECTED, f"{name} identified as {ident.product} {ident.cycles}: not in the reviewed table"
+        (identified if ident.cycles else family_only).append(name)
         product, cycles, state = EXPECTED[name]
-        assert (ident.product, ident.cycles) == (product, cycles), name
+        assert (ident.product, ident.cycles) == (product, cycles), (name, ident)
+        assert ident.version == STATED_VERSIONS.get(name, ident.version), (name, ident.version)
         got = lifecycle(ident, catalogue, DAY).state
         assert got is state, (name, got)
         correct.append(name)
-    assert set(identified) == set(EXPECTED)  # nothing reviewed has stopped being identified
-    assert set(family_only) == LINUX_FAMILY_ONLY
-    # The figures of the closing note: 13 identified, 13 correct, 15 family only, 88 unknown.
-    assert (len(identified), len(correct), len(family_only), len(unknown)) == (13, 13, 15, 88)
+        tally[1] += 1
+    assert set(identified) | set(family_only) == set(EXPECTED) | LINUX_FAMILY_ONLY  # nothing reviewed lost
+    with capsys.disabled():
+        print("\ncategory        identified  right  unknown")
+        for category, (found, right, missing) in sorted(per_category.items()):
+            print(f"{category:15} {found:10} {right:6} {missing:8}")
+    # 105 of 116 named (34 with a release, 71 the family only), every one right; 11 say nothing usable.
+    assert (len(identified), len(correct), len(family_only), len(unknown)) == (34, 105, 71, 11)
 
 
 @pytest.fixture(scope="module")
