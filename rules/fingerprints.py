@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rules import redos
+
 ROOT = Path(__file__).parent / "fingerprints"
 FIELDS = ("sysdescr", "service", "osmatch", "software", "http", "mac")  # evidence fields, one folder each
 CATEGORIES = frozenset({"server", "network", "end-user", "printer", "ups-pdu", "camera", "storage", "bmc", "ot-iot",
@@ -169,47 +171,7 @@ def _template_names(template: str) -> tuple[str, ...]:
 
 # --- the linter: the regex parse tree ---------------------------------------------------------------
 
-_REPEATS = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
 _SAFE_EDGES = {"AT_BEGINNING", "AT_BEGINNING_STRING", "AT_BOUNDARY", "AT_END", "AT_END_STRING"}
-
-
-def _children(op: str, av: Any) -> list[Any]:
-    if op in _REPEATS:
-        return [av[2]]
-    if op == "SUBPATTERN":
-        return [av[3]]
-    if op == "BRANCH":
-        return list(av[1])
-    if op in ("ASSERT", "ASSERT_NOT"):
-        return [av[1]]
-    if op == "ATOMIC_GROUP":
-        return [av]
-    if op == "GROUPREF_EXISTS":
-        return [x for x in av[1:] if x is not None]
-    return []
-
-
-def _unbounded(sub: Any) -> bool:
-    return any(
-        (str(op) in _REPEATS and av[1] == _PARSER.MAXREPEAT) or any(map(_unbounded, _children(str(op), av)))
-        for op, av in sub
-    )
-
-
-def nested_repeat(pattern: str) -> bool:
-    """Whether a repeat's body holds an unbounded repeat (`(a+)+`, `(\\w+\\s?)*`): the shape that
-    backtracks catastrophically. Inner repeats must be bounded (`(?:\\.\\d{1,9})*`)."""
-
-    def walk(sub: Any) -> bool:
-        for op, av in sub:
-            name = str(op)
-            if name in _REPEATS and av[1] > 1 and _unbounded(av[2]):
-                return True
-            if any(map(walk, _children(name, av))):
-                return True
-        return False
-
-    return walk(_PARSER.parse(pattern))
 
 
 def _is_space(av: Any) -> bool:
@@ -259,15 +221,11 @@ def _compile(value: Any, what: str, where: str, problems: list[str]) -> re.Patte
     if not isinstance(value, str) or not value:
         problems.append(f"{where}: {what} must be a non-empty string")
         return None
-    try:
-        compiled = re.compile(value, re.ASCII)
-    except re.error as exc:
-        problems.append(f"{where}: {what} is not a valid regex: {exc}")
+    refused = redos.problem(value)  # the rule packs' check: one notion of a pattern that can run away
+    if refused:
+        problems.append(f"{where}: {what}: {refused}")
         return None
-    if nested_repeat(value):
-        problems.append(f"{where}: {what} repeats an unbounded repeat (catastrophic backtracking): bound the inner one")
-        return None
-    return compiled
+    return re.compile(value, re.ASCII)
 
 
 def _text(entry: dict[str, Any], key: str, where: str, problems: list[str], required: bool = False) -> str | None:
