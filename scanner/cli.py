@@ -36,7 +36,10 @@ class PostureGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PostureError as exc:
-            click.echo(f"posture: error: {exc}", err=True)
+            # Messages quote file names, config values and device strings: no escape sequence reaches the
+            # terminal (each line made printable; lines a message means to have are kept).
+            text = "\n".join(printable(line, 2000) for line in str(exc).splitlines())
+            click.echo(f"posture: error: {text}", err=True)
             ctx.exit(int(exc.exit_code))
 
 

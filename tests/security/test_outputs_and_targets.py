@@ -195,3 +195,12 @@ def test_an_interrupted_scan_that_saved_nothing_is_no_baseline(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     diff = json.loads(result.stdout)
     assert (diff["older"], diff["newer"], diff["new"], diff["gone"]) == (1, 3, [], []), diff
+
+
+def test_error_lines_carry_no_terminal_escapes(tmp_path: Path) -> None:
+    """Item 4's last clause, for error lines: a file name holding ESC [2J (clear screen) is quoted in the
+    one-line error, and the escape never reaches the terminal."""
+    result = run_posture("import", "nmap", str(tmp_path / "\x1b[2Jscan.xml"), db=tmp_path / "inventory.db")
+    assert result.returncode == 2
+    assert "\x1b" not in result.stderr and "[2Jscan.xml" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
