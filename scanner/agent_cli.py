@@ -57,9 +57,13 @@ def collect_command(ctx: click.Context, out: Path, encrypt_to: str | None, reg_f
     recipient = _key_text(encrypt_to) if encrypt_to else None
     if reg_files:
         merged = RegExport(reg_files[0])
+        warnings = merged.warnings
         for extra in reg_files[1:]:
-            merged.keys.update(RegExport(extra).keys)
+            export = RegExport(extra)
+            merged.keys.update(export.keys)
+            warnings += export.warnings
         payload = collect_windows(merged, hostname)
+        payload["warnings"] += warnings  # values skipped in the exports: said here and kept in the bundle
     else:
         if hostname:
             raise PostureError("--hostname goes with --from-reg", "this machine's own names are read from it")

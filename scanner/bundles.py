@@ -30,14 +30,14 @@ import sqlite3
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from scanner.errors import PostureError
 from scanner.hostagent import MAC_RE, MAX_PACKAGES, MAX_SOCKETS, PAYLOAD_FORMAT
 from scanner.model import bound
-from scanner.paths import config_dir
+from scanner.paths import config_dir, read_regular_file
 from scanner.safefs import write_atomic
 from scanner.store import Ingest, PreparedHost, Store, insert_scan, utc_now
 from scanner.vault import check_name, seal, unseal, write_private
@@ -48,6 +48,15 @@ SIGNING_PREFIX = "posture-ed25519"
 ENCRYPTION_PREFIX = "posture-x25519"
 DEFAULT_MAX_BYTES = 64 * 2**20  # a host with 10,000 packages makes about 300 KiB
 MAX_PAYLOAD_BYTES = 256 * 2**20  # decompressed: a gzip bomb stops here
+# What a payload's JSON may hold, counted on its bytes before it is parsed (brackets and commas inside
+# strings count too: an upper bound). A real one has about one object per package and two per socket;
+# a hostile signer's `[{},{},...]` of 256 MiB would otherwise become 64 million dicts.
+MAX_CONTAINERS = 4 * (MAX_PACKAGES + 2 * MAX_SOCKETS) + 4096
+MAX_VALUES = 16 * MAX_PACKAGES + 80 * MAX_SOCKETS + 65536
+# collected_at: agents' clocks drift, but not by years; a bundle dated 9999 would block every later one
+# of its machine (replays are told by date), and one dated before this software existed is damaged.
+EARLIEST_COLLECTED = datetime(2000, 1, 1, tzinfo=UTC)
+CLOCK_SLACK = timedelta(days=1)
 
 
 class BundleRejected(PostureError):
@@ -251,24 +260,60 @@ class VerifiedBundle:
     payload: dict[str, Any]
 
 
-def _b64(envelope: dict[str, Any], field: str, path: Path) -> bytes:
+def _b64(envelope: dict[str, str], field: str, path: Path) -> bytes:
     try:
         return base64.b64decode(str(envelope[field]), validate=True)
     except (KeyError, ValueError):
         raise BundleRejected(f"{path}: damaged bundle (its {field} is missing or not base64)") from None
 
 
-def _json_object(data: bytes, path: Path, what: str) -> dict[str, Any]:
+_WS = rb"[ \t\r\n]*"
+_FIELD = rb'"([a-z_]{1,32})"' + _WS + b":" + _WS + rb'"([\x20\x21\x23-\x5b\x5d-\x7e]*)"'  # plain ASCII, no escapes
+_PLAIN_FIELD = _FIELD.replace(b"(", b"(?:")
+_ENVELOPE = re.compile(_WS + rb"\{(?:" + _WS + _PLAIN_FIELD + _WS + rb",){0,15}"
+                       + _WS + _PLAIN_FIELD + _WS + rb"\}" + _WS)  # fmt: skip
+_ENVELOPE_FIELD = re.compile(_FIELD)
+
+
+def _envelope(data: bytes, path: Path) -> dict[str, str]:
+    """The envelope's fields, read before anything in the file is verified, so without a JSON parser.
+
+    An envelope is what `make_bundle` writes: one flat JSON object of at most 16 plain ASCII strings.
+    Anything else (nesting, numbers, escapes, `[[[[...`, a 64 MiB `[{},{},...]`) is refused by one
+    regular-expression match that builds no objects, so an unsigned file costs no more memory than its
+    own bytes, and the signature is checked over the bytes before the payload is unpacked or parsed.
+    """
+    if not _ENVELOPE.fullmatch(data):
+        raise BundleRejected(f"{path}: not a signed posture bundle (not the envelope `posture agent collect` writes)",
+                             "only signed bundles are imported")  # fmt: skip
+    fields: dict[str, str] = {}
+    view = memoryview(data)
+    for match in _ENVELOPE_FIELD.finditer(data):
+        key = match.group(1).decode()
+        if key in fields:
+            raise BundleRejected(f"{path}: damaged bundle (its {key} is given twice)", "ask for the bundle again")
+        fields[key] = str(view[match.start(2) : match.end(2)], "ascii")  # decoded in place: no third copy
+    return fields
+
+
+def _payload_json(data: bytes, path: Path) -> dict[str, Any]:
+    """The verified payload, parsed: its size is already bounded (MAX_PAYLOAD_BYTES); its counts of objects,
+    arrays and values are bounded here before parsing, and its depth by the parser's own recursion limit.
+    Signed is not the same as harmless: a compromised host signs what it likes."""
+    if data.count(b"{") + data.count(b"[") > MAX_CONTAINERS or data.count(b",") > MAX_VALUES:
+        raise BundleRejected(f"{path}: the payload is malformed (more objects or values than any host has)",
+                             "collect it again with this version")  # fmt: skip
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise BundleRejected(f"{path}: damaged {what} (not JSON)", "ask for the bundle again") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BundleRejected(f"{path}: damaged payload (not JSON, or nested too deep)", "ask for the bundle again") \
+            from None
     if not isinstance(value, dict):
-        raise BundleRejected(f"{path}: damaged {what} (not a JSON object)", "ask for the bundle again")
+        raise BundleRejected(f"{path}: damaged payload (not a JSON object)", "ask for the bundle again")
     return value
 
 
-def _unseal(envelope: dict[str, Any], path: Path) -> bytes:
+def _unseal(envelope: dict[str, str], path: Path) -> bytes:
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -307,23 +352,31 @@ def _gunzip(packed: bytes, path: Path) -> bytes:
 
 
 def read_bundle(path: Path, trusted: dict[str, dict[str, str]], max_bytes: int = DEFAULT_MAX_BYTES) -> VerifiedBundle:
-    """Open, decrypt and verify one bundle; raise BundleRejected with the reason. Writes nothing."""
+    """Open, decrypt and verify one bundle; raise BundleRejected with the reason. Writes nothing.
+
+    Whatever is wrong with the file, the answer is a refusal of that file: one hostile file in a batch
+    (or an inbox) never stops the others.
+    """
+    try:
+        return _read_bundle(path, trusted, max_bytes)
+    except BundleRejected:
+        raise
+    except PostureError as exc:
+        raise BundleRejected(exc.message, exc.hint) from None
+    except Exception as exc:  # a surprise in one file is that file's refusal, never the batch's crash
+        raise BundleRejected(f"{path}: could not be read as a bundle ({type(exc).__name__})",
+                             "ask for the bundle again") from None  # fmt: skip
+
+
+def _read_bundle(path: Path, trusted: dict[str, dict[str, str]], max_bytes: int) -> VerifiedBundle:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    try:
-        with path.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > max_bytes:
-                raise BundleRejected(f"{path}: {size / 2**20:.0f} MiB is over the {max_bytes / 2**20:.0f} MiB limit "
-                                     "for a bundle", "raise it with --max-size if this is real")  # fmt: skip
-            data = f.read(max_bytes + 1)
-    except OSError as exc:
-        raise BundleRejected(f"{path}: cannot read it: {exc.strerror or exc}", "check the path") from None
-    envelope = _json_object(data, path, "bundle")
+    envelope = _envelope(read_regular_file(path, max_bytes, "a bundle", "raise it with --max-size if this is real"),
+                         path)  # fmt: skip
     sealed = envelope.get("format") == SEALED_FORMAT
     if sealed:
-        envelope = _json_object(_unseal(envelope, path), path, "bundle")
+        envelope = _envelope(_unseal(envelope, path), path)
     if envelope.get("format") != SIGNED_FORMAT:
         raise BundleRejected(f"{path}: not a signed posture bundle", "make bundles with `posture agent collect`")
     kid = str(envelope.get("key_id", ""))[:64]
@@ -340,7 +393,7 @@ def read_bundle(path: Path, trusted: dict[str, dict[str, str]], max_bytes: int =
     except InvalidSignature:
         raise BundleRejected(f"{path}: tampered (the signature of {key['name']} does not match the contents)",
                              "ask for the bundle again") from None  # fmt: skip
-    payload = check_payload(_json_object(_gunzip(packed, path), path, "payload"), path)
+    payload = check_payload(_payload_json(_gunzip(packed, path), path), path)
     return VerifiedBundle(path, hashlib.sha256(packed).hexdigest(), kid, key["name"], sealed, payload)
 
 
@@ -350,12 +403,24 @@ _FAST_LENGTH = 32  # within every limit but the manager's, which must be one of 
 MANAGERS = frozenset({"dpkg", "rpm", "apk", "pip", "registry"})
 
 
-def _is_ip(value: object) -> bool:
+def identifier_address(kind: object, value: object) -> str | None:
+    """An address that can name one machine, in its canonical form; None for anything else.
+
+    0.0.0.0 and ::, loopback, multicast, link-local and reserved addresses are on many machines at once:
+    taken as identifiers they would merge unrelated hosts into one asset. They are dropped, not the
+    bundle refused: the rest of what the host says is still true.
+    """
+    if kind not in ("ipv4", "ipv6") or not isinstance(value, str) or len(value) > 64:
+        return None
     try:
-        ipaddress.ip_address(str(value)[:64])
+        ip = ipaddress.ip_address(value)
     except ValueError:
-        return False
-    return True
+        return None
+    if (ip.version == 4) != (kind == "ipv4") or getattr(ip, "scope_id", None):
+        return None
+    if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local or ip.is_reserved:
+        return None
+    return str(ip)
 
 
 def check_payload(payload: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -363,7 +428,7 @@ def check_payload(payload: dict[str, Any], path: Path) -> dict[str, Any]:
     host signs what it likes). Any other surprise in its structure is a refusal too, never a crash."""
     try:
         return _check_payload(payload, path)
-    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError, RecursionError) as exc:
         raise BundleRejected(f"{path}: the payload is malformed ({type(exc).__name__})",
                              "collect it again with this version") from None  # fmt: skip
 
@@ -377,9 +442,14 @@ def _check_payload(payload: dict[str, Any], path: Path) -> dict[str, Any]:
     if not re.fullmatch(r"[0-9a-f]{32}", str(payload.get("bundle_id", ""))):
         raise bad("bundle_id")
     try:
-        collected = datetime.fromisoformat(str(payload.get("collected_at")).replace("Z", "+00:00"))
+        collected = datetime.fromisoformat(str(payload.get("collected_at"))[:40].replace("Z", "+00:00"))
     except ValueError:
         raise bad("collected_at") from None
+    if collected.tzinfo is None:
+        collected = collected.replace(tzinfo=UTC)  # the agent writes UTC ("Z"); a bare time is read the same
+    if not EARLIEST_COLLECTED <= collected <= datetime.now(UTC) + CLOCK_SLACK:
+        raise bad(f"collected_at {str(payload.get('collected_at'))[:40]!r} is before 2000 or more than a day ahead "
+                  "of this machine's clock")  # fmt: skip
     host, os_info = payload.get("host"), payload.get("os")
     packages, listening = payload.get("packages"), payload.get("listening")
     if not (isinstance(host, dict) and isinstance(os_info, dict) and isinstance(packages, list)
@@ -404,8 +474,8 @@ def _check_payload(payload: dict[str, Any], path: Path) -> dict[str, Any]:
             clean_packages.append({k: bound(str(p[k]), n) or "" for k, n in _STR_LIMITS.items()
                                    if p.get(k) is not None})  # fmt: skip
     clean_listening = []
-    for s in listening:
-        if not (isinstance(s, dict) and s.get("protocol") in ("tcp", "udp") and isinstance(s.get("port"), int)
+    for s in listening:  # a port is an int, and `true` (a bool, so an int to isinstance) is not one
+        if not (isinstance(s, dict) and s.get("protocol") in ("tcp", "udp") and type(s.get("port")) is int
                 and 0 <= s["port"] <= 65535 and isinstance(s.get("addresses", []), list)):  # fmt: skip
             raise bad("a listening socket")
         clean_listening.append({"protocol": s["protocol"], "port": s["port"],
@@ -414,7 +484,7 @@ def _check_payload(payload: dict[str, Any], path: Path) -> dict[str, Any]:
     machine_id = host.get("machine_id")
     if machine_id is not None and not re.fullmatch(r"[0-9a-f]{32}", str(machine_id)):
         raise bad("machine_id")
-    addresses = [[k, v] for k, v in host.get("addresses", [])[:256] if k in ("ipv4", "ipv6") and _is_ip(v)]
+    addresses = [[k, ip] for k, v in host.get("addresses", [])[:256] if (ip := identifier_address(k, v))]
     macs = [m for m in host.get("macs", [])[:64] if isinstance(m, str) and MAC_RE.fullmatch(m)]
     hostnames = [bound(h, 253) for h in host.get("hostnames", [])[:16] if isinstance(h, str) and h]
     return {

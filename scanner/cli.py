@@ -479,6 +479,8 @@ def import_nmap(ctx: click.Context, files: tuple[Path, ...]) -> None:
 
             result = import_nmap_xml(store, path, progress)
             total += result.stats.hosts
+            for warning in result.warnings:
+                click.echo(f"posture: warning: {warning}", err=True)
             click.echo(
                 f"{path}: {result.stats.hosts} hosts up, {result.stats.new_assets} new assets, "
                 f"{result.stats.services} open services (scan {result.scan_id})"

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from scanner import __version__
 from scanner.errors import PostureError
 from scanner.model import bound
+from scanner.paths import read_regular_file
 from scanner.proc import child_env, dies_with_parent
 
 PAYLOAD_FORMAT = "posture-agent/1"
@@ -356,26 +357,56 @@ class RegExport:
 
     String and DWORD values are read, REG_EXPAND_SZ / REG_MULTI_SZ from their hex form; other binary
     values are skipped (nothing the agent needs is binary).
+
+    The file comes from another machine, so it is read as hostile. A file that is not whole (UTF-16 with
+    an odd number of bytes: cut short in transit) or not an export at all is refused. One bad value
+    (`dword:zz`, a dword of more than 8 hex digits, `hex(2):zz`) is skipped with a warning naming its
+    line, and a lone UTF-16 surrogate (which the registry itself allows in a name) is read as U+FFFD
+    with a warning: an export of thousands of programs is not thrown away for one odd value. The
+    warnings (`warnings`, at most MAX_WARNINGS) travel in the bundle.
     """
 
     MAX_BYTES = 256 * 1024 * 1024
+    MAX_WARNINGS = 20
 
     def __init__(self, path: Path) -> None:
-        data = path.read_bytes()
-        if len(data) > self.MAX_BYTES:
-            raise PostureError(f"{path} is larger than {self.MAX_BYTES // 2**20} MiB", "export only the keys needed")
-        text = data.decode("utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else data.decode("utf-8", "replace")
+        data = read_regular_file(path, self.MAX_BYTES, "a registry export", "export only the keys needed")
+        self.warnings: list[str] = []
+        self._skipped = 0
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            if len(data) % 2:
+                raise PostureError(f"{path} is cut short (UTF-16 text of an odd number of bytes)", "export it again")
+            try:
+                text = data.decode("utf-16")
+            except UnicodeDecodeError:  # with an even length, only a lone surrogate
+                text = data.decode("utf-16", "replace")
+                self._warn(f"{path}: text that is not valid UTF-16 (a lone surrogate) was read as U+FFFD")
+        else:
+            text = data.decode("utf-8", "replace")
+        del data
         if not text.lstrip("\ufeff").startswith(("Windows Registry Editor Version 5.00", "REGEDIT4")):
             raise PostureError(f"{path} is not a registry export", "make it with `reg export KEY FILE`")
         self.keys: dict[str, dict[str, Any]] = {}
         current: dict[str, Any] | None = None
-        for line in _joined_lines(text):
+        for number, line in _joined_lines(text):
             if line.startswith("[") and line.endswith("]"):
                 current = self.keys.setdefault(line[1:-1].lower(), {"__path": line[1:-1]})
             elif current is not None and "=" in line:
-                name, value = _reg_value(line)
+                try:
+                    name, value = _reg_value(line)
+                except ValueError as exc:
+                    self._warn(f"{path}:{number}: {exc}; value skipped")
+                    continue
                 if name is not None:
                     current[name] = value
+        if self._skipped:
+            self.warnings.append(f"{path}: {self._skipped} more warnings")
+
+    def _warn(self, message: str) -> None:
+        if len(self.warnings) < self.MAX_WARNINGS:
+            self.warnings.append(message)
+        else:
+            self._skipped += 1
 
     def subkeys(self, path: str) -> list[str]:
         prefix = path.lower() + "\\"
@@ -385,25 +416,34 @@ class RegExport:
         return {k: v for k, v in self.keys.get(path.lower(), {}).items() if k != "__path"}
 
 
-def _joined_lines(text: str) -> Iterator[str]:
-    """Lines of a .reg file with `\\` continuations joined."""
+def _joined_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Lines of a .reg file with `\\` continuations joined, each with the number of its first line."""
     pending = ""
-    for raw in text.splitlines():
+    start = 1
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
+        if not pending:
+            start = number
         if line.endswith("\\"):
             pending += line[:-1]
             continue
-        yield pending + line
+        yield start, pending + line
         pending = ""
     if pending:
-        yield pending
+        yield start, pending
 
 
 def _reg_string(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
 
 
+_DWORD = re.compile(r"[0-9a-fA-F]{1,8}")
+_HEX_TEXT = re.compile(r"[0-9a-fA-F, \t]*")
+
+
 def _reg_value(line: str) -> tuple[str | None, Any]:
+    """One `"name"=value` line as (name, value); (None, None) for a kind the agent does not read, and a
+    ValueError (saying what is wrong) for a value that is not what its kind says."""
     m = re.match(r'^(@|"((?:[^"\\]|\\.)*)")=(.*)$', line)
     if not m:
         return None, None
@@ -412,10 +452,15 @@ def _reg_value(line: str) -> tuple[str | None, Any]:
     if raw.startswith('"') and raw.endswith('"'):
         return name, _reg_string(raw[1:-1])
     if raw.startswith("dword:"):
+        if not _DWORD.fullmatch(raw[6:]):
+            raise ValueError(f"{bound(name, 60)!r} is not a dword (1 to 8 hex digits): {bound(raw[6:], 24)!r}")
         return name, int(raw[6:], 16)
     hexed = re.match(r"^hex\((2|7)\):(.*)$", raw)
     if hexed:
-        data = bytes(int(b, 16) for b in hexed.group(2).split(",") if b)
+        parts = [b.strip() for b in hexed.group(2).split(",") if b.strip()]
+        if not _HEX_TEXT.fullmatch(hexed.group(2)) or any(len(b) > 2 for b in parts):
+            raise ValueError(f"{bound(name, 60)!r} is not hex bytes: {bound(hexed.group(2), 24)!r}")
+        data = bytes.fromhex("".join(b.rjust(2, "0") for b in parts))
         text = data.decode("utf-16-le", "replace").rstrip("\x00")
         return name, text.split("\x00") if hexed.group(1) == "7" else text
     return None, None

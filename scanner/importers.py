@@ -110,7 +110,7 @@ def import_nmap_xml(
                 scan_id,
             ),
         )
-    return ImportResult(scan_id, stats)
+    return ImportResult(scan_id, stats, list(reader.run.warnings))
 
 
 @contextmanager
@@ -137,6 +137,10 @@ def _recorded(store: Store, scan_id: int, path: Path) -> Iterator[None]:
     except KeyboardInterrupt:
         store.finish_scan(scan_id, "interrupted", "stopped by a signal; nothing from this file was kept")
         raise Interrupted(f"import of {path} interrupted; nothing from it was kept") from None
+    except Exception as exc:  # a surprise still closes the scan row: never left `running`
+        store.finish_scan(scan_id, "failed", f"{type(exc).__name__}: {exc}"[:MAX_FIELD])
+        raise PostureError(f"import of {path} failed ({type(exc).__name__}); nothing from it was kept",
+                           "this is a bug in posture; please report it with the file") from exc  # fmt: skip
     store.finish_scan(scan_id, "complete")
 
 

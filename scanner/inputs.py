@@ -26,23 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import PostureError
+from scanner.paths import read_regular_file
 
 MAX_LINE = 1 << 20  # bytes: a row of a register or cost table is never near this
 
 
 def read_bounded(path: Path, limit: int, what: str) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes (a FIFO or a folder is refused, not read)."""
-    try:
-        if not path.is_file():
-            raise PostureError(f"no such file: {path}" if not path.exists() else f"{path} is not a file",
-                               f"give the path of the {what}")  # fmt: skip
-        with path.open("rb") as handle:
-            raw = handle.read(limit + 1)
-    except OSError as exc:
-        raise PostureError(f"cannot read the {what} {path}: {exc.strerror or exc}", "check the path") from exc
-    if len(raw) > limit:
-        raise PostureError(f"{path} is larger than {limit // 1024:,} KiB", f"is this the {what}?")
-    return raw
+    """The bytes of a regular file of at most `limit` bytes (a FIFO or a folder is refused, not read: see
+    `scanner.paths.read_regular_file`, which every reader of outside files shares)."""
+    if not path.exists():
+        raise PostureError(f"no such file: {path}", f"give the path of the {what}")
+    return read_regular_file(path, limit, f"a {what}", f"is this the {what}?")
 
 
 def decoded_lines(raw: bytes, where: str) -> Iterator[str]:

@@ -148,6 +148,7 @@ class NmapRun:
     finished_at: str | None = None
     exit_status: str | None = None
     error: str | None = None
+    warnings: tuple[str, ...] = ()  # what the reader dropped (a port numbered 70000, an address "not-an-ip")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,29 @@
 """Streaming reader for nmap's XML output, through defusedxml.
 
-One host element is built, turned into a `HostObservation` and thrown away, so memory stays flat on a
-file of any size. Every `<cpe>` of a service is kept (python-nmap keeps only the last). Entities, external
-references and billion-laughs bombs are refused by defusedxml before they expand.
+Each element is read as it ends and then let go, wherever it is nested: a `<port>` is made a `Service`
+as it ends, a host's other children are read as they end, a `<host>` becomes a `HostObservation` and
+goes with anything before it (so an extra wrapping element holds nothing), and the same for whatever
+sits outside the hosts. Only the few elements a later one reads stay until then (a port's state,
+service and scripts, a service's `<cpe>`s, an OS guess's classes), at most MAX_KEPT under any one
+element; a host keeps at most MAX_SERVICES services. So memory stays flat on a file of any size and
+shape (300,000 ports on one host, 200,000 hosts inside one extra element). Every `<cpe>` of a service
+is kept (python-nmap keeps only the last). Entities, external references and billion-laughs bombs are
+refused by defusedxml before they expand.
+
+Every value is device- or file-supplied: numbers are read only within their real range (a port is
+0-65535, a service's conf 0-10, an OS accuracy 0-100), addresses only if they are addresses. A port or
+address that is not one is dropped and counted in the run's warnings; a number out of range elsewhere
+is not stored.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+import re
+import socket
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -23,16 +39,34 @@ LISTENING_STATES = frozenset({"open", "open|filtered"})
 MAX_OS_MATCHES = 10
 MAX_SCRIPTS_PER_PORT = 20
 CHUNK_BYTES = 1 << 16
+MAX_DEPTH = 256  # nmap's documents nest about 10 deep; scripts' tables a few more
+MAX_SERVICES = 2 * 65536  # per host: every TCP and every UDP port
+MAX_KEPT = 32  # elements kept under one element until it is read (cpes, scripts, hostnames); addresses of a host
+KEPT = frozenset({"state", "service", "script", "cpe", "hostname", "osmatch", "osclass"})
+MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
 class NmapXmlError(PostureError):
     """The file is not nmap XML we can trust: truncated, hostile or something else entirely."""
 
 
-def epoch_to_iso(value: str | None) -> str | None:
-    if not value or not value.isdigit():
+def ranged(value: str | None, low: int, high: int) -> int | None:
+    """A decimal attribute as an int if it is one between `low` and `high`, else None. The digits are
+    checked before int() sees them: no sign, no 5,000-digit number, no other script's digits."""
+    if not value or len(value) > 20 or not (value.isascii() and value.isdigit()):
         return None
-    return datetime.fromtimestamp(int(value), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    number = int(value)
+    return number if low <= number <= high else None
+
+
+def epoch_to_iso(value: str | None) -> str | None:
+    seconds = ranged(value, 0, 253402300799)  # up to the last second of year 9999
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 class _Recorder:
@@ -71,6 +105,7 @@ class NmapXmlReader:
         self._name = name
         self.run = NmapRun(args=None, version=None, started_at=None)
         self.hosts_seen = 0
+        self.dropped: Counter[str] = Counter()  # what was not read, and how often: the run's warnings
 
     def __iter__(self) -> Iterator[HostObservation]:
         try:
@@ -86,6 +121,9 @@ class NmapXmlReader:
                 f"{self._name} is not well-formed XML at line {line}, column {column}: {exc}",
                 "the file is truncated or damaged; rerun nmap with -oX",
             ) from exc
+        except (LookupError, ValueError) as exc:  # an encoding expat does not know, or cannot read
+            raise NmapXmlError(f"{self._name} cannot be read: {bound(str(exc), 200)}",
+                               "nmap writes UTF-8; rerun nmap with -oX") from exc  # fmt: skip
 
     def _read(self) -> Iterator[HostObservation]:
         gated = _gate(self._source)
@@ -103,33 +141,66 @@ class NmapXmlReader:
             started_at=epoch_to_iso(header.get("start")),
         )
         parser: ET.XMLPullParser[Any] = ET.XMLPullParser(events=("start", "end"))
-        root: Any = None
+        open_elements: list[Any] = [None]  # the path from the root to the element being read, under a None
+        push, pop = open_elements.append, open_elements.pop
+        host: _HostParts | None = None
+        host_elem: Any = None
         elem: Any
         while data:
             parser.feed(data)
             for event, elem in parser.read_events():  # type: ignore[misc]
                 if event == "start":
-                    if root is None:
-                        root = elem
+                    push(elem)
+                    if elem.tag == "host":
+                        if host_elem is not None:
+                            raise NmapXmlError(f"{self._name}: a <host> inside a <host>", "nmap never writes this")
+                        host = _HostParts(elem, self.dropped)
+                        host_elem = elem
                     continue
-                tag = elem.tag
-                if tag == "host":
+                pop()
+                parent = open_elements[-1]
+                # A parent whose children are each read as they end (anything outside a host, a host, its
+                # <ports>) loses them in bulk; elsewhere a child is kept for its parent's reading or removed.
+                # Detaching an element from the tree never loses it: the events hold it, and the parser
+                # still fills one that has not ended yet.
+                if host is None:
+                    if parent is None:
+                        continue  # the root: the end of the document
+                    if elem.tag == "finished":
+                        self.run = dataclasses.replace(
+                            self.run,
+                            finished_at=epoch_to_iso(elem.get("time")),
+                            exit_status=bound(elem.get("exit"), 40),
+                            error=bound(elem.get("errormsg"), MAX_EVIDENCE),
+                        )
+                elif elem.tag in KEPT and parent is not host_elem and len(parent) <= MAX_KEPT:
+                    continue  # read with its parent, when that ends
+                elif elem is host_elem:
                     self.hosts_seen += 1
-                    observation = _host(elem, self.run.started_at)
-                    root.clear()  # drop the finished host (and any earlier siblings): flat memory
+                    observation = host.observation(self.run.started_at)
+                    host = host_elem = None
+                    del parent[:]  # the host, and anything before it
                     if observation is not None:
                         yield observation
-                elif tag == "finished":
-                    self.run = NmapRun(
-                        args=self.run.args,
-                        version=self.run.version,
-                        started_at=self.run.started_at,
-                        finished_at=epoch_to_iso(elem.get("time")),
-                        exit_status=bound(elem.get("exit"), 40),
-                        error=bound(elem.get("errormsg"), MAX_EVIDENCE),
-                    )
+                    continue
+                elif parent is host_elem:
+                    host.child(elem)
+                elif parent.tag == "ports" and open_elements[-2] is host_elem:
+                    if elem.tag == "port":
+                        host.port(elem)
+                else:
+                    parent.remove(elem)  # of no use; found at once (the kept ones are few and first)
+                    continue
+                if len(parent) > MAX_KEPT:
+                    del parent[:]
+            if len(open_elements) > MAX_DEPTH + 1:  # checked once a chunk: open elements are all that is left in memory
+                raise NmapXmlError(f"{self._name}: elements nested over {MAX_DEPTH} deep",
+                                   "nmap never writes this; the file has been tampered with")  # fmt: skip
             data = self._source.read(CHUNK_BYTES)
         parser.close()
+        if self.dropped:
+            warnings = tuple(f"{self._name}: dropped {n:,} {what}" for what, n in sorted(self.dropped.items()))
+            self.run = dataclasses.replace(self.run, warnings=warnings)
 
 
 def _attrs(elem: Any, limit: int = MAX_FIELD) -> dict[str, str]:
@@ -142,54 +213,97 @@ def _cpes(elem: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found)) if len(found) > 1 else tuple(found)
 
 
-def _host(elem: Any, fallback_time: str | None) -> HostObservation | None:
-    status = "unknown"
-    addresses: list[tuple[str, str]] = []
-    hostnames: list[str] = []
-    services: list[Service] = []
-    os_matches: list[OsMatch] = []
-    mac_vendor = None
-    uptime = None
-    ports_scanned = False
-    for child in elem:
+def _address(kind: str | None, value: str | None) -> str | None:
+    """An <address> value if it is one of its kind (canonical form), else None."""
+    if not value or len(value) > 64:
+        return None
+    if kind == "mac":
+        value = value.lower()
+        return value if MAC_RE.fullmatch(value) else None
+    if kind == "ipv4":
+        try:  # inet_pton takes only the canonical dotted quad, and is ten times quicker than ipaddress
+            socket.inet_pton(socket.AF_INET, value)
+        except OSError:
+            return None
+        return value
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return str(ip) if ip.version == 6 else None
+
+
+class _HostParts:
+    """What has been read of one <host> so far: each child is read as it ends, then dropped."""
+
+    __slots__ = ("addresses", "dropped", "elem", "hostnames", "mac_vendor", "os_matches", "ports_scanned", "services",
+                 "status", "uptime")  # fmt: skip
+
+    def __init__(self, elem: Any, dropped: Counter[str]) -> None:
+        self.elem = elem
+        self.dropped = dropped
+        self.status = "unknown"
+        self.addresses: list[tuple[str, str]] = []
+        self.hostnames: list[str] = []
+        self.services: list[Service] = []
+        self.os_matches: list[OsMatch] = []
+        self.mac_vendor: str | None = None
+        self.uptime: int | None = None
+        self.ports_scanned = False
+
+    def port(self, p: Any) -> None:
+        service = _service(p)
+        if service is None:
+            if p.get("portid") is not None and ranged(p.get("portid"), 0, 65535) is None:
+                self.dropped["ports numbered outside 0-65535"] += 1
+        elif len(self.services) >= MAX_SERVICES:
+            self.dropped[f"open ports over {MAX_SERVICES:,} on one host"] += 1
+        else:
+            self.services.append(service)
+
+    def child(self, child: Any) -> None:
         tag = child.tag
         if tag == "ports":
-            ports_scanned = True
-            for p in child:
-                if p.tag == "port":
-                    service = _service(p)
-                    if service is not None:
-                        services.append(service)
+            self.ports_scanned = True
         elif tag == "address":
-            kind, value = child.get("addrtype"), child.get("addr")
-            if kind in ("ipv4", "ipv6", "mac") and value:
-                addresses.append((kind, value.lower()[:64]))
-                if kind == "mac" and child.get("vendor"):
-                    mac_vendor = bound(child.get("vendor"), 128)
+            kind = child.get("addrtype")
+            if kind in ("ipv4", "ipv6", "mac"):
+                value = _address(kind, child.get("addr"))
+                if value is None:
+                    self.dropped[f"{kind} addresses that are not valid"] += 1
+                elif len(self.addresses) >= MAX_KEPT:
+                    self.dropped[f"addresses over {MAX_KEPT} on one host"] += 1
+                else:
+                    self.addresses.append((kind, value))
+                    if kind == "mac" and child.get("vendor"):
+                        self.mac_vendor = bound(child.get("vendor"), 128)
         elif tag == "status":
-            status = child.get("state", "unknown")
+            self.status = bound(child.get("state", "unknown"), 40) or "unknown"
         elif tag == "hostnames":
             for h in child:
                 name = (h.get("name") or "").lower()[:253]
-                if name and name not in hostnames:
-                    hostnames.append(name)
+                if name and name not in self.hostnames and len(self.hostnames) < MAX_KEPT:
+                    self.hostnames.append(name)
         elif tag == "os":
-            os_matches = [_os_match(om) for om in child if om.tag == "osmatch"][:MAX_OS_MATCHES]
+            self.os_matches = [_os_match(om) for om in child if om.tag == "osmatch"][:MAX_OS_MATCHES]
         elif tag == "uptime":
-            uptime = _int(child.get("seconds"))
-    if status != "up" or not addresses:
-        return None
-    return HostObservation(
-        status=status,
-        addresses=tuple(addresses),
-        hostnames=tuple(hostnames),
-        mac_vendor=mac_vendor,
-        services=tuple(services),
-        os_matches=tuple(os_matches),
-        ports_scanned=ports_scanned,
-        observed_at=epoch_to_iso(elem.get("endtime")) or epoch_to_iso(elem.get("starttime")) or fallback_time,
-        uptime_seconds=uptime,
-    )
+            self.uptime = ranged(child.get("seconds"), 0, 10**10)
+
+    def observation(self, fallback_time: str | None) -> HostObservation | None:
+        if self.status != "up" or not self.addresses:
+            return None
+        elem = self.elem
+        return HostObservation(
+            status=self.status,
+            addresses=tuple(self.addresses),
+            hostnames=tuple(self.hostnames),
+            mac_vendor=self.mac_vendor,
+            services=tuple(self.services),
+            os_matches=tuple(self.os_matches),
+            ports_scanned=self.ports_scanned,
+            observed_at=epoch_to_iso(elem.get("endtime")) or epoch_to_iso(elem.get("starttime")) or fallback_time,
+            uptime_seconds=self.uptime,
+        )
 
 
 def _os_match(om: Any) -> OsMatch:
@@ -198,7 +312,7 @@ def _os_match(om: Any) -> OsMatch:
     cpes = tuple(dict.fromkeys(c for oc in classes for c in _cpes(oc)))
     return OsMatch(
         name=bound(om.get("name"), 256) or "",
-        accuracy=_int(om.get("accuracy")) or 0,
+        accuracy=ranged(om.get("accuracy"), 0, 100) or 0,
         vendor=first.get("vendor"),
         family=first.get("osfamily"),
         generation=first.get("osgen"),
@@ -220,10 +334,11 @@ def _service(p: Any) -> Service | None:
             service = child
         elif tag == "script" and len(scripts) < MAX_SCRIPTS_PER_PORT:
             scripts.append((bound(child.get("id"), 64) or "", bound(child.get("output"), MAX_EVIDENCE) or ""))
-    if state not in LISTENING_STATES:
+    port = ranged(p.get("portid"), 0, 65535)
+    if state not in LISTENING_STATES or port is None:
         return None
     assert state is not None
-    port, protocol = _int(p.get("portid")) or 0, p.get("protocol", "tcp")[:8]
+    protocol = p.get("protocol", "tcp")[:8]
     if service is None:
         return Service(port, protocol, state, scripts=tuple(scripts))
     a = service.attrib
@@ -233,12 +348,5 @@ def _service(p: Any) -> Service | None:
     # Positional, in Service's field order: this runs once per open port of every import.
     return Service(
         port, protocol, state, get("name"), get("product"), get("version"), get("extrainfo"), get("tunnel"),
-        get("method"), _int(get("conf")), get("ostype"), get("devicetype"), _cpes(service), tuple(scripts),
+        get("method"), ranged(get("conf"), 0, 10), get("ostype"), get("devicetype"), _cpes(service), tuple(scripts),
     )  # fmt: skip
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None

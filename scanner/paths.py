@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from scanner.errors import PostureError
 
 
 def data_dir() -> Path:
@@ -31,3 +34,31 @@ def default_db_path() -> Path:
 def default_config_path() -> Path:
     env = os.environ.get("POSTURE_CONFIG")
     return Path(env) if env else config_dir() / "config.toml"
+
+
+def read_regular_file(path: Path, max_bytes: int, what: str = "a file", hint: str = "is it the right file?") -> bytes:
+    """The bytes of `path` if it is a regular file of at most `max_bytes` (`what` it should be, and the
+    `hint` for one too large, go in the refusal); else a PostureError saying why.
+
+    Outside files can be anything: a FIFO would block the read until some writer came (forever, for an
+    unattended job) and a device never ends, so the file's type is checked from its metadata before it is
+    opened, opened without blocking, and checked again on the open descriptor (it may have been swapped in
+    between). The size is checked before reading, and the read stops one byte past the limit.
+    """
+    not_regular = PostureError(f"{path}: not a regular file", "give the file itself, not a folder, FIFO or device")
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # follows a symlink to the file, as open does
+            raise not_regular
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with open(fd, "rb") as f:  # noqa: PTH123 - an already opened descriptor
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise not_regular
+            size = info.st_size
+            data = f.read(max_bytes + 1) if size <= max_bytes else b""
+    except OSError as exc:
+        raise PostureError(f"{path}: cannot read it: {exc.strerror or exc}", "check the path") from None
+    if size > max_bytes or len(data) > max_bytes:
+        raise PostureError(f"{path}: {max(size, len(data)) / 2**20:.0f} MiB is over the {max_bytes / 2**20:.0f} MiB "
+                           f"limit for {what}", hint)  # fmt: skip
+    return data

@@ -121,7 +121,7 @@ def test_inbox_reason_file_link_is_never_written_through(tmp_path: Path) -> None
     assert not junk.exists()
     assert (inbox / "refused" / "junk.1.bundle").read_text(encoding="utf-8") == "not a bundle"
     reason = inbox / "refused" / "junk.1.bundle.reason"
-    assert not reason.is_symlink() and "junk.bundle: damaged bundle (not JSON)" in reason.read_text(encoding="utf-8")
+    assert not reason.is_symlink() and "junk.bundle: not a signed posture bundle" in reason.read_text(encoding="utf-8")
 
 
 @pytest.mark.usefixtures("trusted")

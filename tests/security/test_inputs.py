@@ -115,7 +115,7 @@ COST_ATTACKS = [
         ("costs.csv:2:", "a cell is longer than 131,072 characters"), id="huge-csv-cell",
     ),
     pytest.param(
-        "costs.toml", 'currency = "' + "G" * (2 << 20) + '"\n', ("costs.toml", "larger than 1,024 KiB"),
+        "costs.toml", 'currency = "' + "G" * (2 << 20) + '"\n', ("costs.toml", "over the 1 MiB limit"),
         id="huge-toml-cell",
     ),
     pytest.param(
