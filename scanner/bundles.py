@@ -351,14 +351,15 @@ def _gunzip(packed: bytes, path: Path) -> bytes:
     return data
 
 
-def read_bundle(path: Path, trusted: dict[str, dict[str, str]], max_bytes: int = DEFAULT_MAX_BYTES) -> VerifiedBundle:
+def read_bundle(path: Path, trusted: dict[str, dict[str, str]], max_bytes: int = DEFAULT_MAX_BYTES,
+                follow_links: bool = True) -> VerifiedBundle:  # fmt: skip
     """Open, decrypt and verify one bundle; raise BundleRejected with the reason. Writes nothing.
 
     Whatever is wrong with the file, the answer is a refusal of that file: one hostile file in a batch
     (or an inbox) never stops the others.
     """
     try:
-        return _read_bundle(path, trusted, max_bytes)
+        return _read_bundle(path, trusted, max_bytes, follow_links)
     except BundleRejected:
         raise
     except PostureError as exc:
@@ -368,12 +369,12 @@ def read_bundle(path: Path, trusted: dict[str, dict[str, str]], max_bytes: int =
                              "ask for the bundle again") from None  # fmt: skip
 
 
-def _read_bundle(path: Path, trusted: dict[str, dict[str, str]], max_bytes: int) -> VerifiedBundle:
+def _read_bundle(path: Path, trusted: dict[str, dict[str, str]], max_bytes: int, follow_links: bool) -> VerifiedBundle:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    envelope = _envelope(read_regular_file(path, max_bytes, "a bundle", "raise it with --max-size if this is real"),
-                         path)  # fmt: skip
+    raw = read_regular_file(path, max_bytes, "a bundle", "raise it with --max-size if this is real", follow_links)
+    envelope = _envelope(raw, path)
     sealed = envelope.get("format") == SEALED_FORMAT
     if sealed:
         envelope = _envelope(_unseal(envelope, path), path)
@@ -620,9 +621,10 @@ class ImportOutcome:
     refused: list[tuple[Path, str]]  # each refused file and why
 
 
-def import_files(store: Store, paths: Sequence[Path], max_bytes: int,
-                 tell: Callable[[str, int], None]) -> ImportOutcome:  # fmt: skip
-    """Verify every bundle, then import those that passed, oldest first.
+def import_files(store: Store, paths: Sequence[Path], max_bytes: int, tell: Callable[[str, int], None],
+                 follow_links: bool = True) -> ImportOutcome:  # fmt: skip
+    """Verify every bundle, then import those that passed, oldest first. A job's inbox reads with
+    `follow_links` false: a link swapped in for a checked entry is refused, never read as root.
 
     Nothing is written until all are checked. Only one payload is in memory at a time: the first pass
     keeps each bundle's digest, and the second reads the file again and insists on the same digest (a
@@ -639,7 +641,7 @@ def import_files(store: Store, paths: Sequence[Path], max_bytes: int,
 
     for path in paths:
         try:
-            bundle = read_bundle(path, trusted, max_bytes)
+            bundle = read_bundle(path, trusted, max_bytes, follow_links)
             if bundle.payload["bundle_id"] in seen:
                 raise BundleRejected(f"{path}: replayed: the same bundle is given twice on this command line")
             check_not_replayed(store, bundle)
@@ -650,7 +652,7 @@ def import_files(store: Store, paths: Sequence[Path], max_bytes: int,
         passed.append((bundle.payload["collected_at"], bundle.digest, path))
     for _, digest, path in sorted(passed):  # a week of one host's bundles goes in in order
         try:
-            bundle = read_bundle(path, trusted, max_bytes)
+            bundle = read_bundle(path, trusted, max_bytes, follow_links)
             if bundle.digest != digest:
                 raise BundleRejected(f"{path}: changed while it was being imported", "import it again")
             done = import_bundle(store, bundle)

@@ -1116,7 +1116,7 @@ def _import_inbox(ctx: click.Context, inbox: Path) -> dict[str, int]:
         if not ready:
             return {"bundles_imported": 0, "bundles_refused": 0}
         with open_store(ctx) as store:
-            outcome = import_files(store, [inbox / name for name in ready], DEFAULT_MAX_BYTES, say)
+            outcome = import_files(store, [inbox / name for name in ready], DEFAULT_MAX_BYTES, say, follow_links=False)
         for done in outcome.imported:
             box.file_away(done.path.name, "imported")
         for path, reason in outcome.refused:

@@ -36,20 +36,24 @@ def default_config_path() -> Path:
     return Path(env) if env else config_dir() / "config.toml"
 
 
-def read_regular_file(path: Path, max_bytes: int, what: str = "a file", hint: str = "is it the right file?") -> bytes:
+def read_regular_file(path: Path, max_bytes: int, what: str = "a file", hint: str = "is it the right file?",
+                      follow_links: bool = True) -> bytes:  # fmt: skip
     """The bytes of `path` if it is a regular file of at most `max_bytes` (`what` it should be, and the
     `hint` for one too large, go in the refusal); else a PostureError saying why.
 
     Outside files can be anything: a FIFO would block the read until some writer came (forever, for an
     unattended job) and a device never ends, so the file's type is checked from its metadata before it is
     opened, opened without blocking, and checked again on the open descriptor (it may have been swapped in
-    between). The size is checked before reading, and the read stops one byte past the limit.
+    between). The size is checked before reading, and the read stops one byte past the limit. With
+    `follow_links` false (a folder other people drop files in) a symbolic link is refused, at the check and
+    at the open (O_NOFOLLOW), so a link swapped in after the check is not followed either.
     """
     not_regular = PostureError(f"{path}: not a regular file", "give the file itself, not a folder, FIFO or device")
     try:
-        if not stat.S_ISREG(path.stat().st_mode):  # follows a symlink to the file, as open does
+        if not stat.S_ISREG((path.stat() if follow_links else path.lstat()).st_mode):
             raise not_regular
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        nofollow = 0 if follow_links else os.O_NOFOLLOW
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | nofollow)
         with open(fd, "rb") as f:  # noqa: PTH123 - an already opened descriptor
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):

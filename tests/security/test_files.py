@@ -125,6 +125,28 @@ def test_inbox_reason_file_link_is_never_written_through(tmp_path: Path) -> None
 
 
 @pytest.mark.usefixtures("trusted")
+def test_inbox_reads_never_follow_a_link_swapped_in_after_the_check(tmp_path: Path) -> None:
+    """High 2, the moment between the inbox's check of an entry and its read: a link put there by then is
+    refused at the open (O_NOFOLLOW), never read as root. The race is not timed here: the read itself is
+    given the link, as it would be after a swap. The same link named on the command line is followed."""
+    from scanner.bundles import DEFAULT_MAX_BYTES, import_files
+    from scanner.store import Store
+
+    good = bundle_file(tmp_path / "elsewhere.bundle", payload())
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    link = inbox / "swapped.bundle"
+    link.symlink_to(good)
+    said: list[str] = []
+    with Store.open(tmp_path / "inventory.db") as store:
+        outcome = import_files(store, [link], DEFAULT_MAX_BYTES, lambda m, _: said.append(m), follow_links=False)
+    assert outcome.imported == [] and len(outcome.refused) == 1
+    assert "not a regular file" in outcome.refused[0][1], outcome.refused
+    by_hand = run_posture("import", "bundle", str(link), db=tmp_path / "by-hand.db")
+    assert by_hand.returncode == 0, by_hand.stderr
+
+
+@pytest.mark.usefixtures("trusted")
 def test_inbox_entries_that_are_links_are_never_followed(tmp_path: Path) -> None:
     """High 2 ("The inbox follows symlinks, as root"): an inbox entry that is a link (here to a good bundle
     elsewhere) or not a regular file (a FIFO) is left alone, never read or moved; a linked inbox is refused."""
