@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Self
 
 from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto import api
@@ -16,20 +17,17 @@ from pysnmp.proto import api
 V2C = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
 
 
-class BadAgent:
-    """mode 'loop': every GETNEXT/GETBULK answer repeats the OIDs asked (a walk that never advances).
-    mode 'slow': each reply waits `delay` seconds, and tables go on for ever (ever-increasing OIDs)."""
+class UdpAgent:
+    """A UDP socket on a loopback address, served by `_serve` in a thread until the `with` block ends."""
 
-    def __init__(self, address: str, mode: str, delay: float = 0.3, max_replies: int = 5000) -> None:
-        self.address, self.mode, self.delay, self.max_replies = address, mode, delay, max_replies
-        self.replies = 0
+    def __init__(self, address: str, port: int = 161, timeout: float = 0.2) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind((address, 161))
-        self._sock.settimeout(0.2)
+        self._sock.bind((address, port))
+        self._sock.settimeout(timeout)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> BadAgent:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -37,6 +35,19 @@ class BadAgent:
         self._stop.set()
         self._thread.join(5)
         self._sock.close()
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+
+class BadAgent(UdpAgent):
+    """mode 'loop': every GETNEXT/GETBULK answer repeats the OIDs asked (a walk that never advances).
+    mode 'slow': each reply waits `delay` seconds, and tables go on for ever (ever-increasing OIDs)."""
+
+    def __init__(self, address: str, mode: str, delay: float = 0.3, max_replies: int = 5000) -> None:
+        self.address, self.mode, self.delay, self.max_replies = address, mode, delay, max_replies
+        self.replies = 0
+        super().__init__(address)
 
     def _serve(self) -> None:
         while not self._stop.is_set() and self.replies < self.max_replies:

@@ -9,8 +9,8 @@ SNMPv3 probe). It is deliberately independent of posture's own codec (`scanner.a
 from __future__ import annotations
 
 import bisect
-import socket
-import threading
+
+from tests.scanner.snmp_agents import UdpAgent
 
 
 def tlv(tag: int, body: bytes) -> bytes:
@@ -77,7 +77,7 @@ END_OF_MIB = b"\x82\x00"
 NO_SUCH_OBJECT = b"\x80\x00"
 
 
-class FakeAgent:
+class FakeAgent(UdpAgent):
     """Serves `mib` ({OID text: BER TLV of the value}) on address:port until the `with` block ends."""
 
     def __init__(self, address: str, mib: dict[str, bytes], community: bytes = b"public", port: int = 161) -> None:
@@ -85,20 +85,7 @@ class FakeAgent:
         self.oids = sorted(parse_oid(o) for o in mib)
         self.values = {parse_oid(o): v for o, v in mib.items()}
         self.requests = 0
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind((address, port))
-        self._sock.settimeout(0.1)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> FakeAgent:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
+        super().__init__(address, port, timeout=0.1)
 
     def _next(self, oid: tuple[int, ...]) -> tuple[tuple[int, ...], bytes]:
         i = bisect.bisect_right(self.oids, oid)
@@ -142,14 +129,16 @@ class FakeAgent:
                     binds.append((last[i], value))
         else:
             return None
-        varbinds = b"".join(tlv(0x30, tlv(0x06, oid_body(o)) + v) for o, v in binds)
-        body = tlv(0x02, fields[0]) + integer(0) + integer(0) + tlv(0x30, varbinds)
-        message = tlv(0x30, integer(1) + octets(self.community) + tlv(0xA2, body))
-        while len(message) > 65000 and len(binds) > 1:  # keep to one datagram, as real agents do (tooBig)
-            binds = binds[: len(binds) // 2]
+
+        def response(binds: list[tuple[tuple[int, ...], bytes]]) -> bytes:
             varbinds = b"".join(tlv(0x30, tlv(0x06, oid_body(o)) + v) for o, v in binds)
             body = tlv(0x02, fields[0]) + integer(0) + integer(0) + tlv(0x30, varbinds)
-            message = tlv(0x30, integer(1) + octets(self.community) + tlv(0xA2, body))
+            return tlv(0x30, integer(1) + octets(self.community) + tlv(0xA2, body))
+
+        message = response(binds)
+        while len(message) > 65000 and len(binds) > 1:  # keep to one datagram, as real agents do (tooBig)
+            binds = binds[: len(binds) // 2]
+            message = response(binds)
         return message
 
     def _serve(self) -> None:
