@@ -778,7 +778,8 @@ def _print_assets(assets: list[dict[str, Any]]) -> None:
 
     table = Table(show_lines=False)
     for column in ("id", "address", "name", "os", "support", "services", "owner", "last seen"):
-        table.add_column(column, overflow="fold")
+        # An address or a day folded over two lines is unreadable in 80 columns: those never wrap.
+        table.add_column(column, overflow="fold", no_wrap=column in ("id", "address", "last seen"))
     for a in assets:
         os_ = a["os"] or {}
         services = ", ".join(
@@ -796,7 +797,7 @@ def _print_assets(assets: list[dict[str, Any]]) -> None:
                     _support(os_) or ("unknown" if "software" in a else ""),  # rules ran, found no OS
                     services,
                     a["owner"] or "",
-                    a["last_seen"] or "",
+                    (a["last_seen"] or "")[:10],  # the day: the full time is in --format json/csv
                 )
             )
         )
