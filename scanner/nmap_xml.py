@@ -383,7 +383,7 @@ def _os_match(name: str | None, accuracy: str | None, classes: list[Any]) -> OsM
         if not cpes:
             key = (oc.get("vendor", ""), oc.get("osfamily", ""), oc.get("osgen", ""))
             old = OLD_CLASS_CPES.get((key[0][:40].lower(), key[1][:40].lower(), key[2][:40].lower()))
-            packs = WINDOWS_SP.findall(name or "") if old and old.startswith("cpe:/o:microsoft:") else []
+            packs = WINDOWS_SP.findall((name or "")[:256]) if old and old.startswith("cpe:/o:microsoft:") else []
             cpes = (f"{old}::sp{packs[0]}" if len(packs) == 1 else old,) if old else ()  # as nmap writes it
         found.extend(cpes)
     return OsMatch(
