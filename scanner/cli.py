@@ -465,7 +465,8 @@ def import_group() -> None:
 def import_nmap(ctx: click.Context, files: tuple[Path, ...]) -> None:
     """Import `nmap -oX` output files (streamed: any size, constant memory).
 
-    Each file is imported whole or not at all: a truncated or tampered file changes nothing.
+    Each file is imported whole or not at all: a tampered file changes nothing. A damaged or truncated one
+    (nmap killed mid-write) keeps every complete host before the damage, with a warning saying where.
     """
     from scanner.importers import import_nmap_xml
 

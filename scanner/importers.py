@@ -1,7 +1,9 @@
 """Importers: existing nmap XML files and the council's asset register (CSV).
 
-Each import is one transaction: a truncated or hostile file leaves the inventory exactly as it was, and
-the scan row records why the import failed.
+Each import is one transaction: a hostile file, or one damaged before its first complete host, leaves the
+inventory exactly as it was, and the scan row records why the import failed. A file damaged later (nmap's
+own `</host><<host`, a scan killed mid-write) keeps every complete host before the damage: the scan row is
+complete, its `error` column says where the file stopped being read, and the CLI warns.
 """
 
 from __future__ import annotations
@@ -91,10 +93,12 @@ def _counted(hosts: Iterator[PreparedHost], progress: Callable[[int], None], eve
 def import_nmap_xml(
     store: Store, path: Path, progress: Callable[[int], None] | None = None, every: int = 10_000
 ) -> ImportResult:
-    """Stream an `nmap -oX` file into the inventory, all or nothing; `progress(hosts)` every `every` hosts."""
+    """Stream an `nmap -oX` file into the inventory, all or nothing (up to any damage after complete hosts,
+    see the module's docstring); `progress(hosts)` every `every` hosts."""
     _require_file(path)
     scan_id = store.start_scan("nmap-import", "nmap", input_file=str(path))
-    with _recorded(store, scan_id, path), _no_gc_pauses(), store.transaction() as conn:
+    note: list[str] = []
+    with _recorded(store, scan_id, path, note), _no_gc_pauses(), store.transaction() as conn:
         reader = ForkedNmapXmlReader(path)
         hosts = iter(reader) if progress is None else _counted(iter(reader), progress, every)
         stats = store.ingest_prepared(scan_id, "nmap", hosts)
@@ -110,6 +114,8 @@ def import_nmap_xml(
                 scan_id,
             ),
         )
+        if reader.run.damage:
+            note.append(reader.run.damage)
     return ImportResult(scan_id, stats, list(reader.run.warnings))
 
 
@@ -127,8 +133,9 @@ def _no_gc_pauses() -> Iterator[None]:
 
 
 @contextmanager
-def _recorded(store: Store, scan_id: int, path: Path) -> Iterator[None]:
-    """Close the import's scan row as complete, failed or interrupted, whatever happens inside."""
+def _recorded(store: Store, scan_id: int, path: Path, note: list[str] | None = None) -> Iterator[None]:
+    """Close the import's scan row as complete, failed or interrupted, whatever happens inside; a complete
+    row keeps what `note` holds by then (the damage a partly read file had) in its `error` column."""
     try:
         yield
     except PostureError as exc:
@@ -141,7 +148,7 @@ def _recorded(store: Store, scan_id: int, path: Path) -> Iterator[None]:
         store.finish_scan(scan_id, "failed", f"{type(exc).__name__}: {exc}"[:MAX_FIELD])
         raise PostureError(f"import of {path} failed ({type(exc).__name__}); nothing from it was kept",
                            "this is a bug in posture; please report it with the file") from exc  # fmt: skip
-    store.finish_scan(scan_id, "complete")
+    store.finish_scan(scan_id, "complete", "; ".join(note) if note else None)
 
 
 def _parse_into_pipe(path: str, name: str, pipe: Connection, parent_end: Connection,

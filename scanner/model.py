@@ -149,6 +149,7 @@ class NmapRun:
     exit_status: str | None = None
     error: str | None = None
     warnings: tuple[str, ...] = ()  # what the reader dropped (a port numbered 70000, an address "not-an-ip")
+    damage: str | None = None  # where a damaged or truncated file stopped being read; the hosts before it are kept
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,20 +110,32 @@ class NmapXmlReader:
     def __iter__(self) -> Iterator[HostObservation]:
         try:
             yield from self._read()
+        except ET.ParseError as exc:
+            # Damage after whole hosts (nmap's own `</host><<host`, a scan killed mid-write): the hosts read
+            # so far are complete and true, so they are kept and the damage is said; before any, refused.
+            line, column = getattr(exc, "position", (0, 0))
+            if not self.hosts_seen:
+                raise NmapXmlError(
+                    f"{self._name} is not well-formed XML at line {line}, column {column}: {exc}",
+                    "the file is truncated or damaged; rerun nmap with -oX",
+                ) from exc
+            what = bound(str(exc).rsplit(": line ", 1)[0], 80)  # expat's words, without the position again
+            damage = (f"{self._name} is damaged at line {line}, column {column} ({what}): kept the "
+                      f"{self.hosts_seen:,} complete hosts before it; the rest of the file was not read")  # fmt: skip
+            self.run = dataclasses.replace(self.run, damage=damage)
         except DefusedXmlException as exc:
             raise NmapXmlError(
                 f"{self._name} was refused: {type(exc).__name__} (entities, DTD tricks or external references)",
                 "nmap never writes these; the file has been tampered with",
             ) from exc
-        except ET.ParseError as exc:
-            line, column = getattr(exc, "position", (0, 0))
-            raise NmapXmlError(
-                f"{self._name} is not well-formed XML at line {line}, column {column}: {exc}",
-                "the file is truncated or damaged; rerun nmap with -oX",
-            ) from exc
         except (LookupError, ValueError) as exc:  # an encoding expat does not know, or cannot read
             raise NmapXmlError(f"{self._name} cannot be read: {bound(str(exc), 200)}",
                                "nmap writes UTF-8; rerun nmap with -oX") from exc  # fmt: skip
+        warnings = [f"{self._name}: dropped {n:,} {what}" for what, n in sorted(self.dropped.items())]
+        if self.run.damage:
+            warnings.append(self.run.damage)
+        if warnings:
+            self.run = dataclasses.replace(self.run, warnings=tuple(warnings))
 
     def _read(self) -> Iterator[HostObservation]:
         gated = _gate(self._source)
@@ -198,9 +210,6 @@ class NmapXmlReader:
                                    "nmap never writes this; the file has been tampered with")  # fmt: skip
             data = self._source.read(CHUNK_BYTES)
         parser.close()
-        if self.dropped:
-            warnings = tuple(f"{self._name}: dropped {n:,} {what}" for what, n in sorted(self.dropped.items()))
-            self.run = dataclasses.replace(self.run, warnings=warnings)
 
 
 def _attrs(elem: Any, limit: int = MAX_FIELD) -> dict[str, str]:
@@ -285,7 +294,7 @@ class _HostParts:
                 if name and name not in self.hostnames and len(self.hostnames) < MAX_KEPT:
                     self.hostnames.append(name)
         elif tag == "os":
-            self.os_matches = [_os_match(om) for om in child if om.tag == "osmatch"][:MAX_OS_MATCHES]
+            self.os_matches = _os_guesses(child)
         elif tag == "uptime":
             self.uptime = ranged(child.get("seconds"), 0, 10**10)
 
@@ -306,18 +315,85 @@ class _HostParts:
         )
 
 
-def _os_match(om: Any) -> OsMatch:
-    classes = [c for c in om if c.tag == "osclass"]
+def _os_guesses(os_elem: Any) -> list[OsMatch]:
+    """A host's OS guesses from `<os>`, in either of nmap's layouts, best first.
+
+    From nmap 5.20 each `<osmatch>` holds its `<osclass>`es (with `<cpe>`s). Before, the classes sat beside
+    the matches, each with the accuracy of its best match: a class goes with the first match of its
+    accuracy, as the newer layout would have written it, and a class with no such match is a guess of its
+    own. Either way a class without a `<cpe>` (nmap 4.x wrote none) gets the one nmap writes now, where
+    OLD_CLASS_CPES knows it, so identification reads both layouts the same way.
+    """
+    matches = [om for om in os_elem if om.tag == "osmatch"]
+    loose = [oc for oc in os_elem if oc.tag == "osclass"]  # the pre-5.20 layout
+    if not loose:
+        return [_os_match(om.get("name"), om.get("accuracy"), [oc for oc in om if oc.tag == "osclass"])
+                for om in matches[:MAX_OS_MATCHES]]  # fmt: skip
+    paired: dict[int, list[Any]] = {}
+    alone: list[Any] = []
+    for oc in loose:
+        home = next((i for i, om in enumerate(matches) if om.get("accuracy") == oc.get("accuracy")), None)
+        if home is None:
+            alone.append(oc)
+        else:
+            paired.setdefault(home, []).append(oc)
+    guesses = [_os_match(om.get("name"), om.get("accuracy"), paired.get(i, [])) for i, om in enumerate(matches)]
+    guesses += [_os_match(_class_name(oc), oc.get("accuracy"), [oc]) for oc in alone]
+    guesses.sort(key=lambda g: -g.accuracy)  # stable: nmap's own order within one accuracy
+    return guesses[:MAX_OS_MATCHES]
+
+
+def _class_name(oc: Any) -> str:
+    return " ".join(v for v in (oc.get("vendor"), oc.get("osfamily"), oc.get("osgen")) if v)
+
+
+# The CPE nmap 5.20+ writes for an OS class, for the classes of older files (which have no <cpe>):
+# (vendor, osfamily, osgen) as nmap-os-db's `Class` lines spell them, lower-cased -> the CPE nmap-os-db gives
+# that class (without a version nmap's generation does not name: 12.X -> ios:12). Each row is checked against
+# nmap's own database by tests/scanner/test_nmap_old_and_damaged.py. Only families of old estates are here.
+OLD_CLASS_CPES: dict[tuple[str, str, str], str] = {
+    ("microsoft", "windows", "nt"): "cpe:/o:microsoft:windows_nt",
+    ("microsoft", "windows", "2000"): "cpe:/o:microsoft:windows_2000",
+    ("microsoft", "windows", "xp"): "cpe:/o:microsoft:windows_xp",
+    ("microsoft", "windows", "2003"): "cpe:/o:microsoft:windows_server_2003",
+    ("microsoft", "windows", "vista"): "cpe:/o:microsoft:windows_vista",
+    ("microsoft", "windows", "2008"): "cpe:/o:microsoft:windows_server_2008",
+    ("microsoft", "windows", "7"): "cpe:/o:microsoft:windows_7",
+    ("cisco", "ios", "11.x"): "cpe:/o:cisco:ios:11",
+    ("cisco", "ios", "12.x"): "cpe:/o:cisco:ios:12",
+    ("sun", "solaris", "8"): "cpe:/o:sun:sunos:5.8",
+    ("sun", "solaris", "9"): "cpe:/o:sun:sunos:5.9",
+    ("sun", "solaris", "10"): "cpe:/o:sun:sunos:5.10",
+    ("oracle", "solaris", "10"): "cpe:/o:oracle:solaris:10",
+    ("oracle", "solaris", "11"): "cpe:/o:oracle:solaris:11",
+    ("ibm", "aix", "5.x"): "cpe:/o:ibm:aix:5",
+    ("ibm", "aix", "6.x"): "cpe:/o:ibm:aix:6",
+    ("hp", "hp-ux", "11.x"): "cpe:/o:hp:hp-ux:11",
+}
+
+
+WINDOWS_SP = re.compile(r"\bSP(\d)\b")  # "Windows Server 2003 SP2"; "SP1 or SP2" names no one service pack
+
+
+def _os_match(name: str | None, accuracy: str | None, classes: list[Any]) -> OsMatch:
     first = _attrs(classes[0], 128) if classes else {}
-    cpes = tuple(dict.fromkeys(c for oc in classes for c in _cpes(oc)))
+    found: list[str] = []
+    for oc in classes:
+        cpes = _cpes(oc)
+        if not cpes:
+            key = (oc.get("vendor", ""), oc.get("osfamily", ""), oc.get("osgen", ""))
+            old = OLD_CLASS_CPES.get((key[0][:40].lower(), key[1][:40].lower(), key[2][:40].lower()))
+            packs = WINDOWS_SP.findall((name or "")[:256]) if old and old.startswith("cpe:/o:microsoft:") else []
+            cpes = (f"{old}::sp{packs[0]}" if len(packs) == 1 else old,) if old else ()  # as nmap writes it
+        found.extend(cpes)
     return OsMatch(
-        name=bound(om.get("name"), 256) or "",
-        accuracy=ranged(om.get("accuracy"), 0, 100) or 0,
+        name=bound(name, 256) or "",
+        accuracy=ranged(accuracy, 0, 100) or 0,
         vendor=first.get("vendor"),
         family=first.get("osfamily"),
         generation=first.get("osgen"),
         device_type=first.get("type"),
-        cpes=cpes,
+        cpes=tuple(dict.fromkeys(found)),
     )
 
 

@@ -65,9 +65,11 @@ def test_missing_file(seeded_db: Path) -> None:
 
 
 def test_truncated_xml_changes_nothing(seeded_db: Path, real_xml: Path, tmp_path: Path) -> None:
+    """Cut inside the first host: no complete host to keep, so nothing changes (a file cut after complete
+    hosts keeps them: tests/scanner/test_nmap_old_and_damaged.py)."""
     data = real_xml.read_bytes()
     truncated = tmp_path / "truncated.xml"
-    truncated.write_bytes(data[: len(data) * 2 // 3])
+    truncated.write_bytes(data[: data.index(b"</host>")])
     before = inventory_fingerprint(seeded_db)
     result = run_posture("import", "nmap", str(truncated), db=seeded_db)
     assert_one_error_line(result, 2, "not well-formed", "line")
