@@ -66,7 +66,6 @@ def test_old_layout_windows_2003_is_end_of_life(tmp_path: Path) -> None:
         "windows-server", "2003-sp2", "end-of-life", "2015-07-14")  # fmt: skip
 
 
-@pytest.mark.skipif(not NMAP_OS_DB.is_file(), reason="nmap's OS database is not installed")
 def test_old_class_cpes_are_nmaps_own() -> None:
     """The mapping for old-layout classes is nmap's: each (vendor, family, generation) row is a `Class` line
     of nmap-os-db whose fingerprint carries that CPE (or one under it, for a generation like 12.X)."""
