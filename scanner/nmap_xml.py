@@ -38,7 +38,7 @@ from scanner.model import MAX_EVIDENCE, MAX_FIELD, HostObservation, NmapRun, OsM
 LISTENING_STATES = frozenset({"open", "open|filtered"})
 MAX_OS_MATCHES = 10
 MAX_SCRIPTS_PER_PORT = 20  # and per host, in <hostscript>
-MAX_SCRIPT_NODES = 256  # <elem>s and <table>s kept under one <script> until it is read
+MAX_SCRIPT_NODES = 256  # <elem>s, and <table>s, kept under one <script> until it is read
 MAX_SCRIPT_LINES = 64  # "key: value" lines kept of one script's structured output
 MAX_SCRIPT_DEPTH = 8  # tables within tables read; nmap's scripts nest 2-3 deep
 SCRIPT_PARTS = frozenset({"elem", "table"})
@@ -149,7 +149,7 @@ class NmapXmlReader:
         push, pop = open_elements.append, open_elements.pop
         host: _HostParts | None = None
         host_elem: Any = None
-        script_nodes = 0  # <elem>s and <table>s kept of the script being read
+        script_nodes = {"elem": 0, "table": 0}  # kept of the script being read (each up to MAX_SCRIPT_NODES)
         elem: Any
         while data:
             parser.feed(data)
@@ -161,8 +161,8 @@ class NmapXmlReader:
                             raise NmapXmlError(f"{self._name}: a <host> inside a <host>", "nmap never writes this")
                         host = _HostParts(elem, self.dropped)
                         host_elem = elem
-                    elif elem.tag == "script":
-                        script_nodes = 0
+                    elif elem.tag == "script" and getattr(open_elements[-2], "tag", None) in ("port", "hostscript"):
+                        script_nodes = {"elem": 0, "table": 0}  # a new script's budget: only where nmap puts scripts
                     continue
                 pop()
                 parent = open_elements[-1]
@@ -181,10 +181,12 @@ class NmapXmlReader:
                             error=bound(elem.get("errormsg"), MAX_EVIDENCE),
                         )
                 elif elem.tag in SCRIPT_PARTS and parent.tag in ("script", "table"):
-                    if script_nodes < MAX_SCRIPT_NODES:
-                        script_nodes += 1
+                    # Tables count apart from elems, so a table ending after its many elems is still kept.
+                    if script_nodes[elem.tag] < MAX_SCRIPT_NODES and (elem.tag == "elem" or len(elem)):
+                        script_nodes[elem.tag] += 1
                         continue  # read with its script, when that ends
-                    self.dropped[f"script <elem>/<table>s over {MAX_SCRIPT_NODES} in one script"] += 1
+                    if elem.tag == "elem" or len(elem):  # an empty table is no loss
+                        self.dropped[f"script <{elem.tag}>s over {MAX_SCRIPT_NODES} in one script"] += 1
                     parent.remove(elem)
                     continue
                 elif elem.tag in KEPT and parent is not host_elem and len(parent) <= MAX_KEPT:

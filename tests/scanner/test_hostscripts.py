@@ -23,7 +23,7 @@ import pytest
 from scanner.lab import _wait_listening, find_binary
 from scanner.model import MAX_EVIDENCE
 from scanner.nmap_xml import MAX_SCRIPT_LINES, MAX_SCRIPTS_PER_PORT, NmapXmlReader
-from tests.conftest import query, run_posture
+from tests.conftest import assets_json, query, run_posture
 
 DATA = Path(__file__).parent / "data"
 SMB1_XML = DATA / "samba-smb1-hostscripts.xml"
@@ -66,7 +66,7 @@ def test_real_hostscript_layout_is_parsed() -> None:
 @pytest.mark.parametrize(("xml", "fires"), [(SMB1_XML, True), (SMB2_XML, False)])
 def test_smbv1_rule_reads_the_real_host_script(tmp_path: Path, xml: Path, fires: bool) -> None:
     """`protect.smbv1` fires on real nmap output listing `NT LM 0.12 (SMBv1)`, not on an SMB2/3-only server;
-    the host scripts are stored in the observation's evidence."""
+    the host scripts are stored in the observation's evidence and shown in the asset view."""
     db = tmp_path / "inventory.db"
     rows = _import_and_evaluate(db, xml)
     assert len(_smbv1(rows)) == (1 if fires else 0)
@@ -75,6 +75,9 @@ def test_smbv1_rule_reads_the_real_host_script(tmp_path: Path, xml: Path, fires:
     (evidence,) = query(db, "SELECT evidence FROM observations")
     stored = json.loads(evidence[0])["scripts"]["smb-protocols"]
     assert any(line.startswith("dialects: ") for line in stored["data"])
+    (asset,) = assets_json(db)
+    assert asset["host_scripts"]["smb-protocols"] == stored
+    assert ("smb-os-discovery" in asset["host_scripts"]) == fires  # Samba answers it only over SMB1
 
 
 def _xml(host_body: str) -> str:
@@ -107,6 +110,8 @@ HOSTILE: dict[str, Callable[[], str]] = {
     + "<elem key='k'>v</elem>" * 10_000 + "</table></script>",
     "deep tables": lambda: '<script id="x" output="o">' + '<table key="d">' * 200 + "<elem>deep</elem>"
     + "</table>" * 200 + "</script>",
+    "scripts inside tables": lambda: '<script id="x" output="o"><table key="t">'
+    + ("<elem key='k'>v</elem>" * 200 + '<script id="y" output="p"/>') * 200 + "</table></script>",
     "wide and long": lambda: "".join(f'<script id="s{i}" output="o">' + f"<elem key='k'>{'B' * 50_000}</elem>" * 300
                                      + "</script>" for i in range(40)),
 }  # fmt: skip
