@@ -77,7 +77,7 @@ MAX_PACK = 1 << 20  # bytes of one pack file
 ASSET_FIELDS = {
     "id", "name", "first_seen", "last_seen", "in_register", "register_loaded", "owner", "has_owner",
     "business_service", "site", "criticality", "days_since_seen", "address", "hostname", "addresses", "is_new",
-    "uptime_days", "snmp_default_community", "snmp_version", "device_types", "sys_object_id", "sources",
+    "uptime_days", "snmp_default_community", "snmp_version", "device_types", "sys_object_id", "sources", "host_scripts",
     "category", "os_known", "os_version_known", "os_lifecycle_state", "os_conflicts",
 }  # fmt: skip
 ITEM_FIELDS = {

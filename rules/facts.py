@@ -262,6 +262,7 @@ def _asset_rows(store: Store, today: date) -> dict[int, dict[str, Any]]:
             "days_since_seen": _days_since(row[3], today), "address": None, "hostname": None,
             "addresses": [], "is_new": False, "uptime_days": None, "snmp_default_community": False,
             "snmp_version": None, "device_types": [], "sys_object_id": None, "sources": [],
+            "host_scripts": [],
         }  # fmt: skip
     for asset_id, (addresses, hostname) in asset_addresses(store).items():
         a = assets.get(asset_id)
@@ -322,9 +323,57 @@ def _new_services(store: Store) -> set[tuple[int, int, str]]:
     return {(asset, port, proto) for asset, ports in now.items() for port, proto in ports - earlier[asset]}
 
 
+def _speaks_smb1(result: Any) -> bool:
+    """Whether a stored smb-protocols result lists SMBv1 among the dialects the server offered.
+
+    nmap writes `<table key="dialects"><elem>NT LM 0.12 (SMBv1) [dangerous, but default]</elem>...`
+    (stored as "dialects: ..." lines); only its text output is there in files from before structured output
+    or in databases imported before it was kept. An SMB2/3-only server lists 2.0.2 onwards and no NT LM 0.12.
+    """
+    if isinstance(result, dict):
+        data = result.get("data")
+        if isinstance(data, list) and data:
+            return any(isinstance(line, str) and line.startswith("dialects:") and SMB1_DIALECT in line
+                       for line in data[:100])  # fmt: skip
+        result = result.get("output")
+    return isinstance(result, str) and SMB1_DIALECT in result[:20_000]
+
+
+SMB1_DIALECT = "NT LM 0.12"  # the SMB1 dialect string; nmap adds "(SMBv1)" after it
+SMB_PORTS = frozenset({(445, "tcp"), (139, "tcp")})
+
+
 def _smb1(scripts: str | None) -> bool:
-    """nmap's smb-protocols script lists `NT LM 0.12 (SMBv1)` when the server still speaks SMBv1."""
-    return bool(scripts) and "SMBv1" in str(scripts)[:20_000]
+    """A port's smb-protocols script (services.scripts) shows SMBv1."""
+    if not scripts or "smb-protocols" not in scripts:
+        return False
+    try:
+        found = json.loads(scripts)
+    except ValueError:
+        return False
+    return isinstance(found, dict) and _speaks_smb1(found.get("smb-protocols"))
+
+
+def _host_scripts(store: Store, assets: dict[int, dict[str, Any]]) -> set[int]:
+    """Each asset's host scripts (`<hostscript>`) from its newest port scan, as `host_scripts` (their ids);
+    returns the assets whose smb-protocols there lists SMBv1 (it is a host script: nmap never puts it on a
+    port, so the finding goes on the asset's SMB port)."""
+    smb1: set[int] = set()
+    for asset_id, evidence in store.conn.execute(
+        f"SELECT o.asset_id, o.evidence FROM observations o JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = o.id "
+        "WHERE instr(o.evidence, '\"scripts\"')"
+    ):
+        try:
+            scripts = json.loads(evidence).get("scripts")
+        except (ValueError, AttributeError):
+            continue
+        if not isinstance(scripts, dict):
+            continue
+        if asset_id in assets:
+            assets[asset_id]["host_scripts"] = sorted(str(k) for k in scripts)[:100]
+        if _speaks_smb1(scripts.get("smb-protocols")):
+            smb1.add(asset_id)
+    return smb1
 
 
 def _category(a: dict[str, Any], os_item: dict[str, Any] | None) -> str:
@@ -405,6 +454,7 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         if asset_id in assets:
             assets[asset_id]["is_new"] = True
     _host_evidence(store, assets)
+    smb1_hosts = _host_scripts(store, assets)
     new_services = _new_services(store)
     services: dict[int, list[dict[str, Any]]] = defaultdict(list)
     service_items: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -414,7 +464,8 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         f"s.cpes, s.scripts FROM services s JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = s.observation_id "
         "WHERE s.state = 'open'"
     ):
-        key = (port, protocol, name, product, version, extra, tunnel, _smb1(scripts),
+        smb1 = _smb1(scripts) or (asset_id in smb1_hosts and (port, protocol) in SMB_PORTS)
+        key = (port, protocol, name, product, version, extra, tunnel, smb1,
                (asset_id, port, protocol) in new_services)  # fmt: skip
         service = shared.get(key)
         if service is None:

@@ -10,7 +10,7 @@ import csv
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO
 
 # Device-supplied strings are hostile and unbounded; these caps keep one chatty banner from bloating the
 # database or a report. The cut is marked so nobody mistakes a bounded value for the whole one.
@@ -75,6 +75,24 @@ def write_csv(stream: TextIO, header: Sequence[str], rows: Iterable[Iterable[obj
     writer.writerows([csv_cell(v) for v in row] for row in rows)
 
 
+class Script(NamedTuple):
+    """One NSE script's result: its id, its text output, and its structured output (`<elem>`, `<table>`)
+    flattened to "key: value" lines (nested keys joined with "."), each bounded, at most MAX_SCRIPT_LINES."""
+
+    id: str
+    output: str
+    data: tuple[str, ...] = ()
+
+    def as_json(self) -> str | dict[str, Any]:
+        """How a script is stored: its output, or output and data when the script gave structured output."""
+        return {"output": self.output, "data": list(self.data)} if self.data else self.output
+
+
+def scripts_json(scripts: tuple[Script, ...]) -> dict[str, str | dict[str, Any]]:
+    """Scripts as one JSON object, script id -> `Script.as_json()` (services.scripts, a host's evidence)."""
+    return {s.id: s.as_json() for s in scripts}
+
+
 class Service(NamedTuple):
     """One port as nmap saw it, with every CPE nmap named (python-nmap would keep only the last).
 
@@ -95,7 +113,7 @@ class Service(NamedTuple):
     os_type: str | None = None
     device_type: str | None = None
     cpes: tuple[str, ...] = ()
-    scripts: tuple[tuple[str, str], ...] = ()
+    scripts: tuple[Script, ...] = ()
 
 
 class OsMatch(NamedTuple):
@@ -128,6 +146,7 @@ class HostObservation:
     ports_scanned: bool = False
     observed_at: str | None = None
     uptime_seconds: int | None = None
+    scripts: tuple[Script, ...] = ()  # host scripts (<hostscript>): smb-protocols, smb-os-discovery, nbstat...
 
     @property
     def ips(self) -> list[str]:

@@ -32,12 +32,16 @@ import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
 from scanner.errors import PostureError
-from scanner.model import MAX_EVIDENCE, MAX_FIELD, HostObservation, NmapRun, OsMatch, Service, bound
+from scanner.model import MAX_EVIDENCE, MAX_FIELD, HostObservation, NmapRun, OsMatch, Script, Service, bound
 
 # Port states that mean something listens; closed and filtered ports are not services.
 LISTENING_STATES = frozenset({"open", "open|filtered"})
 MAX_OS_MATCHES = 10
-MAX_SCRIPTS_PER_PORT = 20
+MAX_SCRIPTS_PER_PORT = 20  # and per host, in <hostscript>
+MAX_SCRIPT_NODES = 256  # <elem>s, and <table>s, kept under one <script> until it is read
+MAX_SCRIPT_LINES = 64  # "key: value" lines kept of one script's structured output
+MAX_SCRIPT_DEPTH = 8  # tables within tables read; nmap's scripts nest 2-3 deep
+SCRIPT_PARTS = frozenset({"elem", "table"})
 CHUNK_BYTES = 1 << 16
 MAX_DEPTH = 256  # nmap's documents nest about 10 deep; scripts' tables a few more
 MAX_SERVICES = 2 * 65536  # per host: every TCP and every UDP port
@@ -157,6 +161,7 @@ class NmapXmlReader:
         push, pop = open_elements.append, open_elements.pop
         host: _HostParts | None = None
         host_elem: Any = None
+        script_nodes = {"elem": 0, "table": 0}  # kept of the script being read (each up to MAX_SCRIPT_NODES)
         elem: Any
         while data:
             parser.feed(data)
@@ -168,6 +173,8 @@ class NmapXmlReader:
                             raise NmapXmlError(f"{self._name}: a <host> inside a <host>", "nmap never writes this")
                         host = _HostParts(elem, self.dropped)
                         host_elem = elem
+                    elif elem.tag == "script" and getattr(open_elements[-2], "tag", None) in ("port", "hostscript"):
+                        script_nodes = {"elem": 0, "table": 0}  # a new script's budget: only where nmap puts scripts
                     continue
                 pop()
                 parent = open_elements[-1]
@@ -185,6 +192,15 @@ class NmapXmlReader:
                             exit_status=bound(elem.get("exit"), 40),
                             error=bound(elem.get("errormsg"), MAX_EVIDENCE),
                         )
+                elif elem.tag in SCRIPT_PARTS and parent.tag in ("script", "table"):
+                    # Tables count apart from elems, so a table ending after its many elems is still kept.
+                    if script_nodes[elem.tag] < MAX_SCRIPT_NODES and (elem.tag == "elem" or len(elem)):
+                        script_nodes[elem.tag] += 1
+                        continue  # read with its script, when that ends
+                    if elem.tag == "elem" or len(elem):  # an empty table is no loss
+                        self.dropped[f"script <{elem.tag}>s over {MAX_SCRIPT_NODES} in one script"] += 1
+                    parent.remove(elem)
+                    continue
                 elif elem.tag in KEPT and parent is not host_elem and len(parent) <= MAX_KEPT:
                     continue  # read with its parent, when that ends
                 elif elem is host_elem:
@@ -245,8 +261,8 @@ def _address(kind: str | None, value: str | None) -> str | None:
 class _HostParts:
     """What has been read of one <host> so far: each child is read as it ends, then dropped."""
 
-    __slots__ = ("addresses", "dropped", "elem", "hostnames", "mac_vendor", "os_matches", "ports_scanned", "services",
-                 "status", "uptime")  # fmt: skip
+    __slots__ = ("addresses", "dropped", "elem", "hostnames", "mac_vendor", "os_matches", "ports_scanned", "scripts",
+                 "services", "status", "uptime")  # fmt: skip
 
     def __init__(self, elem: Any, dropped: Counter[str]) -> None:
         self.elem = elem
@@ -259,6 +275,7 @@ class _HostParts:
         self.mac_vendor: str | None = None
         self.uptime: int | None = None
         self.ports_scanned = False
+        self.scripts: list[Script] = []
 
     def port(self, p: Any) -> None:
         service = _service(p)
@@ -297,6 +314,8 @@ class _HostParts:
             self.os_matches = _os_guesses(child)
         elif tag == "uptime":
             self.uptime = ranged(child.get("seconds"), 0, 10**10)
+        elif tag == "hostscript":  # nmap writes SMB, NetBIOS and MS-SQL results here, after <ports>
+            self.scripts = [_script(s) for s in child if s.tag == "script"][:MAX_SCRIPTS_PER_PORT]
 
     def observation(self, fallback_time: str | None) -> HostObservation | None:
         if self.status != "up" or not self.addresses:
@@ -312,6 +331,7 @@ class _HostParts:
             ports_scanned=self.ports_scanned,
             observed_at=epoch_to_iso(elem.get("endtime")) or epoch_to_iso(elem.get("starttime")) or fallback_time,
             uptime_seconds=self.uptime,
+            scripts=tuple(self.scripts),
         )
 
 
@@ -401,7 +421,7 @@ def _service(p: Any) -> Service | None:
     """A listening port as a Service; None for closed or filtered ports, which are not services."""
     state = None
     service = None
-    scripts: list[tuple[str, str]] = []
+    scripts: list[Script] = []
     for child in p:
         tag = child.tag
         if tag == "state":
@@ -409,7 +429,7 @@ def _service(p: Any) -> Service | None:
         elif tag == "service":
             service = child
         elif tag == "script" and len(scripts) < MAX_SCRIPTS_PER_PORT:
-            scripts.append((bound(child.get("id"), 64) or "", bound(child.get("output"), MAX_EVIDENCE) or ""))
+            scripts.append(_script(child))
     port = ranged(p.get("portid"), 0, 65535)
     if state not in LISTENING_STATES or port is None:
         return None
@@ -426,3 +446,26 @@ def _service(p: Any) -> Service | None:
         port, protocol, state, get("name"), get("product"), get("version"), get("extrainfo"), get("tunnel"),
         get("method"), ranged(get("conf"), 0, 10), get("ostype"), get("devicetype"), _cpes(service), tuple(scripts),
     )  # fmt: skip
+
+
+def _script(elem: Any) -> Script:
+    """A `<script>`: id, output, and its `<elem>`/`<table>` content as bounded "key: value" lines."""
+    lines: list[str] = []
+    _flatten(elem, "", 0, lines)
+    return Script(bound(elem.get("id"), 64) or "", bound(elem.get("output"), MAX_EVIDENCE) or "", tuple(lines))
+
+
+def _flatten(table: Any, prefix: str, depth: int, lines: list[str]) -> None:
+    """Append a table's elems as "a.b: value" lines (keys joined down the tables; an unkeyed elem takes its
+    table's key, so smb-protocols gives one "dialects: ..." line a dialect); deeper than MAX_SCRIPT_DEPTH
+    and past MAX_SCRIPT_LINES is left out."""
+    for child in table:
+        if len(lines) >= MAX_SCRIPT_LINES:
+            return
+        key = bound(child.get("key"), 64) or ""
+        path = f"{prefix}.{key}" if prefix and key else key or prefix
+        if child.tag == "elem":
+            text = bound((child.text or "").strip(), 256) or ""
+            lines.append(f"{path}: {text}" if path else text)
+        elif child.tag == "table" and depth < MAX_SCRIPT_DEPTH:
+            _flatten(child, path, depth + 1, lines)

@@ -23,7 +23,7 @@ from typing import Any
 import sqlite_utils
 
 from scanner.errors import PostureError
-from scanner.model import MAX_EVIDENCE, HostObservation, OsMatch, RegisterEntry, Service, bound
+from scanner.model import MAX_EVIDENCE, HostObservation, OsMatch, RegisterEntry, Service, bound, scripts_json
 from scanner.safefs import create_new, make_dirs
 
 # Names that many machines share; matching assets on them would merge strangers.
@@ -616,7 +616,7 @@ def prepare_host(host: HostObservation) -> PreparedHost:
     """Everything about a host's rows that does not depend on the inventory (so it can run anywhere)."""
     # Host-level facts only: each port and OS guess is a row of its own (services, software) that points
     # at this observation, so repeating them here would only double the import's work.
-    evidence = {
+    evidence: dict[str, Any] = {
         "status": host.status,
         "addresses": [list(a) for a in host.addresses],
         "hostnames": list(host.hostnames),
@@ -625,10 +625,15 @@ def prepare_host(host: HostObservation) -> PreparedHost:
         "open_ports": len(host.services),
         "device_types": list(dict.fromkeys(o.device_type for o in host.os_matches if o.device_type)),
     }
-    # Service rows follow Service's fields, then its CPEs and scripts as JSON (see the INSERT in flush).
+    # Service rows follow Service's fields, then its CPEs and scripts as JSON (see the INSERT in flush). A
+    # script is stored as its output, or as {"output", "data"} when it gave structured output (Script.as_json);
+    # host scripts go in the observation's evidence the same way, under "scripts": no new column.
     services = [
-        (*s[:12], _json_tuple(s.cpes), json.dumps(dict(s.scripts)) if s.scripts else None) for s in host.services
+        (*s[:12], _json_tuple(s.cpes), json.dumps(scripts_json(s.scripts)) if s.scripts else None)
+        for s in host.services
     ]
+    if host.scripts:  # host scripts (smb-protocols, smb-os-discovery, ...): facts of the host, not of a port
+        evidence["scripts"] = scripts_json(host.scripts)
     oses = [
         ("os", o.name, o.vendor, o.family, o.generation, o.cpes[0] if o.cpes else None, _json_tuple(o.cpes),
          o.accuracy, o.method, None, None)

@@ -87,6 +87,15 @@ def asset_views(store: Store, asset_ids: list[int] | None = None) -> list[dict[s
             }
         )
 
+    # Host scripts (smb-protocols, smb-os-discovery, nbstat, ...) of the newest port scan, as stored.
+    host_scripts: dict[int, dict[str, Any]] = {}
+    for asset_id, scripts in conn.execute(
+        "SELECT o.asset_id, json_extract(o.evidence, '$.scripts') FROM observations o "
+        f"JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = o.id WHERE instr(o.evidence, '\"scripts\"')"
+    ):
+        if scripts:
+            host_scripts[asset_id] = json.loads(scripts)
+
     oses: dict[int, dict[str, Any]] = {}
     for row in conn.execute(
         f"SELECT s.asset_id, s.name, s.vendor, s.product, s.version, s.cpe, s.cpes, s.accuracy, s.method "
@@ -121,6 +130,7 @@ def asset_views(store: Store, asset_ids: list[int] | None = None) -> list[dict[s
                 "machine_ids": ids.get("machine-id", []),
                 "os": oses.get(a[0]),
                 "services": services.get(a[0], []),
+                "host_scripts": host_scripts.get(a[0], {}),
                 "first_seen": a[2],
                 "last_seen": a[3],
                 "sources": src,

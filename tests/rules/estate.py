@@ -9,14 +9,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
-# (port, name, product, version, extrainfo, cpes, smb-protocols output or None)
+# (port, name, product, version, extrainfo, cpes, smb-protocols dialects or None). smb-protocols is a host
+# script: nmap writes it in <hostscript> after the host's <ports> and <os>, never inside a <port>. SMB1's
+# dialects are what nmap 7.93 lists for Windows Server 2008 R2.
 Port = tuple[int, str, str, str, str, tuple[str, ...], str | None]
 
 RDP: Port = (3389, "ms-wbt-server", "Microsoft Terminal Services", "", "", ("cpe:/o:microsoft:windows",), None)
 SMB1: Port = (445, "microsoft-ds", "Microsoft Windows Server 2008 R2 microsoft-ds", "", "", (),
-              "\n  dialects: \n    NT LM 0.12 (SMBv1) [dangerous, but default]\n    2:0:2\n    2:1:0")  # fmt: skip
+              "NT LM 0.12 (SMBv1) [dangerous, but default]\n202\n210")  # fmt: skip
 SSH_DEBIAN: Port = (22, "ssh", "OpenSSH", "9.2p1 Debian 2+deb12u3", "protocol 2.0",
                     ("cpe:/a:openbsd:openssh:9.2p1", "cpe:/o:linux:linux_kernel"), None)  # fmt: skip
 NGINX: Port = (80, "http", "nginx", "1.22.1", "", ("cpe:/a:igor_sysoev:nginx:1.22.1",), None)
@@ -50,20 +52,25 @@ def write_estate(path: Path, hosts: list[Host], when: float | None = None) -> Pa
         if h.hostname:
             out.append(f"<hostnames><hostname name={quoteattr(h.hostname)} type=\"PTR\"/></hostnames>")
         out.append("<ports>")
-        for port, name, product, version, extra, cpes, smb in h.ports:
+        dialects = next((smb.split("\n") for *_, smb in h.ports if smb), None)
+        for port, name, product, version, extra, cpes, _smb in h.ports:
             attrs = f"name={quoteattr(name)} product={quoteattr(product)}"
             attrs += f" version={quoteattr(version)}" if version else ""
             attrs += f" extrainfo={quoteattr(extra)}" if extra else ""
-            script = f'<script id="smb-protocols" output={quoteattr(smb)}/>' if smb else ""
             out.append(f'<port protocol="tcp" portid="{port}"><state state="open" reason="syn-ack"/>'
                        f'<service {attrs} method="probed" conf="10">{"".join(f"<cpe>{c}</cpe>" for c in cpes)}'
-                       f"</service>{script}</port>\n")  # fmt: skip
+                       "</service></port>\n")  # fmt: skip
         out.append("</ports>")
         if h.os:
             name, dtype, family, cpe = h.os
             out.append(f'<os><osmatch name={quoteattr(name)} accuracy="96" line="1"><osclass type={quoteattr(dtype)} '
                        f'vendor="x" osfamily={quoteattr(family)} accuracy="96"><cpe>{cpe}</cpe></osclass>'
                        "</osmatch></os>")  # fmt: skip
+        if dialects:  # as nmap 7.93 writes it (see tests/scanner/data/samba-smb1-hostscripts.xml)
+            output = "\n  dialects: " + "".join(f"\n    {d}" for d in dialects)
+            elems = "".join(f"\n<elem>{escape(d)}</elem>" for d in dialects)
+            out.append(f'<hostscript><script id="smb-protocols" output={quoteattr(output)}><table key="dialects">'
+                       f"{elems}\n</table>\n</script></hostscript>")  # fmt: skip
         out.append("</host>\n")
     out.append(f'<runstats><finished time="{start + 5}" elapsed="5" exit="success"/>'
                f'<hosts up="{len(hosts)}" down="0" total="{len(hosts)}"/></runstats></nmaprun>\n')  # fmt: skip
