@@ -57,7 +57,7 @@ from typing import Any
 
 from rules import redos
 from rules.facts import AssetFacts
-from scanner.model import printable
+from scanner.model import INT64, printable  # INT64: a rule's whole numbers must fit (finding rules run in SQL)
 
 PACKS_DIR = Path(__file__).parent / "packs"
 FUNCTIONS = ("protect", "detect", "respond")
@@ -70,7 +70,6 @@ REQUIRED = ("id", "title", "function", "severity", "subject", "when", "rationale
 REFERENCE_KEYS = {"nist_csf", "ncsc_caf", "cyber_essentials"}
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{2,63}$")
 INTERNAL_ERROR = "posture.internal-error"
-INT64 = range(-(2**63), 2**63)  # SQLite's INTEGER: a rule's whole numbers must fit (finding rules run in SQL)
 MAX_LIST = 1000  # values in one `in` / `not_in` list
 MAX_PACK = 1 << 20  # bytes of one pack file
 

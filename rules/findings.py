@@ -31,7 +31,6 @@ from typing import Any
 
 from rules.catalogue import Catalogue
 from rules.engine import (
-    INT64,
     INTERNAL_ERROR,
     SEVERITY_RANK,
     Evaluator,
@@ -46,7 +45,7 @@ from rules.engine import (
 from rules.facts import Identifier, load_facts
 from rules.kev import KevCatalogue
 from scanner.errors import PostureError
-from scanner.model import printable
+from scanner.model import INT64, printable
 from scanner.store import Store, utc_now
 from scanner.views import asset_addresses
 

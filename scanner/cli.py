@@ -24,7 +24,7 @@ import click
 from scanner import __version__
 from scanner.config import load_config, read_config
 from scanner.errors import ExitCode, NothingScanned, PostureError
-from scanner.model import md_escape, printable, write_csv
+from scanner.model import INT64, md_escape, printable, write_csv
 from scanner.paths import default_db_path
 from scanner.safefs import share_with
 
@@ -43,16 +43,13 @@ class PostureGroup(click.Group):
             ctx.exit(int(exc.exit_code))
 
 
-INT64_MAX = 2**63 - 1  # SQLite's INTEGER: ids and counts beyond it cannot even be looked up
-
-
 class Whole(click.IntRange):
     """A whole-number option or argument within [low, high] (at most SQLite's INTEGER), refused like every
     other bad input: one `posture: error:` line and exit 2, not a traceback or click's usage block."""
 
     name = "whole number"
 
-    def __init__(self, low: int = 1, high: int = INT64_MAX) -> None:
+    def __init__(self, low: int = 1, high: int = INT64[-1]) -> None:
         super().__init__(low, high)
 
     def fail(self, message: str, param: click.Parameter | None = None, ctx: click.Context | None = None) -> NoReturn:

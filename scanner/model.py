@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, TextIO
 
 # Device-supplied strings are hostile and unbounded; these caps keep one chatty banner from bloating the
 # database or a report. The cut is marked so nobody mistakes a bounded value for the whole one.
+INT64 = range(-(2**63), 2**63)  # SQLite's INTEGER: whole numbers beyond it cannot be stored or looked up
 MAX_FIELD = 512
 MAX_EVIDENCE = 4096
 TRUNCATION_MARK = "…[truncated]"
