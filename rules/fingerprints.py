@@ -11,6 +11,19 @@ entries in file order; the first match wins. Matching never tries the whole data
 indexed by a literal word its pattern requires (derived from the pattern, or given as `keywords`) or by
 the sysObjectID enterprise number it needs, so a string only meets the entries that could match it.
 
+The text each field matches, as the source writes it (examples are copied from real output):
+- `sysdescr`: SNMP sysDescr, with the sysObjectID beside it;
+- `service`: nmap's VERSION column, `product version (extrainfo)` (`Apache httpd 2.2.15 ((CentOS))`,
+  `OpenSSH 7.6p1 Ubuntu 4ubuntu0.3 (Ubuntu Linux; protocol 2.0)`);
+- `osmatch`: an nmap `<osmatch name=...>` (`Microsoft Windows XP SP2 or SP3`);
+- `software`: an installed program's name as listed (hrSWInstalledName, a Windows DisplayName);
+- `http`: an HTTP Server header or page title (nmap's http-server-header, http-title);
+- `mac`: the MAC address vendor (nmap's `<address addrtype="mac" vendor=...>`, the IEEE registry's name).
+
+A fingerprint names one `kind` (os, firmware, software, hardware; by default its field's usual kind). A
+string gets the first match of each kind (of software, of each product), so one banner can name a program
+and the OS it shipped with; `cycles` lists "one of" several `product/cycle` when a version fits several.
+
 Device strings are hostile: input is cut to 4 KiB, patterns are compiled ASCII-only, and a pattern that
 repeats an unbounded repeat (`(a+)+`, catastrophic backtracking) is refused by the linter.
 """
@@ -21,6 +34,7 @@ import functools
 import importlib
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,14 +46,17 @@ FIELDS = ("sysdescr", "service", "osmatch", "software", "http", "mac")  # eviden
 CATEGORIES = frozenset({"server", "network", "end-user", "printer", "ups-pdu", "camera", "storage", "bmc", "ot-iot",
                         "mobile", "virtualisation"})  # fmt: skip
 CONFIDENCES = ("high", "medium", "low")
+KINDS = ("os", "firmware", "software", "hardware")  # what a match names; each kind has its own first match
+DEFAULT_KIND = {"sysdescr": "os", "service": "software", "osmatch": "os", "software": "software", "http": "software",
+                "mac": "hardware"}  # fmt: skip
 MAX_INPUT = 4096  # characters of a device string looked at; the rest is never matched
 MAX_VALUE = 128  # longest version, cycle or model a template may produce
 
 FILE_KEYS = {"field": True, "enterprise": False, "fingerprint": True}  # key -> required
 ENTRY_KEYS = {"id": True, "pattern": True, "unless": False, "keywords": False, "object_id": False, "product": True,
-              "vendor": True, "family": True, "version": False, "cycle": False, "model": False, "category": True,
-              "confidence": True, "example": True}  # fmt: skip
-RESULT_FIELDS = ("product", "version", "cycle", "model")  # what an example states and must get back exactly
+              "vendor": True, "family": True, "version": False, "cycle": False, "cycles": False, "model": False,
+              "category": True, "confidence": True, "kind": False, "example": True}  # fmt: skip
+RESULT_FIELDS = ("product", "version", "cycle", "cycles", "model")  # what an example states and must get back exactly
 EXAMPLE_KEYS = {"text": True, "object_id": False, "source": True, **{k: k == "product" for k in RESULT_FIELDS}}
 
 _ID = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
@@ -77,9 +94,11 @@ class Fingerprint:
     family: str
     version: str | None  # templates: `{group}` names a named group of `pattern`
     cycle: str | None
+    cycles: tuple[str, ...]  # "one of" these `slug/cycle` templates (IIS 7.5: Windows 7 or Server 2008 R2)
     model: str | None
     category: str
     confidence: str
+    kind: str
     where: str  # file:line of its `id`, for messages
 
 
@@ -93,9 +112,11 @@ class Fingerprinted:
     family: str
     version: str | None
     cycle: str | None
+    cycles: tuple[str, ...]
     model: str | None
     category: str
     confidence: str
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,18 @@ class Database:
 
     def match(self, field: str, text: str | bytes, object_id: str | None = None) -> Fingerprinted | None:
         """The first fingerprint of `field` (in precedence order) that the text and sysObjectID fit."""
+        return next(self._matches(field, text, object_id), None)
+
+    def match_all(self, field: str, text: str | bytes, object_id: str | None = None) -> list[Fingerprinted]:
+        """The first match of each kind (of software, each product), in precedence order: one banner can name
+        a program, what it bundles and the OS it shipped with (`Microsoft IIS httpd 7.5`: IIS 7.5, and
+        Windows 7 or Server 2008 R2; `Apache httpd 2.2.3 ((CentOS) PHP/5.1.6 ...)`: Apache, PHP, CentOS)."""
+        found: dict[tuple[str, str], Fingerprinted] = {}
+        for hit in self._matches(field, text, object_id):
+            found.setdefault(_slot(hit.kind, hit.product), hit)
+        return list(found.values())
+
+    def _matches(self, field: str, text: str | bytes, object_id: str | None) -> Iterator[Fingerprinted]:
         text = _bounded(text)
         oid = object_id_of(object_id)
         index = self.index.get(field, {})
@@ -120,15 +153,20 @@ class Database:
             m = fp.pattern.search(text)
             if m is None or (fp.unless is not None and fp.unless.search(text)):
                 continue
-            return Fingerprinted(fp.id, fp.product, fp.vendor, fp.family, _fill(fp.version, m), _fill(fp.cycle, m),
-                                 _fill(fp.model, m), fp.category, fp.confidence)  # fmt: skip
-        return None
+            cycles = tuple(c for c in (_fill(t, m) for t in fp.cycles) if c)
+            yield Fingerprinted(fp.id, fp.product, fp.vendor, fp.family, _fill(fp.version, m), _fill(fp.cycle, m),
+                                cycles, _fill(fp.model, m), fp.category, fp.confidence, fp.kind)  # fmt: skip
 
     def vendor_of(self, object_id: str | None) -> str | None:
         """The vendor a sysObjectID's enterprise number names, when a fingerprint file knows it."""
         oid = object_id_of(object_id)
         number = enterprise_of(oid) if oid else None
         return self.enterprises.get(number) if number is not None else None
+
+
+def _slot(kind: str, product: str) -> tuple[str, str]:
+    """What one match fills: a host has one OS, firmware and hardware, and any number of programs."""
+    return (kind, product if kind == "software" else "")
 
 
 def _bounded(text: str | bytes) -> str:
@@ -271,8 +309,17 @@ def _read_entry(entry: dict[str, Any], field: str, where: str, problems: list[st
     if entry.get("confidence") not in CONFIDENCES:
         problems.append(f"{where}: confidence must be one of {', '.join(CONFIDENCES)}")
     templates = {k: _text(entry, k, where, problems) for k in ("version", "cycle", "model")}
+    kind = entry.get("kind", DEFAULT_KIND[field])
+    if kind not in KINDS:
+        problems.append(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    cycles = entry.get("cycles", [])
+    if not isinstance(cycles, list) or not all(isinstance(c, str) and "/" in c for c in cycles):
+        problems.append(f'{where}: cycles must be a list of "product/cycle" strings (one of them)')
+        cycles = []
+    elif cycles and templates["cycle"]:
+        problems.append(f"{where}: give cycle or cycles, not both")
     if pattern is not None:
-        for key, template in templates.items():
+        for key, template in [*templates.items(), *(("cycles", c) for c in cycles)]:
             names = _TEMPLATE_FIELD.findall(template or "")
             if "{" in _TEMPLATE_FIELD.sub("", template or "") or "}" in _TEMPLATE_FIELD.sub("", template or ""):
                 problems.append(f"{where}: {key} template has a stray brace")
@@ -284,7 +331,8 @@ def _read_entry(entry: dict[str, Any], field: str, where: str, problems: list[st
         return None
     return Fingerprint(fid, field, pattern, unless, tuple(keywords), tuple(object_ids), product,
                        str(entry["vendor"]), str(entry["family"]), templates["version"], templates["cycle"],
-                       templates["model"], str(category), str(entry["confidence"]), where)  # fmt: skip
+                       tuple(cycles), templates["model"], str(category), str(entry["confidence"]), str(kind),
+                       where)  # fmt: skip
 
 
 def _files(root: Path) -> list[Path]:
@@ -307,13 +355,17 @@ def _check_example(db: Database, fp: Fingerprint, example: Any, where: str, prob
         if "text" in example and "source" in example:
             problems.append(f"{where}: example text and source must be strings (source: where the text came from)")
         return
-    got = db.match(fp.field, text, example.get("object_id"))
+    slot = _slot(fp.kind, fp.product)
+    got = next((m for m in db.match_all(fp.field, text, example.get("object_id")) if _slot(m.kind, m.product) == slot),
+               None)  # fmt: skip
     if got is None or got.id != fp.id:
         problems.append(f"{where}: example is matched by {got.id if got else 'nothing'}, not {fp.id}")
         return
     for key in RESULT_FIELDS:
-        if getattr(got, key) != example.get(key):
-            problems.append(f"{where}: example gives {key} {getattr(got, key)!r}, expected {example.get(key)!r}")
+        value = getattr(got, key)
+        value = (list(value) or None) if isinstance(value, tuple) else value
+        if value != example.get(key):
+            problems.append(f"{where}: example gives {key} {value!r}, expected {example.get(key)!r}")
 
 
 def load(root: Path = ROOT) -> Database:
@@ -403,3 +455,8 @@ def database() -> Database:
 def match(field: str, text: str | bytes, object_id: str | None = None) -> Fingerprinted | None:
     """The shipped database's first match for a device string (see Database.match)."""
     return database().match(field, text, object_id)
+
+
+def match_all(field: str, text: str | bytes, object_id: str | None = None) -> list[Fingerprinted]:
+    """The shipped database's first match of each kind (see Database.match_all)."""
+    return database().match_all(field, text, object_id)

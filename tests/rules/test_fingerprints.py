@@ -13,7 +13,7 @@ import pytest
 
 from rules import fingerprints
 from rules.catalogue import Lifecycle, default_catalogue
-from rules.fingerprints import FingerprintError, load, match, required_words
+from rules.fingerprints import FingerprintError, load, match, match_all, required_words
 from rules.identify import identify_sysdescr, lifecycle
 from tests.rules.test_identify import DAY
 
@@ -34,10 +34,13 @@ def shipped_examples() -> list[Any]:
 def test_every_example_gives_its_result(field: str, fid: str, example: dict[str, Any]) -> None:
     """ "at least one real example string with the result it must give. Every example is a test"."""
     assert example["source"].strip()  # where the real string came from
-    got = match(field, example["text"], example.get("object_id"))
+    own = next(fp for fp in fingerprints.database().fingerprints if fp.id == fid)
+    got = next((m for m in match_all(field, example["text"], example.get("object_id"))
+                if m.kind == own.kind and (m.product == own.product or m.kind != "software")), None)  # fmt: skip
     assert got is not None and got.id == fid, got
     for key in ("product", "version", "cycle", "model"):
         assert getattr(got, key) == example.get(key), key
+    assert list(got.cycles) == example.get("cycles", [])
 
 
 def test_the_shipped_database_is_clean_and_covers_the_recordings() -> None:
@@ -192,3 +195,54 @@ def test_ios_xe_is_not_classic_ios() -> None:
     modern = identify_sysdescr("Cisco IOS Software [Cupertino], Catalyst L3 Switch Software (CAT9K_IOSXE), Version "
                                "17.9.4a, RELEASE SOFTWARE (fc3)", None, cat)  # fmt: skip
     assert modern is not None and (modern.product, modern.cycles) == ("cisco-ios-xe", ("17.9",))
+
+
+KINDS = """field = "service"
+
+[[fingerprint]]
+id = "acme.iis"
+pattern = '^Microsoft IIS httpd (?P<version>\\d{1,2}\\.\\d)'
+product = "iis"
+vendor = "Microsoft"
+family = "Microsoft IIS"
+version = "{version}"
+category = "server"
+confidence = "high"
+
+[[fingerprint.example]]
+text = "Microsoft IIS httpd 7.5"
+source = "nmap -sV VERSION column"
+product = "iis"
+version = "7.5"
+
+[[fingerprint]]
+id = "acme.iis.windows"
+pattern = '^Microsoft IIS httpd 7\\.5'
+kind = "os"
+cycles = ["windows/7", "windows-server/2008-r2"]
+product = "windows"
+vendor = "Microsoft"
+family = "Microsoft Windows"
+category = "server"
+confidence = "medium"
+
+[[fingerprint.example]]
+text = "Microsoft IIS httpd 7.5"
+source = "nmap -sV VERSION column"
+product = "windows"
+cycles = ["windows/7", "windows-server/2008-r2"]
+"""
+
+
+def test_one_banner_names_a_program_and_its_os(tmp_path: Path) -> None:
+    """ "IIS version -> the Windows releases that shipped it": a match per kind, the OS as "one of"."""
+    folder = tmp_path / "service"
+    folder.mkdir()
+    (folder / "acme.toml").write_text(KINDS, encoding="utf-8")
+    db = load(tmp_path)
+    got = {m.kind: m for m in db.match_all("service", "Microsoft IIS httpd 7.5")}
+    assert got["software"].product == "iis" and got["software"].version == "7.5"
+    assert got["os"].cycles == ("windows/7", "windows-server/2008-r2")
+    assert db.match("service", "Microsoft IIS httpd 7.5").id == "acme.iis"  # type: ignore[union-attr]
+    (folder / "acme.toml").write_text(KINDS.replace('kind = "os"', 'kind = "shoe"'), encoding="utf-8")
+    assert any("kind 'shoe' is not one of" in p for p in problems_of(tmp_path))
