@@ -157,8 +157,8 @@ def plan_procurement(ctx: click.Context, fmt: str, costs_path: Path | None, out_
 
 
 EXPORT_COLUMNS = {
-    "assets": ["id", "name", "addresses", "macs", "hostnames", "category", "os_product", "os_cycle",
-               "os_lifecycle_state", "os_eol_date", "owner", "business_service", "site", "criticality",
+    "assets": ["id", "name", "addresses", "macs", "hostnames", "category", "os_label", "os_product",
+               "os_cycle", "os_lifecycle_state", "os_eol_date", "owner", "business_service", "site", "criticality",
                "first_seen", "last_seen", "sources"],
     "findings": ["id", "rule_id", "title", "function", "severity", "status", "accepted", "accepted_until",
                  "asset_id", "address", "hostname", "owner", "product", "version", "cycle", "lifecycle_state",
@@ -184,7 +184,7 @@ def export(ctx: click.Context, what: str, fmt: str) -> None:
             add_lifecycle(store, rows)
             for r in rows:
                 os_ = r["os"] or {}
-                r.update({f"os_{k}": os_.get(k) for k in ("product", "cycle", "lifecycle_state", "eol_date")})
+                r.update({f"os_{k}": os_.get(k) for k in ("label", "product", "cycle", "lifecycle_state", "eol_date")})
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
     else:

@@ -70,7 +70,7 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
     if evaluation is None:
         raise PostureError("no evaluation yet: the report shows findings", "run `posture evaluate` first")
     assets = asset_views(store)
-    add_lifecycle(store, assets, day)
+    add_lifecycle(store, assets)
     every = finding_views(store, day)
     open_findings = [f for f in every if not f["accepted"]]
     accepted = [f for f in every if f["accepted"]]

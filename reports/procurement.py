@@ -24,9 +24,9 @@ from typing import Any
 
 from reports.documents import Document
 from reports.model import clean, financial_year
+from rules import identities
 from rules.catalogue import default_catalogue
 from rules.engine import Settings
-from rules.facts import Identifier, load_facts
 from rules.kev import default_kev
 from scanner.errors import PostureError
 from scanner.inputs import csv_rows, decoded_lines, header_duplicate, key_line, load_toml, read_bounded
@@ -193,16 +193,19 @@ class Lot:
 
 
 def procurement_lots(store: Store, day: date, settings: Settings, costs: Costs) -> list[Lot]:
-    ident = Identifier(default_catalogue(), default_kev(), day)
     horizon = settings.horizon_days
+    owners = {asset_id: bool(owner and owner.strip()) for asset_id, owner in store.conn.execute(
+        "SELECT id, owner FROM assets")}  # fmt: skip
     grouped: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
-    for facts in load_facts(store, ident):
-        items = [facts.os] if facts.os is not None else []
+    for asset_id, found in identities.read(store).items():
+        asset = {"id": asset_id, "has_owner": owners.get(asset_id, False)}
+        items = [found.os] if found.os is not None else []
         # A program packaged by the distribution goes with the OS: upgrading the OS is the remedy.
-        for item in items + [s for s in facts.software if not s["packaged_by"]]:
-            soon = item["days_to_eol"] is not None and item["days_to_eol"] <= horizon
+        for item in items + [s for s in found.software if not s["packaged_by"]]:
+            eol = item["eol_date"]
+            soon = eol is not None and (date.fromisoformat(eol) - day).days <= horizon
             if item["lifecycle_state"] in LEGACY_STATES or (item["lifecycle_state"] != "unknown" and soon):
-                grouped[(item["product"], facts.asset["category"])].append((item, facts.asset))
+                grouped[(item["product"], found.category)].append((item, asset))
     lots = []
     current = financial_year(day)
     for (product, category), members in grouped.items():

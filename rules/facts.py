@@ -17,7 +17,7 @@ import json
 import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
@@ -26,8 +26,12 @@ from typing import Any
 from rules.catalogue import Catalogue, Lifecycle, Status
 from rules.identify import (
     Identification,
+    display_name,
     distribution_named,
+    eol_range,
     identify_cpe,
+    identify_fingerprint,
+    identify_fingerprints,
     identify_installed,
     identify_os_release,
     identify_package,
@@ -41,9 +45,13 @@ from rules.kev import KevCatalogue
 from scanner.store import Store
 from scanner.views import LATEST_PORT_OBSERVATION, asset_addresses
 
-METHOD_RANK = {"os-release": 8, "registry": 7,  # a host agent: the host's own word
-               "release package": 6, "sysDescr": 5, "cpe": 4, "package build": 3, "package": 2, "nmap product": 2,
-               "software name": 2, "nmap os": 1}  # fmt: skip
+# How much each kind of evidence is believed (issue 12 item 3): what the host states > SNMP sysDescr >
+# a distribution package version (or the release a banner pins) > nmap OS detection, in nmap's accuracy
+# order > an OS CPE on a service. Programs only compete with the same program.
+EVIDENCE_RANK = {"os-release": 80, "registry": 70,  # a host agent: the host's own word
+                 "release package": 65, "sysDescr": 60, "package build": 40, "nmap service": 40, "nmap os": 30,
+                 "cpe": 20, "service cpe": 20, "package": 10, "nmap product": 10, "software name": 10,
+                 "mac vendor": 5}  # fmt: skip
 CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1}
 AGENT_PACKAGE_MANAGERS = frozenset({"dpkg", "rpm", "apk", "pip", "registry"})
 EXTRA_METHODS = frozenset({"sysDescr", "os-release", "registry"})  # identification reads the row's extra JSON
@@ -57,6 +65,10 @@ CATEGORY_BY_PRODUCT = {
     "cisco-ios": "network", "cisco-ios-xe": "network", "junos": "network", "fortios": "network", "panos": "network",
     "big-ip": "network",
 }  # fmt: skip
+# The fingerprints' device categories, in the report's groups.
+REPORT_CATEGORY = {"server": "servers", "storage": "servers", "virtualisation": "servers", "bmc": "servers",
+                   "network": "network", "end-user": "end-user", "mobile": "end-user", "printer": "ot-iot",
+                   "ups-pdu": "ot-iot", "camera": "ot-iot", "ot-iot": "ot-iot"}  # fmt: skip
 DEVICE_TYPE_CATEGORY = {
     "switch": "network", "router": "network", "firewall": "network", "WAP": "network", "load balancer": "network",
     "broadband router": "network", "printer": "ot-iot", "webcam": "ot-iot", "power-device": "ot-iot",
@@ -99,6 +111,14 @@ class AssetFacts:
     software: list[dict[str, Any]] = field(default_factory=list)
     services: list[dict[str, Any]] = field(default_factory=list)
     conflicts: list[dict[str, Any]] = field(default_factory=list)  # other OS candidates, shown not resolved
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # the items behind `conflicts`
+    hardware: list[dict[str, Any]] = field(default_factory=list)  # the device named (MAC vendor: weak)
+    observations: dict[int, int] = field(default_factory=dict)  # id(item) -> the observation it came from
+
+    def roles(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """The items by their role in `identities` (rules/identities.py)."""
+        return [("os", [self.os] if self.os else []), ("candidate", self.candidates), ("software", self.software),
+                ("hardware", self.hardware)]  # fmt: skip
 
 
 def _days_since(stamp: str | None, today: date) -> int | None:
@@ -117,23 +137,35 @@ class Identifier:
         self.catalogue, self.kev, self.today = catalogue, kev, today
         self._software: dict[tuple[Any, ...], list[Identification]] = {}
         self._services: dict[tuple[Any, ...], list[Identification]] = {}
+        self._macs: dict[str, list[Identification]] = {}
         self._states: dict[tuple[str, tuple[str, ...]], tuple[Status, bool]] = {}
         self._items: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._variants: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.services: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def software_row(self, kind: str, name: str, version: str | None, cpe: str | None, cpes: str,
-                     method: str | None, extra: str | None) -> list[Identification]:  # fmt: skip
-        key = (kind, name, version, cpe, method, extra if method in EXTRA_METHODS else None)
+                     method: str | None, extra: str | None,
+                     accuracy: int | None = None) -> list[Identification]:  # fmt: skip
+        key = (kind, name, version, cpe, method, extra if method in EXTRA_METHODS else None, accuracy)
         found = self._software.get(key)
         if found is None:
-            found = self._identify_software(kind, name, version, cpe, cpes, method, extra)
+            found = self._identify_software(kind, name, version, cpe, cpes, method, extra, accuracy)
             if len(self._software) < 500_000:
                 self._software[key] = found
         return found
 
+    def mac(self, vendor: str) -> list[Identification]:
+        """What a MAC address's vendor suggests (a camera maker's card is most likely a camera): weak."""
+        found = self._macs.get(vendor)
+        if found is None:
+            found = identify_fingerprints("mac", vendor, None, self.catalogue)
+            if len(self._macs) < 100_000:
+                self._macs[vendor] = found
+        return found
+
     def _identify_software(self, kind: str, name: str, version: str | None, cpe: str | None, cpes: str,
-                           method: str | None, extra: str | None) -> list[Identification]:  # fmt: skip
+                           method: str | None, extra: str | None,
+                           accuracy: int | None) -> list[Identification]:  # fmt: skip
         cat = self.catalogue
         ident: Identification | None
         if method == "sysDescr":
@@ -153,19 +185,33 @@ class Identifier:
         if kind == "application" and method in AGENT_PACKAGE_MANAGERS:
             ident = identify_installed(name, version, method, cat)
             return [ident] if ident else []
-        if kind == "os":  # an nmap OS fingerprint: a family, and a cycle only where its CPE names one
-            for c in json.loads(cpes)[:8] if cpes and cpes != "[]" else ([cpe] if cpe else []):
-                ident = identify_cpe(c, cat)
-                if ident is None:
-                    continue
-                if ident.product == "linux":  # kernel ranges ("2.6.32 - 3.10") are not version evidence
-                    return [Identification("linux", (), None, "low", "nmap os", name[:300])]
-                return [Identification(ident.product, ident.cycles, ident.version, "medium", "nmap os", c)]
-            return []
+        if kind == "os":  # nmap: an osmatch (its name, its CPEs), or the OS a service's CPE hints at
+            return self._nmap_os(name, cpe, cpes, "service cpe" if method == "service" else "nmap os", accuracy)
         if kind == "application":
             ident = identify_package(name, cat) or identify_software_name(name, cat)
             return [ident] if ident else []
         return []
+
+    def _nmap_os(self, name: str, cpe: str | None, cpes: str, method: str,
+                 accuracy: int | None) -> list[Identification]:  # fmt: skip
+        """An nmap OS guess: the osmatch name's fingerprint, else its CPE; a cycle only where one names it.
+        Linux kernel ranges ("Linux 3.2 - 4.9") name no release."""
+        named = identify_fingerprint("osmatch", name, None, self.catalogue) if method == "nmap os" else None
+        by_cpe = None
+        for c in json.loads(cpes)[:8] if cpes and cpes != "[]" else ([cpe] if cpe else []):
+            by_cpe = identify_cpe(c, self.catalogue)
+            if by_cpe is not None:
+                break
+        if by_cpe is not None and by_cpe.product == "linux":
+            by_cpe = Identification("linux", (), None, "low", method, name[:300], family=name[:80])  # "Linux 5.0 - 5.2"
+        if named is not None and (named.cycles or by_cpe is None or not by_cpe.cycles):
+            chosen = named
+        elif by_cpe is not None:
+            chosen = replace(by_cpe, confidence="medium" if by_cpe.confidence == "high" else by_cpe.confidence,
+                             evidence=f"{name[:200]} ({by_cpe.evidence})")  # fmt: skip
+        else:
+            return []
+        return [replace(chosen, method=method, accuracy=accuracy)]
 
     def service(self, product: str | None, version: str | None, extra: str | None,
                 cpes: str) -> list[Identification]:  # fmt: skip
@@ -212,13 +258,20 @@ class Identifier:
 
     def _make_item(self, kind: str, ident: Identification, source: str) -> dict[str, Any]:
         status, upgrade = self.state(ident)
+        between = eol_range(ident, self.catalogue, self.today)
         product = self.catalogue.product(ident.product)
         kev = self.kev.by_product.get(ident.product, ())
         return {
             "kind": kind,
             "product": ident.product,
-            "title": product.title if product else ident.product,
-            "category": product.category if product else "",
+            "label": display_name(ident, self.catalogue),
+            "title": product.title if product else ident.family or ident.product,
+            "vendor": ident.vendor,
+            "family": ident.family,
+            "model": ident.model,
+            "category": ident.category or "",
+            "fingerprint": ident.fingerprint,
+            "accuracy": ident.accuracy,
             "cycle": ident.cycles[0] if len(ident.cycles) == 1 else None,
             "cycles": list(ident.cycles),
             "version": ident.version,
@@ -229,6 +282,7 @@ class Identifier:
             "lifecycle_state": str(status.state),
             "eol_date": status.eol_date.isoformat() if status.eol_date else None,
             "extended_until": status.extended_until.isoformat() if status.extended_until else None,
+            "eol_range": [d.isoformat() for d in between] if between else None,  # "one of": first and last end
             "days_to_eol": status.days_to_eol,
             "upgrade_path": upgrade,
             "kev_count": len(kev),
@@ -262,7 +316,7 @@ def _asset_rows(store: Store, today: date) -> dict[int, dict[str, Any]]:
             "days_since_seen": _days_since(row[3], today), "address": None, "hostname": None,
             "addresses": [], "is_new": False, "uptime_days": None, "snmp_default_community": False,
             "snmp_version": None, "device_types": [], "sys_object_id": None, "sources": [],
-            "host_scripts": [],
+            "host_scripts": [], "mac_vendor": None,
         }  # fmt: skip
     for asset_id, (addresses, hostname) in asset_addresses(store).items():
         a = assets.get(asset_id)
@@ -297,6 +351,9 @@ def _host_evidence(store: Store, assets: dict[int, dict[str, Any]]) -> None:
             if isinstance(ev.get("uptime_seconds"), int) and a["uptime_days"] is None:
                 a["uptime_days"] = ev["uptime_seconds"] // 86400
             a["device_types"].extend(t for t in ev.get("device_types") or [] if t not in a["device_types"])
+            vendor = ev.get("mac_vendor")
+            if isinstance(vendor, str) and vendor and a["mac_vendor"] is None:
+                a["mac_vendor"] = vendor[:128]
 
 
 def _new_services(store: Store) -> set[tuple[int, int, str]]:
@@ -376,9 +433,13 @@ def _host_scripts(store: Store, assets: dict[int, dict[str, Any]]) -> set[int]:
     return smb1
 
 
-def _category(a: dict[str, Any], os_item: dict[str, Any] | None) -> str:
+def _category(a: dict[str, Any], os_item: dict[str, Any] | None, hardware: list[dict[str, Any]]) -> str:
+    """The report's group: from the OS (its product, else its fingerprint's category), nmap's device types,
+    the sysObjectID's enterprise, and last the MAC vendor's usual kind of device."""
     if os_item and os_item["product"] in CATEGORY_BY_PRODUCT:
         return CATEGORY_BY_PRODUCT[os_item["product"]]
+    if os_item and os_item["category"] in REPORT_CATEGORY:
+        return REPORT_CATEGORY[os_item["category"]]
     for device_type in a["device_types"]:
         if DEVICE_TYPE_CATEGORY.get(device_type):
             return str(DEVICE_TYPE_CATEGORY[device_type])
@@ -387,21 +448,37 @@ def _category(a: dict[str, Any], os_item: dict[str, Any] | None) -> str:
         enterprise = oid.split(".")[6]
         if OT_ENTERPRISES.get(enterprise):
             return str(OT_ENTERPRISES[enterprise])
-    return "unknown"
+    return next((REPORT_CATEGORY[h["category"]] for h in hardware if h["category"] in REPORT_CATEGORY), "unknown")
+
+
+def _rank(item: dict[str, Any]) -> tuple[int, int, int, bool]:
+    return (EVIDENCE_RANK.get(item["method"], 0), item["accuracy"] or 0, CONFIDENCE_RANK[item["confidence"]],
+            bool(item["cycles"]))  # fmt: skip
 
 
 def _choose(oses: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The best-evidenced OS; the others that name a release stay, listed as its conflicts."""
+    """The best-evidenced OS, and the candidates that name another release (its conflicts, listed).
+
+    Only nmap's most accurate guesses take part: its lower guesses are alternatives nmap itself ranked
+    below, never evidence against its first (an Android 4.1 at 85% is not a conflict of Linux at 95%).
+    A weaker source that narrows the best one's "one of" (IIS 10 says Windows 10, 11 or Server 2016+;
+    nmap says Server 2016) gives the answer within it."""
+    top = max((i["accuracy"] or 0 for i in oses if i["method"] == "nmap os"), default=0)
+    oses = [i for i in oses if i["method"] != "nmap os" or (i["accuracy"] or 0) >= top]
     if not oses:
         return None, []
-    best = max(oses, key=lambda i: (METHOD_RANK.get(i["method"], 0), CONFIDENCE_RANK[i["confidence"]],
-                                    i["cycle"] is not None))  # fmt: skip
-    conflicts = [
-        {"product": i["product"], "cycles": i["cycles"], "method": i["method"], "evidence": i["evidence"][:200]}
-        for i in oses
-        if i is not best and i["cycles"] and not _releases(i) & _releases(best)
-    ]
-    return best, conflicts
+    best = max(oses, key=_rank)
+    within = _releases(best)
+    narrower = [i for i in oses if i["cycles"] and len(_releases(i)) < len(within) and _releases(i) <= within]
+    if narrower:
+        best = min(narrower, key=lambda i: (len(i["cycles"]), [-r for r in _rank(i)]))
+    candidates = [i for i in oses if i is not best and i["cycles"] and not _releases(i) & _releases(best)]
+    return best, candidates
+
+
+def _conflict(item: dict[str, Any]) -> dict[str, Any]:
+    return {"product": item["product"], "label": item["label"], "cycles": item["cycles"], "method": item["method"],
+            "evidence": item["evidence"][:200]}  # fmt: skip
 
 
 def _releases(item: dict[str, Any]) -> set[str]:
@@ -413,7 +490,7 @@ def _dedupe(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen: dict[tuple[Any, ...], dict[str, Any]] = {}
     for i in items:
         key = (i["kind"], i["product"], tuple(i["cycles"]), i["version"])
-        if key not in seen or METHOD_RANK.get(i["method"], 0) > METHOD_RANK.get(seen[key]["method"], 0):
+        if key not in seen or EVIDENCE_RANK.get(i["method"], 0) > EVIDENCE_RANK.get(seen[key]["method"], 0):
             seen[key] = i
     return list(seen.values())
 
@@ -457,13 +534,14 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
     smb1_hosts = _host_scripts(store, assets)
     new_services = _new_services(store)
     services: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    service_items: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    found_items: dict[int, list[tuple[dict[str, Any], int]]] = defaultdict(list)  # asset -> (item, observation)
     shared = ident.services
-    for asset_id, port, protocol, state, name, product, version, extra, tunnel, cpes, scripts in store.conn.execute(
+    rows = store.conn.execute(
         "SELECT s.asset_id, s.port, s.protocol, s.state, s.name, s.product, s.version, s.extra_info, s.tunnel, "
-        f"s.cpes, s.scripts FROM services s JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = s.observation_id "
-        "WHERE s.state = 'open'"
-    ):
+        f"s.cpes, s.scripts, s.observation_id FROM services s JOIN ({LATEST_PORT_OBSERVATION}) l "
+        "ON l.id = s.observation_id WHERE s.state = 'open'"
+    )
+    for asset_id, port, protocol, state, name, product, version, extra, tunnel, cpes, scripts, obs in rows:
         smb1 = _smb1(scripts) or (asset_id in smb1_hosts and (port, protocol) in SMB_PORTS)
         key = (port, protocol, name, product, version, extra, tunnel, smb1,
                (asset_id, port, protocol) in new_services)  # fmt: skip
@@ -475,59 +553,73 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
                 shared[key] = service
         services[asset_id].append(service)
         for found in ident.service(product, version, extra, cpes):
-            kind = "os" if found.product in DISTRIBUTION_SLUGS else "software"
-            service_items[asset_id].append(ident.item(kind, found, f"nmap {port}/{protocol}"))
+            found_items[asset_id].append((ident.item(_item_kind(found, None), found, f"nmap {port}/{protocol}"), obs))
 
-    software: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for asset_id, kind, name, version, cpe, cpes, method, extra in store.conn.execute(
-        "SELECT s.asset_id, s.kind, s.name, s.version, s.cpe, s.cpes, s.method, s.extra FROM software s "
-        f"WHERE s.observation_id IN ({LATEST_SOFTWARE_OBSERVATIONS}) AND s.kind IN ('os', 'application')"
+    for asset_id, kind, name, version, cpe, cpes, method, extra, accuracy, obs in store.conn.execute(
+        "SELECT s.asset_id, s.kind, s.name, s.version, s.cpe, s.cpes, s.method, s.extra, s.accuracy, "
+        f"s.observation_id FROM software s WHERE s.observation_id IN ({LATEST_SOFTWARE_OBSERVATIONS}) "
+        "AND s.kind IN ('os', 'application')"
     ):
-        for found in ident.software_row(kind, name, version, cpe, cpes, method, extra):
-            item_kind = "os" if kind == "os" or found.product in DISTRIBUTION_SLUGS else "software"
-            software[asset_id].append(ident.item(item_kind, found, method or kind))
+        for found in ident.software_row(kind, name, version, cpe, cpes, method, extra, accuracy):
+            found_items[asset_id].append((ident.item(_item_kind(found, kind), found, method or kind), obs))
 
     for asset_id in sorted(assets):
         a = assets.pop(asset_id)  # handed over: the caller decides whether to keep it
-        items = _dedupe(software.pop(asset_id, []) + service_items.pop(asset_id, []))
-        os_item, conflicts = _choose([i for i in items if i["kind"] == "os"])
+        pairs = found_items.pop(asset_id, [])
+        observations = {id(item): obs for item, obs in pairs}
+        items = _dedupe([item for item, _ in pairs])
+        os_item, candidates = _choose([i for i in items if i["kind"] == "os"])
         svc = services.pop(asset_id, [])
         programs = _apply_distribution([i for i in items if i["kind"] == "software"], os_item, svc, ident)
-        a["category"] = _category(a, os_item)
+        hardware = [i for i in items if i["kind"] in ("hardware", "firmware")]
+        if a["mac_vendor"]:
+            hardware += [ident.item("hardware", found, "mac") for found in ident.mac(a["mac_vendor"])]
+        a["category"] = _category(a, os_item, hardware)
         a["os_known"] = os_item is not None
         a["os_version_known"] = os_item is not None and bool(os_item["cycles"])
         a["os_lifecycle_state"] = os_item["lifecycle_state"] if os_item else str(Lifecycle.UNKNOWN)
-        a["os_conflicts"] = len(conflicts)
-        yield AssetFacts(a, os_item, programs, svc, conflicts)
+        a["os_conflicts"] = len(candidates)
+        yield AssetFacts(a, os_item, programs, svc, [_conflict(c) for c in candidates], candidates, hardware,
+                         observations)  # fmt: skip
+
+
+def _item_kind(found: Identification, row_kind: str | None) -> str:
+    """os, software, firmware or hardware: what the identification says, else a distribution or an OS row
+    is the OS and everything else a program."""
+    if found.kind is not None:
+        return found.kind
+    return "os" if row_kind == "os" or found.product in DISTRIBUTION_SLUGS else "software"
 
 
 SERVICE_KEYS = ("port", "protocol", "name", "product", "version", "extra_info", "tunnel", "smb1", "is_new")
 
 
-ITEM_VIEW_FIELDS = ("product", "title", "cycle", "cycles", "version", "lifecycle_state", "eol_date", "extended_until",
-                    "days_to_eol", "confidence", "method", "source", "packaged_by")  # fmt: skip
+ITEM_VIEW_FIELDS = ("product", "label", "title", "vendor", "model", "cycle", "cycles", "version", "lifecycle_state",
+                    "eol_date", "eol_range", "extended_until", "days_to_eol", "confidence", "method", "source",
+                    "packaged_by")  # fmt: skip
 
 
-def add_lifecycle(store: Store, rows: list[dict[str, Any]], today: date | None = None) -> None:
-    """The `posture.asset_details` hook: identified OS and software, with lifecycle, in the asset view.
+def add_lifecycle(store: Store, rows: list[dict[str, Any]]) -> None:
+    """The `posture.asset_details` hook: the identified OS, software and hardware, with lifecycle, as the last
+    evaluation stored them (rules/identities.py; nothing is identified here).
 
-    `os` keeps what the source said (name, cpe, accuracy) and gains the catalogue's `product`, `cycle`,
-    `lifecycle_state`, `eol_date` (...); `software` lists the identified programs the same way.
+    `os` keeps what the source said (name, cpe, accuracy) and gains the catalogue's `product`, `label`,
+    `cycle`, `lifecycle_state`, `eol_date` (...) and the other candidates (`conflicts`); `software` and
+    `hardware` list the identified programs and devices the same way. Before any evaluation, nothing.
     """
-    from rules.catalogue import default_catalogue
-    from rules.kev import default_kev
+    from rules import identities
 
-    ident = Identifier(default_catalogue(), default_kev(), today or date.today())
-    wanted = {r["id"]: r for r in rows}
-    for facts in load_facts(store, ident):
-        row = wanted.get(facts.asset["id"])
-        if row is None:
+    stored = identities.read(store, [r["id"] for r in rows])
+    for row in rows:
+        found = stored.get(row["id"])
+        if found is None:
             continue
-        row["category"] = facts.asset["category"]
-        os_item = facts.os
+        row["category"] = found.category
+        os_item = found.os
         if os_item is not None:
-            row["os"] = {**(row["os"] or {"name": os_item["title"]}),
-                         **{k: os_item[k] for k in ITEM_VIEW_FIELDS}, "conflicts": facts.conflicts}  # fmt: skip
+            row["os"] = {**(row["os"] or {"name": os_item["label"]}), **{k: os_item.get(k) for k in ITEM_VIEW_FIELDS},
+                         "conflicts": [_conflict(c) for c in found.candidates]}  # fmt: skip
         elif row["os"] is not None:
             row["os"] = {**row["os"], "cycle": None, "lifecycle_state": str(Lifecycle.UNKNOWN), "eol_date": None}
-        row["software"] = [{k: i[k] for k in ITEM_VIEW_FIELDS} for i in facts.software]
+        row["software"] = [{k: i.get(k) for k in ITEM_VIEW_FIELDS} for i in found.software]
+        row["hardware"] = [{k: i.get(k) for k in ITEM_VIEW_FIELDS} for i in found.hardware]

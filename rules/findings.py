@@ -29,6 +29,7 @@ from datetime import date
 from functools import cache
 from typing import Any
 
+from rules import identities
 from rules.catalogue import Catalogue
 from rules.engine import (
     INTERNAL_ERROR,
@@ -241,6 +242,7 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
     wants_assets = any(map(reads_asset, evaluator.finding_rules))  # else asset facts need not be kept
     assets: dict[int, dict[str, Any]] = {}
     try:
+        identities.ensure(store)
         with store.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO evaluations (started_at, day, rules, catalogue_date, kev_version, scan_id) "
@@ -250,8 +252,10 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
             evaluation_id = summary.evaluation_id = int(cur.lastrowid or 0)
             _record_rules(conn, rules)
             writer = _Writer(conn, evaluation_id, day_text, exceptions)
+            identified = identities.Writer(conn, evaluation_id)
             for facts in load_facts(store, ident):
                 summary.assets += 1
+                identified.add(facts.asset["id"], facts.asset["category"], facts.roles(), facts.observations)
                 if facts.os is not None:
                     facts.asset["os_summary"] = {k: facts.os[k] for k in ("product", "cycle", "lifecycle_state")}
                 if wants_assets:
@@ -261,6 +265,7 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                 if progress is not None and summary.assets % 20_000 == 0:
                     progress(summary.assets)
             writer.flush()
+            identified.finish()
             if evaluator.finding_rules:  # findings about findings (past SLA) look at what is open now
                 _finding_rules(conn, evaluator, writer, evaluation_id, day, settings, exceptions, assets)
             for rule_id, message in evaluator.errors.items():  # a broken rule is a finding, not a crash

@@ -28,9 +28,6 @@ _WINDOWS = re.compile(r"Software: Windows .*?Version (\d+\.\d+) \(Build (\d+)")
 _RHEL_KERNEL = re.compile(r"\b(\d+\.\d+\.\d+)-[\w.]*?\.el(\d+)(?:_\d+)?\b")
 _UBUNTU = re.compile(r"\bUbuntu (\d\d\.\d\d)(?:\.\d+)?\b")
 _LINUX = re.compile(r"^Linux \S+ (\d+\.\d+)(?:\.(\d+))?")
-_CISCO_IOS = re.compile(r"Cisco IOS Software,.*?Version (\d+\.\d+)(\(\w+\)\w*)?")
-_IOS_XE = re.compile(r"IOS[- ]?XE|LINUX_IOSD")  # IOS XE says so (3.x: "IOS-XE Software ... 03.06.04.E"): not IOS 03.06
-_JUNOS = re.compile(r"JUNOS (\d+\.\d+)([RSXB][\w.-]*)?")
 _NETAPP = re.compile(r"NetApp Release (\d+\.\d+(?:\.\d+)?)( 7-Mode)?")
 
 
@@ -40,8 +37,15 @@ class Identification:
     cycles: tuple[str, ...]  # one cycle: identified; several: one of them; none: product only
     version: str | None
     confidence: str  # high, medium, low
-    method: str  # cpe, sysDescr, fingerprint:<id>, ...
+    method: str  # the evidence: sysDescr, cpe, nmap os, nmap service, mac vendor, os-release, ...
     evidence: str
+    kind: str | None = None  # os, firmware, software, hardware, when the identification says (fingerprints)
+    vendor: str | None = None
+    family: str | None = None  # the product family in words, when the catalogue lacks the product
+    model: str | None = None  # the hardware model the device states
+    category: str | None = None  # server, network, printer, ... (rules/fingerprints.py CATEGORIES)
+    fingerprint: str | None = None  # the fingerprint's id, when one matched
+    accuracy: int | None = None  # nmap's OS accuracy (0-100): a lower guess never beats a higher one
 
 
 def _bounded(text: str, limit: int = 300) -> str:
@@ -66,13 +70,19 @@ def identify_cpe(cpe: str, catalogue: Catalogue) -> Identification | None:
     part, vendor, name = parts[1].lstrip("/"), parts[2].lower(), parts[3].lower()
     version = parts[4] if len(parts) > 4 and parts[4] not in ("", "-", "*") else None
     update = [p.lower() for p in parts[5:] if p not in ("", "-", "*")]
+    if vendor == "microsoft" and name.startswith("windows") and not name.startswith("windows_server"):
+        return _windows_cpe(name, version, update, cpe, catalogue)
     server = re.fullmatch(r"windows_server_(\d{4})", name) if vendor == "microsoft" else None
     if server:
         cycle = "-".join([server.group(1), *([version.lower()] if version else []), *update])
         product = catalogue.product("windows-server")
         if product and product.cycle(cycle):
-            return Identification("windows-server", (cycle,), None, "high", "cpe", cpe)
-        return Identification("windows-server", (), None, "low", "cpe", cpe)
+            return Identification("windows-server", (cycle,), None, "high", "cpe", cpe, vendor="Microsoft")
+        base = "-".join([server.group(1), *([version.lower()] if version else [])])  # 2000-sp4: the release
+        near = tuple(c.name for c in product.cycles if c.name == base or c.name.startswith(base + "-sp")) if product \
+            else ()  # fmt: skip
+        return Identification("windows-server", near, None, "medium" if near else "low", "cpe", cpe,
+                              vendor="Microsoft")  # fmt: skip
     slug = CPE_ALIASES.get((vendor, name))
     if slug is None:
         for candidate in catalogue.products.values():
@@ -83,6 +93,34 @@ def identify_cpe(cpe: str, catalogue: Catalogue) -> Identification | None:
         return None
     cycles = _cycles_for_version(catalogue, slug, version or "")
     return Identification(slug, cycles, version, "high" if cycles else "medium", "cpe", cpe)
+
+
+# nmap's Windows CPE names (cpe:/o:microsoft:NAME) and how the catalogue labels their cycles.
+WINDOWS_CPE_LABELS = {"windows_xp": "XP", "windows_vista": "Vista", "windows_7": "7", "windows_8": "8",
+                      "windows_8.1": "8.1", "windows_10": "10", "windows_11": "11", "windows_nt": "NT"}  # fmt: skip
+WINDOWS_CPE_SERVER = {"windows_2000": "2000", "windows_2003": "2003", "windows_2008": "2008"}  # nmap's older names
+
+
+def _windows_cpe(name: str, version: str | None, update: list[str], cpe: str,
+                 catalogue: Catalogue) -> Identification | None:  # fmt: skip
+    """`windows_xp::sp2`, `windows_7::sp1`, `windows_10:1607`, `windows_2000`: the catalogue cycles whose label
+    names that release (and service pack or feature update when the CPE gives one): "one of" when several
+    fit (Windows 10 1607 has Enterprise and Home/Pro cycles); the release named but no cycle when none does
+    (the catalogue has XP SP3, not SP2: the release is known, its lifecycle is not)."""
+    if name in WINDOWS_CPE_SERVER:
+        return identify_cpe(f"cpe:/o:microsoft:windows_server_{WINDOWS_CPE_SERVER[name]}::{':'.join(update)}",
+                            catalogue)  # fmt: skip
+    release = WINDOWS_CPE_LABELS.get(name)
+    if release is None:
+        return Identification("windows", (), None, "low", "cpe", cpe, vendor="Microsoft")
+    words = [release, *([version.lower()] if version else []), *update]
+    wanted = " ".join(words).lower()
+    product = catalogue.product("windows")
+    cycles = tuple(c.name for c in product.cycles if f"{c.label.lower()} ".startswith(wanted + " ")
+                   or c.label.lower().startswith(wanted + " (")) if product else ()  # fmt: skip
+    said = " ".join([release, *(w.upper() if w.startswith("sp") else w for w in words[1:])])
+    confidence = "high" if len(cycles) == 1 and len(words) > 1 else "medium"  # "windows_7": RTM or SP1
+    return Identification("windows", cycles, said, confidence, "cpe", cpe, vendor="Microsoft")
 
 
 def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -> Identification | None:
@@ -104,40 +142,58 @@ def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -
     if m:
         known: tuple[str, ...] = (m.group(1),) if (p := catalogue.product("ubuntu")) and p.cycle(m.group(1)) else ()
         return Identification("ubuntu", known, m.group(1), "high" if known else "medium", "sysDescr", _bounded(text))
-    m = _CISCO_IOS.search(text)
-    if m and not _IOS_XE.search(text):
-        return Identification("cisco-ios", (m.group(1),), m.group(1) + (m.group(2) or ""), "high", "sysDescr",
-                              _bounded(text))  # fmt: skip
-    m = _JUNOS.search(text)
-    if m:
-        return Identification("junos", (m.group(1),), m.group(1) + (m.group(2) or ""), "high", "sysDescr",
-                              _bounded(text))  # fmt: skip
     m = _NETAPP.search(text)
     if m:
         product = "netapp-ontap-7-mode" if m.group(2) else "netapp-ontap"
         cycles = _cycles_for_version(catalogue, "netapp-ontap", m.group(1)) if product == "netapp-ontap" else ()
-        return Identification(product, cycles or (m.group(1),), m.group(1), "high", "sysDescr", _bounded(text))
+        return Identification(product, cycles or (m.group(1),), m.group(1), "high", "sysDescr", _bounded(text),
+                              vendor="NetApp", family="NetApp Data ONTAP" + (" 7-Mode" if m.group(2) else ""),
+                              category="storage")  # fmt: skip
+    found = identify_fingerprint("sysdescr", text, object_id, catalogue)
+    if found is not None:  # before the kernel catch-all: an appliance on Linux says what it is
+        return found
     m = _LINUX.search(text)
     if m:
         version = m.group(1) + (f".{m.group(2)}" if m.group(2) else "")
         cycles = _cycles_for_version(catalogue, "linux", version)
-        return Identification("linux", cycles, version, "medium", "sysDescr", _bounded(text))
-    return identify_fingerprint("sysdescr", text, object_id, catalogue)
+        return Identification("linux", cycles, version, "medium", "sysDescr", _bounded(text), family="Linux")
+    return None
+
+
+FIELD_METHODS = {"sysdescr": "sysDescr", "service": "nmap service", "osmatch": "nmap os", "software": "software name",
+                 "http": "http", "mac": "mac vendor"}  # fmt: skip
 
 
 def identify_fingerprint(field: str, text: str, object_id: str | None, catalogue: Catalogue) -> Identification | None:
-    """The fingerprint database's answer for a device string. A catalogue product keeps only a cycle the
-    catalogue has (by name, else the longest prefix of the version); a family the catalogue lacks keeps
-    the cycle the device states, and its lifecycle stays unknown."""
+    """The fingerprint database's first answer for a device string (see `from_fingerprint`)."""
     found = fingerprints.match(field, text, object_id)
-    if found is None:
-        return None
+    return from_fingerprint(found, field, text, catalogue) if found else None
+
+
+def identify_fingerprints(field: str, text: str, object_id: str | None, catalogue: Catalogue) -> list[Identification]:
+    """Every kind the fingerprint database names in a string: a banner's program and the OS it shipped with."""
+    return [from_fingerprint(found, field, text, catalogue) for found in fingerprints.match_all(field, text, object_id)]
+
+
+def from_fingerprint(found: fingerprints.Fingerprinted, field: str, text: str, catalogue: Catalogue) -> Identification:
+    """A fingerprint's match as an identification. A catalogue product keeps only a cycle the catalogue has
+    (by name, else the longest prefix of the version); "one of" cycles only those the catalogue has; a family
+    the catalogue lacks keeps the cycle the device states, and its lifecycle stays unknown."""
     cycles: tuple[str, ...] = (found.cycle,) if found.cycle else ()
     product = catalogue.product(found.product)
-    if product is not None and not (found.cycle and product.cycle(found.cycle)):
+    if found.cycles:
+        cycles = tuple(c for c in found.cycles if _known_cycle(catalogue, c))
+    elif product is not None and not (found.cycle and product.cycle(found.cycle)):
         cycles = _cycles_for_version(catalogue, found.product, found.version or "")
-    return Identification(found.product, cycles, found.version, found.confidence, f"fingerprint:{found.id}",
-                          _bounded(text))  # fmt: skip
+    return Identification(found.product, cycles, found.version, found.confidence, FIELD_METHODS[field],
+                          _bounded(text), found.kind, found.vendor, found.family, found.model, found.category,
+                          found.id)  # fmt: skip
+
+
+def _known_cycle(catalogue: Catalogue, name: str) -> bool:
+    slug, _, cycle = name.rpartition("/")
+    product = catalogue.product(slug)
+    return product is not None and product.cycle(cycle) is not None
 
 
 def identify_windows_build(build: str, server: bool | None, catalogue: Catalogue, method: str,
@@ -316,26 +372,39 @@ DISTRIBUTIONS = {"debian": "debian", "ubuntu": "ubuntu", "red hat": "rhel", "cen
                  "almalinux": "almalinux", "suse": "sles", "oracle linux": "oracle-linux"}  # fmt: skip
 
 
+def service_line(product: str | None, version: str | None, extra: str | None) -> str:
+    """nmap's VERSION column, as nmap prints it: `product version (extrainfo)` (the `service` field's text)."""
+    line = " ".join(x for x in (product, version) if x)
+    return f"{line} ({extra})" if extra else line
+
+
 def identify_service(product: str | None, version: str | None, extra: str | None, cpes: list[str],
                      catalogue: Catalogue) -> list[Identification]:  # fmt: skip
-    """What an nmap service line names: the program (by CPE, else by product string) and the distribution
-    that built it when the banner says so (a `deb12u3` build is Debian 12's package, patched by Debian)."""
+    """What an nmap service line names: the program (by CPE, else by fingerprint, else by product string),
+    what its banner bundles (PHP, OpenSSL), the OS it shipped with (IIS 7.5: Windows 7 or Server 2008 R2)
+    and the distribution that built it when the banner says so (a `deb12u3` build is Debian 12's package)."""
     found: list[Identification] = []
-    text = " ".join(x for x in (product, version, extra) if x)[:512]
+    text = service_line(product, version, extra)[:512]
     for cpe in cpes[:8]:
         ident = identify_cpe(cpe, catalogue)
         if ident is not None and ident.product != "linux":  # a kernel CPE on a service names no version
             found.append(ident)
+    for ident in identify_fingerprints("service", text, None, catalogue) if text else []:
+        same = next((i for i, f in enumerate(found) if f.product == ident.product), None)
+        if same is None:
+            found.append(ident)
+        elif not found[same].cycles and ident.cycles:  # the banner pins what the CPE left open
+            found[same] = ident
     slug = SERVICE_PRODUCTS.get((product or "").strip().lower()[:80])
     if slug and not any(i.product == slug for i in found):
         v = (version or "").split()[0][:128] if version else ""
         cycles = _cycles_for_version(catalogue, slug, v)
         found.append(Identification(slug, cycles, v or None, "high" if cycles else "low", "nmap product", text))
     m = _DEBIAN_BUILD.search(text)
-    if m:
+    if m and not any(i.product == "debian" for i in found):
         found.append(Identification("debian", (m.group(1),), None, "medium", "package build", text))
     m = _EL_BUILD.search(text)
-    if m:
+    if m and not any(i.product == "rhel" for i in found):
         found.append(Identification("rhel", (m.group(1),), None, "medium", "package build", text))
     return found
 
@@ -346,19 +415,88 @@ def distribution_named(text: str) -> str | None:
     return next((slug for word, slug in DISTRIBUTIONS.items() if word in lowered), None)
 
 
+def _join_title(title: str, label: str) -> str:
+    """`Microsoft Windows` + `XP SP3`; `Microsoft Windows Server` + `Windows Server 2003 SP2` (the label
+    repeats the title's end: said once)."""
+    words, said = title.split(), label.split()
+    overlap = max((k for k in range(1, min(len(words), len(said)) + 1) if words[-k:] == said[:k]), default=0)
+    return " ".join(words[: len(words) - overlap] + said)
+
+
+def _one_of(labels: list[str]) -> str:
+    """"Microsoft Windows Server 2003 (SP2, SP1 or no service pack)"; "CentOS 7, Oracle Linux 7 or RHEL 7"."""
+    split = [label.split() for label in labels]
+    common = 0
+    while all(len(w) > common for w in split) and len({w[common] for w in split}) == 1:
+        common += 1
+    if common == 0:
+        return ", ".join(labels[:-1]) + " or " + labels[-1]
+    rests = [" ".join(w[common:]).strip("()") or "no service pack" for w in split]
+    return " ".join(split[0][:common]) + " (" + ", ".join(rests[:-1]) + " or " + rests[-1] + ")"
+
+
+def display_name(ident: Identification, catalogue: Catalogue) -> str:
+    """The name a person knows (issue 12 item 4): the catalogue's title and cycle label ("Microsoft Windows
+    XP SP3"), else the family and the version the device states ("Cisco IOS 12.2(55)SE3 on a C3560"); several
+    candidate releases read "A or B" (up to three), else the family and "one of N releases"."""
+    product = catalogue.product(ident.product)
+    title = product.title if product else ident.family or ident.product
+    labels = []
+    for name in ident.cycles:
+        slug, _, cycle_name = name.rpartition("/") if "/" in name else (ident.product, "", name)
+        owner = catalogue.product(slug)
+        cycle = owner.cycle(cycle_name) if owner else None
+        labels.append(_join_title(owner.title, cycle.label) if owner and cycle else f"{title} {cycle_name}")
+    if not labels and not ident.version and ident.family:
+        text = ident.family  # what the evidence calls it ("Linux 5.0 - 5.2": nmap's kernel range)
+    elif len(labels) == 1:
+        text = labels[0]
+        if ident.version and product is None and ident.version not in text:
+            text = f"{title} {ident.version}"
+    elif 1 < len(labels) <= 3:
+        text = _one_of(list(dict.fromkeys(labels)))
+    else:
+        text = f"{title} {ident.version}" if ident.version else title
+        if labels:
+            text += f" (one of {len(labels)} releases)"
+    if ident.model and ident.model not in text:
+        text += f" on a {ident.model}"
+    return text[:160]
+
+
 def lifecycle(ident: Identification, catalogue: Catalogue, today: date) -> Status:
-    """The state shared by every candidate cycle; unknown when they disagree or the catalogue lacks them."""
+    """The state shared by every candidate cycle; unknown when they disagree or the catalogue lacks them.
+    "One of" several cycles has no single end date (see `eol_range`): its dates stay unset."""
+    statuses = _statuses(ident, catalogue, today)
+    if not statuses or len({s.state for s in statuses}) != 1:
+        return Status(Lifecycle.UNKNOWN, None, None, None)
+    if len(statuses) > 1:
+        return Status(statuses[0].state, None, None, None)
+    return statuses[0]
+
+
+def eol_range(ident: Identification, catalogue: Catalogue, today: date) -> tuple[date, date] | None:
+    """The earliest and latest end of support among "one of" several candidate cycles (Server 2003 RTM,
+    SP1 or SP2: 2007-04-10 to 2015-07-14); None for one cycle or when a candidate's date is not known."""
+    statuses = _statuses(ident, catalogue, today)
+    dates = [s.eol_date for s in statuses]
+    if len(statuses) < 2 or any(d is None for d in dates):
+        return None
+    known = [d for d in dates if d is not None]
+    return min(known), max(known)
+
+
+def _statuses(ident: Identification, catalogue: Catalogue, today: date) -> list[Status]:
+    """Each candidate cycle's status; empty when the catalogue lacks the product or any candidate."""
     product = catalogue.product(ident.product)
     if product is None or not ident.cycles:
-        return Status(Lifecycle.UNKNOWN, None, None, None)
+        return []
     statuses = []
     for name in ident.cycles:
         slug, _, cycle_name = name.rpartition("/") if "/" in name else (ident.product, "", name)
         owner = catalogue.product(slug) or product
         cycle = owner.cycle(cycle_name)
         if cycle is None:
-            return Status(Lifecycle.UNKNOWN, None, None, None)
+            return []
         statuses.append(owner.status(cycle, today))
-    if len({s.state for s in statuses}) != 1:
-        return Status(Lifecycle.UNKNOWN, None, None, None)
-    return min(statuses, key=lambda s: s.eol_date or date.max)
+    return statuses

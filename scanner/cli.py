@@ -562,15 +562,16 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
     click.echo("posture demo: starting the lab (real daemons and recorded devices on 127.0.1.x)...", err=True)
     with demo_lab(snmp_port()) as (lab, sim), Store.open(db) as store:
         run = scan_demo(store, lab, sim, _Reporter(), _Reporter(devices=True))
+        # The rules stage evaluates first: the table shows what it identified, and its summary follows.
+        summary = [line for ep in entry_points(group="posture.after_scan") for line in ep.load()(ctx, store)]
         _print_assets(_asset_rows(store, store.assets_seen_in(run.nmap.scan_id, run.snmp.scan_id)))
         counts = ", ".join(f"{n} {status}" for status, n in sorted(run.snmp.by_status.items()))
         click.echo(
             f"nmap found {run.nmap.hosts_up} hosts with {run.nmap.services} services; SNMP asked "
             f"{run.snmp.done} devices ({counts}) and read {run.snmp.software} software and hardware rows."
         )
-        for ep in entry_points(group="posture.after_scan"):  # the rules stage evaluates and summarises
-            for line in ep.load()(ctx, store):
-                click.echo(line)
+        for line in summary:
+            click.echo(line)
         click.echo(f"Inventory: {db}")
         click.echo(f"Look around: posture --db {db} findings   (or: assets --format json | less)")
         if keep_running:
@@ -688,6 +689,7 @@ ASSET_CSV_COLUMNS = [
     "addresses",
     "macs",
     "hostnames",
+    "os_label",
     "os_product",
     "os_version",
     "os_cpe",
@@ -714,6 +716,7 @@ def _asset_csv_row(a: dict[str, Any]) -> list[Any]:
         " ".join(a["addresses"]),
         " ".join(a["macs"]),
         " ".join(a["hostnames"]),
+        os_.get("label"),
         os_.get("product") or os_.get("name"),
         os_.get("version"),
         os_.get("cpe"),
@@ -759,15 +762,14 @@ def table_console() -> Any:
 
 
 def _support(os_: dict[str, Any]) -> str:
-    """"windows 5-sp3: end-of-life (eol 2014-04-08)", from the rules stage's fields (blank without them)."""
+    """"end-of-life (eol 2014-04-08)", from the rules stage's fields (blank without them); "one of" several
+    releases shows the range of their end dates, never the first as if it were the answer."""
     state = os_.get("lifecycle_state")
     if not state:
         return ""
-    release = os_.get("cycle") or (f"one of {', '.join(os_['cycles'])}" if os_.get("cycles") else "")
-    what = " ".join(x for x in (os_.get("product"), release) if x)
-    when = os_.get("eol_date")
-    dated = f"{state} (eol {when})" if when else state
-    return f"{what}: {dated}" if what else dated
+    span = os_.get("eol_range")
+    when = os_.get("eol_date") or (f"{span[0]} to {span[1]}" if span else None)
+    return f"{state} (eol {when})" if when else state
 
 
 def _print_assets(assets: list[dict[str, Any]]) -> None:
@@ -791,7 +793,8 @@ def _print_assets(assets: list[dict[str, Any]]) -> None:
                     a["id"],
                     ", ".join(a["addresses"][:2]),
                     a["name"] or "",
-                    _first_line(os_.get("name") or "unknown", 48),
+                    # The name people know once identified ("Microsoft Windows XP SP3"), else what it said.
+                    os_.get("label") or _first_line(os_.get("name") or "unknown", 48),
                     _support(os_) or ("unknown" if "software" in a else ""),  # rules ran, found no OS
                     services,
                     a["owner"] or "",

@@ -34,7 +34,7 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _run_script(conn: sqlite3.Connection, script: str) -> None:
+def run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run statements one by one: `executescript` would COMMIT the migration's transaction half-way."""
     statement = ""
     for line in script.splitlines(keepends=True):
@@ -47,7 +47,7 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
 
 
 def _schema_v1(conn: sqlite3.Connection) -> None:
-    _run_script(
+    run_script(
         conn,
         """
         CREATE TABLE scans (
@@ -162,7 +162,7 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
 
 def _schema_v2(conn: sqlite3.Connection) -> None:
     """SNMP: per-target outcome of a scan, and the extra facts SNMP gives about software."""
-    _run_script(
+    run_script(
         conn,
         """
         CREATE TABLE scan_targets (
@@ -185,7 +185,7 @@ def _schema_v2(conn: sqlite3.Connection) -> None:
 
 def _schema_v3(conn: sqlite3.Connection) -> None:
     """Rules: each evaluation, the findings it keeps across scans, and the exceptions register."""
-    _run_script(
+    run_script(
         conn,
         """
         CREATE TABLE evaluations (
@@ -240,7 +240,7 @@ def _schema_v3(conn: sqlite3.Connection) -> None:
 
 def _schema_v4(conn: sqlite3.Connection) -> None:
     """Host-agent bundles (each imported once), and which findings changed in each evaluation (for diff)."""
-    _run_script(
+    run_script(
         conn,
         """
         CREATE TABLE bundles (                  -- every agent bundle imported: a second copy is a replay
@@ -379,9 +379,10 @@ def insert_scan(conn: sqlite3.Connection, kind: str, source: str, status: str, *
 class Store:
     """An open inventory database. Use `Store.open`; close it, or use it as a context manager."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool = False) -> None:
         self.conn = conn
         self.path = path
+        self.readonly = readonly
         self.db = sqlite_utils.Database(conn)
 
     @classmethod
@@ -399,7 +400,7 @@ class Store:
             conn = _connect(path, readonly)
         except (OSError, sqlite3.Error) as exc:
             raise PostureError(f"cannot open the database {path}: {exc}", "check the path and its permissions") from exc
-        store = cls(conn, path)
+        store = cls(conn, path, readonly)
         try:
             conn.execute("PRAGMA foreign_keys = ON")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -438,6 +439,30 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def migrate_stage(self, stage: str, migrations: Sequence[Callable[[sqlite3.Connection], None]]) -> bool:
+        """A later stage's own tables (rules: identities), versioned apart from the inventory's so each stage
+        owns its schema. Runs what is missing, each step in a transaction; False when the database is
+        read-only and behind (the stage's tables are then absent or old: readers show nothing stored)."""
+        stage_sql = "SELECT version FROM schema_stages WHERE stage = ?"
+        try:
+            row = self.conn.execute(stage_sql, [stage]).fetchone()
+        except sqlite3.OperationalError:  # no stage has migrated yet
+            row = None
+        done = row[0] if row else 0
+        if done >= len(migrations):
+            return True
+        if self.readonly:
+            return False
+        for number in range(done, len(migrations)):
+            with self.transaction():
+                self.conn.execute("CREATE TABLE IF NOT EXISTS schema_stages (stage TEXT PRIMARY KEY, version INTEGER)")
+                if (self.conn.execute(stage_sql, [stage]).fetchone() or [0])[0] > number:
+                    continue  # another process ran it meanwhile
+                migrations[number](self.conn)
+                self.conn.execute("INSERT INTO schema_stages (stage, version) VALUES (?, ?) ON CONFLICT(stage) "
+                                  "DO UPDATE SET version = excluded.version", [stage, number + 1])  # fmt: skip
+        return True
 
     def _migrate(self, version: int) -> None:
         for number in range(version, SCHEMA_VERSION):

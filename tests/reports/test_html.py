@@ -163,4 +163,8 @@ def test_report_refuses_without_an_evaluation(tmp_path: Path) -> None:
     assert result.returncode == 2 and "posture evaluate" in result.stderr and not (tmp_path / "r.html").exists()
     missing = run_posture("report", "--html", str(tmp_path / "nope" / "r.html"), db=db)
     assert missing.returncode == 2 and "no such folder" in missing.stderr
+    # The asset view reads what the last evaluation identified (issue 12 item 2): it never identifies itself.
+    before = json.loads(run_posture("assets", "--format", "json", db=db).stdout)[0]["os"] or {}
+    assert before.get("product") != "debian"
+    assert run_posture("evaluate", db=db).returncode == 0
     assert json.loads(run_posture("assets", "--format", "json", db=db).stdout)[0]["os"]["product"] == "debian"

@@ -191,7 +191,8 @@ def test_ios_xe_is_not_classic_ios() -> None:
              "Version 03.06.04.E RELEASE SOFTWARE (fc2)")  # fmt: skip
     found = identify_sysdescr(descr, "1.3.6.1.4.1.9.1.1", cat)
     assert found is not None and (found.product, found.cycles, found.version) == ("cisco-ios-xe", (), "03.06.04.E")
-    assert found.method == "fingerprint:cisco.ios-xe.3" and lifecycle(found, cat, DAY).state is Lifecycle.UNKNOWN
+    assert found.method == "sysDescr" and found.fingerprint == "cisco.ios-xe.3"
+    assert lifecycle(found, cat, DAY).state is Lifecycle.UNKNOWN
     modern = identify_sysdescr("Cisco IOS Software [Cupertino], Catalyst L3 Switch Software (CAT9K_IOSXE), Version "
                                "17.9.4a, RELEASE SOFTWARE (fc3)", None, cat)  # fmt: skip
     assert modern is not None and (modern.product, modern.cycles) == ("cisco-ios-xe", ("17.9",))

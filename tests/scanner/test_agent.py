@@ -143,6 +143,7 @@ def test_agent_data_merges_into_the_scanned_asset(trusted: str, tmp_path: Path) 
     moved["host"] = {**moved["host"], "addresses": [["ipv4", "10.30.0.9"]], "macs": [], "hostnames": []}
     second = import_bundles(db, bundle_file(tmp_path / "b.bundle", moved))  # new address: machine-id matches
     assert second.returncode == 0, second.stderr
+    assert run_posture("evaluate", "--on", "2026-11-23", db=db).returncode == 0  # identifies; the view reads it
     [asset] = assets_json(db)
     assert asset["os"]["product"] == "debian" and asset["os"]["cycle"] == "11"
     assert asset["os"]["method"] == "os-release" and asset["os"]["confidence"] == "high"

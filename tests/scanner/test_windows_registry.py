@@ -107,6 +107,7 @@ def test_exported_windows_host_is_identified_and_judged(tmp_path: Path) -> None:
     assert "Windows Server 2008 R2 Standard; 5 packages" in made.stderr
     db = tmp_path / "inventory.db"
     assert run_posture("import", "bundle", str(out), db=db).returncode == 0
+    assert run_posture("evaluate", "--on", "2026-11-23", db=db).returncode == 0  # identifies; the view reads it
     [asset] = assets_json(db)
     assert asset["name"] == "FIN-SQL-01"
     assert (asset["os"]["product"], asset["os"]["cycles"], asset["os"]["method"]) == (
