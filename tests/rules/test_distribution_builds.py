@@ -50,6 +50,7 @@ def test_every_row_has_a_source_a_known_release_and_versions() -> None:
 def test_the_loader_reads_single_versions_and_lists() -> None:
     builds = distribution_builds()
     assert ("1.22.1", "debian 12") in builds["nginx"]  # a single version
+    assert {("5.6.9", "debian 8"), ("5.6.40", "debian 8")} <= set(builds["php"])  # a list
     assert all(len(pairs) == len(set(pairs)) for pairs in builds.values())
 
 
@@ -65,7 +66,9 @@ def _http(banner: str) -> str:
 @pytest.mark.parametrize(
     ("slug", "version", "expected"),
     [
-        ("nginx", "1.22.1", ["debian 12"]),
+        ("openssh", _ssh("OpenSSH_6.0p1 Debian-4+deb7u2"), ["debian 7"]),
+        ("openssh", _ssh("OpenSSH_6.7p1 Debian-5+deb8u8"), ["debian 8"]),
+        ("openssh", _ssh("OpenSSH_7.4p1 Debian-10+deb9u1"), ["debian 9"]),
     ],
 )
 def test_real_banners_name_the_releases_that_shipped_them(slug: str, version: str, expected: list[str]) -> None:
