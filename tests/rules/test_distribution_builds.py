@@ -69,6 +69,10 @@ def _http(banner: str) -> str:
         ("openssh", _ssh("OpenSSH_6.0p1 Debian-4+deb7u2"), ["debian 7"]),
         ("openssh", _ssh("OpenSSH_6.7p1 Debian-5+deb8u8"), ["debian 8"]),
         ("openssh", _ssh("OpenSSH_7.4p1 Debian-10+deb9u1"), ["debian 9"]),
+        ("openssh", _ssh("OpenSSH_6.6.1p1 Ubuntu-2ubuntu2.13"), ["ubuntu 14.04"]),  # its package is 6.6p1
+        ("openssh", _ssh("OpenSSH_7.2p2 Ubuntu-4ubuntu2.7"), ["ubuntu 16.04"]),
+        ("openssh", _ssh("OpenSSH_7.6p1 Ubuntu-4ubuntu0.3"), ["ubuntu 18.04"]),
+        ("openssh", _ssh("OpenSSH_8.2p1 Ubuntu-4ubuntu0.1"), ["ubuntu 20.04"]),
     ],
 )
 def test_real_banners_name_the_releases_that_shipped_them(slug: str, version: str, expected: list[str]) -> None:
