@@ -2,7 +2,7 @@
 knows and says where its versions came from; real banners map to the releases that shipped their version.
 
 The banners are real: Rapid7 Recog's example strings (github.com/rapid7/recog, BSD-2-Clause), collected
-from public scans, in xml/ssh_banners.xml and xml/apache_os.xml.
+from public scans, in xml/ssh_banners.xml and xml/apache_os.xml, and the lab's real Debian 12 nginx.
 """
 
 from __future__ import annotations
@@ -73,6 +73,11 @@ def _http(banner: str) -> str:
         ("openssh", _ssh("OpenSSH_7.2p2 Ubuntu-4ubuntu2.7"), ["ubuntu 16.04"]),
         ("openssh", _ssh("OpenSSH_7.6p1 Ubuntu-4ubuntu0.3"), ["ubuntu 18.04"]),
         ("openssh", _ssh("OpenSSH_8.2p1 Ubuntu-4ubuntu0.1"), ["ubuntu 20.04"]),
+        ("openssh", _ssh("OpenSSH_6.6.1"), ["rhel 7"]),  # RHEL's sshd drops the portable suffix
+        ("apache-http-server", _http("Apache/2.4.6 (Red Hat Enterprise Linux) OpenSSL/1.0.2k-fips"), ["rhel 7"]),
+        # What nmap reports for the lab's Debian 12 nginx (tests/rules/test_accuracy.py): a version more than one
+        # release shipped names each of them.
+        ("nginx", "1.22.1", ["debian 12", "rhel 8", "rhel 9"]),
     ],
 )
 def test_real_banners_name_the_releases_that_shipped_them(slug: str, version: str, expected: list[str]) -> None:
