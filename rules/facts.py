@@ -86,12 +86,17 @@ BUILDS_FILE = Path(__file__).parent / "data" / "distribution_builds.toml"
 
 @cache
 def distribution_builds() -> dict[str, list[tuple[str, str]]]:
-    """product slug -> [(version or "prefix.", "debian 12")] from `data/distribution_builds.toml`."""
-    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    """product slug -> [(version or "prefix.", "debian 12")] from `data/distribution_builds.toml`, each pair once.
+
+    A row's product names one upstream version or a list of them (a release that imported new upstream
+    versions during its life shipped each of them); every row also says where it came from (`source`)."""
+    out: dict[str, dict[tuple[str, str], None]] = defaultdict(dict)
     for build in tomllib.loads(BUILDS_FILE.read_text(encoding="utf-8"))["build"]:
-        for slug, version in build["products"].items():
-            out[slug].append((version, f"{build['distribution']} {build['cycle']}"))
-    return dict(out)
+        name = f"{build['distribution']} {build['cycle']}"
+        for slug, versions in build["products"].items():
+            for version in [versions] if isinstance(versions, str) else versions:
+                out[slug][(version, name)] = None
+    return {slug: list(pairs) for slug, pairs in out.items()}
 
 
 def _possible_builds(slug: str, version: str | None) -> list[str]:
