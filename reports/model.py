@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from reports.plans import decommission_plan, remediation_plan
+from reports.plans import decommission_plan, named, remediation_plan
 from rules.catalogue import default_catalogue
 from rules.engine import SEVERITIES, SEVERITY_RANK, Settings
 from rules.facts import add_lifecycle
@@ -158,11 +158,15 @@ def _asset_row(a: dict[str, Any]) -> dict[str, Any]:
         "name": clean(a["name"], 80),
         "category": a.get("category") or "unknown",
         "os": clean((os_.get("name") or "").splitlines()[0] if os_.get("name") else "unknown", 120),
-        "product": clean(" ".join(x for x in (os_.get("product"), os_.get("cycle")) if x), 80),
+        # The name people know ("Microsoft Windows XP SP3"), never a slug (issue 12 item 4); once.
+        "product": "" if os_.get("label") and os_.get("label") == (os_.get("name") or "").strip() else
+                   clean(os_.get("label") or " ".join(x for x in (os_.get("product"), os_.get("cycle")) if x), 120),
         "state": os_.get("lifecycle_state") or "unknown",
         "eol_date": os_.get("eol_date"),
         "software": [
-            {"product": clean(s["product"], 60), "cycle": clean(s["cycle"] or "", 30), "state": s["lifecycle_state"],
+            {"product": clean(s.get("label") or " ".join(x for x in (s["product"], s["cycle"]) if x), 80),
+             "cycle": clean(s["cycle"] or "", 30),
+             "state": s["lifecycle_state"],
              "eol_date": s["eol_date"]}
             for s in a.get("software", [])[:20]
         ],
@@ -198,7 +202,7 @@ def _by_rule(findings: list[dict[str, Any]],
             "rationale": detail.get("rationale", ""), "remediation": detail.get("remediation", ""),
             "decommission": detail.get("decommission"), "references": detail.get("references", {}),
             "findings": [{"id": f["id"], "address": clean(f["address"] or "", 80), "owner": clean(f["owner"] or ""),
-                          "what": clean(" ".join(str(x) for x in (f["product"], f["cycle"] or f["version"]) if x)),
+                          "what": clean(named(f)),
                           "state": f["lifecycle_state"], "evidence": clean(f["evidence"]), "status": f["status"]}
                          for f in items[:200]],
             "more": max(0, len(items) - 200),

@@ -62,14 +62,22 @@ class Action:
         }  # fmt: skip
 
 
-def _verb(rule_id: str, title: str, product: str | None, release: str | None, count: int) -> str:
+def named(finding: dict[str, Any]) -> str:
+    """What a finding is about as people name it ("Microsoft Windows Server 2008 R2 SP1"); findings stored
+    before names existed fall back to the product and release."""
+    if finding.get("label"):
+        return str(finding["label"])
+    return " ".join(str(x) for x in (finding["product"], finding["cycle"] or finding["version"]) if x)
+
+
+def _verb(rule_id: str, title: str, product: str | None, count: int) -> str:
     noun = "host" if count == 1 else "hosts"
     if rule_id in ("protect.eol-os", "protect.extended-support-only", "respond.decommission-candidate") and product:
-        return f"Upgrade or replace {count} {noun} running {product} {release or ''}".rstrip()
+        return f"Upgrade or replace {count} {noun} running {product}"
     if rule_id in ("protect.eol-software", "protect.eol-within-horizon") and product:
-        return f"Upgrade {product} {release or ''} on {count} {noun}".replace("  ", " ")
+        return f"Upgrade {product} on {count} {noun}"
     if product:
-        return f"{title}: {product} {release or ''} ({count} {noun})".replace("  ", " ")
+        return f"{title}: {product} ({count} {noun})"
     return f"{title}: {count} {noun}"
 
 
@@ -88,7 +96,7 @@ def remediation_plan(asset_rows: list[dict[str, Any]], findings: list[dict[str, 
             continue
         groups[(f["rule_id"], f["product"] or "", f["cycle"] or f["version"] or "")].append(f)
     actions = []
-    for (rule_id, product, release), items in groups.items():
+    for (rule_id, _, _), items in groups.items():
         asset_ids = sorted({f["asset_id"] for f in items if f["asset_id"] is not None})
         owners = sorted({assets[a]["owner"] or "no owner" for a in asset_ids if a in assets}) or ["no owner"]
         severity = items[0]["severity"]
@@ -98,7 +106,7 @@ def remediation_plan(asset_rows: list[dict[str, Any]], findings: list[dict[str, 
         kind = EFFORT_BY_RULE.get(rule_id, by_subject)
         actions.append(Action(
             rule_id=rule_id, title=items[0]["title"], severity=severity,
-            what=_verb(rule_id, items[0]["title"], product or None, release or None, len(asset_ids) or len(items)),
+            what=_verb(rule_id, items[0]["title"], named(items[0]) or None, len(asset_ids) or len(items)),
             findings=items, assets=asset_ids, owners=owners, target_date=target.isoformat(),
             effort_hours=EFFORT_HOURS[kind] * max(len(asset_ids), 1),
             criticality=max((CRITICALITY.get((assets[a]["criticality"] or "").lower(), 0) for a in asset_ids
@@ -124,8 +132,7 @@ def decommission_plan(asset_rows: list[dict[str, Any]], findings: list[dict[str,
             "asset_id": asset_id, "address": (a["addresses"] or [None])[0], "name": a["name"],
             "owner": a["owner"] or "no owner", "last_seen": a["last_seen"],
             "why": sorted({f["title"] for f in items}),
-            "runs": sorted({" ".join(str(x) for x in (f["product"], f["cycle"] or f["version"]) if x)
-                            for f in items if f["product"]}),
+            "runs": sorted({named(f) for f in items if f["product"]}),
             "still_serves": [f"{s['port']}/{s['protocol']} {s['name'] or ''}".strip() for s in a["services"]],
             "steps": list(DECOMMISSION_STEPS), "severity_rank": worst,
         })  # fmt: skip

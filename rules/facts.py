@@ -573,10 +573,11 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         pairs = found_items.pop(asset_id, [])
         observations = {id(item): obs for item, obs in pairs}
         items = _dedupe([item for item, _ in pairs])
-        os_item, candidates = _choose([i for i in items if i["kind"] == "os"])
+        # An appliance's firmware is what it runs: it competes for the asset's OS (kept as kind firmware).
+        os_item, candidates = _choose([i for i in items if i["kind"] in ("os", "firmware")])
         svc = services.pop(asset_id, [])
         programs = _apply_distribution([i for i in items if i["kind"] == "software"], os_item, svc, ident)
-        hardware = [i for i in items if i["kind"] in ("hardware", "firmware")]
+        hardware = [i for i in items if i["kind"] == "hardware"]
         if a["mac_vendor"]:
             hardware += [ident.item("hardware", found, "mac") for found in ident.mac(a["mac_vendor"])]
         a["category"] = _category(a, os_item, hardware)

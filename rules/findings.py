@@ -51,7 +51,7 @@ from scanner.store import Store, utc_now
 from scanner.views import asset_addresses
 
 OPEN_STATES = ("new", "open", "reopened")
-DETAIL_ITEM_FIELDS = ("kind", "product", "title", "version", "cycle", "cycles", "lifecycle_state", "eol_date",
+DETAIL_ITEM_FIELDS = ("kind", "product", "label", "title", "version", "cycle", "cycles", "lifecycle_state", "eol_date",
                       "extended_until", "days_to_eol", "confidence", "method", "packaged_by", "kev_count",
                       "kev_ids")  # fmt: skip
 DETAIL_SERVICE_FIELDS = ("port", "protocol", "name", "product", "version", "extra_info")
@@ -425,7 +425,8 @@ def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STAT
             "accepted_reason": exception["reason"] if exception else None,
             "accepted_esu": exception["esu"] if exception else False,
             "asset_id": row[5], "address": address, "hostname": hostname, "owner": owner, "subject": row[13],
-            "product": details.get("product"), "version": details.get("version"), "cycle": details.get("cycle"),
+            "product": details.get("product"), "label": details.get("label"), "version": details.get("version"),
+            "cycle": details.get("cycle"),
             "cycles": details.get("cycles"), "lifecycle_state": details.get("lifecycle_state"),
             "eol_date": details.get("eol_date"), "extended_until": details.get("extended_until"),
             "days_to_eol": details.get("days_to_eol"), "evidence": details.get("evidence"),

@@ -77,11 +77,11 @@ def identify_cpe(cpe: str, catalogue: Catalogue) -> Identification | None:
         cycle = "-".join([server.group(1), *([version.lower()] if version else []), *update])
         product = catalogue.product("windows-server")
         if product and product.cycle(cycle):
-            return Identification("windows-server", (cycle,), None, "high", "cpe", cpe, vendor="Microsoft")
+            return Identification("windows-server", (cycle,), None, "high", "cpe", cpe, kind="os", vendor="Microsoft")
         base = "-".join([server.group(1), *([version.lower()] if version else [])])  # 2000-sp4: the release
         near = tuple(c.name for c in product.cycles if c.name == base or c.name.startswith(base + "-sp")) if product \
             else ()  # fmt: skip
-        return Identification("windows-server", near, None, "medium" if near else "low", "cpe", cpe,
+        return Identification("windows-server", near, None, "medium" if near else "low", "cpe", cpe, kind="os",
                               vendor="Microsoft")  # fmt: skip
     slug = CPE_ALIASES.get((vendor, name))
     if slug is None:
@@ -92,7 +92,8 @@ def identify_cpe(cpe: str, catalogue: Catalogue) -> Identification | None:
     if slug is None:
         return None
     cycles = _cycles_for_version(catalogue, slug, version or "")
-    return Identification(slug, cycles, version, "high" if cycles else "medium", "cpe", cpe)
+    return Identification(slug, cycles, version, "high" if cycles else "medium", "cpe", cpe,
+                          kind="os" if part == "o" else None)  # fmt: skip
 
 
 # nmap's Windows CPE names (cpe:/o:microsoft:NAME) and how the catalogue labels their cycles.
@@ -112,7 +113,7 @@ def _windows_cpe(name: str, version: str | None, update: list[str], cpe: str,
                             catalogue)  # fmt: skip
     release = WINDOWS_CPE_LABELS.get(name)
     if release is None:
-        return Identification("windows", (), None, "low", "cpe", cpe, vendor="Microsoft")
+        return Identification("windows", (), None, "low", "cpe", cpe, kind="os", vendor="Microsoft")
     words = [release, *([version.lower()] if version else []), *update]
     wanted = " ".join(words).lower()
     product = catalogue.product("windows")
@@ -120,7 +121,7 @@ def _windows_cpe(name: str, version: str | None, update: list[str], cpe: str,
                    or c.label.lower().startswith(wanted + " (")) if product else ()  # fmt: skip
     said = " ".join([release, *(w.upper() if w.startswith("sp") else w for w in words[1:])])
     confidence = "high" if len(cycles) == 1 and len(words) > 1 else "medium"  # "windows_7": RTM or SP1
-    return Identification("windows", cycles, said, confidence, "cpe", cpe, vendor="Microsoft")
+    return Identification("windows", cycles, said, confidence, "cpe", cpe, kind="os", vendor="Microsoft")
 
 
 def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -> Identification | None:

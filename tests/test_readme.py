@@ -30,14 +30,18 @@ def test_first_command_runs_the_demo(tmp_path: Path) -> None:
     result = run_posture("demo", db=tmp_path / "demo.db", timeout=600, env={"COLUMNS": "300"})
     assert result.returncode == 0, result.stderr
     assert "nmap found 3 hosts with 3 services; SNMP asked 9 devices" in result.stdout
-    for banner in ("Cisco IOS Software, C3560", "NetApp Release 8.2.3 7-Mode", "Juniper Networks", "2.6.32-573.el6",
-                   "nginx"):  # fmt: skip
-        assert banner in result.stdout
+    for named in ("Cisco IOS 12.2(55)SE3 on a C3560", "NetApp Data ONTAP 7-Mode 8.2.3", "Juniper Junos",
+                  "Red Hat Enterprise Linux 6", "nginx"):  # fmt: skip
+        assert named in result.stdout
     assert f"Inventory: {tmp_path / 'demo.db'}" in result.stdout
     # The rules ran on what the demo found: Windows XP, Server 2003, RHEL 6 and CentOS 7 are past end of life.
     assert re.search(r"evaluation 1 on \d{4}-\d\d-\d\d: 12 assets, 24 rules; \d+ findings open", result.stdout)
-    assert "windows 5-sp3: end-of-life (eol 2014-04-08)" in result.stdout
-    assert "rhel 6: end-of-life (eol 2020-11-30)" in result.stdout and "junos 12.3: unknown" in result.stdout
+    # Names people know, with the lifecycle beside them (issue 12 item 4): never a slug or a raw sysDescr.
+    rows = {line.split("│")[4].strip(): line.split("│")[5].strip() for line in result.stdout.splitlines()
+            if line.count("│") > 6}  # fmt: skip
+    assert rows["Microsoft Windows XP SP3"] == "end-of-life (eol 2014-04-08)"
+    assert rows["Red Hat Enterprise Linux 6"] == "end-of-life (eol 2020-11-30)"
+    assert rows["Juniper Junos 12.3R6.6 on a mx960"] == "unknown"
     findings = run_posture("findings", "--rule", "protect.eol-os", "--format", "json", db=tmp_path / "demo.db")
     assert findings.returncode == 0, findings.stderr
     assert {f["product"] for f in json.loads(findings.stdout)} == {"windows", "windows-server", "rhel", "centos"}

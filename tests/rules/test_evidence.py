@@ -1,0 +1,151 @@
+"""Choosing among evidence, names people know, and identities stored by the evaluation (issue 12 items 2-4).
+
+The OS guesses are nmap's own: names and CPEs as nmap-os-db writes them (its `Fingerprint` and `CPE`
+lines), the accuracies as nmap reports a real host's guesses in the issue's examples. Service lines are
+nmap's VERSION column with the CPEs its nmap-service-probes match lines give.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from rules.catalogue import Lifecycle, default_catalogue
+from rules.facts import Identifier, _choose
+from rules.identify import display_name, eol_range, identify_cpe, identify_service, lifecycle
+from rules.kev import default_kev
+from tests.conftest import assets_json, run_posture
+from tests.rules.estate import Host, write_estate
+from tests.rules.test_identify import DAY
+
+
+def ident() -> Identifier:
+    return Identifier(default_catalogue(), default_kev(), DAY)
+
+
+def nmap_guess(i: Identifier, name: str, cpes: list[str], accuracy: int) -> dict[str, object]:
+    [found] = i.software_row("os", name, None, cpes[0], json.dumps(cpes), "osmatch", None, accuracy)
+    return i.item("os", found, "nmap")
+
+
+def test_a_lower_accuracy_guess_never_beats_a_higher_one() -> None:
+    """The issue's Ubuntu 18.04 host: nmap's top guess "Linux 3.2 - 4.9" at 95%; its 8th, Android at 85%,
+    must not make the host an end-of-life Android phone, nor be listed as a conflict."""
+    i = ident()
+    linux = nmap_guess(i, "Linux 3.2 - 4.9", ["cpe:/o:linux:linux_kernel:3", "cpe:/o:linux:linux_kernel:4"], 95)
+    android = nmap_guess(i, "Android 4.1.2", ["cpe:/o:google:android:4.1.2"], 85)
+    best, candidates = _choose([android, linux])
+    assert best is linux and candidates == []
+    assert best["label"] == "Linux 3.2 - 4.9" and best["cycles"] == []
+
+
+def test_every_windows_cpe_form_maps() -> None:
+    """ "every nmap Windows CPE form maps (windows_xp, windows_7::sp1, windows_10, windows_server_2008:r2...)"."""
+    cat = default_catalogue()
+    expect = {
+        "cpe:/o:microsoft:windows_xp::sp3": ("windows", ("5-sp3",)),
+        "cpe:/o:microsoft:windows_7::sp1": ("windows", ("7-sp1",)),
+        "cpe:/o:microsoft:windows_vista::sp2": ("windows", ("6-sp2",)),
+        "cpe:/o:microsoft:windows_8.1": ("windows", ("8.1",)),
+        "cpe:/o:microsoft:windows_10:1607": ("windows", ("10-1607-e-lts", "10-1607-e", "10-1607-w")),
+        "cpe:/o:microsoft:windows_server_2008:r2:sp1": ("windows-server", ("2008-r2-sp1",)),
+        "cpe:/o:microsoft:windows_server_2008::sp2": ("windows-server", ("2008-sp2",)),
+        "cpe:/o:microsoft:windows_server_2003::sp2": ("windows-server", ("2003-sp2",)),
+        "cpe:/o:microsoft:windows_2000::sp4": ("windows-server", ("2000",)),
+        "cpe:/o:microsoft:windows_server_2012:r2": ("windows-server", ("2012-r2",)),
+    }
+    for cpe, (product, cycles) in expect.items():
+        found = identify_cpe(cpe, cat)
+        assert found is not None and (found.product, found.cycles) == (product, cycles), cpe
+        assert found.kind == "os"
+    xp2 = identify_cpe("cpe:/o:microsoft:windows_xp::sp2", cat)  # the catalogue has SP3 only: named, not dated
+    assert xp2 is not None and xp2.cycles == () and display_name(xp2, cat) == "Microsoft Windows XP SP2"
+    windows_10 = identify_cpe("cpe:/o:microsoft:windows_10", cat)
+    assert windows_10 is not None and len(windows_10.cycles) > 20 and windows_10.confidence == "medium"
+
+
+def test_iis_names_the_windows_release_and_a_narrower_source_decides_within_it() -> None:
+    """ "IIS version -> the Windows releases that shipped it"; a weaker source that narrows a "one of" wins
+    within it, one that contradicts it is a conflict."""
+    cat, i = default_catalogue(), ident()
+    found = identify_service("Microsoft IIS httpd", "7.5", None,
+                             ["cpe:/a:microsoft:internet_information_services:7.5", "cpe:/o:microsoft:windows"],
+                             cat)  # fmt: skip
+    os_named = [f for f in found if f.kind == "os" and f.cycles]
+    assert [(f.product, f.cycles) for f in os_named] == [("windows", ("windows/7-sp1", "windows-server/2008-r2-sp1"))]
+    assert [f.product for f in found if f.kind == "os"] == ["windows"]  # the banner pinned what the CPE left open
+    iis_os = i.item("os", os_named[0], "nmap 80/tcp")
+    bare = i.item("os", identify_cpe("cpe:/o:microsoft:windows", cat) or pytest.fail("cpe"), "nmap 80/tcp")
+    assert _choose([bare, iis_os])[0] is iis_os
+    server = nmap_guess(i, "Microsoft Windows Server 2008 R2 SP1", ["cpe:/o:microsoft:windows_server_2008:r2:sp1"], 96)
+    best, candidates = _choose([iis_os, server])
+    assert best is server and candidates == []  # nmap narrows IIS's "7 SP1 or 2008 R2 SP1"
+    xp = nmap_guess(i, "Microsoft Windows XP SP3", ["cpe:/o:microsoft:windows_xp::sp3"], 96)
+    best, candidates = _choose([iis_os, xp])
+    assert best is iis_os and candidates == [xp]  # a contradiction is listed, never resolved silently
+
+
+def test_one_of_gives_the_range_and_never_the_earliest_date() -> None:
+    """ "Server 2003 'one of 2003-sp2, sp1, 2003' today shows 2007-04-10; SP2 ended 2015-07-14"."""
+    cat = default_catalogue()
+    from rules.identify import Identification
+
+    server_2003 = Identification("windows-server", ("2003-sp2", "2003-sp1", "2003"), "5.2.3790", "medium",
+                                 "sysDescr", "Windows Version 5.2 (Build 3790)")  # fmt: skip
+    status = lifecycle(server_2003, cat, DAY)
+    assert status.state is Lifecycle.END_OF_LIFE and status.eol_date is None
+    first, last = eol_range(server_2003, cat, DAY) or pytest.fail("no range")
+    assert last.isoformat() == "2015-07-14" and first < last
+    assert display_name(server_2003, cat) == "Microsoft Windows Server 2003 (SP2, SP1 or no service pack)"
+
+
+def test_names_people_know() -> None:
+    """ "Windows XP SP3", "Cisco IOS 12.2(55)SE3 on a Catalyst 3560": never a slug or a raw sysDescr."""
+    from rules.identify import identify_sysdescr
+    from tests.rules.test_identify import system_of
+
+    cat = default_catalogue()
+    labels = {}
+    for name in ("os/windows/XP", "network/switch/cisco-c3560", "network/router/juniper-mx960-12-3r6-6"):
+        descr, oid = system_of(name)
+        found = identify_sysdescr(descr, oid, cat) or pytest.fail(name)
+        labels[name] = display_name(found, cat)
+    assert labels == {
+        "os/windows/XP": "Microsoft Windows XP SP3",
+        "network/switch/cisco-c3560": "Cisco IOS 12.2(55)SE3 on a C3560",
+        "network/router/juniper-mx960-12-3r6-6": "Juniper Junos 12.3R6.6 on a mx960",
+    }
+
+
+IIS_HOST = Host("10.7.0.10", "00:50:56:07:00:10", [], hostname="iis01")
+
+
+def test_evaluate_stores_identities_and_every_reader_uses_them(tmp_path: Path) -> None:
+    """ "posture evaluate writes an identities table ... posture assets, the report, exports ... read it":
+    before an evaluation the asset view names nothing; after it, the view and the CSV export show the stored
+    name; a second evaluation replaces the rows, never adds to them."""
+    from tests.rules.estate import SSH_DEBIAN
+
+    db = tmp_path / "inventory.db"
+    xml = write_estate(tmp_path / "scan.xml", [Host("10.7.0.11", "00:11:22:07:00:11", [SSH_DEBIAN], hostname="web")])
+    assert run_posture("import", "nmap", str(xml), db=db).returncode == 0
+    assert (assets_json(db)[0]["os"] or {}).get("label") is None
+    for _ in range(2):
+        assert run_posture("evaluate", db=db).returncode == 0
+        conn = sqlite3.connect(db)
+        try:
+            rows = conn.execute("SELECT role, t.product, t.label, i.observation_id IS NOT NULL FROM identities i "
+                                "JOIN identity_items t ON t.id = i.item_id").fetchall()  # fmt: skip
+            stage = conn.execute("SELECT version FROM schema_stages WHERE stage = 'rules'").fetchone()
+        finally:
+            conn.close()
+        assert ("os", "debian", "Debian 12 (Bookworm)", True) in rows and stage == (1,)
+        assert len(rows) == len(set(rows))
+    [asset] = assets_json(db)
+    assert asset["os"]["label"] == "Debian 12 (Bookworm)" and asset["category"] == "servers"
+    export = run_posture("export", "assets", db=db)
+    assert export.returncode == 0 and "Debian 12 (Bookworm)" in export.stdout.splitlines()[1]
+    assert "os_label" in export.stdout.splitlines()[0]
