@@ -216,6 +216,8 @@ class Identifier:
                              evidence=f"{name[:200]} ({by_cpe.evidence})")  # fmt: skip
         else:
             return []
+        if not chosen.cycles and not chosen.version:  # nothing dated: nmap's own name says most ("Linux 3.2 - 4.9")
+            chosen = replace(chosen, family=name[:80])
         return [replace(chosen, method=method, accuracy=accuracy)]
 
     def service(self, product: str | None, version: str | None, extra: str | None,
@@ -539,7 +541,9 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
     smb1_hosts = _host_scripts(store, assets)
     new_services = _new_services(store)
     services: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    found_items: dict[int, list[tuple[dict[str, Any], int]]] = defaultdict(list)  # asset -> (item, observation)
+    # asset -> (item, observation): what the hosts and devices reported, then what their services say
+    found_items: dict[int, list[tuple[dict[str, Any], int]]] = defaultdict(list)
+    service_items: dict[int, list[tuple[dict[str, Any], int]]] = defaultdict(list)
     shared = ident.services
     rows = store.conn.execute(
         "SELECT s.asset_id, s.port, s.protocol, s.state, s.name, s.product, s.version, s.extra_info, s.tunnel, "
@@ -558,7 +562,7 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
                 shared[key] = service
         services[asset_id].append(service)
         for found in ident.service(product, version, extra, cpes):
-            found_items[asset_id].append((ident.item(_item_kind(found, None), found, f"nmap {port}/{protocol}"), obs))
+            service_items[asset_id].append((ident.item(_item_kind(found, None), found, f"nmap {port}/{protocol}"), obs))
 
     for asset_id, kind, name, version, cpe, cpes, method, extra, accuracy, obs in store.conn.execute(
         "SELECT s.asset_id, s.kind, s.name, s.version, s.cpe, s.cpes, s.method, s.extra, s.accuracy, "
@@ -570,7 +574,7 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
 
     for asset_id in sorted(assets):
         a = assets.pop(asset_id)  # handed over: the caller decides whether to keep it
-        pairs = found_items.pop(asset_id, [])
+        pairs = found_items.pop(asset_id, []) + service_items.pop(asset_id, [])
         observations = {id(item): obs for item, obs in pairs}
         items = _dedupe([item for item, _ in pairs])
         # An appliance's firmware is what it runs: it competes for the asset's OS (kept as kind firmware).

@@ -154,7 +154,7 @@ def read(store: Store, asset_ids: Iterable[int] | None = None) -> dict[int, Iden
         where = where.replace("asset_id", "i.asset_id")
         for asset_id, role, item_id, observation, text in store.conn.execute(
             "SELECT i.asset_id, i.role, i.item_id, i.observation_id, t.json FROM identities i "
-            f"JOIN identity_items t ON t.id = i.item_id{where} ORDER BY i.asset_id, i.role, t.product, t.id",
+            f"JOIN identity_items t ON t.id = i.item_id{where} ORDER BY i.asset_id, i.rowid",  # as evaluated
             params,
         ):
             one = found.setdefault(asset_id, Identified())

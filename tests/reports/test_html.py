@@ -152,7 +152,7 @@ def test_report_renders_and_has_its_sections(report: Path) -> None:
     assert "endoflife.date as of 2026-08-22" in text and "CISA Known Exploited Vulnerabilities catalogue" in text
     assert "@media print" in text and 'lang="en-GB"' in text and '<th scope="col">' in text
     # Windows Server 2008 R2 ended 2020-01-14: it is in the cliff's "earlier" column and a top risk.
-    assert "windows-server 2008-r2-sp1" in text and "Operating system or firmware past end of life" in text
+    assert "Microsoft Windows Server 2008 R2 SP1" in text and "Operating system or firmware past end of life" in text
 
 
 def test_report_refuses_without_an_evaluation(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def test_remediation_plan_groups_orders_and_dates(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     actions = json.loads(result.stdout)
     upgrade = next(a for a in actions if a["rule_id"] == "protect.eol-os")
-    assert upgrade["action"] == "Upgrade or replace 2 hosts running windows-server 2008-r2-sp1"
+    assert upgrade["action"] == "Upgrade or replace 2 hosts running Microsoft Windows Server 2008 R2 SP1"
     assert upgrade["assets"] == 2 and upgrade["owners"] == ["Revenues team", "no owner"]
     assert upgrade["target_date"] == (date.today() + timedelta(days=30)).isoformat()  # high: 30-day SLA
     assert upgrade["effort_hours"] == 16.0

@@ -67,5 +67,5 @@ def test_assets_csv_export(lab: Lab, lab_scan_db: Path) -> None:
     result = run_posture("assets", "--format", "csv", db=lab_scan_db)
     assert result.returncode == 0
     lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith("id,name,addresses,macs,hostnames,os_product")
+    assert lines[0].startswith("id,name,addresses,macs,hostnames,os_label,os_product")
     assert len(lines) == 1 + len(lab.daemons)
