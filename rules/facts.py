@@ -78,7 +78,8 @@ DEVICE_TYPE_CATEGORY = {
 OT_ENTERPRISES = {"318": "ot-iot", "39165": "ot-iot", "50001": "ot-iot", "9": "network", "2636": "network",
                   "789": "servers", "311": None}  # fmt: skip  # APC, Hikvision, ..., Cisco, Juniper, NetApp
 SERVER_PROGRAMS = frozenset({"nginx", "apache-http-server", "tomcat", "mysql", "mariadb", "postgresql", "php",
-                             "squid", "redis", "isc-dhcp", "openssl", "python"})  # fmt: skip
+                             "squid", "redis", "isc-dhcp", "openssl", "python", "openssh", "samba", "bind",
+                             "postfix", "vsftpd", "proftpd"})  # fmt: skip
 
 
 BUILDS_FILE = Path(__file__).parent / "data" / "distribution_builds.toml"
