@@ -13,6 +13,7 @@ is known to run a distribution, server programs take that distribution's lifecyc
 
 from __future__ import annotations
 
+import functools
 import json
 import tomllib
 from collections import defaultdict
@@ -100,11 +101,13 @@ def distribution_builds() -> dict[str, list[tuple[str, str]]]:
     return {slug: list(pairs) for slug, pairs in out.items()}
 
 
-def _possible_builds(slug: str, version: str | None) -> list[str]:
+@functools.lru_cache(maxsize=65_536)
+def _possible_builds(slug: str, version: str | None) -> tuple[str, ...]:
+    """The distribution releases that shipped exactly this version (looked up once per slug and version)."""
     if not version:
-        return []
-    return [name for v, name in distribution_builds().get(slug, [])
-            if (version.startswith(v) if v.endswith(".") else version == v)]  # fmt: skip
+        return ()
+    return tuple(name for v, name in distribution_builds().get(slug, [])
+                 if (version.startswith(v) if v.endswith(".") else version == v))  # fmt: skip
 
 
 @dataclass
@@ -144,6 +147,8 @@ class Identifier:
         self._software: dict[tuple[Any, ...], list[Identification]] = {}
         self._services: dict[tuple[Any, ...], list[Identification]] = {}
         self._macs: dict[str, list[Identification]] = {}
+        self._row_items: dict[tuple[Any, ...], tuple[dict[str, Any], ...]] = {}
+        self._service_items: dict[tuple[Any, ...], tuple[dict[str, Any], ...]] = {}
         self._states: dict[tuple[str, tuple[str, ...]], tuple[Status, bool]] = {}
         self._items: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._variants: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -158,6 +163,30 @@ class Identifier:
             found = self._identify_software(kind, name, version, cpe, cpes, method, extra, accuracy)
             if len(self._software) < 500_000:
                 self._software[key] = found
+        return found
+
+    def row_items(self, kind: str, name: str, version: str | None, cpe: str | None, cpes: str, method: str | None,
+                  extra: str | None, accuracy: int | None) -> tuple[dict[str, Any], ...]:  # fmt: skip
+        """The shared items a software row gives (estates repeat the same rows: each is judged once)."""
+        key = (kind, name, version, cpe, method, extra if method in EXTRA_METHODS else None, accuracy)
+        found = self._row_items.get(key)
+        if found is None:
+            rows = self._identify_software(kind, name, version, cpe, cpes, method, extra, accuracy)
+            found = tuple(self.item(_item_kind(i, kind), i, method or kind) for i in rows)
+            if len(self._row_items) < 500_000:
+                self._row_items[key] = found
+        return found
+
+    def service_items(self, product: str | None, version: str | None, extra: str | None, cpes: str, port: int,
+                      protocol: str) -> tuple[dict[str, Any], ...]:  # fmt: skip
+        """The shared items an open port's service line gives (see `row_items`)."""
+        key = (product, version, extra, cpes, port, protocol)
+        found = self._service_items.get(key)
+        if found is None:
+            found = tuple(self.item(_item_kind(i, None), i, f"nmap {port}/{protocol}")
+                          for i in self.service(product, version, extra, cpes))  # fmt: skip
+            if len(self._service_items) < 200_000:
+                self._service_items[key] = found
         return found
 
     def mac(self, vendor: str) -> list[Identification]:
@@ -471,10 +500,10 @@ def _choose(oses: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dic
     below, never evidence against its first (an Android 4.1 at 85% is not a conflict of Linux at 95%).
     A weaker source that narrows the best one's "one of" (IIS 10 says Windows 10, 11 or Server 2016+;
     nmap says Server 2016) gives the answer within it."""
+    if len(oses) < 2:  # most assets: one OS named, nothing to weigh
+        return (oses[0] if oses else None), []
     top = max((i["accuracy"] or 0 for i in oses if i["method"] == "nmap os"), default=0)
     oses = [i for i in oses if i["method"] != "nmap os" or (i["accuracy"] or 0) >= top]
-    if not oses:
-        return None, []
     best = max(oses, key=_rank)
     within = _releases(best)
     narrower = [i for i in oses if i["cycles"] and len(_releases(i)) < len(within) and _releases(i) <= within]
@@ -562,16 +591,16 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
             if len(shared) < 200_000:
                 shared[key] = service
         services[asset_id].append(service)
-        for found in ident.service(product, version, extra, cpes):
-            service_items[asset_id].append((ident.item(_item_kind(found, None), found, f"nmap {port}/{protocol}"), obs))
+        for item in ident.service_items(product, version, extra, cpes, port, protocol):
+            service_items[asset_id].append((item, obs))
 
     for asset_id, kind, name, version, cpe, cpes, method, extra, accuracy, obs in store.conn.execute(
         "SELECT s.asset_id, s.kind, s.name, s.version, s.cpe, s.cpes, s.method, s.extra, s.accuracy, "
         f"s.observation_id FROM software s WHERE s.observation_id IN ({LATEST_SOFTWARE_OBSERVATIONS}) "
         "AND s.kind IN ('os', 'application')"
     ):
-        for found in ident.software_row(kind, name, version, cpe, cpes, method, extra, accuracy):
-            found_items[asset_id].append((ident.item(_item_kind(found, kind), found, method or kind), obs))
+        for item in ident.row_items(kind, name, version, cpe, cpes, method, extra, accuracy):
+            found_items[asset_id].append((item, obs))
 
     for asset_id in sorted(assets):
         a = assets.pop(asset_id)  # handed over: the caller decides whether to keep it

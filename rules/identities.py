@@ -7,7 +7,9 @@ are those of the evaluation's day.
 
 What was identified is stored once however many assets share it (`identity_items`: 10,000 hosts running
 the same OS are one row), and each asset points at its items with a role: `os` (the best-evidenced OS),
-`candidate` (another OS the evidence names: a conflict, shown not resolved), `software`, `hardware`.
+`candidate` (another OS the evidence names: a conflict, shown not resolved), `software`, `hardware`. The
+pointers are one JSON list per asset (`identified_assets.items`: an estate of 100,000 hosts with twenty
+programs each is 100,000 rows to write, not two million); the `identities` view lists them a row each.
 These tables belong to the rules stage: `Store.migrate_stage("rules", MIGRATIONS)` creates and upgrades
 them apart from the inventory's own schema.
 """
@@ -50,19 +52,16 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
             extended_until TEXT,
             json TEXT NOT NULL UNIQUE         -- the whole item (KEV, upgrade path, packaging): what readers use
         );
-        CREATE TABLE identities (
-            evaluation_id INTEGER NOT NULL,
-            asset_id INTEGER NOT NULL REFERENCES assets(id) ON DELETE CASCADE,
-            role TEXT NOT NULL,               -- os, candidate, software, hardware
-            item_id INTEGER NOT NULL REFERENCES identity_items(id),
-            observation_id INTEGER,           -- the observation it came from (none for derived items)
-            PRIMARY KEY (asset_id, role, item_id)
-        );
         CREATE TABLE identified_assets (        -- each asset as the last evaluation saw it
             asset_id INTEGER PRIMARY KEY REFERENCES assets(id) ON DELETE CASCADE,
             evaluation_id INTEGER NOT NULL,
-            category TEXT NOT NULL            -- the report's group: servers, network, end-user, ot-iot, unknown
+            category TEXT NOT NULL,           -- the report's group: servers, network, end-user, ot-iot, unknown
+            items TEXT NOT NULL DEFAULT '[]'  -- JSON: [role, identity_items id, observation id or null], in order
         );
+        CREATE VIEW identities AS               -- one row per asset and item: role os, candidate, software, hardware
+            SELECT a.evaluation_id, a.asset_id, json_extract(j.value, '$[0]') AS role,
+                   json_extract(j.value, '$[1]') AS item_id, json_extract(j.value, '$[2]') AS observation_id
+            FROM identified_assets a, json_each(a.items) j;
         """,
     )
 
@@ -83,11 +82,9 @@ class Writer:
 
     def __init__(self, conn: sqlite3.Connection, evaluation_id: int) -> None:
         self.conn, self.evaluation_id = conn, evaluation_id
-        conn.execute("DELETE FROM identities")
         conn.execute("DELETE FROM identified_assets")
         self._ids: dict[int, tuple[dict[str, Any], int]] = {}  # id(item) -> (item: kept alive, row id)
-        self._rows: list[tuple[int, int, str, int, int | None]] = []
-        self._assets: list[tuple[int, int, str]] = []
+        self._assets: list[tuple[int, int, str, str]] = []
 
     def item_id(self, item: dict[str, Any]) -> int:
         known = self._ids.get(id(item))
@@ -105,25 +102,21 @@ class Writer:
 
     def add(self, asset_id: int, category: str, roles: Iterable[tuple[str, list[dict[str, Any]]]],
             observations: dict[int, int]) -> None:  # fmt: skip
-        self._assets.append((asset_id, self.evaluation_id, category))
-        for role, items in roles:
-            for item in items:
-                self._rows.append((self.evaluation_id, asset_id, role, self.item_id(item), observations.get(id(item))))
-        if len(self._rows) >= self.BATCH or len(self._assets) >= self.BATCH:
+        items = [[role, self.item_id(item), observations.get(id(item))] for role, found in roles for item in found]
+        self._assets.append((asset_id, self.evaluation_id, category, json.dumps(items, separators=(",", ":"))))
+        if len(self._assets) >= self.BATCH:
             self.flush()
 
     def flush(self) -> None:
-        self.conn.executemany("INSERT OR IGNORE INTO identities (evaluation_id, asset_id, role, item_id, "
-                              "observation_id) VALUES (?, ?, ?, ?, ?)", self._rows)  # fmt: skip
-        self.conn.executemany("INSERT INTO identified_assets (asset_id, evaluation_id, category) VALUES (?, ?, ?)",
-                              self._assets)  # fmt: skip
-        self._rows.clear()
+        self.conn.executemany("INSERT INTO identified_assets (asset_id, evaluation_id, category, items) "
+                              "VALUES (?, ?, ?, ?)", self._assets)  # fmt: skip
         self._assets.clear()
 
     def finish(self) -> None:
         """The last batch, and items no asset points at any more dropped."""
         self.flush()
-        self.conn.execute("DELETE FROM identity_items WHERE id NOT IN (SELECT item_id FROM identities)")
+        used = json.dumps(sorted(row for _, row in self._ids.values()))
+        self.conn.execute("DELETE FROM identity_items WHERE id NOT IN (SELECT value FROM json_each(?))", [used])
 
 
 @dataclass
@@ -144,23 +137,27 @@ def read(store: Store, asset_ids: Iterable[int] | None = None) -> dict[int, Iden
         return {}
     wanted = None if asset_ids is None else sorted(set(asset_ids))
     found: dict[int, Identified] = {}
-    items: dict[int, dict[str, Any]] = {}
+    pointers: dict[int, list[list[Any]]] = {}
     for part in _parts(wanted):
         where, params = ("", []) if part is None else (f" WHERE asset_id IN ({', '.join('?' * len(part))})", part)
-        for asset_id, category in store.conn.execute(
-            f"SELECT asset_id, category FROM identified_assets{where}", params
+        for asset_id, category, items in store.conn.execute(
+            f"SELECT asset_id, category, items FROM identified_assets{where}", params
         ):
             found[asset_id] = Identified(category)
-        where = where.replace("asset_id", "i.asset_id")
-        for asset_id, role, item_id, observation, text in store.conn.execute(
-            "SELECT i.asset_id, i.role, i.item_id, i.observation_id, t.json FROM identities i "
-            f"JOIN identity_items t ON t.id = i.item_id{where} ORDER BY i.asset_id, i.rowid",  # as evaluated
-            params,
-        ):
-            one = found.setdefault(asset_id, Identified())
-            item = items.get(item_id)
+            pointers[asset_id] = json.loads(items)
+    needed = sorted({p[1] for listed in pointers.values() for p in listed})
+    items_by_id: dict[int, dict[str, Any]] = {}
+    for part in _parts(needed):
+        ids = part or []
+        marks = ", ".join("?" * len(ids))
+        for item_id, text in store.conn.execute(f"SELECT id, json FROM identity_items WHERE id IN ({marks})", ids):
+            items_by_id[item_id] = json.loads(text)
+    for asset_id, listed in pointers.items():
+        one = found[asset_id]
+        for role, item_id, observation in listed:
+            item = items_by_id.get(item_id)
             if item is None:
-                item = items[item_id] = json.loads(text)
+                continue
             if role == "os":
                 one.os = item
             elif role in ("candidate", "software", "hardware"):
