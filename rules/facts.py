@@ -13,14 +13,13 @@ is known to run a distribution, server programs take that distribution's lifecyc
 
 from __future__ import annotations
 
-import functools
 import json
 import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,11 @@ from rules.identify import (
     identify_fingerprint,
     identify_fingerprints,
     identify_installed,
+    identify_ntlm,
     identify_os_release,
     identify_package,
     identify_service,
+    identify_smb,
     identify_software_name,
     identify_sysdescr,
     identify_windows_build,
@@ -46,11 +47,13 @@ from rules.kev import KevCatalogue
 from scanner.store import Store
 from scanner.views import LATEST_PORT_OBSERVATION, asset_addresses
 
-# How much each kind of evidence is believed (issue 12 item 3): what the host states > SNMP sysDescr >
-# a distribution package version (or the release a banner pins) > nmap OS detection, in nmap's accuracy
-# order > an OS CPE on a service. Programs only compete with the same program.
+# How much each kind of evidence is believed (issue 12 item 3): what the host states > SNMP sysDescr > the
+# Windows build from SMB or NTLM (nmap's smb-os-discovery, *-ntlm-info) > a distribution package version
+# (or the release a banner pins) > nmap OS detection, in nmap's accuracy order > an OS CPE on a service.
+# Programs only compete with the same program.
 EVIDENCE_RANK = {"os-release": 80, "registry": 70,  # a host agent: the host's own word
-                 "release package": 65, "sysDescr": 60, "package build": 40, "nmap service": 40, "nmap os": 30,
+                 "release package": 65, "sysDescr": 60, "smb-os-discovery": 50, "ntlm-info": 50,  # Windows' word
+                 "package build": 40, "nmap service": 40, "nmap os": 30,
                  "cpe": 20, "service cpe": 20, "package": 10, "nmap product": 10, "software name": 10,
                  "mac vendor": 5}  # fmt: skip
 CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1}
@@ -101,7 +104,7 @@ def distribution_builds() -> dict[str, list[tuple[str, str]]]:
     return {slug: list(pairs) for slug, pairs in out.items()}
 
 
-@functools.lru_cache(maxsize=65_536)
+@lru_cache(maxsize=65_536)
 def _possible_builds(slug: str, version: str | None) -> tuple[str, ...]:
     """The distribution releases that shipped exactly this version (looked up once per slug and version)."""
     if not version:
@@ -147,6 +150,7 @@ class Identifier:
         self._software: dict[tuple[Any, ...], list[Identification]] = {}
         self._services: dict[tuple[Any, ...], list[Identification]] = {}
         self._macs: dict[str, list[Identification]] = {}
+        self._said: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         self._row_items: dict[tuple[Any, ...], tuple[dict[str, Any], ...]] = {}
         self._service_items: dict[tuple[Any, ...], tuple[dict[str, Any], ...]] = {}
         self._states: dict[tuple[str, tuple[str, ...]], tuple[Status, bool]] = {}
@@ -187,6 +191,19 @@ class Identifier:
                           for i in self.service(product, version, extra, cpes))  # fmt: skip
             if len(self._service_items) < 200_000:
                 self._service_items[key] = found
+        return found
+
+    def windows_said(self, script: str, text: str, detail: str) -> list[dict[str, Any]]:
+        """What Windows says of itself in an nmap script: smb-os-discovery's `os` (with its `lanmanager` as
+        `detail`) or an NTLM challenge's Product_Version (with the script's id)."""
+        key = (script, text, detail)
+        found = self._said.get(key)
+        if found is None:
+            ident = (identify_smb(text, detail, self.catalogue) if script == "smb-os-discovery"
+                     else identify_ntlm(text, detail, self.catalogue))  # fmt: skip
+            found = [self.item("os", ident, script)] if ident else []
+            if len(self._said) < 100_000:
+                self._said[key] = found
         return found
 
     def mac(self, vendor: str) -> list[Identification]:
@@ -448,14 +465,40 @@ def _smb1(scripts: str | None) -> bool:
     return isinstance(found, dict) and _speaks_smb1(found.get("smb-protocols"))
 
 
-def _host_scripts(store: Store, assets: dict[int, dict[str, Any]]) -> set[int]:
-    """Each asset's host scripts (`<hostscript>`) from its newest port scan, as `host_scripts` (their ids);
-    returns the assets whose smb-protocols there lists SMBv1 (it is a host script: nmap never puts it on a
-    port, so the finding goes on the asset's SMB port)."""
+def script_elems(result: Any) -> dict[str, str]:
+    """A stored script result's top-level elements (`<elem key="os">...`, kept as "key: value" lines)."""
+    data = result.get("data") if isinstance(result, dict) else None
+    if not isinstance(data, list):
+        return {}
+    pairs = (line.split(": ", 1) for line in data[:100] if isinstance(line, str) and ": " in line)
+    return {k: v[:300] for k, v in pairs}
+
+
+def _ntlm_items(scripts: str | None, ident: Identifier) -> list[dict[str, Any]]:
+    """The Windows build an NTLM challenge states (rdp-ntlm-info and the other *-ntlm-info port scripts)."""
+    if not scripts or "ntlm-info" not in scripts:
+        return []
+    try:
+        found = json.loads(scripts)
+    except ValueError:
+        return []
+    for script, result in found.items() if isinstance(found, dict) else []:
+        version = script_elems(result).get("Product_Version") if str(script).endswith("ntlm-info") else None
+        if version:
+            return ident.windows_said("ntlm-info", version, str(script)[:40])
+    return []
+
+
+def _host_scripts(store: Store, assets: dict[int, dict[str, Any]],
+                  ident: Identifier) -> tuple[set[int], dict[int, list[tuple[dict[str, Any], int]]]]:  # fmt: skip
+    """Each asset's host scripts (`<hostscript>`) from its newest port scan, as `host_scripts` (their ids).
+    Returns the assets whose smb-protocols there lists SMBv1 (it is a host script: nmap never puts it on a
+    port, so the finding goes on the asset's SMB port), and what smb-os-discovery says Windows is."""
     smb1: set[int] = set()
-    for asset_id, evidence in store.conn.execute(
-        f"SELECT o.asset_id, o.evidence FROM observations o JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = o.id "
-        "WHERE instr(o.evidence, '\"scripts\"')"
+    said: dict[int, list[tuple[dict[str, Any], int]]] = defaultdict(list)
+    for asset_id, obs, evidence in store.conn.execute(
+        f"SELECT o.asset_id, o.id, o.evidence FROM observations o JOIN ({LATEST_PORT_OBSERVATION}) l "
+        "ON l.id = o.id WHERE instr(o.evidence, '\"scripts\"')"
     ):
         try:
             scripts = json.loads(evidence).get("scripts")
@@ -467,7 +510,11 @@ def _host_scripts(store: Store, assets: dict[int, dict[str, Any]]) -> set[int]:
             assets[asset_id]["host_scripts"] = sorted(str(k) for k in scripts)[:100]
         if _speaks_smb1(scripts.get("smb-protocols")):
             smb1.add(asset_id)
-    return smb1
+        elems = script_elems(scripts.get("smb-os-discovery"))
+        if elems.get("os"):
+            said[asset_id] += [(item, obs) for item in ident.windows_said("smb-os-discovery", elems["os"],
+                                                                          elems.get("lanmanager") or "")]  # fmt: skip
+    return smb1, said
 
 
 def _category(a: dict[str, Any], os_item: dict[str, Any] | None, hardware: list[dict[str, Any]]) -> str:
@@ -568,7 +615,7 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         if asset_id in assets:
             assets[asset_id]["is_new"] = True
     _host_evidence(store, assets)
-    smb1_hosts = _host_scripts(store, assets)
+    smb1_hosts, windows_said = _host_scripts(store, assets, ident)
     new_services = _new_services(store)
     services: dict[int, list[dict[str, Any]]] = defaultdict(list)
     # asset -> (item, observation): what the hosts and devices reported, then what their services say
@@ -593,6 +640,8 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         services[asset_id].append(service)
         for item in ident.service_items(product, version, extra, cpes, port, protocol):
             service_items[asset_id].append((item, obs))
+        for item in _ntlm_items(scripts, ident):
+            service_items[asset_id].append((item, obs))
 
     for asset_id, kind, name, version, cpe, cpes, method, extra, accuracy, obs in store.conn.execute(
         "SELECT s.asset_id, s.kind, s.name, s.version, s.cpe, s.cpes, s.method, s.extra, s.accuracy, "
@@ -604,7 +653,7 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
 
     for asset_id in sorted(assets):
         a = assets.pop(asset_id)  # handed over: the caller decides whether to keep it
-        pairs = found_items.pop(asset_id, []) + service_items.pop(asset_id, [])
+        pairs = found_items.pop(asset_id, []) + windows_said.pop(asset_id, []) + service_items.pop(asset_id, [])
         observations = {id(item): obs for item, obs in pairs}
         items = _dedupe([item for item, _ in pairs])
         # An appliance's firmware is what it runs: it competes for the asset's OS (kept as kind firmware).

@@ -9,7 +9,7 @@ catalogue's own `latest` build numbers, so the table grows with the data, not wi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 from urllib.parse import unquote
@@ -213,6 +213,44 @@ def identify_windows_build(build: str, server: bool | None, catalogue: Catalogue
         confidence = "high" if len(found) == 1 else "medium"
         return Identification(found[0][0], tuple(c for _, c in found), build, confidence, method, evidence)
     return Identification("windows", tuple(f"{s}/{c}" for s, c in found), build, "low", method, evidence)
+
+
+# Windows as it names itself over SMB (nmap's smb-os-discovery `os` and `lanmanager` elements): "Windows
+# Server 2003 3790 Service Pack 2" beside "Windows Server 2003 5.2". Samba answers "Windows 6.1" with a
+# lanmanager of "Samba 4.17.12-Debian": that is Samba, never Windows 7.
+_SMB_OS = re.compile(r"^(?P<name>Windows\b[\w ().,-]{0,80}?) (?:build )?(?P<build>\d{4,5})"
+                     r"(?: Service Pack (?P<sp>\d))?$")  # fmt: skip
+
+
+def identify_smb(os_text: str, lanmanager: str | None, catalogue: Catalogue) -> Identification | None:
+    """smb-os-discovery: the edition, build and service pack Windows states over SMB (ranked below what the
+    host states through an agent, above nmap's guesses). The build picks the catalogue's cycles (by their
+    own `latest` build numbers), the service pack narrows them; the edition names it when no cycle does."""
+    said = os_text.strip()[:200]
+    if "samba" in (lanmanager or "").lower() or "samba" in said.lower():
+        return None
+    m = _SMB_OS.match(said)
+    if m is None:
+        return None
+    slug = "windows-server" if "server" in m["name"].lower() else "windows"
+    product = catalogue.product(slug)
+    cycles = [c.name for c in (product.cycles if product else ())
+              if c.latest and c.latest.split(".")[2:3] == [m["build"]]]  # fmt: skip
+    named = [c for c in cycles if c.split("-")[0] in m["name"].split()]  # "Server 2019", not 1809 SAC
+    narrowed = [c for c in named or cycles if m["sp"] and c.endswith(f"sp{m['sp']}")]
+    cycles = narrowed or named or cycles
+    return Identification(slug, tuple(cycles), None, "high" if len(cycles) == 1 else "medium", "smb-os-discovery",
+                          f"smb-os-discovery: {said}", kind="os", vendor="Microsoft", family=said)  # fmt: skip
+
+
+def identify_ntlm(product_version: str, script: str, catalogue: Catalogue) -> Identification | None:
+    """An NTLM challenge's Product_Version (nmap's rdp-, http-, smtp-...-ntlm-info: `10.0.17763`): the
+    Windows build, desktop or server not told apart ("one of")."""
+    m = re.fullmatch(r"(\d{1,2}\.\d{1,2}\.\d{3,5})", product_version.strip()[:32])
+    if m is None:
+        return None
+    found = identify_windows_build(m.group(1), None, catalogue, "ntlm-info", f"{script}: Product_Version {m.group(1)}")
+    return replace(found, kind="os", vendor="Microsoft")
 
 
 # os-release ID values (os-release(5)) of the distributions the catalogue has.

@@ -149,3 +149,58 @@ def test_evaluate_stores_identities_and_every_reader_uses_them(tmp_path: Path) -
     export = run_posture("export", "assets", db=db)
     assert export.returncode == 0 and "Debian 12 (Bookworm)" in export.stdout.splitlines()[1]
     assert "os_label" in export.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("os_text", "lanmanager", "product", "cycles"),
+    [
+        # nmap 7.93's own scripts/smb-os-discovery.nse, its @xmloutput example (a real Server 2008 SP1).
+        ("Windows Server (R) 2008 Standard 6001 Service Pack 1", "Windows Server (R) 2008 Standard 6.0",
+         "windows-server", ()),  # SP1 is not in the catalogue: named, not dated
+        # A public nmap -oX of a real Server 2016 (an HTB machine's write-up, found through the code search).
+        ("Windows Server 2016 Standard 14393", "Windows Server 2016 Standard 6.3", "windows-server", ("2016",)),
+        # A public nmap -oX comment of a real Server 2003 SP2 (code search).
+        ("Windows Server 2003 3790 Service Pack 2", "Windows Server 2003 5.2", "windows-server", ("2003-sp2",)),
+        # Samba as nmap 7.93 saw it in this project's lab (tests/scanner/data/samba-smb1-hostscripts.xml).
+        ("Windows 6.1", "Samba 4.17.12-Debian", None, ()),
+    ],
+)  # fmt: skip
+def test_windows_names_itself_over_smb(os_text: str, lanmanager: str, product: str | None,
+                                       cycles: tuple[str, ...]) -> None:  # fmt: skip
+    """ "Windows build from NTLM or SMB NSE output": the build picks the release, the service pack narrows it;
+    Samba's "Windows 6.1" is Samba, never Windows 7."""
+    from rules.identify import identify_smb
+
+    found = identify_smb(os_text, lanmanager, default_catalogue())
+    if product is None:
+        assert found is None
+        return
+    assert found is not None and (found.product, found.cycles, found.method) == (product, cycles, "smb-os-discovery")
+    if not cycles:
+        assert display_name(found, default_catalogue()) == os_text
+
+
+def test_an_ntlm_challenge_names_the_build() -> None:
+    """rdp-ntlm-info's Product_Version (nmap 7.93 scripts/rdp-ntlm-info.nse @xmloutput: 10.0.14393): Windows
+    10 1607 or Server 2016, "one of" until something tells desktop from server; SMB narrows it."""
+    from rules.identify import identify_ntlm, identify_smb
+
+    cat, i = default_catalogue(), ident()
+    found = identify_ntlm("10.0.14393", "rdp-ntlm-info", cat)
+    assert found is not None and "windows-server/2016" in found.cycles and found.method == "ntlm-info"
+    assert any(c.startswith("windows/10-1607") for c in found.cycles)
+    smb = identify_smb("Windows Server 2016 Standard 14393", "Windows Server 2016 Standard 6.3", cat)
+    assert smb is not None
+    best, _ = _choose([i.item("os", found, "nmap 3389/tcp"), i.item("os", smb, "smb-os-discovery")])
+    assert best is not None and best["product"] == "windows-server" and best["cycles"] == ["2016"]
+
+
+def test_samba_is_not_called_windows_end_to_end(tmp_path: Path) -> None:
+    """The lab's real Samba answers smb-os-discovery with "Windows 6.1": after import and evaluation the host is
+    not Windows 7 (nmap's real output, tests/scanner/data/samba-smb1-hostscripts.xml)."""
+    db = tmp_path / "inventory.db"
+    xml = Path(__file__).parents[1] / "scanner" / "data" / "samba-smb1-hostscripts.xml"
+    assert run_posture("import", "nmap", str(xml), db=db).returncode == 0
+    assert run_posture("evaluate", db=db).returncode == 0
+    [asset] = assets_json(db)
+    assert (asset["os"] or {}).get("product") not in ("windows", "windows-server")
