@@ -90,13 +90,13 @@ def remediation_plan(asset_rows: list[dict[str, Any]], findings: list[dict[str, 
                      settings: Settings) -> list[Action]:  # fmt: skip
     """Open, not accepted findings grouped into actions, worst first."""
     assets = {a["id"]: a for a in asset_rows}
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for f in findings:
         if f["accepted"] or f["rule_id"] == "respond.past-sla":  # overdue is a property of the others
             continue
-        groups[(f["rule_id"], f["product"] or "", f["cycle"] or f["version"] or "")].append(f)
+        groups[(f["rule_id"], named(f))].append(f)  # one action per thing as people name it
     actions = []
-    for (rule_id, _, _), items in groups.items():
+    for (rule_id, _), items in groups.items():
         asset_ids = sorted({f["asset_id"] for f in items if f["asset_id"] is not None})
         owners = sorted({assets[a]["owner"] or "no owner" for a in asset_ids if a in assets}) or ["no owner"]
         severity = items[0]["severity"]

@@ -212,7 +212,7 @@ def procurement_lots(store: Store, day: date, settings: Settings, costs: Costs) 
         items = [i for i, _ in members]
         assets = {a["id"]: a for _, a in members}
         quantity = len(assets)
-        eols = sorted(i["eol_date"] for i in items if i["eol_date"])
+        eols = sorted(i["eol_date"] for i in items if i["eol_date"])  # "one of" has none: never its first date
         extended = sorted(i["extended_until"] for i in items if i["extended_until"])
         blockers = []
         unowned = sum(1 for a in assets.values() if not a["has_owner"])
@@ -241,7 +241,8 @@ def procurement_lots(store: Store, day: date, settings: Settings, costs: Costs) 
         tco = None if cost is None else cost + (options.get("extended support") or 0.0)
         lots.append(Lot(
             product=product, title=clean(items[0]["title"], 80), category=category,
-            releases=sorted({i["cycle"] or "/".join(i["cycles"]) or (i["version"] or "?") for i in items}),
+            releases=sorted({i.get("label") or i["cycle"] or "/".join(i["cycles"]) or (i["version"] or "?")
+                             for i in items}),  # the names people know (issue 12 item 4)
             quantity=quantity, earliest_eol=eols[0] if eols else None,
             extended_until=extended[-1] if extended else None,
             states=sorted({i["lifecycle_state"] for i in items}), blockers=blockers, options=options,
@@ -311,7 +312,7 @@ def lots_rows(lots: list[Lot]) -> tuple[list[str], list[list[str]]]:
     """The lots flattened for CSV."""
     header = ["product", "title", "category", "releases", "quantity", "earliest_eol", "extended_until",
               "blockers", "recommended", "cost", "financial_year", "tco"]  # fmt: skip
-    rows = [[lot.product, lot.title, lot.category, " ".join(lot.releases), str(lot.quantity), lot.earliest_eol or "",
+    rows = [[lot.product, lot.title, lot.category, "; ".join(lot.releases), str(lot.quantity), lot.earliest_eol or "",
              lot.extended_until or "", "; ".join(lot.blockers), lot.recommended,
              "" if lot.cost is None else f"{lot.cost:.2f}", lot.financial_year,
              "" if lot.tco is None else f"{lot.tco:.2f}"] for lot in lots]  # fmt: skip
