@@ -552,12 +552,13 @@ def _choose(oses: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dic
     top = max((i["accuracy"] or 0 for i in oses if i["method"] == "nmap os"), default=0)
     oses = [i for i in oses if i["method"] != "nmap os" or (i["accuracy"] or 0) >= top]
     best = max(oses, key=_rank)
-    within = _releases(best)
-    narrower = [i for i in oses if i["cycles"] and len(_releases(i)) < len(within) and _releases(i) <= within]
+    releases = {id(i): _releases(i) for i in oses}
+    within = releases[id(best)]
+    narrower = [i for i in oses if i["cycles"] and len(releases[id(i)]) < len(within) and releases[id(i)] <= within]
     if narrower:
         best = min(narrower, key=lambda i: (len(i["cycles"]), [-r for r in _rank(i)]))
-    candidates = [i for i in oses if i is not best and i["cycles"] and not _releases(i) & _releases(best)]
-    return best, candidates
+    chosen = releases[id(best)]
+    return best, [i for i in oses if i is not best and i["cycles"] and not releases[id(i)] & chosen]
 
 
 def _conflict(item: dict[str, Any]) -> dict[str, Any]:
