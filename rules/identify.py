@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any
 from urllib.parse import unquote
 
 from rules import fingerprints
@@ -185,7 +184,12 @@ def from_fingerprint(found: fingerprints.Fingerprinted, field: str, text: str, c
     if found.cycles:
         cycles = tuple(c for c in found.cycles if _known_cycle(catalogue, c))
     elif product is not None and not (found.cycle and product.cycle(found.cycle)):
-        cycles = _cycles_for_version(catalogue, found.product, found.version or "")
+        labelled = [c.name for c in product.cycles
+                    if found.cycle and c.label.lower().startswith(found.cycle.lower() + " ")]  # fmt: skip
+        # labels carry code names ("2008 R2 'Kilimanjaro'"): a cycle the label starts with, else by version
+        cycles = tuple(labelled[:1]) or _cycles_for_version(catalogue, found.product, found.version or "")
+    elif product is not None and found.cycle and (named := product.cycle(found.cycle)) is not None:
+        cycles = (named.name,)  # found by name or by label: the cycle's name is what is stored
     return Identification(found.product, cycles, found.version, found.confidence, FIELD_METHODS[field],
                           _bounded(text), found.kind, found.vendor, found.family, found.model, found.category,
                           found.id)  # fmt: skip
@@ -274,7 +278,7 @@ def identify_os_release(os_id: str, version_id: str | None, catalogue: Catalogue
 
 
 # Installed packages as a host agent lists them (name and version apart): dpkg and apk names of programs
-# the catalogue knows. rpm names go through `identify_package`, the registry's through SOFTWARE_NAMES.
+# the catalogue knows. rpm names go through `identify_package`, the registry's through the `software` fingerprints.
 INSTALLED_PACKAGES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^nginx$"), "nginx"),
     (re.compile(r"^apache2$"), "apache-http-server"),
@@ -309,26 +313,6 @@ def identify_installed(name: str, version: str | None, manager: str, catalogue: 
     cycles = _cycles_for_version(catalogue, slug, m.group(1))
     return Identification(slug, cycles, m.group(1), "high" if cycles else "medium", "package",
                           f"{manager}: {name} {version}"[:300])  # fmt: skip
-
-
-def _dotnet(version: str, service_pack: str | None) -> str:
-    base = version if "." in version else f"{version}.0"
-    return f"{base}-{service_pack.lower()}" if service_pack else base
-
-
-# Installed-software names (HOST-RESOURCES-MIB hrSWInstalledName, Windows "Uninstall" display names) of
-# families the catalogue knows. Each pattern matches the product's own entry only: updates, hotfixes,
-# language packs and plug-ins ("Python 2.7 py2exe-0.6.9") are not the product.
-SOFTWARE_NAMES: list[tuple[re.Pattern[str], str, Any]] = [
-    (re.compile(r"^(?:Windows |Microsoft )?Internet Explorer (\d+)$"), "internet-explorer", lambda m: m[1]),
-    (re.compile(r"^Microsoft \.NET Framework (\d+(?:\.\d+)*)(?: (SP\d))?(?: Client Profile| Extended| Full)?$"),
-     "dotnetfx", lambda m: _dotnet(m[1], m[2])),
-    (re.compile(r"^Mozilla Firefox (\d+)(?:\.[\d.]+)?(?: ESR)?(?: \([^)]*\))?$"), "firefox", lambda m: m[1]),
-    (re.compile(r"^Python (\d+\.\d+)(?:\.\d+)?(?: \([^)]*\))?$"), "python", lambda m: m[1]),
-    (re.compile(r"^Microsoft Office (?:Enterprise |Professional |Professional Plus |Standard |Home and Business |"
-                r"Home and Student |Small Business )?(\d{4})$"), "office", lambda m: m[1]),
-    (re.compile(r"^Microsoft SQL Server (\d{4}(?: R2)?)$"), "mssqlserver", lambda m: m[1]),
-]  # fmt: skip
 
 
 EL_FAMILY = ("rhel", "centos", "oracle-linux", "rocky-linux", "almalinux")
@@ -371,20 +355,10 @@ def identify_package(name: str, catalogue: Catalogue) -> Identification | None:
 
 
 def identify_software_name(name: str, catalogue: Catalogue) -> Identification | None:
-    """An installed program's name, for the families in SOFTWARE_NAMES; the cycle by name or by label."""
-    text = name.strip()[:256]
-    for pattern, slug, cycle_of in SOFTWARE_NAMES:
-        m = pattern.match(text)
-        if not m:
-            continue
-        wanted = str(cycle_of(m))
-        product = catalogue.product(slug)
-        cycle = product.cycle(wanted) if product else None
-        if cycle is None and product is not None:  # labels carry code names: "2008 R2 'Kilimanjaro'"
-            cycle = next((c for c in product.cycles if c.label.lower().startswith(wanted.lower() + " ")), None)
-        cycles = (cycle.name,) if cycle else ()
-        return Identification(slug, cycles, wanted, "high" if cycles else "medium", "software name", text)
-    return None
+    """An installed program's name (hrSWInstalledName, a Windows DisplayName): the `software` fingerprints
+    (rules/fingerprints/software/), the cycle by name or by the catalogue's label."""
+    found = identify_fingerprint("software", name.strip()[:256], None, catalogue)
+    return replace(found, confidence="medium") if found is not None and not found.cycles else found
 
 
 # nmap service product strings (`-sV`) of families the catalogue knows, lower-cased.

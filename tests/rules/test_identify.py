@@ -120,7 +120,7 @@ def test_installed_software_of_recorded_windows_hosts() -> None:
         ("internet-explorer", "8"): (("8",), Lifecycle.END_OF_LIFE),
         ("dotnetfx", "1.1"): ((), Lifecycle.UNKNOWN),  # older than the catalogue: unknown, not "fine"
         ("dotnetfx", "2.0"): ((), Lifecycle.UNKNOWN),
-        ("dotnetfx", "3.5-sp1"): (("3.5-sp1",), Lifecycle.SUPPORTED),  # supported to 2029: never called EOL
+        ("dotnetfx", "3.5 SP1"): (("3.5-sp1",), Lifecycle.SUPPORTED),  # supported to 2029: never called EOL
         ("dotnetfx", "4.0"): (("4.0",), Lifecycle.END_OF_LIFE),
         ("firefox", "19"): ((), Lifecycle.UNKNOWN),
         ("python", "2.4"): ((), Lifecycle.UNKNOWN),
