@@ -164,7 +164,7 @@ def _asset_row(a: dict[str, Any]) -> dict[str, Any]:
         "state": os_.get("lifecycle_state") or "unknown",
         "eol_date": os_.get("eol_date"),
         "software": [
-            {"product": clean(s.get("label") or " ".join(x for x in (s["product"], s["cycle"]) if x), 80),
+            {"product": clean(s["label"], 80),
              "cycle": clean(s["cycle"] or "", 30),
              "state": s["lifecycle_state"],
              "eol_date": s["eol_date"]}

@@ -241,8 +241,7 @@ def procurement_lots(store: Store, day: date, settings: Settings, costs: Costs) 
         tco = None if cost is None else cost + (options.get("extended support") or 0.0)
         lots.append(Lot(
             product=product, title=clean(items[0]["title"], 80), category=category,
-            releases=sorted({i.get("label") or i["cycle"] or "/".join(i["cycles"]) or (i["version"] or "?")
-                             for i in items}),  # the names people know (issue 12 item 4)
+            releases=sorted({i["label"] for i in items}),  # the names people know (issue 12 item 4)
             quantity=quantity, earliest_eol=eols[0] if eols else None,
             extended_until=extended[-1] if extended else None,
             states=sorted({i["lifecycle_state"] for i in items}), blockers=blockers, options=options,

@@ -147,7 +147,6 @@ class Identifier:
 
     def __init__(self, catalogue: Catalogue, kev: KevCatalogue, today: date) -> None:
         self.catalogue, self.kev, self.today = catalogue, kev, today
-        self._software: dict[tuple[Any, ...], list[Identification]] = {}
         self._services: dict[tuple[Any, ...], list[Identification]] = {}
         self._macs: dict[str, list[Identification]] = {}
         self._said: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
@@ -157,17 +156,6 @@ class Identifier:
         self._items: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._variants: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.services: dict[tuple[Any, ...], dict[str, Any]] = {}
-
-    def software_row(self, kind: str, name: str, version: str | None, cpe: str | None, cpes: str,
-                     method: str | None, extra: str | None,
-                     accuracy: int | None = None) -> list[Identification]:  # fmt: skip
-        key = (kind, name, version, cpe, method, extra if method in EXTRA_METHODS else None, accuracy)
-        found = self._software.get(key)
-        if found is None:
-            found = self._identify_software(kind, name, version, cpe, cpes, method, extra, accuracy)
-            if len(self._software) < 500_000:
-                self._software[key] = found
-        return found
 
     def row_items(self, kind: str, name: str, version: str | None, cpe: str | None, cpes: str, method: str | None,
                   extra: str | None, accuracy: int | None) -> tuple[dict[str, Any], ...]:  # fmt: skip
@@ -255,7 +243,7 @@ class Identifier:
             if by_cpe is not None:
                 break
         if by_cpe is not None and by_cpe.product == "linux":
-            by_cpe = Identification("linux", (), None, "low", method, name[:300], family=name[:80])  # "Linux 5.0 - 5.2"
+            by_cpe = Identification("linux", (), None, "low", method, name[:300])
         if named is not None and (named.cycles or by_cpe is None or not by_cpe.cycles):
             chosen = named
         elif by_cpe is not None:

@@ -9,6 +9,7 @@ catalogue's own `latest` build numbers, so the table grows with the data, not wi
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 from urllib.parse import unquote
@@ -196,9 +197,21 @@ def from_fingerprint(found: fingerprints.Fingerprinted, field: str, text: str, c
 
 
 def _known_cycle(catalogue: Catalogue, name: str) -> bool:
-    slug, _, cycle = name.rpartition("/")
+    slug, cycle = split_cycle(name, "")
     product = catalogue.product(slug)
     return product is not None and product.cycle(cycle) is not None
+
+
+def split_cycle(name: str, product: str) -> tuple[str, str]:
+    """A candidate cycle as (product, cycle): "windows-server/2016" names its product, "7" is `product`'s."""
+    slug, _, cycle = name.rpartition("/")
+    return (slug, cycle) if slug else (product, cycle)
+
+
+def _windows_cycles(catalogue: Catalogue, slugs: list[str], fits: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """(slug, cycle) of the catalogue's Windows cycles whose `latest` build number `fits`."""
+    return [(product.slug, c.name) for product in filter(None, map(catalogue.product, slugs))
+            for c in product.cycles if c.latest and fits(c.latest)]  # fmt: skip
 
 
 def identify_windows_build(build: str, server: bool | None, catalogue: Catalogue, method: str,
@@ -206,12 +219,7 @@ def identify_windows_build(build: str, server: bool | None, catalogue: Catalogue
     """A Windows build (`6.1.7601`) against the catalogue's own build numbers; `server` (None: not known)
     narrows it to Windows Server or the desktop editions. Builds shared by several cycles stay "one of"."""
     slugs = ["windows", "windows-server"] if server is None else ["windows-server" if server else "windows"]
-    found = [
-        (product.slug, c.name)
-        for product in filter(None, map(catalogue.product, slugs))
-        for c in product.cycles
-        if c.latest and Version(c.latest).startswith(build)
-    ]
+    found = _windows_cycles(catalogue, slugs, lambda latest: Version(latest).startswith(build))
     products = {s for s, _ in found}
     if len(products) == 1:
         confidence = "high" if len(found) == 1 else "medium"
@@ -237,9 +245,7 @@ def identify_smb(os_text: str, lanmanager: str | None, catalogue: Catalogue) -> 
     if m is None:
         return None
     slug = "windows-server" if "server" in m["name"].lower() else "windows"
-    product = catalogue.product(slug)
-    cycles = [c.name for c in (product.cycles if product else ())
-              if c.latest and c.latest.split(".")[2:3] == [m["build"]]]  # fmt: skip
+    cycles = [c for _, c in _windows_cycles(catalogue, [slug], lambda latest: latest.split(".")[2:3] == [m["build"]])]
     named = [c for c in cycles if c.split("-")[0] in m["name"].split()]  # "Server 2019", not 1809 SAC
     narrowed = [c for c in named or cycles if m["sp"] and c.endswith(f"sp{m['sp']}")]
     cycles = narrowed or named or cycles
@@ -456,7 +462,7 @@ def display_name(ident: Identification, catalogue: Catalogue) -> str:
     title = product.title if product else ident.family or ident.product
     labels = []
     for name in ident.cycles:
-        slug, _, cycle_name = name.rpartition("/") if "/" in name else (ident.product, "", name)
+        slug, cycle_name = split_cycle(name, ident.product)
         owner = catalogue.product(slug)
         cycle = owner.cycle(cycle_name) if owner else None
         labels.append(_join_title(owner.title, cycle.label) if owner and cycle else f"{title} {cycle_name}")
@@ -506,7 +512,7 @@ def _statuses(ident: Identification, catalogue: Catalogue, today: date) -> list[
         return []
     statuses = []
     for name in ident.cycles:
-        slug, _, cycle_name = name.rpartition("/") if "/" in name else (ident.product, "", name)
+        slug, cycle_name = split_cycle(name, ident.product)
         owner = catalogue.product(slug) or product
         cycle = owner.cycle(cycle_name)
         if cycle is None:

@@ -27,6 +27,9 @@ from scanner.store import Store, run_script
 ROLES = ("os", "candidate", "software", "hardware")
 ITEM_COLUMNS = ("kind", "product", "label", "vendor", "family", "cycles", "version", "model", "category",
                 "confidence", "method", "evidence", "lifecycle_state", "eol_date", "extended_until")  # fmt: skip
+INSERT_ITEM = (f"INSERT INTO identity_items ({', '.join(ITEM_COLUMNS)}, json) "
+               f"VALUES ({', '.join('?' * (len(ITEM_COLUMNS) + 1))}) "
+               "ON CONFLICT(json) DO UPDATE SET json = excluded.json RETURNING id")  # fmt: skip
 
 
 def _schema_v1(conn: sqlite3.Connection) -> None:
@@ -92,11 +95,7 @@ class Writer:
             return known[1]
         text = json.dumps(item, sort_keys=True, default=str)
         values = [json.dumps(item.get(c)) if c == "cycles" else item.get(c) for c in ITEM_COLUMNS]
-        row = self.conn.execute(
-            f"INSERT INTO identity_items ({', '.join(ITEM_COLUMNS)}, json) VALUES ({', '.join('?' * 16)}) "
-            "ON CONFLICT(json) DO UPDATE SET json = excluded.json RETURNING id",
-            [*values, text],
-        ).fetchone()
+        row = self.conn.execute(INSERT_ITEM, [*values, text]).fetchone()
         self._ids[id(item)] = (item, int(row[0]))
         return int(row[0])
 
@@ -128,7 +127,6 @@ class Identified:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     software: list[dict[str, Any]] = field(default_factory=list)
     hardware: list[dict[str, Any]] = field(default_factory=list)
-    observations: dict[int, int] = field(default_factory=dict)  # id(item) -> observation
 
 
 def read(store: Store, asset_ids: Iterable[int] | None = None) -> dict[int, Identified]:
@@ -154,7 +152,7 @@ def read(store: Store, asset_ids: Iterable[int] | None = None) -> dict[int, Iden
             items_by_id[item_id] = json.loads(text)
     for asset_id, listed in pointers.items():
         one = found[asset_id]
-        for role, item_id, observation in listed:
+        for role, item_id, _ in listed:
             item = items_by_id.get(item_id)
             if item is None:
                 continue
@@ -162,8 +160,6 @@ def read(store: Store, asset_ids: Iterable[int] | None = None) -> dict[int, Iden
                 one.os = item
             elif role in ("candidate", "software", "hardware"):
                 getattr(one, "candidates" if role == "candidate" else role).append(item)
-            if observation is not None:
-                one.observations[id(item)] = observation
     return found
 
 

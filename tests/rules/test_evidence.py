@@ -27,8 +27,8 @@ def ident() -> Identifier:
 
 
 def nmap_guess(i: Identifier, name: str, cpes: list[str], accuracy: int) -> dict[str, object]:
-    [found] = i.software_row("os", name, None, cpes[0], json.dumps(cpes), "osmatch", None, accuracy)
-    return i.item("os", found, "nmap")
+    [found] = i.row_items("os", name, None, cpes[0], json.dumps(cpes), "osmatch", None, accuracy)
+    return found
 
 
 def test_a_lower_accuracy_guess_never_beats_a_higher_one() -> None:
