@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rules.catalogue import Catalogue, Lifecycle, Status
 from rules.identify import (
@@ -58,6 +58,7 @@ EVIDENCE_RANK = {"os-release": 80, "registry": 70,  # a host agent: the host's o
                  "mac vendor": 5}  # fmt: skip
 CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1}
 AGENT_PACKAGE_MANAGERS = frozenset({"dpkg", "rpm", "apk", "pip", "registry"})
+Items = tuple[dict[str, Any], ...]  # shared, read-only item dicts (see `Identifier.item`)
 EXTRA_METHODS = frozenset({"sysDescr", "os-release", "registry"})  # identification reads the row's extra JSON
 DISTRIBUTION_SLUGS = frozenset({"debian", "ubuntu", "rhel", "centos", "rocky-linux", "almalinux", "sles",
                                 "oracle-linux"})  # fmt: skip
@@ -149,16 +150,17 @@ class Identifier:
         self.catalogue, self.kev, self.today = catalogue, kev, today
         self._services: dict[tuple[Any, ...], list[Identification]] = {}
         self._macs: dict[str, list[Identification]] = {}
-        self._said: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-        self._row_items: dict[tuple[Any, ...], tuple[dict[str, Any], ...]] = {}
-        self._service_items: dict[tuple[Any, ...], tuple[dict[str, Any], ...]] = {}
+        self._said: dict[tuple[str, str, str], Items] = {}
+        self._row_items: dict[tuple[Any, ...], Items] = {}
+        self._service_items: dict[tuple[Any, ...], Items] = {}
         self._states: dict[tuple[str, tuple[str, ...]], tuple[Status, bool]] = {}
         self._items: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._variants: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._packaged: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]] = {}
         self.services: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def row_items(self, kind: str, name: str, version: str | None, cpe: str | None, cpes: str, method: str | None,
-                  extra: str | None, accuracy: int | None) -> tuple[dict[str, Any], ...]:  # fmt: skip
+                  extra: str | None, accuracy: int | None) -> Items:  # fmt: skip
         """The shared items a software row gives (estates repeat the same rows: each is judged once)."""
         key = (kind, name, version, cpe, method, extra if method in EXTRA_METHODS else None, accuracy)
         found = self._row_items.get(key)
@@ -170,7 +172,7 @@ class Identifier:
         return found
 
     def service_items(self, product: str | None, version: str | None, extra: str | None, cpes: str, port: int,
-                      protocol: str) -> tuple[dict[str, Any], ...]:  # fmt: skip
+                      protocol: str) -> Items:  # fmt: skip
         """The shared items an open port's service line gives (see `row_items`)."""
         key = (product, version, extra, cpes, port, protocol)
         found = self._service_items.get(key)
@@ -181,7 +183,7 @@ class Identifier:
                 self._service_items[key] = found
         return found
 
-    def windows_said(self, script: str, text: str, detail: str) -> list[dict[str, Any]]:
+    def windows_said(self, script: str, text: str, detail: str) -> Items:
         """What Windows says of itself in an nmap script: smb-os-discovery's `os` (with its `lanmanager` as
         `detail`) or an NTLM challenge's Product_Version (with the script's id)."""
         key = (script, text, detail)
@@ -189,7 +191,7 @@ class Identifier:
         if found is None:
             ident = (identify_smb(text, detail, self.catalogue) if script == "smb-os-discovery"
                      else identify_ntlm(text, detail, self.catalogue))  # fmt: skip
-            found = [self.item("os", ident, script)] if ident else []
+            found = (self.item("os", ident, script),) if ident else ()
             if len(self._said) < 100_000:
                 self._said[key] = found
         return found
@@ -297,6 +299,30 @@ class Identifier:
             found = self._variants[key] = {**item, **changes}
             self._items[("variant", *key)] = item  # keeps `item` alive, so its id is never reused
         return found
+
+    def packaged(self, item: dict[str, Any], distro: dict[str, Any] | None, named: str | None) -> dict[str, Any]:
+        """A server program as the distribution host's package (`_apply_distribution`), once per program
+        and distribution."""
+        key = (id(item), id(distro), named)
+        found = self._packaged.get(key)
+        if found is None:
+            found = (self._packaged_as(item, distro, named), item, distro)  # both kept alive: ids stay theirs
+            if len(self._packaged) < 200_000:
+                self._packaged[key] = found
+        return found[0]
+
+    def _packaged_as(self, i: dict[str, Any], distro: dict[str, Any] | None, named: str | None) -> dict[str, Any]:
+        if distro is not None:
+            packaged = f"{distro['product']} {distro['cycle'] or ''}".strip()
+            return self.variant(i, packaged_by=packaged, lifecycle_state=distro["lifecycle_state"],
+                                eol_date=distro["eol_date"], extended_until=distro["extended_until"],
+                                days_to_eol=distro["days_to_eol"])  # fmt: skip
+        if named is not None:  # packaged, but which release is not known: upstream dates would mislead
+            return self.variant(i, packaged_by=named, **UNKNOWN_STATE)
+        if possible := _possible_builds(i["product"], i["version"]):  # exactly what a distribution ships
+            note = f"possibly {' or '.join(possible)} (the version matches its package)"
+            return self.variant(i, packaged_by=note, confidence="low", **UNKNOWN_STATE)
+        return i
 
     def _make_item(self, kind: str, ident: Identification, source: str) -> dict[str, Any]:
         status, upgrade = self.state(ident)
@@ -462,28 +488,28 @@ def script_elems(result: Any) -> dict[str, str]:
     return {k: v[:300] for k, v in pairs}
 
 
-def _ntlm_items(scripts: str | None, ident: Identifier) -> list[dict[str, Any]]:
+def _ntlm_items(scripts: str | None, ident: Identifier) -> Items:
     """The Windows build an NTLM challenge states (rdp-ntlm-info and the other *-ntlm-info port scripts)."""
     if not scripts or "ntlm-info" not in scripts:
-        return []
+        return ()
     try:
         found = json.loads(scripts)
     except ValueError:
-        return []
+        return ()
     for script, result in found.items() if isinstance(found, dict) else []:
         version = script_elems(result).get("Product_Version") if str(script).endswith("ntlm-info") else None
         if version:
             return ident.windows_said("ntlm-info", version, str(script)[:40])
-    return []
+    return ()
 
 
 def _host_scripts(store: Store, assets: dict[int, dict[str, Any]],
-                  ident: Identifier) -> tuple[set[int], dict[int, list[tuple[dict[str, Any], int]]]]:  # fmt: skip
+                  ident: Identifier) -> tuple[set[int], dict[int, list[tuple[Items, int]]]]:  # fmt: skip
     """Each asset's host scripts (`<hostscript>`) from its newest port scan, as `host_scripts` (their ids).
     Returns the assets whose smb-protocols there lists SMBv1 (it is a host script: nmap never puts it on a
     port, so the finding goes on the asset's SMB port), and what smb-os-discovery says Windows is."""
     smb1: set[int] = set()
-    said: dict[int, list[tuple[dict[str, Any], int]]] = defaultdict(list)
+    said: dict[int, list[tuple[Items, int]]] = defaultdict(list)
     for asset_id, obs, evidence in store.conn.execute(
         f"SELECT o.asset_id, o.id, o.evidence FROM observations o JOIN ({LATEST_PORT_OBSERVATION}) l "
         "ON l.id = o.id WHERE instr(o.evidence, '\"scripts\"')"
@@ -499,9 +525,9 @@ def _host_scripts(store: Store, assets: dict[int, dict[str, Any]],
         if _speaks_smb1(scripts.get("smb-protocols")):
             smb1.add(asset_id)
         elems = script_elems(scripts.get("smb-os-discovery"))
-        if elems.get("os"):
-            said[asset_id] += [(item, obs) for item in ident.windows_said("smb-os-discovery", elems["os"],
-                                                                          elems.get("lanmanager") or "")]  # fmt: skip
+        if elems.get("os") and (found := ident.windows_said("smb-os-discovery", elems["os"],
+                                                            elems.get("lanmanager") or "")):  # fmt: skip
+            said[asset_id].append((found, obs))
     return smb1, said
 
 
@@ -559,11 +585,20 @@ def _releases(item: dict[str, Any]) -> set[str]:
     return {c if "/" in c else f"{item['product']}/{c}" for c in item["cycles"]}
 
 
+def _key(item: dict[str, Any]) -> tuple[Any, ...]:
+    """Items with the same key name the same thing: the best-evidenced one is kept."""
+    return (item["kind"], item["product"], tuple(item["cycles"]), item["version"])
+
+
 def _dedupe(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return _dedupe_keyed([(_key(i), i) for i in items])
+
+
+def _dedupe_keyed(keyed: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[dict[str, Any]]:
     seen: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for i in items:
-        key = (i["kind"], i["product"], tuple(i["cycles"]), i["version"])
-        if key not in seen or EVIDENCE_RANK.get(i["method"], 0) > EVIDENCE_RANK.get(seen[key]["method"], 0):
+    for key, i in keyed:
+        kept = seen.get(key)
+        if kept is None or EVIDENCE_RANK.get(i["method"], 0) > EVIDENCE_RANK.get(kept["method"], 0):
             seen[key] = i
     return list(seen.values())
 
@@ -572,32 +607,62 @@ UNKNOWN_STATE = {"lifecycle_state": str(Lifecycle.UNKNOWN), "eol_date": None, "e
                  "days_to_eol": None}  # fmt: skip
 
 
-def _apply_distribution(software: list[dict[str, Any]], os_item: dict[str, Any] | None,
-                        services: list[dict[str, Any]], ident: Identifier) -> list[dict[str, Any]]:  # fmt: skip
-    """Server programs on a distribution host are that distribution's packages: its lifecycle applies."""
+def _apply_distribution(software: list[dict[str, Any]], os_item: dict[str, Any] | None, named: str | None,
+                        ident: Identifier) -> tuple[list[dict[str, Any]], dict[int, int]]:  # fmt: skip
+    """Server programs on a distribution host are that distribution's packages: its lifecycle applies.
+    `named` is the distribution a service banner names. Returns the programs and, for each one rewritten,
+    id(rewritten) -> id(original) (its observation is the original's)."""
     distro = os_item if os_item and os_item["product"] in DISTRIBUTION_SLUGS else None
-    named = distribution_named(" ".join(s["extra_info"] or "" for s in services)) if services else None
-    out = []
+    out, origin = [], {}
     for i in software:
-        if i["product"] not in SERVER_PROGRAMS:
-            out.append(i)
-        elif distro is not None:
-            packaged = f"{distro['product']} {distro['cycle'] or ''}".strip()
-            out.append(ident.variant(i, packaged_by=packaged, lifecycle_state=distro["lifecycle_state"],
-                                     eol_date=distro["eol_date"], extended_until=distro["extended_until"],
-                                     days_to_eol=distro["days_to_eol"]))  # fmt: skip
-        elif named is not None:  # packaged, but which release is not known: upstream dates would mislead
-            out.append(ident.variant(i, packaged_by=named, **UNKNOWN_STATE))
-        elif possible := _possible_builds(i["product"], i["version"]):  # exactly what a distribution ships
-            note = f"possibly {' or '.join(possible)} (the version matches its package)"
-            out.append(ident.variant(i, packaged_by=note, confidence="low", **UNKNOWN_STATE))
-        else:
-            out.append(i)
-    return out
+        changed = ident.packaged(i, distro, named) if i["product"] in SERVER_PROGRAMS else i
+        out.append(changed)
+        if changed is not i:
+            origin[id(changed)] = id(i)
+    return out, origin
+
+
+class _Group(NamedTuple):
+    """The items one row, service line or script gives, sorted by role once per run (the same tuple of
+    items recurs on thousands of assets). `items` keeps the tuple alive, so its id names it."""
+
+    items: Items
+    os: Items  # OS and firmware items: they compete for the asset's OS
+    software: tuple[tuple[tuple[Any, ...], dict[str, Any]], ...]  # (dedupe key, item)
+    hardware: Items
+    serves: bool  # a server program a distribution may have packaged is among the software
+
+
+def _group(items: Items) -> _Group:
+    return _Group(items, tuple(i for i in items if i["kind"] in ("os", "firmware")),
+                  tuple((_key(i), i) for i in items if i["kind"] == "software"),
+                  tuple(i for i in items if i["kind"] == "hardware"),
+                  any(i["kind"] == "software" and i["product"] in SERVER_PROGRAMS for i in items))  # fmt: skip
+
+
+class _Groups(dict[int, _Group]):
+    """id(items tuple) -> its group, bounded (past the bound a group is made again for each use)."""
+
+    def of(self, items: Items) -> _Group:
+        found = self.get(id(items))
+        if found is None:
+            found = _group(items)
+            if len(self) < 200_000:
+                self[id(items)] = found
+        return found
+
+
+def _judge_os(groups: list[_Group]) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The OS among the groups' OS and firmware items (see `_choose`), its candidates and their conflicts."""
+    oses = [i for g in groups for i in g.os]
+    os_item, candidates = _choose(_dedupe(oses) if len(oses) > 1 else oses)
+    return os_item, candidates, [_conflict(c) for c in candidates]
 
 
 def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
-    """Every asset's facts, in id order. Rows are read in a few passes and identified through caches."""
+    """Every asset's facts, in id order. Rows are read in a few passes and identified through caches; an
+    asset's items arrive as groups (the shared tuple one row or service line gives), and the same groups on
+    another asset are judged once."""
     today = ident.today
     assets = _asset_rows(store, today)
     for asset_id in store.new_in_latest_scan():
@@ -607,17 +672,21 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
     smb1_hosts, windows_said = _host_scripts(store, assets, ident)
     new_services = _new_services(store)
     services: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    # asset -> (item, observation): what the hosts and devices reported, then what their services say
-    found_items: dict[int, list[tuple[dict[str, Any], int]]] = defaultdict(list)
-    service_items: dict[int, list[tuple[dict[str, Any], int]]] = defaultdict(list)
+    # asset -> group, observation, group, observation, ...: what the hosts and devices reported, then what
+    # their services say. Flat, and an observation id repeated row after row is one int object: a million
+    # rows held as (group, observation) tuples cost 80 MB more.
+    found_items: dict[int, list[Any]] = defaultdict(list)
+    service_items: dict[int, list[Any]] = defaultdict(list)
     shared = ident.services
     rows = store.conn.execute(
         "SELECT s.asset_id, s.port, s.protocol, s.state, s.name, s.product, s.version, s.extra_info, s.tunnel, "
         f"s.cpes, s.scripts, s.observation_id FROM services s JOIN ({LATEST_PORT_OBSERVATION}) l "
         "ON l.id = s.observation_id WHERE s.state = 'open'"
     )
+    groups = _Groups()
+    lines: dict[tuple[Any, ...], _Group] = {}  # (product, version, extra, cpes, port, protocol) -> its group
     for asset_id, port, protocol, state, name, product, version, extra, tunnel, cpes, scripts, obs in rows:
-        smb1 = _smb1(scripts) or (asset_id in smb1_hosts and (port, protocol) in SMB_PORTS)
+        smb1 = (asset_id in smb1_hosts and (port, protocol) in SMB_PORTS) or (bool(scripts) and _smb1(scripts))
         key = (port, protocol, name, product, version, extra, tunnel, smb1,
                (asset_id, port, protocol) in new_services)  # fmt: skip
         service = shared.get(key)
@@ -627,29 +696,61 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
             if len(shared) < 200_000:
                 shared[key] = service
         services[asset_id].append(service)
-        for item in ident.service_items(product, version, extra, cpes, port, protocol):
-            service_items[asset_id].append((item, obs))
-        for item in _ntlm_items(scripts, ident):
-            service_items[asset_id].append((item, obs))
+        line = (product, version, extra, cpes, port, protocol)
+        group = lines.get(line)
+        if group is None:
+            group = groups.of(ident.service_items(*line))
+            if len(lines) < 200_000:
+                lines[line] = group
+        if group.items:
+            service_items[asset_id] += (group, obs)
+        if scripts and (items := _ntlm_items(scripts, ident)):
+            service_items[asset_id] += (groups.of(items), obs)
 
-    for asset_id, kind, name, version, cpe, cpes, method, extra, accuracy, obs in store.conn.execute(
-        "SELECT s.asset_id, s.kind, s.name, s.version, s.cpe, s.cpes, s.method, s.extra, s.accuracy, "
-        f"s.observation_id FROM software s WHERE s.observation_id IN ({LATEST_SOFTWARE_OBSERVATIONS}) "
+    seen: dict[tuple[Any, ...], _Group] = {}  # the row without asset and observation -> its group
+    for row in store.conn.execute(
+        "SELECT s.asset_id, s.observation_id, s.kind, s.name, s.version, s.cpe, s.cpes, s.method, s.extra, "
+        f"s.accuracy FROM software s WHERE s.observation_id IN ({LATEST_SOFTWARE_OBSERVATIONS}) "
         "AND s.kind IN ('os', 'application')"
     ):
-        for item in ident.row_items(kind, name, version, cpe, cpes, method, extra, accuracy):
-            found_items[asset_id].append((item, obs))
+        key = row[2:]
+        group = seen.get(key)
+        if group is None:
+            group = groups.of(ident.row_items(*key))
+            if len(seen) < 500_000:
+                seen[key] = group
+        if group.items:
+            found = found_items[row[0]]
+            obs = row[1]
+            found += (group, found[-1] if found and found[-1] == obs else obs)
 
+    judged: dict[tuple[int, ...], tuple[Any, ...]] = {}  # ids of the OS groups -> (OS, candidates, conflicts, groups)
     for asset_id in sorted(assets):
         a = assets.pop(asset_id)  # handed over: the caller decides whether to keep it
-        pairs = found_items.pop(asset_id, []) + windows_said.pop(asset_id, []) + service_items.pop(asset_id, [])
-        observations = {id(item): obs for item, obs in pairs}
-        items = _dedupe([item for item, _ in pairs])
-        # An appliance's firmware is what it runs: it competes for the asset's OS (kept as kind firmware).
-        os_item, candidates = _choose([i for i in items if i["kind"] in ("os", "firmware")])
+        said = [x for items, obs in windows_said.pop(asset_id, []) for x in (groups.of(items), obs)]
+        flat = found_items.pop(asset_id, []) + said + service_items.pop(asset_id, [])
+        pairs: list[tuple[_Group, int]] = list(zip(flat[::2], flat[1::2], strict=True))
+        os_groups = [g for g, _ in pairs if g.os]
+        os_key = tuple(id(g.items) for g in os_groups)
+        chosen = judged.get(os_key)
+        if chosen is None:
+            chosen = (*_judge_os(os_groups), os_groups)  # the groups kept alive: their ids stay theirs
+            if len(judged) < 100_000:
+                judged[os_key] = chosen
+        os_item, candidates, conflicts = chosen[0], chosen[1], chosen[2]
+        keyed = [pair for g, _ in pairs for pair in g.software]
+        programs = _dedupe_keyed(keyed) if len(keyed) > 1 else [i for _, i in keyed]
         svc = services.pop(asset_id, [])
-        programs = _apply_distribution([i for i in items if i["kind"] == "software"], os_item, svc, ident)
-        hardware = [i for i in items if i["kind"] == "hardware"]
+        observations = {id(item): obs for g, obs in pairs for item in g.items}
+        if any(g.serves for g, _ in pairs):
+            extra_info = " ".join(s["extra_info"] for s in svc if s["extra_info"])
+            named = distribution_named(extra_info) if extra_info else None
+            programs, origin = _apply_distribution(programs, os_item, named, ident)
+            for changed, original in origin.items():
+                observations[changed] = observations[original]
+        hardware = [i for g, _ in pairs for i in g.hardware]
+        if len(hardware) > 1:
+            hardware = _dedupe(hardware)
         if a["mac_vendor"]:
             hardware += [ident.item("hardware", found, "mac") for found in ident.mac(a["mac_vendor"])]
         a["category"] = _category(a, os_item, hardware)
@@ -657,8 +758,7 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         a["os_version_known"] = os_item is not None and bool(os_item["cycles"])
         a["os_lifecycle_state"] = os_item["lifecycle_state"] if os_item else str(Lifecycle.UNKNOWN)
         a["os_conflicts"] = len(candidates)
-        yield AssetFacts(a, os_item, programs, svc, [_conflict(c) for c in candidates], candidates, hardware,
-                         observations)  # fmt: skip
+        yield AssetFacts(a, os_item, programs, svc, conflicts, candidates, hardware, observations)
 
 
 def _item_kind(found: Identification, row_kind: str | None) -> str:

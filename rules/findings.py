@@ -252,7 +252,7 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
             evaluation_id = summary.evaluation_id = int(cur.lastrowid or 0)
             _record_rules(conn, rules)
             writer = _Writer(conn, evaluation_id, day_text, exceptions)
-            identified = identities.Writer(conn, evaluation_id)
+            identified = identities.Writer(conn)
             for facts in load_facts(store, ident):
                 summary.assets += 1
                 identified.add(facts.asset["id"], facts.asset["category"], facts.roles(), facts.observations)
@@ -305,7 +305,7 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
                    settings: Settings, exceptions: dict[str, dict[str, Any]],
                    assets: dict[int, dict[str, Any]]) -> None:  # fmt: skip
     """Rules about findings: in SQL where they test only finding facts, else in Python over a stream."""
-    base = _facts_params(evaluation_id, day, settings, exceptions, [r.id for r in evaluator.finding_rules])
+    base = _facts_query(evaluation_id, day, settings, exceptions, [r.id for r in evaluator.finding_rules])
     in_python = []
     raised = sql_functions(conn)
     for rule in evaluator.finding_rules:
@@ -327,14 +327,14 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
 
 
 def _finding_facts(
-    conn: sqlite3.Connection, base: list[Any], where: str, params: list[Any]
+    conn: sqlite3.Connection, base: tuple[str, list[Any]], where: str, params: list[Any]
 ) -> Iterator[dict[str, Any]]:
     """This evaluation's open findings that satisfy `where`, as `finding` facts, read in pages by id so
     memory stays flat (findings written meanwhile belong to the finding rules, which are left out)."""
     last = -1
     while True:
         page = conn.execute(
-            f"{FINDING_FACTS} WHERE id > ? AND {where} ORDER BY id LIMIT ?", [*base, last, *params, BATCH]
+            f"{base[0]} WHERE id > ? AND {where} ORDER BY id LIMIT ?", [*base[1], last, *params, BATCH]
         ).fetchall()
         if not page:
             return
@@ -353,7 +353,7 @@ FINDING_FACTS = """
         FROM (
             SELECT f.id, f.rule_id, r.function, r.severity, f.status, f.asset_id,
                    CAST(julianday(?) - julianday(substr(f.opened_at, 1, 10)) AS INTEGER) AS age_days,
-                   coalesce((SELECT value FROM json_each(?) WHERE key = r.severity), 365) AS sla_days,
+                   {sla} AS sla_days,
                    (f.id IN (SELECT value FROM json_each(?)) OR f.rule_id IN (SELECT value FROM json_each(?)))
                        AS accepted
             FROM findings f JOIN finding_rules r ON r.id = f.rule_id
@@ -363,12 +363,16 @@ FINDING_FACTS = """
 """
 
 
-def _facts_params(evaluation_id: int, day: date, settings: Settings, exceptions: dict[str, dict[str, Any]],
-                  skip: list[str]) -> list[Any]:  # fmt: skip
+def _facts_query(evaluation_id: int, day: date, settings: Settings, exceptions: dict[str, dict[str, Any]],
+                 skip: list[str]) -> tuple[str, list[Any]]:  # fmt: skip
+    """FINDING_FACTS and its parameters. The SLA is a CASE over the severities, not a lookup in a JSON
+    table: that ran once per finding and cost more than the rest of the query."""
     ids = [n for t in exceptions if (n := parse_id(t)) is not None]
     rules = [t for t in exceptions if not t.startswith("F-")]
-    return [day.isoformat(), json.dumps(settings.sla_days), json.dumps(ids), json.dumps(rules), evaluation_id,
-            json.dumps(skip)]  # fmt: skip
+    sla = f"CASE r.severity {' '.join('WHEN ? THEN ?' for _ in settings.sla_days)} ELSE 365 END"
+    by_severity = [x for pair in settings.sla_days.items() for x in pair]
+    params = [day.isoformat(), *by_severity, json.dumps(ids), json.dumps(rules), evaluation_id, json.dumps(skip)]
+    return FINDING_FACTS.replace("{sla}", sla if by_severity else "365"), params
 
 
 def _record_rules(conn: sqlite3.Connection, rules: list[Rule]) -> None:

@@ -20,6 +20,7 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from scanner.store import Store, run_script
@@ -69,8 +70,27 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schema_v2(conn: sqlite3.Connection) -> None:
+    """An asset's row is kept while its identity does not change, so a daily evaluation of an unchanged estate
+    rewrites nothing: the evaluation is the last finished one, not a column every row repeats."""
+    run_script(
+        conn,
+        """
+        DROP VIEW identities;
+        ALTER TABLE identified_assets DROP COLUMN evaluation_id;
+        CREATE VIEW identities AS               -- one row per asset and item: role os, candidate, software, hardware
+            SELECT (SELECT max(id) FROM evaluations WHERE finished_at IS NOT NULL) AS evaluation_id, a.asset_id,
+                   json_extract(j.value, '$[0]') AS role, json_extract(j.value, '$[1]') AS item_id,
+                   json_extract(j.value, '$[2]') AS observation_id
+            FROM identified_assets a, json_each(a.items) j;
+        """,
+    )
+
+
 # Each entry moves the rules stage's schema one version up; append, never edit a released one.
-MIGRATIONS = [_schema_v1]
+MIGRATIONS = [_schema_v1, _schema_v2]
+# Not stored: it changes every day, so storing it would rewrite every row each evaluation (`read` derives it).
+DAILY = "days_to_eol"
 
 
 def ensure(store: Store) -> bool:
@@ -79,21 +99,23 @@ def ensure(store: Store) -> bool:
 
 
 class Writer:
-    """Replaces the stored identities inside the evaluation's transaction, in batches."""
+    """Writes the stored identities inside the evaluation's transaction, in batches: a row only where the
+    asset's identity changed (an unchanged estate writes nothing)."""
 
     BATCH = 5000
 
-    def __init__(self, conn: sqlite3.Connection, evaluation_id: int) -> None:
-        self.conn, self.evaluation_id = conn, evaluation_id
-        conn.execute("DELETE FROM identified_assets")
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
         self._ids: dict[int, tuple[dict[str, Any], int]] = {}  # id(item) -> (item: kept alive, row id)
-        self._assets: list[tuple[int, int, str, str]] = []
+        self._assets: list[tuple[int, str, str]] = []
+        self._seen: list[int] = []
+        self._heads: dict[str, dict[int, str]] = {role: {} for role in ROLES}  # items stay alive in `_ids`
 
     def item_id(self, item: dict[str, Any]) -> int:
         known = self._ids.get(id(item))
         if known is not None:
             return known[1]
-        text = json.dumps(item, sort_keys=True, default=str)
+        text = json.dumps({k: v for k, v in item.items() if k != DAILY}, sort_keys=True, default=str)
         values = [json.dumps(item.get(c)) if c == "cycles" else item.get(c) for c in ITEM_COLUMNS]
         row = self.conn.execute(INSERT_ITEM, [*values, text]).fetchone()
         self._ids[id(item)] = (item, int(row[0]))
@@ -101,21 +123,47 @@ class Writer:
 
     def add(self, asset_id: int, category: str, roles: Iterable[tuple[str, list[dict[str, Any]]]],
             observations: dict[int, int]) -> None:  # fmt: skip
-        items = [[role, self.item_id(item), observations.get(id(item))] for role, found in roles for item in found]
-        self._assets.append((asset_id, self.evaluation_id, category, json.dumps(items, separators=(",", ":"))))
+        parts = []
+        for role, found in roles:
+            heads = self._heads[role]
+            for item in found:
+                head = heads.get(id(item))
+                if head is None:  # the JSON of [role, item id, written once per role and item
+                    head = heads[id(item)] = f'["{role}",{self.item_id(item)},'
+                obs = observations.get(id(item))
+                parts.append(f"{head}{'null' if obs is None else obs}]")
+        self._assets.append((asset_id, category, f"[{','.join(parts)}]"))
+        self._seen.append(asset_id)
         if len(self._assets) >= self.BATCH:
             self.flush()
 
     def flush(self) -> None:
-        self.conn.executemany("INSERT INTO identified_assets (asset_id, evaluation_id, category, items) "
-                              "VALUES (?, ?, ?, ?)", self._assets)  # fmt: skip
+        self.conn.executemany(
+            "INSERT INTO identified_assets (asset_id, category, items) VALUES (?, ?, ?) ON CONFLICT(asset_id) "
+            "DO UPDATE SET category = excluded.category, items = excluded.items "
+            "WHERE category != excluded.category OR items != excluded.items",
+            self._assets,
+        )
         self._assets.clear()
 
     def finish(self) -> None:
-        """The last batch, and items no asset points at any more dropped."""
+        """The last batch; then the rows of assets this evaluation did not see, and items no asset points at."""
         self.flush()
+        seen = json.dumps(self._seen)
+        self.conn.execute("DELETE FROM identified_assets WHERE asset_id NOT IN (SELECT value FROM json_each(?))",
+                          [seen])  # fmt: skip
         used = json.dumps(sorted(row for _, row in self._ids.values()))
         self.conn.execute("DELETE FROM identity_items WHERE id NOT IN (SELECT value FROM json_each(?))", [used])
+
+
+def _evaluation_day(store: Store) -> date | None:
+    """The day of the evaluation the stored identities are from: the last one that finished."""
+    row = store.conn.execute("SELECT day FROM evaluations WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1")
+    found = row.fetchone()
+    try:
+        return date.fromisoformat(found[0]) if found else None
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass
@@ -144,12 +192,15 @@ def read(store: Store, asset_ids: Iterable[int] | None = None) -> dict[int, Iden
             found[asset_id] = Identified(category)
             pointers[asset_id] = json.loads(items)
     needed = sorted({p[1] for listed in pointers.values() for p in listed})
+    day = _evaluation_day(store) if needed else None
     items_by_id: dict[int, dict[str, Any]] = {}
     for part in _parts(needed):
         ids = part or []
         marks = ", ".join("?" * len(ids))
         for item_id, text in store.conn.execute(f"SELECT id, json FROM identity_items WHERE id IN ({marks})", ids):
-            items_by_id[item_id] = json.loads(text)
+            item = items_by_id[item_id] = json.loads(text)
+            eol = item.get("eol_date")
+            item[DAILY] = (date.fromisoformat(eol) - day).days if eol and day else None
     for asset_id, listed in pointers.items():
         one = found[asset_id]
         for role, item_id, _ in listed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -133,22 +134,50 @@ def test_evaluate_stores_identities_and_every_reader_uses_them(tmp_path: Path) -
     xml = write_estate(tmp_path / "scan.xml", [Host("10.7.0.11", "00:11:22:07:00:11", [SSH_DEBIAN], hostname="web")])
     assert run_posture("import", "nmap", str(xml), db=db).returncode == 0
     assert (assets_json(db)[0]["os"] or {}).get("label") is None
-    for _ in range(2):
-        assert run_posture("evaluate", db=db).returncode == 0
+    for n in range(2):
+        assert run_posture("evaluate", "--on", "2026-01-0" + str(n + 1), db=db).returncode == 0
         conn = sqlite3.connect(db)
         try:
-            rows = conn.execute("SELECT role, t.product, t.label, i.observation_id IS NOT NULL FROM identities i "
-                                "JOIN identity_items t ON t.id = i.item_id").fetchall()  # fmt: skip
+            rows = conn.execute("SELECT evaluation_id, role, t.product, t.label, i.observation_id IS NOT NULL "
+                                "FROM identities i JOIN identity_items t ON t.id = i.item_id").fetchall()  # fmt: skip
             stage = conn.execute("SELECT version FROM schema_stages WHERE stage = 'rules'").fetchone()
+            if n == 0:
+                conn.executescript("CREATE TABLE writes (n INTEGER); CREATE TRIGGER w AFTER UPDATE ON "
+                                   "identified_assets BEGIN INSERT INTO writes VALUES (1); END;")  # fmt: skip
+            else:
+                assert conn.execute("SELECT count(*) FROM writes").fetchone() == (0,)
         finally:
             conn.close()
-        assert ("os", "debian", "Debian 12 (Bookworm)", True) in rows and stage == (1,)
+        assert (n + 1, "os", "debian", "Debian 12 (Bookworm)", True) in rows and stage == (2,)
         assert len(rows) == len(set(rows))
     [asset] = assets_json(db)
     assert asset["os"]["label"] == "Debian 12 (Bookworm)" and asset["category"] == "servers"
+    assert asset["os"]["days_to_eol"] == (date.fromisoformat(asset["os"]["eol_date"]) - date(2026, 1, 2)).days
     export = run_posture("export", "assets", db=db)
     assert export.returncode == 0 and "Debian 12 (Bookworm)" in export.stdout.splitlines()[1]
     assert "os_label" in export.stdout.splitlines()[0]
+
+
+def test_identities_written_by_the_first_schema_are_kept_by_the_second(tmp_path: Path) -> None:
+    """A database the stop-11 code evaluated (rules stage version 1: an evaluation id on every row) is moved
+    to version 2 in place: its rows stay, the view names the last finished evaluation."""
+    from rules import identities
+    from scanner.store import Store
+
+    store = Store.open(tmp_path / "inventory.db")
+    store.migrate_stage("rules", identities.MIGRATIONS[:1])
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO assets (id, name, first_seen, last_seen) VALUES (7, 'web', '2026-01-01', "
+                     "'2026-01-01')")  # fmt: skip
+        conn.execute("INSERT INTO evaluations (id, started_at, finished_at, day, rules) "
+                     "VALUES (3, '2026-01-01', '2026-01-01', '2026-01-01', 1)")  # fmt: skip
+        conn.execute("INSERT INTO identity_items (id, kind, product, label, confidence, method, lifecycle_state, "
+                     "json) VALUES (5, 'os', 'debian', 'Debian 12', 'high', 'nmap os', 'supported', '{}')")
+        conn.execute("INSERT INTO identified_assets VALUES (7, 3, 'servers', '[[\"os\",5,null]]')")
+    assert identities.ensure(store)
+    rows = store.conn.execute("SELECT evaluation_id, asset_id, role, item_id FROM identities").fetchall()
+    assert rows == [(3, 7, "os", 5)]
+    assert identities.read(store)[7].category == "servers"
 
 
 @pytest.mark.parametrize(
