@@ -1,6 +1,11 @@
 """The lifecycle catalogue: release cycles of products and the dates their support ends.
 
-Data: endoflife.date (MIT; `rules/data/eol/LICENSE-endoflife.date.txt`, provenance in `SOURCE.md`).
+Data: endoflife.date's 464 products (MIT; `rules/data/eol/LICENSE-endoflife.date.txt`, provenance in
+`SOURCE.md`), and sourced tables for what it lacks (`rules/data/lifecycle/`: Junos, Cisco IOS, ASA, NX-OS
+and hardware, NetApp 7-Mode, old Linux kernels, ...; every row with its source, a quote and how solid it
+is). Every cycle keeps where its dates came from (`Provenance`), so a verdict can be checked before anyone
+acts on it. A lifecycle date may be a month (`2019-03`, `datePrecision`); it counts as passed only once
+the month is over.
 Its date columns mean different things per product (`columns.*.label`): `eol` is "Security Support" for
 Windows, "Maintenance Support" for RHEL, "Premier Support" for Oracle Database; `eoes` is paid extended
 support (Microsoft ESU, RHEL ELS, SLES LTSS, Ubuntu ESM) except where `FREE_EXTENDED` says otherwise. The
@@ -19,8 +24,8 @@ day of the run, never with the data's snapshot date, which every report shows.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, timedelta
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -29,6 +34,10 @@ from typing import Any
 from scanner.safefs import make_dirs, write_atomic
 
 DATA_DIR = Path(__file__).parent / "data" / "eol"
+LIFECYCLE_DIR = Path(__file__).parent / "data" / "lifecycle"
+# Tables that complete an endoflife.date product rather than being one: their rows join its cycles (a cycle
+# both list is completed field by field, the table's provenance kept).
+ADDENDA = {"windows-esu-addendum": "windows", "linux-legacy": "linux"}
 FREE_EXTENDED = frozenset({"debian"})  # Debian LTS is community-run and free
 
 
@@ -46,11 +55,39 @@ DateField = date | bool | None
 def _date(value: Any) -> DateField:
     if isinstance(value, bool) or value is None:
         return value
-    return date.fromisoformat(str(value))
+    text = str(value)
+    if len(text) == 7:  # a month (checked by the loader against datePrecision): passed once it is over
+        year, month = int(text[:4]), int(text[5:])
+        return date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)
+    return date.fromisoformat(text)
 
 
 def _passed(value: DateField, today: date) -> bool:
     return value is True or (isinstance(value, date) and value <= today)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a cycle's dates came from, so a security lead can check one before acting on it."""
+
+    source: str  # a URL, or repository/path@commit
+    kind: str  # vendor, third-party, third-party proposal, vendor policy
+    detail: str = ""  # the source's own description ("third-party (Greenbone os_eol.inc; cites cisco.com ...)")
+    quote: str | None = None
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v}
+
+
+def source_kind(text: str) -> str:
+    """The kind of a source, from the tables' free-text `sourceKind`."""
+    lowered = text.lower()
+    if "proposal" in lowered:
+        return "third-party proposal"
+    if "policy" in lowered:
+        return "vendor policy"
+    return "vendor" if lowered.startswith("vendor") else "third-party"
 
 
 @dataclass(frozen=True)
@@ -59,14 +96,25 @@ class Cycle:
     name: str
     label: str
     release: DateField
-    eoas: DateField
-    eol: DateField
-    eoes: DateField
+    eoas: DateField  # end of active support (for Cisco: end of software maintenance)
+    eol: DateField  # end of the support the product's `eol` column names (usually security support)
+    eoes: DateField  # end of extended support, usually paid
     latest: str | None
     lts: bool
+    discontinued: DateField = None  # end of sale (hardware, Cisco software)
+    ldos: DateField = None  # Cisco's last date of support
+    months: frozenset[str] = frozenset()  # date fields known only to the month
+    provenance: Provenance | None = None  # the row's own source; None: the product's (`Product.provenance`)
+    pid_prefixes: tuple[str, ...] = ()  # hardware: the model numbers (PIDs, SKUs) a row covers
+    also: tuple[Provenance, ...] = ()  # sources of dates a table added to this cycle (Windows 7 SP1's ESU end)
 
     @classmethod
     def from_record(cls, product: str, record: dict[str, Any]) -> Cycle:
+        source = record.get("source")
+        provenance = None
+        if source:
+            detail = str(record.get("sourceKind") or "")
+            provenance = Provenance(str(source), source_kind(detail), detail, record.get("quote"), record.get("note"))
         return cls(
             product=product,
             name=str(record["releaseCycle"]),
@@ -77,7 +125,22 @@ class Cycle:
             eoes=_date(record.get("eoes")),
             latest=str(record["latest"]) if record.get("latest") else None,
             lts=bool(record.get("lts")),
+            discontinued=_date(record.get("discontinued")),
+            ldos=_date(record.get("lastDateOfSupport")),
+            months=frozenset(k for k, v in (record.get("datePrecision") or {}).items() if v == "month"),
+            provenance=provenance,
+            pid_prefixes=tuple(str(p) for p in record.get("pidPrefixes") or ()),
         )
+
+    def shown(self, name: str) -> str | None:
+        """A date field as a person reads it: the day, the month where only that is known, or passed/unset."""
+        value = getattr(self, name)
+        if isinstance(value, date):
+            return value.isoformat()[:7] if FIELD_OF.get(name, name) in self.months else value.isoformat()
+        return {True: "passed (day not published)", False: "not announced", None: None}[value]
+
+
+FIELD_OF = {"release": "releaseDate", "ldos": "lastDateOfSupport"}  # Cycle attribute -> the file's field name
 
 
 @dataclass(frozen=True)
@@ -108,6 +171,10 @@ def status(cycle: Cycle, today: date, free_extended: bool = False) -> Status:
     return Status(Lifecycle.SUPPORTED, eol, None, days)
 
 
+ENDOFLIFE = "endoflife.date"
+ENDOFLIFE_DETAIL = "endoflife.date (community-maintained, MIT)"
+
+
 @dataclass(frozen=True)
 class Product:
     slug: str
@@ -116,6 +183,8 @@ class Product:
     cpes: tuple[str, ...]
     labels: dict[str, str]  # what each date column means for this product
     cycles: tuple[Cycle, ...]  # newest first, as upstream lists them
+    provenance: Provenance | None = None  # where the cycles without their own source came from
+    source: str = ENDOFLIFE  # the data set: endoflife.date or posture's lifecycle tables (`Catalogue.sources`)
 
     def cycle(self, name: str) -> Cycle | None:
         wanted = name.strip().lower()
@@ -124,45 +193,106 @@ class Product:
     def status(self, cycle: Cycle, today: date) -> Status:
         return status(cycle, today, free_extended=self.slug in FREE_EXTENDED)
 
+    def provenance_of(self, cycle: Cycle) -> Provenance | None:
+        return cycle.provenance or self.provenance
+
 
 @dataclass(frozen=True)
 class Catalogue:
     products: dict[str, Product]
     data_date: str  # when the source data was taken (shown in every report)
     source: str
+    sources: dict[str, str] = field(default_factory=dict)  # data set -> its date (`catalogue list` shows each)
 
     def product(self, slug: str) -> Product | None:
         return self.products.get(slug.strip().lower())
+
+    def hardware(self, model: str) -> tuple[Product, Cycle] | None:
+        """The hardware row whose model prefix (a Cisco PID, a Juniper SKU) the model starts with, longest
+        prefix first: "WS-C2960X-48FPD-L" is a Catalyst 2960-X."""
+        wanted = model.strip().upper()
+        best: tuple[int, Product, Cycle] | None = None
+        for product in self.products.values():
+            for cycle in product.cycles:
+                for prefix in cycle.pid_prefixes:
+                    if wanted.startswith(prefix.upper()) and (best is None or len(prefix) > best[0]):
+                        best = (len(prefix), product, cycle)
+        return (best[1], best[2]) if best else None
 
 
 class CatalogueError(ValueError):
     """A catalogue file that cannot be trusted; the message names the file, product, cycle and field."""
 
 
-DATE_FIELDS = ("releaseDate", "eoas", "eol", "eoes")
+# Date-valued fields of a release row, as the files spell them; a month (YYYY-MM) only where `datePrecision`
+# says so.
+DATE_FIELDS = ("releaseDate", "eoas", "eol", "eoes", "discontinued", "lastDateOfSupport", "latestReleaseDate",
+               "technicalGuidance", "announced", "endOfVulnSecuritySupport", "armBegin", "oneYearSupportLastOrderDay",
+               "esuYear3Begins")  # fmt: skip
+TEXT_FIELDS = ("releaseCycle", "label", "latest", "codename", "source", "quote", "sourceKind", "sourceAlt",
+               "vendorUrlCited", "note", "ltsSource", "ltsQuote", "quoteAlt", "conflict")  # fmt: skip
+RELEASE_FIELDS = frozenset({*DATE_FIELDS, *TEXT_FIELDS, "lts", "datePrecision", "pidPrefixes"})
+PRODUCT_FIELDS = frozenset({"slug", "sourceFile", "title", "category", "group", "alternateSlugs", "identifiers",
+                            "columns", "releasePolicyLink", "releases", "draftNotes"})  # fmt: skip
 
 
-def parse_product(record: dict[str, Any], cpes: tuple[str, ...] = (), where: str = "") -> Product:
-    """One product in endoflife.date's extract format, every date checked."""
+def _check_release(release: Any, n: int, slug: str, where: str) -> str:
+    """A release row's problems, each naming file, product, cycle and field; its cycle name when sound."""
+    if not isinstance(release, dict) or release.get("releaseCycle") in (None, ""):
+        raise CatalogueError(f"{where}: {slug} release #{n + 1} has no releaseCycle")
+    name = str(release["releaseCycle"])
+    at = f"{where}: {slug} cycle {name[:40]}"
+    unknown = sorted(set(release) - RELEASE_FIELDS)
+    if unknown:
+        raise CatalogueError(f"{at}: unknown field {unknown[0][:40]!r}")
+    precision = release.get("datePrecision") or {}
+    if not isinstance(precision, dict) or any(k not in DATE_FIELDS or v not in ("day", "month")
+                                              for k, v in precision.items()):  # fmt: skip
+        raise CatalogueError(f"{at}: datePrecision must map date fields to 'day' or 'month'")
+    for key in DATE_FIELDS:
+        value = release.get(key)
+        if value is None or (isinstance(value, bool) and key != "releaseDate"):
+            continue
+        text = str(value)
+        month = precision.get(key) == "month"
+        try:
+            if isinstance(value, bool) or (len(text) != (7 if month else 10)):
+                raise ValueError(text)
+            date.fromisoformat(text + "-01" if month else text)
+        except ValueError as exc:
+            what = "a month (YYYY-MM)" if month else "a date (YYYY-MM-DD)"
+            if not month and len(text) == 7:
+                what += "; a month where a day is required (set datePrecision to say so)"
+            raise CatalogueError(f"{at}: {key} {text[:40]!r} is not {what}") from exc
+    prefixes = release.get("pidPrefixes")
+    if prefixes is not None and (not isinstance(prefixes, list) or not all(isinstance(p, str) and p.strip()
+                                                                              for p in prefixes)):  # fmt: skip
+        raise CatalogueError(f"{at}: pidPrefixes must be a list of model prefixes")
+    return name
+
+
+def parse_product(record: dict[str, Any], cpes: tuple[str, ...] = (), where: str = "",
+                  provenance: Provenance | None = None, source: str = ENDOFLIFE) -> Product:  # fmt: skip
+    """One product in endoflife.date's extract format (or a lifecycle table, the same format with a source
+    per row), every field checked before anything is kept."""
+    if not isinstance(record, dict):
+        raise CatalogueError(f"{where}: a product is a JSON object")
     try:
         slug = str(record["slug"])
         releases = record["releases"]
     except (KeyError, TypeError) as exc:
         raise CatalogueError(f"{where}: a product needs 'slug' and 'releases'") from exc
-    cycles = []
+    unknown = sorted(set(record) - PRODUCT_FIELDS)
+    if unknown:
+        raise CatalogueError(f"{where}: {slug}: unknown field {unknown[0][:40]!r}")
+    if not isinstance(releases, list):
+        raise CatalogueError(f"{where}: {slug}: releases must be a list")
+    seen: set[str] = set()
     for n, release in enumerate(releases):
-        name = release.get("releaseCycle") if isinstance(release, dict) else None
-        if name is None:
-            raise CatalogueError(f"{where}: {slug} release #{n + 1} has no releaseCycle")
-        for key in DATE_FIELDS:
-            value = release.get(key)
-            if value is None or isinstance(value, bool):
-                continue
-            try:
-                date.fromisoformat(str(value))
-            except ValueError as exc:
-                raise CatalogueError(f"{where}: {slug} cycle {name}: {key} {str(value)[:40]!r} is not a date") from exc
-        cycles.append(Cycle.from_record(slug, release))
+        name = _check_release(release, n, slug, where)
+        if name.lower() in seen:
+            raise CatalogueError(f"{where}: {slug} cycle {name[:40]}: listed twice")
+        seen.add(name.lower())
     return Product(
         slug=slug,
         title=str(record.get("title") or slug),
@@ -170,30 +300,85 @@ def parse_product(record: dict[str, Any], cpes: tuple[str, ...] = (), where: str
         cpes=tuple(cpes)
         or tuple(i["cpe"] for i in record.get("identifiers", []) if isinstance(i, dict) and "cpe" in i),
         labels={k: v["label"] for k, v in record.get("columns", {}).items() if isinstance(v, dict) and v.get("shown")},
-        cycles=tuple(cycles),
+        cycles=tuple(Cycle.from_record(slug, r) for r in releases),
+        provenance=provenance or Provenance(f"https://endoflife.date/{slug}", "third-party", ENDOFLIFE_DETAIL),
+        source=source,
     )
 
 
-def load_catalogue(directory: Path = DATA_DIR, overrides: Path | None = None) -> Catalogue:
-    """The bundled data, with any products refreshed by `posture catalogue update` laid over it."""
-    index = json.loads((directory / "index.json").read_text(encoding="utf-8"))
+LIFECYCLE = "posture lifecycle tables"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CatalogueError(f"{path.name}: not a readable JSON file ({exc})") from exc
+
+
+def _lifecycle(directory: Path) -> tuple[list[Product], str]:
+    """The sourced tables: one product per file, its provenance the product's policy page."""
+    index = _read_json(directory / "index.json")
+    found = []
+    for name in index["files"]:
+        record = _read_json(directory / name)
+        link = str(record.get("releasePolicyLink") or "") if isinstance(record, dict) else ""
+        policy = Provenance(link, "vendor policy", "the vendor's lifecycle policy page") if link else None
+        found.append(parse_product(record, where=name, provenance=policy, source=LIFECYCLE))
+    return found, str(index.get("dataDate", ""))
+
+
+def _complete(base: Product, addendum: Product) -> Product:
+    """An endoflife.date product with a table's rows joined: a cycle both list takes the table's dates
+    where it has them (its source listed in `also`), a cycle only the table lists is added after the others."""
+    cycles = list(base.cycles)
+    for extra in addendum.cycles:
+        extra = replace(extra, product=base.slug)
+        at = next((n for n, c in enumerate(cycles) if c.name == extra.name), None)
+        if at is None:
+            cycles.append(extra)
+            continue
+        mine = cycles[at]  # only dates join: a table's `false` ("no ESU") must not read as "not announced yet"
+        changes = {k: getattr(extra, k) for k in ("release", "eoas", "eol", "eoes", "discontinued", "ldos")
+                   if isinstance(getattr(extra, k), date)}  # fmt: skip
+        if changes:
+            also = (*mine.also, extra.provenance) if extra.provenance else mine.also
+            cycles[at] = replace(mine, **changes, months=mine.months | extra.months, also=also)
+    return replace(base, cycles=tuple(cycles))
+
+
+def load_catalogue(directory: Path = DATA_DIR, overrides: Path | None = None,
+                   lifecycle: Path | None = LIFECYCLE_DIR) -> Catalogue:  # fmt: skip
+    """The bundled data (endoflife.date, then the sourced tables), with any products refreshed by
+    `posture catalogue update` laid over it. Any bad file stops the load: nothing is half loaded."""
+    index = _read_json(directory / "index.json")
     products: dict[str, Product] = {}
     for entry in index["products"]:
         path = directory / f"{entry['slug']}.json"
-        products[entry["slug"]] = parse_product(
-            json.loads(path.read_text(encoding="utf-8")), tuple(entry.get("cpe") or ()), path.name
-        )
+        products[entry["slug"]] = parse_product(_read_json(path), tuple(entry.get("cpe") or ()), path.name)
     data_date = str(index.get("commitDate", ""))[:10]
+    sources = {ENDOFLIFE: data_date}
+    if lifecycle is not None and (lifecycle / "index.json").exists():
+        tables, tables_date = _lifecycle(lifecycle)
+        sources[LIFECYCLE] = tables_date
+        for table in tables:
+            target = ADDENDA.get(table.slug)
+            if target is not None and target in products:
+                products[target] = _complete(products[target], table)
+            else:
+                products[table.slug] = table
     if overrides is not None and (overrides / "updates.json").exists():
-        updates = json.loads((overrides / "updates.json").read_text(encoding="utf-8"))
+        updates = _read_json(overrides / "updates.json")
         for slug, meta in updates.items():
             path = overrides / f"{slug}.json"
-            product = parse_product(
-                json.loads(path.read_text(encoding="utf-8")), products[slug].cpes if slug in products else (), path.name
-            )
+            known = products.get(slug)
+            product = parse_product(_read_json(path), known.cpes if known else (), path.name,
+                                    known.provenance if known and known.source != ENDOFLIFE else None,
+                                    known.source if known else ENDOFLIFE)  # fmt: skip
             products[slug] = product
             data_date = max(data_date, str(meta.get("data_date", ""))[:10])
-    return Catalogue(products, data_date, str(index.get("source", "")))
+            sources[product.source] = max(sources.get(product.source, ""), str(meta.get("data_date", ""))[:10])
+    return Catalogue(products, data_date, str(index.get("source", "")), sources)
 
 
 def overrides_dir() -> Path:

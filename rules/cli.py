@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from rules.catalogue import ENDOFLIFE, LIFECYCLE, Catalogue, Cycle
 from scanner.config import ConfigError, register_table
 from scanner.errors import ExitCode, PostureError
 
@@ -42,8 +43,14 @@ def catalogue_list() -> None:
 
     cat = default_catalogue()
     for slug, product in sorted(cat.products.items()):
-        click.echo(f"{slug}\t{product.title}\t{len(product.cycles)} cycles")
-    click.echo(f"data: endoflife.date as of {cat.data_date} (MIT licence)", err=True)
+        click.echo(f"{slug}\t{product.title}\t{len(product.cycles)} cycles\t{product.source}")
+    click.echo(f"data: {_sources(cat)}", err=True)
+
+
+def _sources(cat: Catalogue) -> str:
+    """Each data set with its date: "endoflife.date as of 2026-08-22 (MIT licence); posture lifecycle ..."."""
+    notes = {ENDOFLIFE: " (MIT licence)", LIFECYCLE: " (rules/data/lifecycle/SOURCES.md: a source per row)"}
+    return "; ".join(f"{name} as of {day}{notes.get(name, '')}" for name, day in cat.sources.items())
 
 
 @catalogue.command("show")
@@ -66,34 +73,52 @@ def catalogue_show(product: str, on_day: str | None, fmt: str) -> None:
             f"did you mean {', '.join(close[:5])}?" if close else "see `posture catalogue list`",
         )
     today = parse_day(on_day)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for cycle in found.cycles:
         st = found.status(cycle, today)
+        source = cycle.provenance or found.provenance
         rows.append({
-            "cycle": cycle.name, "label": cycle.label, "release": _text(cycle.release),
-            "active_support_end": _text(cycle.eoas), "eol": _text(cycle.eol), "extended_end": _text(cycle.eoes),
+            "cycle": cycle.name, "label": cycle.label, "release": _text(cycle, "release"),
+            "active_support_end": _text(cycle, "eoas"), "eol": _text(cycle, "eol"),
+            "extended_end": _text(cycle, "eoes"), "end_of_sale": _text(cycle, "discontinued"),
+            "last_date_of_support": _text(cycle, "ldos"), "model_prefixes": list(cycle.pid_prefixes),
             "latest": cycle.latest, "state": str(st.state), "days_to_eol": st.days_to_eol,
+            "months_only": sorted(cycle.months), "source": source.as_dict() if source else None,
+            "also": [p.as_dict() for p in cycle.also],
         })  # fmt: skip
     if fmt == "json":
-        document = {"product": found.slug, "title": found.title, "labels": found.labels,
-                    "data_date": cat.data_date, "on": today.isoformat(), "cycles": rows}  # fmt: skip
+        document = {"product": found.slug, "title": found.title, "labels": found.labels, "data": found.source,
+                    "data_date": cat.sources.get(found.source, cat.data_date), "on": today.isoformat(),
+                    "source": found.provenance.as_dict() if found.provenance else None, "cycles": rows}  # fmt: skip
         click.echo(json.dumps(document, indent=2))
         return
     click.echo(f"{found.title} ({found.slug}); columns: " + ", ".join(f"{k} = {v}" for k, v in found.labels.items()))
+    if found.provenance:
+        click.echo(f"source: {_source_line(found.provenance.as_dict())}")
     for r in rows:
         click.echo(
-            f"{r['label']:<34} {r['state']:<14} eol {r['eol'] or '-':<10} extended {r['extended_end'] or '-':<10} "
+            f"{r['label'][:34]:<34} {r['state']:<14} eol {r['eol'] or '-':<10} extended {r['extended_end'] or '-':<10} "
             f"days to eol {'' if r['days_to_eol'] is None else r['days_to_eol']}"
         )
-    click.echo(f"states on {today.isoformat()}; data: endoflife.date as of {cat.data_date} (MIT licence)")
+        own = [r["source"]] if r["source"] and r["source"] != (found.provenance and found.provenance.as_dict()) else []
+        for where in own + r["also"]:
+            click.echo(f"    source: {_source_line(where)}")
+    click.echo(f"states on {today.isoformat()}; data: {_sources(cat)}")
 
 
-def _text(value: object) -> str | None:
+def _source_line(where: dict[str, Any]) -> str:
+    quote = f' "{where["quote"][:100]}"' if where.get("quote") else ""
+    return f"{where['kind']}, {where['source']}{quote}"
+
+
+def _text(cycle: Cycle, field: str) -> str | None:
+    """A date as `catalogue show` gives it: the day, the month where only that is known, "passed"."""
+    value = getattr(cycle, field)
     if value is True:
         return "passed"
     if value is False or value is None:
         return None
-    return str(value)
+    return cycle.shown(field)
 
 
 @catalogue.command("update")

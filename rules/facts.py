@@ -42,6 +42,8 @@ from rules.identify import (
     identify_sysdescr,
     identify_windows_build,
     lifecycle,
+    lifecycle_sources,
+    months_only,
 )
 from rules.kev import KevCatalogue
 from scanner.store import Store
@@ -352,6 +354,8 @@ class Identifier:
             "extended_until": status.extended_until.isoformat() if status.extended_until else None,
             "eol_range": [d.isoformat() for d in between] if between else None,  # "one of": first and last end
             "days_to_eol": status.days_to_eol,
+            "months_only": months_only(ident, self.catalogue),  # date fields known only to the month
+            "lifecycle_sources": lifecycle_sources(ident, self.catalogue),  # what the dates rest on
             "upgrade_path": upgrade,
             "kev_count": len(kev),
             "kev_ids": list(kev[:5]),

@@ -12,10 +12,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
+from typing import Any
 from urllib.parse import unquote
 
 from rules import fingerprints
-from rules.catalogue import Catalogue, Lifecycle, Status
+from rules.catalogue import ENDOFLIFE, Catalogue, Cycle, Lifecycle, Product, Status
 from rules.versions import Version
 
 # CPE vendor:product pairs nmap uses that the catalogue spells otherwise.
@@ -157,7 +158,9 @@ def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -
     if m:
         version = m.group(1) + (f".{m.group(2)}" if m.group(2) else "")
         cycles = _cycles_for_version(catalogue, "linux", version)
-        return Identification("linux", cycles, version, "medium", "sysDescr", _bounded(text), family="Linux")
+        # Only the kernel is known (an appliance, a camera, an unnamed distribution): its branch's end of
+        # support is evidence, weakly (a vendor may still patch an old kernel in its firmware).
+        return Identification("linux", cycles, version, "low", "sysDescr", _bounded(text), family="Linux kernel")
     return None
 
 
@@ -179,7 +182,8 @@ def identify_fingerprints(field: str, text: str, object_id: str | None, catalogu
 def from_fingerprint(found: fingerprints.Fingerprinted, field: str, text: str, catalogue: Catalogue) -> Identification:
     """A fingerprint's match as an identification. A catalogue product keeps only a cycle the catalogue has
     (by name, else the longest prefix of the version); "one of" cycles only those the catalogue has; a family
-    the catalogue lacks keeps the cycle the device states, and its lifecycle stays unknown."""
+    the catalogue lacks, or one whose sourced table lacks the release, keeps the cycle the device states,
+    and its lifecycle stays unknown."""
     cycles: tuple[str, ...] = (found.cycle,) if found.cycle else ()
     product = catalogue.product(found.product)
     if found.cycles:
@@ -189,6 +193,8 @@ def from_fingerprint(found: fingerprints.Fingerprinted, field: str, text: str, c
                     if found.cycle and c.label.lower().startswith(found.cycle.lower() + " ")]  # fmt: skip
         # labels carry code names ("2008 R2 'Kilimanjaro'"): a cycle the label starts with, else by version
         cycles = tuple(labelled[:1]) or _cycles_for_version(catalogue, found.product, found.version or "")
+        if not cycles and found.cycle and product.source != ENDOFLIFE:  # a sourced table lists some releases
+            cycles = (found.cycle,)  # only: the release is kept, its lifecycle stays unknown
     elif product is not None and found.cycle and (named := product.cycle(found.cycle)) is not None:
         cycles = (named.name,)  # found by name or by label: the cycle's name is what is stored
     return Identification(found.product, cycles, found.version, found.confidence, FIELD_METHODS[field],
@@ -465,13 +471,16 @@ def display_name(ident: Identification, catalogue: Catalogue) -> str:
         slug, cycle_name = split_cycle(name, ident.product)
         owner = catalogue.product(slug)
         cycle = owner.cycle(cycle_name) if owner else None
-        labels.append(_join_title(owner.title, cycle.label) if owner and cycle else f"{title} {cycle_name}")
+        if owner and cycle and owner.source == ENDOFLIFE:
+            labels.append(_join_title(owner.title, cycle.label))
+        else:  # the sourced tables label rows for their readers ("IOS 12.4 (mainline, per Greenbone)")
+            labels.append(f"{ident.family or title} {cycle_name}")
     if not labels and not ident.version and ident.family:
         text = ident.family  # what the evidence calls it ("Linux 5.0 - 5.2": nmap's kernel range)
     elif len(labels) == 1:
         text = labels[0]
-        if ident.version and product is None and ident.version not in text:
-            text = f"{title} {ident.version}"
+        if ident.version and (product is None or product.source != ENDOFLIFE) and ident.version not in text:
+            text = f"{ident.family or title} {ident.version}"
     elif 1 < len(labels) <= 3:
         text = _one_of(list(dict.fromkeys(labels)))
     else:
@@ -507,15 +516,38 @@ def eol_range(ident: Identification, catalogue: Catalogue, today: date) -> tuple
 
 def _statuses(ident: Identification, catalogue: Catalogue, today: date) -> list[Status]:
     """Each candidate cycle's status; empty when the catalogue lacks the product or any candidate."""
+    return [owner.status(cycle, today) for owner, cycle in _cycles(ident, catalogue)]
+
+
+def _cycles(ident: Identification, catalogue: Catalogue) -> list[tuple[Product, Cycle]]:
+    """Each candidate cycle with its product; empty when the catalogue lacks the product or any candidate."""
     product = catalogue.product(ident.product)
     if product is None or not ident.cycles:
         return []
-    statuses = []
+    found = []
     for name in ident.cycles:
         slug, cycle_name = split_cycle(name, ident.product)
         owner = catalogue.product(slug) or product
         cycle = owner.cycle(cycle_name)
         if cycle is None:
             return []
-        statuses.append(owner.status(cycle, today))
-    return statuses
+        found.append((owner, cycle))
+    return found
+
+
+def lifecycle_sources(ident: Identification, catalogue: Catalogue) -> list[dict[str, Any]]:
+    """Where the dates of a verdict come from, each source once: the product and cycle, the source (URL or
+    repository file), its kind (vendor, third-party, third-party proposal, vendor policy), its quote."""
+    found: list[dict[str, Any]] = []
+    for owner, cycle in _cycles(ident, catalogue):
+        for where in (owner.provenance_of(cycle), *cycle.also):
+            entry = {"product": owner.slug, "cycle": cycle.name, **where.as_dict()} if where else None
+            if entry and entry not in found:
+                found.append(entry)
+    return found
+
+
+def months_only(ident: Identification, catalogue: Catalogue) -> list[str]:
+    """The date fields of the identified cycle known only to the month (its end shows as "2022-10")."""
+    found = _cycles(ident, catalogue)
+    return sorted(found[0][1].months) if len(found) == 1 else []

@@ -23,8 +23,8 @@ EXPECTED = {
     # (RHEL 7 in paid ELS, CentOS 7 ended, Oracle Linux 7 in extended support): unknown, not a guess.
     "os/linux/unknown-001": ("rhel", ("rhel/6", "centos/6", "oracle-linux/6"), Lifecycle.END_OF_LIFE),
     "os/linux/unknown-006": ("rhel", ("rhel/7", "centos/7", "oracle-linux/7"), Lifecycle.UNKNOWN),
-    "network/switch/cisco-c3560": ("cisco-ios", ("12.2",), Lifecycle.UNKNOWN),  # no catalogue data yet
-    "network/router/juniper-mx960-12-3r6-6": ("junos", ("12.3",), Lifecycle.UNKNOWN),
+    "network/switch/cisco-c3560": ("cisco-ios", ("12.2",), Lifecycle.END_OF_LIFE),  # rules/data/lifecycle
+    "network/router/juniper-mx960-12-3r6-6": ("junos", ("12.3",), Lifecycle.END_OF_LIFE),
     "storage/netapp-fas3270": ("netapp-ontap-7-mode", ("8.2.3",), Lifecycle.UNKNOWN),
 }
 
