@@ -7,6 +7,7 @@
     .venv/bin/python bench/run.py evaluate   # rules over 100,000 assets / 2,000,000 software rows vs one SQL pass
     .venv/bin/python bench/run.py bundles    # 200 agent bundles of 2,000 packages; agent collect vs dpkg-query
     .venv/bin/python bench/run.py identify [N]  # N device strings (1,000,000) through the fingerprint database
+    .venv/bin/python bench/run.py catalogue  # the lifecycle catalogue's load vs json.load of the same files
 
 Every measurement is a separate process, timed from outside, its peak memory read from the kernel
 (wait4's ru_maxrss), so Python start-up is counted alike for every row. Nothing here is a test: the
@@ -235,7 +236,7 @@ def bench_evaluate(assets: int = 100_000) -> None:
         later = (date.today() + timedelta(days=70)).isoformat()
         again = measure([POSTURE, "--db", str(db), "evaluate", "--on", later])
         table(
-            f"evaluate: {assets:,} assets, {rows:,} software rows, 24 rules (median of 3)",
+            f"evaluate: {assets:,} assets, {rows:,} software rows, every built-in rule (median of 3)",
             [
                 ("one plain SQL pass over the same tables (floor)", measure([PYTHON, "-c", SQL_FLOOR, str(db)])),
                 ("posture evaluate, first run (every finding new)", first),
@@ -379,10 +380,37 @@ def query_rows(db: Path) -> tuple[int, int]:
         conn.close()
 
 
+CATALOGUE_FLOOR = """
+import json, sys
+from pathlib import Path
+for folder in sys.argv[1:]:
+    for path in sorted(Path(folder).glob("*.json")):
+        json.load(open(path, encoding="utf-8"))
+"""
+CATALOGUE_LOAD = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+                  "from rules.catalogue import load_catalogue\nload_catalogue()")
+
+
+def bench_catalogue() -> None:
+    """Loading the whole catalogue (464 endoflife.date products and the sourced tables, every field checked)
+    beside reading the same JSON files with json.load and nothing else."""
+    data = ROOT / "rules" / "data"
+    floor = measure([PYTHON, "-c", CATALOGUE_FLOOR, str(data / "eol"), str(data / "lifecycle")], repeat=5)
+    load = measure([PYTHON, "-c", CATALOGUE_LOAD, str(ROOT)], repeat=5)
+    empty = measure([PYTHON, "-c", "pass"], repeat=5)
+    table(
+        "catalogue: every product and table, loaded and checked (median of 5)",
+        [("json.load of the same files (floor)", floor), ("posture's catalogue load (rules.catalogue)", load),
+         ("python start-up alone (in both rows)", empty)],
+        "json.load of the same files (floor)",
+        ["each row is a fresh process: Python start-up is counted alike"],
+    )  # fmt: skip
+
+
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if which not in ("all", "import", "scan", "snmp", "evaluate", "bundles", "identify"):
-        raise SystemExit("usage: bench/run.py [all|import|scan|snmp|evaluate|bundles|identify [N]]")
+    if which not in ("all", "import", "scan", "snmp", "evaluate", "bundles", "identify", "catalogue"):
+        raise SystemExit("usage: bench/run.py [all|import|scan|snmp|evaluate|bundles|identify [N]|catalogue]")
     if which in ("all", "import"):
         bench_import()
     if which in ("all", "scan"):
@@ -395,3 +423,5 @@ if __name__ == "__main__":
         bench_bundles()
     if which in ("all", "identify"):
         bench_identify(int(sys.argv[2]) if which == "identify" and len(sys.argv) > 2 else 1_000_000)
+    if which in ("all", "catalogue"):
+        bench_catalogue()

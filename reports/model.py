@@ -14,7 +14,7 @@ from datetime import date
 from typing import Any
 
 from reports.plans import decommission_plan, named, remediation_plan
-from rules.catalogue import default_catalogue
+from rules.catalogue import DEFAULT_POLICY, POLICIES, default_catalogue
 from rules.engine import SEVERITIES, SEVERITY_RANK, Settings
 from rules.facts import add_lifecycle
 from rules.findings import finding_views
@@ -60,6 +60,18 @@ class Report:
     rules: list[dict[str, Any]] = field(default_factory=list)  # findings grouped by rule
     actions: list[dict[str, Any]] = field(default_factory=list)  # the remediation plan
     decommission: list[dict[str, Any]] = field(default_factory=list)  # decommissioning candidates
+    policy: str = POLICIES[DEFAULT_POLICY]  # what "unsupported" meant in the evaluation ([lifecycle] policy)
+
+
+def _dates_from(finding: dict[str, Any]) -> str:
+    """Where an end-of-life verdict's dates come from, for a reader to check before acting: "vendor,
+    https://..." (the first source; a verdict over several releases lists how many more)."""
+    sources = finding.get("lifecycle_sources") or []
+    if not sources or finding.get("lifecycle_state") in (None, "unknown"):
+        return ""
+    first = sources[0]
+    more = f" (+{len(sources) - 1} more)" if len(sources) > 1 else ""
+    return clean(f"{first.get('kind', '')}, {first.get('source', '')}{more}", 300)
 
 
 def build_report(store: Store, day: date, settings: Settings) -> Report:
@@ -82,6 +94,7 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
     return Report(
         day=day,
         catalogue_date=str(evaluation[2] or default_catalogue().data_date),
+        policy=POLICIES.get(str(json.loads(evaluation[4] or "{}").get("unsupported_after")), POLICIES[DEFAULT_POLICY]),
         kev_version=str(evaluation[3] or ""),
         evaluation={"id": evaluation[0], "day": evaluation[1], "finished_at": evaluation[5]},
         assets=[_asset_row(a) for a in assets],
@@ -203,7 +216,8 @@ def _by_rule(findings: list[dict[str, Any]],
             "decommission": detail.get("decommission"), "references": detail.get("references", {}),
             "findings": [{"id": f["id"], "address": clean(f["address"] or "", 80), "owner": clean(f["owner"] or ""),
                           "what": clean(named(f)),
-                          "state": f["lifecycle_state"], "evidence": clean(f["evidence"]), "status": f["status"]}
+                          "state": f["lifecycle_state"], "evidence": clean(f["evidence"]), "status": f["status"],
+                          "dates_from": _dates_from(f)}
                          for f in items[:200]],
             "more": max(0, len(items) - 200),
         })  # fmt: skip

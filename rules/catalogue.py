@@ -11,7 +11,7 @@ Windows, "Maintenance Support" for RHEL, "Premier Support" for Oracle Database; 
 support (Microsoft ESU, RHEL ELS, SLES LTSS, Ubuntu ESM) except where `FREE_EXTENDED` says otherwise. The
 state machine below reads every product the same way:
 
-    before eoas             supported
+    before eoas             supported (no-end-announced when the vendor has set no end: `eol: false`)
     eoas .. eol             security-only
     eol .. eoes             extended (paid) -- or security-only where the extension is free
     after eoes (or eol)     end-of-life
@@ -23,6 +23,7 @@ day of the run, never with the data's snapshot date, which every report shows.
 
 from __future__ import annotations
 
+import calendar
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
@@ -43,6 +44,7 @@ FREE_EXTENDED = frozenset({"debian"})  # Debian LTS is community-run and free
 
 class Lifecycle(StrEnum):
     SUPPORTED = "supported"
+    NO_END_ANNOUNCED = "no-end-announced"  # supported, no end date set by the vendor (not the same as unknown)
     SECURITY_ONLY = "security-only"
     EXTENDED = "extended"
     END_OF_LIFE = "end-of-life"
@@ -153,21 +155,37 @@ class Status:
     days_to_eol: int | None
 
 
-def status(cycle: Cycle, today: date, free_extended: bool = False) -> Status:
-    eol = cycle.eol if isinstance(cycle.eol, date) else None
+POLICIES = {  # [lifecycle] unsupported_after: which milestone a council counts as "unsupported"
+    "security": "the end of security support",
+    "maintenance": "the end of maintenance (bug fixes)",
+    "last-date-of-support": "the vendor's last date of support where one is published (Cisco LDoS)",
+}
+DEFAULT_POLICY = "security"
+
+
+def status(cycle: Cycle, today: date, free_extended: bool = False, policy: str = DEFAULT_POLICY) -> Status:
+    """A cycle's state on `today` under the council's policy (POLICIES): which milestone ends support."""
+    end, active = cycle.eol, cycle.eoas
+    if policy == "maintenance" and cycle.eoas is not None:
+        end, active = cycle.eoas, None  # the end of maintenance is the end: no security-only stage
+    elif policy == "last-date-of-support" and cycle.ldos is not None:
+        end = cycle.ldos
+    eol = end if isinstance(end, date) else None
     eoes = cycle.eoes if isinstance(cycle.eoes, date) else None
     days = (eol - today).days if eol else None
-    if cycle.eol is None and cycle.eoas is None and cycle.eoes is None:
+    if end is None and active is None and cycle.eoes is None:
         return Status(Lifecycle.UNKNOWN, None, None, None)
-    if _passed(cycle.eol, today):
+    if _passed(end, today):
         extension_open = cycle.eoes is False or (eoes is not None and eoes > today)
         if extension_open:
             if free_extended:
                 return Status(Lifecycle.SECURITY_ONLY, eoes, None, (eoes - today).days if eoes else None)
             return Status(Lifecycle.EXTENDED, eol, eoes, days)
         return Status(Lifecycle.END_OF_LIFE, eol or eoes, None, days)
-    if _passed(cycle.eoas, today):
+    if _passed(active, today):
         return Status(Lifecycle.SECURITY_ONLY, eol, None, days)
+    if eol is None:  # supported, and the vendor has set no end (`false`): known, not unknown
+        return Status(Lifecycle.NO_END_ANNOUNCED, None, None, None)
     return Status(Lifecycle.SUPPORTED, eol, None, days)
 
 
@@ -185,13 +203,14 @@ class Product:
     cycles: tuple[Cycle, ...]  # newest first, as upstream lists them
     provenance: Provenance | None = None  # where the cycles without their own source came from
     source: str = ENDOFLIFE  # the data set: endoflife.date or posture's lifecycle tables (`Catalogue.sources`)
+    policy: str = DEFAULT_POLICY  # the milestone that ends support (`Catalogue.with_policy`)
 
     def cycle(self, name: str) -> Cycle | None:
         wanted = name.strip().lower()
         return next((c for c in self.cycles if c.name.lower() == wanted or c.label.lower() == wanted), None)
 
     def status(self, cycle: Cycle, today: date) -> Status:
-        return status(cycle, today, free_extended=self.slug in FREE_EXTENDED)
+        return status(cycle, today, free_extended=self.slug in FREE_EXTENDED, policy=self.policy)
 
     def provenance_of(self, cycle: Cycle) -> Provenance | None:
         return cycle.provenance or self.provenance
@@ -203,6 +222,17 @@ class Catalogue:
     data_date: str  # when the source data was taken (shown in every report)
     source: str
     sources: dict[str, str] = field(default_factory=dict)  # data set -> its date (`catalogue list` shows each)
+    policy: str = DEFAULT_POLICY
+    vendor_policies: dict[str, VendorPolicy] = field(default_factory=dict)  # product slug -> its vendor's rule
+
+    def with_policy(self, policy: str) -> Catalogue:
+        """The catalogue judging every cycle under the council's policy (`[lifecycle] unsupported_after`)."""
+        if policy not in POLICIES:
+            raise CatalogueError(f"unknown lifecycle policy {policy[:40]!r} (one of {', '.join(POLICIES)})")
+        if policy == self.policy:
+            return self
+        products = {slug: replace(p, policy=policy) for slug, p in self.products.items()}
+        return replace(self, products=products, policy=policy)
 
     def product(self, slug: str) -> Product | None:
         return self.products.get(slug.strip().lower())
@@ -328,6 +358,49 @@ def _lifecycle(directory: Path) -> tuple[list[Product], str]:
     return found, str(index.get("dataDate", ""))
 
 
+@dataclass(frozen=True)
+class VendorPolicy:
+    """A vendor's rule where it publishes no table (Arista: 36 months per EOS train; Aruba: 5 years after
+    end of sale; Axis: 6 years after discontinuation), with its source."""
+
+    vendor: str
+    products: tuple[str, ...]
+    months: int
+    after: str  # the date field the months count from: releaseDate or discontinued
+    text: str
+    provenance: Provenance
+
+    def derive(self, cycle: Cycle) -> Cycle:
+        """A cycle with no end date but the date the policy counts from gets the policy's end, labelled so."""
+        start = cycle.release if self.after == "releaseDate" else cycle.discontinued
+        if cycle.eol is not None or not isinstance(start, date):
+            return cycle
+        month = start.month - 1 + self.months
+        year, month = start.year + month // 12, month % 12 + 1
+        end = date(year, month, min(start.day, calendar.monthrange(year, month)[1]))  # 31 March + 1 month: 30 April
+        note = f"derived from the vendor's policy: {self.months} months after {self.after}"
+        return replace(cycle, eol=end, provenance=replace(self.provenance, note=note))
+
+
+def _policies(path: Path) -> dict[str, VendorPolicy]:
+    """product slug -> its vendor's policy (rules/data/lifecycle/policies.json); each needs a source."""
+    found: dict[str, VendorPolicy] = {}
+    for n, entry in enumerate(_read_json(path).get("policies", [])):
+        try:
+            kind = str(entry["sourceKind"])
+            policy = VendorPolicy(str(entry["vendor"]), tuple(entry["products"]), int(entry["months"]),
+                                  str(entry["after"]), str(entry["text"]),
+                                  Provenance(str(entry["source"]), "vendor policy", kind, entry.get("quote"),
+                                             entry.get("note")))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CatalogueError(f"{path.name}: policy #{n + 1} needs vendor, products, months, after, text, "
+                                 f"source and sourceKind ({exc})") from exc  # fmt: skip
+        if policy.after not in ("releaseDate", "discontinued") or not policy.provenance.source:
+            raise CatalogueError(f"{path.name}: policy #{n + 1}: after must be releaseDate or discontinued")
+        found.update(dict.fromkeys(policy.products, policy))
+    return found
+
+
 def _complete(base: Product, addendum: Product) -> Product:
     """An endoflife.date product with a table's rows joined: a cycle both list takes the table's dates
     where it has them (its source listed in `also`), a cycle only the table lists is added after the others."""
@@ -358,9 +431,12 @@ def load_catalogue(directory: Path = DATA_DIR, overrides: Path | None = None,
         products[entry["slug"]] = parse_product(_read_json(path), tuple(entry.get("cpe") or ()), path.name)
     data_date = str(index.get("commitDate", ""))[:10]
     sources = {ENDOFLIFE: data_date}
+    vendor_policies: dict[str, VendorPolicy] = {}
     if lifecycle is not None and (lifecycle / "index.json").exists():
         tables, tables_date = _lifecycle(lifecycle)
         sources[LIFECYCLE] = tables_date
+        if (lifecycle / "policies.json").exists():
+            vendor_policies = _policies(lifecycle / "policies.json")
         for table in tables:
             target = ADDENDA.get(table.slug)
             if target is not None and target in products:
@@ -372,13 +448,19 @@ def load_catalogue(directory: Path = DATA_DIR, overrides: Path | None = None,
         for slug, meta in updates.items():
             path = overrides / f"{slug}.json"
             known = products.get(slug)
-            product = parse_product(_read_json(path), known.cpes if known else (), path.name,
-                                    known.provenance if known and known.source != ENDOFLIFE else None,
-                                    known.source if known else ENDOFLIFE)  # fmt: skip
+            record = _read_json(path)
+            sourced = isinstance(record, dict) and any(isinstance(r, dict) and r.get("source")
+                                                       for r in record.get("releases") or [])  # fmt: skip
+            kind = known.source if known else LIFECYCLE if sourced else ENDOFLIFE
+            policy_page = known.provenance if known and known.source != ENDOFLIFE else None
+            product = parse_product(record, known.cpes if known else (), path.name, policy_page, kind)
             products[slug] = product
             data_date = max(data_date, str(meta.get("data_date", ""))[:10])
             sources[product.source] = max(sources.get(product.source, ""), str(meta.get("data_date", ""))[:10])
-    return Catalogue(products, data_date, str(index.get("source", "")), sources)
+    for slug, rule in vendor_policies.items():
+        if slug in products:
+            products[slug] = replace(products[slug], cycles=tuple(rule.derive(c) for c in products[slug].cycles))
+    return Catalogue(products, data_date, str(index.get("source", "")), sources, vendor_policies=vendor_policies)
 
 
 def overrides_dir() -> Path:

@@ -125,11 +125,18 @@ def _text(cycle: Cycle, field: str) -> str | None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--data-date", metavar="YYYY-MM-DD", help="When the export was taken (default: today); reports show it.")
 def catalogue_update(file: Path, data_date: str | None) -> None:
-    """Refresh products from an endoflife.date export (one product's JSON, or a list of them).
+    """Refresh or add products: an endoflife.date export (one product's JSON, or a list of them) or a
+    sourced lifecycle table (the same format with `source`, `quote` and `sourceKind` on every row, see
+    rules/data/lifecycle/README.md).
 
-    Every date is checked first; a bad one is refused with its product, cycle and field, and nothing
+    Every field is checked first; a bad one is refused with its file, product, cycle and field, and nothing
     changes. Refreshed products are kept under ~/.local/share/posture/catalogue and laid over the bundled
     data.
+
+    \b
+    Examples:
+      posture catalogue update products/windows.json --data-date 2026-12-01
+      posture catalogue update my-tables/fortigate.json
     """
     from rules.catalogue import CatalogueError, update_catalogue
 
@@ -170,6 +177,20 @@ def check_rules_table(table: dict[str, Any]) -> None:
 
 
 register_table("rules", check_rules_table)
+
+
+def check_lifecycle_table(table: dict[str, Any]) -> None:
+    """The config's [lifecycle] (which milestone counts as unsupported), checked like [rules]."""
+    from rules.engine import RuleError, Settings
+
+    for key, value in table.items():
+        try:
+            Settings.from_config({"lifecycle": {key: value}})
+        except RuleError as exc:
+            raise ConfigError(str(exc).removeprefix("config: "), key) from None
+
+
+register_table("lifecycle", check_lifecycle_table)
 
 
 def rule_settings(ctx: click.Context) -> Any:

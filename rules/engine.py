@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from rules import redos
+from rules.catalogue import DEFAULT_POLICY, POLICIES
 from rules.facts import AssetFacts
 from scanner.model import INT64, printable  # INT64: a rule's whole numbers must fit (finding rules run in SQL)
 
@@ -77,12 +78,12 @@ ASSET_FIELDS = {
     "id", "name", "first_seen", "last_seen", "in_register", "register_loaded", "owner", "has_owner",
     "business_service", "site", "criticality", "days_since_seen", "address", "hostname", "addresses", "is_new",
     "uptime_days", "snmp_default_community", "snmp_version", "device_types", "sys_object_id", "sources", "host_scripts",
-    "category", "os_known", "os_version_known", "os_lifecycle_state", "os_conflicts",
+    "category", "os_known", "os_version_known", "os_lifecycle_state", "os_lifecycle_published", "os_conflicts",
 }  # fmt: skip
 ITEM_FIELDS = {
     "kind", "product", "title", "category", "cycle", "cycles", "version", "confidence", "method", "source",
     "evidence", "lifecycle_state", "eol_date", "extended_until", "days_to_eol", "upgrade_path", "kev_count",
-    "kev_ids", "kev_ransomware", "packaged_by",
+    "kev_ids", "kev_ransomware", "packaged_by", "lifecycle_published", "vendor", "family", "model",
 }  # fmt: skip
 SERVICE_FIELDS = {"port", "protocol", "state", "name", "product", "version", "extra_info", "tunnel", "smb1", "is_new"}
 FINDING_FIELDS = {"rule_id", "function", "severity", "status", "age_days", "sla_days", "past_sla", "accepted"}
@@ -106,6 +107,7 @@ class Settings:
     sla_days: dict[str, int] = field(
         default_factory=lambda: {"critical": 14, "high": 30, "medium": 90, "low": 180, "info": 365}
     )
+    unsupported_after: str = DEFAULT_POLICY  # [lifecycle]: the milestone that ends support (catalogue POLICIES)
 
     def get(self, name: str) -> Any:
         return getattr(self, name)
@@ -137,6 +139,19 @@ class Settings:
                     raise RuleError(f"config: [rules.sla_days] {severity[:40]!r} is not a severity ({names})")
                 sla[severity] = _positive(days, f"sla_days.{severity}")
             values["sla_days"] = sla
+        lifecycle = config.get("lifecycle", {}) if isinstance(config, dict) else {}
+        if not isinstance(lifecycle, dict):
+            raise RuleError("config: [lifecycle] must be a table")
+        unknown = set(lifecycle) - {"unsupported_after"}
+        if unknown:
+            names = ", ".join(printable(k, 40) for k in sorted(unknown))
+            raise RuleError(f"config: unknown key(s) in [lifecycle]: {names}")
+        if "unsupported_after" in lifecycle:
+            policy = lifecycle["unsupported_after"]
+            if policy not in POLICIES:
+                raise RuleError(f"config: [lifecycle] unsupported_after must be one of {', '.join(POLICIES)}, "
+                                f"not {printable(str(policy), 40)}")  # fmt: skip
+            values["unsupported_after"] = policy
         return cls(**values)
 
 

@@ -42,6 +42,7 @@ from rules.identify import (
     identify_sysdescr,
     identify_windows_build,
     lifecycle,
+    lifecycle_published,
     lifecycle_sources,
     months_only,
 )
@@ -59,6 +60,7 @@ EVIDENCE_RANK = {"os-release": 80, "registry": 70,  # a host agent: the host's o
                  "cpe": 20, "service cpe": 20, "package": 10, "nmap product": 10, "software name": 10,
                  "mac vendor": 5}  # fmt: skip
 CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1}
+SUPPORTED_STATES = (Lifecycle.SUPPORTED, Lifecycle.NO_END_ANNOUNCED, Lifecycle.SECURITY_ONLY)  # an upgrade target
 AGENT_PACKAGE_MANAGERS = frozenset({"dpkg", "rpm", "apk", "pip", "registry"})
 Items = tuple[dict[str, Any], ...]  # shared, read-only item dicts (see `Identifier.item`)
 EXTRA_METHODS = frozenset({"sysDescr", "os-release", "registry"})  # identification reads the row's extra JSON
@@ -277,7 +279,7 @@ class Identifier:
             status = lifecycle(ident, self.catalogue, self.today)
             product = self.catalogue.product(ident.product)
             upgrade = product is not None and any(
-                product.status(c, self.today).state in (Lifecycle.SUPPORTED, Lifecycle.SECURITY_ONLY)
+                product.status(c, self.today).state in SUPPORTED_STATES
                 for c in product.cycles
             )
             cached = self._states[key] = (status, upgrade)
@@ -326,6 +328,13 @@ class Identifier:
             return self.variant(i, packaged_by=note, confidence="low", **UNKNOWN_STATE)
         return i
 
+    def _vendor_policy(self, product: str, state: Lifecycle) -> dict[str, Any] | None:
+        """The vendor's published rule, where no table dates the release: what to ask the vendor for."""
+        rule = self.catalogue.vendor_policies.get(product)
+        if rule is None or state != Lifecycle.UNKNOWN:
+            return None
+        return {"text": rule.text, **rule.provenance.as_dict()}
+
     def _make_item(self, kind: str, ident: Identification, source: str) -> dict[str, Any]:
         status, upgrade = self.state(ident)
         between = eol_range(ident, self.catalogue, self.today)
@@ -355,6 +364,8 @@ class Identifier:
             "eol_range": [d.isoformat() for d in between] if between else None,  # "one of": first and last end
             "days_to_eol": status.days_to_eol,
             "months_only": months_only(ident, self.catalogue),  # date fields known only to the month
+            "lifecycle_published": lifecycle_published(ident, self.catalogue),
+            "vendor_policy": self._vendor_policy(ident.product, status.state),
             "lifecycle_sources": lifecycle_sources(ident, self.catalogue),  # what the dates rest on
             "upgrade_path": upgrade,
             "kev_count": len(kev),
@@ -761,6 +772,7 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         a["os_known"] = os_item is not None
         a["os_version_known"] = os_item is not None and bool(os_item["cycles"])
         a["os_lifecycle_state"] = os_item["lifecycle_state"] if os_item else str(Lifecycle.UNKNOWN)
+        a["os_lifecycle_published"] = bool(os_item and os_item["lifecycle_published"])
         a["os_conflicts"] = len(candidates)
         yield AssetFacts(a, os_item, programs, svc, conflicts, candidates, hardware, observations)
 

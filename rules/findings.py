@@ -30,7 +30,7 @@ from functools import cache
 from typing import Any
 
 from rules import identities
-from rules.catalogue import Catalogue
+from rules.catalogue import DEFAULT_POLICY, Catalogue
 from rules.engine import (
     INTERNAL_ERROR,
     SEVERITY_RANK,
@@ -53,7 +53,7 @@ from scanner.views import asset_addresses
 OPEN_STATES = ("new", "open", "reopened")
 DETAIL_ITEM_FIELDS = ("kind", "product", "label", "title", "version", "cycle", "cycles", "lifecycle_state", "eol_date",
                       "extended_until", "days_to_eol", "confidence", "method", "packaged_by", "kev_count",
-                      "kev_ids", "months_only", "lifecycle_sources")  # fmt: skip
+                      "kev_ids", "months_only", "lifecycle_sources", "vendor_policy")  # fmt: skip
 DETAIL_SERVICE_FIELDS = ("port", "protocol", "name", "product", "version", "extra_info")
 BATCH = 20_000
 
@@ -159,6 +159,7 @@ class EvaluationSummary:
     by_severity: dict[str, int] = field(default_factory=dict)
     catalogue_date: str = ""
     kev_version: str = ""
+    unsupported_after: str = DEFAULT_POLICY  # the lifecycle policy the verdicts used (the report states it)
 
 
 def active_exceptions(store: Store, day: date) -> dict[str, dict[str, Any]]:
@@ -234,11 +235,12 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
              settings: Settings, progress: Callable[[int], None] | None = None) -> EvaluationSummary:  # fmt: skip
     """Apply the rules to every asset and record the findings, all in one transaction."""
     evaluator = Evaluator(rules)
+    catalogue = catalogue.with_policy(settings.unsupported_after)
     ident = Identifier(catalogue, kev, day)
     day_text = day.isoformat()
     exceptions = active_exceptions(store, day)
     summary = EvaluationSummary(0, day_text, rules=len(rules), catalogue_date=catalogue.data_date,
-                                kev_version=kev.version)  # fmt: skip
+                                kev_version=kev.version, unsupported_after=settings.unsupported_after)  # fmt: skip
     wants_assets = any(map(reads_asset, evaluator.finding_rules))  # else asset facts need not be kept
     assets: dict[int, dict[str, Any]] = {}
     try:
@@ -435,6 +437,7 @@ def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STAT
             "eol_date": details.get("eol_date"), "extended_until": details.get("extended_until"),
             "days_to_eol": details.get("days_to_eol"), "evidence": details.get("evidence"),
             "lifecycle_sources": details.get("lifecycle_sources") or [],
+            "vendor_policy": details.get("vendor_policy"),
             "first_seen": row[7], "opened_at": row[8], "last_seen": row[9], "fixed_at": row[10],
             "times_reopened": row[11],
         })  # fmt: skip

@@ -547,6 +547,12 @@ def lifecycle_sources(ident: Identification, catalogue: Catalogue) -> list[dict[
     return found
 
 
+def lifecycle_published(ident: Identification, catalogue: Catalogue) -> bool:
+    """Whether the catalogue dates this family and the release the device states: False for a family it
+    lacks (APC cards, iLO, JetDirect: "ask the vendor") or a release its sourced table does not list."""
+    return catalogue.product(ident.product) is not None and (not ident.cycles or bool(_cycles(ident, catalogue)))
+
+
 def months_only(ident: Identification, catalogue: Catalogue) -> list[str]:
     """The date fields of the identified cycle known only to the month (its end shows as "2022-10")."""
     found = _cycles(ident, catalogue)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,19 +48,22 @@ def test_dates_that_are_true_false_or_missing() -> None:
 
     assert status(cycle(), DAY).state == Lifecycle.UNKNOWN  # no finding must never read as "safe"
     assert status(cycle(eol=True), DAY).state == Lifecycle.END_OF_LIFE
-    assert status(cycle(eol=False), DAY).state == Lifecycle.SUPPORTED
+    assert status(cycle(eol=False), DAY).state == Lifecycle.NO_END_ANNOUNCED  # known, no end set
     assert status(cycle(eol=True, eoes=False), DAY).state == Lifecycle.EXTENDED
     assert status(cycle(eoas=True, eol=False), DAY).state == Lifecycle.SECURITY_ONLY
 
 
-def test_nothing_supported_today_is_called_end_of_life() -> None:
-    """Every cycle whose security support runs past the day must not be end-of-life, in every product."""
+@pytest.mark.parametrize("day", [date(2000 + n // 2, 1 + 6 * (n % 2), 1) for n in range(0, 72)] + [DAY])
+def test_nothing_still_in_security_support_is_called_end_of_life(day: date) -> None:
+    """Issue 13 item 8: on every day of a sweep (half-yearly, 2000-2035), in every product of both data
+    sets, a cycle whose security support runs past the day is never end-of-life."""
     cat = default_catalogue()
     for product in cat.products.values():
         for c in product.cycles:
-            st = product.status(c, DAY)
-            if c.eol is False or (isinstance(c.eol, date) and c.eol > DAY):
-                assert st.state in (Lifecycle.SUPPORTED, Lifecycle.SECURITY_ONLY), (product.slug, c.name)
+            st = product.status(c, day)
+            if c.eol is False or (isinstance(c.eol, date) and c.eol > day):
+                assert st.state in (Lifecycle.SUPPORTED, Lifecycle.NO_END_ANNOUNCED, Lifecycle.SECURITY_ONLY), (
+                    product.slug, c.name)
 
 
 def test_catalogue_show_command() -> None:
@@ -101,3 +105,117 @@ def test_catalogue_update_refuses_bad_dates_and_applies_good_ones(tmp_path: Path
     assert [(c["cycle"], c["state"]) for c in shown["cycles"]] == [("7", "end-of-life")]  # the new data wins
     untouched = json.loads(run_posture("catalogue", "show", "debian", "--format", "json", env=env).stdout)
     assert len(untouched["cycles"]) > 10
+
+
+def test_no_end_announced_is_known_and_supported_not_unknown() -> None:
+    """Issue 13 item 4: `eol: false` (the vendor supports it and set no end) is its own state; no dates at
+    all stays unknown. Real rows: Cisco's Catalyst 1000 ("EOL no anunciado", rules/data/lifecycle) and the
+    newest Windows Server cycle's eoes."""
+    cat = default_catalogue()
+    cisco = cat.product("cisco-hardware-eol")
+    assert cisco is not None
+    c1000 = cisco.cycle("catalyst-1000")
+    assert c1000 is not None and cisco.status(c1000, DAY).state == Lifecycle.NO_END_ANNOUNCED
+    assert status(Cycle("x", "1", "1", None, None, None, None, None, False), DAY).state == Lifecycle.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("policy", "on", "state"),
+    [
+        # Cisco IOS 15.9 (rules/data/lifecycle/cisco-ios.json): end of SW maintenance 2027-07-28, security
+        # support to 2029-07-27. On 2028-01-01 the maintenance policy calls it unsupported, the default not.
+        ("security", "2028-01-01", Lifecycle.SECURITY_ONLY),
+        ("maintenance", "2028-01-01", Lifecycle.END_OF_LIFE),
+        ("security", "2027-01-01", Lifecycle.SUPPORTED),
+        ("maintenance", "2027-01-01", Lifecycle.SUPPORTED),
+        ("security", "2030-01-01", Lifecycle.END_OF_LIFE),
+    ],
+)
+def test_the_policy_moves_verdicts_as_documented(policy: str, on: str, state: Lifecycle) -> None:
+    """`[lifecycle] unsupported_after`: "maintenance" ends support at the end of maintenance, "security" (the
+    default) at the end of security support; "last-date-of-support" at Cisco's LDoS where one is given."""
+    cat = default_catalogue().with_policy(policy)
+    ios = cat.product("cisco-ios")
+    assert ios is not None
+    c159 = ios.cycle("15.9")
+    assert c159 is not None and c159.eoas == date(2027, 7, 28)
+    assert ios.status(c159, date.fromisoformat(on)).state == state
+    ldos = Cycle("x", "1", "1", None, None, date(2025, 1, 1), None, None, False, ldos=date(2027, 1, 1))
+    assert status(ldos, DAY, policy="last-date-of-support").state == Lifecycle.SUPPORTED
+    assert status(ldos, DAY).state == Lifecycle.END_OF_LIFE
+
+
+def test_a_policy_setting_with_an_unknown_value_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "posture.toml"
+    config.write_text('[lifecycle]\nunsupported_after = "whenever"\n')
+    result = run_posture("--config", str(config), "config", "check")
+    assert result.returncode == 2
+    assert "unsupported_after must be one of security, maintenance, last-date-of-support" in result.stderr
+    config.write_text('[lifecycle]\nunsupported_after = "maintenance"\n')
+    assert run_posture("--config", str(config), "config", "check").returncode == 0
+
+
+def test_month_precision_dates_pass_only_once_the_month_is_over() -> None:
+    """QNAP's notice gives months (rules/data/lifecycle/qnap-qts.json, datePrecision): `2022-10` is not passed
+    on 2022-10-15, passed on 2022-11-01, and is shown as the month."""
+    qnap = default_catalogue().product("qnap-qts")
+    assert qnap is not None
+    month = next(c for c in qnap.cycles if "eol" in c.months)
+    assert month.eol == date(2022, 10, 31) and month.shown("eol") == "2022-10"
+    assert qnap.status(month, date(2022, 10, 15)).state != Lifecycle.END_OF_LIFE
+    assert qnap.status(month, date(2022, 11, 1)).state == Lifecycle.END_OF_LIFE
+
+
+GOOD_ROW = {"releaseCycle": "1.0", "releaseDate": "2020-01-01", "eol": "2030-01-01", "label": "1.0",
+            "source": "https://example.invalid/doc", "quote": "support ends 2030-01-01", "sourceKind": "vendor"}
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"eol": "2030-13-01"}, "cycle 1.0: eol '2030-13-01' is not a date (YYYY-MM-DD)"),
+        ({"eol": "2030-01"}, "cycle 1.0: eol '2030-01' is not a date (YYYY-MM-DD); a month where a day is required"),
+        ({"eol": "2030-01", "datePrecision": {"eol": "month"}}, None),
+        ({"eol": "2030-01-05", "datePrecision": {"eol": "month"}},
+         "cycle 1.0: eol '2030-01-05' is not a month (YYYY-MM)"),
+        ({"endOfLife": "2030-01-01"}, "cycle 1.0: unknown field 'endOfLife'"),
+        ({"pidPrefixes": "WS-C2960"}, "cycle 1.0: pidPrefixes must be a list of model prefixes"),
+    ],
+)  # fmt: skip
+def test_a_bad_table_names_file_product_cycle_and_field(tmp_path: Path, row: dict[str, Any],
+                                                        message: str | None) -> None:  # fmt: skip
+    """Issue 13 "Bad input": a bad date, a month where a day is required, an unknown column: the file,
+    product, cycle and field named, exit 2, and nothing loaded (the bundled catalogue stays as it was)."""
+    table = tmp_path / "acme-os.json"
+    table.write_text(json.dumps({"slug": "acme-os", "title": "Acme OS", "releases": [{**GOOD_ROW, **row}]}))
+    home = {"XDG_DATA_HOME": str(tmp_path / "data")}
+    result = run_posture("catalogue", "update", str(table), "--data-date", "2026-12-01", env=home)
+    if message is None:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 2 and f"acme-os.json: acme-os {message}" in result.stderr, result.stderr
+    assert not (tmp_path / "data" / "posture" / "catalogue" / "acme-os.json").exists()
+
+
+def test_a_cycle_listed_twice_is_refused(tmp_path: Path) -> None:
+    table = tmp_path / "acme-os.json"
+    table.write_text(json.dumps({"slug": "acme-os", "releases": [GOOD_ROW, {**GOOD_ROW, "eol": "2031-01-01"}]}))
+    result = run_posture("catalogue", "update", str(table), env={"XDG_DATA_HOME": str(tmp_path / "data")})
+    assert result.returncode == 2 and "acme-os.json: acme-os cycle 1.0: listed twice" in result.stderr
+
+
+def test_every_shipped_file_loads_with_its_provenance() -> None:
+    """Issue 13 items 1 and 8: all 464 endoflife.date products and every sourced table load; every table's
+    cycle carries its own source and kind, every endoflife.date cycle its product's page."""
+    cat = default_catalogue()
+    endoflife = [p for p in cat.products.values() if p.source == "endoflife.date"]
+    tables = [p for p in cat.products.values() if p.source != "endoflife.date"]
+    assert len(endoflife) == 464 and len(tables) == 15  # 17 tables, two of them joined into linux and windows
+    for product in tables:
+        for cycle in product.cycles:
+            where = product.provenance_of(cycle)
+            assert where is not None and where.source and where.kind, (product.slug, cycle.name)
+    linux = cat.product("linux")
+    assert linux is not None and linux.cycle("2.6.32") is not None  # linux-legacy joined
+    win7 = cat.product("windows").cycle("7-sp1")  # type: ignore[union-attr]
+    assert win7 is not None and win7.eoes == date(2023, 1, 10) and win7.also
