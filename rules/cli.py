@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -92,18 +93,20 @@ def catalogue_show(product: str, on_day: str | None, fmt: str) -> None:
                     "source": found.provenance.as_dict() if found.provenance else None, "cycles": rows}  # fmt: skip
         click.echo(json.dumps(document, indent=2))
         return
-    click.echo(f"{found.title} ({found.slug}); columns: " + ", ".join(f"{k} = {v}" for k, v in found.labels.items()))
+    columns = ", ".join(f"{k} = {v}" for k, v in found.labels.items())
+    click.echo(textwrap.fill(f"{found.title} ({found.slug}); columns: {columns}", 80, subsequent_indent="  "))
     if found.provenance:
-        click.echo(f"source: {_source_line(found.provenance.as_dict())}")
+        click.echo(textwrap.fill(f"source: {_source_line(found.provenance.as_dict())}", 80, subsequent_indent="  "))
+    click.echo(f"{'cycle':<26} {'state':<16} {'ends':<10} {'extended':<10} {'days':>6}")
     for r in rows:
-        click.echo(
-            f"{r['label'][:34]:<34} {r['state']:<14} eol {r['eol'] or '-':<10} extended {r['extended_end'] or '-':<10} "
-            f"days to eol {'' if r['days_to_eol'] is None else r['days_to_eol']}"
-        )
+        days = "" if r["days_to_eol"] is None else str(r["days_to_eol"])
+        click.echo(f"{r['label'][:26]:<26} {r['state']:<16} {(r['eol'] or '-')[:10]:<10} "
+                   f"{(r['extended_end'] or '-')[:10]:<10} {days:>6}")  # fmt: skip
         own = [r["source"]] if r["source"] and r["source"] != (found.provenance and found.provenance.as_dict()) else []
         for where in own + r["also"]:
-            click.echo(f"    source: {_source_line(where)}")
-    click.echo(f"states on {today.isoformat()}; data: {_sources(cat)}")
+            click.echo(textwrap.fill(f"source: {_source_line(where)}", 80, initial_indent="    ",
+                                     subsequent_indent="      ", break_long_words=True))  # fmt: skip
+    click.echo(textwrap.fill(f"states on {today.isoformat()}; data: {_sources(cat)}", 80))
 
 
 def _source_line(where: dict[str, Any]) -> str:
