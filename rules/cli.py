@@ -167,32 +167,28 @@ rules_option = click.option(
 def check_rules_table(table: dict[str, Any]) -> None:
     """The config's [rules], checked whenever the config file is loaded (`scanner.config`), so `config check`
     and every command agree; one key at a time, so the error names the key's line."""
-    from rules.engine import RuleError, Settings
-
     dirs = table.get("dirs", [])
     if not isinstance(dirs, list) or not all(isinstance(d, str) and d.strip() for d in dirs):
         raise ConfigError('[rules] dirs must be a list of folders, e.g. dirs = ["/etc/posture/rules"]', "dirs")
+    _check_settings("rules", table)
+
+
+def check_lifecycle_table(table: dict[str, Any]) -> None:
+    """The config's [lifecycle] (which milestone counts as unsupported), checked like [rules]."""
+    _check_settings("lifecycle", table)
+
+
+def _check_settings(name: str, table: dict[str, Any]) -> None:
+    from rules.engine import RuleError, Settings
+
     for key, value in table.items():
         try:
-            Settings.from_config({"rules": {key: value}})
+            Settings.from_config({name: {key: value}})
         except RuleError as exc:
             raise ConfigError(str(exc).removeprefix("config: "), key) from None
 
 
 register_table("rules", check_rules_table)
-
-
-def check_lifecycle_table(table: dict[str, Any]) -> None:
-    """The config's [lifecycle] (which milestone counts as unsupported), checked like [rules]."""
-    from rules.engine import RuleError, Settings
-
-    for key, value in table.items():
-        try:
-            Settings.from_config({"lifecycle": {key: value}})
-        except RuleError as exc:
-            raise ConfigError(str(exc).removeprefix("config: "), key) from None
-
-
 register_table("lifecycle", check_lifecycle_table)
 
 
