@@ -426,8 +426,9 @@ def _print_findings(rows: list[dict[str, Any]]) -> None:
         for column in ("id", "severity", "status", "rule", "asset", "what", "evidence"):
             table.add_column(column, overflow="fold")
         for f in part:
-            what = " ".join(str(x) for x in (f["product"], f["cycle"] or f["version"], f["lifecycle_state"],
-                                             f["eol_date"] and f"eol {f['eol_date']}") if x)  # fmt: skip
+            name = f["label"] or " ".join(str(x) for x in (f["product"], f["cycle"] or f["version"]) if x)
+            what = " ".join(str(x) for x in (name, f["lifecycle_state"], f["eol_date"] and f"eol {f['eol_date']}")
+                            if x)  # fmt: skip
             asset = f"{f['asset_id'] or ''} {f['address'] or ''} {f['hostname'] or ''}".strip()
             status = f["status"] + (f" until {f['accepted_until']}" if accepted else "")
             evidence = ((f["evidence"] or "").splitlines() or [""])[0][:100]
