@@ -34,17 +34,21 @@ def test_first_command_runs_the_demo(tmp_path: Path) -> None:
                   "Red Hat Enterprise Linux 6", "nginx"):  # fmt: skip
         assert named in result.stdout
     assert f"Inventory: {tmp_path / 'demo.db'}" in result.stdout
-    # The rules ran on what the demo found: Windows XP, Server 2003, RHEL 6 and CentOS 7 are past end of life.
+    # The rules ran on what the demo found: Windows XP, Server 2003, RHEL 6, CentOS 7, the Junos and Cisco IOS
+    # 12.2 devices are past end of life.
     assert re.search(r"evaluation 1 on \d{4}-\d\d-\d\d: 12 assets, 25 rules; \d+ findings open", result.stdout)
     # Names people know, with the lifecycle beside them (issue 12 item 4): never a slug or a raw sysDescr.
     rows = {line.split("│")[4].strip(): line.split("│")[5].strip() for line in result.stdout.splitlines()
             if line.count("│") > 6}  # fmt: skip
     assert rows["Microsoft Windows XP SP3"] == "end-of-life (eol 2014-04-08)"
     assert rows["Red Hat Enterprise Linux 6"] == "end-of-life (eol 2020-11-30)"
-    assert rows["Juniper Junos 12.3R6.6 on a mx960"] == "unknown"
+    assert rows["Juniper Junos 12.3R6.6 on a mx960"] == "end-of-life (eol 2016-07-31)"  # rules/data/lifecycle
     findings = run_posture("findings", "--rule", "protect.eol-os", "--format", "json", db=tmp_path / "demo.db")
     assert findings.returncode == 0, findings.stderr
-    assert {f["product"] for f in json.loads(findings.stdout)} == {"windows", "windows-server", "rhel", "centos"}
+    judged = json.loads(findings.stdout)
+    assert {f["product"] for f in judged} >= {"windows", "windows-server", "rhel", "centos", "junos", "cisco-ios"}
+    junos = next(f for f in judged if f["product"] == "junos")  # each verdict carries where its dates come from
+    assert junos["lifecycle_sources"] and junos["lifecycle_sources"][0]["source"].startswith("http")
 
 
 def test_scan_of_this_machine(tmp_path: Path) -> None:
