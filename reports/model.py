@@ -217,7 +217,7 @@ def _by_rule(findings: list[dict[str, Any]],
             "findings": [{"id": f["id"], "address": clean(f["address"] or "", 80), "owner": clean(f["owner"] or ""),
                           "what": clean(named(f)),
                           "state": f["lifecycle_state"], "evidence": clean(f["evidence"]), "status": f["status"],
-                          "dates_from": _dates_from(f)}
+                          "dates_from": _dates_from(f), "note": clean(f.get("note") or "", 300)}
                          for f in items[:200]],
             "more": max(0, len(items) - 200),
         })  # fmt: skip

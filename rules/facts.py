@@ -365,6 +365,7 @@ class Identifier:
             "days_to_eol": status.days_to_eol,
             "months_only": months_only(ident, self.catalogue),  # date fields known only to the month
             "lifecycle_published": lifecycle_published(ident, self.catalogue),
+            "note": ident.note,
             "vendor_policy": self._vendor_policy(ident.product, status.state),
             "lifecycle_sources": lifecycle_sources(ident, self.catalogue),  # what the dates rest on
             "upgrade_path": upgrade,

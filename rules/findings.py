@@ -53,7 +53,7 @@ from scanner.views import asset_addresses
 OPEN_STATES = ("new", "open", "reopened")
 DETAIL_ITEM_FIELDS = ("kind", "product", "label", "title", "version", "cycle", "cycles", "lifecycle_state", "eol_date",
                       "extended_until", "days_to_eol", "confidence", "method", "packaged_by", "kev_count",
-                      "kev_ids", "months_only", "lifecycle_sources", "vendor_policy")  # fmt: skip
+                      "kev_ids", "months_only", "lifecycle_sources", "vendor_policy", "note")  # fmt: skip
 DETAIL_SERVICE_FIELDS = ("port", "protocol", "name", "product", "version", "extra_info")
 BATCH = 20_000
 
@@ -437,7 +437,7 @@ def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STAT
             "eol_date": details.get("eol_date"), "extended_until": details.get("extended_until"),
             "days_to_eol": details.get("days_to_eol"), "evidence": details.get("evidence"),
             "lifecycle_sources": details.get("lifecycle_sources") or [],
-            "vendor_policy": details.get("vendor_policy"),
+            "vendor_policy": details.get("vendor_policy"), "note": details.get("note"),
             "first_seen": row[7], "opened_at": row[8], "last_seen": row[9], "fixed_at": row[10],
             "times_reopened": row[11],
         })  # fmt: skip

@@ -47,6 +47,7 @@ class Identification:
     category: str | None = None  # server, network, printer, ... (rules/fingerprints.py CATEGORIES)
     fingerprint: str | None = None  # the fingerprint's id, when one matched
     accuracy: int | None = None  # nmap's OS accuracy (0-100): a lower guess never beats a higher one
+    note: str | None = None  # why the verdict is weaker than it looks (a kernel judged, not the firmware)
 
 
 def _bounded(text: str, limit: int = 300) -> str:
@@ -160,10 +161,13 @@ def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -
         cycles = _cycles_for_version(catalogue, "linux", version)
         # Only the kernel is known (an appliance, a camera, an unnamed distribution): its branch's end of
         # support is evidence, weakly (a vendor may still patch an old kernel in its firmware).
-        return Identification("linux", cycles, version, "low", "sysDescr", _bounded(text), family="Linux kernel")
+        return Identification("linux", cycles, version, "low", "sysDescr", _bounded(text), family="Linux kernel",
+                              note=KERNEL_ONLY)  # fmt: skip
     return None
 
 
+KERNEL_ONLY = ("judged by its Linux kernel: the device names no firmware or distribution, and a vendor may still "
+               "patch an old kernel in its firmware")
 FIELD_METHODS = {"sysdescr": "sysDescr", "service": "nmap service", "osmatch": "nmap os", "software": "software name",
                  "http": "http", "mac": "mac vendor"}  # fmt: skip
 

@@ -190,6 +190,7 @@ def test_every_recording_is_identified_correctly_or_counted_unknown(capsys: pyte
         tally[0] += 1
         if name in KERNEL_ONLY:
             assert ident.product == "linux" and ident.confidence == "low", (name, ident)
+            assert ident.note and ident.note.startswith("judged by its Linux kernel"), (name, ident)  # the reason
             assert ident.version and ident.cycles and ident.version.startswith(ident.cycles[0]), (name, ident)
             assert lifecycle(ident, catalogue, DAY).state is Lifecycle.END_OF_LIFE
             identified.append(name)
