@@ -29,7 +29,9 @@ _WINDOWS = re.compile(r"Software: Windows .*?Version (\d+\.\d+) \(Build (\d+)")
 _RHEL_KERNEL = re.compile(r"\b(\d+\.\d+\.\d+)-[\w.]*?\.el(\d+)(?:_\d+)?\b")
 _UBUNTU = re.compile(r"\bUbuntu (\d\d\.\d\d)(?:\.\d+)?\b")
 _LINUX = re.compile(r"^Linux \S+ (\d+\.\d+)(?:\.(\d+))?")
-_NETAPP = re.compile(r"NetApp Release (\d+\.\d+(?:\.\d+)?)( 7-Mode)?")
+# Clustered ONTAP (8.x Cluster-Mode, 9.x); 7-Mode and 7G are fingerprint data (rules/fingerprints/sysdescr/
+# netapp.toml), dated by the catalogue's `netapp-ontap-7mode` table.
+_NETAPP = re.compile(r"NetApp Release (\d{1,2}\.\d{1,2}(?:\.\d{1,2})?)(?![\w.]{0,12} 7-Mode)")
 
 
 @dataclass(frozen=True)
@@ -145,12 +147,10 @@ def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -
         known: tuple[str, ...] = (m.group(1),) if (p := catalogue.product("ubuntu")) and p.cycle(m.group(1)) else ()
         return Identification("ubuntu", known, m.group(1), "high" if known else "medium", "sysDescr", _bounded(text))
     m = _NETAPP.search(text)
-    if m:
-        product = "netapp-ontap-7-mode" if m.group(2) else "netapp-ontap"
-        cycles = _cycles_for_version(catalogue, "netapp-ontap", m.group(1)) if product == "netapp-ontap" else ()
-        return Identification(product, cycles or (m.group(1),), m.group(1), "high", "sysDescr", _bounded(text),
-                              vendor="NetApp", family="NetApp Data ONTAP" + (" 7-Mode" if m.group(2) else ""),
-                              category="storage")  # fmt: skip
+    if m and not m.group(1).startswith("7."):  # Data ONTAP 7G is the fingerprints' (netapp.data-ontap-7g)
+        cycles = _cycles_for_version(catalogue, "netapp-ontap", m.group(1))
+        return Identification("netapp-ontap", cycles, m.group(1), "high" if cycles else "medium", "sysDescr",
+                              _bounded(text), vendor="NetApp", family="NetApp ONTAP", category="storage")  # fmt: skip
     found = identify_fingerprint("sysdescr", text, object_id, catalogue)
     if found is not None:  # before the kernel catch-all: an appliance on Linux says what it is
         return found

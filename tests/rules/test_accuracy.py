@@ -41,8 +41,9 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...], Lifecycle]] = {
     "network/router/juniper-mx960-13-3r9-13": ("junos", ("13.3",), Lifecycle.END_OF_LIFE),
     "network/router/juniper-mx960-16-1r6-7-a": ("junos", ("16.1",), Lifecycle.END_OF_LIFE),
     "network/router/juniper-mx960-16-1r6-7-b": ("junos", ("16.1",), Lifecycle.END_OF_LIFE),
-    "storage/netapp-fas3270": ("netapp-ontap-7-mode", ("8.2.3",), Lifecycle.UNKNOWN),
-    "storage/netapp-ontap-8-2-3": ("netapp-ontap-7-mode", ("8.2.3",), Lifecycle.UNKNOWN),
+    # NetApp's 7-Mode table: 8.2.x 7-Mode ended ("self support"), the day not published.
+    "storage/netapp-fas3270": ("netapp-ontap-7mode", ("8.2-7mode",), Lifecycle.END_OF_LIFE),
+    "storage/netapp-ontap-8-2-3": ("netapp-ontap-7mode", ("8.2-7mode",), Lifecycle.END_OF_LIFE),
     # The fingerprint database (rules/fingerprints/sysdescr). The catalogue has no lifecycle data for these
     # families yet (the next issue brings it), so every one is unknown; for FortiOS and PAN-OS, which it
     # has, the device does not state its release. Cycles () = family (and model) named, release not.
