@@ -64,8 +64,8 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...], Lifecycle]] = {
     "cloud/arista-dcs-7150s-52-cl": ("arista-eos", ("4.20",), U),  # EOS 4.20.5F on a DCS-7150S-52-CL
     "iot/geist-temperature-sensor": ("geist-monitor", (), U),  # owner's text; sysObjectID 21239
     "network/appliance/cisco-controller": ("cisco-aireos", (), U),
-    "network/appliance/cisco-ucs-6100": ("cisco-nx-os", ("5.2",), U),  # Version 5.2(3)N2(2.28g)
-    "network/appliance/cisco-ucs-6100-k9": ("cisco-nx-os", ("5.2",), U),
+    "network/appliance/cisco-ucs-6100": ("cisco-nx-os", ("5.2-nxos",), U),  # Version 5.2(3)N2(2.28g)
+    "network/appliance/cisco-ucs-6100-k9": ("cisco-nx-os", ("5.2-nxos",), U),
     "network/appliance/cisco-unknown-01": ("cisco-ios", (), U),  # the long name alone, no release
     "network/appliance/empirical-hw-mgmt": ("huawei-ibmc", (), U),  # sysObjectID 2011.2.235
     "network/appliance/huawei-ism": ("huawei-oceanstor", (), U),  # "ISM SNMP Agent", 2011.2.91
@@ -82,18 +82,18 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...], Lifecycle]] = {
     "network/firewall/venus-unknown-001": ("venustech-vsos", (), U),  # "FIREWALL", sysObjectID 15227
     "network/firewall/venus-vsos-v0600r0705b20180507": ("venustech-vsos", (), U),
     "network/firewall/venus-vsos-v070060600": ("venustech-vsos", (), U),
-    "network/router/brocade-unknown-001": ("brocade-fabric-os", (), U),  # an address as sysDescr; SW-MIB OID
+    "network/router/brocade-unknown-001": ("brocade-fos", (), U),  # an address as sysDescr; SW-MIB OID
     "network/router/cisco-unmarked-0": ("cisco-ios", (), U),
     "network/router/huawei-acu2": ("huawei-vrp", ("V200R007C20",), U),  # VRP 5.170 (ACU2 V200R007C20SPC200)
     "network/router/huawei-s5720": ("huawei-vrp", ("V200R007C00",), U),
     "network/router/ruijie-n18010": ("ruijie-rgos", (), U),
     "network/router/vyatta-unknown": ("vyatta", (), U),  # "Vyatta unknown-version"
     "network/switch/bdcom-s5612": ("bdcom-os", (), U),
-    "network/switch/brocade-ds-5100b": ("brocade-fabric-os", (), U),
-    "network/switch/brocade-fiber-channel": ("brocade-fabric-os", (), U),
+    "network/switch/brocade-ds-5100b": ("brocade-fos", (), U),
+    "network/switch/brocade-fiber-channel": ("brocade-fos", (), U),
     "network/switch/brocade-icx6430-24": ("ruckus-fastiron", ("08.0.30",), U),  # IronWare 08.0.30tT311
-    "network/switch/cisco-n5000": ("cisco-nx-os", ("6.0",), U),  # Version 6.0(2)N2(3)
-    "network/switch/cisco-n5000-uk9": ("cisco-nx-os", ("6.0",), U),
+    "network/switch/cisco-n5000": ("cisco-nx-os", ("6.0-nxos",), U),  # Version 6.0(2)N2(3)
+    "network/switch/cisco-n5000-uk9": ("cisco-nx-os", ("6.0-nxos",), U),
     "network/switch/cts-media-converter": ("cts-media-converter", (), U),
     "network/switch/dcrs-5980-28t-dc": ("dcn-switch", (), U),
     "network/switch/dcs-3726c": ("dcn-switch", (), U),
