@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from rules import fingerprints
 from rules.catalogue import ENDOFLIFE, Catalogue, Cycle, Lifecycle, Product, Status
-from rules.versions import Version
+from rules.versions import Version, tokens
 
 # CPE vendor:product pairs nmap uses that the catalogue spells otherwise.
 CPE_ALIASES = {("igor_sysoev", "nginx"): "nginx", ("f5", "nginx"): "nginx"}
@@ -89,14 +89,21 @@ def identify_cpe(cpe: str, catalogue: Catalogue) -> Identification | None:
     slug = CPE_ALIASES.get((vendor, name))
     if slug is None:
         for candidate in catalogue.products.values():
-            if any(c.split(":")[-2:] == [vendor, name] and f":{part}:" in c + ":" for c in candidate.cpes):
+            if any(_names_product(c, part, vendor, name) for c in candidate.cpes):
                 slug = candidate.slug
                 break
     if slug is None:
         return None
     cycles = _cycles_for_version(catalogue, slug, version or "")
-    return Identification(slug, cycles, version, "high" if cycles else "medium", "cpe", cpe,
-                          kind="os" if part == "o" else None)  # fmt: skip
+    return _dated_by_mainline(Identification(slug, cycles, version, "high" if cycles else "medium", "cpe", cpe,
+                                             kind="os" if part == "o" else None), catalogue)  # fmt: skip
+
+
+def _names_product(catalogue_cpe: str, part: str, vendor: str, name: str) -> bool:
+    """Whether a catalogue CPE (`cpe:2.3:o:vmware:esxi`, or the URI form `cpe:/o:cisco:ios` the lifecycle
+    tables use) names this part, vendor and product."""
+    fields = catalogue_cpe.lower().split(":")
+    return fields[-2:] == [vendor, name] and part in (f.lstrip("/") for f in fields[1:-2])
 
 
 # nmap's Windows CPE names (cpe:/o:microsoft:NAME) and how the catalogue labels their cycles.
@@ -197,9 +204,29 @@ def from_fingerprint(found: fingerprints.Fingerprinted, field: str, text: str, c
             cycles = (found.cycle,)  # only: the release is kept, its lifecycle stays unknown
     elif product is not None and found.cycle and (named := product.cycle(found.cycle)) is not None:
         cycles = (named.name,)  # found by name or by label: the cycle's name is what is stored
-    return Identification(found.product, cycles, found.version, found.confidence, FIELD_METHODS[field],
-                          _bounded(text), found.kind, found.vendor, found.family, found.model, found.category,
-                          found.id)  # fmt: skip
+    ident = Identification(found.product, cycles, found.version, found.confidence, FIELD_METHODS[field],
+                            _bounded(text), found.kind, found.vendor, found.family, found.model, found.category,
+                            found.id)  # fmt: skip
+    return _dated_by_mainline(ident, catalogue)
+
+
+def _dated_by_mainline(ident: Identification, catalogue: Catalogue) -> Identification:
+    """A release dated by a table's *mainline* row (Cisco IOS 12.2 "mainline, per Greenbone") while the device
+    runs a train of it (`12.2(55)SE3`) or does not say which (nmap's "IOS 12.2"): the row's date is the
+    mainline's, not the train's. The verdict may still hold (every 12.2 train has ended), but the evidence
+    says whose date it is and the confidence is at most medium; a plain mainline release (`12.2(46)`) is
+    the row's own."""
+    found = _cycles(ident, catalogue)
+    if len(found) != 1 or "mainline" not in found[0][1].label.lower():
+        return ident
+    cycle = found[0][1]
+    rest = Version(ident.version or "").parts[len(tokens(cycle.name)) :]
+    if rest and all(isinstance(t, int) for t in rest):
+        return ident
+    train = f"the {ident.version} train's own date" if rest else "the device states no train, whose own date"
+    note = f"end of support dated by the row {cycle.label}; {train} is not in the catalogue"
+    confidence = "medium" if ident.confidence == "high" else ident.confidence
+    return replace(ident, confidence=confidence, evidence=_bounded(f"{note}: {ident.evidence}"))
 
 
 def _known_cycle(catalogue: Catalogue, name: str) -> bool:
