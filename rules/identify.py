@@ -205,8 +205,8 @@ def from_fingerprint(found: fingerprints.Fingerprinted, field: str, text: str, c
     elif product is not None and found.cycle and (named := product.cycle(found.cycle)) is not None:
         cycles = (named.name,)  # found by name or by label: the cycle's name is what is stored
     ident = Identification(found.product, cycles, found.version, found.confidence, FIELD_METHODS[field],
-                            _bounded(text), found.kind, found.vendor, found.family, found.model, found.category,
-                            found.id)  # fmt: skip
+                           _bounded(text), found.kind, found.vendor, found.family, found.model, found.category,
+                           found.id)  # fmt: skip
     return _dated_by_mainline(ident, catalogue)
 
 
