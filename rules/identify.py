@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from rules import fingerprints
 from rules.catalogue import ENDOFLIFE, Catalogue, Cycle, Lifecycle, Product, Status
-from rules.versions import Version, tokens
+from rules.versions import Version
 
 # CPE vendor:product pairs nmap uses that the catalogue spells otherwise.
 CPE_ALIASES = {("igor_sysoev", "nginx"): "nginx", ("f5", "nginx"): "nginx"}
@@ -29,6 +29,7 @@ _WINDOWS = re.compile(r"Software: Windows .*?Version (\d+\.\d+) \(Build (\d+)")
 _RHEL_KERNEL = re.compile(r"\b(\d+\.\d+\.\d+)-[\w.]*?\.el(\d+)(?:_\d+)?\b")
 _UBUNTU = re.compile(r"\bUbuntu (\d\d\.\d\d)(?:\.\d+)?\b")
 _LINUX = re.compile(r"^Linux \S+ (\d+\.\d+)(?:\.(\d+))?")
+_MAINLINE_RELEASE = re.compile(r"\(\d{1,3}[a-z]?\)", re.IGNORECASE)  # IOS `12.2` + `(29b)`: no train letters after
 # Clustered ONTAP (8.x Cluster-Mode, 9.x); 7-Mode and 7G are fingerprint data (rules/fingerprints/sysdescr/
 # netapp.toml), dated by the catalogue's `netapp-ontap-7mode` table.
 _NETAPP = re.compile(r"NetApp Release (\d{1,2}\.\d{1,2}(?:\.\d{1,2})?)(?![\w.]{0,12} 7-Mode)")
@@ -214,16 +215,16 @@ def _dated_by_mainline(ident: Identification, catalogue: Catalogue) -> Identific
     """A release dated by a table's *mainline* row (Cisco IOS 12.2 "mainline, per Greenbone") while the device
     runs a train of it (`12.2(55)SE3`) or does not say which (nmap's "IOS 12.2"): the row's date is the
     mainline's, not the train's. The verdict may still hold (every 12.2 train has ended), but the evidence
-    says whose date it is and the confidence is at most medium; a plain mainline release (`12.2(46)`) is
-    the row's own."""
+    says whose date it is and the confidence is at most medium; a mainline release (`12.2(29b)`: a rebuild
+    letter inside the parentheses, no train after them) is the row's own."""
     found = _cycles(ident, catalogue)
     if len(found) != 1 or "mainline" not in found[0][1].label.lower():
         return ident
-    cycle = found[0][1]
-    rest = Version(ident.version or "").parts[len(tokens(cycle.name)) :]
-    if rest and all(isinstance(t, int) for t in rest):
+    cycle, version = found[0][1], ident.version or ""
+    rest = version[len(cycle.name) :] if version.lower().startswith(cycle.name.lower()) else ""
+    if _MAINLINE_RELEASE.fullmatch(rest):
         return ident
-    train = f"the {ident.version} train's own date" if rest else "the device states no train, whose own date"
+    train = f"the {version} train's own date" if rest else "the device states no train, whose own date"
     note = f"end of support dated by the row {cycle.label}; {train} is not in the catalogue"
     confidence = "medium" if ident.confidence == "high" else ident.confidence
     return replace(ident, confidence=confidence, evidence=_bounded(f"{note}: {ident.evidence}"))
