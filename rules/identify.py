@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from rules import fingerprints
 from rules.catalogue import ENDOFLIFE, Catalogue, Cycle, Lifecycle, Product, Status
-from rules.versions import Version
+from rules.versions import Version, tokens
 
 # CPE vendor:product pairs nmap uses that the catalogue spells otherwise.
 CPE_ALIASES = {("igor_sysoev", "nginx"): "nginx", ("f5", "nginx"): "nginx"}
@@ -57,13 +57,21 @@ def _bounded(text: str, limit: int = 300) -> str:
 
 
 def _cycles_for_version(catalogue: Catalogue, slug: str, version: str) -> tuple[str, ...]:
-    """The cycle whose name is the longest prefix of the version (`1.22.1` is in nginx `1.22`)."""
+    """The cycle whose name is the longest prefix of the version (`1.22.1` is in nginx `1.22`). A version no
+    finer than a cycle that others refine is "one of" them: Solaris "11" is the catalogue's `11` (11.0) or any
+    of 11.1-11.4 (11.4 supported to 2031), so its state is unknown rather than the ended 11.0's; Junos "12.3"
+    is 12.3, 12.3X48 or 12.3X54, all ended."""
     product = catalogue.product(slug)
     if product is None or not version:
         return ()
     v = Version(version)
     matches = [c.name for c in product.cycles if v.startswith(c.name)]
-    return (max(matches, key=len),) if matches else ()
+    if not matches:
+        return ()
+    best = max(matches, key=len)
+    if len(v.parts) <= len(tokens(best)):
+        return tuple(c.name for c in product.cycles if c.name == best or Version(c.name).startswith(best))
+    return (best,)
 
 
 def identify_cpe(cpe: str, catalogue: Catalogue) -> Identification | None:
@@ -96,8 +104,8 @@ def identify_cpe(cpe: str, catalogue: Catalogue) -> Identification | None:
     if slug is None:
         return None
     cycles = _cycles_for_version(catalogue, slug, version or "")
-    return _dated_by_mainline(Identification(slug, cycles, version, "high" if cycles else "medium", "cpe", cpe,
-                                             kind="os" if part == "o" else None), catalogue)  # fmt: skip
+    return _dated_by_mainline(Identification(slug, cycles, version, "high" if len(cycles) == 1 else "medium", "cpe",
+                                             cpe, kind="os" if part == "o" else None), catalogue)  # fmt: skip
 
 
 def _names_product(catalogue_cpe: str, part: str, vendor: str, name: str) -> bool:

@@ -11,7 +11,7 @@ from datetime import date
 
 import pytest
 
-from rules.catalogue import Lifecycle, default_catalogue
+from rules.catalogue import Lifecycle, Status, default_catalogue
 from rules.identify import identify_cpe, identify_software_name, identify_sysdescr, lifecycle
 from scanner.lab import recording_path
 
@@ -80,6 +80,11 @@ def test_windows_build_shared_by_client_and_server_stays_one_of() -> None:
         ("cpe:/a:apache:http_server:2.4.6", "apache-http-server", ("2.4",)),
         ("cpe:/a:openssl:openssl:1.0.2k", "openssl", ("1.0.2",)),
         ("cpe:/o:linux:linux_kernel", "linux", ()),
+        # The lifecycle tables write their CPEs in the URI form: nmap's Cisco IOS and Junos CPEs reach them.
+        ("cpe:/o:cisco:ios:12.2", "cisco-ios", ("12.2",)),
+        ("cpe:/o:juniper:junos:12.3r6.6", "junos", ("12.3",)),
+        # A release no finer than a cycle others refine is one of them (Solaris 11: 11.0 or an 11.x update).
+        ("cpe:/o:oracle:solaris:11", "oracle-solaris", ("11.4", "11.3", "11.2", "11.1", "11")),
     ],
 )
 def test_cpes(cpe: str, product: str, cycles: tuple[str, ...]) -> None:
@@ -104,6 +109,17 @@ def test_netapp_modes_are_told_apart(descr: str, product: str, cycles: tuple[str
     assert found.category == "storage" and found.vendor == "NetApp"
     if product != "netapp-ontap":
         assert lifecycle(found, cat, DAY).state == Lifecycle.UNKNOWN
+
+
+def test_a_coarse_release_is_dated_only_when_every_candidate_agrees() -> None:
+    """nmap's "Solaris 11" may be 11.4, supported to 2031: never end-of-life for the catalogue's 11.0; its
+    "Junos 12.3" is 12.3 or an X train of it, all ended: end-of-life, with no single date."""
+    cat = default_catalogue()
+    solaris = identify_cpe("cpe:/o:oracle:solaris:11", cat)
+    assert solaris is not None and lifecycle(solaris, cat, DAY).state == Lifecycle.UNKNOWN
+    junos = identify_cpe("cpe:/o:juniper:junos:12.3", cat)
+    assert junos is not None and "12.3x48" in junos.cycles and junos.confidence == "medium"
+    assert lifecycle(junos, cat, DAY) == Status(Lifecycle.END_OF_LIFE, None, None, None)
 
 
 def test_unknown_is_unknown_never_safe() -> None:
