@@ -122,7 +122,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...], Lifecycle]] = {
     "network/wifi/sangfor-wac": ("sangfor-wac", (), U),  # "Linux Wac", Sangfor sysObjectID
     "network/wifi/sangfor-wac-2": ("sangfor-wac", (), U),
     "network/wifi/ubiquiti-m5": ("ubiquiti-airos", (), U),  # a kernel line; UBNT airMAX OID 41112.1.4
-    "os/linux/ibm-power-chrp": ("aix", (), U),  # "IBM PowerPC CHRP Computer", AIX release cut off
+    "os/linux/ibm-power-chrp": ("ibm-aix", (), U),  # "IBM PowerPC CHRP Computer", AIX release cut off
     "storage/isilon-onefs": ("isilon-onefs", ("7.2",), U),  # OneFS v7.2.1.0
 }
 # The version each device states, where it states one (written from the recordings' own strings).
