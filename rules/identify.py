@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from rules import fingerprints
 from rules.catalogue import ENDOFLIFE, Catalogue, Cycle, Lifecycle, Product, Status
-from rules.versions import Version
+from rules.versions import Version, tokens
 
 # CPE vendor:product pairs nmap uses that the catalogue spells otherwise.
 CPE_ALIASES = {("igor_sysoev", "nginx"): "nginx", ("f5", "nginx"): "nginx"}
@@ -29,7 +29,10 @@ _WINDOWS = re.compile(r"Software: Windows .*?Version (\d+\.\d+) \(Build (\d+)")
 _RHEL_KERNEL = re.compile(r"\b(\d+\.\d+\.\d+)-[\w.]*?\.el(\d+)(?:_\d+)?\b")
 _UBUNTU = re.compile(r"\bUbuntu (\d\d\.\d\d)(?:\.\d+)?\b")
 _LINUX = re.compile(r"^Linux \S+ (\d+\.\d+)(?:\.(\d+))?")
-_NETAPP = re.compile(r"NetApp Release (\d+\.\d+(?:\.\d+)?)( 7-Mode)?")
+_MAINLINE_RELEASE = re.compile(r"\(\d{1,3}[a-z]?\)", re.IGNORECASE)  # IOS `12.2` + `(29b)`: no train letters after
+# Clustered ONTAP (8.x Cluster-Mode, 9.x); 7-Mode and 7G are fingerprint data (rules/fingerprints/sysdescr/
+# netapp.toml), dated by the catalogue's `netapp-ontap-7mode` table.
+_NETAPP = re.compile(r"NetApp Release (\d{1,2}\.\d{1,2}(?:\.\d{1,2})?)(?![\w.]{0,12} 7-Mode)")
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,21 @@ def _bounded(text: str, limit: int = 300) -> str:
 
 
 def _cycles_for_version(catalogue: Catalogue, slug: str, version: str) -> tuple[str, ...]:
-    """The cycle whose name is the longest prefix of the version (`1.22.1` is in nginx `1.22`)."""
+    """The cycle whose name is the longest prefix of the version (`1.22.1` is in nginx `1.22`). A version no
+    finer than a cycle that others refine is "one of" them: Solaris "11" is the catalogue's `11` (11.0) or any
+    of 11.1-11.4 (11.4 supported to 2031), so its state is unknown rather than the ended 11.0's; Junos "12.3"
+    is 12.3, 12.3X48 or 12.3X54, all ended."""
     product = catalogue.product(slug)
     if product is None or not version:
         return ()
     v = Version(version)
     matches = [c.name for c in product.cycles if v.startswith(c.name)]
-    return (max(matches, key=len),) if matches else ()
+    if not matches:
+        return ()
+    best = max(matches, key=len)
+    if len(v.parts) <= len(tokens(best)):
+        return tuple(c.name for c in product.cycles if c.name == best or Version(c.name).startswith(best))
+    return (best,)
 
 
 def identify_cpe(cpe: str, catalogue: Catalogue) -> Identification | None:
@@ -88,14 +99,21 @@ def identify_cpe(cpe: str, catalogue: Catalogue) -> Identification | None:
     slug = CPE_ALIASES.get((vendor, name))
     if slug is None:
         for candidate in catalogue.products.values():
-            if any(c.split(":")[-2:] == [vendor, name] and f":{part}:" in c + ":" for c in candidate.cpes):
+            if any(_names_product(c, part, vendor, name) for c in candidate.cpes):
                 slug = candidate.slug
                 break
     if slug is None:
         return None
     cycles = _cycles_for_version(catalogue, slug, version or "")
-    return Identification(slug, cycles, version, "high" if cycles else "medium", "cpe", cpe,
-                          kind="os" if part == "o" else None)  # fmt: skip
+    return _dated_by_mainline(Identification(slug, cycles, version, "high" if len(cycles) == 1 else "medium", "cpe",
+                                             cpe, kind="os" if part == "o" else None), catalogue)  # fmt: skip
+
+
+def _names_product(catalogue_cpe: str, part: str, vendor: str, name: str) -> bool:
+    """Whether a catalogue CPE (`cpe:2.3:o:vmware:esxi`, or the URI form `cpe:/o:cisco:ios` the lifecycle
+    tables use) names this part, vendor and product."""
+    fields = catalogue_cpe.lower().split(":")
+    return fields[-2:] == [vendor, name] and part in (f.lstrip("/") for f in fields[1:-2])
 
 
 # nmap's Windows CPE names (cpe:/o:microsoft:NAME) and how the catalogue labels their cycles.
@@ -146,12 +164,10 @@ def identify_sysdescr(descr: str, object_id: str | None, catalogue: Catalogue) -
         known: tuple[str, ...] = (m.group(1),) if (p := catalogue.product("ubuntu")) and p.cycle(m.group(1)) else ()
         return Identification("ubuntu", known, m.group(1), "high" if known else "medium", "sysDescr", _bounded(text))
     m = _NETAPP.search(text)
-    if m:
-        product = "netapp-ontap-7-mode" if m.group(2) else "netapp-ontap"
-        cycles = _cycles_for_version(catalogue, "netapp-ontap", m.group(1)) if product == "netapp-ontap" else ()
-        return Identification(product, cycles or (m.group(1),), m.group(1), "high", "sysDescr", _bounded(text),
-                              vendor="NetApp", family="NetApp Data ONTAP" + (" 7-Mode" if m.group(2) else ""),
-                              category="storage")  # fmt: skip
+    if m and not m.group(1).startswith("7."):  # Data ONTAP 7G is the fingerprints' (netapp.data-ontap-7g)
+        cycles = _cycles_for_version(catalogue, "netapp-ontap", m.group(1))
+        return Identification("netapp-ontap", cycles, m.group(1), "high" if cycles else "medium", "sysDescr",
+                              _bounded(text), vendor="NetApp", family="NetApp ONTAP", category="storage")  # fmt: skip
     found = identify_fingerprint("sysdescr", text, object_id, catalogue)
     if found is not None:  # before the kernel catch-all: an appliance on Linux says what it is
         return found
@@ -201,9 +217,29 @@ def from_fingerprint(found: fingerprints.Fingerprinted, field: str, text: str, c
             cycles = (found.cycle,)  # only: the release is kept, its lifecycle stays unknown
     elif product is not None and found.cycle and (named := product.cycle(found.cycle)) is not None:
         cycles = (named.name,)  # found by name or by label: the cycle's name is what is stored
-    return Identification(found.product, cycles, found.version, found.confidence, FIELD_METHODS[field],
-                          _bounded(text), found.kind, found.vendor, found.family, found.model, found.category,
-                          found.id)  # fmt: skip
+    ident = Identification(found.product, cycles, found.version, found.confidence, FIELD_METHODS[field],
+                           _bounded(text), found.kind, found.vendor, found.family, found.model, found.category,
+                           found.id)  # fmt: skip
+    return _dated_by_mainline(ident, catalogue)
+
+
+def _dated_by_mainline(ident: Identification, catalogue: Catalogue) -> Identification:
+    """A release dated by a table's *mainline* row (Cisco IOS 12.2 "mainline, per Greenbone") while the device
+    runs a train of it (`12.2(55)SE3`) or does not say which (nmap's "IOS 12.2"): the row's date is the
+    mainline's, not the train's. The verdict may still hold (every 12.2 train has ended), but the evidence
+    says whose date it is and the confidence is at most medium; a mainline release (`12.2(29b)`: a rebuild
+    letter inside the parentheses, no train after them) is the row's own."""
+    found = _cycles(ident, catalogue)
+    if len(found) != 1 or "mainline" not in found[0][1].label.lower():
+        return ident
+    cycle, version = found[0][1], ident.version or ""
+    rest = version[len(cycle.name) :] if version.lower().startswith(cycle.name.lower()) else ""
+    if _MAINLINE_RELEASE.fullmatch(rest):
+        return ident
+    train = f"the {version} train's own date" if rest else "the device states no train, whose own date"
+    note = f"end of support dated by the row {cycle.label}; {train} is not in the catalogue"
+    confidence = "medium" if ident.confidence == "high" else ident.confidence
+    return replace(ident, confidence=confidence, evidence=_bounded(f"{note}: {ident.evidence}"))
 
 
 def _known_cycle(catalogue: Catalogue, name: str) -> bool:

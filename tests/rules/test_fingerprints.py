@@ -247,3 +247,24 @@ def test_one_banner_names_a_program_and_its_os(tmp_path: Path) -> None:
     assert db.match("service", "Microsoft IIS httpd 7.5").id == "acme.iis"  # type: ignore[union-attr]
     (folder / "acme.toml").write_text(KINDS.replace('kind = "os"', 'kind = "shoe"'), encoding="utf-8")
     assert any("kind 'shoe' is not one of" in p for p in problems_of(tmp_path))
+
+
+# Families the lifecycle catalogue dates under a slug of its own, and the names fingerprints gave them before.
+CATALOGUE_SLUGS = {"netapp-ontap-7-mode": "netapp-ontap-7mode", "brocade-fabric-os": "brocade-fos",
+                   "sophos-sfos": "sophos-firewall", "solaris": "oracle-solaris", "aix": "ibm-aix",
+                   "jetty": "eclipse-jetty", "mikrotik-routeros": "routeros"}  # fmt: skip
+# Tables whose cycle names carry the mode: a stated release keeps that naming even where the table lacks it.
+CYCLE_SUFFIXES = {"cisco-nx-os": ("-nxos", "-aci", "-mds"), "netapp-ontap-7mode": ("-7mode",)}
+
+
+def test_catalogued_families_use_the_catalogues_slug_and_cycle_names() -> None:
+    """Identification yields the catalogue's product and its exact cycle names (issue 13): a family the
+    catalogue dates is never left under an own slug, where no lifecycle could ever reach it."""
+    catalogue = default_catalogue()
+    products = {fp.product for fp in fingerprints.database().fingerprints}
+    for old, new in CATALOGUE_SLUGS.items():
+        assert old not in products and new in products and catalogue.product(new) is not None, (old, new)
+    for param in shipped_examples():
+        _, _, example = param.values
+        if example["product"] in CYCLE_SUFFIXES and "cycle" in example:
+            assert example["cycle"].endswith(CYCLE_SUFFIXES[example["product"]]), example
