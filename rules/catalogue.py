@@ -120,7 +120,7 @@ class Cycle:
         return cls(
             product=product,
             name=str(record["releaseCycle"]),
-            label=str(record.get("label") or record["releaseCycle"]),
+            label=_label(record),
             release=_date(record.get("releaseDate")),
             eoas=_date(record.get("eoas")),
             eol=_date(record.get("eol")),
@@ -140,6 +140,13 @@ class Cycle:
         if isinstance(value, date):
             return value.isoformat()[:7] if FIELD_OF.get(name, name) in self.months else value.isoformat()
         return {True: "passed (day not published)", False: "not announced", None: None}[value]
+
+
+def _label(record: dict[str, Any]) -> str:
+    """The cycle's display name; a few endoflife.date labels are unrendered Liquid templates
+    (`{{'6.1.9'|split:'.'|pop|join:'.'}} TL...` for AIX): those read as the cycle's name instead."""
+    label = str(record.get("label") or record["releaseCycle"])
+    return str(record["releaseCycle"]) if "{{" in label or "{%" in label else label
 
 
 FIELD_OF = {"release": "releaseDate", "ldos": "lastDateOfSupport"}  # Cycle attribute -> the file's field name
