@@ -171,7 +171,9 @@ class Identifier:
         found = self._row_items.get(key)
         if found is None:
             rows = self._identify_software(kind, name, version, cpe, cpes, method, extra, accuracy)
-            found = tuple(self.item(_item_kind(i, kind), i, method or kind) for i in rows)
+            found = tuple(self._hardware_item(i) if i.kind == "hardware" else self.item(_item_kind(i, kind), i,
+                                                                                        method or kind)
+                          for i in rows)  # fmt: skip
             if len(self._row_items) < 500_000:
                 self._row_items[key] = found
         return found
@@ -217,7 +219,8 @@ class Identifier:
         """The shared item, with the name a buyer knows and the end of sale beside the end of support."""
         item = self.item("hardware", ident, ident.method)
         cycle = hardware_cycle(ident, self.catalogue)
-        named = " ".join(x for x in (ident.vendor, ident.family) if x)
+        vendor = ident.vendor if ident.vendor and not (ident.family or "").startswith(ident.vendor) else None
+        named = " ".join(x for x in (vendor, ident.family) if x)
         return self.variant(item, label=(f"{named} ({ident.model})" if named else str(ident.model))[:160],
                             title=ident.family or ident.model,
                             end_of_sale=cycle.shown("discontinued") if cycle else None)  # fmt: skip
@@ -239,7 +242,7 @@ class Identifier:
         if method == "sysDescr":
             object_id = json.loads(extra).get("sysObjectID") if extra else None
             ident = identify_sysdescr(name, object_id, cat)
-            return [ident] if ident else []
+            return ([ident] if ident else []) + _named_hardware(name, object_id, ident, cat)
         if kind == "os" and method in ("os-release", "registry"):  # a host agent: the host's own word
             said = json.loads(extra) if extra else {}
             if method == "os-release":
@@ -796,6 +799,13 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         a["os_lifecycle_state"] = os_item["lifecycle_state"] if os_item else str(Lifecycle.UNKNOWN)
         a["os_conflicts"] = len(candidates)
         yield AssetFacts(a, os_item, programs, svc, conflicts, candidates, hardware, observations)
+
+
+def _named_hardware(descr: str, object_id: str | None, found: Identification | None,
+                    catalogue: Catalogue) -> list[Identification]:  # fmt: skip
+    """The hardware model a sysDescr names beside its firmware (rules/fingerprints/sysdescr/zz-hardware-models)."""
+    return [h for h in identify_fingerprints("sysdescr", descr[:4096], object_id, catalogue)
+            if h.kind == "hardware" and (found is None or h.fingerprint != found.fingerprint)]  # fmt: skip
 
 
 def _add_chassis(asset_id: int, rows: list[tuple[int, str | None, str]], assets: dict[int, dict[str, Any]],

@@ -223,3 +223,22 @@ def test_a_listed_pid_gives_the_hardware_finding_apart_from_the_firmware(sims: S
     assert eol_os["product"] == "cisco-ios"  # the firmware's verdict stays its own
     shown = run_posture("rules", "show", "protect.eol-hardware", db=db)
     assert shown.returncode == 0 and "firmware may be current" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("descr", "cycle", "state", "end_of_support"),
+    [  # rules/fingerprints/sysdescr/zz-hardware-models.toml's real examples (LibreNMS's and Recog's test data)
+        ("SonicWALL TZ 210 (SonicOS Enhanced 5.9.1.6-5o)", "tz-210", "end-of-life", "2017-05-30"),
+        ("SonicWALL TZ 670 (SonicOS 7.1.3-7015-R6965)", "tz-670", "unknown", None),  # not in the vendor's table
+    ],
+)
+def test_a_model_named_in_a_sysdescr_is_dated_by_a_table_keyed_by_name(descr: str, cycle: str, state: str,
+                                                                      end_of_support: str | None) -> None:  # fmt: skip
+    """SonicWall's table is keyed by model name: the sysDescr names the box beside its SonicOS, each judged apart."""
+    items = ident().row_items("os", descr, None, None, "[]", "sysDescr", '{"sysObjectID": "1.3.6.1.4.1.8741.1"}', None)
+    [firmware] = [i for i in items if i["kind"] != "hardware"]
+    [box] = [i for i in items if i["kind"] == "hardware"]
+    assert firmware["product"] == "sonicos"
+    assert (box["product"], box["cycle"], box["lifecycle_state"], box["eol_date"]) == (
+        "sonicwall-tz", cycle, state, end_of_support)  # fmt: skip
+    assert box["label"] == f"SonicWall TZ ({box['model']})"
