@@ -221,7 +221,8 @@ class Identifier:
         cycle = hardware_cycle(ident, self.catalogue)
         vendor = ident.vendor if ident.vendor and not (ident.family or "").startswith(ident.vendor) else None
         named = " ".join(x for x in (vendor, ident.family) if x)
-        return self.variant(item, label=(f"{named} ({ident.model})" if named else str(ident.model))[:160],
+        label = named if ident.model and ident.model in named else f"{named} ({ident.model})" if named else ident.model
+        return self.variant(item, label=str(label)[:160],
                             title=ident.family or ident.model,
                             end_of_sale=cycle.shown("discontinued") if cycle else None)  # fmt: skip
 
