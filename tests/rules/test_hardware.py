@@ -10,6 +10,8 @@ WS-C3750X-48PF-S from the EOL10623 record, WS-C3560-48PS-S, Juniper's EX4200 SKU
 from __future__ import annotations
 
 import bz2
+import csv
+import io
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -229,6 +231,22 @@ def test_a_listed_pid_gives_the_hardware_finding_apart_from_the_firmware(sims: S
     assert eol_os["product"] == "cisco-ios"  # the firmware's verdict stays its own
     shown = run_posture("rules", "show", "protect.eol-hardware", db=db)
     assert shown.returncode == 0 and "firmware may be current" in shown.stdout
+
+    # The procurement lot a buyer needs: the family, its end of sale and support, priced by its own key.
+    costs = tmp_path / "costs.toml"
+    costs.write_text('[products."cisco-hardware-eol.catalyst-3560g-3750g"]\nreplace = 2500\n', encoding="utf-8")
+    plan = run_posture("plan", "procurement", "--format", "csv", "--costs", str(costs), db=db)
+    assert plan.returncode == 0, plan.stderr
+    lots = {row["product"]: row for row in csv.DictReader(io.StringIO(plan.stdout))}
+    lot = lots["cisco-hardware-eol.catalyst-3560g-3750g"]
+    assert lot["title"] == "Catalyst 3560G hardware (end of sale 2013-01-30)" and lot["quantity"] == "1"
+    assert (lot["earliest_eol"], lot["recommended"], lot["cost"]) == ("2018-01-31", "replace", "2500.00")
+    assert "cisco-ios" in lots  # the IOS 12.2 lot stays its own
+    html = tmp_path / "report.html"
+    assert run_posture("report", "--html", str(html), db=db).returncode == 0
+    page = html.read_text(encoding="utf-8")
+    assert "hardware: Cisco Systems Catalyst 3560G (WS-C3560G-48PS-S)" in page
+    assert "(end of sale 2013-01-30) (last date of support 2018-01-31)" in page
 
 
 @pytest.mark.parametrize(
