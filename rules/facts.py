@@ -162,6 +162,7 @@ class Identifier:
         self._variants: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._packaged: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]] = {}
         self._hardware: dict[tuple[str, str, str | None, str], Items] = {}
+        self._platforms: dict[int, tuple[dict[str, Any], Items]] = {}
         self.services: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def row_items(self, kind: str, name: str, version: str | None, cpe: str | None, cpes: str, method: str | None,
@@ -215,14 +216,24 @@ class Identifier:
                 self._hardware[key] = found
         return found
 
+    def platform(self, os_item: dict[str, Any]) -> Items:
+        """The hardware a firmware line names ("C3560" in a Cisco IOS sysDescr) when no chassis row says more:
+        the family only, at low confidence; once per shared OS item."""
+        found = self._platforms.get(id(os_item))
+        if found is None:
+            items = self.hardware(os_item["model"], "", os_item["vendor"], f"{os_item['method']} model")
+            found = self._platforms[id(os_item)] = (os_item, items)  # the item kept alive: its id stays its own
+        return found[1]
+
     def _hardware_item(self, ident: Identification) -> dict[str, Any]:
         """The shared item, with the name a buyer knows and the end of sale beside the end of support."""
         item = self.item("hardware", ident, ident.method)
         cycle = hardware_cycle(ident, self.catalogue)
         vendor = ident.vendor if ident.vendor and not (ident.family or "").startswith(ident.vendor) else None
         named = " ".join(x for x in (vendor, ident.family) if x)
-        label = named if ident.model and ident.model in named else f"{named} ({ident.model})" if named else ident.model
-        return self.variant(item, label=str(label)[:160],
+        model = ident.model or ""
+        label = f"{named} ({model})" if named and model not in named else named or model or ident.product
+        return self.variant(item, label=label[:160],
                             title=ident.family or ident.model,
                             end_of_sale=cycle.shown("discontinued") if cycle else None)  # fmt: skip
 
@@ -791,7 +802,9 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         if len(hardware) > 1:
             hardware = _dedupe(hardware)
         if os_item is not None and os_item["model"] and not hardware:  # no chassis stated: the platform named
-            hardware = _stated_platform(os_item, ident, observations)
+            hardware = list(ident.platform(os_item))
+            if hardware and id(os_item) in observations:
+                observations[id(hardware[0])] = observations[id(os_item)]
         if a["mac_vendor"]:
             hardware += [ident.item("hardware", found, "mac") for found in ident.mac(a["mac_vendor"])]
         a["category"] = _category(a, os_item, hardware)
@@ -832,15 +845,6 @@ def _manufacturer(rows: list[tuple[int, str | None, str]]) -> str | None:
         if isinstance(said, str) and said.strip():
             return said.strip()[:80]
     return None
-
-
-def _stated_platform(os_item: dict[str, Any], ident: Identifier, observations: dict[int, int]) -> list[dict[str, Any]]:
-    """The hardware a firmware line names ("C3560" in a Cisco IOS sysDescr) when no chassis row says more:
-    the family only, at low confidence, from the OS item's own observation."""
-    items = ident.hardware(os_item["model"], "", os_item["vendor"], f"{os_item['method']} model")
-    if items and id(os_item) in observations:
-        observations[id(items[0])] = observations[id(os_item)]
-    return list(items)
 
 
 def _item_kind(found: Identification, row_kind: str | None) -> str:
