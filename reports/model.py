@@ -183,6 +183,14 @@ def _asset_row(a: dict[str, Any]) -> dict[str, Any]:
              "eol_date": s["eol_date"]}
             for s in a.get("software", [])[:20]
         ],
+        # The box itself, where the device states its model: it has a lifecycle of its own beside the OS's.
+        "hardware": [
+            {"product": clean(h["label"], 100),
+             "state": h["lifecycle_state"],
+             "eol_date": h["eol_date"],
+             "end_of_sale": h.get("end_of_sale")}
+            for h in a.get("hardware", []) if h.get("model")
+        ][:3],
         "sources": ", ".join(a["sources"]),
         "owner": clean(a["owner"], 80) if a["owner"] else "",
     }

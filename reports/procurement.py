@@ -202,10 +202,11 @@ def procurement_lots(store: Store, day: date, settings: Settings, costs: Costs) 
         items = [found.os] if found.os is not None else []
         # A program packaged by the distribution goes with the OS: upgrading the OS is the remedy.
         for item in items + [s for s in found.software if not s["packaged_by"]]:
-            eol = item["eol_date"]
-            soon = eol is not None and (date.fromisoformat(eol) - day).days <= horizon
-            if item["lifecycle_state"] in LEGACY_STATES or (item["lifecycle_state"] != "unknown" and soon):
+            if _legacy(item, day, horizon):
                 grouped[(item["product"], found.category)].append((item, asset))
+        for item in found.hardware:  # one lot per hardware family: "Catalyst 3560G", priced by its own key
+            if item.get("cycle") and _legacy(item, day, horizon):
+                grouped[(f"{item['product']}.{item['cycle']}", found.category)].append((item, asset))
     lots = []
     current = financial_year(day)
     for (product, category), members in grouped.items():
@@ -214,17 +215,18 @@ def procurement_lots(store: Store, day: date, settings: Settings, costs: Costs) 
         quantity = len(assets)
         eols = sorted(i["eol_date"] for i in items if i["eol_date"])  # "one of" has none: never its first date
         extended = sorted(i["extended_until"] for i in items if i["extended_until"])
+        hardware = items[0]["kind"] == "hardware"  # a box is replaced, never upgraded
         blockers = []
         unowned = sum(1 for a in assets.values() if not a["has_owner"])
         if unowned:
             blockers.append(f"{unowned} without an owner")
-        if not any(i["upgrade_path"] for i in items):
+        if not hardware and not any(i["upgrade_path"] for i in items):
             blockers.append("no supported release to upgrade to")
         if any(i["kev_count"] for i in items):
             blockers.append("exploited vulnerabilities (CISA KEV) in this product family")
         options: dict[str, float | None] = {}
         for option in ("upgrade", "replace", "retire"):
-            if option == "upgrade" and "no supported release to upgrade to" in blockers:
+            if option == "upgrade" and (hardware or "no supported release to upgrade to" in blockers):
                 continue
             unit = costs.price(product, option)
             options[option] = None if unit is None else unit * quantity
@@ -240,7 +242,7 @@ def procurement_lots(store: Store, day: date, settings: Settings, costs: Costs) 
         fy = max(fy, current)
         tco = None if cost is None else cost + (options.get("extended support") or 0.0)
         lots.append(Lot(
-            product=product, title=clean(items[0]["title"], 80), category=category,
+            product=product, title=clean(_lot_title(items[0]), 80), category=category,
             releases=sorted({i["label"] for i in items}),  # the names people know (issue 12 item 4)
             quantity=quantity, earliest_eol=eols[0] if eols else None,
             extended_until=extended[-1] if extended else None,
@@ -249,6 +251,22 @@ def procurement_lots(store: Store, day: date, settings: Settings, costs: Costs) 
         ))  # fmt: skip
     lots.sort(key=lambda lot: (lot.earliest_eol or "9999", lot.product, lot.category))
     return lots
+
+
+def _legacy(item: dict[str, Any], day: date, horizon: int) -> bool:
+    """End of life, extended support only, or a known end within the planning horizon."""
+    eol = item["eol_date"]
+    soon = eol is not None and (date.fromisoformat(eol) - day).days <= horizon
+    return bool(item["lifecycle_state"] in LEGACY_STATES or (item["lifecycle_state"] != "unknown" and soon))
+
+
+def _lot_title(item: dict[str, Any]) -> str:
+    """A lot's name: the product's title; for hardware the family and what it is, with its end of sale
+    ("Catalyst 3560G hardware (end of sale 2013-01-30)"), as a buyer needs it."""
+    if item["kind"] != "hardware":
+        return str(item["title"])
+    sale = f" (end of sale {item['end_of_sale']})" if item.get("end_of_sale") else ""
+    return f"{item.get('family') or item['title']} hardware{sale}"
 
 
 def totals(lots: list[Lot]) -> dict[str, Any]:

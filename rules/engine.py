@@ -11,7 +11,7 @@ A rule file holds one pack:
     title = "Operating system past end of life"
     function = "protect"               # protect, detect or respond
     severity = "high"                  # critical, high, medium, low, info
-    subject = "os"                     # asset, os, software, item, service or finding
+    subject = "os"                     # asset, os, software, hardware, item, service or finding
     when = { lifecycle_state = "end-of-life" }
     when_any = [{ ... }, { ... }]      # optional: at least one of these must hold as well
     rationale = "..."
@@ -85,12 +85,15 @@ ITEM_FIELDS = {
     "evidence", "lifecycle_state", "eol_date", "extended_until", "days_to_eol", "upgrade_path", "kev_count",
     "kev_ids", "kev_ransomware", "packaged_by", "lifecycle_published", "vendor", "family", "model",
 }  # fmt: skip
+# A device's hardware (rules/hardware.py): the item fields, and the model, vendor, family and end of sale.
+HARDWARE_FIELDS = ITEM_FIELDS | {"model", "vendor", "family", "end_of_sale"}
 SERVICE_FIELDS = {"port", "protocol", "state", "name", "product", "version", "extra_info", "tunnel", "smb1", "is_new"}
 FINDING_FIELDS = {"rule_id", "function", "severity", "status", "age_days", "sla_days", "past_sla", "accepted"}
 SUBJECT_FIELDS = {
     "asset": ASSET_FIELDS,
     "os": ITEM_FIELDS,
     "software": ITEM_FIELDS,
+    "hardware": HARDWARE_FIELDS,
     "item": ITEM_FIELDS,
     "service": SERVICE_FIELDS,
     "finding": FINDING_FIELDS,
@@ -463,6 +466,8 @@ class Hit:
 def subject_key(kind: str, subject: dict[str, Any]) -> str:
     if kind in ("os", "software", "item"):
         return f"{subject['kind']}:{subject['product']}:{subject['cycle'] or '|'.join(subject['cycles'])}"
+    if kind == "hardware":
+        return f"hardware:{subject['product']}:{subject['model'] or subject['cycle'] or ''}"
     if kind == "service":
         return f"{subject['protocol']}/{subject['port']}"
     return ""
@@ -475,6 +480,8 @@ def _subjects(kind: str, facts: AssetFacts) -> list[dict[str, Any]]:
         return facts.services
     if kind == "software":
         return facts.software
+    if kind == "hardware":
+        return facts.hardware
     if kind == "os":
         return [facts.os] if facts.os is not None else []
     return [facts.os, *facts.software] if facts.os is not None else facts.software
@@ -502,6 +509,7 @@ class Evaluator:
             "os": [r for r in local if r.subject in ("os", "item")],
             "software": [r for r in local if r.subject in ("software", "item")],
             "service": [r for r in local if r.subject == "service"],
+            "hardware": [r for r in local if r.subject == "hardware"],
         }
         # (kind, id(subject)) -> (subject, [(rule, key), ...]); holding the subject keeps its id unique
         self._cache: dict[tuple[str, int], tuple[dict[str, Any], list[tuple[Rule, str]]]] = {}
@@ -527,6 +535,8 @@ class Evaluator:
         asset = facts.asset
         shared: list[tuple[str, dict[str, Any]]] = [("software", s) for s in facts.software]
         shared += [("service", s) for s in facts.services]
+        if facts.hardware:
+            shared += [("hardware", h) for h in facts.hardware]
         if facts.os is not None:
             shared.append(("os", facts.os))
         for kind, subject in shared:

@@ -23,7 +23,9 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from rules import fingerprints
 from rules.catalogue import Catalogue, Lifecycle, Status
+from rules.hardware import MAX_MODEL, chassis, hardware_cycle, identify_hardware
 from rules.identify import (
     Identification,
     display_name,
@@ -161,6 +163,8 @@ class Identifier:
         self._items: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._variants: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._packaged: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]] = {}
+        self._hardware: dict[tuple[str, str, str | None, str], Items] = {}
+        self._platforms: dict[int, tuple[dict[str, Any], Items]] = {}
         self.services: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def row_items(self, kind: str, name: str, version: str | None, cpe: str | None, cpes: str, method: str | None,
@@ -170,7 +174,9 @@ class Identifier:
         found = self._row_items.get(key)
         if found is None:
             rows = self._identify_software(kind, name, version, cpe, cpes, method, extra, accuracy)
-            found = tuple(self.item(_item_kind(i, kind), i, method or kind) for i in rows)
+            found = tuple(self._hardware_item(i) if i.kind == "hardware" else self.item(_item_kind(i, kind), i,
+                                                                                        method or kind)
+                          for i in rows)  # fmt: skip
             if len(self._row_items) < 500_000:
                 self._row_items[key] = found
         return found
@@ -200,6 +206,39 @@ class Identifier:
                 self._said[key] = found
         return found
 
+    def hardware(self, model: str, said: str, vendor: str | None, method: str) -> Items:
+        """The hardware item a stated model gives (an ENTITY-MIB chassis's entPhysicalModelName, else the model
+        a sysDescr or nmap OS line names), once per distinct model: see `identify_hardware`."""
+        key = (model[: MAX_MODEL + 1], said[:200], vendor, method)
+        found = self._hardware.get(key)
+        if found is None:
+            ident = identify_hardware(model, said, vendor, method, self.catalogue)
+            found = (self._hardware_item(ident),) if ident else ()
+            if len(self._hardware) < 100_000:
+                self._hardware[key] = found
+        return found
+
+    def platform(self, os_item: dict[str, Any]) -> Items:
+        """The hardware a firmware line names ("C3560" in a Cisco IOS sysDescr) when no chassis row says more:
+        the family only, at low confidence; once per shared OS item."""
+        found = self._platforms.get(id(os_item))
+        if found is None:
+            items = self.hardware(os_item["model"], "", os_item["vendor"], f"{os_item['method']} model")
+            found = self._platforms[id(os_item)] = (os_item, items)  # the item kept alive: its id stays its own
+        return found[1]
+
+    def _hardware_item(self, ident: Identification) -> dict[str, Any]:
+        """The shared item, with the name a buyer knows and the end of sale beside the end of support."""
+        item = self.item("hardware", ident, ident.method)
+        cycle = hardware_cycle(ident, self.catalogue)
+        vendor = ident.vendor if ident.vendor and not (ident.family or "").startswith(ident.vendor) else None
+        named = " ".join(x for x in (vendor, ident.family) if x)
+        model = ident.model or ""
+        label = f"{named} ({model})" if named and model not in named else named or model or ident.product
+        return self.variant(item, label=label[:160],
+                            title=ident.family or ident.model,
+                            end_of_sale=cycle.shown("discontinued") if cycle else None)  # fmt: skip
+
     def mac(self, vendor: str) -> list[Identification]:
         """What a MAC address's vendor suggests (a camera maker's card is most likely a camera): weak."""
         found = self._macs.get(vendor)
@@ -217,7 +256,7 @@ class Identifier:
         if method == "sysDescr":
             object_id = json.loads(extra).get("sysObjectID") if extra else None
             ident = identify_sysdescr(name, object_id, cat)
-            return [ident] if ident else []
+            return ([ident] if ident else []) + _named_hardware(name, object_id, ident, cat)
         if kind == "os" and method in ("os-release", "registry"):  # a host agent: the host's own word
             said = json.loads(extra) if extra else {}
             if method == "os-release":
@@ -724,11 +763,15 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
             service_items[asset_id] += (groups.of(items), obs)
 
     seen: dict[tuple[Any, ...], _Group] = {}  # the row without asset and observation -> its group
+    entities: dict[int, list[tuple[int, str | None, str]]] = defaultdict(list)  # asset -> (obs, extra, name)
     for row in store.conn.execute(
         "SELECT s.asset_id, s.observation_id, s.kind, s.name, s.version, s.cpe, s.cpes, s.method, s.extra, "
         f"s.accuracy FROM software s WHERE s.observation_id IN ({LATEST_SOFTWARE_OBSERVATIONS}) "
-        "AND s.kind IN ('os', 'application')"
+        "AND s.kind IN ('os', 'application', 'hardware')"
     ):
+        if row[2] == "hardware":  # ENTITY-MIB rows: a few per device, the chassis chosen below
+            entities[row[0]].append((row[1], row[8], row[3]))
+            continue
         key = row[2:]
         group = seen.get(key)
         if group is None:
@@ -739,6 +782,9 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
             found = found_items[row[0]]
             obs = row[1]
             found += (group, found[-1] if found and found[-1] == obs else obs)
+
+    for asset_id, stated in entities.items():
+        _add_chassis(asset_id, stated, assets, ident, groups, found_items)
 
     judged: dict[tuple[int, ...], tuple[Any, ...]] = {}  # ids of the OS groups -> (OS, candidates, conflicts, groups)
     for asset_id in sorted(assets):
@@ -767,6 +813,10 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         hardware = [i for g, _ in pairs for i in g.hardware]
         if len(hardware) > 1:
             hardware = _dedupe(hardware)
+        if os_item is not None and os_item["model"] and not hardware:  # no chassis stated: the platform named
+            hardware = list(ident.platform(os_item))
+            if hardware and id(os_item) in observations:
+                observations[id(hardware[0])] = observations[id(os_item)]
         if a["mac_vendor"]:
             hardware += [ident.item("hardware", found, "mac") for found in ident.mac(a["mac_vendor"])]
         a["category"] = _category(a, os_item, hardware)
@@ -776,6 +826,38 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         a["os_lifecycle_published"] = bool(os_item and os_item["lifecycle_published"])
         a["os_conflicts"] = len(candidates)
         yield AssetFacts(a, os_item, programs, svc, conflicts, candidates, hardware, observations)
+
+
+def _named_hardware(descr: str, object_id: str | None, found: Identification | None,
+                    catalogue: Catalogue) -> list[Identification]:  # fmt: skip
+    """The hardware model a sysDescr names beside its firmware (rules/fingerprints/sysdescr/zz-hardware-models)."""
+    return [h for h in identify_fingerprints("sysdescr", descr[:4096], object_id, catalogue)
+            if h.kind == "hardware" and (found is None or h.fingerprint != found.fingerprint)]  # fmt: skip
+
+
+def _add_chassis(asset_id: int, rows: list[tuple[int, str | None, str]], assets: dict[int, dict[str, Any]],
+                 ident: Identifier, groups: _Groups, found_items: dict[int, list[Any]]) -> None:  # fmt: skip
+    """The asset's ENTITY-MIB chassis as a hardware item (rules/hardware.py), among what it reported."""
+    picked = chassis([(extra, name) for _, extra, name in rows])
+    a = assets.get(asset_id)
+    if picked is None or a is None:
+        return
+    vendor = _manufacturer(rows) or fingerprints.database().vendor_of(a["sys_object_id"])
+    items = ident.hardware(picked[0], picked[1], vendor, "entPhysical")
+    if items:
+        found_items[asset_id] += (groups.of(items), rows[0][0])
+
+
+def _manufacturer(rows: list[tuple[int, str | None, str]]) -> str | None:
+    """entPhysicalMfgName of the first row that states one (most devices leave it empty)."""
+    for _, extra, _ in rows:
+        try:
+            said = json.loads(extra).get("manufacturer") if extra else None
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(said, str) and said.strip():
+            return said.strip()[:80]
+    return None
 
 
 def _item_kind(found: Identification, row_kind: str | None) -> str:
@@ -792,6 +874,11 @@ SERVICE_KEYS = ("port", "protocol", "name", "product", "version", "extra_info", 
 ITEM_VIEW_FIELDS = ("product", "label", "title", "vendor", "model", "cycle", "cycles", "version", "lifecycle_state",
                     "eol_date", "eol_range", "extended_until", "days_to_eol", "confidence", "method", "source",
                     "packaged_by")  # fmt: skip
+
+
+# A device's hardware shows its family, end of sale, the evidence (the model and where it was stated) and
+# the sources of its dates.
+HARDWARE_VIEW_FIELDS = (*ITEM_VIEW_FIELDS, "family", "end_of_sale", "evidence", "lifecycle_sources")
 
 
 def add_lifecycle(store: Store, rows: list[dict[str, Any]]) -> None:
@@ -817,4 +904,4 @@ def add_lifecycle(store: Store, rows: list[dict[str, Any]]) -> None:
         elif row["os"] is not None:
             row["os"] = {**row["os"], "cycle": None, "lifecycle_state": str(Lifecycle.UNKNOWN), "eol_date": None}
         row["software"] = [{k: i.get(k) for k in ITEM_VIEW_FIELDS} for i in found.software]
-        row["hardware"] = [{k: i.get(k) for k in ITEM_VIEW_FIELDS} for i in found.hardware]
+        row["hardware"] = [{k: i.get(k) for k in HARDWARE_VIEW_FIELDS} for i in found.hardware]

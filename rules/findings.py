@@ -54,6 +54,7 @@ OPEN_STATES = ("new", "open", "reopened")
 DETAIL_ITEM_FIELDS = ("kind", "product", "label", "title", "version", "cycle", "cycles", "lifecycle_state", "eol_date",
                       "extended_until", "days_to_eol", "confidence", "method", "packaged_by", "kev_count",
                       "kev_ids", "months_only", "lifecycle_sources", "vendor_policy", "note")  # fmt: skip
+HARDWARE_DETAIL_FIELDS = ("vendor", "family", "model", "end_of_sale")
 DETAIL_SERVICE_FIELDS = ("port", "protocol", "name", "product", "version", "extra_info")
 BATCH = 20_000
 
@@ -112,7 +113,7 @@ class _Details:
 
     def __call__(self, hit: Hit) -> int:
         kind, s = hit.rule.subject, hit.subject
-        if kind in ("os", "software", "item", "service"):  # shared subjects: once each
+        if kind in ("os", "software", "item", "service", "hardware"):  # shared subjects: once each
             cached = self._by_subject.get(id(s))
             if cached is None:
                 cached = (s, self.row(json.dumps(self._shared(kind, s), default=str)))
@@ -141,7 +142,9 @@ class _Details:
             parts = (f"{s['port']}/{s['protocol']}", s.get("name"), s.get("product"), s.get("version"))
             return {"service": {k: s.get(k) for k in DETAIL_SERVICE_FIELDS},
                     "evidence": " ".join(str(x) for x in parts if x)}  # fmt: skip
-        return {**{k: s.get(k) for k in DETAIL_ITEM_FIELDS}, "evidence": f"{s.get('method')}: {s.get('evidence')}"}
+        extra = {k: s.get(k) for k in HARDWARE_DETAIL_FIELDS} if kind == "hardware" else {}
+        return {**{k: s.get(k) for k in DETAIL_ITEM_FIELDS}, **extra,
+                "evidence": f"{s.get('method')}: {s.get('evidence')}"}  # fmt: skip
 
 
 @dataclass
