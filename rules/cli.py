@@ -77,7 +77,7 @@ def catalogue_show(product: str, on_day: str | None, fmt: str) -> None:
     rows: list[dict[str, Any]] = []
     for cycle in found.cycles:
         st = found.status(cycle, today)
-        source = cycle.provenance or found.provenance
+        source = found.provenance_of(cycle)
         rows.append({
             "cycle": cycle.name, "label": cycle.label, "release": _text(cycle, "release"),
             "active_support_end": _text(cycle, "eoas"), "eol": _text(cycle, "eol"),

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from rules import fingerprints
 from rules.catalogue import Catalogue, Lifecycle, Status
-from rules.hardware import MAX_MODEL, chassis, hardware_cycle, identify_hardware
+from rules.hardware import MAX_MODEL, chassis, identify_hardware
 from rules.identify import (
     Identification,
     display_name,
@@ -47,6 +47,7 @@ from rules.identify import (
     lifecycle_published,
     lifecycle_sources,
     months_only,
+    single_cycle,
 )
 from rules.kev import KevCatalogue
 from scanner.store import Store
@@ -230,7 +231,7 @@ class Identifier:
     def _hardware_item(self, ident: Identification) -> dict[str, Any]:
         """The shared item, with the name a buyer knows and the end of sale beside the end of support."""
         item = self.item("hardware", ident, ident.method)
-        cycle = hardware_cycle(ident, self.catalogue)
+        cycle = single_cycle(ident, self.catalogue)  # the hardware row it is dated by
         vendor = ident.vendor if ident.vendor and not (ident.family or "").startswith(ident.vendor) else None
         named = " ".join(x for x in (vendor, ident.family) if x)
         model = ident.model or ""

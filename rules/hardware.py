@@ -99,8 +99,3 @@ def identify_hardware(model: str, said: str, vendor: str | None, method: str,
                           evidence[:300], kind="hardware", vendor=vendor, family=family, model=found,
                           category="network" if siblings else None)  # fmt: skip
 
-
-def hardware_cycle(ident: Identification, catalogue: Catalogue) -> Cycle | None:
-    """The catalogue row an identified hardware item is dated by, if any."""
-    product = catalogue.product(ident.product)
-    return product.cycle(ident.cycles[0]) if product is not None and len(ident.cycles) == 1 else None

@@ -593,7 +593,13 @@ def lifecycle_published(ident: Identification, catalogue: Catalogue) -> bool:
     return catalogue.product(ident.product) is not None and (not ident.cycles or bool(_cycles(ident, catalogue)))
 
 
+def single_cycle(ident: Identification, catalogue: Catalogue) -> Cycle | None:
+    """The one catalogue cycle an identification names (None for "one of" several, or none known)."""
+    found = _cycles(ident, catalogue)
+    return found[0][1] if len(found) == 1 else None
+
+
 def months_only(ident: Identification, catalogue: Catalogue) -> list[str]:
     """The date fields of the identified cycle known only to the month (its end shows as "2022-10")."""
-    found = _cycles(ident, catalogue)
-    return sorted(found[0][1].months) if len(found) == 1 else []
+    cycle = single_cycle(ident, catalogue)
+    return sorted(cycle.months) if cycle else []
