@@ -64,6 +64,18 @@ def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+# Fixtures that start real daemons, simulators or network namespaces: a test using one is a `lab` test, so
+# `pytest -m "not lab"` is the quick run (the full suite, the README's command, runs them all).
+LAB_FIXTURES = frozenset({"lab", "lab_scan_db", "lab_job", "demo_sims", "sims", "simlab", "sim_db", "snmpd",
+                          "empty_netns", "samba_dc", "directory_db"})  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test gets its own XDG folders: no default inventory, vault or catalogue update leaks in or out."""

@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_posture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +24,7 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert ci_lines[-1] == test_command
 
 
+@pytest.mark.lab
 def test_first_command_runs_the_demo(tmp_path: Path) -> None:
     """The README's first command, minus the install it starts with (done already to run these tests)."""
     first = readme_commands()[0]
@@ -51,6 +54,7 @@ def test_first_command_runs_the_demo(tmp_path: Path) -> None:
     assert junos["lifecycle_sources"] and junos["lifecycle_sources"][0]["source"].startswith("http")
 
 
+@pytest.mark.lab
 def test_scan_of_this_machine(tmp_path: Path) -> None:
     """The README's other first step: `posture scan 127.0.0.1` (named in /etc/hosts: no DNS query leaves)."""
     assert ".venv/bin/posture scan 127.0.0.1" in (ROOT / "README.md").read_text()

@@ -190,6 +190,7 @@ def _smbd(root: Path, min_protocol: str) -> Iterator[None]:
                 proc.wait(timeout=10)
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize(("min_protocol", "fires"), [("NT1", True), ("SMB2", False)])
 def test_lab_real_nmap_against_real_smbd(tmp_path: Path, min_protocol: str, fires: bool) -> None:
     """The lab: real nmap smb-protocols against a real Samba; SMB1 enabled gives `protect.smbv1`, SMB2 minimum

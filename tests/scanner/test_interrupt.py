@@ -63,6 +63,7 @@ def history(db: Path) -> list[tuple[object, ...]]:
     return query(db, "SELECT * FROM observations WHERE scan_id = 1") + query(db, "SELECT * FROM scans WHERE id = 1")
 
 
+@pytest.mark.lab
 def test_sigkill_mid_scan_then_resume(db_with_history: tuple[Path, list[tuple[object, ...]]], tmp_path: Path) -> None:
     db, earlier = db_with_history
     proc = start_scan(db, "127.0.2.1-8", tmp_path)
@@ -87,6 +88,7 @@ def test_sigkill_mid_scan_then_resume(db_with_history: tuple[Path, list[tuple[ob
     assert_consistent(db, 2)
 
 
+@pytest.mark.lab
 def test_sigterm_mid_scan_marks_it_interrupted(
     db_with_history: tuple[Path, list[tuple[object, ...]]], tmp_path: Path
 ) -> None:

@@ -171,6 +171,7 @@ def test_no_core_dump_while_secrets_are_in_memory(tmp_path: Path) -> None:
     assert report == {"before": 1, "dumpable": 0, "core": [0, 0], "ok": True}
 
 
+@pytest.mark.lab
 def test_sigkill_of_scan_kills_nmap_and_next_scan_removes_its_folder(tmp_path: Path) -> None:
     """Low "after SIGKILL of `scan`, nmap keeps scanning and the temporary scan folder stays." The nmap child
     must be gone within a few seconds of `kill -9`; the folder (SIGKILL runs no cleanup) goes at the next scan."""
