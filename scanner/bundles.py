@@ -39,7 +39,8 @@ from scanner.hostagent import MAC_RE, MAX_PACKAGES, MAX_SOCKETS, PAYLOAD_FORMAT
 from scanner.model import bound
 from scanner.paths import config_dir, read_regular_file
 from scanner.safefs import write_atomic
-from scanner.store import Ingest, PreparedHost, Store, insert_scan, utc_now
+from scanner.sources import Request
+from scanner.store import PreparedHost, Store, utc_now
 from scanner.vault import check_name, seal, unseal, write_private
 
 SIGNED_FORMAT = "posture-bundle/1"
@@ -565,10 +566,10 @@ class Imported:
     key_name: str
 
 
-def check_not_replayed(store: Store, bundle: VerifiedBundle) -> None:
+def check_not_replayed(conn: sqlite3.Connection, bundle: VerifiedBundle) -> None:
     """Refuse a bundle imported before (same id or same signed payload), or older than the newest one
     already imported from the same agent and machine (an old bundle sent again to roll the record back)."""
-    row = store.conn.execute(
+    row = conn.execute(
         "SELECT imported_at, file FROM bundles WHERE bundle_id = ? OR digest = ?",
         [bundle.payload["bundle_id"], bundle.digest],
     ).fetchone()
@@ -580,7 +581,7 @@ def check_not_replayed(store: Store, bundle: VerifiedBundle) -> None:
     machine_id = bundle.payload["host"]["machine_id"]
     if machine_id is None:  # without a machine-id, "the same machine" cannot be told: ids and digests only
         return
-    newest = store.conn.execute(
+    newest = conn.execute(
         "SELECT max(collected_at) FROM bundles WHERE key_id = ? AND machine_id = ?", [bundle.key_id, machine_id]
     ).fetchone()[0]
     if newest and bundle.payload["collected_at"] <= newest:
@@ -589,30 +590,37 @@ def check_not_replayed(store: Store, bundle: VerifiedBundle) -> None:
                              "collect a fresh bundle on the host")  # fmt: skip
 
 
-def import_bundle(store: Store, bundle: VerifiedBundle) -> Imported:
-    """Write one verified bundle in one transaction: its scan row, the observation and the replay record."""
-    payload = bundle.payload
-    with store.transaction() as conn:
-        check_not_replayed(store, bundle)  # again under the write lock: another import may have just taken it
-        scan_id = insert_scan(conn, "agent-import", "agent", "complete", input_file=str(bundle.path)[:1024],
-                              tool_version=payload["agent_version"], hosts_total=1, hosts_done=1, hosts_up=1,
-                              options={"signed_by": bundle.key_name, "key_id": bundle.key_id,
-                                       "encrypted": bundle.sealed})  # fmt: skip
-        with Ingest(conn, scan_id, "agent") as ingest:
-            machine_id = payload["host"]["machine_id"]
-            ingest.add_prepared(prepared_host(payload), machine_ids=[machine_id] if machine_id else [])
-        asset_id, stats = ingest.last_asset_id, ingest.stats
-        conn.execute("UPDATE scans SET finished_at = ? WHERE id = ?", [utc_now(), scan_id])
-        try:
-            conn.execute(
-                "INSERT INTO bundles (bundle_id, digest, key_id, key_name, machine_id, collected_at, imported_at, "
-                "file, scan_id, asset_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [payload["bundle_id"], bundle.digest, bundle.key_id, bundle.key_name, payload["host"]["machine_id"],
-                 payload["collected_at"], utc_now(), str(bundle.path)[:1024], scan_id, asset_id],
-            )  # fmt: skip
-        except sqlite3.IntegrityError:
-            raise BundleRejected(f"{bundle.path}: replayed: imported by another run just now") from None
-    return Imported(bundle.path, scan_id, asset_id, stats.new_assets > 0, len(payload["packages"]), bundle.key_name)
+def import_bundle(store: Store, bundle: VerifiedBundle, max_bytes: int, follow_links: bool) -> Imported:
+    """Write one verified bundle through the discovery-source runner (`scanner.sources.bundle`): its run row,
+    the observation and the replay record, in one transaction."""
+    from scanner.scan import run_source
+    from scanner.sources.bundle import BundleSource
+
+    source = BundleSource()
+    options = {"signed_by": bundle.key_name, "key_id": bundle.key_id, "encrypted": bundle.sealed,
+               "digest": bundle.digest, "max_bytes": max_bytes, "follow_links": follow_links}  # fmt: skip
+    request = Request([], options, input_file=str(bundle.path))  # its file is its target: a bundle covers no network
+    summary = run_source(store, source, request, _QUIET)  # a refusal under the write lock raises, writing nothing
+    assert source.asset_id is not None
+    return Imported(bundle.path, summary.scan_id, source.asset_id, summary.new_assets > 0,
+                    len(bundle.payload["packages"]), bundle.key_name)  # fmt: skip
+
+
+class _Quiet:
+    """No progress lines for one bundle: `import_files` says what happened to each."""
+
+    def start(self, total_hosts: int, total_chunks: int, already_done: int) -> None: ...
+
+    def update(self, hosts_done: int) -> None: ...
+
+    def chunk_done(self, chunks_done: int, total_chunks: int, hosts_done: int, hosts_up: int) -> None: ...
+
+    def batch_saved(self, hosts_done: int, hosts_up: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+_QUIET = _Quiet()
 
 
 @dataclass
@@ -644,7 +652,7 @@ def import_files(store: Store, paths: Sequence[Path], max_bytes: int, tell: Call
             bundle = read_bundle(path, trusted, max_bytes, follow_links)
             if bundle.payload["bundle_id"] in seen:
                 raise BundleRejected(f"{path}: replayed: the same bundle is given twice on this command line")
-            check_not_replayed(store, bundle)
+            check_not_replayed(store.conn, bundle)
         except BundleRejected as exc:
             refuse(path, exc)
             continue
@@ -655,7 +663,7 @@ def import_files(store: Store, paths: Sequence[Path], max_bytes: int, tell: Call
             bundle = read_bundle(path, trusted, max_bytes, follow_links)
             if bundle.digest != digest:
                 raise BundleRejected(f"{path}: changed while it was being imported", "import it again")
-            done = import_bundle(store, bundle)
+            done = import_bundle(store, bundle, max_bytes, follow_links)
         except BundleRejected as exc:
             refuse(path, exc)
             continue

@@ -42,7 +42,7 @@ from scanner.inputs import key_line
 from scanner.model import printable
 from scanner.paths import state_dir
 from scanner.safefs import create_new, make_dirs, open_append, open_dir, write_atomic
-from scanner.sources import NETWORK_SOURCES, get_source, source_names
+from scanner.sources import FILE_SOURCES, NETWORK_SOURCES, get_source, source_names
 from scanner.targets import check_target, parse_target, validate_ports
 
 JOB_KEYS = {"targets", "exclude", "scope", "methods", "creds", "max_rate", "ports", "schedule", "report",
@@ -124,7 +124,7 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             raise fail(None, "a job name is lower case letters, digits, - and _ (at most 63)")
         if not isinstance(table, dict):
             raise fail(None, "must be a table")
-        unknown = sorted(set(table) - JOB_KEYS - set(source_names()))
+        unknown = sorted(set(table) - JOB_KEYS - (set(source_names()) - set(FILE_SOURCES)))
         if unknown:
             raise fail(unknown[0], f"unknown key {unknown[0]!r} (a job has {', '.join(sorted(JOB_KEYS))})")
         lists: dict[str, tuple[str, ...]] = {}
@@ -138,9 +138,11 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             if problem:
                 raise fail("targets", problem)
         methods = lists["methods"] or ("nmap",)
-        unknown = sorted(set(methods) - set(source_names()))
+        unknown = sorted(set(methods) - set(source_names()) | (set(methods) & set(FILE_SOURCES)))
         if unknown:
-            raise fail("methods", f"unknown method {unknown[0][:40]!r} (methods are {', '.join(source_names())})")
+            known = ", ".join(n for n in source_names() if n not in FILE_SOURCES)
+            raise fail("methods", f"unknown method {unknown[0][:40]!r} (methods are {known}; bundles come "
+                       "through `inbox`)")  # fmt: skip
         own = [m for m in methods if m not in NETWORK_SOURCES]
         if not lists["targets"] and not table.get("inbox") and not own:
             raise fail("targets", "a job needs targets (to scan), an inbox (of agent bundles) or a source "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 from scanner.errors import Interrupted, PostureError
 from scanner.model import bound
 from scanner.sources import Batch, Request, Source
-from scanner.store import Ingest, Store, utc_now
+from scanner.store import Ingest, Store, insert_scan, utc_now
 
 
 class ProgressReporter(Protocol):
@@ -76,6 +77,7 @@ def start_run(store: Store, source: Source, request: Request) -> int:
         options={**request.options, "user_hostnames": request.hostnames, "chunk_size": request.chunk_size},
         tool_version=tool_version,
         hosts_total=sum(count for _, count in units),
+        input_file=request.input_file,
     )
     store.add_chunks(scan_id, [targets for targets, _ in units], [count for _, count in units])
     return scan_id
@@ -97,6 +99,8 @@ def stored_request(store: Store, scan_id: int, parallel: int) -> Request:
 def run_source(store: Store, source: Source, request: Request, reporter: ProgressReporter) -> ScanSummary:
     """Start a run of `source` and do it all; on return or raise, the run's row says how it ended."""
     store.reap_stale_scans()
+    if getattr(source, "whole", False):
+        return _run_whole(store, source, request)
     scan_id = start_run(store, source, request)
     return execute_run(store, source, scan_id, request, reporter)
 
@@ -201,28 +205,38 @@ def _commit_batch(
 ) -> None:
     """One batch, its per-target outcomes and its unit's "done" mark: one transaction."""
     with store.transaction() as conn:
-        with Ingest(conn, scan_id, source, user_hostnames=user_hostnames, fallback_time=utc_now()) as ingest:
-            assets: list[int] = []
-            for i, host in enumerate(batch.hosts):
-                ingest.add_prepared(host, batch.sysnames[i] if i < len(batch.sysnames) else ())
-                assets.append(ingest.last_asset_id)
-        if batch.outcomes:
-            conn.executemany(
-                "INSERT INTO scan_targets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(scan_id, o.target, source, o.status, bound(o.detail, 512), o.credential,
-                  None if o.seconds is None else round(o.seconds, 3), o.requests,
-                  None if o.host is None else assets[o.host]) for o in batch.outcomes],
-            )  # fmt: skip
-        if batch.unit is not None:
-            conn.execute(
-                "UPDATE scan_chunks SET status = 'done', hosts_up = ?, finished_at = ? WHERE scan_id = ? AND seq = ?",
-                (len(assets), utc_now(), scan_id, batch.unit),
-            )
+        _write_batch(conn, source, scan_id, batch, user_hostnames, summary)
+
+
+def _write_batch(
+    conn: sqlite3.Connection, source: str, scan_id: int, batch: Batch, user_hostnames: dict[str, str],
+    summary: ScanSummary,
+) -> None:  # fmt: skip
+    with Ingest(conn, scan_id, source, user_hostnames=user_hostnames, fallback_time=utc_now()) as ingest:
+        assets: list[int] = []
+        for i, host in enumerate(batch.hosts):
+            ingest.add_prepared(host, batch.sysnames[i] if i < len(batch.sysnames) else (),
+                                batch.machine_ids[i] if i < len(batch.machine_ids) else ())  # fmt: skip
+            assets.append(ingest.last_asset_id)
+    if batch.record is not None:
+        batch.record(conn, scan_id, assets)
+    if batch.outcomes:
+        conn.executemany(
+            "INSERT INTO scan_targets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(scan_id, o.target, source, o.status, bound(o.detail, 512), o.credential,
+              None if o.seconds is None else round(o.seconds, 3), o.requests,
+              None if o.host is None else assets[o.host]) for o in batch.outcomes],
+        )  # fmt: skip
+    if batch.unit is not None:
         conn.execute(
-            "UPDATE scans SET hosts_done = hosts_done + ?, hosts_up = hosts_up + ?, "
-            "tool_version = coalesce(?, tool_version) WHERE id = ?",
-            (batch.done, ingest.stats.hosts, batch.tool_version, scan_id),
+            "UPDATE scan_chunks SET status = 'done', hosts_up = ?, finished_at = ? WHERE scan_id = ? AND seq = ?",
+            (len(assets), utc_now(), scan_id, batch.unit),
         )
+    conn.execute(
+        "UPDATE scans SET hosts_done = hosts_done + ?, hosts_up = hosts_up + ?, "
+        "tool_version = coalesce(?, tool_version) WHERE id = ?",
+        (batch.done, ingest.stats.hosts, batch.tool_version, scan_id),
+    )
     summary.hosts_done += batch.done
     summary.hosts_up += ingest.stats.hosts
     summary.new_assets += ingest.stats.new_assets
@@ -232,3 +246,28 @@ def _commit_batch(
         summary.by_status[o.status] = summary.by_status.get(o.status, 0) + 1
         if o.status != "ok":
             summary.problems.append((o.target, o.status, o.detail or ""))
+
+
+def _run_whole(store: Store, source: Source, request: Request) -> ScanSummary:
+    """A source whose run is one small read (a bundle): read first, then its row, its units and its rows in
+    one transaction, so a refusal or a full disk leaves nothing at all (there is nothing in flight that a
+    row written beforehand would have to account for)."""
+    tool_version = source.check(request)
+    units = source.units(request)
+    with closing(source.collect(request, [(i, t, n) for i, (t, n) in enumerate(units)], lambda _: None)) as read:
+        batches = [b._replace(hosts=list(b.hosts)) for b in read]
+    summary = ScanSummary(0, hosts_total=sum(n for _, n in units))
+    with store.transaction() as conn:
+        summary.scan_id = insert_scan(
+            conn, source.kind, source.name, "running", targets=request.targets, options=request.options,
+            tool_version=tool_version, hosts_total=summary.hosts_total, input_file=request.input_file,
+        )  # fmt: skip
+        conn.executemany(
+            "INSERT INTO scan_chunks (scan_id, seq, targets, host_count) VALUES (?, ?, ?, ?)",
+            [(summary.scan_id, i, json.dumps(t), n) for i, (t, n) in enumerate(units)],
+        )
+        for batch in batches:
+            _write_batch(conn, source.name, summary.scan_id, batch, request.hostnames, summary)
+        conn.execute("UPDATE scans SET status = 'complete', finished_at = ? WHERE id = ?", (utc_now(), summary.scan_id))
+    summary.status = "complete"
+    return summary

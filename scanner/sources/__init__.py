@@ -15,6 +15,7 @@ hour resumes with the chunks not yet done; a directory is one unit (re-reading i
 from __future__ import annotations
 
 import importlib
+import sqlite3
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -27,6 +28,7 @@ from scanner.targets import ScanPlan
 REGISTRY: dict[str, str] = {
     "nmap": "scanner.sources.nmap:NmapSource",
     "snmp": "scanner.sources.snmp:SnmpSource",
+    "agent": "scanner.sources.bundle:BundleSource",  # host-agent bundles (`posture import bundle`, a job's inbox)
 }
 
 
@@ -55,7 +57,10 @@ class Batch(NamedTuple):
     `unit` is the unit of work this batch finishes (its seq), or None when more batches of the same unit
     follow; `done` the targets it finished (counted into the run's progress and `scans.hosts_done`);
     `error` says the unit failed (it stays pending, so a resume tries it again). A device's own name
-    (SNMP sysName) goes in `sysnames`, not among the hostnames: it is matched the same way but is not DNS."""
+    (SNMP sysName) goes in `sysnames`, not among the hostnames: it is matched the same way but is not DNS.
+    `record` writes the source's own rows in the batch's transaction, given the connection, the run's id and
+    the assets its hosts went to (a bundle's replay record); raising a SourceError there refuses the batch:
+    it is rolled back whole and counted as an error of the run."""
 
     hosts: Iterable[PreparedHost]  # may be lazy: read in the thread that writes them
     done: int = 0
@@ -64,6 +69,8 @@ class Batch(NamedTuple):
     tool_version: str | None = None
     error: str | None = None
     sysnames: Sequence[Sequence[str]] = ()  # per host, in the order of `hosts`: the names a device gives itself
+    machine_ids: Sequence[Sequence[str]] = ()  # per host: the machine-id a host agent read
+    record: Callable[[sqlite3.Connection, int, list[int]], None] | None = None
 
 
 @dataclass
@@ -81,6 +88,7 @@ class Request:
     chunk_size: int = 256
     parallel: int = 2
     hostnames: dict[str, str] = field(default_factory=dict)  # address -> the name the user typed
+    input_file: str | None = None  # a file source's file, for the run's row
     plan: ScanPlan | None = None  # a new network run's addresses, chunked by family (not stored: the units are)
 
 
@@ -91,6 +99,9 @@ class Source(Protocol):
     name: str  # registry key
     kind: str  # the scan row's kind, e.g. "nmap-scan"
     noun: str  # what one target is, for progress lines: "hosts", "devices", "objects"
+    # True for a run that is one small read (a bundle): the runner reads it first and writes its row and its
+    # rows in one transaction, so a refusal or a full disk leaves nothing. False: row first, batch by batch.
+    whole: bool
 
     def check(self, request: Request) -> str | None:
         """Fail with a SourceError if this source cannot run here or with these options; return the
@@ -127,6 +138,7 @@ class Source(Protocol):
 # Sources that work on the job's and the command line's addresses (`targets`, `--scope`, chunks); the others
 # are told what to read by their own settings.
 NETWORK_SOURCES = ("nmap", "snmp")
+FILE_SOURCES = ("agent",)  # read files named on the command line or found in a job's inbox, not a job method
 
 
 def source_names() -> list[str]:

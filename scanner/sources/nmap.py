@@ -28,6 +28,7 @@ class NmapSource:
     name = "nmap"
     kind = "nmap-scan"
     noun = "hosts"
+    whole = False
 
     def __init__(self) -> None:
         self.agent = NmapAgent()

@@ -139,6 +139,7 @@ class SnmpSource:
     name = "snmp"
     kind = "snmp-scan"
     noun = "devices"
+    whole = False
 
     def __init__(self, credentials: Sequence[SnmpCredential] | None = None) -> None:
         self._credentials = list(credentials) if credentials else None  # else read by name from the vault
