@@ -209,3 +209,15 @@ def evidence(service: dict[str, Any], protocols_first: bool = False) -> str:
         parts.insert(0 if protocols_first else len(parts),
                      f"{', '.join(service.get('tls_protocols') or [])} offered: {'; '.join(service['tls_problems'])}")
     return " | ".join(parts)
+
+
+# The certificate rules, worst first, with what each calls for: a certificate with several problems is
+# replaced once, so plans file it under its worst problem and the report lists its problems together.
+CERTIFICATE_RULES = {
+    "protect.tls-certificate-expired": ("expired", "Renew the expired TLS certificates"),
+    "protect.tls-certificate-weak-key": ("RSA key below 2048 bits", "Replace the TLS certificates with short RSA keys"),
+    "protect.tls-certificate-weak-signature": ("SHA-1/MD5 signature", "Reissue the SHA-1/MD5-signed TLS certificates"),
+    "protect.tls-certificate-self-signed": ("self-signed", "Replace the self-signed TLS certificates with issued ones"),
+    "protect.tls-certificate-expiring": ("expires soon", "Renew the TLS certificates that expire soon"),
+}
+PROTOCOL_RULES = ("protect.tls-insecure", "protect.tls-deprecated")

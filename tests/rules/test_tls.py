@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from rules.tls import GRADING_FILE, GradingError, certificate, grade, grading, parse_grading
+from rules.tls import CERTIFICATE_RULES, GRADING_FILE, GradingError, certificate, grade, grading, parse_grading
 from scanner.nmap_xml import MAX_SCRIPT_LINES, NmapXmlReader
 from tests.conftest import run_posture
 from tests.rules import tls_lab
@@ -38,6 +38,8 @@ EXPECTED = {
     "127.103.0.6": {"protect.tls-certificate-self-signed"},
     "127.103.0.7": set(),  # valid from 1960 to 9999: absurd, but not expired
     "127.103.0.8": {"protect.tls-certificate-self-signed"},  # hostile subject
+    "127.103.0.9": {"protect.tls-certificate-expired", "protect.tls-certificate-weak-key",
+                    "protect.tls-certificate-weak-signature"},
     "127.103.0.20": {"protect.tls-insecure"},  # TLS 1.0/1.1, NULL and anonymous suites: one finding, worst level
     "127.103.0.21": set(),  # TLS 1.2+ with ECDHE and AEAD only
 }
@@ -77,7 +79,8 @@ def test_certificate_rules_fire_on_real_nmap_output(tmp_path: Path) -> None:
     key and signature, and the port."""
     rows = _evaluate(tmp_path / "i.db", CERTS_XML)
     _assert_expected(rows, [a for a in EXPECTED if a.startswith("127.103.0.") and int(a.rsplit(".", 1)[1]) < 10])
-    by_rule = {f["rule_id"]: f for f in rows if f["rule_id"].startswith("protect.tls-")}
+    single = [f for f in rows if f["rule_id"].startswith("protect.tls-") and f["address"] != "127.103.0.9"]
+    by_rule = {f["rule_id"]: f for f in single}
     expired = by_rule["protect.tls-certificate-expired"]["evidence"]
     assert expired.startswith("443/tcp https: certificate CN=expired.posture.test")
     assert "expired 2021-01-01" in expired and "key rsa 2048" in expired and "issuer CN=Posture Test CA" in expired
@@ -85,6 +88,25 @@ def test_certificate_rules_fire_on_real_nmap_output(tmp_path: Path) -> None:
     assert "key rsa 1024" in by_rule["protect.tls-certificate-weak-key"]["evidence"]
     assert "signature sha1WithRSAEncryption" in by_rule["protect.tls-certificate-weak-signature"]["evidence"]
     assert by_rule["protect.tls-certificate-expired"]["tls"]["cert_days_left"] < 0
+
+
+def test_the_plan_replaces_each_certificate_once(tmp_path: Path) -> None:
+    """A certificate with three problems (expired, SHA-1, RSA 1024) is one piece of work, filed under its worst
+    problem: every certificate finding is in exactly one action, and each action counts hosts once."""
+    db = tmp_path / "i.db"
+    rows = _evaluate(db, CERTS_XML)
+    result = run_posture("plan", "remediation", "--format", "json", "--on", MADE_ON, db=db)
+    assert result.returncode == 0, result.stderr
+    actions = [a for a in json.loads(result.stdout) if a["rule_id"] in CERTIFICATE_RULES]
+    expired = next(a for a in actions if a["rule_id"] == "protect.tls-certificate-expired")
+    assert expired["action"] == ("Renew the expired TLS certificates: 2 on 2 hosts (also fixes: RSA key below 2048 "
+                                 "bits, SHA-1/MD5 signature)")  # fmt: skip
+    assert expired["assets"] == 2 and expired["severity"] == "high" and expired["effort_hours"] == 2.0
+    weak_key = next(a for a in actions if a["rule_id"] == "protect.tls-certificate-weak-key")
+    assert weak_key["assets"] == 1 and weak_key["action"].endswith(": 1 on 1 host")
+    planned = [f for a in actions for f in a["findings"]]
+    assert sorted(planned) == sorted(f["id"] for f in rows if f["rule_id"] in CERTIFICATE_RULES)
+    assert len(planned) == len(set(planned))
 
 
 def test_absurd_dates_are_read_not_trusted() -> None:

@@ -44,8 +44,9 @@ def _stamp(when: datetime) -> str:
 
 def certificate_sites(now: datetime) -> list[Site]:
     """The certificates of issue 14: a good one signed by a test CA, expired, expiring in 10 days, SHA-1
-    signed, RSA 1024, self-signed, and two hostile ones: dates of 1960 and 9999, and a self-signed one whose
-    subject carries control characters, markup and a right-to-left override."""
+    signed, RSA 1024, self-signed, one with three problems at once (expired, SHA-1, RSA 1024), and two hostile
+    ones: dates of 1960 and 9999, and a self-signed one whose subject carries control characters, markup and a
+    right-to-left override."""
     return [
         Site("good", "127.103.0.1"),
         Site("expired", "127.103.0.2", valid=("20200101000000Z", "20210101000000Z")),
@@ -54,6 +55,7 @@ def certificate_sites(now: datetime) -> list[Site]:
         Site("rsa1024", "127.103.0.5", bits=1024),
         Site("selfsigned", "127.103.0.6", self_signed=True),
         Site("absurd", "127.103.0.7", valid=("19600101000000Z", "99991231235959Z")),
+        Site("oldest", "127.103.0.9", bits=1024, digest="sha1", valid=("20150101000000Z", "20180101000000Z")),
         Site("control", "127.103.0.8", self_signed=True,
              subject="/CN=evil\x1b[31mred\x07bell<img src=x onerror=alert(1)>\u202egnp.exe/O=posture lab"),
     ]
