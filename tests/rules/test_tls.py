@@ -266,3 +266,26 @@ def test_lab_real_nginx_certificates_and_ciphers(tmp_path: Path, lab_xml: Path) 
     _assert_expected(rows, list(EXPECTED))
     graded = {f["address"]: f["tls"] for f in rows if f["rule_id"].startswith("protect.tls-")}
     assert graded["127.103.0.2"]["tls_grade"] == "recommended"  # its protocols were graded too, and are fine
+
+
+def test_the_report_lists_each_certificate_problem_once(tmp_path: Path) -> None:
+    """The report's Certificates section: one row per certificate with a problem (host, port, CN, issuer, expiry,
+    key, signature, its problems worst first), the good and the 1960-9999 certificates not among them; the TLS
+    protocol problems below it."""
+    db = tmp_path / "i.db"
+    _evaluate(db, CERTS_XML, CIPHERS_XML)
+    report = tmp_path / "report.html"
+    assert run_posture("report", "--html", str(report), "--on", MADE_ON, db=db).returncode == 0
+    html = report.read_text(encoding="utf-8")
+    section = html[html.index('<section aria-labelledby="certificates">'):]
+    section = section[: section.index("</section>")]
+    assert "in the latest scans: 11; with an open problem: 7, worst first" in section
+    rows = re.findall(r"<tr><td data-label=\"service\".*?</tr>", section)
+    assert len(rows) == 7 + 1  # seven certificates, one TLS service
+    oldest = next(r for r in rows if "oldest.posture.test" in r)
+    for shown in ("127.103.0.9<br>443/tcp", "Posture Test CA", "2018-01-01", "rsa 1024<br>sha1WithRSAEncryption",
+                  "expired; RSA key below 2048 bits; SHA-1/MD5 signature"):  # fmt: skip
+        assert shown in oldest
+    assert rows[0].count("expired") and "expires soon" in rows[6]  # worst first
+    assert "good.posture.test" not in section and "absurd.posture.test" not in section
+    assert "insecure" in rows[7] and "TLS 1.0 offered" in rows[7] and "modern.posture.test" not in section
