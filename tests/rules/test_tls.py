@@ -289,3 +289,22 @@ def test_the_report_lists_each_certificate_problem_once(tmp_path: Path) -> None:
     assert rows[0].count("expired") and "expires soon" in rows[6]  # worst first
     assert "good.posture.test" not in section and "absurd.posture.test" not in section
     assert "insecure" in rows[7] and "TLS 1.0 offered" in rows[7] and "modern.posture.test" not in section
+
+
+@pytest.mark.parametrize(("service", "category", "fires"), [
+    ({"name": "https", "port": 443}, "servers", True),
+    ({"name": "http", "tunnel": "ssl", "port": 8080}, "unknown", True),
+    ({"name": "imaps", "port": 993}, "end-user", True),
+    ({"name": "https", "port": 443}, "network", False),  # a switch's management page: the vendor's default
+    ({"name": "https", "port": 443}, "ot-iot", False),  # a printer's or a UPS card's
+    ({"name": "ms-wbt-server", "port": 3389}, "servers", False),  # RDP's own certificate: not a service users browse
+])  # fmt: skip
+def test_self_signed_counts_only_where_users_reach(service: dict[str, Any], category: str, fires: bool) -> None:
+    """How protect.tls-certificate-self-signed decides "a service users reach": a web, mail or directory TLS port
+    on an asset that is not a network or OT/IoT device."""
+    from rules.engine import load_rules
+
+    (rule,) = [r for r in load_rules() if r.id == "protect.tls-certificate-self-signed"]
+    subject = {"protocol": "tcp", "cert_self_signed": True, **service}
+    assert rule.matches(subject, {"category": category}) == fires
+    assert not rule.matches({**subject, "cert_self_signed": False}, {"category": category})
