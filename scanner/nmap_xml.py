@@ -42,8 +42,9 @@ MAX_SCRIPT_NODES = 256  # <elem>s, and <table>s, kept under one <script> until i
 MAX_SCRIPT_LINES = 64  # "key: value" lines kept of one script's structured output
 MAX_SCRIPT_DEPTH = 8  # tables within tables read; nmap's scripts nest 2-3 deep
 # Scripts whose structured output is larger by nature: (nodes, lines) kept instead. ssl-enum-ciphers lists
-# every cipher of every protocol (a table and three elems each: 300 ciphers on an old server).
-SCRIPT_BUDGETS = {"ssl-enum-ciphers": (4096, 1024)}
+# every cipher of every protocol (a table and three elems each: 300 ciphers on an old server); ssl-cert's
+# extensions (left out below) come before its signature and validity, and still count as nodes.
+SCRIPT_BUDGETS = {"ssl-enum-ciphers": (4096, 1024), "ssl-cert": (1024, MAX_SCRIPT_LINES)}
 # Parts of a script's output not kept: bulky and never read (ssl-cert's PEM, RSA modulus and extensions,
 # which come before its signature algorithm and validity and would push them past the line budget).
 SCRIPT_SKIPPED = {"ssl-cert": frozenset({"pem", "pubkey.modulus", "extensions", "md5"})}

@@ -308,3 +308,41 @@ def test_self_signed_counts_only_where_users_reach(service: dict[str, Any], cate
     subject = {"protocol": "tcp", "cert_self_signed": True, **service}
     assert rule.matches(subject, {"category": category}) == fires
     assert not rule.matches({**subject, "cert_self_signed": False}, {"category": category})
+
+
+def test_hostile_script_output_stays_bounded(tmp_path: Path) -> None:
+    """A certificate with 200 extensions still shows its signature and validity (the extensions are not kept);
+    an ssl-enum-ciphers answer of 1,500 suites is cut at its line budget, and both import without a crash. (nmap
+    tries only the suites it knows, under 2,000 tables on every protocol; more is a forged file, whose tables
+    past the node budget are dropped with a warning.)"""
+    extensions = "".join(f'<table><elem key="name">X{n}</elem><elem key="value">{"v" * 300}</elem></table>'
+                         for n in range(200))  # fmt: skip
+    suites = "".join(f'<table><elem key="name">TLS_RSA_WITH_NULL_{n}</elem></table>' for n in range(1500))
+    xml = tmp_path / "hostile.xml"
+    xml.write_text(
+        '<?xml version="1.0"?><nmaprun scanner="nmap" args="nmap" start="1796618804" version="7.93"><host>'
+        '<status state="up"/><address addr="127.103.9.9" addrtype="ipv4"/><ports><port protocol="tcp" portid="443">'
+        '<state state="open"/><service name="https"/><script id="ssl-cert" output="x">'
+        '<table key="subject"><elem key="commonName">many</elem></table><table key="pubkey"><elem key="type">rsa'
+        f'</elem><elem key="bits">1024</elem></table><table key="extensions">{extensions}</table>'
+        '<elem key="sig_algo">md5WithRSAEncryption</elem><table key="validity"><elem key="notAfter">2020-01-01T00:00:00'
+        '</elem></table></script><script id="ssl-enum-ciphers" output="y"><table key="TLSv1.0"><table key="ciphers">'
+        f"{suites}</table></table></script></port></ports></host></nmaprun>"
+    )
+    with xml.open("rb") as fh:
+        reader = NmapXmlReader(fh)
+        (host,) = list(reader)
+    assert not reader.dropped
+    scripts = {s.id: s for s in host.services[0].scripts}
+    assert "sig_algo: md5WithRSAEncryption" in scripts["ssl-cert"].data
+    assert len(scripts["ssl-enum-ciphers"].data) == 1024
+    rows = _evaluate(tmp_path / "i.db", xml)
+    assert _tls_by_address(rows)["127.103.9.9"] == {
+        "protect.tls-certificate-expired", "protect.tls-certificate-weak-key", "protect.tls-certificate-weak-signature",
+        "protect.tls-insecure"}  # fmt: skip
+    forged = tmp_path / "forged.xml"
+    forged.write_text(xml.read_text().replace(suites, suites * 4))
+    with forged.open("rb") as fh:
+        reader = NmapXmlReader(fh)
+        assert len(list(reader)) == 1
+    assert reader.dropped["script <table>s over 4096 in one script"] > 0
