@@ -25,7 +25,7 @@ A rule file holds one pack:
 A test is `field = value` (equal), `field = [a, b]` (one of) or `field = { op = value }` with op one of
 eq, ne, in, not_in, lt, le, gt, ge, matches (a regular expression), exists. On an item, service or finding
 subject, `"asset.owner"` reaches the asset's fields. A value `"$name"` reads a setting (horizon_days,
-stale_days, uptime_days).
+stale_days, uptime_days from [rules]; expiry_warning_days from [tls]).
 
 What a test means, in both interpreters (Python here; SQL in `finding_rule_sql` for finding rules):
 - A missing value passes only `ne`, `not_in` and `exists = false`: no tunnel is not "ssl", so the
