@@ -18,10 +18,11 @@ from rules.catalogue import DEFAULT_POLICY, POLICIES, default_catalogue
 from rules.engine import SEVERITIES, SEVERITY_RANK, Settings
 from rules.facts import add_lifecycle
 from rules.findings import finding_views
+from rules.tls import CERTIFICATE_RULES, PROTOCOL_RULES
 from scanner.errors import PostureError
 from scanner.model import printable
 from scanner.store import Store
-from scanner.views import asset_views
+from scanner.views import LATEST_PORT_OBSERVATION, asset_views
 
 CATEGORIES = ("servers", "network", "end-user", "ot-iot", "unknown")
 FUNCTIONS = ("protect", "detect", "respond")
@@ -61,6 +62,9 @@ class Report:
     actions: list[dict[str, Any]] = field(default_factory=list)  # the remediation plan
     decommission: list[dict[str, Any]] = field(default_factory=list)  # decommissioning candidates
     policy: str = POLICIES[DEFAULT_POLICY]  # what "unsupported" meant in the evaluation ([lifecycle] policy)
+    certificates: list[dict[str, Any]] = field(default_factory=list)  # TLS certificates with open problems
+    tls_services: list[dict[str, Any]] = field(default_factory=list)  # TLS services offering what they should not
+    certificates_read: int = 0  # ports whose certificate nmap's ssl-cert read in the latest scans
 
 
 def _dates_from(finding: dict[str, Any]) -> str:
@@ -107,6 +111,11 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
         changes=_changes(store, json.loads(evaluation[4] or "{}")),
         cliff=_cliff(assets, day),
         top_risks=_top_risks(open_findings, assets, rules_detail),
+        certificates=_certificates(open_findings),
+        tls_services=_tls_services(open_findings),
+        certificates_read=store.conn.execute(
+            f"SELECT count(*) FROM services s JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = s.observation_id "
+            "WHERE s.state = 'open' AND instr(s.scripts, '\"ssl-cert\"')").fetchone()[0],
         rules=_by_rule(open_findings, rules_detail),
         actions=[{**a.as_dict(), "action": clean(a.what), "owners": [clean(o, 80) for o in a.owners]}
                  for a in remediation_plan(assets, every, settings)],
@@ -194,6 +203,53 @@ def _asset_row(a: dict[str, Any]) -> dict[str, Any]:
         "sources": ", ".join(a["sources"]),
         "owner": clean(a["owner"], 80) if a["owner"] else "",
     }
+
+
+def _place(f: dict[str, Any]) -> dict[str, str]:
+    """Where a service finding is: the host and "443/tcp" (its subject is "tcp/443")."""
+    protocol, _, port = str(f["subject"]).partition("/")
+    return {"host": clean(" ".join(x for x in (f["address"], f["hostname"]) if x), 160), "port": f"{port}/{protocol}"}
+
+
+def _certificates(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per certificate with an open problem (not accepted): where it is, whose name it carries, who
+    issued it, when it ends, its key and signature, and its problems, worst first; worst certificates first."""
+    order = list(CERTIFICATE_RULES)
+    rows: dict[tuple[Any, str], dict[str, Any]] = {}
+    for f in findings:
+        t = f.get("tls") or {}
+        if f["rule_id"] not in CERTIFICATE_RULES or "cert_cn" not in t:
+            continue
+        row = rows.get((f["asset_id"], f["subject"]))
+        if row is None:
+            days = t.get("cert_days_left")
+            row = rows[(f["asset_id"], f["subject"])] = {
+                **_place(f), "cn": clean(t.get("cert_cn") or t.get("cert_subject") or "(none)", 200),
+                "issuer": "self-signed" if t.get("cert_self_signed") else
+                          clean(t.get("cert_issuer_cn") or t.get("cert_issuer") or "unknown", 200),
+                "expiry": clean(t.get("cert_not_after") or "unknown", 60),
+                "when": "" if not isinstance(days, int) else f"expired {-days} days ago" if days < 0 else
+                        f"in {days} days",
+                "key": clean(" ".join(str(x) for x in (t.get("cert_key_type"), t.get("cert_key_bits")) if x)
+                             or "unknown", 40),
+                "signature": clean(t.get("cert_sig_algo") or "unknown", 80), "rules": [],
+            }  # fmt: skip
+        row["rules"].append(f["rule_id"])
+    out = []
+    for row in rows.values():
+        ranks = sorted(order.index(r) for r in row.pop("rules"))
+        out.append({**row, "problems": [CERTIFICATE_RULES[order[n]][0] for n in ranks], "rank": ranks[0]})
+    out.sort(key=lambda r: (r["rank"], r["host"], r["port"]))
+    return out
+
+
+def _tls_services(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """TLS services that offer protocols or cipher suites the grading table flags, worst first."""
+    out = [{**_place(f), "grade": clean((f.get("tls") or {}).get("tls_grade") or "", 20),
+            "problems": [clean(p, 300) for p in ((f.get("tls") or {}).get("tls_problems") or [])[:12]]}
+           for f in findings if f["rule_id"] in PROTOCOL_RULES]  # fmt: skip
+    out.sort(key=lambda r: (r["grade"] != "insecure", r["host"], r["port"]))
+    return out
 
 
 def _top_risks(findings: list[dict[str, Any]], assets: list[dict[str, Any]],

@@ -17,11 +17,13 @@ from typing import Any
 
 from rules.engine import SEVERITY_RANK, Settings
 from rules.findings import finding_views
+from rules.tls import CERTIFICATE_RULES
 from scanner.store import Store
 from scanner.views import asset_views
 
 # Hours of work per asset, by the kind of action (a planning figure, shown with the plan).
-EFFORT_HOURS = {"upgrade-os": 8.0, "upgrade-software": 2.0, "configuration": 0.5, "investigate": 1.0}
+EFFORT_HOURS = {"upgrade-os": 8.0, "upgrade-software": 2.0, "configuration": 0.5, "investigate": 1.0,
+                "certificate": 1.0}  # fmt: skip  # a certificate: per certificate, not per host
 EFFORT_BY_RULE = {
     "protect.eol-os": "upgrade-os", "protect.extended-support-only": "upgrade-os",
     "respond.decommission-candidate": "upgrade-os", "respond.kev-end-of-life": "upgrade-os",
@@ -81,6 +83,27 @@ def _verb(rule_id: str, title: str, product: str | None, count: int) -> str:
     return f"{title}: {count} {noun}"
 
 
+def _worst_certificate_problem(findings: list[dict[str, Any]]) -> dict[tuple[Any, str], str]:
+    """(asset, port) -> the worst certificate rule raised there (CERTIFICATE_RULES order): replacing the
+    certificate fixes its other problems too, so it is counted in that one action only."""
+    order = list(CERTIFICATE_RULES)
+    worst: dict[tuple[Any, str], str] = {}
+    for f in findings:
+        if f["rule_id"] in CERTIFICATE_RULES:
+            key = (f["asset_id"], f["subject"])
+            if key not in worst or order.index(f["rule_id"]) < order.index(worst[key]):
+                worst[key] = f["rule_id"]
+    return worst
+
+
+def _certificates(rule_id: str, items: list[dict[str, Any]], hosts: int) -> str:
+    """"Renew the expired TLS certificates: 2 on 2 hosts (also fixes: SHA-1/MD5 signature)"."""
+    count = len({(f["asset_id"], f["subject"]) for f in items})
+    others = sorted({CERTIFICATE_RULES[f["rule_id"]][0] for f in items if f["rule_id"] != rule_id})
+    also = f" (also fixes: {', '.join(others)})" if others else ""
+    return f"{CERTIFICATE_RULES[rule_id][1]}: {count} on {hosts} {'host' if hosts == 1 else 'hosts'}{also}"
+
+
 def plan_inputs(store: Store, day: date) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The asset view and the findings as judged on `day`: what both plans are made from (read once)."""
     return asset_views(store), finding_views(store, day)
@@ -91,24 +114,31 @@ def remediation_plan(asset_rows: list[dict[str, Any]], findings: list[dict[str, 
     """Open, not accepted findings grouped into actions, worst first."""
     assets = {a["id"]: a for a in asset_rows}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for f in findings:
-        if f["accepted"] or f["rule_id"] == "respond.past-sla":  # overdue is a property of the others
-            continue
-        groups[(f["rule_id"], named(f))].append(f)  # one action per thing as people name it
+    live = [f for f in findings if not f["accepted"] and f["rule_id"] != "respond.past-sla"]  # overdue: a property
+    worst = _worst_certificate_problem(live)
+    for f in live:
+        # one action per thing as people name it; a certificate once, under its worst problem
+        groups[(worst[(f["asset_id"], f["subject"])], "") if f["rule_id"] in CERTIFICATE_RULES
+               else (f["rule_id"], named(f))].append(f)  # fmt: skip
     actions = []
     for (rule_id, _), items in groups.items():
         asset_ids = sorted({f["asset_id"] for f in items if f["asset_id"] is not None})
         owners = sorted({assets[a]["owner"] or "no owner" for a in asset_ids if a in assets}) or ["no owner"]
-        severity = items[0]["severity"]
+        lead = next(f for f in items if f["rule_id"] == rule_id)
+        severity = max((f["severity"] for f in items), key=SEVERITY_RANK.__getitem__)
         opened = min(f["opened_at"] for f in items)
         target = date.fromisoformat(opened[:10]) + timedelta(days=settings.sla_days.get(severity, 365))
-        by_subject = "configuration" if SERVICE_SUBJECT.match(items[0]["subject"]) else "investigate"
-        kind = EFFORT_BY_RULE.get(rule_id, by_subject)
+        if rule_id in CERTIFICATE_RULES:  # the work is per certificate
+            kind, units = "certificate", len({(f["asset_id"], f["subject"]) for f in items})
+            what = _certificates(rule_id, items, len(asset_ids))
+        else:
+            by_subject = "configuration" if SERVICE_SUBJECT.match(lead["subject"]) else "investigate"
+            kind, units = EFFORT_BY_RULE.get(rule_id, by_subject), len(asset_ids)
+            what = _verb(rule_id, lead["title"], named(lead) or None, len(asset_ids) or len(items))
         actions.append(Action(
-            rule_id=rule_id, title=items[0]["title"], severity=severity,
-            what=_verb(rule_id, items[0]["title"], named(items[0]) or None, len(asset_ids) or len(items)),
+            rule_id=rule_id, title=lead["title"], severity=severity, what=what,
             findings=items, assets=asset_ids, owners=owners, target_date=target.isoformat(),
-            effort_hours=EFFORT_HOURS[kind] * max(len(asset_ids), 1),
+            effort_hours=EFFORT_HOURS[kind] * max(units, 1),
             criticality=max((CRITICALITY.get((assets[a]["criticality"] or "").lower(), 0) for a in asset_ids
                              if a in assets), default=0),
             exposure=sum(len(assets[a]["services"]) for a in asset_ids if a in assets),

@@ -178,6 +178,11 @@ def check_lifecycle_table(table: dict[str, Any]) -> None:
     _check_settings("lifecycle", table)
 
 
+def check_tls_table(table: dict[str, Any]) -> None:
+    """The config's [tls] (how many days before expiry a certificate is flagged), checked like [rules]."""
+    _check_settings("tls", table)
+
+
 def _check_settings(name: str, table: dict[str, Any]) -> None:
     from rules.engine import RuleError, Settings
 
@@ -190,6 +195,7 @@ def _check_settings(name: str, table: dict[str, Any]) -> None:
 
 register_table("rules", check_rules_table)
 register_table("lifecycle", check_lifecycle_table)
+register_table("tls", check_tls_table)
 
 
 def rule_settings(ctx: click.Context) -> Any:
@@ -213,9 +219,16 @@ def _load(ctx: click.Context, rule_dirs: tuple[Path, ...]) -> Any:
     if isinstance(configured, list):
         config_dirs = [Path(d).expanduser() for d in configured if isinstance(d, str)]
     try:
-        return load_rules([*config_dirs, *rule_dirs], rule_settings(ctx))
+        rules = load_rules([*config_dirs, *rule_dirs], rule_settings(ctx))
     except RuleError as exc:
         raise PostureError(str(exc), "fix the rule pack (`posture rules lint DIR` checks it)") from exc
+    from rules.tls import GradingError, grading
+
+    try:  # the TLS grading table the tls rules read: checked before anything is evaluated
+        grading()
+    except GradingError as exc:
+        raise PostureError(str(exc), "fix rules/data/tls_grading.toml") from exc
+    return rules
 
 
 @click.group("rules")
@@ -269,12 +282,17 @@ def rules_show(ctx: click.Context, rule_id: str, rule_dirs: tuple[Path, ...]) ->
 @click.pass_context
 def rules_lint(ctx: click.Context, dirs: tuple[Path, ...]) -> None:
     """Check rule packs (the built-in ones, and those in DIRS): syntax, fields, operators and the types of
-    their values, patterns that could backtrack without end (rules/redos.py), unique ids.
+    their values, patterns that could backtrack without end (rules/redos.py), unique ids; and the TLS
+    grading table (rules/data/tls_grading.toml) the same way.
 
     Exits 2 with FILE:LINE and the field at the first problem.
     """
     rules = _load(ctx, dirs)
-    click.echo(f"ok: {len(rules)} rules in {len({r.pack for r in rules})} packs")
+    from rules.tls import grading
+
+    table = grading()
+    click.echo(f"ok: {len(rules)} rules in {len({r.pack for r in rules})} packs; TLS grading table: "
+               f"{len(table.protocols)} protocols, {len(table.ciphers)} cipher checks")  # fmt: skip
 
 
 def after_scan(ctx: click.Context, store: Any) -> list[str]:

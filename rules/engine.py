@@ -25,7 +25,7 @@ A rule file holds one pack:
 A test is `field = value` (equal), `field = [a, b]` (one of) or `field = { op = value }` with op one of
 eq, ne, in, not_in, lt, le, gt, ge, matches (a regular expression), exists. On an item, service or finding
 subject, `"asset.owner"` reaches the asset's fields. A value `"$name"` reads a setting (horizon_days,
-stale_days, uptime_days).
+stale_days, uptime_days from [rules]; expiry_warning_days from [tls]).
 
 What a test means, in both interpreters (Python here; SQL in `finding_rule_sql` for finding rules):
 - A missing value passes only `ne`, `not_in` and `exists = false`: no tunnel is not "ssl", so the
@@ -58,6 +58,7 @@ from typing import Any
 from rules import redos
 from rules.catalogue import DEFAULT_POLICY, POLICIES
 from rules.facts import AssetFacts
+from rules.tls import FIELDS as TLS_FIELDS
 from scanner.model import INT64, printable  # INT64: a rule's whole numbers must fit (finding rules run in SQL)
 
 PACKS_DIR = Path(__file__).parent / "packs"
@@ -87,7 +88,8 @@ ITEM_FIELDS = {
 }  # fmt: skip
 # A device's hardware (rules/hardware.py): the item fields, and the model, vendor, family and end of sale.
 HARDWARE_FIELDS = ITEM_FIELDS | {"model", "vendor", "family", "end_of_sale"}
-SERVICE_FIELDS = {"port", "protocol", "state", "name", "product", "version", "extra_info", "tunnel", "smb1", "is_new"}
+SERVICE_FIELDS = {"port", "protocol", "state", "name", "product", "version", "extra_info", "tunnel", "smb1", "is_new",
+                  *TLS_FIELDS}  # fmt: skip  # TLS_FIELDS: a TLS port's certificate and protocol grade (rules/tls.py)
 FINDING_FIELDS = {"rule_id", "function", "severity", "status", "age_days", "sla_days", "past_sla", "accepted"}
 SUBJECT_FIELDS = {
     "asset": ASSET_FIELDS,
@@ -111,6 +113,7 @@ class Settings:
         default_factory=lambda: {"critical": 14, "high": 30, "medium": 90, "low": 180, "info": 365}
     )
     unsupported_after: str = DEFAULT_POLICY  # [lifecycle]: the milestone that ends support (catalogue POLICIES)
+    expiry_warning_days: int = 30  # [tls]: a certificate expiring within this many days is flagged
 
     def get(self, name: str) -> Any:
         return getattr(self, name)
@@ -155,23 +158,32 @@ class Settings:
                 raise RuleError(f"config: [lifecycle] unsupported_after must be one of {', '.join(POLICIES)}, "
                                 f"not {printable(str(policy), 40)}")  # fmt: skip
             values["unsupported_after"] = policy
+        tls = config.get("tls", {}) if isinstance(config, dict) else {}
+        if not isinstance(tls, dict):
+            raise RuleError("config: [tls] must be a table")
+        unknown = set(tls) - {"expiry_warning_days"}
+        if unknown:
+            names = ", ".join(printable(k, 40) for k in sorted(unknown))
+            raise RuleError(f"config: unknown key(s) in [tls]: {names}")
+        if "expiry_warning_days" in tls:
+            values["expiry_warning_days"] = _positive(tls["expiry_warning_days"], "expiry_warning_days", "tls")
         return cls(**values)
 
 
-SETTING_NAMES = {"horizon_days", "stale_days", "uptime_days"}
+SETTING_NAMES = {"horizon_days", "stale_days", "uptime_days", "expiry_warning_days"}
 
 
 MAX_SETTING_DAYS = 36_500  # a hundred years: more would overflow the date arithmetic of plans and findings
 
 
-def _positive(value: Any, name: str) -> int:
+def _positive(value: Any, name: str, table: str = "rules") -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SETTING_DAYS:
         return value
     if isinstance(value, int) and not isinstance(value, bool):  # repr() of a 5,000-digit int would raise
         shown = "0 or less" if value < 1 else f"more than {MAX_SETTING_DAYS}"
     else:
         shown = repr(value)[:40] if isinstance(value, str | float | bool) else f"a {type(value).__name__}"
-    raise RuleError(f"config: [rules] {name} must be a whole number from 1 to {MAX_SETTING_DAYS}, not {shown}")
+    raise RuleError(f"config: [{table}] {name} must be a whole number from 1 to {MAX_SETTING_DAYS}, not {shown}")
 
 
 class RuleError(ValueError):

@@ -23,7 +23,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rules import fingerprints
+from rules import fingerprints, tls
 from rules.catalogue import Catalogue, Lifecycle, Status
 from rules.hardware import MAX_MODEL, chassis, identify_hardware
 from rules.identify import (
@@ -544,6 +544,23 @@ def script_elems(result: Any) -> dict[str, str]:
     return {k: v[:300] for k, v in pairs}
 
 
+def _tls(scripts: str, today: date) -> tuple[tuple[str, Any], ...]:
+    """A TLS port's certificate (ssl-cert) and protocol grade (ssl-enum-ciphers) as (field, value) pairs
+    (rules/tls.py), hashable so services that share them stay one shared dict."""
+    try:
+        parsed = json.loads(scripts)
+    except ValueError:
+        parsed = None
+    out: dict[str, Any] = {}
+    if isinstance(parsed, dict):
+        if isinstance(parsed.get("ssl-cert"), dict):
+            out.update(tls.certificate(script_elems(parsed["ssl-cert"]), today))
+        data = parsed["ssl-enum-ciphers"].get("data") if isinstance(parsed.get("ssl-enum-ciphers"), dict) else None
+        if isinstance(data, list):
+            out.update(tls.grade(data, tls.grading()))
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in out.items())
+
+
 def _ntlm_items(scripts: str | None, ident: Identifier) -> Items:
     """The Windows build an NTLM challenge states (rdp-ntlm-info and the other *-ntlm-info port scripts)."""
     if not scripts or "ntlm-info" not in scripts:
@@ -743,11 +760,13 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
     lines: dict[tuple[Any, ...], _Group] = {}  # (product, version, extra, cpes, port, protocol) -> its group
     for asset_id, port, protocol, state, name, product, version, extra, tunnel, cpes, scripts, obs in rows:
         smb1 = (asset_id in smb1_hosts and (port, protocol) in SMB_PORTS) or (bool(scripts) and _smb1(scripts))
+        tls_facts = _tls(scripts, today) if scripts and "ssl-" in scripts else ()
         key = (port, protocol, name, product, version, extra, tunnel, smb1,
-               (asset_id, port, protocol) in new_services)  # fmt: skip
+               (asset_id, port, protocol) in new_services, tls_facts)  # fmt: skip
         service = shared.get(key)
         if service is None:
-            service = dict(zip(SERVICE_KEYS, key, strict=True))
+            service = dict(zip(SERVICE_KEYS, key[:-1], strict=True))
+            service.update((k, list(v) if isinstance(v, tuple) else v) for k, v in tls_facts)
             service["state"] = state
             if len(shared) < 200_000:
                 shared[key] = service

@@ -45,6 +45,8 @@ from rules.engine import (
 )
 from rules.facts import Identifier, load_facts
 from rules.kev import KevCatalogue
+from rules.tls import FIELDS as TLS_FIELDS
+from rules.tls import evidence as tls_evidence
 from scanner.errors import PostureError
 from scanner.model import INT64, printable
 from scanner.store import Store, utc_now
@@ -97,7 +99,8 @@ class _Details:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self._by_subject: dict[int, tuple[dict[str, Any], int]] = {}  # id(shared subject) -> (subject, row id)
+        # (id(shared subject), protocols first) -> (subject, row id)
+        self._by_subject: dict[tuple[int, bool], tuple[dict[str, Any], int]] = {}
         self._by_text: dict[str, int] = {}
         self._by_asset_values: dict[tuple[Any, ...], int] = {}
 
@@ -114,11 +117,13 @@ class _Details:
     def __call__(self, hit: Hit) -> int:
         kind, s = hit.rule.subject, hit.subject
         if kind in ("os", "software", "item", "service", "hardware"):  # shared subjects: once each
-            cached = self._by_subject.get(id(s))
+            # A TLS port's evidence leads with what the rule tested: its protocols, or its certificate.
+            protocols_first = kind == "service" and any(n.startswith("tls_") for n in _tested(hit.rule))
+            cached = self._by_subject.get((id(s), protocols_first))
             if cached is None:
-                cached = (s, self.row(json.dumps(self._shared(kind, s), default=str)))
+                cached = (s, self.row(json.dumps(self._shared(kind, s, protocols_first), default=str)))
                 if len(self._by_subject) < 200_000:
-                    self._by_subject[id(s)] = cached
+                    self._by_subject[(id(s), protocols_first)] = cached
             return cached[1]
         if kind == "finding":  # which finding is in the subject ("finding:F-..."); its age in the findings table
             text = f"a {s['severity']} {s['rule_id']} finding, open longer than its SLA of {s['sla_days']} days"
@@ -137,11 +142,15 @@ class _Details:
         return found
 
     @staticmethod
-    def _shared(kind: str, s: dict[str, Any]) -> dict[str, Any]:
+    def _shared(kind: str, s: dict[str, Any], protocols_first: bool = False) -> dict[str, Any]:
         if kind == "service":
             parts = (f"{s['port']}/{s['protocol']}", s.get("name"), s.get("product"), s.get("version"))
-            return {"service": {k: s.get(k) for k in DETAIL_SERVICE_FIELDS},
-                    "evidence": " ".join(str(x) for x in parts if x)}  # fmt: skip
+            said = " ".join(str(x) for x in parts if x)
+            if "cert_cn" not in s and "tls_grade" not in s:
+                return {"service": {k: s.get(k) for k in DETAIL_SERVICE_FIELDS}, "evidence": said}
+            return {"service": {k: s.get(k) for k in DETAIL_SERVICE_FIELDS},  # a TLS port: what to act on
+                    "tls": {k: s.get(k) for k in TLS_FIELDS},
+                    "evidence": f"{said}: {tls_evidence(s, protocols_first)}"}  # fmt: skip
         extra = {k: s.get(k) for k in HARDWARE_DETAIL_FIELDS} if kind == "hardware" else {}
         return {**{k: s.get(k) for k in DETAIL_ITEM_FIELDS}, **extra,
                 "evidence": f"{s.get('method')}: {s.get('evidence')}"}  # fmt: skip
@@ -440,7 +449,7 @@ def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STAT
             "eol_date": details.get("eol_date"), "extended_until": details.get("extended_until"),
             "days_to_eol": details.get("days_to_eol"), "evidence": details.get("evidence"),
             "lifecycle_sources": details.get("lifecycle_sources") or [],
-            "vendor_policy": details.get("vendor_policy"), "note": details.get("note"),
+            "vendor_policy": details.get("vendor_policy"), "note": details.get("note"), "tls": details.get("tls"),
             "first_seen": row[7], "opened_at": row[8], "last_seen": row[9], "fixed_at": row[10],
             "times_reopened": row[11],
         })  # fmt: skip

@@ -78,7 +78,8 @@ def write_csv(stream: TextIO, header: Sequence[str], rows: Iterable[Iterable[obj
 
 class Script(NamedTuple):
     """One NSE script's result: its id, its text output, and its structured output (`<elem>`, `<table>`)
-    flattened to "key: value" lines (nested keys joined with "."), each bounded, at most MAX_SCRIPT_LINES."""
+    flattened to "key: value" lines (nested keys joined with "."), each bounded, at most MAX_SCRIPT_LINES (more
+    for the few scripts in nmap_xml.SCRIPT_BUDGETS)."""
 
     id: str
     output: str

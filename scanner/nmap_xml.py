@@ -41,6 +41,13 @@ MAX_SCRIPTS_PER_PORT = 20  # and per host, in <hostscript>
 MAX_SCRIPT_NODES = 256  # <elem>s, and <table>s, kept under one <script> until it is read
 MAX_SCRIPT_LINES = 64  # "key: value" lines kept of one script's structured output
 MAX_SCRIPT_DEPTH = 8  # tables within tables read; nmap's scripts nest 2-3 deep
+# Scripts whose structured output is larger by nature: (nodes, lines) kept instead. ssl-enum-ciphers lists
+# every cipher of every protocol (a table and three elems each: 300 ciphers on an old server); ssl-cert's
+# extensions (left out below) come before its signature and validity, and still count as nodes.
+SCRIPT_BUDGETS = {"ssl-enum-ciphers": (4096, 1024), "ssl-cert": (1024, MAX_SCRIPT_LINES)}
+# Parts of a script's output not kept: bulky and never read (ssl-cert's PEM, RSA modulus and extensions,
+# which come before its signature algorithm and validity and would push them past the line budget).
+SCRIPT_SKIPPED = {"ssl-cert": frozenset({"pem", "pubkey.modulus", "extensions", "md5"})}
 SCRIPT_PARTS = frozenset({"elem", "table"})
 CHUNK_BYTES = 1 << 16
 MAX_DEPTH = 256  # nmap's documents nest about 10 deep; scripts' tables a few more
@@ -162,6 +169,7 @@ class NmapXmlReader:
         host: _HostParts | None = None
         host_elem: Any = None
         script_nodes = {"elem": 0, "table": 0}  # kept of the script being read (each up to MAX_SCRIPT_NODES)
+        node_budget = MAX_SCRIPT_NODES  # of the script being read (SCRIPT_BUDGETS)
         elem: Any
         while data:
             parser.feed(data)
@@ -175,6 +183,7 @@ class NmapXmlReader:
                         host_elem = elem
                     elif elem.tag == "script" and getattr(open_elements[-2], "tag", None) in ("port", "hostscript"):
                         script_nodes = {"elem": 0, "table": 0}  # a new script's budget: only where nmap puts scripts
+                        node_budget = SCRIPT_BUDGETS.get(elem.get("id"), (MAX_SCRIPT_NODES, 0))[0]
                     continue
                 pop()
                 parent = open_elements[-1]
@@ -194,11 +203,11 @@ class NmapXmlReader:
                         )
                 elif elem.tag in SCRIPT_PARTS and parent.tag in ("script", "table"):
                     # Tables count apart from elems, so a table ending after its many elems is still kept.
-                    if script_nodes[elem.tag] < MAX_SCRIPT_NODES and (elem.tag == "elem" or len(elem)):
+                    if script_nodes[elem.tag] < node_budget and (elem.tag == "elem" or len(elem)):
                         script_nodes[elem.tag] += 1
                         continue  # read with its script, when that ends
                     if elem.tag == "elem" or len(elem):  # an empty table is no loss
-                        self.dropped[f"script <{elem.tag}>s over {MAX_SCRIPT_NODES} in one script"] += 1
+                        self.dropped[f"script <{elem.tag}>s over {node_budget} in one script"] += 1
                     parent.remove(elem)
                     continue
                 elif elem.tag in KEPT and parent is not host_elem and len(parent) <= MAX_KEPT:
@@ -451,21 +460,25 @@ def _service(p: Any) -> Service | None:
 def _script(elem: Any) -> Script:
     """A `<script>`: id, output, and its `<elem>`/`<table>` content as bounded "key: value" lines."""
     lines: list[str] = []
-    _flatten(elem, "", 0, lines)
-    return Script(bound(elem.get("id"), 64) or "", bound(elem.get("output"), MAX_EVIDENCE) or "", tuple(lines))
+    script_id = bound(elem.get("id"), 64) or ""
+    limit = SCRIPT_BUDGETS.get(script_id, (0, MAX_SCRIPT_LINES))[1]
+    _flatten(elem, "", 0, lines, limit, SCRIPT_SKIPPED.get(script_id, frozenset()))
+    return Script(script_id, bound(elem.get("output"), MAX_EVIDENCE) or "", tuple(lines))
 
 
-def _flatten(table: Any, prefix: str, depth: int, lines: list[str]) -> None:
+def _flatten(table: Any, prefix: str, depth: int, lines: list[str], limit: int, skipped: frozenset[str]) -> None:
     """Append a table's elems as "a.b: value" lines (keys joined down the tables; an unkeyed elem takes its
-    table's key, so smb-protocols gives one "dialects: ..." line a dialect); deeper than MAX_SCRIPT_DEPTH
-    and past MAX_SCRIPT_LINES is left out."""
+    table's key, so smb-protocols gives one "dialects: ..." line a dialect); deeper than MAX_SCRIPT_DEPTH,
+    past `limit` lines and the `skipped` paths are left out."""
     for child in table:
-        if len(lines) >= MAX_SCRIPT_LINES:
+        if len(lines) >= limit:
             return
         key = bound(child.get("key"), 64) or ""
         path = f"{prefix}.{key}" if prefix and key else key or prefix
+        if path in skipped:
+            continue
         if child.tag == "elem":
             text = bound((child.text or "").strip(), 256) or ""
             lines.append(f"{path}: {text}" if path else text)
         elif child.tag == "table" and depth < MAX_SCRIPT_DEPTH:
-            _flatten(child, path, depth + 1, lines)
+            _flatten(child, path, depth + 1, lines, limit, skipped)
