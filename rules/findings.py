@@ -139,7 +139,8 @@ class _Details:
     @staticmethod
     def _shared(kind: str, s: dict[str, Any]) -> dict[str, Any]:
         if kind == "service":
-            parts = (f"{s['port']}/{s['protocol']}", s.get("name"), s.get("product"), s.get("version"))
+            said = s.get("ntlm_build") and f"({s.get('ntlm_script')}: Windows build {s['ntlm_build']})"
+            parts = (f"{s['port']}/{s['protocol']}", s.get("name"), s.get("product"), s.get("version"), said)
             return {"service": {k: s.get(k) for k in DETAIL_SERVICE_FIELDS},
                     "evidence": " ".join(str(x) for x in parts if x)}  # fmt: skip
         extra = {k: s.get(k) for k in HARDWARE_DETAIL_FIELDS} if kind == "hardware" else {}

@@ -6,6 +6,8 @@
     methods = ["nmap", "snmp"]        # nmap (default), snmp
     creds = ["core-v3"]               # credential names from `posture creds`
     max_rate = 100
+    scripts = true                    # nmap's safe scripts (default); false is `posture scan --no-scripts`
+    tls_ciphers = false               # true adds ssl-enum-ciphers (`posture scan --tls-ciphers`)
     schedule = "30 2 * * 1-5"         # cron: 02:30 on weekdays
     report = "/srv/posture/town-hall.html"
     on_change = "/usr/local/bin/notify-security"   # gets a JSON summary on stdin when something changed
@@ -45,7 +47,7 @@ from scanner.safefs import create_new, make_dirs, open_append, open_dir, write_a
 from scanner.targets import check_target, parse_target, validate_ports
 
 JOB_KEYS = {"targets", "exclude", "scope", "methods", "creds", "max_rate", "ports", "schedule", "report",
-            "on_change", "dns", "allow_overlap", "inbox"}  # fmt: skip
+            "on_change", "dns", "allow_overlap", "inbox", "scripts", "tls_ciphers"}  # fmt: skip
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -65,6 +67,8 @@ class Job:
     dns: bool = True
     allow_overlap: bool = False
     inbox: str | None = None
+    scripts: bool = True
+    tls_ciphers: bool = False
 
     def scan_argv(self) -> list[str]:
         """The job as `posture scan` arguments (a list: nothing goes through a shell).
@@ -81,6 +85,10 @@ class Job:
             argv += ["--ports", self.ports]
         if not self.dns:
             argv.append("--no-dns")
+        if not self.scripts:
+            argv.append("--no-scripts")
+        if self.tls_ciphers:
+            argv.append("--tls-ciphers")
         if "snmp" in self.methods:
             argv.append("--snmp")
             for name in self.creds:
@@ -166,7 +174,7 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             hook = tuple(shlex.split(on_change)) if on_change else ()
         except ValueError as exc:  # "No closing quotation", "No escaped character"
             raise fail("on_change", f"on_change is not a valid command line: {exc}") from None
-        for key in ("dns", "allow_overlap"):
+        for key in ("dns", "allow_overlap", "scripts", "tls_ciphers"):
             if key in table and not isinstance(table[key], bool):
                 raise fail(key, f"{key} is true or false")
         jobs[name] = Job(
@@ -174,6 +182,7 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             creds=lists["creds"], max_rate=max_rate, ports=table.get("ports"), schedule=schedule,
             report=table.get("report"), on_change=hook,
             dns=table.get("dns", True), allow_overlap=table.get("allow_overlap", False), inbox=table.get("inbox"),
+            scripts=table.get("scripts", True), tls_ciphers=table.get("tls_ciphers", False),
         )  # fmt: skip
     _check_overlaps(jobs, text, where)
     return jobs
