@@ -806,11 +806,12 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
     groups = _Groups()
     lines: dict[tuple[Any, ...], _Group] = {}  # (product, version, extra, cpes, port, protocol) -> its group
     for asset_id, port, protocol, state, name, product, version, extra, tunnel, cpes, scripts, obs in rows:
-        said = port_scripts(scripts)
+        port_said = port_scripts(scripts)
         smb = (port, protocol) in SMB_PORTS
-        smb1 = (smb and asset_id in host_scripts.smb1) or said.smb1
+        smb1 = (smb and asset_id in host_scripts.smb1) or port_said.smb1
+        signing = host_scripts.signing.get(asset_id) if smb else None
         key = (port, protocol, name, product, version, extra, tunnel, smb1, (asset_id, port, protocol) in new_services,
-               host_scripts.signing.get(asset_id) if smb else None, said.ntlm_script, said.ntlm_build)  # fmt: skip
+               signing, port_said.ntlm_script, port_said.ntlm_build)  # fmt: skip
         service = shared.get(key)
         if service is None:
             service = dict(zip(SERVICE_KEYS, key, strict=True))
@@ -826,10 +827,13 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
                 lines[line] = group
         if group.items:
             service_items[asset_id] += (group, obs)
-        if said.ntlm_build and (items := ident.windows_said("ntlm-info", said.ntlm_build, said.ntlm_script or "")):
-            service_items[asset_id] += (groups.of(items), obs)
-        for product, version, _ in said.mssql:  # the port's own instance: this port, whatever it names
-            if items := ident.service_items(product, version, None, "", port, protocol):
+        said_items = [ident.windows_said("ntlm-info", port_said.ntlm_build, port_said.ntlm_script or "")
+                      if port_said.ntlm_build else ()]  # fmt: skip
+        # ms-sql-info's instance on this port: identified as this port, whatever port it names
+        said_items += [ident.service_items(sql, sql_version, None, "", port, protocol)
+                       for sql, sql_version, _ in port_said.mssql]  # fmt: skip
+        for items in said_items:
+            if items:
                 service_items[asset_id] += (groups.of(items), obs)
 
     seen: dict[tuple[Any, ...], _Group] = {}  # the row without asset and observation -> its group

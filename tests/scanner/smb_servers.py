@@ -19,7 +19,7 @@ from pathlib import Path
 from scanner.lab import _wait_listening, find_binary
 
 
-def smb_conf(root: Path, address: str, min_protocol: str, signing: str, netbios: bool) -> Path:
+def smb_conf(root: Path, address: str, min_protocol: str, signing: str, netbios: bool, netbios_name: str) -> Path:
     """A minimal smb.conf for one address: `signing` is Samba's `server signing` (default, mandatory)."""
     dirs = {name: root / name for name in ("lock", "state", "cache", "pid", "private", "ncalrpc")}
     for d in dirs.values():
@@ -29,7 +29,8 @@ def smb_conf(root: Path, address: str, min_protocol: str, signing: str, netbios:
         "[global]\n"
         f"server min protocol = {min_protocol}\nserver signing = {signing}\n"
         f"interfaces = {address}/32\nbind interfaces only = yes\ndisable netbios = {'no' if netbios else 'yes'}\n"
-        "smb ports = 445\nserver role = standalone server\nworkgroup = POSTURELAB\nnetbios name = LABSMB\n"
+        "smb ports = 445\nserver role = standalone server\nworkgroup = POSTURELAB\n"
+        f"netbios name = {netbios_name}\n"
         f"lock directory = {dirs['lock']}\nstate directory = {dirs['state']}\ncache directory = {dirs['cache']}\n"
         f"pid directory = {dirs['pid']}\nprivate dir = {dirs['private']}\nncalrpc dir = {dirs['ncalrpc']}\n"
         f"log file = {root / 'log.%m'}\n"
@@ -75,17 +76,21 @@ def _wait_udp_bound(address: str, port: int, proc: subprocess.Popen[bytes], log:
 
 
 @contextlib.contextmanager
-def samba(root: Path, address: str, min_protocol: str, signing: str = "default", netbios: bool = False) -> Iterator[None]:
+def samba(root: Path, address: str, min_protocol: str, signing: str = "default", netbios: bool = False,
+          netbios_name: str = "LABSMB") -> Iterator[None]:
     """A real smbd on address:445 (and nmbd on UDP 137 when `netbios`), stopped however the test ends."""
     root.mkdir(parents=True, exist_ok=True)
-    conf = smb_conf(root, address, min_protocol, signing, netbios)
+    conf = smb_conf(root, address, min_protocol, signing, netbios, netbios_name)
     common = ["--foreground", "--no-process-group", "--debug-stdout", "-d1", "-s", str(conf)]
     with address_on_lo(address), contextlib.ExitStack() as stack:
         procs: list[subprocess.Popen[bytes]] = []
-        stack.callback(lambda: [_stop(p) for p in procs])
-        for name, wait in (("smbd", True), ("nmbd", netbios)):
-            if name == "nmbd" and not netbios:
-                continue
+
+        @stack.callback
+        def stop_all() -> None:
+            for proc in reversed(procs):
+                _stop(proc)
+
+        for name in ("smbd", "nmbd") if netbios else ("smbd",):
             log = root / f"{name}.log"
             out = stack.enter_context(log.open("wb"))
             proc = subprocess.Popen([find_binary(name, "samba"), *common], stdin=subprocess.DEVNULL, stdout=out,
@@ -93,6 +98,6 @@ def samba(root: Path, address: str, min_protocol: str, signing: str = "default",
             procs.append(proc)
             if name == "smbd":
                 _wait_listening(address, 445, proc, log)
-            elif wait:
+            else:
                 _wait_udp_bound(address, 137, proc, log)
         yield
