@@ -12,9 +12,11 @@ tests/scanner/data/README.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ import pytest
 
 from scanner.agents.nmap import SAFE_SCRIPTS, TLS_CIPHERS_SCRIPT
 from scanner.jobs import parse_jobs
+from scanner.lab import _wait_listening, find_binary
 from tests.conftest import assets_json, query, run_posture
 from tests.scanner.smb_servers import samba
 
@@ -314,3 +317,56 @@ def test_scripts_stay_in_scope_and_under_the_rate_cap(tmp_path: Path, outside: _
     assert took >= 6.0, took
     time.sleep(0.3)
     assert outside.heard == []
+
+
+# ---- TLS: ssl-cert by default, ssl-enum-ciphers with --tls-ciphers ----------------------------------------
+
+TLS_HOST = "127.102.8.1"
+
+
+@contextlib.contextmanager
+def _nginx_tls(root: Path) -> Iterator[None]:
+    """A real nginx serving TLS on TLS_HOST:443 with a certificate openssl makes for the test."""
+    root.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(root / "key.pem"),
+                    "-out", str(root / "cert.pem"), "-days", "30", "-subj", "/CN=intranet.posture.test"],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    temp = root / "tmp"
+    temp.mkdir()
+    config = root / "nginx.conf"
+    config.write_text(
+        f"daemon off;\npid {root / 'nginx.pid'};\nerror_log {root / 'error.log'};\nworker_processes 1;\n"
+        "events { worker_connections 64; }\n"
+        f"http {{ access_log off; client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy;\n"
+        f"  fastcgi_temp_path {temp}/fcgi; uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;\n"
+        f"  server {{ listen {TLS_HOST}:443 ssl; ssl_certificate {root / 'cert.pem'};\n"
+        f"    ssl_certificate_key {root / 'key.pem'}; location / {{ return 200 'posture\\n'; }} }} }}\n"
+    )
+    log = root / "nginx.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([find_binary("nginx", "nginx-light"), "-c", str(config), "-p", str(root)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+        try:
+            _wait_listening(TLS_HOST, 443, proc, log)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def test_tls_scripts_are_stored(tmp_path: Path) -> None:
+    """ssl-cert runs in every scan; ssl-enum-ciphers only with --tls-ciphers. Both are stored on the port
+    (services.scripts) by the existing parser, for the certificate and cipher rules to read."""
+    plain, ciphers = tmp_path / "plain.db", tmp_path / "ciphers.db"
+    with _nginx_tls(tmp_path / "nginx"):
+        for db, extra in ((plain, ()), (ciphers, ("--tls-ciphers",))):
+            result = run_posture("scan", TLS_HOST, "--ports", "443", "--no-dns", "--no-os-detection", *extra, db=db)
+            assert result.returncode == 0, result.stderr
+    (stored,) = query(plain, "SELECT scripts FROM services WHERE port = 443")
+    scripts = json.loads(stored[0])
+    assert "subject.commonName: intranet.posture.test" in scripts["ssl-cert"]["data"]
+    assert "ssl-enum-ciphers" not in scripts
+    (stored,) = query(ciphers, "SELECT scripts FROM services WHERE port = 443")
+    enum = json.loads(stored[0])["ssl-enum-ciphers"]
+    assert "TLSv1.2:" in enum["output"] and "least strength: A" in enum["output"]
