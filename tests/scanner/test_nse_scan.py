@@ -370,3 +370,49 @@ def test_tls_scripts_are_stored(tmp_path: Path) -> None:
     (stored,) = query(ciphers, "SELECT scripts FROM services WHERE port = 443")
     enum = json.loads(stored[0])["ssl-enum-ciphers"]
     assert "TLSv1.2:" in enum["output"] and "least strength: A" in enum["output"]
+
+
+def _host_xml(hostscripts: str) -> str:
+    return ('<?xml version="1.0"?><nmaprun scanner="nmap" args="nmap" start="1700000000" version="7.93">'
+            '<host><status state="up"/><address addr="192.0.2.40" addrtype="ipv4"/><hostnames/>'
+            f"<hostscript>{hostscripts}</hostscript></host></nmaprun>")  # fmt: skip
+
+
+HOSTILE_NAMES = {
+    "escape sequences": '<script id="smb-os-discovery" output="o"><elem key="fqdn">\\x1b[2Jevil.example</elem>'
+    '</script><script id="nbstat" output="NetBIOS name: \\x1b[31mRED, NetBIOS user: x"/>',
+    "10 KB name": f'<script id="smb-os-discovery" output="o"><elem key="fqdn">{"a" * 10_000}.example</elem></script>',
+    "spaces and quotes": '<script id="nbstat" output="NetBIOS name: A B&quot;C, NetBIOS user: x"/>',
+    "too many labels": '<script id="smb-os-discovery" output="o"><elem key="fqdn">' + "a." * 20 + "b</elem></script>",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_NAMES))
+def test_hostile_names_from_scripts_are_not_taken(tmp_path: Path, case: str) -> None:
+    """A name a host states of itself becomes its hostname only when it is a valid DNS or NetBIOS name: escape
+    sequences, a 10 KB name, spaces or 20 labels give none, and the import goes on (the text stays in the
+    stored script output, bounded)."""
+    xml = tmp_path / "host.xml"
+    xml.write_text(_host_xml(HOSTILE_NAMES[case]))
+    db = tmp_path / "inventory.db"
+    result = run_posture("import", "nmap", str(xml), db=db)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    (asset,) = assets_json(db)
+    assert asset["hostnames"] == [] and asset["name"] == "192.0.2.40"
+
+
+def test_smb2_only_names_come_from_nbstat(tmp_path: Path) -> None:
+    """nbstat's NetBIOS name (Samba's real answer, as stored by test_scan_stores_what_the_scripts_said) names a
+    host smb-os-discovery could not ask (SMB2 only); Samba's `LABSMB\\x00` server name loses its `\\x00`."""
+    xml = tmp_path / "host.xml"
+    xml.write_text(_host_xml(
+        '<script id="nbstat" output="NetBIOS name: LABSMB2, NetBIOS user: &lt;unknown&gt;, NetBIOS MAC: '
+        '000000000000 (Xerox)"/>'))  # fmt: skip
+    db = tmp_path / "inventory.db"
+    assert run_posture("import", "nmap", str(xml), db=db).returncode == 0
+    assert assets_json(db)[0]["hostnames"] == ["labsmb2"]
+    xml.write_text(_host_xml('<script id="smb-os-discovery" output="o"><elem key="server">LABSMB\\x00</elem>'
+                             "</script>"))  # fmt: skip
+    db2 = tmp_path / "two.db"
+    assert run_posture("import", "nmap", str(xml), db=db2).returncode == 0
+    assert assets_json(db2)[0]["hostnames"] == ["labsmb"]
