@@ -33,7 +33,8 @@ from scanner.proc import NMAP_ENV, child_env, dies_with_parent
 PRINTER_PORTS = "515,9100-9107,9999"
 # nmap scripts run with every scan unless `--no-scripts` (README, "Scripts"): each is in nmap's "safe" category
 # and none is "intrusive" (nmap's script.db). They ask a host what it says of itself in a few connections to
-# ports the scan found open or to the host's own SMB/NetBIOS ports: the SMB dialects (SMBv1) and signing, the
+# ports the scan found open or to the host's own SMB, NetBIOS (UDP 137) and SQL Server Browser (UDP 1434)
+# ports: the SMB dialects (SMBv1) and signing, the
 # Windows build in an NTLM challenge (RDP, HTTP, SMTP), SQL Server's version and service pack, NetBIOS and
 # DNS names, and each TLS service's certificate. None takes targets from elsewhere (no broadcast, prerule or
 # `newtargets`), so scripts stay on the scan's own addresses.
