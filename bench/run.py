@@ -128,36 +128,40 @@ def bench_import() -> None:
         )
 
 
+BENCH_SMB = "127.102.9.1"  # a real smbd (SMB1, nmbd) beside the lab, so the SMB scripts have a server to ask
+
+
 def bench_scan() -> None:
-    with Lab() as lab, tempfile.TemporaryDirectory(prefix="posture-bench-") as tmp:
+    """posture scan beside plain nmap with the same options on the same targets: without scripts, then with
+    posture's default scripts (nmap's safe SMB, NTLM, SQL Server, NetBIOS and certificate scripts) against the
+    lab daemons and a real Samba."""
+    from tests.scanner.smb_servers import samba
+
+    with (Lab() as lab, tempfile.TemporaryDirectory(prefix="posture-bench-") as tmp,
+          samba(Path(tmp) / "samba", BENCH_SMB, "NT1", netbios=True, netbios_name="BENCHSMB")):  # fmt: skip
         db = Path(tmp) / "inventory.db"
         rows = []
-        for label, options, flags in (
-            ("defaults", {}, []),
-            ("connect scan", {"privileged": False, "os_detection": False}, ["--unprivileged"]),
-        ):
-            options = {**options, "ports": lab.ports_spec, "dns": False}
-            nmap_cmd = [find_nmap(), *nmap_args(options), "-oX", str(Path(tmp) / "plain.xml"), *lab.targets]
-            posture_cmd = [
-                POSTURE,
-                "--db",
-                str(db),
-                "scan",
-                *lab.targets,
-                "--ports",
-                lab.ports_spec,
-                "--no-dns",
-                *flags,
-            ]
-            rows.append((f"plain nmap, {label} ({' '.join(nmap_args(options)[:3])})", measure(nmap_cmd)))
+        for label, options, flags, targets in (
+            ("defaults, no scripts", {"scripts": False}, ["--no-scripts"], lab.targets),
+            ("connect scan, no scripts", {"privileged": False, "os_detection": False, "scripts": False},
+             ["--unprivileged", "--no-scripts"], lab.targets),
+            ("defaults with the default scripts", {}, [], [*lab.targets, BENCH_SMB]),
+        ):  # fmt: skip
+            ports = f"{lab.ports_spec},139,445"
+            options = {**options, "ports": ports, "dns": False}
+            nmap_cmd = [find_nmap(), *nmap_args(options), "-oX", str(Path(tmp) / "plain.xml"), *targets]
+            posture_cmd = [POSTURE, "--db", str(db), "scan", *targets, "--ports", ports, "--no-dns", *flags]
+            rows.append((f"plain nmap, {label}", measure(nmap_cmd)))
             rows.append((f"posture scan, {label}", measure(posture_cmd)))
-        print(f"\nposture scan vs plain nmap, same options, {len(lab.targets)} lab daemons (median of 3)")
+        print(f"\nposture scan vs plain nmap, same options and targets: {len(lab.targets)} lab daemons "
+              f"(+ smbd on {BENCH_SMB} for the scripts row), median of 3")  # fmt: skip
         print(f"{'':2}{'what':52} {'seconds':>8} {'peak MiB':>9} {'ratio':>8}")
         for i in range(0, len(rows), 2):
             (an, a), (pn, p) = rows[i], rows[i + 1]
             print(f"* {an:52} {a.seconds:8.2f} {a.peak_mib:9.1f}")
             print(f"  {pn:52} {p.seconds:8.2f} {p.peak_mib:9.1f} {p.seconds / a.seconds:7.2f}x")
         print("  * anchor for the row below it; target: ratio at most 1.1")
+        print(f"  scripts: {' '.join(nmap_args({})[nmap_args({}).index('--script'):][:2])}")
 
 
 # The subtrees both sides read: posture walks the columns it keeps of these tables, net-snmp the tables whole.

@@ -30,6 +30,9 @@ EFFORT_BY_RULE = {
     "protect.eol-software": "upgrade-software", "protect.eol-within-horizon": "upgrade-software",
     "respond.kev-family": "upgrade-software",
 }  # fmt: skip
+# Host configuration problems fixed once per host, whatever ports show them (SMB answers on 139 and 445 alike):
+# one action per rule, counting hosts, named by what to do.
+HOST_ACTIONS = {"protect.smbv1": "Disable SMBv1", "protect.smb-signing-not-required": "Require SMB signing"}
 SERVICE_SUBJECT = re.compile(r"^(tcp|udp|sctp)/\d+$")  # a finding about a port: a configuration change
 CRITICALITY = {"critical": 3, "high": 2, "medium": 1}
 DECOMMISSION_RULES = ("respond.decommission-candidate", "respond.eol-no-owner", "respond.kev-end-of-life")
@@ -74,6 +77,8 @@ def named(finding: dict[str, Any]) -> str:
 
 def _verb(rule_id: str, title: str, product: str | None, count: int) -> str:
     noun = "host" if count == 1 else "hosts"
+    if rule_id in HOST_ACTIONS:
+        return f"{HOST_ACTIONS[rule_id]} on {count} {noun}"
     if rule_id in ("protect.eol-os", "protect.extended-support-only", "respond.decommission-candidate") and product:
         return f"Upgrade or replace {count} {noun} running {product}"
     if rule_id in ("protect.eol-software", "protect.eol-within-horizon") and product:
@@ -117,9 +122,12 @@ def remediation_plan(asset_rows: list[dict[str, Any]], findings: list[dict[str, 
     live = [f for f in findings if not f["accepted"] and f["rule_id"] != "respond.past-sla"]  # overdue: a property
     worst = _worst_certificate_problem(live)
     for f in live:
-        # one action per thing as people name it; a certificate once, under its worst problem
-        groups[(worst[(f["asset_id"], f["subject"])], "") if f["rule_id"] in CERTIFICATE_RULES
-               else (f["rule_id"], named(f))].append(f)  # fmt: skip
+        # one action per thing as people name it; a certificate once, under its worst problem; per rule for a
+        # host's configuration
+        if f["rule_id"] in CERTIFICATE_RULES:
+            groups[(worst[(f["asset_id"], f["subject"])], "")].append(f)
+        else:
+            groups[(f["rule_id"], "" if f["rule_id"] in HOST_ACTIONS else named(f))].append(f)
     actions = []
     for (rule_id, _), items in groups.items():
         asset_ids = sorted({f["asset_id"] for f in items if f["asset_id"] is not None})

@@ -89,6 +89,7 @@ ITEM_FIELDS = {
 # A device's hardware (rules/hardware.py): the item fields, and the model, vendor, family and end of sale.
 HARDWARE_FIELDS = ITEM_FIELDS | {"model", "vendor", "family", "end_of_sale"}
 SERVICE_FIELDS = {"port", "protocol", "state", "name", "product", "version", "extra_info", "tunnel", "smb1", "is_new",
+                  "smb_signing", "ntlm_script", "ntlm_build",
                   *TLS_FIELDS}  # fmt: skip  # TLS_FIELDS: a TLS port's certificate and protocol grade (rules/tls.py)
 FINDING_FIELDS = {"rule_id", "function", "severity", "status", "age_days", "sla_days", "past_sla", "accepted"}
 SUBJECT_FIELDS = {

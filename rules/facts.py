@@ -14,6 +14,7 @@ is known to run a distribution, server programs take that distribution's lifecyc
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
@@ -524,17 +525,6 @@ SMB1_DIALECT = "NT LM 0.12"  # the SMB1 dialect string; nmap adds "(SMBv1)" afte
 SMB_PORTS = frozenset({(445, "tcp"), (139, "tcp")})
 
 
-def _smb1(scripts: str | None) -> bool:
-    """A port's smb-protocols script (services.scripts) shows SMBv1."""
-    if not scripts or "smb-protocols" not in scripts:
-        return False
-    try:
-        found = json.loads(scripts)
-    except ValueError:
-        return False
-    return isinstance(found, dict) and _speaks_smb1(found.get("smb-protocols"))
-
-
 def script_elems(result: Any) -> dict[str, str]:
     """A stored script result's top-level elements (`<elem key="os">...`, kept as "key: value" lines)."""
     data = result.get("data") if isinstance(result, dict) else None
@@ -561,28 +551,96 @@ def _tls(scripts: str, today: date) -> tuple[tuple[str, Any], ...]:
     return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in out.items())
 
 
-def _ntlm_items(scripts: str | None, ident: Identifier) -> Items:
-    """The Windows build an NTLM challenge states (rdp-ntlm-info and the other *-ntlm-info port scripts)."""
-    if not scripts or "ntlm-info" not in scripts:
+def _signing(scripts: dict[str, Any]) -> str | None:
+    """Whether an SMB server requires message signing: "required", "not-required" or None (not asked).
+
+    smb2-security-mode gives one line a dialect (`311: Message signing enabled but not required`, `... enabled
+    and required`, `... is disabled and not required!`); smb-security-mode, over SMB1, `message_signing:
+    required`, `supported` or `disabled`. Any dialect that lets a client go unsigned is "not-required".
+    """
+    smb2 = scripts.get("smb2-security-mode")
+    lines = smb2.get("data") if isinstance(smb2, dict) else None
+    said = ["required" if "and required" in line else "not-required"
+            for line in (lines if isinstance(lines, list) else [])[:20] if isinstance(line, str) and "signing" in line]
+    smb1 = script_elems(scripts.get("smb-security-mode")).get("message_signing")
+    if smb1 is not None:
+        said.append("required" if smb1 == "required" else "not-required")
+    if not said:
+        return None
+    return "not-required" if "not-required" in said else "required"
+
+
+_NTLM_BUILD = re.compile(r"\d{1,2}\.\d{1,2}\.\d{3,5}")
+
+
+class PortScripts(NamedTuple):
+    """What a port's stored scripts (services.scripts) say that rules and identification read."""
+
+    smb1: bool = False  # smb-protocols lists SMBv1
+    ntlm_script: str | None = None  # the *-ntlm-info script that answered (rdp-ntlm-info ...)
+    ntlm_build: str | None = None  # its Product_Version, `10.0.17763`
+    mssql: tuple[tuple[str, str | None, int], ...] = ()  # ms-sql-info's instances (`mssql_versions`)
+
+
+def mssql_versions(result: Any, port: int = 1433) -> tuple[tuple[str, str | None, int], ...]:
+    """ms-sql-info's instances (`<table key="Version">` under each instance) as nmap's -sV would write their
+    service line, (product, version, port): `Microsoft SQL Server 2005`, `9.00.4053; SP3+` (nselib/mssql.lua,
+    PopulateNmapPortVersion), so the service fingerprints (rules/fingerprints/service/microsoft-sql.toml) read
+    the script's form and the probe's alike. `port`: where the instance listens unless it says ("TCP port")."""
+    data = result.get("data") if isinstance(result, dict) else None
+    if not isinstance(data, list):
         return ()
+    instances: dict[str, dict[str, str]] = defaultdict(dict)
+    for line in data[:100]:
+        if isinstance(line, str) and ": " in line and "." in line.split(": ", 1)[0]:
+            path, value = line.split(": ", 1)
+            instance, key = path.rsplit(".", 1)
+            instances[instance.removesuffix(".Version")][key] = value[:100]
+    out: list[tuple[str, str | None, int]] = []
+    for v in list(instances.values())[:8]:
+        product, number, level = v.get("Product"), v.get("number"), v.get("Service pack level")
+        if not product or not product.startswith("Microsoft SQL Server"):
+            continue
+        version = f"{number}{'; ' + level if level else ''}{'+' if v.get('Post-SP patches applied') == 'Yes' else ''}"
+        listens = v.get("TCP port", "")
+        at = int(listens) if listens.isdigit() and 0 < int(listens) < 65536 else port
+        out.append((product, version if number else None, at))
+    return tuple(dict.fromkeys(out))
+
+
+def port_scripts(scripts: str | None) -> PortScripts:
+    """A port's scripts (services.scripts, JSON), read once for everything facts take from them."""
+    if not scripts or not any(k in scripts for k in ("smb-protocols", "ntlm-info", "ms-sql-info")):
+        return PortScripts()
     try:
         found = json.loads(scripts)
     except ValueError:
-        return ()
-    for script, result in found.items() if isinstance(found, dict) else []:
-        version = script_elems(result).get("Product_Version") if str(script).endswith("ntlm-info") else None
-        if version:
-            return ident.windows_said("ntlm-info", version, str(script)[:40])
-    return ()
+        return PortScripts()
+    if not isinstance(found, dict):
+        return PortScripts()
+    ntlm_script = ntlm_build = None
+    for script, result in found.items():
+        build = script_elems(result).get("Product_Version", "").strip() if str(script).endswith("ntlm-info") else ""
+        if _NTLM_BUILD.fullmatch(build):
+            ntlm_script, ntlm_build = str(script)[:40], build
+            break
+    return PortScripts(_speaks_smb1(found.get("smb-protocols")), ntlm_script, ntlm_build,
+                       mssql_versions(found.get("ms-sql-info")))  # fmt: skip
 
 
-def _host_scripts(store: Store, assets: dict[int, dict[str, Any]],
-                  ident: Identifier) -> tuple[set[int], dict[int, list[tuple[Items, int]]]]:  # fmt: skip
+class HostScripts(NamedTuple):
+    """What an asset's host scripts (`<hostscript>`) of its newest port scan say, for its SMB ports and its OS."""
+
+    smb1: set[int]  # assets whose smb-protocols lists SMBv1
+    signing: dict[int, str]  # asset -> "required" / "not-required" (`_signing`)
+    said: dict[int, list[tuple[Items, int]]]  # asset -> (what smb-os-discovery and ms-sql-info name, observation)
+
+
+def _host_scripts(store: Store, assets: dict[int, dict[str, Any]], ident: Identifier) -> HostScripts:
     """Each asset's host scripts (`<hostscript>`) from its newest port scan, as `host_scripts` (their ids).
-    Returns the assets whose smb-protocols there lists SMBv1 (it is a host script: nmap never puts it on a
-    port, so the finding goes on the asset's SMB port), and what smb-os-discovery says Windows is."""
-    smb1: set[int] = set()
-    said: dict[int, list[tuple[Items, int]]] = defaultdict(list)
+    SMBv1 and signing are host scripts (nmap never puts them on a port), so what they say goes on the asset's
+    SMB ports; smb-os-discovery names Windows, ms-sql-info (in nmap's host layout) SQL Server."""
+    found = HostScripts(set(), {}, defaultdict(list))
     for asset_id, obs, evidence in store.conn.execute(
         f"SELECT o.asset_id, o.id, o.evidence FROM observations o JOIN ({LATEST_PORT_OBSERVATION}) l "
         "ON l.id = o.id WHERE instr(o.evidence, '\"scripts\"')"
@@ -596,12 +654,17 @@ def _host_scripts(store: Store, assets: dict[int, dict[str, Any]],
         if asset_id in assets:
             assets[asset_id]["host_scripts"] = sorted(str(k) for k in scripts)[:100]
         if _speaks_smb1(scripts.get("smb-protocols")):
-            smb1.add(asset_id)
+            found.smb1.add(asset_id)
+        if signing := _signing(scripts):
+            found.signing[asset_id] = signing
         elems = script_elems(scripts.get("smb-os-discovery"))
-        if elems.get("os") and (found := ident.windows_said("smb-os-discovery", elems["os"],
+        if elems.get("os") and (items := ident.windows_said("smb-os-discovery", elems["os"],
                                                             elems.get("lanmanager") or "")):  # fmt: skip
-            said[asset_id].append((found, obs))
-    return smb1, said
+            found.said[asset_id].append((items, obs))
+        for product, version, port in mssql_versions(scripts.get("ms-sql-info")):
+            if items := ident.service_items(product, version, None, "", port, "tcp"):
+                found.said[asset_id].append((items, obs))
+    return found
 
 
 def _category(a: dict[str, Any], os_item: dict[str, Any] | None, hardware: list[dict[str, Any]]) -> str:
@@ -742,7 +805,8 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         if asset_id in assets:
             assets[asset_id]["is_new"] = True
     _host_evidence(store, assets)
-    smb1_hosts, windows_said = _host_scripts(store, assets, ident)
+    host_scripts = _host_scripts(store, assets, ident)
+    windows_said = host_scripts.said
     new_services = _new_services(store)
     services: dict[int, list[dict[str, Any]]] = defaultdict(list)
     # asset -> group, observation, group, observation, ...: what the hosts and devices reported, then what
@@ -759,10 +823,13 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
     groups = _Groups()
     lines: dict[tuple[Any, ...], _Group] = {}  # (product, version, extra, cpes, port, protocol) -> its group
     for asset_id, port, protocol, state, name, product, version, extra, tunnel, cpes, scripts, obs in rows:
-        smb1 = (asset_id in smb1_hosts and (port, protocol) in SMB_PORTS) or (bool(scripts) and _smb1(scripts))
+        port_said = port_scripts(scripts)
+        smb = (port, protocol) in SMB_PORTS
+        smb1 = (smb and asset_id in host_scripts.smb1) or port_said.smb1
+        signing = host_scripts.signing.get(asset_id) if smb else None
         tls_facts = _tls(scripts, today) if scripts and "ssl-" in scripts else ()
-        key = (port, protocol, name, product, version, extra, tunnel, smb1,
-               (asset_id, port, protocol) in new_services, tls_facts)  # fmt: skip
+        key = (port, protocol, name, product, version, extra, tunnel, smb1, (asset_id, port, protocol) in new_services,
+               signing, port_said.ntlm_script, port_said.ntlm_build, tls_facts)  # fmt: skip
         service = shared.get(key)
         if service is None:
             service = dict(zip(SERVICE_KEYS, key[:-1], strict=True))
@@ -779,8 +846,14 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
                 lines[line] = group
         if group.items:
             service_items[asset_id] += (group, obs)
-        if scripts and (items := _ntlm_items(scripts, ident)):
-            service_items[asset_id] += (groups.of(items), obs)
+        said_items = [ident.windows_said("ntlm-info", port_said.ntlm_build, port_said.ntlm_script or "")
+                      if port_said.ntlm_build else ()]  # fmt: skip
+        # ms-sql-info's instance on this port: identified as this port, whatever port it names
+        said_items += [ident.service_items(sql, sql_version, None, "", port, protocol)
+                       for sql, sql_version, _ in port_said.mssql]  # fmt: skip
+        for items in said_items:
+            if items:
+                service_items[asset_id] += (groups.of(items), obs)
 
     seen: dict[tuple[Any, ...], _Group] = {}  # the row without asset and observation -> its group
     entities: dict[int, list[tuple[int, str | None, str]]] = defaultdict(list)  # asset -> (obs, extra, name)
@@ -888,7 +961,8 @@ def _item_kind(found: Identification, row_kind: str | None) -> str:
     return "os" if row_kind == "os" or found.product in DISTRIBUTION_SLUGS else "software"
 
 
-SERVICE_KEYS = ("port", "protocol", "name", "product", "version", "extra_info", "tunnel", "smb1", "is_new")
+SERVICE_KEYS = ("port", "protocol", "name", "product", "version", "extra_info", "tunnel", "smb1", "is_new",
+                "smb_signing", "ntlm_script", "ntlm_build")
 
 
 ITEM_VIEW_FIELDS = ("product", "label", "title", "vendor", "model", "cycle", "cycles", "version", "lifecycle_state",

@@ -144,7 +144,8 @@ class _Details:
     @staticmethod
     def _shared(kind: str, s: dict[str, Any], protocols_first: bool = False) -> dict[str, Any]:
         if kind == "service":
-            parts = (f"{s['port']}/{s['protocol']}", s.get("name"), s.get("product"), s.get("version"))
+            said = s.get("ntlm_build") and f"({s.get('ntlm_script')}: Windows build {s['ntlm_build']})"
+            parts = (f"{s['port']}/{s['protocol']}", s.get("name"), s.get("product"), s.get("version"), said)
             said = " ".join(str(x) for x in parts if x)
             if "cert_cn" not in s and "tls_grade" not in s:
                 return {"service": {k: s.get(k) for k in DETAIL_SERVICE_FIELDS}, "evidence": said}

@@ -261,11 +261,13 @@ def _windows_cycles(catalogue: Catalogue, slugs: list[str], fits: Callable[[str]
 
 
 def identify_windows_build(build: str, server: bool | None, catalogue: Catalogue, method: str,
-                           evidence: str) -> Identification:  # fmt: skip
+                           evidence: str, shared: tuple[str, ...] = ()) -> Identification:  # fmt: skip
     """A Windows build (`6.1.7601`) against the catalogue's own build numbers; `server` (None: not known)
-    narrows it to Windows Server or the desktop editions. Builds shared by several cycles stay "one of"."""
+    narrows it to Windows Server or the desktop editions; `shared`: other builds the statement may stand for.
+    Builds shared by several cycles stay "one of"."""
     slugs = ["windows", "windows-server"] if server is None else ["windows-server" if server else "windows"]
-    found = _windows_cycles(catalogue, slugs, lambda latest: Version(latest).startswith(build))
+    builds = shared or (build,)
+    found = _windows_cycles(catalogue, slugs, lambda latest: any(Version(latest).startswith(b) for b in builds))
     products = {s for s, _ in found}
     if len(products) == 1:
         confidence = "high" if len(found) == 1 else "medium"
@@ -299,13 +301,28 @@ def identify_smb(os_text: str, lanmanager: str | None, catalogue: Catalogue) -> 
                           f"smb-os-discovery: {said}", kind="os", vendor="Microsoft", family=said)  # fmt: skip
 
 
+# Releases delivered as an "enablement package" on an earlier one share its core files, and an NTLM challenge
+# states the build of that core: every Windows 10 from 2004 to 22H2 answers 10.0.19041 (Microsoft, "Windows
+# 10, version 22H2 ... shares a common core operating system and an identical set of system files" with
+# 2004, 20H2, 21H1 and 21H2: the 19041 family; 1909 likewise on 1903's 18362; Windows 11 23H2 on 22H2's 22621;
+# 25H2 on 24H2's 26100). The build an NTLM challenge states -> the builds of the releases it may be.
+NTLM_SHARED_BUILDS = {
+    "10.0.18362": ("10.0.18362", "10.0.18363"),
+    "10.0.19041": ("10.0.19041", "10.0.19042", "10.0.19043", "10.0.19044", "10.0.19045"),
+    "10.0.22621": ("10.0.22621", "10.0.22631"),
+    "10.0.26100": ("10.0.26100", "10.0.26200"),
+}
+
+
 def identify_ntlm(product_version: str, script: str, catalogue: Catalogue) -> Identification | None:
     """An NTLM challenge's Product_Version (nmap's rdp-, http-, smtp-...-ntlm-info: `10.0.17763`): the
-    Windows build, desktop or server not told apart ("one of")."""
+    Windows build, desktop or server not told apart, and every release built on the same core ("one of")."""
     m = re.fullmatch(r"(\d{1,2}\.\d{1,2}\.\d{3,5})", product_version.strip()[:32])
     if m is None:
         return None
-    found = identify_windows_build(m.group(1), None, catalogue, "ntlm-info", f"{script}: Product_Version {m.group(1)}")
+    build = m.group(1)
+    found = identify_windows_build(build, None, catalogue, "ntlm-info", f"{script}: Product_Version {build}",
+                                   NTLM_SHARED_BUILDS.get(build, ()))  # fmt: skip
     return replace(found, kind="os", vendor="Microsoft")
 
 

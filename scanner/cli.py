@@ -315,6 +315,19 @@ def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ..
     show_default=True,
     help="Look up the hostname of each live host (reverse DNS, nmap's default); --no-dns is nmap -n.",
 )
+@click.option(
+    "--scripts/--no-scripts",
+    default=True,
+    show_default=True,
+    help="Run nmap's safe scripts that read what a host says of itself: SMB dialects and signing, the Windows "
+    "build in NTLM answers, SQL Server's version, NetBIOS names, TLS certificates (see the README).",
+)
+@click.option(
+    "--tls-ciphers",
+    is_flag=True,
+    help="Also list each TLS service's protocol versions and cipher suites (nmap's ssl-enum-ciphers: dozens of "
+    "handshakes a port; never on printer ports).",
+)
 @click.option("--unprivileged", is_flag=True, help="Use TCP connect scans even as root (no raw packets, no -O).")
 @click.option(
     "--chunk-size",
@@ -351,6 +364,8 @@ def scan(
     version_detection: bool,
     os_detection: bool | None,
     dns: bool,
+    scripts: bool,
+    tls_ciphers: bool,
     unprivileged: bool,
     chunk_size: int,
     parallel: int,
@@ -369,6 +384,7 @@ def scan(
       - at most 100 packets per second (--max-rate), nmap's normal timing;
       - printer ports (515, 9100-9107, 9999) are not probed unless --printer-ports;
       - version detection on; OS detection only when run as root;
+      - nmap's safe scripts on (--no-scripts turns them off), on the scanned hosts only;
       - large ranges go in chunks of 256 addresses, 2 at a time, each saved when done:
         a scan killed half-way keeps what it finished; --resume completes it.
 
@@ -406,9 +422,12 @@ def scan(
         "timing": timing,
         "printer_ports": printer_ports,
         "dns": dns,
+        "scripts": scripts,
+        "tls_ciphers": tls_ciphers,
     }
     request = Request(list(targets), options, exclude=list(exclude), scope=[str(n) for n in scope_nets],
                       chunk_size=chunk_size, parallel=parallel, hostnames=plan.hostnames, plan=plan)  # fmt: skip
+    source.describe(request, [])  # refuses what nmap must never be given (--tls-ciphers on printer ports) up front
     if dry_run:
         units = source.units(request)
         click.echo(f"{len(plan.addresses)} addresses ({plan.excluded} excluded) in {len(units)} chunk(s) of up to "

@@ -6,6 +6,8 @@
     methods = ["nmap", "snmp"]        # discovery sources (`scanner.sources`); nmap is the default
     creds = ["core-v3"]               # credential names from `posture creds`
     max_rate = 100
+    scripts = true                    # nmap's safe scripts (default); false is `posture scan --no-scripts`
+    tls_ciphers = false               # true adds ssl-enum-ciphers (`posture scan --tls-ciphers`)
     schedule = "30 2 * * 1-5"         # cron: 02:30 on weekdays
     report = "/srv/posture/town-hall.html"
     on_change = "/usr/local/bin/notify-security"   # gets a JSON summary on stdin when something changed
@@ -46,7 +48,7 @@ from scanner.sources import FILE_SOURCES, NETWORK_SOURCES, get_source, source_na
 from scanner.targets import check_target, parse_target, validate_ports
 
 JOB_KEYS = {"targets", "exclude", "scope", "methods", "creds", "max_rate", "ports", "schedule", "report",
-            "on_change", "dns", "allow_overlap", "inbox"}  # fmt: skip
+            "on_change", "dns", "allow_overlap", "inbox", "scripts", "tls_ciphers"}  # fmt: skip
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -67,6 +69,8 @@ class Job:
     allow_overlap: bool = False
     inbox: str | None = None
     settings: tuple[tuple[str, Any], ...] = ()  # (source, its request) for the methods with a table of their own
+    scripts: bool = True
+    tls_ciphers: bool = False
 
     def scan_argv(self) -> list[str]:
         """The job as `posture scan` arguments (a list: nothing goes through a shell).
@@ -83,6 +87,10 @@ class Job:
             argv += ["--ports", self.ports]
         if not self.dns:
             argv.append("--no-dns")
+        if not self.scripts:
+            argv.append("--no-scripts")
+        if self.tls_ciphers:
+            argv.append("--tls-ciphers")
         if "snmp" in self.methods:
             argv.append("--snmp")
             for name in self.creds:
@@ -185,7 +193,7 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             hook = tuple(shlex.split(on_change)) if on_change else ()
         except ValueError as exc:  # "No closing quotation", "No escaped character"
             raise fail("on_change", f"on_change is not a valid command line: {exc}") from None
-        for key in ("dns", "allow_overlap"):
+        for key in ("dns", "allow_overlap", "scripts", "tls_ciphers"):
             if key in table and not isinstance(table[key], bool):
                 raise fail(key, f"{key} is true or false")
         jobs[name] = Job(
@@ -194,6 +202,7 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             report=table.get("report"), on_change=hook,
             dns=table.get("dns", True), allow_overlap=table.get("allow_overlap", False), inbox=table.get("inbox"),
             settings=tuple(settings),
+            scripts=table.get("scripts", True), tls_ciphers=table.get("tls_ciphers", False),
         )  # fmt: skip
     _check_overlaps(jobs, text, where)
     return jobs

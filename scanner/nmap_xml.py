@@ -333,7 +333,7 @@ class _HostParts:
         return HostObservation(
             status=self.status,
             addresses=tuple(self.addresses),
-            hostnames=tuple(self.hostnames),
+            hostnames=tuple(self.hostnames) or script_hostnames(self.scripts),
             mac_vendor=self.mac_vendor,
             services=tuple(self.services),
             os_matches=tuple(self.os_matches),
@@ -342,6 +342,32 @@ class _HostParts:
             uptime_seconds=self.uptime,
             scripts=tuple(self.scripts),
         )
+
+
+_DNS_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?){0,8}")
+_NETBIOS_NAME = re.compile(r"[a-z0-9_][a-z0-9_-]{0,14}")  # a computer's NetBIOS name as a host label
+_NBSTAT_NAME = re.compile(r"NetBIOS name: ([^,\s]{1,15}),")
+
+
+def script_hostnames(scripts: list[Script]) -> tuple[str, ...]:
+    """A name for a host that has no DNS name, from what it says of itself: smb-os-discovery's FQDN (`fqdn`),
+    else its NetBIOS computer name (smb-os-discovery's `server`, else nbstat's `NetBIOS name: LABSMB, ...`).
+
+    Only a name that is a valid DNS name (at most 9 labels) or NetBIOS name (15 characters) is taken,
+    lower-cased as nmap's names are; anything else (control characters, spaces, a 1 MB answer) stays in the
+    script's stored output only. Samba writes the NetBIOS name with a trailing `\\x00`, which is cut.
+    """
+    by_id = {s.id: s for s in scripts}
+    elems = dict(line.split(": ", 1) for line in (by_id["smb-os-discovery"].data if "smb-os-discovery" in by_id
+                                                   else ()) if ": " in line)  # fmt: skip
+    nbstat = _NBSTAT_NAME.match(by_id["nbstat"].output[:200]) if "nbstat" in by_id else None
+    candidates = ((elems.get("fqdn"), _DNS_NAME), (elems.get("server"), _NETBIOS_NAME),
+                  (nbstat.group(1) if nbstat else None, _NETBIOS_NAME))  # fmt: skip
+    for name, shape in candidates:
+        name = (name or "").removesuffix("\\x00").lower()
+        if name and shape.fullmatch(name) and name not in ("localhost", "workgroup"):
+            return (name,)
+    return ()
 
 
 def _os_guesses(os_elem: Any) -> list[OsMatch]:

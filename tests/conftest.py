@@ -67,7 +67,7 @@ def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
 # Fixtures that start real daemons, simulators or network namespaces: a test using one is a `lab` test, so
 # `pytest -m "not lab"` is the quick run (the full suite, the README's command, runs them all).
 LAB_FIXTURES = frozenset({"lab", "lab_scan_db", "lab_job", "demo_sims", "sims", "simlab", "sim_db", "snmpd",
-                          "empty_netns", "samba_dc", "directory_db", "lab_xml"})  # fmt: skip
+                          "empty_netns", "samba_dc", "directory_db", "lab_xml", "smb_scan", "outside"})  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

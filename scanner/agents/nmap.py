@@ -31,6 +31,20 @@ from scanner.proc import NMAP_ENV, child_env, dies_with_parent
 # Printers (LPD, JetDirect raw printing, 9999 admin) print whatever arrives on these ports: a scan of a
 # council's print fleet would otherwise waste paper and can hang old firmware.
 PRINTER_PORTS = "515,9100-9107,9999"
+# nmap scripts run with every scan unless `--no-scripts` (README, "Scripts"): each is in nmap's "safe" category
+# and none is "intrusive" (nmap's script.db). They ask a host what it says of itself in a few connections to
+# ports the scan found open or to the host's own SMB, NetBIOS (UDP 137) and SQL Server Browser (UDP 1434)
+# ports: the SMB dialects (SMBv1) and signing, the
+# Windows build in an NTLM challenge (RDP, HTTP, SMTP), SQL Server's version and service pack, NetBIOS and
+# DNS names, and each TLS service's certificate. None takes targets from elsewhere (no broadcast, prerule or
+# `newtargets`), so scripts stay on the scan's own addresses.
+SAFE_SCRIPTS = ("smb-protocols", "smb-security-mode", "smb2-security-mode", "smb-os-discovery", "nbstat",
+                "rdp-ntlm-info", "http-ntlm-info", "smtp-ntlm-info", "ms-sql-info", "ssl-cert")  # fmt: skip
+# Opt-in (`--tls-ciphers`): nmap files ssl-enum-ciphers under "intrusive", as it makes one TLS handshake per
+# cipher suite and protocol version (dozens of connections a TLS port), so it never runs by default and never
+# beside --printer-ports.
+TLS_CIPHERS_SCRIPT = "ssl-enum-ciphers"
+SCRIPT_TIMEOUT = "2m"  # a script a host holds open (a tarpit) is stopped, the rest of the scan goes on
 TIMING = {"paranoid": 0, "sneaky": 1, "polite": 2, "normal": 3, "aggressive": 4}
 DEFAULT_OPTIONS: dict[str, Any] = {
     "ports": None,
@@ -43,6 +57,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "printer_ports": False,
     "host_timeout": "30m",
     "dns": True,
+    "scripts": True,
+    "tls_ciphers": False,
 }
 _HOSTS_DONE = re.compile(rb"(\d+) hosts? completed")
 
@@ -77,9 +93,20 @@ def nmap_args(options: dict[str, Any]) -> list[str]:
         args.append("-n")
     if o["host_timeout"]:
         args += ["--host-timeout", str(o["host_timeout"])]
+    args += script_args(o)
     if privileged and os.geteuid() != 0:
         args.append("--privileged")
     return args
+
+
+def script_args(options: dict[str, Any]) -> list[str]:
+    """The `--script` arguments the options ask for (none with `--no-scripts` and no `--tls-ciphers`)."""
+    scripts = [*(SAFE_SCRIPTS if options.get("scripts", True) else ()),
+               *((TLS_CIPHERS_SCRIPT,) if options.get("tls_ciphers") else ())]  # fmt: skip
+    if options.get("tls_ciphers") and options.get("printer_ports"):
+        raise PostureError("--tls-ciphers never runs on printer ports (dozens of handshakes to a port that prints "
+                           "what arrives)", "give --tls-ciphers and --printer-ports in separate scans")
+    return ["--script", ",".join(scripts), "--script-timeout", SCRIPT_TIMEOUT] if scripts else []
 
 
 def chunk_args(options: dict[str, Any], targets: list[str], xml_path: str) -> list[str]:
