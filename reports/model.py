@@ -65,6 +65,7 @@ class Report:
     certificates: list[dict[str, Any]] = field(default_factory=list)  # TLS certificates with open problems
     tls_services: list[dict[str, Any]] = field(default_factory=list)  # TLS services offering what they should not
     certificates_read: int = 0  # ports whose certificate nmap's ssl-cert read in the latest scans
+    windows: dict[str, Any] = field(default_factory=dict)  # the Windows estate: releases by count (`_windows`)
 
 
 def _dates_from(finding: dict[str, Any]) -> str:
@@ -111,6 +112,7 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
         changes=_changes(store, json.loads(evaluation[4] or "{}")),
         cliff=_cliff(assets, day),
         top_risks=_top_risks(open_findings, assets, rules_detail),
+        windows=_windows(assets),
         certificates=_certificates(open_findings),
         tls_services=_tls_services(open_findings),
         certificates_read=store.conn.execute(
@@ -209,6 +211,36 @@ def _place(f: dict[str, Any]) -> dict[str, str]:
     """Where a service finding is: the host and "443/tcp" (its subject is "tcp/443")."""
     protocol, _, port = str(f["subject"]).partition("/")
     return {"host": clean(" ".join(x for x in (f["address"], f["hostname"]) if x), 160), "port": f"{port}/{protocol}"}
+
+
+WINDOWS_PRODUCTS = ("windows", "windows-server", "windows-embedded", "windows-server-core", "windows-nano-server")
+
+
+def _windows(assets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Windows estate as a council's auditor asks for it: each release by count, with its end of support
+    and its paid extended support (ESU) where there is one, the oldest first; and how many machines look like
+    Windows but could not be told apart (nmap's guess alone names no release)."""
+    releases: Counter[tuple[str, str, str, str]] = Counter()
+    unnamed = 0
+    catalogue = default_catalogue()
+    for a in assets:
+        os_ = a["os"] or {}
+        if os_.get("product") in WINDOWS_PRODUCTS and (os_.get("cycle") or os_.get("cycles")):
+            label = os_.get("label") or " ".join(x for x in (os_.get("product"), os_.get("cycle")) if x)
+            # The ESU's end even once it has passed (the item keeps it only while it is what is left).
+            product = catalogue.products.get(os_["product"])
+            cycle = product.cycle(os_.get("cycle") or "") if product else None
+            esu = os_.get("extended_until") or (cycle.eoes.isoformat() if cycle and isinstance(cycle.eoes, date)
+                                                 else "")  # fmt: skip
+            releases[(clean(label, 120), os_.get("lifecycle_state") or "unknown", os_.get("eol_date") or "",
+                      esu)] += 1  # fmt: skip
+        elif "windows" in str(os_.get("name") or "").lower():
+            unnamed += 1
+    rows = [{"release": r, "state": s, "eol_date": e, "extended_until": x, "count": n}
+            for (r, s, e, x), n in releases.items()]  # fmt: skip
+    rows.sort(key=lambda w: (w["eol_date"] or "9999", w["release"]))
+    return {"releases": rows, "total": sum(releases.values()) + unnamed, "unnamed": unnamed,
+            "unsupported": sum(w["count"] for w in rows if w["state"] == "end-of-life")}  # fmt: skip
 
 
 def _certificates(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:

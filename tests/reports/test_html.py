@@ -168,3 +168,27 @@ def test_report_refuses_without_an_evaluation(tmp_path: Path) -> None:
     assert before.get("product") != "debian"
     assert run_posture("evaluate", db=db).returncode == 0
     assert json.loads(run_posture("assets", "--format", "json", db=db).stdout)[0]["os"]["product"] == "debian"
+
+
+def test_windows_estate_counts_releases_with_their_dates(tmp_path: Path) -> None:
+    """Issue 14 item 4: the report's "Windows estate" gives each release by count with its end of support and
+    its ESU's end (kept even once passed: Server 2008 R2 SP1's ESU ended 2023-01-10, endoflife.date's `eoes`),
+    and counts Windows machines whose release nothing told apart (an RDP port's CPE alone)."""
+    xml = write_estate(tmp_path / "scan.xml", [
+        Host("10.9.0.1", "00:11:22:00:00:01", [RDP, SMB1], WINDOWS_2008),
+        Host("10.9.0.2", "00:11:22:00:00:02", [RDP, SMB1], WINDOWS_2008),
+        Host("10.9.0.3", "00:11:22:00:00:03", [RDP]),
+        Host("10.9.0.4", "00:11:22:00:00:04", [SSH_DEBIAN]),
+    ])  # fmt: skip
+    db, html = tmp_path / "w.db", tmp_path / "w.html"
+    for args in (("import", "nmap", str(xml)), ("evaluate", "--on", "2026-12-07"),
+                 ("report", "--html", str(html), "--on", "2026-12-07")):  # fmt: skip
+        result = run_posture(*args, db=db)
+        assert result.returncode == 0, result.stderr
+    page = html.read_text(encoding="utf-8")
+    section = page[page.index('<h2 id="windows">'):page.index('<section aria-labelledby="certificates">')]
+    text = re.sub(r"<[^>]+>", " ", section)
+    assert "3 Windows machines; 2 run a release whose support has ended; 1 could not be told apart" in text
+    row = re.findall(r"<tr>.*?</tr>", section.split("<tbody>")[1])
+    assert len(row) == 1 and all(s in row[0] for s in ("Windows Server 2008 R2 SP1", ">2<", "end-of-life",
+                                                       "2020-01-14", "2023-01-10"))  # fmt: skip
