@@ -146,29 +146,30 @@ class Settings:
                     raise RuleError(f"config: [rules.sla_days] {severity[:40]!r} is not a severity ({names})")
                 sla[severity] = _positive(days, f"sla_days.{severity}")
             values["sla_days"] = sla
-        lifecycle = config.get("lifecycle", {}) if isinstance(config, dict) else {}
-        if not isinstance(lifecycle, dict):
-            raise RuleError("config: [lifecycle] must be a table")
-        unknown = set(lifecycle) - {"unsupported_after"}
-        if unknown:
-            names = ", ".join(printable(k, 40) for k in sorted(unknown))
-            raise RuleError(f"config: unknown key(s) in [lifecycle]: {names}")
+        lifecycle = _table(config, "lifecycle", {"unsupported_after"})
         if "unsupported_after" in lifecycle:
             policy = lifecycle["unsupported_after"]
             if policy not in POLICIES:
                 raise RuleError(f"config: [lifecycle] unsupported_after must be one of {', '.join(POLICIES)}, "
                                 f"not {printable(str(policy), 40)}")  # fmt: skip
             values["unsupported_after"] = policy
-        tls = config.get("tls", {}) if isinstance(config, dict) else {}
-        if not isinstance(tls, dict):
-            raise RuleError("config: [tls] must be a table")
-        unknown = set(tls) - {"expiry_warning_days"}
-        if unknown:
-            names = ", ".join(printable(k, 40) for k in sorted(unknown))
-            raise RuleError(f"config: unknown key(s) in [tls]: {names}")
+        tls = _table(config, "tls", {"expiry_warning_days"})
         if "expiry_warning_days" in tls:
             values["expiry_warning_days"] = _positive(tls["expiry_warning_days"], "expiry_warning_days", "tls")
         return cls(**values)
+
+
+def _table(config: Any, name: str, keys: set[str]) -> dict[str, Any]:
+    """A config table of the rules stage (`[lifecycle]`, `[tls]`), its keys checked: a typo is refused, never
+    silently ignored."""
+    table = config.get(name, {}) if isinstance(config, dict) else {}
+    if not isinstance(table, dict):
+        raise RuleError(f"config: [{name}] must be a table")
+    unknown = set(table) - keys
+    if unknown:
+        names = ", ".join(printable(k, 40) for k in sorted(unknown))
+        raise RuleError(f"config: unknown key(s) in [{name}]: {names}")
+    return table
 
 
 SETTING_NAMES = {"horizon_days", "stale_days", "uptime_days", "expiry_warning_days"}

@@ -8,14 +8,17 @@ the truth on this machine rather than with a string written into the test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +43,50 @@ def _installed_version(argv: list[str], pattern: str) -> str | None:
         return None
     m = re.search(pattern, (out.stdout + out.stderr).decode("utf-8", "replace"))
     return m.group(1) if m else None
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a daemon started with `start_new_session=True` and everything it forked (smbd, nmbd and nginx
+    fork workers): SIGTERM to its process group, SIGKILL if it has not gone in ten seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def address_on_lo(address: str) -> Iterator[None]:
+    """Samba binds only to an address an interface has: give lo `address` for the block, then take it back.
+    (nginx, sshd and nmap need nothing: all of 127.0.0.0/8 answers on lo.)"""
+    have = f" {address}/" in subprocess.run(["ip", "-4", "addr", "show", "dev", "lo"], capture_output=True,
+                                            text=True, check=True).stdout  # fmt: skip
+    if not have:
+        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], check=True)
+    try:
+        yield
+    finally:
+        if not have:
+            subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], check=False)
+
+
+def nginx_config(root: Path, servers: str) -> Path:
+    """An nginx.conf for an unprivileged foreground nginx whose every file is under `root`, serving the
+    given `server { ... }` blocks."""
+    temp = root / "nginx-tmp"
+    temp.mkdir(parents=True, exist_ok=True)
+    config = root / "nginx.conf"
+    config.write_text(
+        f"daemon off;\npid {root / 'nginx.pid'};\nerror_log {root / 'nginx-error.log'};\nworker_processes 1;\n"
+        "events { worker_connections 64; }\n"
+        f"http {{ access_log off; client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy;\n"
+        f"  fastcgi_temp_path {temp}/fcgi; uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;\n"
+        f"{servers}}}\n"
+    )
+    return config
 
 
 def _wait_listening(address: str, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 15.0) -> None:
@@ -152,16 +199,8 @@ class Lab(_ProcessLab):
 
     def _start_http(self, root: Path, address: str, port: int) -> LabDaemon:
         nginx = find_binary("nginx", "nginx-light")
-        (root / "nginx-tmp").mkdir()
-        temp = root / "nginx-tmp"
-        config = root / "nginx.conf"
-        config.write_text(
-            f"daemon off;\npid {root / 'nginx.pid'};\nerror_log {root / 'nginx-error.log'};\nworker_processes 1;\n"
-            "events { worker_connections 64; }\n"
-            f"http {{ access_log off; client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy;\n"
-            f"  fastcgi_temp_path {temp}/fcgi; uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;\n"
-            f"  server {{ listen {address}:{port}; location / {{ return 200 'posture lab\\n'; }} }} }}\n"
-        )
+        server = f"  server {{ listen {address}:{port}; location / {{ return 200 'posture lab\\n'; }} }}\n"
+        config = nginx_config(root, server)
         proc = self._spawn([nginx, "-c", str(config), "-p", str(root)], root / "http.log")
         version = _installed_version([nginx, "-v"], r"nginx/([0-9.]+)")
         return LabDaemon("http", address, port, "nginx", version, proc)

@@ -8,8 +8,6 @@ tests.rules.tls_lab DIR` runs the lab once and keeps nmap's XML; tests/scanner/d
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from scanner.lab import _wait_listening, find_binary
+from scanner.lab import _wait_listening, find_binary, nginx_config, stop_group
 
 PORT = 443
 MODERN_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"  # forward secrecy and AEAD only: the NCSC's TLS 1.2 profile
@@ -114,8 +112,6 @@ def make_certificates(root: Path, sites: list[Site], now: datetime) -> None:
 
 
 def _nginx_config(root: Path, sites: list[Site]) -> Path:
-    temp = root / "nginx-tmp"
-    temp.mkdir(exist_ok=True)
     servers = "".join(
         f"  server {{ listen {s.address}:{PORT} ssl; ssl_certificate {root / s.name}.pem; "
         f"ssl_certificate_key {root / s.name}.key; ssl_protocols {s.protocols}; "
@@ -123,15 +119,7 @@ def _nginx_config(root: Path, sites: list[Site]) -> Path:
         f'ssl_ciphers "{s.ciphers}{"" if "SECLEVEL" in s.ciphers else ":@SECLEVEL=0"}"; return 200 "lab\\n"; }}\n'
         for s in sites
     )
-    config = root / "nginx.conf"
-    config.write_text(
-        f"daemon off;\npid {root / 'nginx.pid'};\nerror_log {root / 'nginx-error.log'};\nworker_processes 1;\n"
-        "events { worker_connections 64; }\n"
-        f"http {{ access_log off; client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy;\n"
-        f"  fastcgi_temp_path {temp}/fcgi; uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;\n"
-        f"{servers}}}\n"
-    )
-    return config
+    return nginx_config(root, servers)
 
 
 @contextlib.contextmanager
@@ -149,13 +137,7 @@ def nginx(root: Path, sites: list[Site]) -> Iterator[None]:
                 _wait_listening(site.address, PORT, proc, root / "nginx-error.log")
             yield
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            stop_group(proc)
 
 
 def nmap(sites: list[Site], scripts: str, out: Path) -> Path:

@@ -8,15 +8,13 @@ with the address, the lowest protocol, the signing setting and NetBIOS (nmbd, fo
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from scanner.lab import _wait_listening, find_binary
+from scanner.lab import _wait_listening, address_on_lo, find_binary, stop_group
 
 
 def smb_conf(root: Path, address: str, min_protocol: str, signing: str, netbios: bool, netbios_name: str) -> Path:
@@ -36,30 +34,6 @@ def smb_conf(root: Path, address: str, min_protocol: str, signing: str, netbios:
         f"log file = {root / 'log.%m'}\n"
     )
     return conf
-
-
-@contextlib.contextmanager
-def address_on_lo(address: str) -> Iterator[None]:
-    """Samba binds only to an address an interface has: give lo `address` for the test, then take it back."""
-    have = f" {address}/" in subprocess.run(["ip", "-4", "addr", "show", "dev", "lo"], capture_output=True,
-                                            text=True, check=True).stdout  # fmt: skip
-    if not have:
-        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], check=True)
-    try:
-        yield
-    finally:
-        if not have:
-            subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], check=False)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def _wait_udp_bound(address: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -88,7 +62,7 @@ def samba(root: Path, address: str, min_protocol: str, signing: str = "default",
         @stack.callback
         def stop_all() -> None:
             for proc in reversed(procs):
-                _stop(proc)
+                stop_group(proc)
 
         for name in ("smbd", "nmbd") if netbios else ("smbd",):
             log = root / f"{name}.log"

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from scanner.lab import _wait_listening, find_binary
+from scanner.lab import find_binary
 from scanner.model import MAX_EVIDENCE
 from scanner.nmap_xml import MAX_SCRIPT_LINES, MAX_SCRIPTS_PER_PORT, NmapXmlReader
 from tests.conftest import assets_json, query, run_posture
+from tests.scanner.smb_servers import samba
 
 DATA = Path(__file__).parent / "data"
 SMB1_XML = DATA / "samba-smb1-hostscripts.xml"
@@ -135,59 +134,9 @@ def test_hostile_hostscript_is_bounded(tmp_path: Path, case: str) -> None:
     assert len(evidence[0]) < 2_000_000
 
 
-def _smb_conf(root: Path, min_protocol: str) -> Path:
-    """A minimal smb.conf: one address, no NetBIOS, every state folder under `root`."""
-    dirs = {name: root / name for name in ("lock", "state", "cache", "pid", "private", "ncalrpc")}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
-    conf = root / "smb.conf"
-    conf.write_text(
-        "[global]\n"
-        f"server min protocol = {min_protocol}\n"
-        f"interfaces = {SMB_ADDRESS}\nbind interfaces only = yes\ndisable netbios = yes\nsmb ports = 445\n"
-        "server role = standalone server\nworkgroup = POSTURELAB\nnetbios name = LABSMB\n"
-        f"lock directory = {dirs['lock']}\nstate directory = {dirs['state']}\ncache directory = {dirs['cache']}\n"
-        f"pid directory = {dirs['pid']}\nprivate dir = {dirs['private']}\nncalrpc dir = {dirs['ncalrpc']}\n"
-        f"log file = {root / 'log.%m'}\n"
-    )
-    return conf
-
-
-@contextlib.contextmanager
-def _address_on_lo() -> Iterator[None]:
-    """smbd binds only to an address an interface has: give lo 127.98.0.1 for the test, then take it back."""
-    have = SMB_ADDRESS in subprocess.run(["ip", "-4", "addr", "show", "dev", "lo"], capture_output=True,
-                                         text=True, check=True).stdout  # fmt: skip
-    if not have:
-        subprocess.run(["ip", "addr", "add", f"{SMB_ADDRESS}/32", "dev", "lo"], check=True)
-    try:
-        yield
-    finally:
-        if not have:
-            subprocess.run(["ip", "addr", "del", f"{SMB_ADDRESS}/32", "dev", "lo"], check=False)
-
-
-@contextlib.contextmanager
-def _smbd(root: Path, min_protocol: str) -> Iterator[None]:
-    """A real smbd on 127.98.0.1:445, stopped (its whole process group) however the test ends."""
-    conf = _smb_conf(root, min_protocol)
-    log = root / "smbd.log"
-    smbd = find_binary("smbd", "samba")
-    argv = [smbd, "--foreground", "--no-process-group", "--debug-stdout", "-d1", "-s", str(conf)]
-    with _address_on_lo(), log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-        try:
-            _wait_listening(SMB_ADDRESS, 445, proc, log)
-            yield
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+def _smbd(root: Path, min_protocol: str) -> contextlib.AbstractContextManager[None]:
+    """A real smbd on 127.98.0.1:445, no NetBIOS (tests/scanner/smb_servers.py), stopped however the test ends."""
+    return samba(root, SMB_ADDRESS, min_protocol)
 
 
 @pytest.mark.lab

@@ -16,10 +16,10 @@ import contextlib
 import json
 import re
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ import pytest
 
 from scanner.agents.nmap import SAFE_SCRIPTS, TLS_CIPHERS_SCRIPT
 from scanner.jobs import parse_jobs
-from scanner.lab import _wait_listening, find_binary
 from tests.conftest import assets_json, query, run_posture
+from tests.rules.tls_lab import Site, make_certificates, nginx
 from tests.scanner.smb_servers import samba
 
 DATA = Path(__file__).parent / "data"
@@ -326,33 +326,12 @@ TLS_HOST = "127.102.8.1"
 
 @contextlib.contextmanager
 def _nginx_tls(root: Path) -> Iterator[None]:
-    """A real nginx serving TLS on TLS_HOST:443 with a certificate openssl makes for the test."""
+    """A real nginx serving TLS on TLS_HOST:443 with a certificate openssl makes for the test (tls_lab's)."""
+    sites = [Site("intranet", TLS_HOST)]
     root.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(root / "key.pem"),
-                    "-out", str(root / "cert.pem"), "-days", "30", "-subj", "/CN=intranet.posture.test"],
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
-    temp = root / "tmp"
-    temp.mkdir()
-    config = root / "nginx.conf"
-    config.write_text(
-        f"daemon off;\npid {root / 'nginx.pid'};\nerror_log {root / 'error.log'};\nworker_processes 1;\n"
-        "events { worker_connections 64; }\n"
-        f"http {{ access_log off; client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy;\n"
-        f"  fastcgi_temp_path {temp}/fcgi; uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;\n"
-        f"  server {{ listen {TLS_HOST}:443 ssl; ssl_certificate {root / 'cert.pem'};\n"
-        f"    ssl_certificate_key {root / 'key.pem'}; location / {{ return 200 'posture\\n'; }} }} }}\n"
-    )
-    log = root / "nginx.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([find_binary("nginx", "nginx-light"), "-c", str(config), "-p", str(root)],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-        try:
-            _wait_listening(TLS_HOST, 443, proc, log)
-            yield
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    make_certificates(root, sites, datetime.now(UTC))
+    with nginx(root, sites):
+        yield
 
 
 @pytest.mark.lab
