@@ -26,6 +26,7 @@ from scanner.store import PreparedHost
 REGISTRY: dict[str, str] = {
     "nmap": "scanner.sources.nmap:NmapSource",
     "snmp": "scanner.sources.snmp:SnmpSource",
+    "ad": "scanner.sources.ad:DirectorySource",
 }
 
 
