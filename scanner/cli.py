@@ -889,7 +889,7 @@ def _print_assets(assets: list[dict[str, Any]]) -> None:
                     # The name people know once identified ("Microsoft Windows XP SP3"), else what it said.
                     os_.get("label") or _first_line(os_.get("name") or "unknown", 48),
                     _support(os_) or ("unknown" if "software" in a else ""),  # rules ran, found no OS
-                    services,
+                    services or a.get("note") or "",  # a directory-only asset: "in directory, not seen..."
                     a["owner"] or "",
                     (a["last_seen"] or "")[:10],  # the day: the full time is in --format json/csv
                 )

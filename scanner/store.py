@@ -31,6 +31,7 @@ GENERIC_HOSTNAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localh
 # Sources that read a register of machines rather than the network (Active Directory): their sighting is not
 # a network sighting (first/last seen stay as the network saw them), and they may merge by short name.
 DIRECTORY_SOURCES = frozenset({"ad"})
+NOT_NETWORK_SOURCES = DIRECTORY_SOURCES | {"import"}  # an asset only these know was never seen on the network
 
 
 def utc_now() -> str:
