@@ -23,14 +23,17 @@ import re
 import ssl
 import time
 import urllib.parse
+import warnings
 from collections.abc import Iterator
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import ldap3  # type: ignore[import-untyped]
-from ldap3.core import exceptions as lx  # type: ignore[import-untyped]
+with warnings.catch_warnings():  # ldap3 2.9.1 imports names pyasn1 0.6 deprecates: not posture's to fix
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import ldap3  # type: ignore[import-untyped]
+    from ldap3.core import exceptions as lx  # type: ignore[import-untyped]
 
 from scanner.model import HostObservation, OsMatch, bound
 from scanner.sources import Batch, Outcome, Progress, Request, SourceError
@@ -206,11 +209,14 @@ class DirectorySource:
         conn = ldap3.Connection(server, user=bind_name, password=password, auto_referrals=False,
                                 receive_timeout=TIMEOUT, raise_exceptions=False, read_only=True)  # fmt: skip
         del password
-        where = f"{scheme}://{host}:{port}"
+        where = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
         try:
-            conn.open()
-            if options.get("starttls") and not conn.start_tls():
-                raise SourceError(f"{where} refused StartTLS: {self._said(conn)}", "use ldaps:// or check the server")
+            with warnings.catch_warnings():  # ldap3 checks the certificate's name with ssl.match_hostname
+                warnings.simplefilter("ignore", DeprecationWarning)  # (deprecated, still right on 3.11)
+                conn.open()
+                if options.get("starttls") and not conn.start_tls():
+                    raise SourceError(f"{where} refused StartTLS: {self._said(conn)}",
+                                      "use ldaps:// or check the server")  # fmt: skip
             if not conn.bind():
                 code = conn.result.get("result")
                 if code == _STRONG_AUTH:
@@ -243,7 +249,7 @@ class DirectorySource:
                     "give the CA that signed it with --ca-file PEM")  # fmt: skip
         if "doesn't match any name" in text or "LDAPCertificateError" in type(exc).__name__:
             return (f"{where}: the server's certificate does not name {where.split('//')[1].rsplit(':', 1)[0]}",
-                    "connect by the name its certificate holds")  # fmt: skip
+                    "connect by a name its certificate holds")  # fmt: skip
         if "socket" in text.lower() or "timed out" in text or "refused" in text or "unreachable" in text:
             return f"cannot reach {where}: {text.splitlines()[0][:160]}", "check the address, port and firewalls"
         return f"{where}: {type(exc).__name__}: {text.splitlines()[0][:160] if text else ''}", "check the server"
@@ -294,11 +300,11 @@ class DirectorySource:
                         entries.append((str(entry.get("dn") or ""), entry.get("raw_attributes") or {}))
                     elif entry.get("type") == "searchResRef":
                         referrals += 1  # never followed: see the module docstring
+                control = (self._conn.result.get("controls") or {}).get("1.2.840.113556.1.4.319") or {}
+                cookie = (control.get("value") or {}).get("cookie") or None  # before managedBy look-ups reset it
                 pages += 1
                 objects += len(entries)
                 hosts = [self._host(dn, raw, request.options, stale_days) for dn, raw in entries]
-                control = (self._conn.result.get("controls") or {}).get("1.2.840.113556.1.4.319") or {}
-                cookie = (control.get("value") or {}).get("cookie") or None
                 if cookie:
                     yield Batch(hosts=hosts)
                     continue
