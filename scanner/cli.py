@@ -118,9 +118,11 @@ class _Reporter:
     recent-speed estimate (rich's own) swing wildly.
     """
 
-    def __init__(self, devices: bool = False) -> None:
+    def __init__(self, noun: str = "addresses") -> None:
         self.tty = sys.stderr.isatty()
-        self.devices = devices  # SNMP: devices saved in batches, not address chunks
+        self.noun = noun  # addresses (nmap), devices (SNMP: saved in batches), objects (a directory)
+        self.devices = noun == "devices"
+        self._said = 0.0
         self._progress: Any = None
         self._task: Any = None
         self._started = time.monotonic()
@@ -140,7 +142,8 @@ class _Reporter:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
-                TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TextColumn("hosts"),
+                TextColumn("scanning" if self.noun != "objects" else "reading"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("hosts" if self.noun == "addresses" else self.noun),
                 TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
                 console=Console(stderr=True), transient=True,
             )  # fmt: skip
@@ -148,6 +151,8 @@ class _Reporter:
             self._task = self._progress.add_task("scan", total=total_hosts, completed=already_done, eta="-:--:--")
         elif self.devices:
             click.echo(f"posture: asking {total_hosts} devices over SNMP", err=True)
+        elif self.noun == "objects":
+            click.echo("posture: reading the directory", err=True)
         else:
             click.echo(f"posture: scanning {total_hosts} addresses in {total_chunks} chunk(s)", err=True)
 
@@ -155,7 +160,15 @@ class _Reporter:
         if self._progress is not None:
             self._progress.update(self._task, completed=hosts_done, eta=self._eta(hosts_done))
 
+    def batch_saved(self, hosts_done: int, hosts_up: int) -> None:
+        """After every batch: a directory has no address count to show, so say how many objects are in."""
+        if self.noun == "objects" and time.monotonic() - self._said > 5:
+            self._said = time.monotonic()
+            click.echo(f"posture: {hosts_up:,} objects saved", err=True)
+
     def chunk_done(self, chunks_done: int, total_chunks: int, hosts_done: int, hosts_up: int) -> None:
+        if self.noun == "objects":
+            return
         if self._progress is None and self.devices:
             click.echo(
                 f"posture: {hosts_done} of {self._total} devices saved, {hosts_up} answered, "
@@ -209,20 +222,18 @@ def snmp_options(f: Any) -> Any:
 
 
 def _snmp_run(ctx: click.Context, store: Any, addresses: list[str], targets: list[str], params: dict[str, Any]) -> Any:
-    from scanner.agents.snmp import PUBLIC, SnmpOptions
-    from scanner.snmp_job import run_snmp_scan
-    from scanner.vault import snmp_credential
+    from scanner.scan import run_source
+    from scanner.sources import Request, get_source
 
-    credentials = [snmp_credential(name) for name in params["creds"]] or [PUBLIC]
-    options = SnmpOptions(
-        port=params["snmp_port"], timeout=params["snmp_timeout"], retries=params["snmp_retries"],
-        deadline=params["snmp_deadline"], concurrency=params["snmp_concurrency"],
-    )  # fmt: skip
-    summary = run_snmp_scan(store, addresses, credentials, options, _Reporter(devices=True), targets)
+    options = {"creds": list(params["creds"]), "port": params["snmp_port"], "timeout": params["snmp_timeout"],
+               "retries": params["snmp_retries"], "deadline": params["snmp_deadline"],
+               "concurrency": params["snmp_concurrency"]}  # fmt: skip
+    request = Request(targets or addresses, options, addresses=addresses)
+    summary = run_source(store, get_source("snmp"), request, _Reporter("devices"))
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.by_status.items()))
     click.echo(
-        f"SNMP scan {summary.scan_id}: {summary.done} devices asked ({counts}); {summary.new_assets} new assets, "
-        f"{summary.software} software and hardware rows. Inventory: {store.path}"
+        f"SNMP scan {summary.scan_id}: {summary.hosts_done} devices asked ({counts}); {summary.new_assets} new "
+        f"assets, {summary.software} software and hardware rows. Inventory: {store.path}"
     )
     for address, status, detail in summary.problems[:30]:
         click.echo(f"  {address}: {status}: {printable(detail, 160)}", err=True)
@@ -363,19 +374,21 @@ def scan(
 
     Exit codes: 0 hosts found, 2 bad input or setup, 3 no host answered, 130 interrupted.
     """
-    from scanner.agents import get_agent
-    from scanner.scan import execute_scan, resumable_scan, start_scan
+    from scanner.scan import execute_run, resumable_scan, run_source, stored_request
+    from scanner.sources import Request, get_source
     from scanner.targets import validate_ports
 
-    agent = get_agent("nmap")
+    source = get_source("nmap")
     if resume is not None:
         if targets:
             raise PostureError("give either TARGETS or --resume, not both", "see `posture scan --help`")
         with open_store(ctx) as store:
             scan_id = resumable_scan(store, resume or None)
-            agent.check()
+            request = stored_request(store, scan_id, parallel)
+            source.check(request)
             store.claim_scan(scan_id)
-            _finish_scan(ctx, store, execute_scan(store, agent, scan_id, parallel, _Reporter()), with_snmp, snmp_params)
+            summary = execute_run(store, source, scan_id, request, _Reporter())
+            _finish_scan(ctx, store, summary, with_snmp, snmp_params)
         return
 
     if not targets:
@@ -394,26 +407,16 @@ def scan(
         "printer_ports": printer_ports,
         "dns": dns,
     }
+    request = Request(list(targets), options, exclude=list(exclude), scope=[str(n) for n in scope_nets],
+                      chunk_size=chunk_size, parallel=parallel, hostnames=plan.hostnames, plan=plan)  # fmt: skip
     if dry_run:
-        click.echo(
-            f"{len(plan.addresses)} addresses ({plan.excluded} excluded) in "
-            f"{len(plan.chunks(chunk_size))} chunk(s) of up to {chunk_size}"
-        )
-        click.echo(" ".join(agent.describe(options, plan.chunks(chunk_size)[0])))
+        units = source.units(request)
+        click.echo(f"{len(plan.addresses)} addresses ({plan.excluded} excluded) in {len(units)} chunk(s) of up to "
+                   f"{chunk_size}")  # fmt: skip
+        click.echo(" ".join(source.describe(request, units[0][0])))
         return
     with open_store(ctx) as store:
-        store.reap_stale_scans()
-        scan_id = start_scan(
-            store,
-            agent,
-            plan,
-            options,
-            targets=list(targets),
-            exclude=list(exclude),
-            scope=[str(n) for n in scope_nets],
-            chunk_size=chunk_size,
-        )
-        _finish_scan(ctx, store, execute_scan(store, agent, scan_id, parallel, _Reporter()), with_snmp, snmp_params)
+        _finish_scan(ctx, store, run_source(store, source, request, _Reporter()), with_snmp, snmp_params)
 
 
 def _finish_scan(ctx: click.Context, store: Any, summary: Any, with_snmp: bool, snmp_params: dict[str, Any]) -> None:
@@ -677,14 +680,14 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
     db = Path(ctx.find_root().params.get("db") or data_dir() / "demo.db")
     click.echo("posture demo: starting the lab (real daemons and recorded devices on 127.0.1.x)...", err=True)
     with demo_lab(snmp_port()) as (lab, sim), Store.open(db) as store:
-        run = scan_demo(store, lab, sim, _Reporter(), _Reporter(devices=True))
+        run = scan_demo(store, lab, sim, _Reporter(), _Reporter("devices"))
         # The rules stage evaluates first: the table shows what it identified, and its summary follows.
         summary = [line for ep in entry_points(group="posture.after_scan") for line in ep.load()(ctx, store)]
         _print_assets(_asset_rows(store, store.assets_seen_in(run.nmap.scan_id, run.snmp.scan_id)))
         counts = ", ".join(f"{n} {status}" for status, n in sorted(run.snmp.by_status.items()))
         click.echo(
             f"nmap found {run.nmap.hosts_up} hosts with {run.nmap.services} services; SNMP asked "
-            f"{run.snmp.done} devices ({counts}) and read {run.snmp.software} software and hardware rows."
+            f"{run.snmp.hosts_done} devices ({counts}) and read {run.snmp.software} software and hardware rows."
         )
         for line in summary:
             click.echo(line)
@@ -1200,6 +1203,7 @@ def _run_one(ctx: click.Context, job: Any) -> None:
     from scanner.jobs import job_lock, record_run
     from scanner.proc import HOOK_ENV, child_env, dies_with_parent
     from scanner.runlog import say
+    from scanner.sources import get_source
 
     root = ctx.find_root()
     started = datetime.now(UTC)
@@ -1213,6 +1217,10 @@ def _run_one(ctx: click.Context, job: Any) -> None:
             except NothingScanned as exc:
                 nothing = True
                 say(f"job {job.name}: {exc}", logging.WARNING)
+        for method, request in job.settings:  # sources told what to read by their own table (a directory)
+            summary = _run_source(ctx, method, request)
+            say(f"job {job.name}: {method}: {summary.hosts_up} {get_source(method).noun} read, "
+                f"{summary.new_assets} new assets (scan {summary.scan_id})")
         bundles = _import_inbox(ctx, Path(job.inbox)) if job.inbox else {}
         record_run(job.name, started)
         if "evaluate" in cli.commands:
@@ -1236,6 +1244,15 @@ def _run_one(ctx: click.Context, job: Any) -> None:
         say(f"job {job.name} finished: {summary['new_assets']} new, {summary['gone_assets']} gone, "
             f"{summary['changed_assets']} changed assets; {summary['new_findings']} new, "
             f"{summary['fixed_findings']} fixed findings")
+
+
+def _run_source(ctx: click.Context, name: str, request: Any) -> Any:
+    """One run of a source that is not a network scan, through the common runner (`scanner.scan`)."""
+    from scanner.scan import run_source
+    from scanner.sources import get_source
+
+    with open_store(ctx) as store:
+        return run_source(store, get_source(name), request, _Reporter(noun=get_source(name).noun))
 
 
 def _import_inbox(ctx: click.Context, inbox: Path) -> dict[str, int]:

@@ -10,11 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from scanner.agents import get_agent
-from scanner.agents.snmp import PUBLIC, SnmpOptions
 from scanner.lab import Lab, SnmpSimLab
-from scanner.scan import ProgressReporter, ScanSummary, execute_scan, start_scan
-from scanner.snmp_job import SnmpSummary, run_snmp_scan
+from scanner.scan import ProgressReporter, ScanSummary, run_source
+from scanner.sources import Request, get_source
 from scanner.store import Store
 from scanner.targets import parse_target, plan_scan
 
@@ -24,7 +22,7 @@ DAEMON_ADDRESSES = ("127.0.1.21", "127.0.1.22", "127.0.1.23")
 @dataclass
 class DemoRun:
     nmap: ScanSummary
-    snmp: SnmpSummary
+    snmp: ScanSummary
 
 
 def snmp_port() -> int:
@@ -40,10 +38,10 @@ def demo_lab(port: int) -> Iterator[tuple[Lab, SnmpSimLab]]:
 
 def scan_demo(store: Store, lab: Lab, sim: SnmpSimLab, hosts: ProgressReporter, devices: ProgressReporter) -> DemoRun:
     """nmap over the daemons, then SNMP over the recorded devices, into `store`."""
-    agent = get_agent("nmap")
     plan = plan_scan([parse_target(t) for t in lab.targets])
-    options = {"ports": lab.ports_spec, "dns": False}
-    scan_id = start_scan(store, agent, plan, options, targets=lab.targets, exclude=[], scope=[], chunk_size=256)
-    nmap = execute_scan(store, agent, scan_id, 1, hosts)
-    snmp = run_snmp_scan(store, list(sim.devices), [PUBLIC], SnmpOptions(port=sim.port, timeout=6, retries=1), devices)
+    nmap = run_source(store, get_source("nmap"), Request(lab.targets, {"ports": lab.ports_spec, "dns": False},
+                                                         plan=plan, parallel=1), hosts)  # fmt: skip
+    snmp_options = {"port": sim.port, "timeout": 6, "retries": 1}
+    snmp = run_source(store, get_source("snmp"), Request(list(sim.devices), snmp_options,
+                                                         addresses=list(sim.devices)), devices)  # fmt: skip
     return DemoRun(nmap, snmp)

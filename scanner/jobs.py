@@ -3,7 +3,7 @@
     [jobs.town-hall]
     targets = ["10.20.0.0/24"]
     scope = ["10.20.0.0/16"]
-    methods = ["nmap", "snmp"]        # nmap (default), snmp
+    methods = ["nmap", "snmp"]        # discovery sources (`scanner.sources`); nmap is the default
     creds = ["core-v3"]               # credential names from `posture creds`
     max_rate = 100
     schedule = "30 2 * * 1-5"         # cron: 02:30 on weekdays
@@ -42,6 +42,7 @@ from scanner.inputs import key_line
 from scanner.model import printable
 from scanner.paths import state_dir
 from scanner.safefs import create_new, make_dirs, open_append, open_dir, write_atomic
+from scanner.sources import NETWORK_SOURCES, get_source, source_names
 from scanner.targets import check_target, parse_target, validate_ports
 
 JOB_KEYS = {"targets", "exclude", "scope", "methods", "creds", "max_rate", "ports", "schedule", "report",
@@ -65,6 +66,7 @@ class Job:
     dns: bool = True
     allow_overlap: bool = False
     inbox: str | None = None
+    settings: tuple[tuple[str, Any], ...] = ()  # (source, its request) for the methods with a table of their own
 
     def scan_argv(self) -> list[str]:
         """The job as `posture scan` arguments (a list: nothing goes through a shell).
@@ -122,7 +124,7 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             raise fail(None, "a job name is lower case letters, digits, - and _ (at most 63)")
         if not isinstance(table, dict):
             raise fail(None, "must be a table")
-        unknown = sorted(set(table) - JOB_KEYS)
+        unknown = sorted(set(table) - JOB_KEYS - set(source_names()))
         if unknown:
             raise fail(unknown[0], f"unknown key {unknown[0]!r} (a job has {', '.join(sorted(JOB_KEYS))})")
         lists: dict[str, tuple[str, ...]] = {}
@@ -135,11 +137,26 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             problem = _target_problem(target)
             if problem:
                 raise fail("targets", problem)
-        if not lists["targets"] and not table.get("inbox"):
-            raise fail("targets", "a job needs targets (to scan) or an inbox (of agent bundles)")
         methods = lists["methods"] or ("nmap",)
-        if set(methods) - {"nmap", "snmp"}:
-            raise fail("methods", "methods are nmap and snmp")
+        unknown = sorted(set(methods) - set(source_names()))
+        if unknown:
+            raise fail("methods", f"unknown method {unknown[0][:40]!r} (methods are {', '.join(source_names())})")
+        own = [m for m in methods if m not in NETWORK_SOURCES]
+        if not lists["targets"] and not table.get("inbox") and not own:
+            raise fail("targets", "a job needs targets (to scan), an inbox (of agent bundles) or a source "
+                       "with its own table (e.g. [jobs.NAME.ad])")  # fmt: skip
+        settings: list[tuple[str, Any]] = []
+        for method in sorted(set(source_names()) & set(table)):
+            if method not in methods:
+                raise fail(method, f"[jobs.{printable(name, 64)}.{method}] is given but {method!r} is not among "
+                           "this job's methods")  # fmt: skip
+        for method in [*own, *(m for m in NETWORK_SOURCES if m in table)]:
+            if not isinstance(table.get(method), dict):
+                raise fail("methods", f"method {method!r} needs its table [jobs.{printable(name, 64)}.{method}]")
+            try:  # a network source refuses a table of its own: it takes the job's targets
+                settings.append((method, get_source(method).job_request(table[method])))
+            except PostureError as exc:
+                raise fail(method, exc.message) from None
         if known_creds is not None:
             missing = [c for c in lists["creds"] if c not in known_creds]
             if missing:
@@ -174,6 +191,7 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             creds=lists["creds"], max_rate=max_rate, ports=table.get("ports"), schedule=schedule,
             report=table.get("report"), on_change=hook,
             dns=table.get("dns", True), allow_overlap=table.get("allow_overlap", False), inbox=table.get("inbox"),
+            settings=tuple(settings),
         )  # fmt: skip
     _check_overlaps(jobs, text, where)
     return jobs

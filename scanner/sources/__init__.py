@@ -15,12 +15,13 @@ hour resumes with the chunks not yet done; a directory is one unit (re-reading i
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from scanner.errors import PostureError
 from scanner.store import PreparedHost
+from scanner.targets import ScanPlan
 
 # name -> "module:Class". The name is the scan row's `source`, a job's method and the CLI's word for it.
 REGISTRY: dict[str, str] = {
@@ -54,14 +55,16 @@ class Batch(NamedTuple):
 
     `unit` is the unit of work this batch finishes (its seq), or None when more batches of the same unit
     follow; `done` the targets it finished (counted into the run's progress and `scans.hosts_done`);
-    `error` says the unit failed (it stays pending, so a resume tries it again)."""
+    `error` says the unit failed (it stays pending, so a resume tries it again). A device's own name
+    (SNMP sysName) goes in `sysnames`, not among the hostnames: it is matched the same way but is not DNS."""
 
-    hosts: Sequence[PreparedHost]
+    hosts: Iterable[PreparedHost]  # may be lazy: read in the thread that writes them
     done: int = 0
     unit: int | None = None
     outcomes: Sequence[Outcome] = ()
     tool_version: str | None = None
     error: str | None = None
+    sysnames: Sequence[Sequence[str]] = ()  # per host, in the order of `hosts`: the names a device gives itself
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Request:
     chunk_size: int = 256
     parallel: int = 2
     hostnames: dict[str, str] = field(default_factory=dict)  # address -> the name the user typed
+    plan: ScanPlan | None = None  # a new network run's addresses, chunked by family (not stored: the units are)
 
 
 Progress = Callable[[int], None]  # targets of the running units finished so far (partial progress)
@@ -103,7 +107,9 @@ class Source(Protocol):
         """The command (or its equivalent) one unit would run, for --dry-run; never a secret."""
         ...
 
-    def collect(self, request: Request, units: list[tuple[int, list[str], int]], progress: Progress) -> Iterator[Batch]:
+    def collect(
+        self, request: Request, units: list[tuple[int, list[str], int]], progress: Progress
+    ) -> Generator[Batch, None, None]:
         """Do the pending units (seq, targets, count), yielding batches as they are ready. Runs in the
         caller's thread between batches; may use its own threads. A KeyboardInterrupt may arrive at any
         yield: the runner then calls `cancel`."""
@@ -112,6 +118,16 @@ class Source(Protocol):
     def cancel(self) -> None:
         """Stop all work in flight (called from the main thread on an interrupt or a failure)."""
         ...
+
+    def job_request(self, settings: dict[str, Any]) -> Request:
+        """A scan job's `[jobs.NAME.<source>]` table as a request, each key checked (SourceError naming the
+        key). Network sources (nmap, snmp) take the job's own targets instead and refuse a table."""
+        ...
+
+
+# Sources that work on the job's and the command line's addresses (`targets`, `--scope`, chunks); the others
+# are told what to read by their own settings.
+NETWORK_SOURCES = ("nmap", "snmp")
 
 
 def source_names() -> list[str]:

@@ -34,6 +34,11 @@ BAD = [
     (JOB + 'creds = ["nope"]\n', "config.toml:3: jobs.town-hall: unknown credential 'nope'"),
     (GOOD + ANNEX, "config.toml:6: jobs.annex: its targets overlap those of jobs.town-hall"),
     ('[jobs.x]\ntargets = ["10.20.0.1;rm -rf /"]\n', "10.20.0.1;rm -rf /"),
+    # Methods are the discovery sources of the registry (scanner.sources); a source that is not told what to
+    # read by the job's targets needs its own table, and a network source refuses one.
+    (JOB + 'methods = ["nmap", "carrier-pigeon"]\n', "config.toml:3: jobs.town-hall: unknown method 'carrier-pigeon' "
+     "(methods are "),
+    (JOB + "\n[jobs.town-hall.nmap]\nports = \"22\"\n", "the nmap method takes the job's targets"),
 ]
 
 

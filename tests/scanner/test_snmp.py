@@ -223,6 +223,11 @@ def test_merge_with_nmap_results(snmpd: SnmpdLab, vault: dict[str, str], tmp_pat
         ("nmap-scan", "complete"),
         ("snmp-scan", "complete"),
     ]
+    # Both went through the one runner: each recorded its units before sending and marked them done.
+    assert query(db, "SELECT s.kind, c.status FROM scan_chunks c JOIN scans s ON s.id = c.scan_id ORDER BY s.id") == [
+        ("nmap-scan", "done"),
+        ("snmp-scan", "done"),
+    ]
 
 
 def test_looping_and_slow_agents_are_cut_off_others_unaffected(snmpd: SnmpdLab, vault: dict[str, str],
@@ -264,4 +269,6 @@ def test_sigterm_mid_snmp_scan_keeps_saved_devices(snmpd: SnmpdLab, vault: dict[
     assert query(db, "SELECT status FROM scans") == [("interrupted",)]
     saved = dict(query(db, "SELECT address, status FROM scan_targets"))
     assert saved == {SNMPD[0]: "ok", SNMPD[1]: "ok"}  # the finished devices are kept, the slow one is not
+    # Its unit (one chunk of the three addresses, as nmap would have it) is not done: a resume asks it again.
+    assert query(db, "SELECT status, host_count FROM scan_chunks") == [("pending", 3)]
     assert len(software_of(db, SNMPD[0], "application")) > 50
