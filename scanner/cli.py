@@ -540,63 +540,6 @@ def import_bundle(ctx: click.Context, files: tuple[Path, ...], max_size: int) ->
                            "see the reasons above")  # fmt: skip
 
 
-class _DirectoryReporter:
-    """Progress of a directory import: one line at the start (a directory is one unit of work)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def start(self, total_hosts: int, total_chunks: int, already_done: int) -> None:
-        click.echo(f"posture: reading computer objects from {printable(self.url, 120)}", err=True)
-
-    def update(self, hosts_done: int) -> None:
-        pass
-
-    def chunk_done(self, chunks_done: int, total_chunks: int, hosts_done: int, hosts_up: int) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
-def _run_source_local(store: Any, source: Any, request: Any, reporter: Any) -> Any:
-    """TEMPORARY stand-in for `scanner.scan.run_source` (not on main yet): scan row, units, one transaction
-    per batch, the row's end state. Removed when the runner is merged."""
-    from types import SimpleNamespace
-
-    from scanner.store import Ingest, utc_now
-
-    version = source.check(request)
-    units = source.units(request)
-    scan_id = store.start_scan(source.kind, source.name, targets=request.targets, options=request.options,
-                               tool_version=version, hosts_total=sum(n for _, n in units))  # fmt: skip
-    store.add_chunks(scan_id, [t for t, _ in units], [n for _, n in units])
-    summary = SimpleNamespace(scan_id=scan_id, status="complete", hosts_up=0, new_assets=0)
-    reporter.start(sum(n for _, n in units), len(units), 0)
-    try:
-        for batch in source.collect(request, store.pending_chunks(scan_id), lambda n: None):
-            with store.transaction() as conn:
-                with Ingest(conn, scan_id, source.name, fallback_time=utc_now()) as ingest:
-                    for host in batch.hosts:
-                        ingest.add_prepared(host)
-                conn.executemany("INSERT INTO scan_targets VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                                 [(scan_id, o.target, source.name, o.status, o.detail, o.credential, o.seconds,
-                                   o.requests) for o in batch.outcomes])  # fmt: skip
-                if batch.unit is not None:
-                    conn.execute("UPDATE scan_chunks SET status = 'done' WHERE scan_id = ? AND seq = ?",
-                                 (scan_id, batch.unit))  # fmt: skip
-                conn.execute("UPDATE scans SET hosts_done = hosts_done + ?, hosts_up = hosts_up + ? WHERE id = ?",
-                             (batch.done, ingest.stats.hosts, scan_id))  # fmt: skip
-            summary.hosts_up += ingest.stats.hosts
-            summary.new_assets += ingest.stats.new_assets
-    except BaseException as exc:
-        source.cancel()
-        store.finish_scan(scan_id, "failed", str(exc)[:200])
-        raise
-    store.finish_scan(scan_id, "complete")
-    return summary
-
-
 @import_group.command("ad")
 @click.argument("url")
 @click.option("--creds", "creds_name", required=True, metavar="NAME",
@@ -624,12 +567,8 @@ def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None
     the same DNS name, else the same short name; the OU maps to a site or business service through the
     config's [directory] ou_sites and ou_services.
     """
+    from scanner.scan import run_source
     from scanner.sources import Request, get_source
-
-    try:
-        from scanner.scan import run_source  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # TEMPORARY until the lead's runner lands on main: the same steps, minimal
-        run_source = _run_source_local
 
     directory = load_config(ctx.find_root().obj.get("config_path")).get("directory", {})
     options = {
@@ -643,7 +582,7 @@ def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None
     source.open(request)  # every refusal (bind, certificate, base DN) before the inventory is touched
     try:
         with open_store(ctx) as store:
-            summary = run_source(store, source, request, _DirectoryReporter(url))
+            summary = run_source(store, source, request, _Reporter(noun=source.noun))
             details = [r[0] for r in store.conn.execute(
                 "SELECT detail FROM scan_targets WHERE scan_id = ?", (summary.scan_id,))]  # fmt: skip
     finally:

@@ -137,6 +137,11 @@ def _check_directory(table: dict[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"[directory] unknown key {unknown[0][:40]!r} ([directory] has stale_days, ou_sites, "
                           "ou_services)", unknown[0])  # fmt: skip
+    check_directory_values(table)
+
+
+def check_directory_values(table: dict[str, Any]) -> None:
+    """stale_days, ou_sites and ou_services where given: of [directory], or of a job's [jobs.NAME.ad]."""
     days = table.get("stale_days", 180)
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 36_500:
         raise ConfigError("[directory] stale_days must be a whole number of days from 1 to 36500", "stale_days")

@@ -32,7 +32,7 @@ from typing import Any
 
 with warnings.catch_warnings():  # ldap3 2.9.1 imports names pyasn1 0.6 deprecates: not posture's to fix
     warnings.simplefilter("ignore", DeprecationWarning)
-    import ldap3  # type: ignore[import-untyped]
+    import ldap3 as ldap3  # type: ignore[import-untyped]  # (re-exported: tests build objects with it)
     from ldap3.core import exceptions as lx  # type: ignore[import-untyped]
 
 from scanner.model import HostObservation, OsMatch, bound
@@ -48,6 +48,8 @@ PAGE_SIZE = 500
 TIME_LIMIT = 600.0  # seconds for the whole read, all pages and manager look-ups
 TIMEOUT = 30  # seconds to connect, and to wait for any one answer
 DEFAULT_STALE_DAYS = 180
+JOB_KEYS = frozenset({"url", "creds", "base_dn", "ca_file", "starttls", "insecure_ldap", "stale_days", "ou_sites",
+                      "ou_services"})  # fmt: skip
 MAX_OBJECTS = 2_000_000  # a directory answering without end is cut off, not followed
 MAX_VALUE = 10_240  # bytes of one attribute value read (a 10 KB operatingSystem is bounded further below)
 MAX_MANAGERS = 10_000  # managedBy DNs resolved to names, cached
@@ -185,6 +187,32 @@ class DirectorySource:
     def cancel(self) -> None:
         self._cancelled = True
         self._close()
+
+    def job_request(self, settings: dict[str, Any]) -> Request:
+        """A job's [jobs.NAME.ad] table: url and creds, and optionally base_dn, ca_file, starttls,
+        insecure_ldap, stale_days, ou_sites, ou_services (as `posture import ad` and [directory])."""
+        from scanner.config import ConfigError, check_directory_values
+
+        unknown = sorted(set(settings) - JOB_KEYS)
+        if unknown:
+            raise SourceError(f"unknown key {unknown[0][:40]!r} (the ad table has {', '.join(sorted(JOB_KEYS))})")
+        for key, kind in (("url", str), ("creds", str), ("base_dn", str), ("ca_file", str), ("starttls", bool),
+                          ("insecure_ldap", bool)):  # fmt: skip
+            if key in settings and not isinstance(settings[key], kind):
+                raise SourceError(f"{key} must be {'text' if kind is str else 'true or false'}")
+        if "url" not in settings or "creds" not in settings:
+            raise SourceError('the ad table needs url and creds, e.g. url = "ldaps://dc1.example.org", creds = "ad"')
+        try:
+            check_directory_values(settings)
+        except ConfigError as exc:
+            raise SourceError(str(exc).replace("[directory] ", "")) from None
+        options = {key: settings.get(key) for key in sorted(JOB_KEYS - {"url"})}
+        options["stale_days"] = options["stale_days"] or DEFAULT_STALE_DAYS
+        options.update(starttls=bool(options["starttls"]), insecure_ldap=bool(options["insecure_ldap"]),
+                       ou_sites=options["ou_sites"] or {}, ou_services=options["ou_services"] or {})  # fmt: skip
+        request = Request([settings["url"]], options)
+        self.check(request)
+        return request
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None

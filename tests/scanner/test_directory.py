@@ -40,8 +40,8 @@ import pytest
 from rules.catalogue import default_catalogue
 from rules.identify import identify_directory
 from scanner.lab import SambaDC
-from scanner.sources import Request, get_source
-from scanner.sources.ad import _filetime, _hostname, _text, ldap3, ou_lookup, parse_url
+from scanner.sources import Request, ad, get_source
+from scanner.sources.ad import _filetime, _hostname, _text, ou_lookup, parse_url
 from tests.conftest import assets_json, db_fingerprint, query, run_posture
 
 BASE = SambaDC.BASE_DN
@@ -72,6 +72,7 @@ def filetime(when: datetime) -> int:
 
 
 def _admin(dc: SambaDC) -> Any:
+    ldap3 = ad.ldap3  # imported there, pyasn1 deprecation warnings silenced
     tls = ldap3.Tls(ca_certs_file=str(dc.ca_file))
     server = ldap3.Server(dc.address, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE)
     return ldap3.Connection(server, user=dc.ADMIN, password=dc.password, auto_bind=True)
@@ -269,11 +270,11 @@ def test_paged_batches_memory_flat(dc: SambaDC, tmp_path: Path, monkeypatch: pyt
     _add_creds(env, "lab", dc.ADMIN, dc.password)
     source = get_source("ad")
     request = Request([f"ldaps://{dc.address}"], {"creds": "lab", "ca_file": str(dc.ca_file), "page_size": 3})
-    batches = list(source.collect(request, source_units(source, request), lambda n: None))
-    assert len(batches) >= 5 and all(len(b.hosts) <= 3 for b in batches)
-    assert [b.unit for b in batches[:-1]] == [None] * (len(batches) - 1)
-    assert (batches[-1].unit, batches[-1].done) == (0, 1)
-    assert sum(len(b.hosts) for b in batches) == len(COMPUTERS) + 5  # + stale, disabled, odd, huge, the DC
+    batches = [(b, list(b.hosts)) for b in source.collect(request, source_units(source, request), lambda n: None)]
+    assert len(batches) >= 5 and all(len(hosts) <= 3 for _, hosts in batches)
+    assert [b.unit for b, _ in batches[:-1]] == [None] * (len(batches) - 1)
+    assert (batches[-1][0].unit, batches[-1][0].done) == (0, 1)
+    assert sum(len(hosts) for _, hosts in batches) == len(COMPUTERS) + 5  # + stale, disabled, odd, huge, the DC
 
 
 def source_units(source: Any, request: Request) -> list[tuple[int, list[str], int]]:
@@ -405,3 +406,33 @@ def test_creds_list_and_no_secret_in_argv(tmp_path: Path) -> None:
     raw = (tmp_path / "config" / "credentials.json").read_bytes()
     assert b"S3cret" not in raw and b"svc-posture" not in raw
     assert (tmp_path / "config" / "credentials.json").stat().st_mode & 0o077 == 0
+
+
+def test_scan_job_reads_the_directory(dc: SambaDC, tmp_path: Path) -> None:
+    """A scan job with `methods = ["ad"]` and its [jobs.NAME.ad] table runs the same import (then the rules)."""
+    env = _env(tmp_path)
+    _add_creds(env, "lab", dc.ADMIN, dc.password)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[jobs.directory]\nmethods = ["ad"]\n[jobs.directory.ad]\nurl = "ldaps://{dc.address}"\n'
+                      f'creds = "lab"\nca_file = "{dc.ca_file}"\nstale_days = 90\n'
+                      f'ou_sites = {{ "{ANNEX}" = "Annex" }}\n')  # fmt: skip
+    db = tmp_path / "i.db"
+    assert run_posture("--config", str(config), "config", "check", env=env).returncode == 0
+    result = run_posture("--config", str(config), "run", "directory", db=db, env=env)
+    assert result.returncode == 0, result.stderr
+    assert query(db, "SELECT count(*) FROM observations WHERE source = 'ad'") == [(len(COMPUTERS) + 5,)]
+    sites = [a["site"] for a in assets_json(db) if "srv12.posture.test" in a["hostnames"]]
+    assert sites == ["Annex"]
+
+
+@pytest.mark.parametrize(("table", "words"), [
+    ('url = "ldaps://dc"\n', "needs url and creds"),
+    ('url = "ldaps://dc"\ncreds = "x"\nfollow = true\n', "unknown key 'follow'"),
+    ('url = "ldap://dc"\ncreds = "x"\n', "in clear"),
+    ('url = "ldaps://dc"\ncreds = "x"\nstale_days = -1\n', "stale_days"),
+])  # fmt: skip
+def test_scan_job_ad_table_checked(tmp_path: Path, table: str, words: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[jobs.directory]\nmethods = ["ad"]\n[jobs.directory.ad]\n{table}')
+    result = run_posture("--config", str(config), "config", "check")
+    assert result.returncode == 2 and words in result.stderr, result.stderr
