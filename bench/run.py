@@ -421,10 +421,12 @@ def _ad_ldif(path: Path, objects: int) -> None:
     """An OU of `objects` computer objects, as Windows leaves them after joining and logging on."""
     logon = 134_000_000_000_000_000  # a FILETIME in 2025
     with path.open("w") as out:
-        out.write(f"dn: OU=Bench,{SambaDC.BASE_DN}\nobjectClass: organizationalUnit\n\n")
         for n in range(objects):
+            ou = f"OU=Site{n // 1000:03d},{SambaDC.BASE_DN}"  # an OU per 1,000, as estates split them
+            if n % 1000 == 0:
+                out.write(f"dn: {ou}\nobjectClass: organizationalUnit\n\n")
             os_name, version = AD_SYSTEMS[n % len(AD_SYSTEMS)]
-            out.write(f"dn: CN=PC{n:06d},OU=Bench,{SambaDC.BASE_DN}\nobjectClass: computer\n"
+            out.write(f"dn: CN=PC{n:06d},{ou}\nobjectClass: computer\n"
                       f"sAMAccountName: PC{n:06d}$\nuserAccountControl: 4096\n"
                       f"dNSHostName: pc{n:06d}.posture.test\noperatingSystem: {os_name}\n"
                       f"operatingSystemVersion: {version}\nlastLogonTimestamp: {logon + n}\n\n")  # fmt: skip

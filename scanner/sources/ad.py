@@ -24,7 +24,7 @@ import ssl
 import time
 import urllib.parse
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -180,7 +180,9 @@ class DirectorySource:
         return ["ldapsearch", "-H", unit[0], f"({tls}, simple bind as credential {options.get('creds')})",
                 "-E", f"pr={PAGE_SIZE}/noprompt", "-b", base, FILTER, *ATTRIBUTES]  # fmt: skip
 
-    def collect(self, request: Request, units: list[tuple[int, list[str], int]], progress: Progress) -> Iterator[Batch]:
+    def collect(
+        self, request: Request, units: list[tuple[int, list[str], int]], progress: Progress
+    ) -> Generator[Batch, None, None]:
         for seq, _, _ in units:
             yield from self._read(request, seq, progress)
 
@@ -299,7 +301,7 @@ class DirectorySource:
             raise SourceError(f"{where} does not say its defaultNamingContext", "give --base-dn")
         return found
 
-    def _read(self, request: Request, seq: int, progress: Progress) -> Iterator[Batch]:
+    def _read(self, request: Request, seq: int, progress: Progress) -> Generator[Batch, None, None]:
         where = request.targets[0]
         base = self.open(request) if self._conn is None else self._base
         deadline = time.monotonic() + float(request.options.get("time_limit") or TIME_LIMIT)
