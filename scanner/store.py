@@ -711,6 +711,7 @@ class IdentityIndex:
         self.conn = conn
         self.pending: dict[tuple[str, str], int] = {}
         self.pending_macs: set[int] = set()
+        self.pending_directory_named: set[int] = set()  # assets a directory gave a DNS name in this batch
 
     def remember(self, asset_id: int, kind: str, value: str) -> None:
         if kind == "mac":
@@ -727,6 +728,7 @@ class IdentityIndex:
         """The pending identifiers are in the table now."""
         self.pending.clear()
         self.pending_macs.clear()
+        self.pending_directory_named.clear()
 
     def _find(self, kind: str, value: str) -> int | None:
         hit = self.pending.get((kind, value))
@@ -752,9 +754,9 @@ class IdentityIndex:
         """The one asset whose hostname or sysName is `short` or starts with `short.`, for a directory sighting
         whose DNS name matched nothing (reverse DNS in another zone, a sysName without the domain). Never a
         generic name, never when two assets share the short name, never an asset the directory already names
-        otherwise (two computer objects in two domains are two machines)."""
+        by a DNS name (that one did not match: two computer objects in two domains are two machines)."""
         short = short.lower()
-        if not short or "." in short or short in GENERIC_HOSTNAMES or short.split(".")[0] == "localhost":
+        if not short or "." in short or short in GENERIC_HOSTNAMES or short in ("localhost", "ip6-localhost"):
             return None
         rows = self.conn.execute(
             "SELECT DISTINCT asset_id FROM asset_identifiers WHERE kind IN ('hostname', 'sysname') "
@@ -763,11 +765,12 @@ class IdentityIndex:
         if len(rows) != 1:
             return None
         asset_id = int(rows[0][0])
+        if asset_id in self.pending_directory_named:
+            return None
         marks = ",".join("?" * len(DIRECTORY_SOURCES))
         named = self.conn.execute(
             f"SELECT 1 FROM asset_identifiers WHERE asset_id = ? AND kind = 'hostname' AND source IN ({marks}) "
-            "AND instr(value, '.') AND NOT (value >= ? AND value < ?) LIMIT 1",
-            (asset_id, *sorted(DIRECTORY_SOURCES), short + ".", short + "/"),
+            "AND instr(value, '.') LIMIT 1", (asset_id, *sorted(DIRECTORY_SOURCES))
         ).fetchone()
         return None if named else asset_id
 
@@ -839,7 +842,8 @@ class Ingest:
         now; a register row is not a sighting, so it leaves first_seen/last_seen alone (NULL if never seen)."""
         asset_id = self.index.match(ips, macs, [*hostnames, *sysnames], machine_ids)
         if asset_id is None and self.source in DIRECTORY_SOURCES:  # DNS name first, then the short name
-            asset_id = next(filter(None, (self.index.by_short_name(h) for h in hostnames if "." not in h)), None)
+            shorts = dict.fromkeys(h.split(".")[0] for h in hostnames)
+            asset_id = next(filter(None, map(self.index.by_short_name, shorts)), None)
         name = next((h for h in [*hostnames, *sysnames] if h not in GENERIC_HOSTNAMES), None) or (
             ips[0] if ips else None
         )
@@ -856,6 +860,8 @@ class Ingest:
             for value in values:
                 real_kind = "ipv6" if kind == "ipv4" and ":" in value else kind
                 self.index.remember(asset_id, real_kind, value)
+                if real_kind == "hostname" and "." in value and self.source in DIRECTORY_SOURCES:
+                    self.index.pending_directory_named.add(asset_id)
                 self._identifiers.append((asset_id, real_kind, value, self.source, when, when))
         return asset_id
 

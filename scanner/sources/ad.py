@@ -369,7 +369,9 @@ class DirectorySource:
         """One computer object as a host observation: its names, its OS as it states it, the rest as evidence."""
         short = _text(raw.get("name"), 64)
         dns = _hostname(_text(raw.get("dNSHostName"), 253))
-        names = tuple(dict.fromkeys(n for n in (dns, _hostname(short)) if n))
+        # The DNS name is the identifier; the short name only when there is none (two domains may each have
+        # a PC01: merging on it is the store's last resort, with its own checks, `IdentityIndex.by_short_name`).
+        names = (dns,) if dns else tuple(filter(None, (_hostname(short),)))
         os_name = _text(raw.get("operatingSystem"))
         os_version = _text(raw.get("operatingSystemVersion"), 64)
         service_pack = _text(raw.get("operatingSystemServicePack"), 64)

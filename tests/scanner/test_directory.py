@@ -436,3 +436,32 @@ def test_scan_job_ad_table_checked(tmp_path: Path, table: str, words: str) -> No
     config.write_text(f'[jobs.directory]\nmethods = ["ad"]\n[jobs.directory.ad]\n{table}')
     result = run_posture("--config", str(config), "config", "check")
     assert result.returncode == 2 and words in result.stderr, result.stderr
+
+
+def _sighting(name: str) -> Any:
+    from scanner.model import HostObservation
+    from scanner.store import prepare_host
+
+    return prepare_host(HostObservation("directory", (), (name,), directory={"name": name.split(".")[0]}))
+
+
+def test_short_name_merge_is_careful(tmp_path: Path) -> None:
+    """By short name only when the DNS name matched nothing, only one asset has it, that asset has no DNS name
+    from the directory already (PC01 of a second domain is another machine), and never on localhost."""
+    from scanner.model import HostObservation
+    from scanner.store import Ingest, Store
+
+    with Store.open(tmp_path / "i.db") as store:
+        scan = store.start_scan("test", "nmap")
+        with store.transaction() as conn, Ingest(conn, scan, "nmap") as ingest:
+            for address, name in (("10.0.0.1", "pc01.branch.example"), ("10.0.0.2", "localhost"),
+                                  ("10.0.0.3", "twin.a.example"), ("10.0.0.4", "twin.b.example")):  # fmt: skip
+                ingest.add(HostObservation("up", (("ipv4", address),), (name,)))
+        with store.transaction() as conn, Ingest(conn, scan, "ad") as ingest:
+            merged = []
+            for name in ("pc01.dom1.example", "pc01.dom2.example", "localhost.dom1.example", "twin.dom1.example"):
+                ingest.add_prepared(_sighting(name))
+                merged.append(ingest.last_asset_id)
+        assert merged[0] == 1  # PC01 of dom1: the scanned pc01.branch.example
+        assert merged[1] not in (1, merged[0])  # PC01 of dom2: a machine of its own
+        assert merged[2] != 2 and merged[3] not in (3, 4)  # never localhost; twin is ambiguous
