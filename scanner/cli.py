@@ -568,17 +568,15 @@ def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None
     config's [directory] ou_sites and ou_services.
     """
     from scanner.scan import run_source
-    from scanner.sources import Request, get_source
+    from scanner.sources import get_source
 
-    directory = load_config(ctx.find_root().obj.get("config_path")).get("directory", {})
-    options = {
-        "creds": creds_name, "base_dn": base_dn, "ca_file": str(ca_file.absolute()) if ca_file else None,
-        "starttls": starttls, "insecure_ldap": insecure_ldap,
-        "stale_days": stale_days or directory.get("stale_days") or 180,
-        "ou_sites": directory.get("ou_sites", {}), "ou_services": directory.get("ou_services", {}),
+    settings = {  # the config's [directory] (OU maps, stale_days), then this command's options
+        **load_config(ctx.find_root().obj.get("config_path")).get("directory", {}),
+        "url": url, "creds": creds_name, "base_dn": base_dn, "ca_file": str(ca_file.absolute()) if ca_file else None,
+        "starttls": starttls, "insecure_ldap": insecure_ldap, "stale_days": stale_days,
     }  # fmt: skip
     source: Any = get_source("ad")
-    request = Request(targets=[url], options=options)
+    request = source.job_request({k: v for k, v in settings.items() if v is not None})  # as a job's [jobs.X.ad]
     source.open(request)  # every refusal (bind, certificate, base DN) before the inventory is touched
     try:
         with open_store(ctx) as store:

@@ -191,8 +191,9 @@ class DirectorySource:
         self._close()
 
     def job_request(self, settings: dict[str, Any]) -> Request:
-        """A job's [jobs.NAME.ad] table: url and creds, and optionally base_dn, ca_file, starttls,
-        insecure_ldap, stale_days, ou_sites, ou_services (as `posture import ad` and [directory])."""
+        """A job's [jobs.NAME.ad] table (and `posture import ad`'s options with the config's [directory]):
+        url and creds, and optionally base_dn, ca_file, starttls, insecure_ldap, stale_days, ou_sites and
+        ou_services; each checked, nothing sent."""
         from scanner.config import ConfigError, check_directory_values
 
         unknown = sorted(set(settings) - JOB_KEYS)
