@@ -72,7 +72,7 @@ def filetime(when: datetime) -> int:
 
 
 def _admin(dc: SambaDC) -> Any:
-    ldap3 = ad.ldap3  # imported there, pyasn1 deprecation warnings silenced
+    ldap3 = ad.ldap3  # directory_db there, pyasn1 deprecation warnings silenced
     tls = ldap3.Tls(ca_certs_file=str(dc.ca_file))
     server = ldap3.Server(dc.address, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE)
     return ldap3.Connection(server, user=dc.ADMIN, password=dc.password, auto_bind=True)
@@ -91,7 +91,7 @@ def _add_computer(conn: Any, name: str, os_name: str, version: str, sp: str | No
 
 
 @pytest.fixture(scope="module")
-def dc() -> Iterator[SambaDC]:
+def samba_dc() -> Iterator[SambaDC]:
     """The DC with the test's OUs, a manager and computer objects of every kind the tests read."""
     with SambaDC() as lab:
         conn = _admin(lab)
@@ -137,8 +137,9 @@ osfamily="Windows" osgen="7" accuracy="96"><cpe>cpe:/o:microsoft:windows_7::sp1<
 
 
 @pytest.fixture(scope="module")
-def imported(dc: SambaDC, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def directory_db(samba_dc: SambaDC, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """nmap sightings and the register first, then `posture import ad`, then `posture evaluate`."""
+    dc = samba_dc
     home = tmp_path_factory.mktemp("directory")
     env = _env(home)
     db = home / "inventory.db"
@@ -171,99 +172,102 @@ def imported(dc: SambaDC, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             "findings": json.loads(findings.stdout), "table": table.stdout}  # fmt: skip
 
 
-def _rules_on(imported: dict[str, Any], host: str) -> set[str]:
-    asset_id = imported["assets"][host]["id"]
-    return {f["rule_id"] for f in imported["findings"] if f["asset_id"] == asset_id}
+def _rules_on(directory_db: dict[str, Any], host: str) -> set[str]:
+    asset_id = directory_db["assets"][host]["id"]
+    return {f["rule_id"] for f in directory_db["findings"] if f["asset_id"] == asset_id}
 
 
 @pytest.mark.parametrize(("name", "expected"), [(c[0], c[4]) for c in COMPUTERS])
-def test_directory_names_the_release(imported: dict[str, Any], name: str,
+def test_directory_names_the_release(directory_db: dict[str, Any], name: str,
                                      expected: tuple[str, tuple[str, ...]]) -> None:  # fmt: skip
     """Each computer's operatingSystem AND build give its cycle: 26100 is Windows 11 24H2 (Enterprise: `-e`)
     on a client and Server 2025 on a server; 17763 LTSC is `10-1809-e-lts`; service packs narrow 2003."""
-    asset = imported["assets"][f"{name.lower()}.posture.test"]
+    asset = directory_db["assets"][f"{name.lower()}.posture.test"]
     os_ = asset["os"]
     assert (os_["product"], os_["cycle"]) == (expected[0], expected[1][0])
     assert os_["method"] == "directory"
     assert "ad" in asset["sources"]
 
 
-def test_stale_and_disabled_objects(imported: dict[str, Any]) -> None:
+def test_stale_and_disabled_objects(directory_db: dict[str, Any]) -> None:
     """A computer not seen logging on for 180 days, and a disabled one, get `detect.stale-directory-object`;
     only the directory knows them, so Windows 7 (end of life) is not a live end-of-life machine there; XP,
     which logged on three days ago, is."""
-    assert "detect.stale-directory-object" in _rules_on(imported, "old7.posture.test")
-    assert "protect.eol-os" not in _rules_on(imported, "old7.posture.test")
-    assert "detect.stale-directory-object" in _rules_on(imported, "gone10.posture.test")
-    assert "detect.stale-directory-object" not in _rules_on(imported, "ws10.posture.test")
-    assert "protect.eol-os" in _rules_on(imported, "xp01.posture.test")
-    old7 = imported["assets"]["old7.posture.test"]
+    assert "detect.stale-directory-object" in _rules_on(directory_db, "old7.posture.test")
+    assert "protect.eol-os" not in _rules_on(directory_db, "old7.posture.test")
+    assert "detect.stale-directory-object" in _rules_on(directory_db, "gone10.posture.test")
+    assert "detect.stale-directory-object" not in _rules_on(directory_db, "ws10.posture.test")
+    assert "protect.eol-os" in _rules_on(directory_db, "xp01.posture.test")
+    old7 = directory_db["assets"]["old7.posture.test"]
     assert old7["directory"]["stale"] is True and old7["note"] == "in directory, not seen on the network"
     assert old7["last_seen"] is None  # a directory entry is not a network sighting
 
 
-def test_merge_with_scanned_assets(imported: dict[str, Any]) -> None:
+def test_merge_with_scanned_assets(directory_db: dict[str, Any]) -> None:
     """SRV08 merges with the nmap asset of the same DNS name (the directory's Server 2008 R2 ranks above
     nmap's Windows 7 guess, which is kept as a conflict); XP01 with the nmap asset whose reverse name is in
     another zone, by short name. Neither shows the directory-only note."""
-    srv08 = imported["assets"]["srv08.posture.test"]
+    srv08 = directory_db["assets"]["srv08.posture.test"]
     assert sorted(srv08["sources"]) == ["ad", "nmap"] and srv08["addresses"] == ["127.101.0.8"]
     assert srv08["os"]["cycle"] == "2008-r2-sp1"
     assert [c["product"] for c in srv08["os"]["conflicts"]] == ["windows"]
-    xp = imported["assets"]["xp01.posture.test"]
+    xp = directory_db["assets"]["xp01.posture.test"]
     assert "xp01.branch.example" in xp["hostnames"] and xp["addresses"] == ["127.101.0.9"]
     assert srv08["note"] is None and xp["note"] is None and xp["seen_on_network"] is True
-    assert len({a["id"] for a in imported["assets"].values()}) == len(query(imported["db"], "SELECT id FROM assets"))
+    assert query(directory_db["db"], "SELECT count(DISTINCT asset_id) FROM asset_identifiers WHERE value IN "
+                 "('srv08.posture.test', '127.101.0.8', 'xp01.posture.test', '127.101.0.9')") == [(2,)]
 
 
-def test_owner_site_and_view(imported: dict[str, Any]) -> None:
+def test_owner_site_and_view(directory_db: dict[str, Any]) -> None:
     """managedBy is resolved to the manager's displayName and shown as owner where the register has none;
     the register's owner wins; the OU maps to a site; directory-only assets say so in `posture assets`."""
-    ws11 = imported["assets"]["ws11.posture.test"]
+    ws11 = directory_db["assets"]["ws11.posture.test"]
     assert (ws11["owner"], ws11["owner_source"]) == ("Jo Bloggs", "directory")
     assert ws11["directory"]["description"] == "Finance\x1b[31m kiosk"  # stored as said; shown terminal-safe
-    ws10 = imported["assets"]["ws10.posture.test"]
+    ws10 = directory_db["assets"]["ws10.posture.test"]
     assert (ws10["owner"], ws10["owner_source"]) == ("Register Owner", "register")
-    assert imported["assets"]["srv12.posture.test"]["site"] == "Annex"
-    assert "in directory, not seen on the network" in imported["table"]
-    assert "\x1b" not in imported["table"]
+    assert directory_db["assets"]["srv12.posture.test"]["site"] == "Annex"
+    assert "in directory, not seen on the network" in directory_db["table"]
+    assert "\x1b" not in directory_db["table"]
 
 
-def test_malformed_build_and_hostile_values(imported: dict[str, Any]) -> None:
+def test_malformed_build_and_hostile_values(directory_db: dict[str, Any]) -> None:
     """"10.0.19045" is not AD's form: no crash, the release is unknown and the reason is kept. A 10 KB
     operatingSystem is bounded."""
-    odd = imported["assets"]["odd01.posture.test"]["os"]
+    odd = directory_db["assets"]["odd01.posture.test"]["os"]
     assert odd["product"] == "windows" and odd["cycle"] is None and odd["lifecycle_state"] == "unknown"
-    notes = [r[0] for r in query(imported["db"], "SELECT json_extract(json, '$.note') FROM identity_items "
+    notes = [r[0] for r in query(directory_db["db"], "SELECT json_extract(json, '$.note') FROM identity_items "
                                  "WHERE method = 'directory' AND evidence LIKE '%10.0.19045''%'")]  # fmt: skip
     assert notes == ["operatingSystemVersion '10.0.19045' is not a Windows version and build such as "
                      "'10.0 (19045)': the release is unknown"]  # fmt: skip
-    huge = imported["assets"]["huge01.posture.test"]
+    huge = directory_db["assets"]["huge01.posture.test"]
     assert len(huge["directory"]["operatingSystem"]) <= 256 and len(huge["os"]["name"]) <= 256
 
 
-def test_vault_secret_never_leaks(imported: dict[str, Any], dc: SambaDC) -> None:
+def test_vault_secret_never_leaks(directory_db: dict[str, Any], samba_dc: SambaDC) -> None:
     """The bind password is in no file posture wrote in clear (database, log, vault), no scan option, and
     was never on a command line (it went through stdin)."""
+    dc = samba_dc
     secret = dc.password.encode()
-    home: Path = imported["home"]
+    home: Path = directory_db["home"]
     for path in home.rglob("*"):
         if path.is_file():
             assert secret not in path.read_bytes(), path
-    (options,) = query(imported["db"], "SELECT options FROM scans WHERE source = 'ad'")
+    (options,) = query(directory_db["db"], "SELECT options FROM scans WHERE source = 'ad'")
     assert dc.password not in options[0] and json.loads(options[0])["creds"] == "lab"
     vault = json.loads((home / "config" / "credentials.json").read_text())
     assert vault["credentials"]["lab"]["kind"] == "ldap" and dc.ADMIN not in json.dumps(vault)
 
 
-def test_referrals_counted_not_followed(imported: dict[str, Any]) -> None:
+def test_referrals_counted_not_followed(directory_db: dict[str, Any]) -> None:
     """Samba answers a subtree search of the domain with referrals to its DNS partitions: counted, never
     followed (the referred host could be outside the scope and would get the password)."""
-    assert "not followed" in imported["import"].stdout
+    assert "not followed" in directory_db["import"].stdout
 
 
-def test_paged_batches_memory_flat(dc: SambaDC, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_paged_batches_memory_flat(samba_dc: SambaDC, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One batch per page of the paged search (page size 3 here), the last one finishing the unit."""
+    dc = samba_dc
     env = _env(tmp_path)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -293,9 +297,10 @@ BAD_INPUT = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
-def test_bad_input_one_line_nothing_written(dc: SambaDC, tmp_path: Path, case: str) -> None:
+def test_bad_input_one_line_nothing_written(samba_dc: SambaDC, tmp_path: Path, case: str) -> None:
     """Each refusal: one `posture: error:` line, exit 2, and the inventory untouched (here: an existing
     database keeps every row; none is created where there was none)."""
+    dc = samba_dc
     env = _env(tmp_path)
     _add_creds(env, "lab", dc.ADMIN, dc.password)
     _add_creds(env, "wrong", dc.ADMIN, "not-the-password")
@@ -326,8 +331,9 @@ def _register(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("transport", [["--starttls"], ["--insecure-ldap"]])
-def test_ldap_with_starttls_or_knowingly_plain(dc: SambaDC, tmp_path: Path, transport: list[str]) -> None:
+def test_ldap_with_starttls_or_knowingly_plain(samba_dc: SambaDC, tmp_path: Path, transport: list[str]) -> None:
     """ldap:// works with StartTLS (certificate verified) and, knowingly, with --insecure-ldap."""
+    dc = samba_dc
     env = _env(tmp_path)
     _add_creds(env, "lab", dc.ADMIN, dc.password)
     result = run_posture("import", "ad", f"ldap://{dc.address}", "--creds", "lab", "--ca-file", str(dc.ca_file),
@@ -408,8 +414,9 @@ def test_creds_list_and_no_secret_in_argv(tmp_path: Path) -> None:
     assert (tmp_path / "config" / "credentials.json").stat().st_mode & 0o077 == 0
 
 
-def test_scan_job_reads_the_directory(dc: SambaDC, tmp_path: Path) -> None:
+def test_scan_job_reads_the_directory(samba_dc: SambaDC, tmp_path: Path) -> None:
     """A scan job with `methods = ["ad"]` and its [jobs.NAME.ad] table runs the same import (then the rules)."""
+    dc = samba_dc
     env = _env(tmp_path)
     _add_creds(env, "lab", dc.ADMIN, dc.password)
     config = tmp_path / "config.toml"
