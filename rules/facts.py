@@ -33,6 +33,7 @@ from rules.identify import (
     distribution_named,
     eol_range,
     identify_cpe,
+    identify_directory,
     identify_fingerprint,
     identify_fingerprints,
     identify_installed,
@@ -51,7 +52,7 @@ from rules.identify import (
     single_cycle,
 )
 from rules.kev import KevCatalogue
-from scanner.store import Store
+from scanner.store import DIRECTORY_SOURCES, NOT_NETWORK_SOURCES, Store
 from scanner.views import LATEST_PORT_OBSERVATION, asset_addresses
 
 # How much each kind of evidence is believed (issue 12 item 3): what the host states > SNMP sysDescr > the
@@ -59,6 +60,7 @@ from scanner.views import LATEST_PORT_OBSERVATION, asset_addresses
 # (or the release a banner pins) > nmap OS detection, in nmap's accuracy order > an OS CPE on a service.
 # Programs only compete with the same program.
 EVIDENCE_RANK = {"os-release": 80, "registry": 70,  # a host agent: the host's own word
+                 "directory": 70,  # what the host told its domain controller (AD operatingSystem): its own word
                  "release package": 65, "sysDescr": 60, "smb-os-discovery": 50, "ntlm-info": 50,  # Windows' word
                  "package build": 40, "nmap service": 40, "nmap os": 30,
                  "cpe": 20, "service cpe": 20, "package": 10, "nmap product": 10, "software name": 10,
@@ -67,7 +69,8 @@ CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1}
 SUPPORTED_STATES = (Lifecycle.SUPPORTED, Lifecycle.NO_END_ANNOUNCED, Lifecycle.SECURITY_ONLY)  # an upgrade target
 AGENT_PACKAGE_MANAGERS = frozenset({"dpkg", "rpm", "apk", "pip", "registry"})
 Items = tuple[dict[str, Any], ...]  # shared, read-only item dicts (see `Identifier.item`)
-EXTRA_METHODS = frozenset({"sysDescr", "os-release", "registry"})  # identification reads the row's extra JSON
+# Identification reads the row's extra JSON for these methods.
+EXTRA_METHODS = frozenset({"sysDescr", "os-release", "registry", "directory"})
 DISTRIBUTION_SLUGS = frozenset({"debian", "ubuntu", "rhel", "centos", "rocky-linux", "almalinux", "sles",
                                 "oracle-linux"})  # fmt: skip
 CATEGORY_BY_PRODUCT = {
@@ -269,6 +272,11 @@ class Identifier:
                 ident = identify_windows_build(f"{said.get('version_id', '')}.{build}", "server" in kind_of
                                                if kind_of else None, cat, "registry", name[:300])  # fmt: skip
             return [ident] if ident else []
+        if kind == "os" and method == "directory":  # Active Directory: name, version (build), service pack
+            stated = json.loads(extra) if extra else {}
+            ident = identify_directory(name, stated.get("operatingSystemVersion") or version,
+                                       stated.get("operatingSystemServicePack"), cat)  # fmt: skip
+            return [ident] if ident else []
         if kind == "application" and method in AGENT_PACKAGE_MANAGERS:
             ident = identify_installed(name, version, method, cat)
             return [ident] if ident else []
@@ -441,7 +449,7 @@ def _asset_rows(store: Store, today: date) -> dict[int, dict[str, Any]]:
             "days_since_seen": _days_since(row[3], today), "address": None, "hostname": None,
             "addresses": [], "is_new": False, "uptime_days": None, "snmp_default_community": False,
             "snmp_version": None, "device_types": [], "sys_object_id": None, "sources": [],
-            "host_scripts": [], "mac_vendor": None,
+            "host_scripts": [], "mac_vendor": None, **NO_DIRECTORY,
         }  # fmt: skip
     for asset_id, (addresses, hostname) in asset_addresses(store).items():
         a = assets.get(asset_id)
@@ -450,8 +458,32 @@ def _asset_rows(store: Store, today: date) -> dict[int, dict[str, Any]]:
     return assets
 
 
-def _host_evidence(store: Store, assets: dict[int, dict[str, Any]]) -> None:
-    """Uptime, SNMP community and device types from each asset's newest observation per source."""
+NO_DIRECTORY = {"in_directory": False, "directory_only": False, "directory_logon_days": None,
+                "directory_stale": False, "directory_disabled": False, "dormant": False}  # fmt: skip
+
+
+def _directory_evidence(a: dict[str, Any], said: Any, today: date) -> None:
+    """What the directory says of the asset: how long since it logged on (its creation, if it never did),
+    stale past the import's threshold (`--stale-days`, `[directory] stale_days`), disabled; its manager as the
+    owner, its OU's site and service, where the register gave none (the register wins)."""
+    if not isinstance(said, dict):
+        return
+    days = _days_since(said.get("last_logon") or said.get("created"), today)
+    limit = said["stale_days"] if isinstance(said.get("stale_days"), int) else 180
+    a.update(in_directory=True, directory_logon_days=days, directory_stale=days is not None and days > limit,
+             directory_disabled=bool(said.get("disabled")))  # fmt: skip
+    owner = said.get("owner")
+    if not a["has_owner"] and isinstance(owner, str) and owner.strip():
+        a.update(owner=owner[:128], has_owner=True)
+    for key in ("site", "business_service"):
+        if not a[key] and isinstance(said.get(key), str):
+            a[key] = said[key][:128]
+
+
+def _host_evidence(store: Store, assets: dict[int, dict[str, Any]], today: date) -> None:
+    """Uptime, SNMP community and device types from each asset's newest observation per source; the
+    directory's facts (`_directory_evidence`); and whether only the directory knows a machine (`dormant`: only
+    the directory knows it and it is stale or disabled, so it is no live end-of-life machine)."""
     for asset_id, source, evidence in store.conn.execute(
         "SELECT asset_id, source, evidence FROM (SELECT asset_id, source, evidence, row_number() OVER "
         "(PARTITION BY asset_id, source ORDER BY observed_at DESC, id DESC) AS n FROM observations) WHERE n = 1"
@@ -472,6 +504,8 @@ def _host_evidence(store: Store, assets: dict[int, dict[str, Any]]) -> None:
             a["snmp_default_community"] = bool(ev.get("default_community"))
             a["snmp_version"] = ev.get("snmp_version")
             a["sys_object_id"] = system.get("sysObjectID")
+        elif source in DIRECTORY_SOURCES:
+            _directory_evidence(a, ev.get("directory"), today)
         else:
             if isinstance(ev.get("uptime_seconds"), int) and a["uptime_days"] is None:
                 a["uptime_days"] = ev["uptime_seconds"] // 86400
@@ -479,6 +513,10 @@ def _host_evidence(store: Store, assets: dict[int, dict[str, Any]]) -> None:
             vendor = ev.get("mac_vendor")
             if isinstance(vendor, str) and vendor and a["mac_vendor"] is None:
                 a["mac_vendor"] = vendor[:128]
+    for a in assets.values():
+        if a["in_directory"] and not set(a["sources"]) - NOT_NETWORK_SOURCES:
+            a["directory_only"] = True
+            a["dormant"] = a["directory_stale"] or a["directory_disabled"]
 
 
 def _new_services(store: Store) -> set[tuple[int, int, str]]:
@@ -804,7 +842,7 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
     for asset_id in store.new_in_latest_scan():
         if asset_id in assets:
             assets[asset_id]["is_new"] = True
-    _host_evidence(store, assets)
+    _host_evidence(store, assets, today)
     host_scripts = _host_scripts(store, assets, ident)
     windows_said = host_scripts.said
     new_services = _new_services(store)

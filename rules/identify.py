@@ -326,6 +326,71 @@ def identify_ntlm(product_version: str, script: str, catalogue: Catalogue) -> Id
     return replace(found, kind="os", vendor="Microsoft")
 
 
+# Active Directory's operatingSystemVersion as Windows writes it (MS-NRPC NL_OSVERSIONINFO_V1 turned into
+# "major.minor (build)"): "6.1 (7601)", "10.0 (26100)".
+_DIRECTORY_VERSION = re.compile(r"(\d{1,2})\.(\d{1,2}) \((\d{3,5})\)")
+_SERVICE_PACK = re.compile(r"Service Pack (\d)")
+_EDITION_SUFFIXES = ("-iot-lts", "-e-lts", "-iot", "-e", "-w")
+
+
+def _edition_suffix(name: str) -> str:
+    """The catalogue's cycle suffix for a client edition: LTSC/LTSB and IoT LTSC have their own dates
+    (`-e-lts`, `-iot-lts`), Enterprise and Education the longer `-e` servicing, Home and Pro `-w`."""
+    words = name.lower().split()
+    lts = "ltsc" in words or "ltsb" in words
+    if "iot" in words:
+        return "-iot-lts" if lts else "-iot"
+    if lts:
+        return "-e-lts"
+    return "-e" if "enterprise" in words or "education" in words else "-w"
+
+
+def identify_directory(os_name: str, os_version: str | None, service_pack: str | None,
+                       catalogue: Catalogue) -> Identification | None:  # fmt: skip
+    """What a domain-joined computer told its domain controller (operatingSystem, operatingSystemVersion,
+    operatingSystemServicePack): the host's own word. The name AND the build give the cycle, because builds
+    collide: 10.0 (26100) is Windows 11 24H2 on a client and Server 2025 on a server; 10.0 (17763) is
+    Server 2019 or Windows 10 1809, whose LTSC edition has its own dates. The name picks the product
+    (Server or not), the edition (LTSC, IoT, Enterprise, Pro) and the Server year; the service pack narrows
+    Server 2003's and XP's cycles. A build that is not one gives the product with no cycle and says why."""
+    name = os_name.strip()[:200]
+    if not name.lower().startswith("windows"):
+        return None  # "Samba", "Mac OS X", a Linux joined with sssd: not Windows' statement of itself
+    server = "server" in name.lower()
+    slug = "windows-server" if server else "windows"
+    said = (os_version or "").strip()[:64]
+    evidence = _bounded(f"directory: operatingSystem {name!r}, operatingSystemVersion {said!r}"
+                        + (f", operatingSystemServicePack {service_pack.strip()[:64]!r}" if service_pack else ""))
+    found = _DIRECTORY_VERSION.fullmatch(said)
+    if found is None:
+        return Identification(slug, (), None, "low", "directory", evidence, kind="os", vendor="Microsoft",
+                              family=name[:80], note=f"operatingSystemVersion {said[:40]!r} is not a Windows "
+                              "version and build such as '10.0 (19045)': the release is unknown")  # fmt: skip
+    build = ".".join(found.groups())
+    parts = build.split(".")
+    cycles = [c for _, c in _windows_cycles(catalogue, [slug], lambda latest: latest.split(".")[:3] == parts)]
+    if server:  # the year the name states ("Server 2019") against SAC releases of the same build (no year)
+        named = [c for c in cycles if c.split("-")[0] in name.split()]
+        cycles = named or [c for c in cycles if c.endswith(("-sac", "-ac"))] or cycles
+    else:
+        suffix = _edition_suffix(name)
+        suffixed = [c for c in cycles if c.endswith(suffix)]
+        plain = [c for c in cycles if not c.endswith(_EDITION_SUFFIXES)]
+        cycles = suffixed or plain or cycles
+    pack = _SERVICE_PACK.search(service_pack or "")
+    note = None
+    if any("-sp" in c for c in cycles):
+        stated = [c for c in cycles if c.endswith(f"-sp{pack[1]}")] if pack else [c for c in cycles if "-sp" not in c]
+        if pack and not stated:
+            note = f"{name} {pack[0]} is not in the catalogue (it lists {', '.join(cycles)})"
+        cycles = stated
+    if not cycles and note is None:
+        note = f"build {build} of {name} is not in the catalogue"
+    confidence = "high" if len(cycles) == 1 else "medium" if cycles else "low"
+    return Identification(slug, tuple(cycles), build, confidence, "directory", evidence, kind="os",
+                          vendor="Microsoft", family=name[:80], note=note)  # fmt: skip
+
+
 # os-release ID values (os-release(5)) of the distributions the catalogue has.
 OS_RELEASE_SLUGS = {"debian": "debian", "ubuntu": "ubuntu", "rhel": "rhel", "centos": "centos", "rocky": "rocky-linux",
                     "almalinux": "almalinux", "ol": "oracle-linux", "sles": "sles", "sled": "sles"}  # fmt: skip

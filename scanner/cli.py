@@ -559,6 +559,59 @@ def import_bundle(ctx: click.Context, files: tuple[Path, ...], max_size: int) ->
                            "see the reasons above")  # fmt: skip
 
 
+@import_group.command("ad")
+@click.argument("url")
+@click.option("--creds", "creds_name", required=True, metavar="NAME",
+              help="LDAP credential from `posture creds add ldap NAME` (bind name and password).")
+@click.option("--base-dn", metavar="DN", help="Search under this DN (default: the server's defaultNamingContext).")
+@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
+              help="Trust the server's certificate if this CA signed it (default: the system's CAs).")
+@click.option("--starttls", is_flag=True, help="ldap:// upgraded with StartTLS (instead of ldaps://).")
+@click.option("--insecure-ldap", is_flag=True, help="Allow plain ldap:// with no TLS: the password crosses in clear.")
+@click.option("--stale-days", type=Whole(1, 36500), metavar="N",
+              help="A computer not seen logging on for N days is stale (default: [directory] stale_days, else 180).")
+@click.pass_context
+def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None, ca_file: Path | None,
+              starttls: bool, insecure_ldap: bool, stale_days: int | None) -> None:  # fmt: skip
+    """Import computer objects from Active Directory over LDAP: names, OS and build, last logon, owner.
+
+    \b
+    Example:
+      posture creds add ldap corp-ad          (bind name, then password: prompted)
+      posture import ad ldaps://dc1.corp.example --creds corp-ad --ca-file corp-ca.pem
+
+    ldaps:// (or ldap:// with --starttls); the server's certificate is verified; plain ldap:// is refused
+    unless --insecure-ldap. Referrals are never followed. A refusal (wrong password, unreachable server,
+    untrusted certificate, unknown base DN) writes nothing. Each computer merges with a scanned asset of
+    the same DNS name, else the same short name; the OU maps to a site or business service through the
+    config's [directory] ou_sites and ou_services.
+    """
+    from scanner.scan import run_source
+    from scanner.sources import get_source
+
+    settings = {  # the config's [directory] (OU maps, stale_days), then this command's options
+        **load_config(ctx.find_root().obj.get("config_path")).get("directory", {}),
+        "url": url, "creds": creds_name, "base_dn": base_dn, "ca_file": str(ca_file.absolute()) if ca_file else None,
+        "starttls": starttls, "insecure_ldap": insecure_ldap, "stale_days": stale_days,
+    }  # fmt: skip
+    source: Any = get_source("ad")
+    request = source.job_request({k: v for k, v in settings.items() if v is not None})  # as a job's [jobs.X.ad]
+    source.open(request)  # every refusal (bind, certificate, base DN) before the inventory is touched
+    try:
+        with open_store(ctx) as store:
+            summary = run_source(store, source, request, _Reporter(noun=source.noun))
+            details = [r[0] for r in store.conn.execute(
+                "SELECT detail FROM scan_targets WHERE scan_id = ?", (summary.scan_id,))]  # fmt: skip
+    finally:
+        source.cancel()
+    click.echo(f"directory import {summary.scan_id} {summary.status}: {summary.hosts_up} computer objects, "
+               f"{summary.new_assets} new assets. Inventory: {store.path}")  # fmt: skip
+    for detail in details:
+        click.echo(f"  {printable(detail or '', 300)}")
+    if summary.hosts_up == 0:
+        raise NothingScanned("the directory holds no computer object there", "check --base-dn")
+
+
 # ---- demo ----------------------------------------------------------------------------------------------
 
 
@@ -631,7 +684,7 @@ def _secret(prompt: str, from_stdin: bool) -> str:
 
 
 @creds.command("add")
-@click.argument("kind", type=click.Choice(["snmp"]))
+@click.argument("kind", type=click.Choice(["snmp", "ldap"]))
 @click.argument("name")
 @click.option("--version", "snmp_version", type=click.Choice(["1", "2c", "3"]), default="2c", show_default=True)
 @click.option("--user", help="SNMPv3 user name.")
@@ -650,15 +703,31 @@ def _secret(prompt: str, from_stdin: bool) -> str:
     "--stdin",
     "from_stdin",
     is_flag=True,
-    help="Read the secret(s) from stdin, one per line (community; or auth key then privacy key).",
+    help="Read the secret(s) from stdin, one per line (community; or auth key then privacy key; for ldap the "
+    "bind name, then the password).",
 )
 def creds_add(kind: str, name: str, snmp_version: str, user: str | None, auth_protocol: str | None,
               priv_protocol: str | None, context: str, from_stdin: bool) -> None:  # fmt: skip
-    """Add (or replace) the credential NAME."""
+    """Add (or replace) the credential NAME.
+
+    \b
+    ldap: a simple-bind account for `posture import ad`: the bind name (a DN, or user@domain) and its
+    password, both sealed; read-only rights to computer objects are enough.
+    """
     from scanner.agents.snmp import SnmpCredential
-    from scanner.vault import add_snmp, check_name
+    from scanner.vault import add_ldap, add_snmp, check_name
 
     check_name(name)
+    if kind == "ldap":
+        if user or auth_protocol or priv_protocol or context:
+            raise click.UsageError("--user, the protocols and --context are for SNMP credentials")
+        if from_stdin:
+            bind_name = sys.stdin.readline().rstrip("\r\n")
+        else:
+            bind_name = str(click.prompt("bind name (DN or user@domain)", err=True)).strip()
+        add_ldap(name, bind_name, _secret("password", from_stdin))
+        click.echo(f"credential {name!r} saved (LDAP simple bind)")
+        return
     if snmp_version == "3":
         if not user:
             raise click.UsageError("SNMPv3 needs --user")
@@ -687,6 +756,9 @@ def creds_list() -> None:
     if not rows:
         click.echo("no credentials yet: `posture creds add snmp NAME`")
     for r in rows:
+        if r["kind"] == "ldap":
+            click.echo(f"{r['name']}\tldap")
+            continue
         detail = (
             f"user {r['user']}, auth {r['auth_protocol']}, priv {r['priv_protocol']}" if r["version"] == "3" else ""
         )
@@ -818,7 +890,7 @@ def _print_assets(assets: list[dict[str, Any]]) -> None:
                     # The name people know once identified ("Microsoft Windows XP SP3"), else what it said.
                     os_.get("label") or _first_line(os_.get("name") or "unknown", 48),
                     _support(os_) or ("unknown" if "software" in a else ""),  # rules ran, found no OS
-                    services,
+                    services or a.get("note") or "",  # a directory-only asset: "in directory, not seen..."
                     a["owner"] or "",
                     (a["last_seen"] or "")[:10],  # the day: the full time is in --format json/csv
                 )

@@ -76,7 +76,8 @@ def check_config(data: dict[str, Any], text: str, where: str) -> None:
             shown = printable(".".join(keys), 80)
             raise PostureError(f"{where}:{line}: {shown} holds a control character", "fix the config file")
     tables: dict[str, TableCheck | None] = {
-        "scan": _check_scan, "log": _check_log, "files": _check_files, "jobs": None, **_TABLES
+        "scan": _check_scan, "log": _check_log, "files": _check_files, "directory": _check_directory, "jobs": None,
+        **_TABLES,
     }
     for name, table in data.items():
         if name not in tables:
@@ -123,6 +124,40 @@ def _check_scan(table: dict[str, Any]) -> None:
             parse_target(part, resolve=False)
     except PostureError as exc:
         raise ConfigError(f"[scan] scope: {exc.message}", "scope") from None
+
+
+MAX_OU_MAPPINGS = 1000
+
+
+def _check_directory(table: dict[str, Any]) -> None:
+    """[directory]: stale_days (whole days), and ou_sites / ou_services: OU distinguished name -> the site or
+    business service of the computers under it (`posture import ad`), e.g.
+    ou_sites = { "OU=Annex,DC=corp,DC=example" = "Annex" }."""
+    unknown = sorted(set(table) - {"stale_days", "ou_sites", "ou_services"})
+    if unknown:
+        raise ConfigError(f"[directory] unknown key {unknown[0][:40]!r} ([directory] has stale_days, ou_sites, "
+                          "ou_services)", unknown[0])  # fmt: skip
+    check_directory_values(table)
+
+
+def check_directory_values(table: dict[str, Any]) -> None:
+    """stale_days, ou_sites and ou_services where given: of [directory], or of a job's [jobs.NAME.ad]."""
+    days = table.get("stale_days", 180)
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 36_500:
+        raise ConfigError("[directory] stale_days must be a whole number of days from 1 to 36500", "stale_days")
+    for key in ("ou_sites", "ou_services"):
+        mapping = table.get(key, {})
+        if not isinstance(mapping, dict) or len(mapping) > MAX_OU_MAPPINGS:
+            raise ConfigError(f'[directory] {key} must be a table of OU -> name, e.g. {key} = '
+                              '{ "OU=Annex,DC=corp,DC=example" = "Annex" }', key)  # fmt: skip
+        for dn, name in mapping.items():
+            if not re.match(r"^(?:OU|CN|DC)=[^=]{1,200}(?:,\s?(?:OU|CN|DC)=[^=]{1,200}){0,30}$", dn, re.IGNORECASE) \
+                    or len(dn) > 1024:  # fmt: skip
+                raise ConfigError(f"[directory] {key}: {printable(dn, 60)!r} is not an OU's distinguished name "
+                                  "(OU=...,DC=...)", key)  # fmt: skip
+            if not isinstance(name, str) or not 0 < len(name) <= 128:
+                raise ConfigError(f"[directory] {key}: the name for {printable(dn, 60)!r} must be text "
+                                  "(1 to 128 characters)", key)  # fmt: skip
 
 
 def _check_log(table: dict[str, Any]) -> None:

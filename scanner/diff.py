@@ -85,9 +85,10 @@ def _seen(store: Store, scan_id: int) -> dict[int, Seen]:
 
 def _covered(store: Store, scan_id: int) -> list[IPNetwork] | None:
     """The later scan's target networks, or None when it had none (an import: it covers everything).
-    A host-agent bundle looked at its own machine only: it covers no network."""
+    A host-agent bundle looked at its own machine only, and a directory read lists computers, not what is
+    on a network: neither covers a network, so neither makes an asset "gone"."""
     row = store.conn.execute("SELECT targets, kind FROM scans WHERE id = ?", [scan_id]).fetchone()
-    if row and row[1] == "agent-import":
+    if row and row[1] in ("agent-import", "directory-import"):
         return []
     specs = json.loads(row[0]) if row and row[0] else []
     nets: list[IPNetwork] = []

@@ -149,6 +149,9 @@ class HostObservation:
     observed_at: str | None = None
     uptime_seconds: int | None = None
     scripts: tuple[Script, ...] = ()  # host scripts (<hostscript>): smb-protocols, smb-os-discovery, nbstat...
+    # What a directory (Active Directory) records of the computer beyond its names and OS: last logon, password
+    # age, disabled, owner, OU (scanner/sources/ad.py); bounded strings, JSON-ready. Stored in the evidence.
+    directory: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def ips(self) -> list[str]:

@@ -28,6 +28,10 @@ from scanner.safefs import create_new, make_dirs
 
 # Names that many machines share; matching assets on them would merge strangers.
 GENERIC_HOSTNAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+# Sources that read a register of machines rather than the network (Active Directory): their sighting is not
+# a network sighting (first/last seen stay as the network saw them), and they may merge by short name.
+DIRECTORY_SOURCES = frozenset({"ad"})
+NOT_NETWORK_SOURCES = DIRECTORY_SOURCES | {"import"}  # an asset only these know was never seen on the network
 
 
 def utc_now() -> str:
@@ -637,6 +641,9 @@ PreparedHost = tuple[
 ]
 
 
+DIRECTORY_OS_ATTRIBUTES = ("operatingSystem", "operatingSystemVersion", "operatingSystemServicePack")
+
+
 def prepare_host(host: HostObservation) -> PreparedHost:
     """Everything about a host's rows that does not depend on the inventory (so it can run anywhere)."""
     # Host-level facts only: each port and OS guess is a row of its own (services, software) that points
@@ -659,9 +666,14 @@ def prepare_host(host: HostObservation) -> PreparedHost:
     ]
     if host.scripts:  # host scripts (smb-protocols, smb-os-discovery, ...): facts of the host, not of a port
         evidence["scripts"] = scripts_json(host.scripts)
+    directory_os = None
+    if host.directory is not None:  # the directory's facts, like host scripts: in the evidence, no new column
+        evidence["directory"] = host.directory
+        # Its OS row carries the three attributes as stated, for identification (name and build together).
+        directory_os = json.dumps({k: host.directory.get(k) for k in DIRECTORY_OS_ATTRIBUTES})
     oses = [
         ("os", o.name, o.vendor, o.family, o.generation, o.cpes[0] if o.cpes else None, _json_tuple(o.cpes),
-         o.accuracy, o.method, None, None)
+         o.accuracy, o.method, directory_os if o.method == "directory" else None, None)
         for o in (list(host.os_matches) or _os_hints(host.services))
     ]  # fmt: skip
     return (
@@ -699,6 +711,7 @@ class IdentityIndex:
         self.conn = conn
         self.pending: dict[tuple[str, str], int] = {}
         self.pending_macs: set[int] = set()
+        self.pending_directory_named: set[int] = set()  # assets a directory gave a DNS name in this batch
 
     def remember(self, asset_id: int, kind: str, value: str) -> None:
         if kind == "mac":
@@ -715,6 +728,7 @@ class IdentityIndex:
         """The pending identifiers are in the table now."""
         self.pending.clear()
         self.pending_macs.clear()
+        self.pending_directory_named.clear()
 
     def _find(self, kind: str, value: str) -> int | None:
         hit = self.pending.get((kind, value))
@@ -735,6 +749,30 @@ class IdentityIndex:
             "SELECT 1 FROM asset_identifiers WHERE asset_id = ? AND kind = 'mac' LIMIT 1", (asset_id,)
         ).fetchone()
         return row is not None
+
+    def by_short_name(self, short: str) -> int | None:
+        """The one asset whose hostname or sysName is `short` or starts with `short.`, for a directory sighting
+        whose DNS name matched nothing (reverse DNS in another zone, a sysName without the domain). Never a
+        generic name, never when two assets share the short name, never an asset the directory already names
+        by a DNS name (that one did not match: two computer objects in two domains are two machines)."""
+        short = short.lower()
+        if not short or "." in short or short in GENERIC_HOSTNAMES or short in ("localhost", "ip6-localhost"):
+            return None
+        rows = self.conn.execute(
+            "SELECT DISTINCT asset_id FROM asset_identifiers WHERE kind IN ('hostname', 'sysname') "
+            "AND (value = ? OR (value >= ? AND value < ?)) LIMIT 2", (short, short + ".", short + "/")
+        ).fetchall()  # the range is the index's way of saying "starts with short."
+        if len(rows) != 1:
+            return None
+        asset_id = int(rows[0][0])
+        if asset_id in self.pending_directory_named:
+            return None
+        marks = ",".join("?" * len(DIRECTORY_SOURCES))
+        named = self.conn.execute(
+            f"SELECT 1 FROM asset_identifiers WHERE asset_id = ? AND kind = 'hostname' AND source IN ({marks}) "
+            "AND instr(value, '.') LIMIT 1", (asset_id, *sorted(DIRECTORY_SOURCES))
+        ).fetchone()
+        return None if named else asset_id
 
     def match(self, ips: Iterable[str], macs: list[str], hostnames: Iterable[str],
               machine_ids: Sequence[str] = ()) -> int | None:  # fmt: skip
@@ -803,6 +841,9 @@ class Ingest:
         """The asset these identifiers belong to (made if new). `sighting`: the asset was seen on the network
         now; a register row is not a sighting, so it leaves first_seen/last_seen alone (NULL if never seen)."""
         asset_id = self.index.match(ips, macs, [*hostnames, *sysnames], machine_ids)
+        if asset_id is None and self.source in DIRECTORY_SOURCES:  # DNS name first, then the short name
+            shorts = dict.fromkeys(h.split(".")[0] for h in hostnames)
+            asset_id = next(filter(None, map(self.index.by_short_name, shorts)), None)
         name = next((h for h in [*hostnames, *sysnames] if h not in GENERIC_HOSTNAMES), None) or (
             ips[0] if ips else None
         )
@@ -819,6 +860,8 @@ class Ingest:
             for value in values:
                 real_kind = "ipv6" if kind == "ipv4" and ":" in value else kind
                 self.index.remember(asset_id, real_kind, value)
+                if real_kind == "hostname" and "." in value and self.source in DIRECTORY_SOURCES:
+                    self.index.pending_directory_named.add(asset_id)
                 self._identifiers.append((asset_id, real_kind, value, self.source, when, when))
         return asset_id
 
@@ -838,7 +881,8 @@ class Ingest:
             given = self.user_hostnames.get(ip)
             if given and given not in hostnames:
                 hostnames.append(given)
-        asset_id = self._asset_for(ips, macs, hostnames, when, sysnames, machine_ids=machine_ids)
+        asset_id = self._asset_for(ips, macs, hostnames, when, sysnames, machine_ids=machine_ids,
+                                   sighting=self.source not in DIRECTORY_SOURCES)
         self.last_asset_id = asset_id
         obs_id = self._next_obs
         self._next_obs += 1

@@ -1,4 +1,5 @@
-"""Encrypted credentials (SNMP communities and v3 keys), named so scans can refer to them.
+"""Encrypted credentials (SNMP communities and v3 keys, LDAP bind names and passwords), named so scans can
+refer to them.
 
 Each secret is sealed with AES-256-GCM under a key that lives in its own file (mode 0600, under the XDG
 config dir) or in `POSTURE_KEY`; the credential's name is bound in as associated data, so a sealed blob
@@ -154,6 +155,29 @@ def remove(name: str) -> None:
         raise PostureError(f"no credential named {name[:70]!r}", "see `posture creds list`")
     del data["credentials"][name]
     write_private(vault_path(), json.dumps(data, indent=2).encode())
+
+
+def add_ldap(name: str, bind_name: str, password: str) -> None:
+    """An LDAP simple-bind credential (`posture import ad --creds NAME`). The bind name is sealed with the
+    password: a DN or UPN names an account with directory read rights, which is worth keeping from the list."""
+    check_name(name)
+    for what, value in (("bind name", bind_name), ("password", password)):
+        if not value or len(value) > 1024 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise PostureError(f"the LDAP {what} must be 1 to 1024 characters without control characters",
+                               "give the DN or user@domain, then the password")
+    sealed = seal(name, json.dumps({"bind": bind_name, "password": password}).encode())
+    data = _load()
+    data["credentials"][name] = {"kind": "ldap", **sealed}
+    write_private(vault_path(), json.dumps(data, indent=2).encode())
+
+
+def ldap_credential(name: str) -> tuple[str, str]:
+    """(bind name, password), decrypted in memory for one directory import."""
+    entry = _load()["credentials"].get(name)
+    if entry is None or entry.get("kind") != "ldap":
+        raise PostureError(f"no LDAP credential named {name[:70]!r}", "add it: `posture creds add ldap NAME`")
+    secret = json.loads(unseal(name, entry))
+    return str(secret["bind"]), str(secret["password"])
 
 
 def snmp_credential(name: str) -> SnmpCredential:

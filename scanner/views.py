@@ -11,7 +11,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from scanner.store import Store
+from scanner.store import DIRECTORY_SOURCES, NOT_NETWORK_SOURCES, Store
 
 # The network's view of an asset's ports wins; an asset no port scan reached (a host agent's machine at
 # another site) is judged by what its agent saw listening.
@@ -30,6 +30,28 @@ LATEST_OS_OBSERVATION = """
         FROM software s JOIN observations o ON o.id = s.observation_id WHERE s.kind = 'os'
     ) WHERE n = 1
 """
+
+
+DIRECTORY_ONLY = "in directory, not seen on the network"
+# What the asset view shows of a directory's computer object (the rest stays in the observation's evidence).
+DIRECTORY_VIEW_FIELDS = ("dn", "name", "dNSHostName", "operatingSystem", "operatingSystemVersion",
+                         "operatingSystemServicePack", "last_logon", "password_last_set", "created", "disabled",
+                         "stale", "owner", "description", "ou", "site", "business_service")  # fmt: skip
+
+
+def directory_objects(store: Store) -> dict[int, dict[str, Any]]:
+    """asset id -> what the newest directory sighting (Active Directory) said of it."""
+    marks = ",".join("?" * len(DIRECTORY_SOURCES))
+    out: dict[int, dict[str, Any]] = {}
+    for asset_id, said in store.conn.execute(
+        "SELECT asset_id, json_extract(evidence, '$.directory') FROM (SELECT asset_id, evidence, row_number() "
+        "OVER (PARTITION BY asset_id ORDER BY observed_at DESC, id DESC) AS n FROM observations "
+        f"WHERE source IN ({marks})) WHERE n = 1", sorted(DIRECTORY_SOURCES)
+    ):  # fmt: skip
+        found = json.loads(said) if said else None
+        if isinstance(found, dict):
+            out[asset_id] = {k: found.get(k) for k in DIRECTORY_VIEW_FIELDS}
+    return out
 
 
 def asset_addresses(store: Store) -> dict[int, tuple[list[str], str | None]]:
@@ -116,10 +138,15 @@ def asset_views(store: Store, asset_ids: list[int] | None = None) -> list[dict[s
             },
         )
 
+    directory = directory_objects(store)
     out: list[dict[str, Any]] = []
     for a in assets:
         ids = identifiers.get(a[0], {})
         src = list(sources.get(a[0], []))
+        said = directory.get(a[0]) or {}
+        # The register's owner, site and service win; where it says nothing, the directory's (managedBy, OU).
+        owner, site, service = (a[5] or said.get("owner"), a[7] or said.get("site"),
+                                a[6] or said.get("business_service"))  # fmt: skip
         out.append(
             {
                 "id": a[0],
@@ -135,12 +162,16 @@ def asset_views(store: Store, asset_ids: list[int] | None = None) -> list[dict[s
                 "last_seen": a[3],
                 "sources": src,
                 "in_register": bool(a[4]),
-                "owner": a[5],
-                "business_service": a[6],
-                "site": a[7],
+                "owner": owner,
+                "owner_source": None if owner is None else "register" if a[5] else "directory",
+                "business_service": service,
+                "site": site,
                 "criticality": a[8],
                 "cost_centre": a[9],
                 "attributes": json.loads(a[10]),
+                "directory": directory.get(a[0]),
+                "seen_on_network": bool(set(src) - NOT_NETWORK_SOURCES),
+                "note": DIRECTORY_ONLY if a[0] in directory and not set(src) - NOT_NETWORK_SOURCES else None,
             }
         )
     return out

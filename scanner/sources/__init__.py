@@ -28,6 +28,7 @@ from scanner.targets import ScanPlan
 REGISTRY: dict[str, str] = {
     "nmap": "scanner.sources.nmap:NmapSource",
     "snmp": "scanner.sources.snmp:SnmpSource",
+    "ad": "scanner.sources.ad:DirectorySource",
     "agent": "scanner.sources.bundle:BundleSource",  # host-agent bundles (`posture import bundle`, a job's inbox)
 }
 

@@ -58,3 +58,18 @@ def test_a_smaller_scan_does_not_make_assets_gone(lab: Lab, tmp_path: Path) -> N
     assert run_posture("scan", lab.targets[0], "--ports", lab.ports_spec, "--no-dns", db=lonely).returncode == 0
     refused = run_posture("diff", db=lonely)
     assert refused.returncode == 2 and "not two finished scans" in refused.stderr
+
+
+def test_a_directory_read_covers_no_network(tmp_path: Path) -> None:
+    """A directory import after a network scan lists computers, not what answered on a network: comparing the
+    two must not call every scanned asset gone (scanner.diff._covered). Rows as the runner writes them."""
+    from scanner.diff import _covered
+    from scanner.store import Store, insert_scan
+
+    with Store.open(tmp_path / "d.db") as store, store.transaction() as conn:
+        nmap = insert_scan(conn, "nmap-scan", "nmap", "complete", targets=["10.9.0.0/24"])
+        directory = insert_scan(conn, "directory-import", "ad", "complete", targets=["ldaps://dc1.example.test"])
+        bundle = insert_scan(conn, "agent-import", "agent", "complete", targets=[])
+    with Store.open(tmp_path / "d.db") as store:
+        assert [str(n) for n in _covered(store, nmap) or []] == ["10.9.0.0/24"]
+        assert _covered(store, directory) == [] and _covered(store, bundle) == []
