@@ -22,7 +22,7 @@ from rules.tls import CERTIFICATE_RULES, PROTOCOL_RULES
 from scanner.errors import PostureError
 from scanner.model import printable
 from scanner.store import Store
-from scanner.views import LATEST_PORT_OBSERVATION, asset_views
+from scanner.views import DIRECTORY_ONLY, LATEST_PORT_OBSERVATION, asset_views
 
 CATEGORIES = ("servers", "network", "end-user", "ot-iot", "unknown")
 FUNCTIONS = ("protect", "detect", "respond")
@@ -112,7 +112,7 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
         changes=_changes(store, json.loads(evaluation[4] or "{}")),
         cliff=_cliff(assets, day),
         top_risks=_top_risks(open_findings, assets, rules_detail),
-        windows=_windows(assets),
+        windows=_windows(assets, open_findings),
         certificates=_certificates(open_findings),
         tls_services=_tls_services(open_findings),
         certificates_read=store.conn.execute(
@@ -216,10 +216,11 @@ def _place(f: dict[str, Any]) -> dict[str, str]:
 WINDOWS_PRODUCTS = ("windows", "windows-server", "windows-embedded", "windows-server-core", "windows-nano-server")
 
 
-def _windows(assets: list[dict[str, Any]]) -> dict[str, Any]:
+def _windows(assets: list[dict[str, Any]], findings: list[dict[str, Any]]) -> dict[str, Any]:
     """The Windows estate as a council's auditor asks for it: each release by count, with its end of support
-    and its paid extended support (ESU) where there is one, the oldest first; and how many machines look like
-    Windows but could not be told apart (nmap's guess alone names no release)."""
+    and its paid extended support (ESU) where there is one, the oldest first; how many machines look like
+    Windows but could not be told apart (nmap's guess alone names no release); and the directory's stale or
+    disabled computer objects (open `detect.stale-directory-object` findings) and those only it knows."""
     releases: Counter[tuple[str, str, str, str]] = Counter()
     unnamed = 0
     catalogue = default_catalogue()
@@ -239,8 +240,10 @@ def _windows(assets: list[dict[str, Any]]) -> dict[str, Any]:
     rows = [{"release": r, "state": s, "eol_date": e, "extended_until": x, "count": n}
             for (r, s, e, x), n in releases.items()]  # fmt: skip
     rows.sort(key=lambda w: (w["eol_date"] or "9999", w["release"]))
+    stale = {f["asset_id"] for f in findings if f["rule_id"] == "detect.stale-directory-object"}
     return {"releases": rows, "total": sum(releases.values()) + unnamed, "unnamed": unnamed,
-            "unsupported": sum(w["count"] for w in rows if w["state"] == "end-of-life")}  # fmt: skip
+            "unsupported": sum(w["count"] for w in rows if w["state"] == "end-of-life"), "stale": len(stale),
+            "directory_only": sum(1 for a in assets if a.get("note") == DIRECTORY_ONLY)}  # fmt: skip
 
 
 def _certificates(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -203,6 +203,24 @@ def test_stale_and_disabled_objects(directory_db: dict[str, Any]) -> None:
     assert old7["last_seen"] is None  # a directory entry is not a network sighting
 
 
+
+def test_report_windows_estate_counts_the_directory(directory_db: dict[str, Any], tmp_path: Path) -> None:
+    """Issue 14 item 4: the report's Windows estate section counts releases the directory named (XP among them,
+    end of life) and the stale or disabled objects and the directory-only ones, as the findings and the asset
+    view have them."""
+    html = tmp_path / "report.html"
+    result = run_posture("report", "--html", str(html), db=directory_db["db"], env=directory_db["env"])
+    assert result.returncode == 0, result.stderr
+    page = html.read_text(encoding="utf-8")
+    section = page[page.index('<h2 id="windows">'):page.index('<section aria-labelledby="certificates">')]
+    stale = {f["asset_id"] for f in directory_db["findings"] if f["rule_id"] == "detect.stale-directory-object"}
+    only = [a for a in directory_db["assets"].values() if a["note"] == "in directory, not seen on the network"]
+    assert len(stale) >= 2 and only
+    assert (f"Active Directory: {len(stale)} computer objects not seen logging on for a long time, or disabled"
+            in section and f"; {len(only)} in the directory but not seen on the network." in section)
+    xp = next(row for row in section.split("<tr>") if "Windows XP" in row)
+    assert "end-of-life" in xp
+
 def test_merge_with_scanned_assets(directory_db: dict[str, Any]) -> None:
     """SRV08 merges with the nmap asset of the same DNS name (the directory's Server 2008 R2 ranks above
     nmap's Windows 7 guess, which is kept as a conflict); XP01 with the nmap asset whose reverse name is in
