@@ -382,11 +382,13 @@ def scan(
     \b
     Defaults are gentle, for estates of fragile legacy kit:
       - at most 100 packets per second (--max-rate), nmap's normal timing;
-      - printer ports (515, 9100-9107, 9999) are not probed unless --printer-ports;
+      - printer ports (515, 9100-9107, 9999) are left alone unless
+        --printer-ports;
       - version detection on; OS detection only when run as root;
-      - nmap's safe scripts on (--no-scripts turns them off), on the scanned hosts only;
-      - large ranges go in chunks of 256 addresses, 2 at a time, each saved when done:
-        a scan killed half-way keeps what it finished; --resume completes it.
+      - nmap's safe scripts on, on the scanned hosts only (--no-scripts: off);
+      - large ranges go in chunks of 256 addresses, 2 at a time, each saved
+        when done: a scan killed half-way keeps what it finished; --resume
+        completes it.
 
     Exit codes: 0 hosts found, 2 bad input or setup, 3 no host answered, 130 interrupted.
     """
@@ -578,7 +580,8 @@ def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None
     \b
     Example:
       posture creds add ldap corp-ad          (bind name, then password: prompted)
-      posture import ad ldaps://dc1.corp.example --creds corp-ad --ca-file corp-ca.pem
+      posture import ad ldaps://dc1.corp.example --creds corp-ad \\
+        --ca-file corp-ca.pem
 
     ldaps:// (or ldap:// with --starttls); the server's certificate is verified; plain ldap:// is refused
     unless --insecure-ldap. Referrals are never followed. A refusal (wrong password, unreachable server,
@@ -711,7 +714,11 @@ def creds_add(kind: str, name: str, snmp_version: str, user: str | None, auth_pr
     """Add (or replace) the credential NAME.
 
     \b
-    ldap: a simple-bind account for `posture import ad`: the bind name (a DN, or user@domain) and its
+    Examples:
+      posture creds add snmp core-v2c                  (community: prompted)
+      posture creds add ldap corp-ad                   (bind name, password)
+
+    ldap is a simple-bind account for `posture import ad`: the bind name (a DN, or user@domain) and its
     password, both sealed; read-only rights to computer objects are enough.
     """
     from scanner.agents.snmp import SnmpCredential
