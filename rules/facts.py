@@ -740,6 +740,11 @@ def _choose(oses: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dic
     top = max((i["accuracy"] or 0 for i in oses if i["method"] == "nmap os"), default=0)
     oses = [i for i in oses if i["method"] != "nmap os" or (i["accuracy"] or 0) >= top]
     best = max(oses, key=_rank)
+    tied = [i for i in oses if i["method"] == "nmap os"]  # nmap's guesses at its top accuracy
+    if best in tied and len({frozenset(_releases(i)) for i in tied}) > 1:
+        # They disagree ("Linux 5.0 - 5.2" and "Linux 3.1", both at 95%): none names the release, so a guess
+        # that names none wins over one that merely names a cycle (a Debian 12 host was called end of life).
+        best = next((i for i in tied if not i["cycles"]), best)
     releases = {id(i): _releases(i) for i in oses}
     within = releases[id(best)]
     narrower = [i for i in oses if i["cycles"] and len(releases[id(i)]) < len(within) and releases[id(i)] <= within]

@@ -43,6 +43,21 @@ def test_a_lower_accuracy_guess_never_beats_a_higher_one() -> None:
     assert best["label"] == "Linux 3.2 - 4.9" and best["cycles"] == []
 
 
+@pytest.mark.parametrize("first", ["range", "release"])
+def test_equally_accurate_guesses_that_disagree_name_no_release(first: str) -> None:
+    """nmap 7.93 against this project's lab (a Debian 12 host, kernel 6.1) ranked "Linux 5.0 - 5.2" first and
+    "Linux 3.1" next, at 97/95% in one run and at the same accuracy in another: a tie between a kernel range
+    and a kernel release names no release (Linux 3.1 is end of life; the host is not)."""
+    i = ident()
+    kernels = nmap_guess(i, "Linux 5.0 - 5.2", ["cpe:/o:linux:linux_kernel:5"], 95)
+    three = nmap_guess(i, "Linux 3.1", ["cpe:/o:linux:linux_kernel:3.1"], 95)
+    assert three["cycles"] and not kernels["cycles"]
+    best, _ = _choose([kernels, three] if first == "range" else [three, kernels])
+    assert best is kernels and best["lifecycle_state"] == "unknown"
+    lower, _ = _choose([kernels, nmap_guess(i, "Linux 3.1", ["cpe:/o:linux:linux_kernel:3.1"], 97)])
+    assert lower["cycles"]  # nmap's single top guess still decides
+
+
 def test_every_windows_cpe_form_maps() -> None:
     """ "every nmap Windows CPE form maps (windows_xp, windows_7::sp1, windows_10, windows_server_2008:r2...)"."""
     cat = default_catalogue()
