@@ -243,20 +243,45 @@ def _snmp_run(ctx: click.Context, store: Any, addresses: list[str], targets: lis
 
 
 @cli.command()
-@click.argument("targets", nargs=-1, required=True)
+@click.argument("targets", nargs=-1)
 @click.option("--exclude", multiple=True, metavar="TARGET", help="Addresses, networks or ranges to leave out.")
 @click.option("--scope", multiple=True, metavar="CIDR", help="Refuse any target outside these networks.")
+@click.option("--resume", type=Whole(0), is_flag=False, flag_value=0, default=None, metavar="[SCAN_ID]",
+              help="Finish an interrupted SNMP scan (the newest one, or SCAN_ID): the chunks of devices not "
+              "yet done.")  # fmt: skip
 @snmp_options
 @click.pass_context
 def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ...], scope: tuple[str, ...],
-         **params: Any) -> None:  # fmt: skip
+         resume: int | None, **params: Any) -> None:  # fmt: skip
     """Ask devices over SNMP (v1, v2c, v3) for their system, interfaces, software and hardware.
 
     Runs without nmap. Each device gets the credentials given with --creds in turn; its outcome (ok,
     partial, auth-failure, no-response, timeout, error) is kept in the scan record and listed at the end.
     Secrets come from the encrypted vault (`posture creds add snmp NAME`), never from the command line.
-    """
 
+    \b
+    Examples:
+      posture snmp 10.20.0.0/24 --creds core-v3
+      posture snmp --resume          (after Ctrl-C: the devices not yet done)
+    """
+    if resume is not None:
+        if targets:
+            raise PostureError("give either TARGETS or --resume, not both", "see `posture snmp --help`")
+        from scanner.scan import execute_run, resumable_scan, stored_request
+        from scanner.sources import get_source
+
+        with open_store(ctx) as store:
+            scan_id = resumable_scan(store, resume or None, "snmp-scan")
+            request = stored_request(store, scan_id, 1)
+            source = get_source("snmp")
+            source.check(request)
+            store.claim_scan(scan_id)
+            summary = execute_run(store, source, scan_id, request, _Reporter("devices"))
+        click.echo(f"SNMP scan {summary.scan_id} {summary.status}: {summary.hosts_done} of {summary.hosts_total} "
+                   f"devices done, {summary.new_assets} new assets. Inventory: {store.path}")  # fmt: skip
+        return
+    if not targets:
+        raise click.UsageError("give at least one TARGET (or --resume)")
     plan, _ = _plan(ctx, targets, exclude, scope)
     with open_store(ctx) as store:
         summary = _snmp_run(ctx, store, [str(a) for a in plan.addresses], list(targets), params)

@@ -107,6 +107,7 @@ def run_source(store: Store, source: Source, request: Request, reporter: Progres
 
 def resumable_scan(store: Store, scan_id: int | None, kind: str = "nmap-scan") -> int:
     """The run to resume: the one named, or the newest interrupted or failed run of this kind."""
+    what, command = ("SNMP scan", "snmp") if kind == "snmp-scan" else ("network scan", "scan")
     store.reap_stale_scans()
     if scan_id is None:
         row = store.conn.execute(
@@ -114,11 +115,13 @@ def resumable_scan(store: Store, scan_id: int | None, kind: str = "nmap-scan") -
             (kind,),
         ).fetchone()
         if row is None:
-            raise PostureError("there is no interrupted scan to resume", "start a new one with `posture scan TARGET`")
+            raise PostureError(f"there is no interrupted {what} to resume",
+                               f"start a new one with `posture {command} TARGET`")  # fmt: skip
         return int(row[0])
     found = store.scan_row(scan_id)
     if found is None or found["kind"] != kind:
-        raise PostureError(f"scan {scan_id} is not a network scan in this inventory", "see `posture scans`")
+        article = "an" if what.startswith("SNMP") else "a"
+        raise PostureError(f"scan {scan_id} is not {article} {what} in this inventory", "see `posture scans`")
     if found["status"] not in ("interrupted", "failed"):
         raise PostureError(f"scan {scan_id} is {found['status']}, not interrupted", "see `posture scans`")
     return scan_id
@@ -148,7 +151,10 @@ def execute_run(
     """Do the run's pending units; on return or raise, the run's row says how it ended."""
     row = store.scan_row(scan_id)
     assert row is not None
-    pending = store.pending_chunks(scan_id)
+    # A unit cut short keeps the targets it finished (SNMP saves devices as they answer): a resume asks the rest.
+    finished = {r[0] for r in store.conn.execute("SELECT address FROM scan_targets WHERE scan_id = ?", (scan_id,))}
+    pending = [(seq, [t for t in targets if t not in finished], count)
+               for seq, targets, count in store.pending_chunks(scan_id)]  # fmt: skip
     total_units = store.conn.execute("SELECT count(*) FROM scan_chunks WHERE scan_id = ?", (scan_id,)).fetchone()[0]
     summary = ScanSummary(
         scan_id, hosts_total=row["hosts_total"], hosts_done=row["hosts_done"], hosts_up=row["hosts_up"]

@@ -176,6 +176,8 @@ class SnmpSource:
             finally:
                 results.put(None)
 
+        for empty in [seq for seq, n in left.items() if n == 0]:  # every device of it was saved before a resume
+            yield Batch((), unit=empty)
         worker = threading.Thread(target=work, name="posture-snmp", daemon=True)
         worker.start()
         hosts: list[PreparedHost] = []

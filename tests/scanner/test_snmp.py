@@ -269,6 +269,16 @@ def test_sigterm_mid_snmp_scan_keeps_saved_devices(snmpd: SnmpdLab, vault: dict[
     assert query(db, "SELECT status FROM scans") == [("interrupted",)]
     saved = dict(query(db, "SELECT address, status FROM scan_targets"))
     assert saved == {SNMPD[0]: "ok", SNMPD[1]: "ok"}  # the finished devices are kept, the slow one is not
-    # Its unit (one chunk of the three addresses, as nmap would have it) is not done: a resume asks it again.
+    # Its unit (one chunk of the three addresses, as nmap would have it) is not done: a resume asks it again
+    # (the slow agent is gone by now: that device times out, the others answer again) and completes the scan.
     assert query(db, "SELECT status, host_count FROM scan_chunks") == [("pending", 3)]
+    resumed = run_posture("snmp", "--resume", "--snmp-timeout", "1", db=db, env=vault)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "complete: 3 of 3 devices done" in resumed.stdout
+    assert query(db, "SELECT status FROM scans") == [("complete",)]
+    assert query(db, "SELECT status FROM scan_chunks") == [("done",)]
+    assert dict(query(db, "SELECT address, status FROM scan_targets WHERE address = '127.0.8.3'")) == {
+        "127.0.8.3": "no-response"}
+    again = run_posture("snmp", "--resume", db=db, env=vault)
+    assert again.returncode == 2 and "no interrupted SNMP scan to resume" in again.stderr
     assert len(software_of(db, SNMPD[0], "application")) > 50
