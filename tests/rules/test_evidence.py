@@ -54,8 +54,8 @@ def test_equally_accurate_guesses_that_disagree_name_no_release(first: str) -> N
     assert three["cycles"] and not kernels["cycles"]
     best, _ = _choose([kernels, three] if first == "range" else [three, kernels])
     assert best is kernels and best["lifecycle_state"] == "unknown"
-    lower, _ = _choose([kernels, nmap_guess(i, "Linux 3.1", ["cpe:/o:linux:linux_kernel:3.1"], 97)])
-    assert lower["cycles"]  # nmap's single top guess still decides
+    single, _ = _choose([kernels, nmap_guess(i, "Linux 3.1", ["cpe:/o:linux:linux_kernel:3.1"], 97)])
+    assert single is not None and single["cycles"]  # nmap's single top guess still decides
 
 
 def test_every_windows_cpe_form_maps() -> None:
