@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from scanner.errors import Interrupted, PostureError
 from scanner.model import bound
 from scanner.sources import Batch, Request, Source
-from scanner.store import Ingest, Store, insert_scan, utc_now
+from scanner.store import Ingest, Store, insert_chunks, insert_scan, utc_now
 
 
 class ProgressReporter(Protocol):
@@ -79,7 +79,7 @@ def start_run(store: Store, source: Source, request: Request) -> int:
         hosts_total=sum(count for _, count in units),
         input_file=request.input_file,
     )
-    store.add_chunks(scan_id, [targets for targets, _ in units], [count for _, count in units])
+    store.add_chunks(scan_id, units)
     return scan_id
 
 
@@ -99,7 +99,7 @@ def stored_request(store: Store, scan_id: int, parallel: int) -> Request:
 def run_source(store: Store, source: Source, request: Request, reporter: ProgressReporter) -> ScanSummary:
     """Start a run of `source` and do it all; on return or raise, the run's row says how it ended."""
     store.reap_stale_scans()
-    if getattr(source, "whole", False):
+    if source.whole:
         return _run_whole(store, source, request)
     scan_id = start_run(store, source, request)
     return execute_run(store, source, scan_id, request, reporter)
@@ -268,10 +268,7 @@ def _run_whole(store: Store, source: Source, request: Request) -> ScanSummary:
             conn, source.kind, source.name, "running", targets=request.targets, options=request.options,
             tool_version=tool_version, hosts_total=summary.hosts_total, input_file=request.input_file,
         )  # fmt: skip
-        conn.executemany(
-            "INSERT INTO scan_chunks (scan_id, seq, targets, host_count) VALUES (?, ?, ?, ?)",
-            [(summary.scan_id, i, json.dumps(t), n) for i, (t, n) in enumerate(units)],
-        )
+        insert_chunks(conn, summary.scan_id, units)
         for batch in batches:
             _write_batch(conn, source.name, summary.scan_id, batch, request.hostnames, summary)
         conn.execute("UPDATE scans SET status = 'complete', finished_at = ? WHERE id = ?", (utc_now(), summary.scan_id))

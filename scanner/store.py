@@ -380,6 +380,14 @@ def insert_scan(conn: sqlite3.Connection, kind: str, source: str, status: str, *
     return cur.lastrowid
 
 
+def insert_chunks(conn: sqlite3.Connection, scan_id: int, units: list[tuple[list[str], int]]) -> None:
+    """A run's units of work, (targets, how many targets), numbered in order, inside the caller's transaction."""
+    conn.executemany(
+        "INSERT INTO scan_chunks (scan_id, seq, targets, host_count) VALUES (?, ?, ?, ?)",
+        [(scan_id, i, json.dumps(targets), n) for i, (targets, n) in enumerate(units)],
+    )
+
+
 class Store:
     """An open inventory database. Use `Store.open`; close it, or use it as a context manager."""
 
@@ -510,12 +518,9 @@ class Store:
         with self.transaction() as conn:
             return insert_scan(conn, kind, source, "running", **fields)
 
-    def add_chunks(self, scan_id: int, chunks: list[list[str]], sizes: list[int]) -> None:
+    def add_chunks(self, scan_id: int, units: list[tuple[list[str], int]]) -> None:
         with self.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO scan_chunks (scan_id, seq, targets, host_count) VALUES (?, ?, ?, ?)",
-                [(scan_id, i, json.dumps(c), n) for i, (c, n) in enumerate(zip(chunks, sizes, strict=True))],
-            )
+            insert_chunks(conn, scan_id, units)
 
     def pending_chunks(self, scan_id: int) -> list[tuple[int, list[str], int]]:
         rows = self.conn.execute(
