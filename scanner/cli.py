@@ -1206,8 +1206,9 @@ def _run_one(ctx: click.Context, job: Any) -> None:
                 nothing = True
                 say(f"job {job.name}: {exc}", logging.WARNING)
         for method, request in job.settings:  # sources told what to read by their own table (a directory)
-            summary = _run_source(ctx, method, request)
-            say(f"job {job.name}: {method}: {summary.hosts_up} {get_source(method).noun} read, "
+            source = get_source(method)
+            summary = _run_source(ctx, source, request)
+            say(f"job {job.name}: {method}: {summary.hosts_up} {source.noun} read, "
                 f"{summary.new_assets} new assets (scan {summary.scan_id})")
         bundles = _import_inbox(ctx, Path(job.inbox)) if job.inbox else {}
         record_run(job.name, started)
@@ -1234,13 +1235,12 @@ def _run_one(ctx: click.Context, job: Any) -> None:
             f"{summary['fixed_findings']} fixed findings")
 
 
-def _run_source(ctx: click.Context, name: str, request: Any) -> Any:
+def _run_source(ctx: click.Context, source: Any, request: Any) -> Any:
     """One run of a source that is not a network scan, through the common runner (`scanner.scan`)."""
     from scanner.scan import run_source
-    from scanner.sources import get_source
 
     with open_store(ctx) as store:
-        return run_source(store, get_source(name), request, _Reporter(noun=get_source(name).noun))
+        return run_source(store, source, request, _Reporter(noun=source.noun))
 
 
 def _import_inbox(ctx: click.Context, inbox: Path) -> dict[str, int]:
