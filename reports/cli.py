@@ -14,9 +14,36 @@ from typing import Any
 import click
 
 from rules.cli import parse_day
+from scanner.config import ConfigError, register_table
 from scanner.errors import PostureError
 from scanner.model import write_csv
 from scanner.safefs import write_atomic
+
+MAX_ORGANISATION = 120
+
+
+def check_report_table(table: dict[str, Any]) -> None:
+    """The config's [report]: `organisation`, the name the report's header and the procurement documents'
+    author carry (none by default: a report names its organisation only when told to)."""
+    unknown = set(table) - {"organisation"}
+    if unknown:
+        raise ConfigError(f"unknown key in [report]: {sorted(unknown)[0][:40]!r} (known: organisation)",
+                          sorted(unknown)[0])  # fmt: skip
+    name = table.get("organisation")
+    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > MAX_ORGANISATION):
+        raise ConfigError(f'[report] organisation must be a name of 1 to {MAX_ORGANISATION} characters, e.g. '
+                          'organisation = "Example Borough Council"', "organisation")  # fmt: skip
+
+
+def organisation(ctx: click.Context) -> str | None:
+    """`[report] organisation` from the config file (checked when it was loaded), or None."""
+    from scanner.config import load_config
+
+    name = load_config(ctx.find_root().obj.get("config_path")).get("report", {}).get("organisation")
+    return name.strip() if isinstance(name, str) else None
+
+
+register_table("report", check_report_table)
 
 on_option = click.option("--on", "on_day", metavar="YYYY-MM-DD",
                          help="Judge lifecycles, SLAs and exceptions as of this day (default: today).")  # fmt: skip
@@ -41,7 +68,12 @@ def report(ctx: click.Context, html_path: Path, on_day: str | None) -> None:
     with _open(ctx) as (store, settings):
         result = write_html(store, html_path, day, settings)
     click.echo(f"report written: {html_path} ({len(result.assets)} assets, {len(result.findings)} open findings, "
-               f"{len(result.accepted)} accepted; score {result.score}/100)")  # fmt: skip
+               f"{len(result.accepted)} accepted)")  # fmt: skip
+    from rules.cli import score_lines
+
+    if result.judgement is not None:
+        for line in score_lines(result.judgement.as_dict()):
+            click.echo(line)
 
 
 def md(value: Any, limit: int = 200) -> str:

@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 from reports.plans import decommission_plan, named, remediation_plan
+from rules import score as scoring
 from rules.catalogue import DEFAULT_POLICY, POLICIES, default_catalogue
 from rules.engine import SEVERITIES, SEVERITY_RANK, Settings
 from rules.facts import add_lifecycle
@@ -25,9 +26,6 @@ from scanner.store import Store
 from scanner.views import DIRECTORY_ONLY, LATEST_PORT_OBSERVATION, asset_views
 
 CATEGORIES = ("servers", "network", "end-user", "ot-iot", "unknown")
-FUNCTIONS = ("protect", "detect", "respond")
-# The score: the share of assets (in %) with no open, not accepted finding of these severities.
-SCORE_SEVERITIES = ("critical", "high")
 MAX_TEXT = 300
 
 
@@ -51,7 +49,7 @@ class Report:
     assets: list[dict[str, Any]]
     findings: list[dict[str, Any]]
     accepted: list[dict[str, Any]]
-    score: int
+    score: int  # rules/score.py: identified assets without an open critical/high finding, over all assets
     rag: dict[str, str]  # function -> red, amber, green
     by_severity: dict[str, int]
     coverage: dict[str, Any]
@@ -66,6 +64,7 @@ class Report:
     tls_services: list[dict[str, Any]] = field(default_factory=list)  # TLS services offering what they should not
     certificates_read: int = 0  # ports whose certificate nmap's ssl-cert read in the latest scans
     windows: dict[str, Any] = field(default_factory=dict)  # the Windows estate: releases by count (`_windows`)
+    judgement: scoring.Judgement | None = None  # the score's and RAG's reasons
 
 
 def _dates_from(finding: dict[str, Any]) -> str:
@@ -92,8 +91,7 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
     open_findings = [f for f in every if not f["accepted"]]
     accepted = [f for f in every if f["accepted"]]
     by_severity = Counter(f["severity"] for f in open_findings)
-    hit = {f["asset_id"] for f in open_findings if f["severity"] in SCORE_SEVERITIES}
-    score = round(100 * (len(assets) - len(hit & {a["id"] for a in assets})) / len(assets)) if assets else 100
+    judgement = _judge(assets, open_findings, settings)
     rules_detail = {r[0]: (r[1], r[2], r[3], json.loads(r[4])) for r in store.conn.execute(
         "SELECT id, title, function, severity, detail FROM finding_rules")}  # fmt: skip
     return Report(
@@ -105,8 +103,9 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
         assets=[_asset_row(a) for a in assets],
         findings=open_findings,
         accepted=accepted,
-        score=score,
-        rag=_rag(open_findings),
+        score=judgement.score,
+        rag=judgement.rag,
+        judgement=judgement,
         by_severity={s: by_severity.get(s, 0) for s in SEVERITIES},
         coverage=_coverage(assets),
         changes=_changes(store, json.loads(evaluation[4] or "{}")),
@@ -128,22 +127,20 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
     )  # fmt: skip
 
 
-def _rag(findings: list[dict[str, Any]]) -> dict[str, str]:
-    """Red: a critical or high finding open; amber: a medium one; green: nothing above low."""
-    out = {}
-    for function in FUNCTIONS:
-        worst = max((SEVERITY_RANK[f["severity"]] for f in findings if f["function"] == function), default=-1)
-        if worst >= SEVERITY_RANK["high"]:
-            out[function] = "red"
-        else:
-            out[function] = "amber" if worst >= SEVERITY_RANK["medium"] else "green"
-    return out
+def _judge(assets: list[dict[str, Any]], findings: list[dict[str, Any]], settings: Settings) -> scoring.Judgement:
+    """The score and RAG (rules/score.py) over the report's own day: open, not accepted findings."""
+    known = {a["id"] for a in assets if scoring.is_identified(a["os"])}
+    worst: dict[str, str | None] = {}
+    for f in findings:
+        worst[f["function"]] = scoring.worse(worst.get(f["function"]), f["severity"])
+    unsafe = {f["asset_id"] for f in findings if f["severity"] in scoring.SCORE_SEVERITIES}
+    return scoring.judge(len(assets), len(known), len(unsafe & known), worst, settings.min_coverage_percent)
 
 
 def _coverage(assets: list[dict[str, Any]]) -> dict[str, Any]:
     """Share of assets whose OS release and lifecycle are known: unknown is never counted as safe."""
     total = len(assets)
-    os_known = sum(1 for a in assets if a["os"] and a["os"].get("lifecycle_state") not in (None, "unknown"))
+    os_known = sum(1 for a in assets if scoring.is_identified(a["os"]))
     return {"assets": total, "known": os_known, "unknown": total - os_known,
             "percent": round(100 * os_known / total) if total else 0}  # fmt: skip
 

@@ -312,7 +312,21 @@ def _summary_lines(summary: Any) -> list[str]:
         f"evaluation {summary.evaluation_id} on {summary.day}: {summary.assets} assets, {summary.rules} rules; "
         f"{summary.open} findings open ({summary.new} new, {summary.reopened} reopened), {summary.fixed} fixed, "
         f"{summary.accepted} accepted" + (f"; not accepted: {severities}" if severities else ""),
+        *score_lines(summary.score),
         f"lifecycle data: endoflife.date as of {summary.catalogue_date}; CISA KEV {summary.kev_version}",
+    ]
+
+
+def score_lines(judgement: dict[str, Any]) -> list[str]:
+    """The score as the CLI prints it: the number, what it counts, and each function's RAG with its reason
+    (an estate posture could not identify reads 0/100 and AMBER "insufficient data", never GREEN)."""
+    if not judgement:
+        return []
+    rag = "; ".join(f"{f} {judgement['rag'][f].upper()} ({judgement['why'][f]})" for f in judgement["rag"])
+    return [
+        f"score {judgement['score']}/100: {judgement['safe']} of {judgement['assets']} assets identified and "
+        f"without an open critical or high finding; {judgement['unknown']} not identified (counted as not safe)",
+        rag,
     ]
 
 

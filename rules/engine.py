@@ -116,6 +116,7 @@ class Settings:
     )
     unsupported_after: str = DEFAULT_POLICY  # [lifecycle]: the milestone that ends support (catalogue POLICIES)
     expiry_warning_days: int = 30  # [tls]: a certificate expiring within this many days is flagged
+    min_coverage_percent: int = 90  # a function is GREEN only with this share of assets identified (rules/score.py)
 
     def get(self, name: str) -> Any:
         return getattr(self, name)
@@ -125,7 +126,8 @@ class Settings:
         table = config.get("rules", {}) if isinstance(config, dict) else {}
         if not isinstance(table, dict):
             raise RuleError("config: [rules] must be a table")
-        known = {"horizon_months", "horizon_days", "stale_days", "uptime_days", "sla_days", "dirs"}
+        known = {"horizon_months", "horizon_days", "stale_days", "uptime_days", "sla_days", "dirs",
+                 "min_coverage_percent"}
         unknown = set(table) - known
         if unknown:
             names = ", ".join(printable(k, 40) for k in sorted(unknown))
@@ -136,6 +138,13 @@ class Settings:
         for key in ("horizon_days", "stale_days", "uptime_days"):
             if key in table:
                 values[key] = _positive(table[key], key)
+        if "min_coverage_percent" in table:
+            value = table["min_coverage_percent"]
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
+                shown = repr(value)[:40] if isinstance(value, str | int | float | bool) else f"a {type(value).__name__}"
+                raise RuleError(f"config: [rules] min_coverage_percent must be a whole number from 0 to 100, "
+                                f"not {shown}")  # fmt: skip
+            values["min_coverage_percent"] = value
         if "sla_days" in table:
             if not isinstance(table["sla_days"], dict):
                 raise RuleError("config: [rules] sla_days must be a table of days per severity, e.g. "

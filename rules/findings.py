@@ -29,7 +29,7 @@ from datetime import date
 from functools import cache
 from typing import Any
 
-from rules import identities
+from rules import identities, score
 from rules.catalogue import DEFAULT_POLICY, Catalogue
 from rules.engine import (
     INTERNAL_ERROR,
@@ -173,6 +173,7 @@ class EvaluationSummary:
     catalogue_date: str = ""
     kev_version: str = ""
     unsupported_after: str = DEFAULT_POLICY  # the lifecycle policy the verdicts used (the report states it)
+    score: dict[str, Any] = field(default_factory=dict)  # rules/score.py Judgement.as_dict()
 
 
 def active_exceptions(store: Store, day: date) -> dict[str, dict[str, Any]]:
@@ -209,8 +210,11 @@ class _Writer:
     """Batches findings into the open transaction; counts what is accepted and what is not."""
 
     def __init__(self, conn: sqlite3.Connection, evaluation_id: int, day: str,
-                 exceptions: dict[str, dict[str, Any]]) -> None:  # fmt: skip
+                 exceptions: dict[str, dict[str, Any]], functions: dict[str, str]) -> None:  # fmt: skip
         self.conn, self.evaluation_id, self.day = conn, evaluation_id, day
+        self.functions = functions  # rule id -> protect | detect | respond, for the score (rules/score.py)
+        self.worst: dict[str, str | None] = {}  # function -> worst severity open and not accepted
+        self.unsafe: set[int] = set()  # assets with an open, not accepted critical or high finding
         self.details = _Details(conn)
         self.accepted_ids = {n for t in exceptions if (n := parse_id(t)) is not None}
         self.accepted_rules = {t for t in exceptions if not t.startswith("F-")}
@@ -231,6 +235,11 @@ class _Writer:
             self.accepted += 1
         else:
             self.severities[severity] += 1
+            function = self.functions.get(rule_id)
+            if function is not None:
+                self.worst[function] = score.worse(self.worst.get(function), severity)
+            if severity in score.SCORE_SEVERITIES and asset_id is not None:
+                self.unsafe.add(asset_id)
         d = self.day
         self.batch.append((number, rule_id, asset_id, subject, d, d, d, self.evaluation_id, details_id))
         if len(self.batch) >= BATCH:
@@ -266,10 +275,13 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
             )
             evaluation_id = summary.evaluation_id = int(cur.lastrowid or 0)
             _record_rules(conn, rules)
-            writer = _Writer(conn, evaluation_id, day_text, exceptions)
+            writer = _Writer(conn, evaluation_id, day_text, exceptions, {r.id: r.function for r in rules})
             identified = identities.Writer(conn)
+            known: set[int] = set()  # assets whose OS release and support status are known (rules/score.py)
             for facts in load_facts(store, ident):
                 summary.assets += 1
+                if score.is_identified(facts.os):
+                    known.add(facts.asset["id"])
                 identified.add(facts.asset["id"], facts.asset["category"], facts.roles(), facts.observations)
                 if facts.os is not None:
                     facts.asset["os_summary"] = {k: facts.os[k] for k in ("product", "cycle", "lifecycle_state")}
@@ -306,6 +318,8 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                 summary.reopened += count if status == "reopened" else 0
             summary.accepted, summary.by_severity = writer.accepted, dict(writer.severities)
             summary.errors = dict(evaluator.errors)
+            summary.score = score.judge(summary.assets, len(known), len(writer.unsafe & known), writer.worst,
+                                        settings.min_coverage_percent).as_dict()  # fmt: skip
             record = {k: v for k, v in asdict(summary).items() if k != "evaluation_id"}
             conn.execute(
                 "UPDATE evaluations SET finished_at = ?, assets = ?, summary = ? WHERE id = ?",
