@@ -282,17 +282,24 @@ def rules_show(ctx: click.Context, rule_id: str, rule_dirs: tuple[Path, ...]) ->
 @click.pass_context
 def rules_lint(ctx: click.Context, dirs: tuple[Path, ...]) -> None:
     """Check rule packs (the built-in ones, and those in DIRS): syntax, fields, operators and the types of
-    their values, patterns that could backtrack without end (rules/redos.py), unique ids; and the TLS
-    grading table (rules/data/tls_grading.toml) the same way.
+    their values, patterns that could backtrack without end (rules/redos.py), unique ids; the TLS
+    grading table (rules/data/tls_grading.toml) the same way, and the evidence phrases
+    (rules/data/evidence.toml: known asset facts and placeholders).
 
     Exits 2 with FILE:LINE and the field at the first problem.
     """
     rules = _load(ctx, dirs)
+    from rules import evidence
+    from rules.engine import ASSET_FIELDS
     from rules.tls import grading
 
     table = grading()
+    problems = evidence.lint(evidence.phrases(), ASSET_FIELDS)
+    if problems:
+        raise PostureError(f"{evidence.PHRASES_FILE}: {problems[0]}", "fix the evidence phrase table")
     click.echo(f"ok: {len(rules)} rules in {len({r.pack for r in rules})} packs; TLS grading table: "
-               f"{len(table.protocols)} protocols, {len(table.ciphers)} cipher checks")  # fmt: skip
+               f"{len(table.protocols)} protocols, {len(table.ciphers)} cipher checks; "
+               f"{len(evidence.phrases())} evidence phrases")  # fmt: skip
 
 
 def after_scan(ctx: click.Context, store: Any) -> list[str]:

@@ -79,7 +79,8 @@ ASSET_FIELDS = {
     "id", "name", "first_seen", "last_seen", "in_register", "register_loaded", "owner", "has_owner",
     "business_service", "site", "criticality", "days_since_seen", "address", "hostname", "addresses", "is_new",
     "uptime_days", "snmp_default_community", "snmp_version", "device_types", "sys_object_id", "sources", "host_scripts",
-    "category", "os_known", "os_version_known", "os_lifecycle_state", "os_lifecycle_published", "os_conflicts",
+    "category", "os_known", "os_version_known", "os_guess", "os_lifecycle_state", "os_lifecycle_published",
+    "os_conflicts",
     "in_directory", "directory_only", "directory_logon_days", "directory_stale", "directory_disabled", "dormant",
 }  # fmt: skip
 ITEM_FIELDS = {

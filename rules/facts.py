@@ -899,6 +899,7 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
                 service_items[asset_id] += (groups.of(items), obs)
 
     seen: dict[tuple[Any, ...], _Group] = {}  # the row without asset and observation -> its group
+    guesses: dict[int, tuple[int, str]] = {}  # asset -> nmap's most accurate OS guess, said in evidence
     entities: dict[int, list[tuple[int, str | None, str]]] = defaultdict(list)  # asset -> (obs, extra, name)
     for row in store.conn.execute(
         "SELECT s.asset_id, s.observation_id, s.kind, s.name, s.version, s.cpe, s.cpes, s.method, s.extra, "
@@ -908,6 +909,8 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         if row[2] == "hardware":  # ENTITY-MIB rows: a few per device, the chassis chosen below
             entities[row[0]].append((row[1], row[8], row[3]))
             continue
+        if row[7] == "osmatch" and row[3] and (row[9] or 0) > guesses.get(row[0], (-1, ""))[0]:
+            guesses[row[0]] = (row[9] or 0, row[3])
         key = row[2:]
         group = seen.get(key)
         if group is None:
@@ -961,6 +964,8 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
         a["os_lifecycle_state"] = os_item["lifecycle_state"] if os_item else str(Lifecycle.UNKNOWN)
         a["os_lifecycle_published"] = bool(os_item and os_item["lifecycle_published"])
         a["os_conflicts"] = len(candidates)
+        guess = guesses.pop(asset_id, None)
+        a["os_guess"] = f"{guess[1][:120]} at {guess[0]}%" if guess else None
         yield AssetFacts(a, os_item, programs, svc, conflicts, candidates, hardware, observations)
 
 

@@ -29,7 +29,7 @@ from datetime import date
 from functools import cache
 from typing import Any
 
-from rules import identities, score
+from rules import evidence, identities, score
 from rules.catalogue import DEFAULT_POLICY, Catalogue
 from rules.engine import (
     INTERNAL_ERROR,
@@ -89,9 +89,11 @@ def _tested(rule: Rule) -> tuple[str, ...]:
 
 
 def _asset_evidence(rule: Rule, asset: dict[str, Any]) -> str:
-    """The asset facts the rule tested, as `field=value` pairs: what made it match."""
-    names = [n.removeprefix("asset.") for n in _tested(rule)]
-    return ", ".join(f"{n}={asset.get(n)!r}" for n in names)[:500]
+    """The asset facts the rule tested, in plain words (rules/evidence.py): what made it match."""
+    return evidence.say([n.removeprefix("asset.") for n in _tested(rule)], asset)
+
+
+OS_SUMMARY = ("product", "cycle", "lifecycle_state", "label")  # what an asset finding's details say of its OS
 
 
 class _Details:
@@ -284,7 +286,7 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                     known.add(facts.asset["id"])
                 identified.add(facts.asset["id"], facts.asset["category"], facts.roles(), facts.observations)
                 if facts.os is not None:
-                    facts.asset["os_summary"] = {k: facts.os[k] for k in ("product", "cycle", "lifecycle_state")}
+                    facts.asset["os_summary"] = {k: facts.os[k] for k in OS_SUMMARY}
                 if wants_assets:
                     assets[facts.asset["id"]] = facts.asset
                 for hit in evaluator.assess(facts):
