@@ -8,12 +8,13 @@ template escapes them (Jinja2 autoescape): markup in a banner or hostname is sho
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from reports.plans import decommission_plan, named, remediation_plan
+from reports.plans import SERVICE_SUBJECT, decommission_plan, named, remediation_plan
 from rules import score as scoring
 from rules.catalogue import DEFAULT_POLICY, POLICIES, default_catalogue
 from rules.engine import SEVERITIES, SEVERITY_RANK, Settings
@@ -27,6 +28,13 @@ from scanner.views import DIRECTORY_ONLY, LATEST_PORT_OBSERVATION, asset_views
 
 CATEGORIES = ("servers", "network", "end-user", "ot-iot", "unknown")
 MAX_TEXT = 300
+# The risk of a group of findings (one rule, one product): severity x criticality x exposure.
+RISK_SEVERITY = {"critical": 8.0, "high": 4.0, "medium": 2.0, "low": 1.0, "info": 0.5}  # each step doubles
+RISK_CRITICALITY = {"critical": 4, "high": 3, "medium": 2, "low": 1}  # none stated counts as medium
+RISK_FORMULA = ("risk = severity (critical 8, high 4, medium 2, low 1, info 0.5) x the highest criticality "
+                "among its hosts in the asset register (critical 4, high 3, medium 2, low 1; none stated "
+                "counts as medium: unknown is not safe) x exposure (1 + log10(1 + the open services on its "
+                "hosts))")
 
 
 def clean(value: Any, limit: int = MAX_TEXT) -> str:
@@ -65,6 +73,9 @@ class Report:
     certificates_read: int = 0  # ports whose certificate nmap's ssl-cert read in the latest scans
     windows: dict[str, Any] = field(default_factory=dict)  # the Windows estate: releases by count (`_windows`)
     judgement: scoring.Judgement | None = None  # the score's and RAG's reasons
+    organisation: str = ""  # [report] organisation: the header names it only when the config does
+    scope: dict[str, Any] = field(default_factory=dict)  # the scans the report covers (`_scope`)
+    risk_formula: str = RISK_FORMULA
 
 
 def _dates_from(finding: dict[str, Any]) -> str:
@@ -78,7 +89,7 @@ def _dates_from(finding: dict[str, Any]) -> str:
     return clean(f"{first.get('kind', '')}, {first.get('source', '')}{more}", 300)
 
 
-def build_report(store: Store, day: date, settings: Settings) -> Report:
+def build_report(store: Store, day: date, settings: Settings, organisation: str | None = None) -> Report:
     evaluation = store.conn.execute(
         "SELECT id, day, catalogue_date, kev_version, summary, finished_at FROM evaluations "
         "WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1"
@@ -94,8 +105,11 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
     judgement = _judge(assets, open_findings, settings)
     rules_detail = {r[0]: (r[1], r[2], r[3], json.loads(r[4])) for r in store.conn.execute(
         "SELECT id, title, function, severity, detail FROM finding_rules")}  # fmt: skip
+    groups = _groups(open_findings, assets, rules_detail)
     return Report(
         day=day,
+        organisation=clean(organisation or "", 120),
+        scope=_scope(store),
         catalogue_date=str(evaluation[2] or default_catalogue().data_date),
         policy=POLICIES.get(str(json.loads(evaluation[4] or "{}").get("unsupported_after")), POLICIES[DEFAULT_POLICY]),
         kev_version=str(evaluation[3] or ""),
@@ -110,14 +124,14 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
         coverage=_coverage(assets),
         changes=_changes(store, json.loads(evaluation[4] or "{}")),
         cliff=_cliff(assets, day),
-        top_risks=_top_risks(open_findings, assets, rules_detail),
+        top_risks=groups[:10],
         windows=_windows(assets, open_findings),
         certificates=_certificates(open_findings),
         tls_services=_tls_services(open_findings),
         certificates_read=store.conn.execute(
             f"SELECT count(*) FROM services s JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = s.observation_id "
             "WHERE s.state = 'open' AND instr(s.scripts, '\"ssl-cert\"')").fetchone()[0],
-        rules=_by_rule(open_findings, rules_detail),
+        rules=_by_rule(groups, rules_detail),
         actions=[{**a.as_dict(), "action": clean(a.what), "owners": [clean(o, 80) for o in a.owners]}
                  for a in remediation_plan(assets, every, settings)],
         decommission=[{**c, "name": clean(c["name"], 80), "owner": clean(c["owner"], 80),
@@ -125,6 +139,45 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
                        "still_serves": [clean(x, 60) for x in c["still_serves"]]}
                       for c in decommission_plan(assets, every)],
     )  # fmt: skip
+
+
+SCOPE_TARGETS = 12  # targets named in the header; the rest counted
+SCAN_KINDS = {  # a run's kind as the header names it: (one, several)
+    "nmap-scan": ("nmap scan", "nmap scans"), "nmap-import": ("nmap import", "nmap imports"),
+    "snmp-scan": ("SNMP inventory", "SNMP inventories"), "agent-import": ("host agent bundle", "host agent bundles"),
+    "directory-import": ("Active Directory read", "Active Directory reads"),
+    "asset-register": ("asset register import", "asset register imports"),
+}  # fmt: skip
+
+
+def _scope(store: Store) -> dict[str, Any]:
+    """What the report covers, for its header: the runs (scans, imports, directory reads) whose sightings are
+    each asset's latest, the window in which those sightings were made (when the hosts were seen, not when
+    a file was imported), and the runs' targets. A report never claims more than it shows."""
+    latest = ("SELECT scan_id, observed_at FROM (SELECT scan_id, observed_at, row_number() OVER (PARTITION BY "
+              "asset_id, source ORDER BY observed_at DESC, id DESC) AS n FROM observations) WHERE n = 1")  # fmt: skip
+    seen = store.conn.execute(  # an asset register's rows are not sightings: they do not widen the window
+        f"SELECT min(l.observed_at), max(l.observed_at) FROM ({latest}) l JOIN scans s ON s.id = l.scan_id "
+        "WHERE s.kind != 'asset-register'").fetchone()  # fmt: skip
+    rows = store.conn.execute(
+        f"SELECT kind, targets FROM scans WHERE id IN (SELECT scan_id FROM ({latest})) ORDER BY id").fetchall()
+    kinds: Counter[str] = Counter(str(r[0]) for r in rows)
+    targets: list[str] = []
+    for row in rows:
+        try:
+            said = json.loads(row[1] or "[]")
+        except ValueError:
+            said = []
+        for t in said if isinstance(said, list) else []:
+            if isinstance(t, str) and t not in targets:
+                targets.append(t)
+    return {
+        "runs": len(rows), "from": str(seen[0] or ""), "to": str(seen[1] or ""),
+        "kinds": ", ".join(f"{n} {SCAN_KINDS.get(k, (clean(k, 40), clean(k, 40)))[n != 1]}"
+                           for k, n in sorted(kinds.items())),
+        "targets": [clean(t, 60) for t in targets[:SCOPE_TARGETS]],
+        "more_targets": max(0, len(targets) - SCOPE_TARGETS),
+    }  # fmt: skip
 
 
 def _judge(assets: list[dict[str, Any]], findings: list[dict[str, Any]], settings: Settings) -> scoring.Judgement:
@@ -171,26 +224,29 @@ def _cliff(assets: list[dict[str, Any]], day: date) -> list[dict[str, Any]]:
     return [{"year": y, **{c: years[y].get(c, 0) for c in CATEGORIES}, "total": sum(years[y].values())} for y in labels]
 
 
+LEGACY_SOFTWARE_STATES = ("end-of-life", "extended")
+SOFTWARE_LISTED = 8  # legacy programs named per asset in the inventory; the rest counted
+
+
 def _asset_row(a: dict[str, Any]) -> dict[str, Any]:
+    """An inventory row: the operating system as posture identified it (its label, the name people know),
+    what the device or scan said underneath as evidence; legacy software named, the rest counted."""
     os_ = a["os"] or {}
+    said = (os_.get("name") or "").strip().splitlines()[0] if os_.get("name") else ""
+    label = os_.get("label") or " ".join(x for x in (os_.get("product"), os_.get("cycle")) if x)
+    software = a.get("software", [])
+    legacy = [s for s in software if s["lifecycle_state"] in LEGACY_SOFTWARE_STATES]
     return {
         "id": a["id"],
         "address": clean(", ".join(a["addresses"][:2]), 80),
         "name": clean(a["name"], 80),
         "category": a.get("category") or "unknown",
-        "os": clean((os_.get("name") or "").splitlines()[0] if os_.get("name") else "unknown", 120),
-        # The name people know ("Microsoft Windows XP SP3"), never a slug (issue 12 item 4); once.
-        "product": "" if os_.get("label") and os_.get("label") == (os_.get("name") or "").strip() else
-                   clean(os_.get("label") or " ".join(x for x in (os_.get("product"), os_.get("cycle")) if x), 120),
+        "label": clean(label, 120),
+        "said": "" if said == label else clean(said, 120),
         "state": os_.get("lifecycle_state") or "unknown",
         "eol_date": os_.get("eol_date"),
-        "software": [
-            {"product": clean(s["label"], 80),
-             "cycle": clean(s["cycle"] or "", 30),
-             "state": s["lifecycle_state"],
-             "eol_date": s["eol_date"]}
-            for s in a.get("software", [])[:20]
-        ],
+        "legacy": [{"product": clean(s["label"], 80), "state": s["lifecycle_state"]} for s in legacy[:SOFTWARE_LISTED]],
+        "other_software": len(software) - min(len(legacy), SOFTWARE_LISTED),
         # The box itself, where the device states its model: it has a lifecycle of its own beside the OS's.
         "hardware": [
             {"product": clean(h["label"], 100),
@@ -284,38 +340,64 @@ def _tls_services(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _top_risks(findings: list[dict[str, Any]], assets: list[dict[str, Any]],
-               rules: dict[str, tuple[str, str, str, dict[str, Any]]]) -> list[dict[str, Any]]:  # fmt: skip
-    """The ten worst open findings: severity first, then the asset's criticality, then exposure (services)."""
-    crit = {a["id"]: (a.get("criticality") or "").lower() for a in assets}
-    exposure = {a["id"]: len(a["services"]) for a in assets}
-    weight = {"critical": 3, "high": 2, "medium": 1}
-    ranked = sorted(findings, key=lambda f: (-SEVERITY_RANK[f["severity"]], -weight.get(crit.get(f["asset_id"], ""), 0),
-                                             -exposure.get(f["asset_id"], 0), f["id"]))  # fmt: skip
-    return [{**f, "title": clean(f["title"]), "evidence": clean(f["evidence"]), "owner": clean(f["owner"] or ""),
-             "address": clean(f["address"] or "", 80), "hostname": clean(f["hostname"] or "", 120),
-             "remediation": rules.get(f["rule_id"], ("", "", "", {}))[3].get("remediation", "")}
-            for f in ranked[:10]]  # fmt: skip
+HOSTS_LISTED = 100  # hosts listed in one group of the report; the rest: `posture findings --rule ...`
+OWNERS_LISTED = 5
 
 
-def _by_rule(findings: list[dict[str, Any]],
-             rules: dict[str, tuple[str, str, str, dict[str, Any]]]) -> list[dict[str, Any]]:  # fmt: skip
-    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _groups(findings: list[dict[str, Any]], assets: list[dict[str, Any]],
+            rules: dict[str, tuple[str, str, str, dict[str, Any]]]) -> list[dict[str, Any]]:  # fmt: skip
+    """Open findings grouped as people act on them: one group per (rule, product and release), its hosts
+    counted and listed (the first HOSTS_LISTED), ranked by RISK_FORMULA, riskiest first."""
+    by_id = {a["id"]: a for a in assets}
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for f in findings:
-        grouped[f["rule_id"]].append(f)
+        grouped[(f["rule_id"], named(f))].append(f)
     out = []
-    for rule_id, items in grouped.items():
-        title, function, severity, detail = rules.get(rule_id, (rule_id, "", "", {}))
+    for (rule_id, what), items in grouped.items():
+        title, function, severity, detail = rules.get(rule_id, (rule_id, "", items[0]["severity"], {}))
+        hosts = sorted({f["asset_id"] for f in items if f["asset_id"] is not None})
+        host_assets = [by_id[h] for h in hosts if h in by_id]
+        criticality = max((RISK_CRITICALITY.get((a.get("criticality") or "").lower(), 2) for a in host_assets),
+                          default=2)  # fmt: skip
+        services = sum(len(a["services"]) for a in host_assets)
+        risk = RISK_SEVERITY.get(severity, 0.5) * criticality * (1 + math.log10(1 + services))
+        owners = sorted({clean(f["owner"], 80) if f["owner"] else "no owner" for f in items})
+        lead = items[0]
+        common = clean(lead["evidence"])
+        rows = [{"id": f["id"], "status": f["status"], "address": clean(f["address"] or "", 80),
+                 "hostname": clean(f["hostname"] or "", 120), "owner": clean(f["owner"] or "") or "no owner",
+                 "port": _place(f)["port"] if SERVICE_SUBJECT.match(str(f["subject"])) else "",
+                 "evidence": clean(f["evidence"])}
+                for f in sorted(items, key=lambda f: (f["address"] or "", f["id"]))[:HOSTS_LISTED]]  # fmt: skip
         out.append({
-            "id": rule_id, "title": title, "function": function, "severity": severity, "count": len(items),
+            "rule_id": rule_id, "title": clean(title), "function": function, "severity": severity,
+            "what": clean(what, 200), "state": lead["lifecycle_state"], "eol_date": lead["eol_date"],
+            "dates_from": _dates_from(lead), "note": clean(lead.get("note") or "", 300),
+            "hosts": len(hosts), "findings": len(items), "owners": owners[:OWNERS_LISTED],
+            "more_owners": max(0, len(owners) - OWNERS_LISTED), "risk": round(risk, 1),
+            "evidence": common, "same_evidence": all(r["evidence"] == common for r in rows),
+            "rows": rows, "more": max(0, len(items) - HOSTS_LISTED),
+            "remediation": detail.get("remediation", ""),
+        })  # fmt: skip
+    out.sort(key=lambda g: (-g["risk"], -SEVERITY_RANK.get(g["severity"], 0), -g["hosts"], g["rule_id"], g["what"]))
+    return out
+
+
+def _by_rule(groups: list[dict[str, Any]],
+             rules: dict[str, tuple[str, str, str, dict[str, Any]]]) -> list[dict[str, Any]]:  # fmt: skip
+    """The findings section: each rule once (why, fix, references), with its groups, riskiest first."""
+    by_rule: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for g in groups:
+        by_rule[g["rule_id"]].append(g)
+    out = []
+    for rule_id, items in by_rule.items():
+        title, function, severity, detail = rules.get(rule_id, (rule_id, "", items[0]["severity"], {}))
+        out.append({
+            "id": rule_id, "title": title, "function": function, "severity": severity,
+            "count": sum(g["findings"] for g in items), "hosts": sum(g["hosts"] for g in items),
             "rationale": detail.get("rationale", ""), "remediation": detail.get("remediation", ""),
             "decommission": detail.get("decommission"), "references": detail.get("references", {}),
-            "findings": [{"id": f["id"], "address": clean(f["address"] or "", 80), "owner": clean(f["owner"] or ""),
-                          "what": clean(named(f)),
-                          "state": f["lifecycle_state"], "evidence": clean(f["evidence"]), "status": f["status"],
-                          "dates_from": _dates_from(f), "note": clean(f.get("note") or "", 300)}
-                         for f in items[:200]],
-            "more": max(0, len(items) - 200),
+            "groups": items,
         })  # fmt: skip
     out.sort(key=lambda r: (-SEVERITY_RANK.get(r["severity"], 0), -r["count"], r["id"]))
     return out

@@ -294,7 +294,7 @@ def rules_lint(ctx: click.Context, dirs: tuple[Path, ...]) -> None:
     from rules.tls import grading
 
     table = grading()
-    problems = evidence.lint(evidence.phrases(), ASSET_FIELDS)
+    problems = evidence.lint(evidence.table(), ASSET_FIELDS)
     if problems:
         raise PostureError(f"{evidence.PHRASES_FILE}: {problems[0]}", "fix the evidence phrase table")
     click.echo(f"ok: {len(rules)} rules in {len({r.pack for r in rules})} packs; TLS grading table: "

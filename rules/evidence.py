@@ -24,16 +24,34 @@ MAX_VALUE = 120  # characters of one fact's value in a phrase
 MAX_EVIDENCE = 500
 
 
+METHODS = "methods"  # the table of identification methods in words (not an asset fact)
+
+
 @cache
-def phrases() -> dict[str, dict[str, str]]:
+def table() -> dict[str, dict[str, str]]:
     with PHRASES_FILE.open("rb") as f:
         return {k: dict(v) for k, v in tomllib.load(f).items()}
+
+
+def phrases() -> dict[str, dict[str, str]]:
+    """Asset fact -> its phrases."""
+    return {k: v for k, v in table().items() if k != METHODS}
+
+
+def said_by(method: str | None, text: str | None) -> str:
+    """An item's evidence: who said it, in words, and what they said ("nmap's OS detection said: ...")."""
+    who = table().get(METHODS, {}).get(method or "", method or "unknown source")
+    return f"{who} said: {text or ''}"
 
 
 def lint(table: dict[str, Any], fields: set[str]) -> list[str]:
     """Problems of a phrase table: unknown facts, keys that are not phrases, unknown placeholders."""
     problems = []
     for name, forms in table.items():
+        if name == METHODS:
+            if not isinstance(forms, dict) or not all(isinstance(p, str) for p in forms.values()):
+                problems.append(f"[{METHODS}]: each method's words must be text")
+            continue
         if name not in fields:
             problems.append(f"[{name}]: not an asset fact")
             continue

@@ -156,7 +156,7 @@ class _Details:
                     "evidence": f"{said}: {tls_evidence(s, protocols_first)}"}  # fmt: skip
         extra = {k: s.get(k) for k in HARDWARE_DETAIL_FIELDS} if kind == "hardware" else {}
         return {**{k: s.get(k) for k in DETAIL_ITEM_FIELDS}, **extra,
-                "evidence": f"{s.get('method')}: {s.get('evidence')}"}  # fmt: skip
+                "evidence": evidence.said_by(s.get("method"), s.get("evidence"))}  # fmt: skip
 
 
 @dataclass

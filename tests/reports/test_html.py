@@ -124,7 +124,10 @@ def test_report_in_chromium_fetches_nothing_runs_nothing(report: Path, listener:
     dom = _Dom()
     dom.feed(dumped.stdout)
     assert dom.title.startswith("posture report")  # no payload changed it
-    assert not {"script", "iframe", "object", "embed", "link", "image", "img", "a", "base", "form"} & set(dom.tags)
+    assert not {"script", "iframe", "object", "embed", "link", "image", "img", "base", "form"} & set(dom.tags)
+    # Links: only the table of contents' anchors within the page, none a device string made.
+    hrefs = [v for k, v in dom.attrs if k == "href"]
+    assert dom.tags.count("a") == len(hrefs) == 9 and all(h.startswith("#") for h in hrefs)
     assert dom.tags.count("svg") == 1 and dom.tags.count("style") == 1  # the chart and the stylesheet only
     assert not [k for k, _ in dom.attrs if k.startswith("on")]
     assert not [v for _, v in dom.attrs if "javascript:" in v or "127.0.0.1:" in v]

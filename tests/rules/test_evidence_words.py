@@ -7,12 +7,14 @@ from pathlib import Path
 
 from rules import evidence
 from rules.engine import ASSET_FIELDS, load_rules
+from rules.facts import EVIDENCE_RANK
 from tests.conftest import run_posture
 from tests.rules.estate import NGINX, SSH_DEBIAN, Host, write_estate
 
 
 def test_every_asset_fact_the_built_in_rules_test_has_a_phrase() -> None:
-    assert evidence.lint(evidence.phrases(), ASSET_FIELDS) == []
+    assert evidence.lint(evidence.table(), ASSET_FIELDS) == []
+    assert set(EVIDENCE_RANK) <= set(evidence.table()[evidence.METHODS])  # every identification method in words
     tested = set()
     for rule in load_rules():
         names = [*rule.when, *(n for w in rule.when_any for n in w)]
