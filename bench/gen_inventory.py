@@ -110,4 +110,5 @@ def write(path: Path, assets: int = 100_000, programs_per_asset: int = 18, seed:
 if __name__ == "__main__":
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("inventory.db")
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
-    print(f"{write(target, assets=count)} software rows written to {target}")
+    programs = int(sys.argv[3]) if len(sys.argv) > 3 else 18
+    print(f"{write(target, assets=count, programs_per_asset=programs)} software rows written to {target}")

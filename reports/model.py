@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any
 
 from reports.plans import SERVICE_SUBJECT, decommission_plan, named, remediation_plan
+from rules import evidence
 from rules import score as scoring
 from rules.catalogue import DEFAULT_POLICY, POLICIES, default_catalogue
 from rules.engine import SEVERITIES, SEVERITY_RANK, Settings
@@ -232,8 +233,10 @@ def _asset_row(a: dict[str, Any]) -> dict[str, Any]:
     """An inventory row: the operating system as posture identified it (its label, the name people know),
     what the device or scan said underneath as evidence; legacy software named, the rest counted."""
     os_ = a["os"] or {}
-    said = (os_.get("name") or "").strip().splitlines()[0] if os_.get("name") else ""
     label = os_.get("label") or " ".join(x for x in (os_.get("product"), os_.get("cycle")) if x)
+    # what the source that named it said (an unidentified asset: what its scan said, if anything)
+    said = (evidence.said_by(os_.get("method"), os_["evidence"]) if os_.get("evidence") else
+            f"scan said: {os_['name']}" if os_.get("name") and not label else "")  # fmt: skip
     software = a.get("software", [])
     legacy = [s for s in software if s["lifecycle_state"] in LEGACY_SOFTWARE_STATES]
     return {

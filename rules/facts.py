@@ -1015,12 +1015,12 @@ SERVICE_KEYS = ("port", "protocol", "name", "product", "version", "extra_info", 
 
 ITEM_VIEW_FIELDS = ("product", "label", "title", "vendor", "model", "cycle", "cycles", "version", "lifecycle_state",
                     "eol_date", "eol_range", "extended_until", "days_to_eol", "confidence", "method", "source",
-                    "packaged_by")  # fmt: skip
+                    "packaged_by", "evidence")  # fmt: skip
 
 
 # A device's hardware shows its family, end of sale, the evidence (the model and where it was stated) and
 # the sources of its dates.
-HARDWARE_VIEW_FIELDS = (*ITEM_VIEW_FIELDS, "family", "end_of_sale", "evidence", "lifecycle_sources")
+HARDWARE_VIEW_FIELDS = (*ITEM_VIEW_FIELDS, "family", "end_of_sale", "lifecycle_sources")
 
 
 def add_lifecycle(store: Store, rows: list[dict[str, Any]]) -> None:
