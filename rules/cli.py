@@ -317,8 +317,9 @@ def _summary_lines(summary: Any) -> list[str]:
                            if summary.by_severity.get(s))  # fmt: skip
     return [
         f"evaluation {summary.evaluation_id} on {summary.day}: {summary.assets} assets, {summary.rules} rules; "
-        f"{summary.open} findings open ({summary.new} new, {summary.reopened} reopened), {summary.fixed} fixed, "
-        f"{summary.accepted} accepted" + (f"; not accepted: {severities}" if severities else ""),
+        f"{summary.open} findings open",
+        f"  {summary.new} new, {summary.reopened} reopened, {summary.fixed} fixed, {summary.accepted} accepted",
+        *([f"  not accepted: {severities}"] if severities else []),
         *score_lines(summary.score),
         f"lifecycle data: endoflife.date as of {summary.catalogue_date}; CISA KEV {summary.kev_version}",
     ]
@@ -329,11 +330,12 @@ def score_lines(judgement: dict[str, Any]) -> list[str]:
     (an estate posture could not identify reads 0/100 and AMBER "insufficient data", never GREEN)."""
     if not judgement:
         return []
-    rag = "; ".join(f"{f} {judgement['rag'][f].upper()} ({judgement['why'][f]})" for f in judgement["rag"])
+    why = [f"  {f} {judgement['rag'][f].upper()}: {judgement['why'][f]}" for f in judgement["rag"]]
     return [
-        f"score {judgement['score']}/100: {judgement['safe']} of {judgement['assets']} assets identified and "
-        f"without an open critical or high finding; {judgement['unknown']} not identified (counted as not safe)",
-        rag,
+        f"score {judgement['score']}/100: {judgement['safe']} of {judgement['assets']} assets identified, "
+        "no critical/high finding open",
+        f"  {judgement['unknown']} not identified (counted as not safe)",
+        *why,
     ]
 
 

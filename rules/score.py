@@ -67,8 +67,8 @@ def judge(assets: int, identified: int, unsafe_identified: int, worst: dict[str,
         elif not enough:
             rag[function] = "amber"
             why[function] = (f"{INSUFFICIENT}: no assets" if not assets else
-                             f"{INSUFFICIENT}: {identified} of {assets} assets identified ({coverage}%, "
-                             f"below {min_coverage_percent}%)")  # fmt: skip
+                             f"{INSUFFICIENT}: {identified} of {assets} assets identified "
+                             f"({coverage}% < {min_coverage_percent}%)")  # fmt: skip
         else:
             rag[function], why[function] = "green", "nothing above low open"
     score = round(100 * safe / assets) if assets else 0

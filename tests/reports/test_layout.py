@@ -2,8 +2,9 @@
 
 A probe page (the test's own, not the report, which allows no script) holds the report in a 390 px frame
 and lists every element that sticks out to the right, outside the boxes deliberately left to scroll
-sideways (the inventory, the cliff's figures, any table that is not laid out as cards). The PDF is read back with poppler: A4 pages, the
-cliff's chart on the page of its heading, and no address broken across lines.
+sideways (the inventory, the cliff's figures, any table that is not laid out as cards). The PDF is read
+back with poppler: A4 pages, the cliff's chart on the page of its heading, and no address broken across
+lines.
 Set POSTURE_SHOTS=DIR to keep the screenshots and the PDF for a person to look at.
 """
 
@@ -36,7 +37,10 @@ PROBE = """<!DOCTYPE html><html><body style="margin:0">
 window.addEventListener("load", () => {
   const d = document.getElementById("f").contentDocument;
   const edge = d.documentElement.clientWidth + 1;
-  const scrolls = e => { for (; e; e = e.parentElement) if (["auto", "scroll"].includes(getComputedStyle(e).overflowX)) return true; return false; };
+  const scrolls = e => {
+    for (; e; e = e.parentElement) if (["auto", "scroll"].includes(getComputedStyle(e).overflowX)) return true;
+    return false;
+  };
   const out = e => e.getBoundingClientRect().right > edge && !scrolls(e.parentElement);
   const wide = [...d.querySelectorAll("body *")].filter(e => out(e) && !out(e.parentElement))
     .map(e => e.tagName + "." + e.className + ": " + e.textContent.trim().slice(0, 60));

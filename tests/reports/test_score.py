@@ -42,8 +42,9 @@ def test_report_and_cli_of_an_unidentified_estate(tmp_path: Path) -> None:
     assert run_posture("import", "nmap", str(write_estate(tmp_path / "scan.xml", hosts)), db=db).returncode == 0
     result = run_posture("evaluate", db=db)
     assert result.returncode == 0, result.stderr
-    assert "score 0/100: 0 of 5 assets identified" in result.stdout
-    assert "protect AMBER (insufficient data: 0 of 5 assets identified (0%, below 90%))" in result.stdout
+    assert "score 0/100: 0 of 5 assets identified, no critical/high finding open\n  5 not identified" in result.stdout
+    assert "  protect AMBER: insufficient data: 0 of 5 assets identified (0% < 90%)\n" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80  # the score's lines fit a terminal
     html_path = tmp_path / "report.html"
     result = run_posture("report", "--html", str(html_path), db=db)
     assert result.returncode == 0, result.stderr
@@ -67,4 +68,4 @@ def test_identified_estate_can_be_green(tmp_path: Path) -> None:
     result = run_posture("evaluate", "--on", "2025-01-10", db=db)
     assert result.returncode == 0, result.stderr
     assert "score 100/100: 1 of 1 assets identified" in result.stdout, result.stdout
-    assert "protect GREEN" in result.stdout
+    assert "  protect GREEN: nothing above low open" in result.stdout
