@@ -192,7 +192,7 @@ def execute_run(
             raise Interrupted(
                 f"{source.kind} {scan_id} interrupted after {summary.hosts_done} of {summary.hosts_total} "
                 f"{source.noun}; what finished is saved",
-                f"resume with `posture scan --resume {scan_id}`" if source.name == "nmap" else None,
+                f"resume with `{source.resume.format(scan_id=scan_id)}`" if source.resume else None,
             ) from None
         except BaseException as exc:  # a bug or a failing disk: stop the work, say so in the row, re-raise
             source.cancel()

@@ -103,6 +103,8 @@ class Source(Protocol):
     # True for a run that is one small read (a bundle): the runner reads it first and writes its row and its
     # rows in one transaction, so a refusal or a full disk leaves nothing. False: row first, batch by batch.
     whole: bool
+    # How an interrupted run is finished ("posture scan --resume {scan_id}"), or None when it is run again.
+    resume: str | None
 
     def check(self, request: Request) -> str | None:
         """Fail with a SourceError if this source cannot run here or with these options; return the

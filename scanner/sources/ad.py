@@ -143,6 +143,7 @@ class DirectorySource:
     name = "ad"
     kind = "directory-import"
     whole = False
+    resume: str | None = None
     noun = "objects"
 
     def __init__(self) -> None:

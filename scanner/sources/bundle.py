@@ -25,6 +25,7 @@ class BundleSource:
     kind = "agent-import"
     noun = "bundles"
     whole = True
+    resume: str | None = None
 
     def __init__(self) -> None:
         self.bundle: VerifiedBundle | None = None

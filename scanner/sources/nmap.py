@@ -29,6 +29,7 @@ class NmapSource:
     kind = "nmap-scan"
     noun = "hosts"
     whole = False
+    resume = "posture scan --resume {scan_id}"
 
     def __init__(self) -> None:
         self.agent = NmapAgent()

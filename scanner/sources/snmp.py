@@ -140,6 +140,7 @@ class SnmpSource:
     kind = "snmp-scan"
     noun = "devices"
     whole = False
+    resume = "posture snmp --resume {scan_id}"
 
     def __init__(self, credentials: Sequence[SnmpCredential] | None = None) -> None:
         self._credentials = list(credentials) if credentials else None  # else read by name from the vault

@@ -264,7 +264,7 @@ def test_sigterm_mid_snmp_scan_keeps_saved_devices(snmpd: SnmpdLab, vault: dict[
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert b"interrupted" in err
+    assert b"interrupted" in err and b"resume with `posture snmp --resume 1`" in err  # how to finish it
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
     assert query(db, "SELECT status FROM scans") == [("interrupted",)]
     saved = dict(query(db, "SELECT address, status FROM scan_targets"))
