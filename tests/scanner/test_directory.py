@@ -201,6 +201,10 @@ def test_stale_and_disabled_objects(directory_db: dict[str, Any]) -> None:
     old7 = directory_db["assets"]["old7.posture.test"]
     assert old7["directory"]["stale"] is True and old7["note"] == "in directory, not seen on the network"
     assert old7["last_seen"] is None  # a directory entry is not a network sighting
+    # The register was loaded: a machine the network showed and the register lacks is flagged; an object only
+    # the directory knows is not (it is reported as directory-only, and may be long gone).
+    assert "detect.not-in-register" in _rules_on(directory_db, "srv08.posture.test")
+    assert "detect.not-in-register" not in _rules_on(directory_db, "old7.posture.test")
 
 
 
