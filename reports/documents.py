@@ -71,6 +71,7 @@ class Table:
     rows: list[list[str]]
     numeric: frozenset[int] = frozenset()  # columns of numbers: right-aligned
     total: bool = False  # the last row is a total: bold
+    together: bool = False  # kept on one page (a short table); else it breaks between rows, its header repeated
 
     def widths(self, available: float = TEXT_WIDTH_CM) -> list[float]:
         return column_widths(self, available)
@@ -93,9 +94,9 @@ class Document:
     def paragraph(self, text: str) -> None:
         self.blocks.append(("p", text))
 
-    def table(self, header: list[str], rows: list[list[str]], numeric: tuple[int, ...] = (),
-              total: bool = False) -> None:  # fmt: skip
-        self.blocks.append(("table", Table(header, rows, frozenset(numeric), total)))
+    def table(self, header: list[str], rows: list[list[str]], numeric: tuple[int, ...] = (), total: bool = False,
+              together: bool = False) -> None:  # fmt: skip
+        self.blocks.append(("table", Table(header, rows, frozenset(numeric), total, together)))
 
 
 def column_widths(table: Table, available: float = TEXT_WIDTH_CM) -> list[float]:
@@ -141,6 +142,11 @@ def to_markdown(doc: Document) -> str:
             out.append(md_escape(value))
         out.append("")
     return "\n".join(out)
+
+
+def _introduces_table(doc: Document, n: int) -> bool:
+    """Whether block `n` is a paragraph right before a table: it is kept on the table's page."""
+    return n + 1 < len(doc.blocks) and isinstance(doc.blocks[n + 1][1], Table)
 
 
 # ---- DOCX ------------------------------------------------------------------------------------------------
@@ -226,18 +232,24 @@ def _docx_table(document: Any, table: Table) -> None:
     grid = document.add_table(rows=1 + len(table.rows), cols=len(table.header))
     grid.style = document.styles["Table Grid"]
     grid.alignment = WD_TABLE_ALIGNMENT.LEFT
-    grid.autofit = False
+    grid.autofit = False  # w:tblLayout fixed: the widths as given, not refitted by Word
     props = grid._tbl.tblPr
-    layout = props.makeelement(qn("w:tblLayout"), {qn("w:type"): "fixed"})  # the widths as given, not refitted
-    props.append(layout)
+    width = props.find(qn("w:tblW"))  # the table's width: its columns', not "auto"
+    if width is not None:
+        width.set(qn("w:type"), "dxa")
+        width.set(qn("w:w"), str(sum(round(w / 2.54 * 1440) for w in widths)))
     margins = props.makeelement(qn("w:tblCellMar"), {})
     for side in ("w:left", "w:right"):
         margins.append(margins.makeelement(qn(side), {qn("w:w"): str(round(CELL_PADDING_CM / 2.54 * 1440)),
                                                       qn("w:type"): "dxa"}))  # fmt: skip
-    props.append(margins)
+    look = props.find(qn("w:tblLook"))  # the schema's order: tblCellMar comes just before tblLook
+    if look is None:
+        props.append(margins)
+    else:
+        look.addprevious(margins)
     for column, width in zip(grid.columns, widths, strict=True):
         column.width = Cm(width)
-    last = len(table.rows)
+    last, whole = len(table.rows), table.together
     for r, (row, cells) in enumerate(zip(grid.rows, [table.header, *table.rows], strict=True)):
         trpr = row._tr.get_or_add_trPr()
         trpr.append(trpr.makeelement(qn("w:cantSplit"), {}))  # a row never parts across two pages
@@ -253,6 +265,7 @@ def _docx_table(document: Any, table: Table) -> None:
             paragraph.style = document.styles["Table Heading" if r == 0 else "Table Text"]
             if n in table.numeric:
                 paragraph.alignment = WD_ALIGN_PARAGRAPH.RIGHT
+            paragraph.paragraph_format.keep_with_next = whole and r < last  # how Word keeps a table on one page
             run = paragraph.add_run(text)
             if table.total and r == last:
                 run.bold = True
@@ -264,14 +277,15 @@ def write_docx(doc: Document, path: Path) -> None:
     document = docx.Document()
     _docx_setup(document, doc)
     document.add_heading(doc.title, level=0)
-    for kind, value in doc.blocks:
+    for n, (kind, value) in enumerate(doc.blocks):
         if isinstance(value, Table):
             _docx_table(document, value)
             document.add_paragraph()  # a table is followed by a paragraph: two tables never merge
         elif kind == "h2":
             document.add_heading(value, level=2)
         else:
-            document.add_paragraph(value)
+            paragraph = document.add_paragraph(value)
+            paragraph.paragraph_format.keep_with_next = _introduces_table(doc, n)
     write_atomic(path, document.save)
 
 
@@ -326,6 +340,8 @@ def write_odt(doc: Document, path: Path) -> None:
     document.automaticstyles.addElement(layout)
     document.masterstyles.addElement(MasterPage(name="Standard", pagelayoutname=layout))
     body = style("Text_20_body", "paragraph", ParagraphProperties(marginbottom="0.2cm"), displayname="Text body")
+    keep = style("Table_20_introduction", "paragraph", ParagraphProperties(marginbottom="0.2cm", keepwithnext="always"),
+                 parentstylename=body, displayname="Table introduction")  # fmt: skip
     title = style("Title", "paragraph", TextProperties(fontsize="20pt", fontweight="bold"),
                   ParagraphProperties(marginbottom="0.3cm"), masterpagename="Standard")  # fmt: skip
     heading = style("Heading_20_2", "paragraph", TextProperties(fontsize="13pt", fontweight="bold"),
@@ -350,7 +366,8 @@ def write_odt(doc: Document, path: Path) -> None:
         if isinstance(value, Table):
             widths = value.widths()
             table_style = style(f"Table{n}", "table", TableProperties(
-                width=f"{sum(widths):.3f}cm", align="left", bordermodel="collapsing", marginbottom="0.3cm"))
+                width=f"{sum(widths):.3f}cm", align="left", bordermodel="collapsing", marginbottom="0.3cm",
+                maybreakbetweenrows="false" if value.together else "true"))
             table = OdfTable(name=f"Table{n}", stylename=table_style)
             for c, width in enumerate(widths):
                 column = style(f"Table{n}.C{c}", "table-column", TableColumnProperties(columnwidth=f"{width:.3f}cm"))
@@ -373,5 +390,5 @@ def write_odt(doc: Document, path: Path) -> None:
         elif kind == "h2":
             document.text.addElement(H(outlinelevel=2, stylename=heading, text=value))
         else:
-            document.text.addElement(P(stylename=body, text=value))
+            document.text.addElement(P(stylename=keep if _introduces_table(doc, n) else body, text=value))
     write_atomic(path, document.save)

@@ -54,6 +54,7 @@ TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VED VES VND VUV WST XAF XCD XOF XPF 
 """
 CURRENCIES = frozenset(_ISO_4217.split())
 SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$"}
+SHORT_TABLE = 15  # rows: a table this short is kept on one page (the lots table, with its long reasons, never)
 
 
 @dataclass
@@ -468,7 +469,7 @@ def procurement_document(plan: Procurement) -> Document:
          ["Total", str(len(lots)), str(sum(lot.quantity for lot in lots)), str(sums["unpriced_lots"]),
           money(sum(v.get("upgrade", 0.0) for v in years.values())),
           money(sum(v.get("replace", 0.0) for v in years.values())), money(sums["total"])]],
-        numeric=(1, 2, 3, 4, 5, 6), total=True,
+        numeric=(1, 2, 3, 4, 5, 6), total=True, together=True,
     )  # fmt: skip
     if sums["unpriced_lots"]:
         doc.paragraph(f"{_count(sums['unpriced_lots'], 'lot')} without a price in the cost table "
@@ -476,7 +477,7 @@ def procurement_document(plan: Procurement) -> Document:
     doc.heading(f"Total cost of ownership over {costs.horizon_years} years, per option")
     doc.table(["Option", "Lots priced", "Lots without a price", "Total"],
               [[name, str(priced), str(unpriced), money(total)] for name, total, priced, unpriced in plan.tco()],
-              numeric=(1, 2, 3))  # fmt: skip
+              numeric=(1, 2, 3), together=True)  # fmt: skip
     doc.heading("Lots")
     doc.table(
         ["No.", "Lot", "Category", "Units", "End of support", "Action", "Cost", "Financial year", "Why"],
@@ -493,7 +494,7 @@ def procurement_document(plan: Procurement) -> Document:
           (f"{money(lot.options['extended support'])} until {lot.extended_until}"
            if "extended support" in lot.options else "not sold"),
           _price_key(lot.price_from)] for lot in lots],
-        numeric=(0, 2, 3, 4),
+        numeric=(0, 2, 3, 4), together=len(lots) <= SHORT_TABLE,
     )  # fmt: skip
     if plan.components:
         doc.heading("Goes with a replaced machine")
@@ -501,7 +502,8 @@ def procurement_document(plan: Procurement) -> Document:
                       "include it in those machines' replacement (a supported version, or its successor).")
         doc.table(["Software", "Category", "Units", "End of support", "Goes with lot"],
                   [[c.title, c.category, str(c.quantity), c.earliest_eol or "unknown",
-                    ", ".join(map(str, c.machines))] for c in plan.components], numeric=(2,))  # fmt: skip
+                    ", ".join(map(str, c.machines))] for c in plan.components], numeric=(2,),
+                  together=len(plan.components) <= SHORT_TABLE)  # fmt: skip
     doc.heading("Sources")
     doc.paragraph(
         f"Inventory and findings: posture, judged on {day.isoformat()}. Lifecycle dates: endoflife.date as of "

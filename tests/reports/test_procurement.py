@@ -20,7 +20,7 @@ from odf.table import Table, TableHeaderRows, TableRow
 
 from reports.documents import Document, column_widths, text_width_cm
 from reports.model import financial_year
-from reports.procurement import Costs
+from reports.procurement import Costs, Lot, Procurement
 from tests.conftest import run_posture
 from tests.reports.procurement_estate import ORGANISATION, build
 from tests.rules.estate import NGINX, RDP, SSH_DEBIAN, WINDOWS_2008, Host, write_estate
@@ -126,6 +126,29 @@ def test_the_readme_cost_table(council: tuple[Path, Path, Path], tmp_path: Path)
     rows = plan_csv((council[0], council[1], example))
     assert rows[("windows-server", "2003-sp2")]["cost"] == "6000.00"  # [products.windows-server."2003-sp2"]
     assert rows[("windows-server", "2008-r2-sp1")]["cost"] == "3600.00"  # [products.windows-server] upgrade
+
+
+def test_cost_of_ownership_per_option() -> None:
+    """Each option over the horizon: one-off prices once; extended support per year while it is sold, then
+    the recommended option at its end when that falls inside the horizon; a missing price is counted apart."""
+    day = date(2026, 12, 7)
+
+    def lot(number: int, cost: float | None, options: dict[str, float | None], extended: str | None) -> Lot:
+        return Lot(number, "windows-server", "2016", f"lot {number}", "servers", 1, "2027-01-12", extended, [], [], "",
+                   options, "upgrade", cost, "windows-server", "2026/27")  # fmt: skip
+
+    lots = [lot(1, 1000.0, {"upgrade": 1000.0, "replace": 3000.0, "retire": 100.0, "extended support": 2700.0},
+                "2029-10-13"),  # three years of support sold, ending inside five years: then upgrade
+            lot(2, 800.0, {"upgrade": 800.0, "replace": 2000.0, "retire": None, "extended support": 4500.0},
+                "2035-01-01"),  # sold beyond the horizon: support only
+            lot(3, None, {"replace": None, "retire": 50.0}, None)]  # fmt: skip
+    plan = Procurement(day, Costs(horizon_years=5), lots, [])
+    assert plan.tco() == [
+        ("Upgrade where an in-place path exists, else replace (recommended)", 1800.0, 2, 1),
+        ("Replace every lot", 5000.0, 2, 1),
+        ("Extended support where sold, then the recommended option", 2700.0 + 1000.0 + 4500.0, 2, 1),
+        ("Retire every lot", 150.0, 2, 1),
+    ]
 
 
 def test_currency_is_formatted_as_buyers_write_it() -> None:
