@@ -156,36 +156,39 @@ def plan_decommission(ctx: click.Context, fmt: str, on_day: str | None) -> None:
 @click.pass_context
 def plan_procurement(ctx: click.Context, fmt: str, costs_path: Path | None, out_path: Path | None,
                      on_day: str | None) -> None:  # fmt: skip
-    """The legacy-technology section of a procurement strategy: replacement lots by product and category,
-    quantities, end-of-life dates, blockers, options and costs, totals by UK financial year, TCO."""
+    """The legacy-technology section of a procurement strategy: replacement lots by release and category,
+    quantities, end-of-life dates, upgrade (only where an in-place path exists) or replace, costs, totals by
+    UK financial year and the cost of ownership per option. ODT and DOCX are A4 landscape, en-GB, authored
+    by the config's [report] organisation."""
     from reports.documents import to_markdown, write_docx, write_odt
-    from reports.procurement import load_costs, lots_rows, procurement_document, procurement_lots
+    from reports.procurement import load_costs, lots_rows, procurement_document, procurement_plan
 
     if fmt in ("odt", "docx") and out_path is None:
         raise PostureError(f"--format {fmt} writes a file", f"add --out strategy.{fmt}")
     if out_path is not None and not out_path.parent.is_dir():
         raise PostureError(f"no such folder: {out_path.parent}", "give a path in an existing folder")
+    day = parse_day(on_day)
     costs = load_costs(costs_path)
     with _open(ctx) as (store, settings):
-        lots = procurement_lots(store, parse_day(on_day), settings, costs)
-    doc = procurement_document(lots, costs, parse_day(on_day))
+        plan = procurement_plan(store, day, settings, costs, organisation(ctx))
+    what = f"{len(plan.lots)} lots, {len(plan.components)} going with replaced machines"
     if fmt in ("odt", "docx"):
         assert out_path is not None
-        (write_odt if fmt == "odt" else write_docx)(doc, out_path)
-        click.echo(f"written: {out_path} ({len(lots)} lots)")
+        (write_odt if fmt == "odt" else write_docx)(procurement_document(plan), out_path)
+        click.echo(f"written: {out_path} ({what})")
         return
     if fmt == "csv":
         buffer = io.StringIO()
-        header, rows = lots_rows(lots)
+        header, rows = lots_rows(plan)
         write_csv(buffer, header, rows)
         text = buffer.getvalue()
     else:
-        text = to_markdown(doc)
+        text = to_markdown(procurement_document(plan))
     if out_path is None:
         click.echo(text, nl=False)
     else:
         write_atomic(out_path, text.encode())
-        click.echo(f"written: {out_path} ({len(lots)} lots)")
+        click.echo(f"written: {out_path} ({what})")
 
 
 EXPORT_COLUMNS = {

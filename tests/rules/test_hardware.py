@@ -241,7 +241,8 @@ def test_a_listed_pid_gives_the_hardware_finding_apart_from_the_firmware(sims: S
     lot = lots["cisco-hardware-eol.catalyst-3560g-3750g"]
     assert lot["title"] == "Catalyst 3560G hardware (end of sale 2013-01-30)" and lot["quantity"] == "1"
     assert (lot["earliest_eol"], lot["recommended"], lot["cost"]) == ("2018-01-31", "replace", "2500.00")
-    assert "cisco-ios" in lots  # the IOS 12.2 lot stays its own
+    ios = lots["cisco-ios"]  # the switch is replaced: its IOS 12.2 goes with it, not costed again (issue 15)
+    assert (ios["recommended"], ios["cost"], ios["goes_with"]) == ("with the machine", "", lot["number"])
     html = tmp_path / "report.html"
     assert run_posture("report", "--html", str(html), db=db).returncode == 0
     page = html.read_text(encoding="utf-8")
