@@ -332,9 +332,9 @@ def score_lines(judgement: dict[str, Any]) -> list[str]:
         return []
     why = [f"  {f} {judgement['rag'][f].upper()}: {judgement['why'][f]}" for f in judgement["rag"]]
     return [
-        f"score {judgement['score']}/100: {judgement['safe']} of {judgement['assets']} assets identified, "
-        "no critical/high finding open",
-        f"  {judgement['unknown']} not identified (counted as not safe)",
+        f"score {judgement['score']}/100: {judgement['safe']} of {judgement['assets']} assets safe "
+        "(identified, no critical/high open)",
+        f"  identified: {judgement['identified']} of {judgement['assets']}; the others count as not safe",
         *why,
     ]
 

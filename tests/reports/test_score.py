@@ -42,13 +42,13 @@ def test_report_and_cli_of_an_unidentified_estate(tmp_path: Path) -> None:
     assert run_posture("import", "nmap", str(write_estate(tmp_path / "scan.xml", hosts)), db=db).returncode == 0
     result = run_posture("evaluate", db=db)
     assert result.returncode == 0, result.stderr
-    assert "score 0/100: 0 of 5 assets identified, no critical/high finding open\n  5 not identified" in result.stdout
+    assert "score 0/100: 0 of 5 assets safe (identified, no critical/high open)\n  identified: 0 of 5;" in result.stdout
     assert "  protect AMBER: insufficient data: 0 of 5 assets identified (0% < 90%)\n" in result.stdout
     assert max(len(line) for line in result.stdout.splitlines()) <= 80  # the score's lines fit a terminal
     html_path = tmp_path / "report.html"
     result = run_posture("report", "--html", str(html_path), db=db)
     assert result.returncode == 0, result.stderr
-    assert "score 0/100" in result.stdout
+    assert "score 0/100: 0 of 5 assets safe" in result.stdout
     html = html_path.read_text(encoding="utf-8")
     tiles = re.findall(r'<div class="tile ([a-z]+)">', html)
     assert tiles == ["amber", "amber", "amber"]
@@ -67,5 +67,5 @@ def test_identified_estate_can_be_green(tmp_path: Path) -> None:
     assert run_posture("import", "assets", str(register), db=db).returncode == 0
     result = run_posture("evaluate", "--on", "2025-01-10", db=db)
     assert result.returncode == 0, result.stderr
-    assert "score 100/100: 1 of 1 assets identified" in result.stdout, result.stdout
+    assert "score 100/100: 1 of 1 assets safe" in result.stdout and "identified: 1 of 1" in result.stdout
     assert "  protect GREEN: nothing above low open" in result.stdout
