@@ -23,7 +23,7 @@ import json
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from functools import cache
@@ -544,27 +544,42 @@ def _was_supported(detail: dict[str, Any], day: str) -> bool:
     return product.status(cycle, date.fromisoformat(day)).state != Lifecycle.END_OF_LIFE
 
 
-def finding_changes(store: Store, older: int, newer: int) -> dict[str, Any]:
+def finding_changes(store: Store, older: int | Sequence[int], newer: int | Sequence[int],
+                    evaluations: tuple[int, int] | None = None) -> dict[str, Any]:  # fmt: skip
     """The `posture.diff_details` hook: findings that appeared and cleared between two scans, on the assets
     either scan saw. It compares the evaluation made after each scan (before the next one came in); an
     end-of-life finding on an asset the older scan saw, whose product cycle was still supported on the
-    older evaluation's day, is marked `crossed_eol`: nothing on the machine changed, the calendar did."""
+    older evaluation's day, is marked `crossed_eol`: nothing on the machine changed, the calendar did.
+
+    A job run passes lists of scan ids (the scans it is compared with, and its own) and `evaluations`: the
+    newest evaluation before the run (0: none) and the run's own. Those two are compared over every asset,
+    so what the change hook lists agrees with the run's evaluation counts (a finding the calendar brought,
+    on an asset no scan of the run looked at, is one of them).
+    """
     conn = store.conn
-    later = conn.execute("SELECT min(id) FROM scans WHERE id > ? AND status IN ('complete', 'interrupted')",
-                         [newer]).fetchone()[0]  # fmt: skip
-    before, after = _evaluation_for(conn, older, newer), _evaluation_for(conn, newer, later)
-    if before is None or after is None:
-        which = older if before is None else newer
-        return {"findings": None, "findings_note": f"no evaluation after scan {which}: run `posture evaluate`"}
-    assets = store.assets_seen_in(older, newer)
-    seen_before = set(store.assets_seen_in(older))
+    olders = [older] if isinstance(older, int) else list(older)
+    assets: list[int] | None = None  # None: every asset
+    if evaluations is None:
+        assert isinstance(older, int) and isinstance(newer, int)
+        later = conn.execute("SELECT min(id) FROM scans WHERE id > ? AND status IN ('complete', 'interrupted')",
+                             [newer]).fetchone()[0]  # fmt: skip
+        found, after = _evaluation_for(conn, older, newer), _evaluation_for(conn, newer, later)
+        if found is None or after is None:
+            which = older if found is None else newer
+            return {"findings": None, "findings_note": f"no evaluation after scan {which}: run `posture evaluate`"}
+        before = found
+        assets = store.assets_seen_in(older, newer)
+    else:
+        row = conn.execute("SELECT id, day FROM evaluations WHERE id = ?", [evaluations[0]]).fetchone()
+        before, after = (int(row[0]), str(row[1])) if row else (0, ""), (evaluations[1], "")
+    seen_before = set(store.assets_seen_in(*olders)) if olders and before[0] else set()
     first: dict[int, str] = {}
     last: dict[int, str] = {}
+    on_assets = "AND f.asset_id IN (SELECT value FROM json_each(?)) " if assets is not None else ""
     for finding_id, event in conn.execute(
         "SELECT e.finding_id, e.event FROM finding_events e JOIN findings f ON f.id = e.finding_id "
-        "WHERE e.evaluation_id > ? AND e.evaluation_id <= ? AND f.asset_id IN (SELECT value FROM json_each(?)) "
-        "ORDER BY e.evaluation_id",
-        [before[0], after[0], json.dumps(assets)],
+        f"WHERE e.evaluation_id > ? AND e.evaluation_id <= ? {on_assets}ORDER BY e.evaluation_id",
+        [before[0], after[0], *([json.dumps(assets)] if assets is not None else [])],
     ):
         first.setdefault(finding_id, event)
         last[finding_id] = event
@@ -572,22 +587,22 @@ def finding_changes(store: Store, older: int, newer: int) -> dict[str, Any]:
     # that came and went inside the range (or went and came back) changed nothing between the two scans.
     last = {f: e for f, e in last.items() if (e == "fixed") == (first[f] == "fixed")}
     appeared, cleared = [], []
-    if last:
-        marks = ",".join("?" * len(last))
-        for fid, rule_id, severity, asset_id, subject, name, details in conn.execute(
-            "SELECT f.id, f.rule_id, r.severity, f.asset_id, f.subject, a.name, d.json FROM findings f "
-            "JOIN finding_rules r ON r.id = f.rule_id JOIN finding_details d ON d.id = f.details_id "
-            f"LEFT JOIN assets a ON a.id = f.asset_id WHERE f.id IN ({marks}) ORDER BY f.asset_id, f.rule_id",
-            list(last),
-        ):
-            detail = json.loads(details)
-            entry = {"id": format_id(fid), "rule_id": rule_id, "severity": severity, "asset_id": asset_id,
-                     "name": printable(name or "", 120), "subject": printable(subject, 120),
-                     "evidence": printable(detail.get("evidence") or "", 200)}  # fmt: skip
-            if last[fid] == "fixed":
-                cleared.append(entry)
-                continue
-            crossed = rule_id in EOL_RULES and asset_id in seen_before and _was_supported(detail, before[1])
-            entry["crossed_eol"] = crossed
-            appeared.append(entry)
+    for fid, rule_id, severity, asset_id, subject, name, details in conn.execute(
+        "SELECT f.id, f.rule_id, r.severity, f.asset_id, f.subject, a.name, d.json FROM findings f "
+        "JOIN finding_rules r ON r.id = f.rule_id JOIN finding_details d ON d.id = f.details_id "
+        "LEFT JOIN assets a ON a.id = f.asset_id WHERE f.id IN (SELECT value FROM json_each(?)) "
+        "ORDER BY f.asset_id, f.rule_id",
+        [json.dumps(list(last))],
+    ):
+        detail = json.loads(details)
+        entry = {"id": format_id(fid), "rule_id": rule_id, "severity": severity, "asset_id": asset_id,
+                 "name": printable(name or "", 120), "subject": printable(subject, 120),
+                 **{k: None if detail.get(k) is None else printable(detail[k], 120)
+                    for k in ("product", "label", "version", "cycle")},
+                 "evidence": printable(detail.get("evidence") or "", 200), "crossed_eol": False}  # fmt: skip
+        if last[fid] == "fixed":
+            cleared.append(entry)
+            continue
+        entry["crossed_eol"] = rule_id in EOL_RULES and asset_id in seen_before and _was_supported(detail, before[1])
+        appeared.append(entry)
     return {"findings": {"evaluations": [before[0], after[0]], "appeared": appeared, "cleared": cleared}}

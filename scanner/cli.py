@@ -14,7 +14,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn
@@ -63,11 +63,26 @@ def _db_path(ctx: click.Context) -> Path:
     return Path(ctx.find_root().params.get("db") or default_db_path())
 
 
-def open_store(ctx: click.Context, readonly: bool = False) -> Any:
-    """Open the inventory named by --db / POSTURE_DB / the XDG default (for this and later stages)."""
+def open_store(ctx: click.Context, readonly: bool = False, create: bool = False) -> Any:
+    """Open the inventory named by --db / POSTURE_DB / the XDG default (for this and later stages).
+
+    Only the commands that fill an inventory (scan, snmp, import, demo, run) pass `create`; every other one
+    refuses a path that does not exist, so a mistyped --db never becomes an empty inventory that a CI gate
+    (`evaluate --fail-on high`) or a report reads as "nothing wrong".
+    """
+    from scanner.paths import data_dir
     from scanner.store import Store
 
-    return Store.open(_db_path(ctx), readonly=readonly)
+    path = _db_path(ctx)
+    if not create and not path.exists():
+        demo = data_dir() / "demo.db"
+        if ctx.find_root().params.get("db"):  # --db or POSTURE_DB
+            raise PostureError(f"no inventory at {path}", "give --db the file that `posture scan`, `posture import` "
+                               f"or `posture demo` wrote; the demo's is {demo}")  # fmt: skip
+        raise PostureError(f"no inventory at {path}, the default: nothing was scanned or imported into it",
+                           f"run `posture scan` or `posture import` first, or give --db the file to read; the "
+                           f"demo's is {demo}")  # fmt: skip
+    return Store.open(path, readonly=readonly)
 
 
 def open_run_log(ctx: click.Context, config: dict[str, Any] | None = None) -> None:
@@ -230,6 +245,7 @@ def _snmp_run(ctx: click.Context, store: Any, addresses: list[str], targets: lis
                "concurrency": params["snmp_concurrency"]}  # fmt: skip
     request = Request(targets or addresses, options, addresses=addresses)
     summary = run_source(store, get_source("snmp"), request, _Reporter("devices"))
+    _made(ctx, summary.scan_id)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.by_status.items()))
     click.echo(
         f"SNMP scan {summary.scan_id}: {summary.hosts_done} devices asked ({counts}); {summary.new_assets} new "
@@ -283,7 +299,7 @@ def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ..
     if not targets:
         raise click.UsageError("give at least one TARGET (or --resume)")
     plan, _ = _plan(ctx, targets, exclude, scope)
-    with open_store(ctx) as store:
+    with open_store(ctx, create=True) as store:
         summary = _snmp_run(ctx, store, [str(a) for a in plan.addresses], list(targets), params)
     if summary.answered == 0:
         raise NothingScanned("no device answered SNMP", "check addresses, credentials and udp/161 filtering")
@@ -461,13 +477,14 @@ def scan(
                    f"{chunk_size}")  # fmt: skip
         click.echo(" ".join(source.describe(request, units[0][0])))
         return
-    with open_store(ctx) as store:
+    with open_store(ctx, create=True) as store:
         _finish_scan(ctx, store, run_source(store, source, request, _Reporter()), with_snmp, snmp_params)
 
 
 def _finish_scan(ctx: click.Context, store: Any, summary: Any, with_snmp: bool, snmp_params: dict[str, Any]) -> None:
     from scanner.views import asset_views
 
+    _made(ctx, summary.scan_id)
     ids = store.assets_seen_in(summary.scan_id)
     if ids:
         _print_assets(asset_views(store, ids[:50]))
@@ -517,7 +534,7 @@ def import_nmap(ctx: click.Context, files: tuple[Path, ...]) -> None:
     from scanner.importers import import_nmap_xml
 
     total = 0
-    with open_store(ctx) as store:
+    with open_store(ctx, create=True) as store:
         for path in files:
             size = path.stat().st_size if path.is_file() else 0
 
@@ -551,7 +568,7 @@ def import_assets(ctx: click.Context, file: Path) -> None:
     """
     from scanner.importers import import_register
 
-    with open_store(ctx) as store:
+    with open_store(ctx, create=True) as store:
         result = import_register(store, file)
     for warning in result.warnings[:20]:
         click.echo(f"posture: warning: {warning}", err=True)
@@ -579,7 +596,7 @@ def import_bundle(ctx: click.Context, files: tuple[Path, ...], max_size: int) ->
     from scanner.runlog import say
 
     open_run_log(ctx)
-    with open_store(ctx) as store:
+    with open_store(ctx, create=True) as store:
         refused = import_files(store, files, max_size * 2**20, say).refused
     if refused:
         raise PostureError(f"{len(refused)} of {len(files)} bundle(s) refused; nothing of those was written",
@@ -626,7 +643,7 @@ def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None
     request = source.job_request({k: v for k, v in settings.items() if v is not None})  # as a job's [jobs.X.ad]
     source.open(request)  # every refusal (bind, certificate, base DN) before the inventory is touched
     try:
-        with open_store(ctx) as store:
+        with open_store(ctx, create=True) as store:
             summary = run_source(store, source, request, _Reporter(noun=source.noun))
             details = [r[0] for r in store.conn.execute(
                 "SELECT detail FROM scan_targets WHERE scan_id = ?", (summary.scan_id,))]  # fmt: skip
@@ -655,19 +672,23 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
         Junos, NetApp, an APC UPS, a Hikvision camera) on 127.0.1.1-9, community 'public';
       - real sshd, nginx and vsftpd on 127.0.1.21-23 for nmap to fingerprint.
     Results go to their own inventory (~/.local/share/posture/demo.db unless --db is given), never
-    mixed with a real one. Needs the demo extra (pip install 'posture-scanner[demo]') and, for udp/161, root.
+    mixed with a real one, and its report to demo-report.html beside it. Needs the demo extra
+    (pip install 'posture-scanner[demo]') and, for udp/161, root.
     """
     from scanner.demo import demo_lab, scan_demo, snmp_port
     from scanner.paths import data_dir
     from scanner.store import Store
+    from scanner.views import asset_rows
 
-    db = Path(ctx.find_root().params.get("db") or data_dir() / "demo.db")
+    root = ctx.find_root()
+    db = Path(root.params.get("db") or data_dir() / "demo.db")
+    root.params["db"] = db  # what the demo invokes (the report) reads the demo's inventory, never the default one
     click.echo("posture demo: starting the lab (real daemons and recorded devices on 127.0.1.x)...", err=True)
     with demo_lab(snmp_port()) as (lab, sim), Store.open(db) as store:
         run = scan_demo(store, lab, sim, _Reporter(), _Reporter("devices"))
         # The rules stage evaluates first: the table shows what it identified, and its summary follows.
         summary = [line for ep in entry_points(group="posture.after_scan") for line in ep.load()(ctx, store)]
-        _print_assets(_asset_rows(store, store.assets_seen_in(run.nmap.scan_id, run.snmp.scan_id)))
+        _print_assets(asset_rows(store, store.assets_seen_in(run.nmap.scan_id, run.snmp.scan_id)))
         counts = ", ".join(f"{n} {status}" for status, n in sorted(run.snmp.by_status.items()))
         click.echo(
             f"nmap found {run.nmap.hosts_up} hosts with {run.nmap.services} services; SNMP asked "
@@ -676,7 +697,7 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
         for line in summary:
             click.echo(line)
         click.echo(f"Inventory: {db}")
-        click.echo(f"Look around: posture --db {db} findings   (or: assets --format json | less)")
+        _demo_report(ctx, db)
         if keep_running:
             click.echo("The lab is up (Ctrl-C to stop): try `snmpwalk -v2c -c public 127.0.1.1 system`", err=True)
             try:
@@ -684,6 +705,33 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
                     time.sleep(3600)
             except KeyboardInterrupt:
                 pass
+
+
+def _demo_report(ctx: click.Context, db: Path) -> None:
+    """The demo's last step: its report beside its inventory (written by the reports stage, through the
+    command it registered), then the exact commands that show what the demo found."""
+    import io
+    import shutil
+    from contextlib import redirect_stdout
+
+    found = shutil.which("posture")  # the commands as the user can type them: `posture` if that is this one
+    prog = "posture" if found and Path(found).resolve() == Path(sys.argv[0]).resolve() else sys.argv[0]
+    base = f"{shlex.quote(prog)} --db {shlex.quote(str(db))}"
+    lines = []
+    if "report" in cli.commands:
+        html = db.with_name("demo-report.html")
+        report = cli.commands["report"]
+        said = io.StringIO()
+        with redirect_stdout(said):  # its score lines are the evaluation's, printed just above: say them once
+            report.invoke(report.make_context("report", ["--html", str(html)], parent=ctx.find_root()))
+        click.echo(said.getvalue().splitlines()[0])
+        opener = f"xdg-open {shlex.quote(str(html))}" if shutil.which("xdg-open") else html.absolute().as_uri()
+        lines += [f"{opener}   (the report: open it in a browser)", f"{base} findings   (worst first)",
+                  f"{base} plan remediation   (what to do, by whom, by when)"]  # fmt: skip
+    lines.append(f"{base} assets --format json | less   (everything it found)")
+    click.echo("Look at what the demo found:")
+    for line in lines:
+        click.echo(f"  {line}")
 
 
 # ---- credentials ---------------------------------------------------------------------------------------
@@ -867,16 +915,6 @@ def _first_line(text: str, limit: int) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _asset_rows(store: Any, asset_ids: list[int] | None = None) -> list[dict[str, Any]]:
-    """The asset view, with what later stages add to it (the rules stage: identified OS, software, lifecycle)."""
-    from scanner.views import asset_views
-
-    rows = asset_views(store, asset_ids)
-    for ep in entry_points(group="posture.asset_details"):
-        ep.load()(store, rows)
-    return rows
-
-
 def table_console() -> Any:
     """A console for tables: the terminal's width, or $COLUMNS (default 160) in a pipe or log."""
     import os
@@ -936,8 +974,10 @@ def _print_assets(assets: list[dict[str, Any]]) -> None:
 @click.pass_context
 def assets(ctx: click.Context, fmt: str) -> None:
     """List the assets in the inventory: addresses, OS and its lifecycle, services, owner, last seen."""
+    from scanner.views import asset_rows
+
     with open_store(ctx, readonly=True) as store:
-        rows = _asset_rows(store)
+        rows = asset_rows(store)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":
@@ -1019,13 +1059,14 @@ def diff(ctx: click.Context, scans_to_compare: tuple[int, ...], fmt: str) -> Non
 
     An asset counts as gone only if the newer scan covered its address.
     """
-    from scanner.diff import default_pair
+    from scanner.diff import default_pair, diff_scans, with_details
 
     if len(scans_to_compare) not in (0, 2):
         raise PostureError("give two scan ids, or none", "e.g. posture diff 12 15 (see `posture scans`)")
     with open_store(ctx, readonly=True) as store:
         older, newer = scans_to_compare if scans_to_compare else default_pair(store)
-        result = _diff_with_details(store, older, newer)
+        result = diff_scans(store, older, newer)
+        result.update(with_details(store, older, newer))
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
@@ -1038,16 +1079,6 @@ def diff(ctx: click.Context, scans_to_compare: tuple[int, ...], fmt: str) -> Non
         return
     for line in lines:
         click.echo(printable(line, 2000))
-
-
-def _diff_with_details(store: Any, older: int, newer: int) -> dict[str, Any]:
-    """`scanner.diff` plus what later stages add (the rules stage: findings that appeared and cleared)."""
-    from scanner.diff import diff_scans
-
-    result = diff_scans(store, older, newer)
-    for ep in entry_points(group="posture.diff_details"):
-        result.update(ep.load()(store, older, newer))
-    return result
 
 
 def _diff_lines(result: dict[str, Any]) -> list[str]:
@@ -1096,7 +1127,7 @@ def prune(ctx: click.Context, keep: int | None, older_than: int | None, dry_run:
     Assets, their owners and when each was first and last seen stay as they are; so do findings. The
     newest scan of each kind and target list, running scans and asset-register imports are never deleted.
     """
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
     if keep is None and older_than is None:
         raise PostureError("say what to keep", "give --keep N, --older-than DAYS, or both")
@@ -1153,8 +1184,6 @@ def config_check(ctx: click.Context) -> None:
 def run_job(ctx: click.Context, job_name: str | None, due: bool) -> None:
     """Run a scan job from the config file: its scan (and SNMP), then the rules, the report and the
     change hook. One run of a job at a time; a crashed run leaves no lock behind."""
-    from datetime import UTC, datetime
-
     from scanner.jobs import due as due_jobs
     from scanner.jobs import last_runs
     from scanner.runlog import say
@@ -1186,8 +1215,8 @@ def run_job(ctx: click.Context, job_name: str | None, due: bool) -> None:
 
 def _run_one(ctx: click.Context, job: Any) -> None:
     import subprocess
-    from datetime import UTC, datetime
 
+    from scanner.change import newest_evaluation
     from scanner.jobs import job_lock, record_run
     from scanner.proc import HOOK_ENV, child_env, dies_with_parent
     from scanner.runlog import say
@@ -1195,7 +1224,10 @@ def _run_one(ctx: click.Context, job: Any) -> None:
 
     root = ctx.find_root()
     started = datetime.now(UTC)
+    root.obj["scans"] = []  # the scans this run makes (`_made`): what its change hook compares
     with job_lock(job.name):
+        with open_store(ctx, create=True) as store:  # a job fills its inventory: made here on the first run
+            evaluation_before = newest_evaluation(store)
         what = [f"targets {' '.join(job.targets)}, methods {' '.join(job.methods)}"] if job.targets else []
         say(f"job {job.name} started: " + "; ".join([*what, *([f"inbox {job.inbox}"] if job.inbox else [])]))
         nothing = False
@@ -1215,10 +1247,12 @@ def _run_one(ctx: click.Context, job: Any) -> None:
         if "evaluate" in cli.commands:
             evaluate = cli.commands["evaluate"]
             evaluate.invoke(evaluate.make_context("evaluate", [], parent=root))
+        report_path = None
         if job.report and "report" in cli.commands:
             report = cli.commands["report"]
             report.invoke(report.make_context("report", ["--html", job.report], parent=root))
-        summary = _change_summary(ctx, job.name, nothing, bundles)
+            report_path = str(Path(job.report).absolute())
+        summary = _change_summary(ctx, job.name, started, nothing, bundles, evaluation_before, report_path)
         if job.on_change and summary["changed"]:
             try:
                 done = subprocess.run(list(job.on_change), input=json.dumps(summary), text=True, timeout=300,
@@ -1230,17 +1264,20 @@ def _run_one(ctx: click.Context, job: Any) -> None:
                 say(f"job {job.name}: on_change exited {done.returncode}", logging.WARNING)
             else:
                 say(f"job {job.name}: on_change ran")
-        say(f"job {job.name} finished: {summary['new_assets']} new, {summary['gone_assets']} gone, "
-            f"{summary['changed_assets']} changed assets; {summary['new_findings']} new, "
-            f"{summary['fixed_findings']} fixed findings")
+        counts = summary["counts"]
+        say(f"job {job.name} finished: {counts['new_assets']} new, {counts['gone_assets']} gone, "
+            f"{counts['changed_assets']} changed assets; {counts['new_findings']} new, "
+            f"{counts['fixed_findings']} fixed findings")
 
 
 def _run_source(ctx: click.Context, source: Any, request: Any) -> Any:
     """One run of a source that is not a network scan, through the common runner (`scanner.scan`)."""
     from scanner.scan import run_source
 
-    with open_store(ctx) as store:
-        return run_source(store, source, request, _Reporter(noun=source.noun))
+    with open_store(ctx, create=True) as store:
+        summary = run_source(store, source, request, _Reporter(noun=source.noun))
+    _made(ctx, summary.scan_id)
+    return summary
 
 
 def _import_inbox(ctx: click.Context, inbox: Path) -> dict[str, int]:
@@ -1257,8 +1294,9 @@ def _import_inbox(ctx: click.Context, inbox: Path) -> dict[str, int]:
             say(f"inbox: {name} is not a regular file (a link, a folder, a pipe); left alone", logging.WARNING)
         if not ready:
             return {"bundles_imported": 0, "bundles_refused": 0}
-        with open_store(ctx) as store:
+        with open_store(ctx, create=True) as store:
             outcome = import_files(store, [inbox / name for name in ready], DEFAULT_MAX_BYTES, say, follow_links=False)
+        _made(ctx, *(done.scan_id for done in outcome.imported))
         for done in outcome.imported:
             box.file_away(done.path.name, "imported")
         for path, reason in outcome.refused:
@@ -1266,32 +1304,20 @@ def _import_inbox(ctx: click.Context, inbox: Path) -> dict[str, int]:
     return {"bundles_imported": len(outcome.imported), "bundles_refused": len(outcome.refused)}
 
 
-def _change_summary(ctx: click.Context, job: str, nothing: bool, bundles: dict[str, int]) -> dict[str, Any]:
-    """What the on_change hook gets on stdin: the diff of the last two scans (with the findings that
-    appeared and cleared between them) and the last evaluation's counts."""
-    from scanner.diff import default_pair
+def _made(ctx: click.Context, *scan_ids: int) -> None:
+    """Note scans this invocation made: a job's change hook compares exactly those with the ones before."""
+    ctx.find_root().obj.setdefault("scans", []).extend(scan_ids)
+
+
+def _change_summary(ctx: click.Context, job: str, started: datetime, nothing: bool, bundles: dict[str, int],
+                    evaluation_before: int, report: str | None) -> dict[str, Any]:  # fmt: skip
+    """What the on_change hook gets on stdin (`scanner.change`, README "The change hook")."""
+    from scanner.change import change_summary
 
     with open_store(ctx, readonly=True) as store:
-        try:
-            older, newer = default_pair(store)
-            diff = _diff_with_details(store, older, newer)
-        except PostureError:  # the first scan of its kind: everything it saw is new
-            newest = store.conn.execute("SELECT max(id) FROM scans WHERE kind != 'asset-register'").fetchone()[0]
-            seen = store.assets_seen_in(newest) if newest else []
-            diff = {"new": [{"asset_id": a} for a in seen], "gone": [], "changed": []}
-        row = store.conn.execute("SELECT summary FROM evaluations ORDER BY id DESC LIMIT 1").fetchone()
-    findings = json.loads(row[0]) if row else {}
-    counts = {
-        "new_assets": len(diff["new"]),
-        "gone_assets": len(diff["gone"]),
-        "changed_assets": len(diff["changed"]),
-        "new_findings": findings.get("new", 0),
-        "fixed_findings": findings.get("fixed", 0),
-        "reopened_findings": findings.get("reopened", 0),
-        "crossed_eol": sum(1 for f in (diff.get("findings") or {}).get("appeared", []) if f["crossed_eol"]),
-        **bundles,
-    }
-    return {"job": job, "nothing_answered": nothing, **counts, "changed": any(counts.values()), "diff": diff}
+        return change_summary(store, job=job, started=started, scans=list(ctx.find_root().obj.get("scans", [])),
+                              evaluation_before=evaluation_before, report=report, nothing_answered=nothing,
+                              bundles=bundles)  # fmt: skip
 
 
 @cli.group("schedule")

@@ -4,7 +4,9 @@ installed programs. (Findings that appeared or cleared come from the rules stage
 
 An asset is "gone" only if the later scan looked where it was (its address is inside the later scan's
 targets): an asset outside a smaller scan is not gone, just not looked at. Imports have no targets, so
-everything the earlier one saw counts as looked at. Read-only: nothing here writes.
+everything the earlier one saw counts as looked at. A job run's change hook compares the run's scans
+together with the scans before them in the same way (`run_baseline`, `compare`). Read-only: nothing here
+writes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any
 
 from scanner.errors import PostureError
@@ -33,15 +37,24 @@ class Seen:
     software: dict[str, str] = field(default_factory=dict)  # installed program -> version (agent, SNMP)
 
 
+FINISHED_SCANS = (
+    "SELECT s.id, s.kind, b.asset_id, s.targets FROM scans s LEFT JOIN bundles b ON b.scan_id = s.id "
+    "WHERE s.kind != 'asset-register' AND (s.status = 'complete' OR (s.status = 'interrupted' "
+    "AND EXISTS (SELECT 1 FROM observations o WHERE o.scan_id = s.id))) ORDER BY s.id DESC"
+)
+
+
+def _finished(store: Store) -> list[tuple[int, tuple[str, int | None], str]]:
+    """Finished scans, newest first: (id, (kind, the machine of a host-agent bundle), targets as stored).
+    An interrupted scan counts only if it saved something: one stopped before its first chunk would
+    otherwise be the baseline of the next diff, and every asset would read as new."""
+    return [(i, (kind, machine), targets) for i, kind, machine, targets in store.conn.execute(FINISHED_SCANS)]
+
+
 def default_pair(store: Store) -> tuple[int, int]:
     """The two newest finished scans of the same kind (a scan, an SNMP scan, an import; two bundles of the
-    same machine). An interrupted scan counts only if it saved something: one stopped before its first
-    chunk would otherwise be the baseline of the next diff, and every asset would read as new."""
-    rows = [(i, (kind, machine)) for i, kind, machine in store.conn.execute(
-        "SELECT s.id, s.kind, b.asset_id FROM scans s LEFT JOIN bundles b ON b.scan_id = s.id "
-        "WHERE s.kind != 'asset-register' AND (s.status = 'complete' OR (s.status = 'interrupted' "
-        "AND EXISTS (SELECT 1 FROM observations o WHERE o.scan_id = s.id))) ORDER BY s.id DESC"
-    )]  # fmt: skip
+    same machine)."""
+    rows = [(i, kind) for i, kind, _ in _finished(store)]
     for n, (newest, kind) in enumerate(rows):
         older = next((r[0] for r in rows[n + 1 :] if r[1] == kind), None)
         if older is not None:
@@ -49,11 +62,41 @@ def default_pair(store: Store) -> tuple[int, int]:
     raise PostureError("there are not two finished scans of the same kind to compare", "see `posture scans`")
 
 
-def _seen(store: Store, scan_id: int) -> dict[int, Seen]:
+def run_baseline(store: Store, scan_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """What a job run is compared with: (the baseline scans, the run's finished scans among `scan_ids`).
+
+    Each finished scan of the run is paired with the newest finished scan of the same kind from before the
+    run (the same machine's for a bundle), preferring one of the same target list: two jobs scanning two
+    ranges with nmap are then compared each with its own last run. A kind the run made for the first time
+    has none: what it saw is new unless another baseline scan saw it.
+    """
+    rows = _finished(store)
+    wanted = set(scan_ids)
+    run = [r for r in rows if r[0] in wanted]
+    if not run:
+        return [], []
+    first = min(r[0] for r in run)
+    before = [r for r in rows if r[0] < first]
+    older = set()
+    for _, kind, targets in run:
+        of_kind = [(i, t) for i, k, t in before if k == kind]
+        match = next((i for i, t in of_kind if t == targets), of_kind[0][0] if of_kind else None)
+        if match is not None:
+            older.add(match)
+    return sorted(older), sorted(r[0] for r in run)
+
+
+IN_SCANS = "scan_id IN (SELECT value FROM json_each(?))"
+
+
+def _seen(store: Store, scan_ids: Sequence[int]) -> dict[int, Seen]:
+    """What these scans saw of each asset, together (a job run's nmap and SNMP scans: services from one,
+    software from the other)."""
     conn = store.conn
     out: dict[int, Seen] = defaultdict(Seen)
+    scans = json.dumps(list(scan_ids))
     for asset_id, address, ports_scanned, evidence in conn.execute(
-        "SELECT asset_id, address, ports_scanned, evidence FROM observations WHERE scan_id = ?", [scan_id]
+        f"SELECT asset_id, address, ports_scanned, evidence FROM observations WHERE {IN_SCANS}", [scans]
     ):
         s = out[asset_id]
         if address:
@@ -67,37 +110,42 @@ def _seen(store: Store, scan_id: int) -> dict[int, Seen]:
         except (ValueError, TypeError, AttributeError):
             pass  # evidence without addresses (SNMP keeps them elsewhere)
     for asset_id, name in conn.execute(
-        "SELECT asset_id, name FROM software WHERE scan_id = ? AND kind = 'os' ORDER BY accuracy DESC, id", [scan_id]
+        f"SELECT asset_id, name FROM software WHERE {IN_SCANS} AND kind = 'os' ORDER BY accuracy DESC, id", [scans]
     ):
         if out[asset_id].os is None:
             out[asset_id].os = printable(name.splitlines()[0] if name else "", 120)
     for asset_id, port, protocol, product, version in conn.execute(
-        "SELECT asset_id, port, protocol, product, version FROM services WHERE scan_id = ? AND state = 'open'",
-        [scan_id],
+        f"SELECT asset_id, port, protocol, product, version FROM services WHERE {IN_SCANS} AND state = 'open'",
+        [scans],
     ):
         out[asset_id].services[f"{protocol}/{port}"] = printable(" ".join(x for x in (product, version) if x), 120)
     for asset_id, name, version in conn.execute(
-        "SELECT asset_id, name, version FROM software WHERE scan_id = ? AND kind = 'application'", [scan_id]
+        f"SELECT asset_id, name, version FROM software WHERE {IN_SCANS} AND kind = 'application'", [scans]
     ):
         out[asset_id].software[printable(name, 120)] = printable(version or "", 60)
     return dict(out)
 
 
-def _covered(store: Store, scan_id: int) -> list[IPNetwork] | None:
-    """The later scan's target networks, or None when it had none (an import: it covers everything).
+def _covered(store: Store, scan_ids: Sequence[int]) -> list[IPNetwork] | None:
+    """The later scans' target networks, or None when one had none (an import: it covers everything).
     A host-agent bundle looked at its own machine only, and a directory read lists computers, not what is
     on a network: neither covers a network, so neither makes an asset "gone"."""
-    row = store.conn.execute("SELECT targets, kind FROM scans WHERE id = ?", [scan_id]).fetchone()
-    if row and row[1] in ("agent-import", "directory-import"):
-        return []
-    specs = json.loads(row[0]) if row and row[0] else []
     nets: list[IPNetwork] = []
-    for spec in specs:
-        try:
-            nets.extend(parse_target(str(spec), resolve=False).networks)
-        except PostureError:
-            continue  # a hostname: its address is not known without a lookup
-    return nets or None
+    for scan_id in scan_ids:
+        row = store.conn.execute("SELECT targets, kind FROM scans WHERE id = ?", [scan_id]).fetchone()
+        if row and row[1] in ("agent-import", "directory-import"):
+            continue
+        specs = json.loads(row[0]) if row and row[0] else []
+        found: list[IPNetwork] = []
+        for spec in specs:
+            try:
+                found.extend(parse_target(str(spec), resolve=False).networks)
+            except PostureError:
+                continue  # a hostname: its address is not known without a lookup
+        if not found:
+            return None
+        nets += found
+    return nets
 
 
 def _software_changes(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
@@ -113,9 +161,16 @@ def _software_changes(before: dict[str, str], after: dict[str, str]) -> dict[str
 
 
 def diff_scans(store: Store, older: int, newer: int) -> dict[str, Any]:
+    """`posture diff`: two scans compared."""
     for scan_id in (older, newer):
         if store.scan_row(scan_id) is None:
             raise PostureError(f"no scan {scan_id}", "see `posture scans`")
+    return {"older": older, "newer": newer, **compare(store, [older], [newer])}
+
+
+def compare(store: Store, older: Sequence[int], newer: Sequence[int]) -> dict[str, Any]:
+    """Assets new, gone (and not looked at) and changed between what the `older` scans saw together and
+    what the `newer` ones did. No older scan (a job's first run): everything the newer ones saw is new."""
     before, after = _seen(store, older), _seen(store, newer)
     nets = _covered(store, newer)
 
@@ -160,15 +215,24 @@ def diff_scans(store: Store, older: int, newer: int) -> dict[str, Any]:
                 change["software"] = software
         if change:
             changed.append({"asset_id": asset_id, "name": printable(names.get(asset_id) or "", 120), **change})
+
     def brief(asset_id: int, seen: Seen) -> dict[str, Any]:
         return {"asset_id": asset_id, "name": printable(names.get(asset_id) or "", 120),
                 "addresses": sorted(seen.addresses)}  # fmt: skip
 
     return {
-        "older": older,
-        "newer": newer,
         "new": [brief(i, after[i]) for i in sorted(after.keys() - before.keys())],
         "gone": [brief(i, before[i]) for i in sorted(before.keys() - after.keys()) if looked_at(before[i])],
         "not_looked_at": sorted(i for i in before.keys() - after.keys() if not looked_at(before[i])),
         "changed": changed,
     }
+
+
+def with_details(store: Store, older: int | Sequence[int], newer: int | Sequence[int], **extra: Any) -> dict[str, Any]:
+    """What later stages add to a comparison, through the `posture.diff_details` entry point (the rules
+    stage: the findings that appeared and cleared). `older` and `newer` are the scan ids compared (an id
+    each for `posture diff`, lists for a job run); `extra` is passed on (a job run: `evaluations`)."""
+    out: dict[str, Any] = {}
+    for ep in entry_points(group="posture.diff_details"):
+        out.update(ep.load()(store, older, newer, **extra))
+    return out

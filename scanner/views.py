@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from importlib.metadata import entry_points
 from typing import Any
 
 from scanner.store import DIRECTORY_SOURCES, NOT_NETWORK_SOURCES, Store
@@ -188,3 +189,12 @@ def scan_views(store: Store, limit: int = 50) -> list[dict[str, Any]]:
         r["targets"] = json.loads(r["targets"])
         out.append(r)
     return out
+
+
+def asset_rows(store: Store, asset_ids: list[int] | None = None) -> list[dict[str, Any]]:
+    """The asset view with what later stages add to it through the `posture.asset_details` entry point (the
+    rules stage: the identified OS, software and hardware, with their lifecycle)."""
+    rows = asset_views(store, asset_ids)
+    for ep in entry_points(group="posture.asset_details"):
+        ep.load()(store, rows)
+    return rows

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,18 @@ def test_first_command_runs_the_demo(tmp_path: Path) -> None:
                   "Red Hat Enterprise Linux 6", "nginx"):  # fmt: skip
         assert named in result.stdout
     assert f"Inventory: {tmp_path / 'demo.db'}" in result.stdout
+    # It ends with its report beside its inventory and the exact commands to look at what it found (issue 15
+    # item 7: following the README without --db read an empty default inventory). Each one works as printed.
+    report = tmp_path / "demo-report.html"
+    assert report.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert f"report written: {report} (12 assets" in result.stdout
+    ending = result.stdout[result.stdout.index("Look at what the demo found:"):].splitlines()[1:]
+    assert ending[0].split("   (")[0].endswith(str(report))  # xdg-open REPORT, or its file:// address
+    for line, says in zip(ending[1:3], (r"findings \(\d+\)", "# Remediation plan"), strict=True):
+        printed = shlex.split(line.split("   (")[0])
+        assert printed[1:3] == ["--db", str(tmp_path / "demo.db")] and printed[3] in ("findings", "plan")
+        shown = subprocess.run(printed, capture_output=True, text=True, timeout=120, check=False)
+        assert shown.returncode == 0 and re.search(says, shown.stdout), shown.stderr
     # The rules ran on what the demo found: Windows XP, Server 2003, RHEL 6, CentOS 7, the Junos and Cisco IOS
     # 12.2 devices are past end of life.
     assert re.search(r"evaluation 1 on \d{4}-\d\d-\d\d: 12 assets, 35 rules; \d+ findings open", result.stdout)

@@ -13,6 +13,7 @@ from typing import Any
 
 from rules.catalogue import default_catalogue
 from rules.identify import identify_service
+from scanner.store import Store
 from tests.conftest import db_fingerprint, run_posture
 from tests.rules.estate import (
     CISCO_SWITCH,
@@ -199,6 +200,9 @@ def test_empty_inventory_and_no_evaluation(tmp_path: Path) -> None:
     db = tmp_path / "inventory.db"
     none_yet = run_posture("findings", db=db)
     assert none_yet.returncode == 2 and "no inventory" in none_yet.stderr
+    nothing = run_posture("evaluate", db=db)  # a mistyped --db is refused, never made (issue 15 item 7)
+    assert nothing.returncode == 2 and "no inventory" in nothing.stderr and not db.exists()
+    Store.open(db).close()  # an inventory with nothing in it yet
     result = run_posture("evaluate", db=db)
     assert result.returncode == 0 and "no assets yet" in result.stdout and "0 findings open" in result.stdout
     assert findings(db) == []

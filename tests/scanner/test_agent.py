@@ -24,6 +24,7 @@ from scanner.bundles import make_bundle, write_bundle
 from scanner.hostagent import PAYLOAD_FORMAT
 from tests.conftest import assets_json, db_fingerprint, query, run_posture
 from tests.rules.estate import NGINX, SSH_DEBIAN, Host, write_estate
+from tests.scanner.test_change_hook import check_change
 
 
 def keys_dir() -> Path:
@@ -420,8 +421,10 @@ def test_inbox_job_imports_and_files_away(trusted: str, tmp_path: Path) -> None:
     assert [p.name for p in (inbox / "imported").iterdir()] == ["fin-app-01.bundle"]
     reason = (inbox / "refused" / "damaged.bundle.reason").read_text(encoding="utf-8")
     assert "tampered (the signature of self does not match" in reason
-    summary = json.loads(hook_out.read_text(encoding="utf-8"))
-    assert (summary["bundles_imported"], summary["bundles_refused"], summary["changed"]) == (1, 1, True)
+    summary = check_change(json.loads(hook_out.read_text(encoding="utf-8")))
+    counts = summary["counts"]
+    assert (counts["bundles_imported"], counts["bundles_refused"], summary["changed"]) == (1, 1, True)
+    assert summary["scans"] == [1] and [a["name"] for a in summary["assets"]["new"]] == ["fin-app-01"]
     assert len(assets_json(db)) == 1 and query(db, "SELECT count(*) FROM evaluations") == [(1,)]
     os.utime(arriving, (old, old))  # it has arrived: the next run takes it
     again = run_posture("--config", str(config), "run", "annex", db=db)

@@ -71,5 +71,6 @@ def test_a_directory_read_covers_no_network(tmp_path: Path) -> None:
         directory = insert_scan(conn, "directory-import", "ad", "complete", targets=["ldaps://dc1.example.test"])
         bundle = insert_scan(conn, "agent-import", "agent", "complete", targets=[])
     with Store.open(tmp_path / "d.db") as store:
-        assert [str(n) for n in _covered(store, nmap) or []] == ["10.9.0.0/24"]
-        assert _covered(store, directory) == [] and _covered(store, bundle) == []
+        assert [str(n) for n in _covered(store, [nmap]) or []] == ["10.9.0.0/24"]
+        assert _covered(store, [directory]) == [] and _covered(store, [bundle]) == []
+        assert [str(n) for n in _covered(store, [nmap, directory, bundle]) or []] == ["10.9.0.0/24"]  # a job run

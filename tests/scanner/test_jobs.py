@@ -17,6 +17,8 @@ import pytest
 from scanner.jobs import Job, due
 from scanner.lab import Lab
 from tests.conftest import POSTURE, run_posture
+from tests.scanner.test_bad_input import empty_netns  # noqa: F401 - a fixture
+from tests.scanner.test_change_hook import check_change
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -73,15 +75,26 @@ def lab_job(lab: Lab, tmp_path: Path) -> tuple[Path, Path, Path]:
     return config, report, hook_out
 
 
-def test_run_job_with_report_and_change_hook(lab_job: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_run_job_with_report_and_change_hook(
+    lab: Lab,
+    lab_job: tuple[Path, Path, Path],
+    tmp_path: Path,
+    empty_netns: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    """The hook reads one documented shape (scanner/schemas/change.schema.json) on a first run, a later one
+    and one that found nothing."""
     config, report, hook_out = lab_job
     db = tmp_path / "inventory.db"
     result = run_posture("--config", str(config), "run", "lab", db=db)
     assert result.returncode == 0, result.stderr
     assert "job lab finished" in result.stderr and report.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
-    summary = json.loads(hook_out.read_text(encoding="utf-8"))
-    assert summary["job"] == "lab" and summary["changed"] and summary["new_assets"] == 1  # the first scan
-    assert summary["crossed_eol"] == 0 and summary["diff"]["gone"] == []
+    first = check_change(json.loads(hook_out.read_text(encoding="utf-8")))
+    assert (first["job"], first["scans"], first["compared_with"], first["report"]) == ("lab", [1], [], str(report))
+    assert first["changed"] and not first["nothing_answered"] and first["evaluation"] == 1
+    [asset] = first["assets"]["new"]  # the first scan: everything it saw is new, with its name and address
+    assert asset["addresses"] == [lab.targets[0]] and asset["name"] and asset["lifecycle_state"]
+    assert first["counts"]["new_assets"] == 1 and first["counts"]["crossed_eol"] == 0
+    assert first["findings"] == {"appeared": [], "cleared": []} and first["score"]["assets"] == 1  # a clean host
     hook_out.unlink()
     due_now = run_posture("--config", str(config), "run", "--due", db=db)  # yearly, and it just ran: not due
     assert due_now.returncode == 0 and due_now.stderr == "" and not hook_out.exists()  # a quiet minute: silent
@@ -90,6 +103,23 @@ def test_run_job_with_report_and_change_hook(lab_job: tuple[Path, Path, Path], t
     assert "job lab finished: 1 new, 0 gone, 0 changed assets" in log
     unknown = run_posture("--config", str(config), "run", "nope", db=db)
     assert unknown.returncode == 2 and "no job 'nope'" in unknown.stderr
+
+    # A later run scans another port only: the ssh port nmap saw open is now closed.
+    config.write_text(config.read_text(encoding="utf-8").replace(lab.ports_spec, str(lab.ports[1])), encoding="utf-8")
+    assert run_posture("--config", str(config), "run", "lab", db=db).returncode == 0
+    later = check_change(json.loads(hook_out.read_text(encoding="utf-8")))
+    assert (later["scans"], later["compared_with"], later["evaluation"]) == ([2], [1], 2)
+    [changed] = later["assets"]["changed"]
+    assert changed["id"] == asset["id"] and list(changed["changes"]["closed"]) == [f"tcp/{lab.ports[0]}"]
+    assert later["assets"]["new"] == later["assets"]["gone"] == [] and later["notes"] == []
+    hook_out.unlink()
+
+    # Inside a namespace with no network nothing answers: the asset is gone, and the hook says why.
+    nothing = run_posture("--config", str(config), "run", "lab", db=db, netns=empty_netns)
+    assert nothing.returncode == 0 and "no host answered" in nothing.stderr, nothing.stderr
+    gone = check_change(json.loads(hook_out.read_text(encoding="utf-8")))
+    assert gone["nothing_answered"] and gone["scans"] == [3] and gone["compared_with"] == [2]
+    assert [a["id"] for a in gone["assets"]["gone"]] == [asset["id"]] and gone["assets"]["new"] == []
 
 
 def test_run_log_has_no_secret(lab: Lab, tmp_path: Path) -> None:

@@ -337,7 +337,10 @@ def test_unknown_files_group_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "inbox").mkdir()
     config = inbox_job(tmp_path, extra='[files]\ngroup = "no-such-group-posture"\n')
     refusal(run_posture("--config", str(config), "config", "check"), "no group named 'no-such-group-posture'")
-    refusal(run_posture("--config", str(config), "scans", db=tmp_path / "i.db"), "no group named")
+    register = tmp_path / "register.csv"
+    register.write_text("address,owner\n10.6.0.10,Finance\n", encoding="utf-8")
+    refusal(run_posture("--config", str(config), "import", "assets", str(register), db=tmp_path / "i.db"),
+            "no group named")  # a command that makes the inventory, so it makes a file  # fmt: skip
     assert not (tmp_path / "i.db").exists()
 
 
