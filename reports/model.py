@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from reports.plans import decommission_plan, named, remediation_plan
+from reports.plans import decommission_plan, named, remediation_plan, report_view
 from rules.catalogue import DEFAULT_POLICY, POLICIES, default_catalogue
 from rules.engine import SEVERITIES, SEVERITY_RANK, Settings
 from rules.facts import add_lifecycle
@@ -59,7 +59,9 @@ class Report:
     cliff: list[dict[str, Any]]  # per financial year: counts by category
     top_risks: list[dict[str, Any]]
     rules: list[dict[str, Any]] = field(default_factory=list)  # findings grouped by rule
-    actions: list[dict[str, Any]] = field(default_factory=list)  # the remediation plan
+    actions: list[dict[str, Any]] = field(default_factory=list)  # the remediation plan (reports/plans.py)
+    investigate: list[dict[str, Any]] = field(default_factory=list)  # detective findings: to look into
+    plan_totals: dict[str, dict[str, Any]] = field(default_factory=dict)  # count, assets, hours of each list
     decommission: list[dict[str, Any]] = field(default_factory=list)  # decommissioning candidates
     policy: str = POLICIES[DEFAULT_POLICY]  # what "unsupported" meant in the evaluation ([lifecycle] policy)
     certificates: list[dict[str, Any]] = field(default_factory=list)  # TLS certificates with open problems
@@ -119,8 +121,7 @@ def build_report(store: Store, day: date, settings: Settings) -> Report:
             f"SELECT count(*) FROM services s JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = s.observation_id "
             "WHERE s.state = 'open' AND instr(s.scripts, '\"ssl-cert\"')").fetchone()[0],
         rules=_by_rule(open_findings, rules_detail),
-        actions=[{**a.as_dict(), "action": clean(a.what), "owners": [clean(o, 80) for o in a.owners]}
-                 for a in remediation_plan(assets, every, settings)],
+        **report_view(remediation_plan(assets, every, settings)),  # actions, investigate, plan_totals
         decommission=[{**c, "name": clean(c["name"], 80), "owner": clean(c["owner"], 80),
                        "runs": [clean(r, 80) for r in c["runs"]],
                        "still_serves": [clean(x, 60) for x in c["still_serves"]]}
