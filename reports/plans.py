@@ -331,11 +331,14 @@ def report_view(plan: Plan) -> dict[str, Any]:
 
 
 def decommission_plan(asset_rows: list[dict[str, Any]], findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Assets that are candidates for retirement, riskiest first, with what they still serve and the steps."""
+    """Assets that are candidates for retirement, riskiest first, with what they still serve and the steps.
+    What makes a machine one is its operating system, firmware or hardware: an old program on a supported
+    machine is upgraded or removed (the remediation plan), the machine is not retired for it."""
     assets = {a["id"]: a for a in asset_rows}
     reasons: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for f in findings:
-        if f["rule_id"] in DECOMMISSION_RULES and f["asset_id"] in assets:
+        if f["rule_id"] in DECOMMISSION_RULES and f["asset_id"] in assets and \
+                str(f["subject"]).startswith(MACHINE_SUBJECTS):  # fmt: skip
             reasons[f["asset_id"]].append(f)
     out = []
     for asset_id, items in reasons.items():

@@ -237,3 +237,14 @@ def test_known_exploited_cves_in_the_plan(council: Path) -> None:
 
 def sql_action(actions: list[dict[str, Any]]) -> str:
     return next(a["action"] for a in actions if a["kind"] == "upgrade-software")
+
+
+def test_decommissioning_is_about_machines(council: Path) -> None:
+    """A supported machine with an old, exploited program is not a retirement candidate (the program is
+    upgraded, in the remediation plan); the end-of-life machines are, each once, named by their system."""
+    rows = json.loads(run_posture("plan", "decommission", "--format", "json", "--on", LATER, db=council).stdout)
+    assert sorted(r["address"] for r in rows) == [EOL_NO_OWNER.ip, EOL_OWNED.ip, CENTOS.ip, CORE_SWITCH.ip]
+    server = next(r for r in rows if r["address"] == EOL_NO_OWNER.ip)
+    assert server["runs"] == ["Microsoft Windows Server 2008 R2 SP1"]
+    assert server["why"] == ["End-of-life product with known exploited vulnerabilities",
+                             "End-of-life system with no owner"]  # fmt: skip
