@@ -322,7 +322,7 @@ def report_view(plan: Plan) -> dict[str, Any]:
         return {**d, "action": printable(a.what, 300), "owners": [printable(o, 80) for o in a.owners],
                 "reasons": [printable(r, 200) for r in a.reasons],
                 "also_removes": [printable(c, 200) for c in a.also_removes],
-                "kev": [{**k, "product": printable(k["product"], 160), "text": printable(kev_text(k), 4000),
+                "kev": [{**k, "product": printable(k["product"], 160),
                          "cves": [{**c, "id": printable(c["id"], 40)} for c in k["cves"]]} for k in a.kev],
                 "hosts": shown, "more_hosts": max(0, len(a.hosts) - HOSTS_SHOWN)}  # fmt: skip
 
