@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -44,6 +44,9 @@ def organisation(ctx: click.Context) -> str | None:
 
 
 register_table("report", check_report_table)
+
+if TYPE_CHECKING:
+    from reports.plans import Plan
 
 on_option = click.option("--on", "on_day", metavar="YYYY-MM-DD",
                          help="Judge lifecycles, SLAs and exceptions as of this day (default: today).")  # fmt: skip
@@ -100,7 +103,46 @@ def _rows_out(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> None:
 
 @click.group("plan")
 def plan() -> None:
-    """Plans from the open findings: remediation actions and decommissioning (after `posture evaluate`)."""
+    """Plans from the open findings (after `posture evaluate`).
+
+    \b
+      posture plan remediation                 # the actions, worst first, with hours and target dates
+      posture plan investigate --format csv    # new or unregistered assets, coverage gaps: to look into
+      posture plan decommission --format json  # retirement candidates and the steps
+      posture plan procurement --costs costs.toml --format docx --out legacy.docx
+    """
+
+
+# Columns of the actions (and of the list to investigate) in CSV and Markdown; JSON has every field.
+ACTION_COLUMNS = ["action", "severity", "assets", "owners", "target_date", "effort_hours", "rule_id", "reasons",
+                  "also_removes"]  # fmt: skip
+CSV_EXTRA = ["known_exploited", "hosts"]
+INVESTIGATE_COLUMNS = ["action", "severity", "assets", "hosts", "owners", "target_date", "effort_hours", "rule_id",
+                       "reasons"]  # fmt: skip
+
+
+def _plan(ctx: click.Context, on_day: str | None) -> tuple[date, Plan]:
+    from reports.plans import plan_inputs, remediation_plan
+
+    day = parse_day(on_day)
+    with _open(ctx) as (store, settings):
+        return day, remediation_plan(*plan_inputs(store, day), settings)
+
+
+def _table_rows(rows: list[dict[str, Any]], fmt: str) -> list[dict[str, Any]]:
+    """Rows for CSV and Markdown: the CVE ids as text, a line per product; lists as one cell, items apart; a
+    Markdown cell names the first hosts and counts the rest (the JSON and the CSV have them all)."""
+    from reports.plans import HOSTS_SHOWN, kev_lines
+
+    out = []
+    for row in rows:
+        hosts = row["hosts"]
+        if fmt == "md" and len(hosts) > HOSTS_SHOWN:
+            hosts = [*hosts[:HOSTS_SHOWN], f"and {len(hosts) - HOSTS_SHOWN} more"]
+        row = {**row, "hosts": hosts, "known_exploited": kev_lines(row)}
+        # a CSV cell holds a list with its items apart ("Revenues team; no owner"), as Markdown shows it
+        out.append({k: "; ".join(map(str, v)) if fmt == "csv" and isinstance(v, list) else v for k, v in row.items()})
+    return out
 
 
 @plan.command("remediation")
@@ -108,21 +150,63 @@ def plan() -> None:
 @on_option
 @click.pass_context
 def plan_remediation(ctx: click.Context, fmt: str, on_day: str | None) -> None:
-    """Actions a team can execute, worst first: what, how many assets, owners, target date, effort.
+    """Actions a team can execute, worst first: what, why, how many assets, owners, target date, effort.
+
+    One action per fix and set of assets: a machine past end of life is in one "Upgrade or replace" action
+    whatever rules flagged it (known exploited, no owner, no upgrade path, past its SLA are its reasons),
+    with the software on it ("also removes"); an asset is never counted twice for the same fix. Actions
+    about products with known exploited vulnerabilities list their CVE ids (CISA KEV). New assets and
+    coverage gaps are not remediation: see `posture plan investigate`.
 
     Target dates follow the SLA per severity (config [rules] sla_days) from when the oldest finding of
-    the action opened. Effort is a planning estimate in hours: an OS upgrade 8 per host, a software
-    upgrade 2, a configuration change 0.5, an investigation 1.
+    the action opened. Effort is a planning estimate in hours per asset: an OS upgrade or replacement 8,
+    a software upgrade 2, checking the fixes of known exploited vulnerabilities 2, a service's
+    configuration 0.5, another change to a host 1, a TLS certificate 1 (per certificate).
     """
-    from reports.plans import plan_inputs, remediation_plan
+    from reports.plans import kev_lines
 
-    day = parse_day(on_day)
-    with _open(ctx) as (store, settings):
-        actions = [a.as_dict() for a in remediation_plan(*plan_inputs(store, day), settings)]
+    day, plan_ = _plan(ctx, on_day)
+    actions = [a.as_dict() for a in plan_.actions]
+    if fmt == "json":
+        _rows_out(actions, [], fmt)
+        return
+    if fmt == "csv":
+        _rows_out(_table_rows(actions, fmt), ACTION_COLUMNS + CSV_EXTRA, fmt)
+        return
+    totals = plan_.totals()
+    done, later = totals["actions"], totals["investigate"]
+    click.echo(f"# Remediation plan, {day.isoformat()}\n")
+    click.echo(f"{done['text']} estimated (each asset counted once per fix).\n")
+    _rows_out(_table_rows(actions, fmt), ACTION_COLUMNS, fmt)
+    exploited = [a for a in actions if a["kev"]]
+    if exploited:
+        click.echo("\n## Known exploited vulnerabilities (CISA KEV)\n")
+        click.echo("CVE ids per product, those used in ransomware campaigns first and marked; check each fix "
+                   "is installed, or that the product is gone.\n")  # fmt: skip
+        for a in exploited:
+            click.echo(f"- {md(a['action'], 300)}")
+            for line in kev_lines(a):
+                click.echo(f"  - {md(line, 4000)}")
+    if later["count"]:
+        click.echo(f"\nTo investigate (not remediation): {later['text']}: `posture plan investigate`.")
+
+
+@plan.command("investigate")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
+@on_option
+@click.pass_context
+def plan_investigate(ctx: click.Context, fmt: str, on_day: str | None) -> None:
+    """What to look into rather than fix: the detective findings (a new asset or service, an asset not in
+    the register or not seen lately, an operating system or release not identified, support dates not
+    published, a long uptime), one row per rule and product with its hosts, owners, a target date from
+    the SLA and an estimate (1 hour per asset). The same fields as `plan remediation`."""
+    day, plan_ = _plan(ctx, on_day)
+    rows = [a.as_dict() for a in plan_.investigate]
     if fmt == "md":
-        click.echo(f"# Remediation plan, {day.isoformat()}\n")
-        click.echo(f"{len(actions)} actions, {sum(a['effort_hours'] for a in actions):g} hours estimated.\n")
-    _rows_out(actions, ["action", "severity", "assets", "owners", "target_date", "effort_hours", "rule_id"], fmt)
+        totals = plan_.totals()["investigate"]
+        click.echo(f"# To investigate, {day.isoformat()}\n")
+        click.echo(f"{totals['text']} estimated.\n")
+    _rows_out(rows if fmt == "json" else _table_rows(rows, fmt), INVESTIGATE_COLUMNS if fmt != "json" else [], fmt)
 
 
 @plan.command("decommission")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from reports.model import CATEGORIES, HOSTS_LISTED, Report, build_report, clean
+from reports.model import CATEGORIES, DECOMMISSION_LISTED, HOSTS_LISTED, Report, build_report, clean
 from rules.engine import Settings
 from scanner.safefs import write_atomic
 from scanner.store import Store
@@ -36,7 +36,8 @@ def environment() -> Environment:
 def render_html(report: Report) -> str:
     peak = max((row["total"] for row in report.cliff), default=0)
     return environment().get_template("report.html.j2").render(
-        r=report, categories=CATEGORIES, colours=CATEGORY_COLOURS, peak=max(peak, 1), hosts_listed=HOSTS_LISTED
+        r=report, categories=CATEGORIES, colours=CATEGORY_COLOURS, peak=max(peak, 1), hosts_listed=HOSTS_LISTED,
+        decommission_listed=DECOMMISSION_LISTED,
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from reports.plans import SERVICE_SUBJECT, decommission_plan, named, remediation_plan
+from reports.plans import SERVICE_SUBJECT, decommission_plan, named, remediation_plan, report_view
 from rules import evidence
 from rules import score as scoring
 from rules.catalogue import DEFAULT_POLICY, POLICIES, default_catalogue
@@ -66,7 +66,9 @@ class Report:
     cliff: list[dict[str, Any]]  # per financial year: counts by category
     top_risks: list[dict[str, Any]]
     rules: list[dict[str, Any]] = field(default_factory=list)  # findings grouped by rule
-    actions: list[dict[str, Any]] = field(default_factory=list)  # the remediation plan
+    actions: list[dict[str, Any]] = field(default_factory=list)  # the remediation plan (reports/plans.py)
+    investigate: list[dict[str, Any]] = field(default_factory=list)  # detective findings: to look into
+    plan_totals: dict[str, dict[str, Any]] = field(default_factory=dict)  # count, assets, hours of each list
     decommission: list[dict[str, Any]] = field(default_factory=list)  # decommissioning candidates
     policy: str = POLICIES[DEFAULT_POLICY]  # what "unsupported" meant in the evaluation ([lifecycle] policy)
     certificates: list[dict[str, Any]] = field(default_factory=list)  # TLS certificates with open problems
@@ -133,8 +135,7 @@ def build_report(store: Store, day: date, settings: Settings, organisation: str 
             f"SELECT count(*) FROM services s JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = s.observation_id "
             "WHERE s.state = 'open' AND instr(s.scripts, '\"ssl-cert\"')").fetchone()[0],
         rules=_by_rule(groups, rules_detail),
-        actions=[{**a.as_dict(), "action": clean(a.what), "owners": [clean(o, 80) for o in a.owners]}
-                 for a in remediation_plan(assets, every, settings)],
+        **report_view(remediation_plan(assets, every, settings)),  # actions, investigate, plan_totals
         decommission=[{**c, "name": clean(c["name"], 80), "owner": clean(c["owner"], 80),
                        "runs": [clean(r, 80) for r in c["runs"]],
                        "still_serves": [clean(x, 60) for x in c["still_serves"]]}
@@ -343,6 +344,7 @@ def _tls_services(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+DECOMMISSION_LISTED = 200  # candidates listed in the report; all of them: `posture plan decommission`
 HOSTS_LISTED = 100  # hosts listed in one group of the report; the rest: `posture findings --rule ...`
 OWNERS_LISTED = 5
 
@@ -381,9 +383,20 @@ def _groups(findings: list[dict[str, Any]], assets: list[dict[str, Any]],
             "evidence": common, "same_evidence": all(r["evidence"] == common for r in rows),
             "rows": rows, "more": max(0, len(items) - HOSTS_LISTED),
             "remediation": detail.get("remediation", ""),
+            "kev": _kev(lead.get("kev")),
         })  # fmt: skip
     out.sort(key=lambda g: (-g["risk"], -SEVERITY_RANK.get(g["severity"], 0), -g["hosts"], g["rule_id"], g["what"]))
     return out
+
+
+def _kev(kev: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A product's known exploited vulnerabilities as the report lists them (rules/kev.py `listing`)."""
+    if not kev or not kev.get("count"):
+        return None
+    return {"count": kev["count"], "ransomware": kev.get("ransomware"), "more": kev.get("more") or 0,
+            "catalogue": clean(kev.get("catalogue") or "", 40),
+            "cves": [{"id": clean(c.get("id"), 40), "ransomware": bool(c.get("ransomware"))}
+                     for c in (kev.get("cves") or [])]}  # fmt: skip
 
 
 def _by_rule(groups: list[dict[str, Any]],

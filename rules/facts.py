@@ -419,8 +419,9 @@ class Identifier:
             "lifecycle_sources": lifecycle_sources(ident, self.catalogue),  # what the dates rest on
             "upgrade_path": upgrade,
             "kev_count": len(kev),
-            "kev_ids": list(kev[:5]),
+            "kev_ids": kev,
             "kev_ransomware": self.kev.ransomware.get(ident.product, 0),
+            "kev": self.kev.listed.get(ident.product),  # the ids findings show (shared: never mutate)
             "packaged_by": None,
         }
 

@@ -55,7 +55,7 @@ from scanner.views import asset_addresses
 OPEN_STATES = ("new", "open", "reopened")
 DETAIL_ITEM_FIELDS = ("kind", "product", "label", "title", "version", "cycle", "cycles", "lifecycle_state", "eol_date",
                       "extended_until", "days_to_eol", "confidence", "method", "packaged_by", "kev_count",
-                      "kev_ids", "months_only", "lifecycle_sources", "vendor_policy", "note")  # fmt: skip
+                      "kev", "months_only", "lifecycle_sources", "vendor_policy", "note")  # fmt: skip
 HARDWARE_DETAIL_FIELDS = ("vendor", "family", "model", "end_of_sale")
 DETAIL_SERVICE_FIELDS = ("port", "protocol", "name", "product", "version", "extra_info")
 BATCH = 20_000
@@ -432,6 +432,19 @@ def _asset_places(store: Store) -> dict[int, tuple[str | None, str | None, str |
     return places
 
 
+def _kev(details: dict[str, Any]) -> dict[str, Any] | None:
+    """The product family's known exploited vulnerabilities (rules/kev.py `listing`), or None. Findings
+    evaluated before the ids were kept carry only a count and five ids, without the catalogue's version or
+    the ransomware marks: shown as they are (null marks), until the next `posture evaluate`."""
+    if "kev" in details:
+        return details["kev"] if isinstance(details["kev"], dict) else None
+    count, ids = details.get("kev_count"), details.get("kev_ids")
+    if not isinstance(count, int) or count <= 0 or not isinstance(ids, list):
+        return None
+    return {"catalogue": None, "count": count, "ransomware": None,
+            "cves": [{"id": str(i), "ransomware": None} for i in ids], "more": max(0, count - len(ids))}  # fmt: skip
+
+
 def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STATES) -> list[dict[str, Any]]:
     """Findings in the documented JSON shape (README: `posture findings --format json`), worst first."""
     exceptions = active_exceptions(store, day)
@@ -467,6 +480,7 @@ def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STAT
             "days_to_eol": details.get("days_to_eol"), "evidence": details.get("evidence"),
             "lifecycle_sources": details.get("lifecycle_sources") or [],
             "vendor_policy": details.get("vendor_policy"), "note": details.get("note"), "tls": details.get("tls"),
+            "kev": _kev(details),
             "first_seen": row[7], "opened_at": row[8], "last_seen": row[9], "fixed_at": row[10],
             "times_reopened": row[11],
         })  # fmt: skip

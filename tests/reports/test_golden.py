@@ -60,6 +60,7 @@ CASES = {
     "remediation.md": ("plan", "remediation", "--on", DAY),
     "remediation.csv": ("plan", "remediation", "--format", "csv", "--on", DAY),
     "decommission.md": ("plan", "decommission", "--on", DAY),
+    "investigate.md": ("plan", "investigate", "--on", DAY),
     "procurement.md": ("plan", "procurement", "--costs", "{costs}", "--on", DAY),
     "procurement.csv": ("plan", "procurement", "--costs", "{costs}", "--format", "csv", "--on", DAY),
     "report.html": ("report", "--html", "{out}", "--on", DAY),

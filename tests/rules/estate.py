@@ -25,6 +25,9 @@ NGINX: Port = (80, "http", "nginx", "1.22.1", "", ("cpe:/a:igor_sysoev:nginx:1.2
 MYSQL: Port = (3306, "mysql", "MySQL", "8.0.36", "", ("cpe:/a:mysql:mysql:8.0.36",), None)
 TELNET: Port = (23, "telnet", "Cisco router telnetd", "", "", ("cpe:/o:cisco:ios",), None)
 SSH_CISCO: Port = (22, "ssh", "Cisco SSH", "1.25", "protocol 2.0", ("cpe:/o:cisco:ios",), None)
+# nmap 7.93's nmap-service-probes, `match ms-sql-s` for SQL Server 2008 R2 SP3 (p/ v/ and cpe: as nmap writes them).
+MSSQL_2008R2: Port = (1433, "ms-sql-s", "Microsoft SQL Server 2008 R2", "10.50.6000; SP3", "",
+                      ("cpe:/a:microsoft:sql_server:2008_r2:sp3", "cpe:/o:microsoft:windows"), None)  # fmt: skip
 
 
 @dataclass
@@ -39,6 +42,10 @@ class Host:
 WINDOWS_2008 = ("Microsoft Windows Server 2008 R2 SP1", "general purpose", "Windows",
                 "cpe:/o:microsoft:windows_server_2008:r2:sp1")  # fmt: skip
 CISCO_SWITCH = ("Cisco Catalyst 3560 switch (IOS 12.2)", "switch", "IOS", "cpe:/o:cisco:ios:12.2")
+# nmap 7.93's nmap-os-db: "Fingerprint Microsoft Windows Server 2016" (Class Microsoft | Windows | 2016) and
+# "Fingerprint Linux 2.6.18 (CentOS 5.2)" (Class Linux | Linux | 2.6.X), with their CPE lines.
+WINDOWS_2016 = ("Microsoft Windows Server 2016", "general purpose", "Windows", "cpe:/o:microsoft:windows_server_2016")
+CENTOS_5 = ("Linux 2.6.18 (CentOS 5.2)", "general purpose", "Linux", "cpe:/o:linux:linux_kernel:2.6.18")
 
 
 def write_estate(path: Path, hosts: list[Host], when: float | None = None) -> Path:
