@@ -453,7 +453,7 @@ def bench_report(assets: int = 10_000) -> None:
             browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
                        "--dump-dom"]  # fmt: skip
             rows.append(("chromium --headless --dump-dom of posture's report", measure([*browser, html.as_uri()])))
-            rows.append(("chromium --headless --dump-dom of about:blank (start-up)",
+            rows.append(("chromium start-up alone (about:blank)",
                          measure([*browser, "about:blank"])))  # fmt: skip
         table(
             f"report: {assets:,} assets, {open_findings:,} open findings (median of 3)",

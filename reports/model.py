@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date
@@ -38,9 +39,14 @@ RISK_FORMULA = ("risk = severity (critical 8, high 4, medium 2, low 1, info 0.5)
                 "hosts))")
 
 
+_LINE_BREAKS = re.compile(r"[\r\n\t]+")
+
+
 def clean(value: Any, limit: int = MAX_TEXT) -> str:
-    """A device string fit to show: control and bidi-override characters made visible, length bounded."""
-    return printable("" if value is None else value, limit)
+    """A device string fit to show: line breaks and tabs as one space (a sysDescr's "...(fc1)\r\nTechnical
+    Support" reads as words, not as two replacement marks), other control and bidi-override characters made
+    visible, length bounded."""
+    return printable(_LINE_BREAKS.sub(" ", "" if value is None else str(value)), limit)
 
 
 def financial_year(day: date) -> str:

@@ -668,12 +668,15 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
 
     \b
     The lab lives on loopback addresses only and stops when the command ends:
-      - snmpsim serving recordings of real devices (Windows XP and Server 2003, RHEL 6, CentOS 7, Cisco IOS,
-        Junos, NetApp, an APC UPS, a Hikvision camera) on 127.0.1.1-9, community 'public';
+      - snmpsim serving recordings of real devices (Windows XP and Server
+        2003, RHEL 6, CentOS 7, Cisco IOS, Junos, NetApp, an APC UPS, a
+        Hikvision camera) on 127.0.1.1-9, community 'public';
       - real sshd, nginx and vsftpd on 127.0.1.21-23 for nmap to fingerprint.
-    Results go to their own inventory (~/.local/share/posture/demo.db unless --db is given), never
-    mixed with a real one, and its report to demo-report.html beside it. Needs the demo extra
-    (pip install 'posture-scanner[demo]') and, for udp/161, root.
+
+    Results go to their own inventory (~/.local/share/posture/demo.db unless
+    --db is given), never mixed with a real one, and its report to
+    demo-report.html beside it. Needs the demo extra (pip install
+    'posture-scanner[demo]') and, for udp/161, root.
     """
     from scanner.demo import demo_lab, scan_demo, snmp_port
     from scanner.paths import data_dir

@@ -126,3 +126,13 @@ def test_printed_on_a4_with_the_chart_by_its_heading_and_addresses_whole(report:
     for host in HOSTS:  # each address whole on one line wherever it is printed
         assert re.search(rf"(?<![\d.]){re.escape(host.ip)}(?![\d])", text), host.ip
         assert not re.search(rf"{re.escape(host.ip.rsplit('.', 1)[0])}\.?\s*\n\s*\.?\d", text)
+
+
+def test_device_line_breaks_read_as_spaces_and_escapes_stay_visible() -> None:
+    """A Cisco sysDescr's "(fc1)\\r\\nTechnical Support" reads as words in the report; an escape sequence
+    is still shown, never passed on."""
+    from reports.model import clean
+
+    shown = clean("RELEASE SOFTWARE (fc1)\r\nTechnical Support:\thttp://www.cisco.com \x1b[31m")
+    assert shown.startswith("RELEASE SOFTWARE (fc1) Technical Support: http://www.cisco.com ")
+    assert "\x1b" not in shown and "\r" not in shown and "\n" not in shown
