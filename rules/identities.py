@@ -87,8 +87,54 @@ def _schema_v2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schema_v3(conn: sqlite3.Connection) -> None:
+    """Views a person can query in Datasette or the sqlite3 shell without knowing posture's JSON: each asset
+    with its operating system and support status, the open findings with the id the CLI shows, and the
+    end-of-life cliff by UK financial year. States and dates are as of the last evaluation's day."""
+    run_script(
+        conn,
+        """
+        CREATE VIEW asset_status AS             -- one row per asset: what it runs and whether it is supported
+            SELECT a.id AS asset_id, a.name,
+                   (SELECT group_concat(i.value, ', ') FROM asset_identifiers i
+                    WHERE i.asset_id = a.id AND i.kind IN ('ipv4', 'ipv6')) AS addresses,
+                   coalesce(ia.category, 'unknown') AS category,
+                   os.label AS os, coalesce(os.lifecycle_state, 'unknown') AS lifecycle_state,
+                   os.eol_date, os.extended_until,
+                   (SELECT group_concat(h.label, '; ') FROM json_each(ia.items) j
+                    JOIN identity_items h ON h.id = json_extract(j.value, '$[1]')
+                    WHERE json_extract(j.value, '$[0]') = 'hardware') AS hardware,
+                   a.owner, a.site, a.business_service, a.criticality, a.last_seen
+            FROM assets a
+            LEFT JOIN identified_assets ia ON ia.asset_id = a.id
+            LEFT JOIN identity_items os ON os.id = (
+                SELECT json_extract(j.value, '$[1]') FROM json_each(ia.items) j
+                WHERE json_extract(j.value, '$[0]') = 'os' LIMIT 1);
+        CREATE VIEW open_findings AS            -- findings not fixed, with the id `posture findings` shows
+            SELECT printf('F-%x', f.id) AS finding, f.rule_id AS rule, r.title, r.severity, r.function,
+                   f.asset_id, a.name AS asset, json_extract(d.json, '$.label') AS product,
+                   json_extract(d.json, '$.lifecycle_state') AS lifecycle_state, f.status, f.opened_at,
+                   EXISTS (SELECT 1 FROM exceptions e WHERE e.until >= date('now')
+                           AND (upper(e.target) = upper(printf('F-%x', f.id)) OR e.target = f.rule_id)) AS accepted
+            FROM findings f
+            JOIN finding_rules r ON r.id = f.rule_id
+            JOIN finding_details d ON d.id = f.details_id
+            LEFT JOIN assets a ON a.id = f.asset_id
+            WHERE f.status != 'fixed';
+        CREATE VIEW eol_by_year AS              -- assets whose OS support ends, by UK financial year (April-March)
+            SELECT printf('%d/%02d', year_from, (year_from + 1) % 100) AS financial_year, year_from, category,
+                   count(*) AS assets
+            FROM (SELECT CASE WHEN CAST(substr(eol_date, 6, 2) AS INTEGER) >= 4
+                              THEN CAST(substr(eol_date, 1, 4) AS INTEGER)
+                              ELSE CAST(substr(eol_date, 1, 4) AS INTEGER) - 1 END AS year_from, category
+                  FROM asset_status WHERE eol_date IS NOT NULL AND lifecycle_state != 'unknown')
+            GROUP BY year_from, category;
+        """,
+    )
+
+
 # Each entry moves the rules stage's schema one version up; append, never edit a released one.
-MIGRATIONS = [_schema_v1, _schema_v2]
+MIGRATIONS = [_schema_v1, _schema_v2, _schema_v3]
 # Not stored: it changes every day, so storing it would rewrite every row each evaluation (`read` derives it).
 DAILY = "days_to_eol"
 

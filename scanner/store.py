@@ -271,8 +271,30 @@ def _schema_v4(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schema_v5(conn: sqlite3.Connection) -> None:
+    """An index on each foreign key, so a person's query in Datasette or the sqlite3 shell ("the software of
+    asset 12", "the findings of asset 12") and ON DELETE CASCADE do not read whole tables. Two are left out on
+    purpose: findings.evaluation_id and findings.details_id are rewritten on every open finding at every
+    evaluation, and indexing them made a repeat evaluation of 20,000 assets 56% slower (7.7 s to 12.1 s);
+    nothing looks findings up by them."""
+    run_script(
+        conn,
+        """
+        CREATE INDEX services_asset ON services(asset_id);
+        CREATE INDEX services_scan ON services(scan_id);
+        CREATE INDEX software_asset ON software(asset_id);
+        CREATE INDEX software_scan ON software(scan_id);
+        CREATE INDEX scan_targets_asset ON scan_targets(asset_id);
+        CREATE INDEX findings_asset ON findings(asset_id);
+        CREATE INDEX bundles_asset ON bundles(asset_id);
+        CREATE INDEX bundles_scan ON bundles(scan_id);
+        """,
+    )
+
+
 # Each entry moves the schema one version up; append, never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_schema_v1, _schema_v2, _schema_v3, _schema_v4]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_schema_v1, _schema_v2, _schema_v3, _schema_v4,
+                                                          _schema_v5]  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
