@@ -62,6 +62,11 @@ def report(ctx: click.Context, html_path: Path, on_day: str | None) -> None:
 
     Built from the inventory and the last `posture evaluate`; run that first. Opens offline in any
     browser, prints cleanly, and can be attached to an e-mail.
+
+    \b
+    Examples:
+      posture report --html report.html
+      posture report --html /srv/reports/posture.html --on 2027-04-01
     """
     from reports.html import write_html
 
@@ -162,6 +167,11 @@ def plan_remediation(ctx: click.Context, fmt: str, on_day: str | None) -> None:
     the action opened. Effort is a planning estimate in hours per asset: an OS upgrade or replacement 8,
     a software upgrade 2, checking the fixes of known exploited vulnerabilities 2, a service's
     configuration 0.5, another change to a host 1, a TLS certificate 1 (per certificate).
+
+    \b
+    Examples:
+      posture plan remediation
+      posture plan remediation --format csv > actions.csv
     """
     from reports.plans import kev_lines
 
@@ -199,7 +209,13 @@ def plan_investigate(ctx: click.Context, fmt: str, on_day: str | None) -> None:
     """What to look into rather than fix: the detective findings (a new asset or service, an asset not in
     the register or not seen lately, an operating system or release not identified, support dates not
     published, a long uptime), one row per rule and product with its hosts, owners, a target date from
-    the SLA and an estimate (1 hour per asset). The same fields as `plan remediation`."""
+    the SLA and an estimate (1 hour per asset). The same fields as `plan remediation`.
+
+    \b
+    Examples:
+      posture plan investigate
+      posture plan investigate --format json
+    """
     day, plan_ = _plan(ctx, on_day)
     rows = [a.as_dict() for a in plan_.investigate]
     if fmt == "md":
@@ -215,7 +231,13 @@ def plan_investigate(ctx: click.Context, fmt: str, on_day: str | None) -> None:
 @click.pass_context
 def plan_decommission(ctx: click.Context, fmt: str, on_day: str | None) -> None:
     """Candidates for retirement (end of life with no upgrade path, no owner, exploited and unpatchable):
-    what each still serves, when it was last seen, and the steps, in sequence (riskiest first)."""
+    what each still serves, when it was last seen, and the steps, in sequence (riskiest first).
+
+    \b
+    Examples:
+      posture plan decommission
+      posture plan decommission --format csv
+    """
     from reports.plans import DECOMMISSION_STEPS, decommission_plan, plan_inputs
 
     day = parse_day(on_day)
@@ -243,7 +265,13 @@ def plan_procurement(ctx: click.Context, fmt: str, costs_path: Path | None, out_
     """The legacy-technology section of a procurement strategy: replacement lots by release and category,
     quantities, end-of-life dates, upgrade (only where an in-place path exists) or replace, costs, totals by
     UK financial year and the cost of ownership per option. ODT and DOCX are A4 landscape, en-GB, authored
-    by the config's [report] organisation."""
+    by the config's [report] organisation.
+
+    \b
+    Examples:
+      posture plan procurement --costs costs.toml
+      posture plan procurement --costs costs.toml --format docx --out legacy.docx
+    """
     from reports.documents import to_markdown, write_docx, write_odt
     from reports.procurement import load_costs, lots_rows, procurement_document, procurement_plan
 
@@ -290,7 +318,13 @@ EXPORT_COLUMNS = {
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.pass_context
 def export(ctx: click.Context, what: str, fmt: str) -> None:
-    """Assets or open findings for a CMDB or ticketing tool (columns listed in the README)."""
+    """Assets or open findings for a CMDB or ticketing tool (columns listed in the README).
+
+    \b
+    Examples:
+      posture export assets --format csv > assets.csv
+      posture export findings --format json
+    """
     from rules.facts import add_lifecycle
     from rules.findings import finding_views
     from scanner.views import asset_views

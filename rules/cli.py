@@ -39,7 +39,13 @@ def parse_day(value: str | None) -> date:
 
 @catalogue.command("list")
 def catalogue_list() -> None:
-    """List the products in the catalogue, with the data's date."""
+    """List the products in the catalogue, with the data's date.
+
+    \b
+    Examples:
+      posture catalogue list
+      posture catalogue list | grep -i cisco
+    """
     from rules.catalogue import default_catalogue
 
     cat = default_catalogue()
@@ -62,6 +68,11 @@ def catalogue_show(product: str, on_day: str | None, fmt: str) -> None:
     """Show PRODUCT's cycles with their end dates and their state today.
 
     States: supported, security-only, extended (paid ESU/ELS/LTSS/ESM left), end-of-life, unknown.
+
+    \b
+    Examples:
+      posture catalogue show windows-server
+      posture catalogue show junos --on 2027-04-01
     """
     from rules.catalogue import default_catalogue
 
@@ -241,7 +252,13 @@ def rules_group() -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_context
 def rules_list(ctx: click.Context, rule_dirs: tuple[Path, ...], fmt: str) -> None:
-    """List every rule: id, function, severity, subject and title."""
+    """List every rule: id, function, severity, subject and title.
+
+    \b
+    Examples:
+      posture rules list
+      posture rules list --format json
+    """
     rules = _load(ctx, rule_dirs)
     if fmt == "json":
         click.echo(json.dumps([r.describe() for r in rules], indent=2))
@@ -256,7 +273,12 @@ def rules_list(ctx: click.Context, rule_dirs: tuple[Path, ...], fmt: str) -> Non
 @rules_option
 @click.pass_context
 def rules_show(ctx: click.Context, rule_id: str, rule_dirs: tuple[Path, ...]) -> None:
-    """Show one rule whole: its condition, rationale, remediation and framework references."""
+    """Show one rule whole: its condition, rationale, remediation and framework references.
+
+    \b
+    Examples:
+      posture rules show protect.eol-os
+    """
     rules = _load(ctx, rule_dirs)
     rule = next((r for r in rules if r.id == rule_id), None)
     if rule is None:
@@ -287,6 +309,11 @@ def rules_lint(ctx: click.Context, dirs: tuple[Path, ...]) -> None:
     (rules/data/evidence.toml: known asset facts and placeholders).
 
     Exits 2 with FILE:LINE and the field at the first problem.
+
+    \b
+    Examples:
+      posture rules lint
+      posture rules lint /etc/posture/rules
     """
     rules = _load(ctx, dirs)
     from rules import evidence
@@ -359,6 +386,12 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
     Run after each scan or import. Lifecycle data: the bundled endoflife.date catalogue (its date is
     printed) and CISA's KEV list. A rule that fails is reported as an internal-error finding; the others
     run on.
+
+    \b
+    Examples:
+      posture evaluate
+      posture evaluate --fail-on high      (exit 1 for CI or cron)
+      posture evaluate --on 2027-04-01     (what-if: as of that day)
     """
     from rules.catalogue import default_catalogue
     from rules.findings import evaluate
@@ -425,6 +458,12 @@ def findings_command(ctx: click.Context, fmt: str, functions: tuple[str, ...], s
     """List the findings of the last evaluation, worst first; accepted ones are listed apart.
 
     Run `posture evaluate` first. JSON fields are listed in the README.
+
+    \b
+    Examples:
+      posture findings --severity high
+      posture findings --rule protect.eol-os --format csv
+      posture findings --status fixed --format json
     """
     from rules.findings import OPEN_STATES, finding_views
     from scanner.cli import open_store
@@ -490,6 +529,12 @@ def accept_command(ctx: click.Context, target: str, until: str, reason: str, esu
     """Record an exception: a finding (F-...) or a whole rule accepted until a day, with a reason.
 
     Accepted findings are still counted and shown, apart; when the day passes they count again.
+
+    \b
+    Examples:
+      posture accept F-2a1b7c2d1e --until 2027-03-31 --reason "PO 4411"
+      posture accept protect.telnet --until 2027-01-31 --reason "isolated VLAN"
+      posture accept F-2a1b7c2d1e --until 2027-01-10 --esu --reason "ESU bought"
     """
     from rules.findings import accept
     from scanner.cli import open_store

@@ -19,7 +19,12 @@ def fingerprints_group() -> None:
 @fingerprints_group.command("lint")
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 def lint_command(directory: Path | None) -> None:
-    """Lint every file and run every example under DIRECTORY (default: the shipped database)."""
+    """Lint every file and run every example under DIRECTORY (default: the shipped database).
+
+    \b
+    Examples:
+      posture fingerprints lint
+    """
     root = directory or fingerprints.ROOT
     if not root.is_dir():
         raise click.UsageError(f"no such folder: {root}")

@@ -44,6 +44,11 @@ def collect_command(ctx: click.Context, out: Path, encrypt_to: str | None, reg_f
 
     Nothing is sent anywhere: carry the file to the central site (`posture import bundle FILE`). Make the
     signing key once with `posture keys generate`, and have the central site trust its public line.
+
+    \b
+    Examples:
+      posture agent collect --out host.bundle
+      posture agent collect --out host.bundle --encrypt-to central.pub
     """
     import json
 
@@ -91,7 +96,13 @@ def keys_group() -> None:
 def keys_generate(force: bool) -> None:
     """Make this machine's signing key (Ed25519: agents sign bundles) and encryption key (X25519: the
     central site opens bundles sealed to it). Private halves are sealed with the vault key; existing keys
-    are kept unless --force."""
+    are kept unless --force.
+
+    \b
+    Examples:
+      posture keys generate
+      posture keys generate --force        (a new key: re-trust it at the centre)
+    """
     from scanner.bundles import generate_keys, keys_dir
 
     for name, line in generate_keys(force).items():
@@ -103,7 +114,12 @@ def keys_generate(force: bool) -> None:
 @click.argument("public_key")
 @click.option("--name", required=True, help="Who the key belongs to, e.g. the host or site: shown on each import.")
 def keys_trust(public_key: str, name: str) -> None:
-    """Trust an agent's signing key: PUBLIC_KEY is its `posture-ed25519 ...` line or a .pub file."""
+    """Trust an agent's signing key: PUBLIC_KEY is its `posture-ed25519 ...` line or a .pub file.
+
+    \b
+    Examples:
+      posture keys trust site-a.pub --name "Annex site"
+    """
     from scanner.bundles import trust
 
     kid = trust(_key_text(public_key), name)
@@ -113,7 +129,12 @@ def keys_trust(public_key: str, name: str) -> None:
 @keys_group.command("untrust")
 @click.argument("name_or_id")
 def keys_untrust(name_or_id: str) -> None:
-    """Stop trusting a key: bundles it signed are refused from now on."""
+    """Stop trusting a key: bundles it signed are refused from now on.
+
+    \b
+    Examples:
+      posture keys untrust site-a
+    """
     from scanner.bundles import untrust
 
     click.echo(f"no longer trusted: {untrust(name_or_id)}")
@@ -121,7 +142,12 @@ def keys_untrust(name_or_id: str) -> None:
 
 @keys_group.command("list")
 def keys_list() -> None:
-    """This machine's public keys and the trusted agent keys."""
+    """This machine's public keys and the trusted agent keys.
+
+    \b
+    Examples:
+      posture keys list
+    """
     from scanner.bundles import SIGNING_PREFIX, key_id, own_public_keys, parse_public_line, trusted_keys
     from scanner.model import printable
 
