@@ -432,6 +432,12 @@ def scan(
         completes it.
 
     Exit codes: 0 hosts found, 2 bad input or setup, 3 no host answered, 130 interrupted.
+
+    \b
+    Examples:
+      posture scan 10.20.0.0/24 --scope 10.20.0.0/16
+      posture scan 10.20.0.1-50 --exclude 10.20.0.9 --snmp --creds core-v3
+      posture scan --resume             (finish the newest interrupted scan)
     """
     from scanner.scan import execute_run, resumable_scan, run_source, stored_request
     from scanner.sources import Request, get_source
@@ -530,6 +536,11 @@ def import_nmap(ctx: click.Context, files: tuple[Path, ...]) -> None:
 
     Each file is imported whole or not at all: a tampered file changes nothing. A damaged or truncated one
     (nmap killed mid-write) keeps every complete host before the damage, with a warning saying where.
+
+    \b
+    Examples:
+      posture import nmap old-scan.xml
+      posture import nmap site-a/*.xml
     """
     from scanner.importers import import_nmap_xml
 
@@ -561,10 +572,17 @@ def import_assets(ctx: click.Context, file: Path) -> None:
 
     \b
     Columns are matched case-insensitively; at least one of:
-      address (or "IP address", ip)   hostname (or host, fqdn, "computer name", name)
+      address (or "IP address", ip)
+      hostname (or host, fqdn, "computer name", name)
     and any of:
       owner, "business service", site, criticality, "cost centre"
-    Other columns are kept as attributes. Rows match existing assets by address, then hostname.
+
+    Other columns are kept as attributes. Rows match existing assets by address,
+    then hostname.
+
+    \b
+    Examples:
+      posture import assets register.csv
     """
     from scanner.importers import import_register
 
@@ -591,6 +609,11 @@ def import_bundle(ctx: click.Context, files: tuple[Path, ...], max_size: int) ->
     unchanged since signing, not too large, not imported before (a replay), and decrypted with this
     site's key when sealed to it. A refused bundle changes nothing and is named with the reason; the
     others are imported, and the exit code is 2 if any was refused.
+
+    \b
+    Examples:
+      posture import bundle host.bundle
+      posture import bundle /srv/inbox/*.bundle
     """
     from scanner.bundles import import_files
     from scanner.runlog import say
@@ -620,7 +643,7 @@ def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None
     """Import computer objects from Active Directory over LDAP: names, OS and build, last logon, owner.
 
     \b
-    Example:
+    Examples:
       posture creds add ldap corp-ad          (bind name, then password: prompted)
       posture import ad ldaps://dc1.corp.example --creds corp-ad \\
         --ca-file corp-ca.pem
@@ -677,6 +700,11 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
     --db is given), never mixed with a real one, and its report to
     demo-report.html beside it. Needs the demo extra (pip install
     'posture-scanner[demo]') and, for udp/161, root.
+
+    \b
+    Examples:
+      posture demo
+      posture --db /tmp/demo.db demo --keep-running
     """
     from scanner.demo import demo_lab, scan_demo, snmp_port
     from scanner.paths import data_dir
@@ -832,7 +860,12 @@ def creds_add(kind: str, name: str, snmp_version: str, user: str | None, auth_pr
 
 @creds.command("list")
 def creds_list() -> None:
-    """List credential names and their settings (never the secrets)."""
+    """List credential names and their settings (never the secrets).
+
+    \b
+    Examples:
+      posture creds list
+    """
     from scanner.vault import list_credentials
 
     rows = list_credentials()
@@ -851,7 +884,12 @@ def creds_list() -> None:
 @creds.command("remove")
 @click.argument("name")
 def creds_remove(name: str) -> None:
-    """Remove the credential NAME."""
+    """Remove the credential NAME.
+
+    \b
+    Examples:
+      posture creds remove legacy-v2c
+    """
     from scanner.vault import remove
 
     remove(name)
@@ -976,7 +1014,13 @@ def _print_assets(assets: list[dict[str, Any]]) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.pass_context
 def assets(ctx: click.Context, fmt: str) -> None:
-    """List the assets in the inventory: addresses, OS and its lifecycle, services, owner, last seen."""
+    """List the assets in the inventory: addresses, OS and its lifecycle, services, owner, last seen.
+
+    \b
+    Examples:
+      posture assets
+      posture assets --format csv > assets.csv
+    """
     from scanner.views import asset_rows
 
     with open_store(ctx, readonly=True) as store:
@@ -1003,7 +1047,13 @@ def assets(ctx: click.Context, fmt: str) -> None:
 )
 @click.pass_context
 def scans(ctx: click.Context, fmt: str, limit: int, devices_of: int | None) -> None:
-    """List scans and imports, newest first, with how each ended (complete, interrupted, failed)."""
+    """List scans and imports, newest first, with how each ended (complete, interrupted, failed).
+
+    \b
+    Examples:
+      posture scans --limit 10
+      posture scans --devices 12   (each device of SNMP scan 12)
+    """
     from scanner.views import scan_views
 
     with open_store(ctx) as store:
@@ -1061,6 +1111,11 @@ def diff(ctx: click.Context, scans_to_compare: tuple[int, ...], fmt: str) -> Non
     scan") between the evaluations made after each scan.
 
     An asset counts as gone only if the newer scan covered its address.
+
+    \b
+    Examples:
+      posture diff                  (the two newest scans of a kind)
+      posture diff 12 15 --format md
     """
     from scanner.diff import default_pair, diff_scans, with_details
 
@@ -1129,6 +1184,11 @@ def prune(ctx: click.Context, keep: int | None, older_than: int | None, dry_run:
 
     Assets, their owners and when each was first and last seen stay as they are; so do findings. The
     newest scan of each kind and target list, running scans and asset-register imports are never deleted.
+
+    \b
+    Examples:
+      posture prune --keep 10 --dry-run
+      posture prune --older-than 400
     """
     from datetime import timedelta
 
@@ -1186,7 +1246,13 @@ def config_check(ctx: click.Context) -> None:
 @click.pass_context
 def run_job(ctx: click.Context, job_name: str | None, due: bool) -> None:
     """Run a scan job from the config file: its scan (and SNMP), then the rules, the report and the
-    change hook. One run of a job at a time; a crashed run leaves no lock behind."""
+    change hook. One run of a job at a time; a crashed run leaves no lock behind.
+
+    \b
+    Examples:
+      posture run town-hall
+      posture run --due            (from a one-minute timer)
+    """
     from scanner.jobs import due as due_jobs
     from scanner.jobs import last_runs
     from scanner.runlog import say
