@@ -379,8 +379,11 @@ def score_lines(judgement: dict[str, Any]) -> list[str]:
     type=click.Choice(["critical", "high", "medium", "low", "info"]),
     help="Exit 1 when a finding of this severity or worse is open and not accepted (for CI and cron).",
 )
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: the summary as one JSON object (counts, severities, score and RAG with reasons).")
 @click.pass_context
-def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: str | None, fail_on: str | None) -> None:
+def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: str | None, fail_on: str | None,
+                     fmt: str) -> None:  # fmt: skip
     """Apply the rules to the inventory and record the findings (new, open, fixed, reopened).
 
     Run after each scan or import. Lifecycle data: the bundled endoflife.date catalogue (its date is
@@ -392,7 +395,10 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
       posture evaluate
       posture evaluate --fail-on high      (exit 1 for CI or cron)
       posture evaluate --on 2027-04-01     (what-if: as of that day)
+      posture evaluate --format json | jq .score
     """
+    from dataclasses import asdict
+
     from rules.catalogue import default_catalogue
     from rules.findings import evaluate
     from rules.kev import default_kev
@@ -408,10 +414,13 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
             click.echo(f"posture: evaluated {done} assets", err=True)
 
         summary = evaluate(store, rules, default_catalogue(), default_kev(), day, settings, progress)
-    if summary.assets == 0:
-        click.echo("the inventory has no assets yet: run `posture scan TARGET` or `posture import` first")
-    for line in _summary_lines(summary):
-        click.echo(line)
+    if fmt == "json":
+        click.echo(json.dumps(asdict(summary), indent=2))
+    else:
+        if summary.assets == 0:
+            click.echo("the inventory has no assets yet: run `posture scan TARGET` or `posture import` first")
+        for line in _summary_lines(summary):
+            click.echo(line)
     for rule_id, message in summary.errors.items():
         click.echo(f"posture: warning: rule {rule_id} failed and was skipped: {message}", err=True)
     if fail_on is not None:

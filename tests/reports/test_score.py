@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def test_report_and_cli_of_an_unidentified_estate(tmp_path: Path) -> None:
     assert "score 0/100: 0 of 5 assets safe (identified, no critical/high open)\n  identified: 0 of 5;" in result.stdout
     assert "  protect AMBER: insufficient data: 0 of 5 assets identified (0% < 90%)\n" in result.stdout
     assert max(len(line) for line in result.stdout.splitlines()) <= 80  # the score's lines fit a terminal
+    as_json = run_posture("evaluate", "--format", "json", db=db)
+    assert as_json.returncode == 0, as_json.stderr
+    judged = json.loads(as_json.stdout)["score"]
+    assert (judged["score"], judged["identified"], judged["unknown"], judged["rag"]["protect"]) == (0, 0, 5, "amber")
+    assert judged["why"]["detect"].startswith("insufficient data") and "definition" in judged
     html_path = tmp_path / "report.html"
     result = run_posture("report", "--html", str(html_path), db=db)
     assert result.returncode == 0, result.stderr
