@@ -61,14 +61,19 @@ DETAIL_SERVICE_FIELDS = ("port", "protocol", "name", "product", "version", "extr
 BATCH = 20_000
 
 
-@cache
-def _digest(rule_id: str, subject: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{rule_id}\x00{subject}".encode(), digest_size=4).digest(), "big")
+ASSET_BITS = 32  # the low bits of a finding's number: its asset's id (unique across assets by construction)
+CLASH_STEP = 1 << ASSET_BITS  # a digest clash on one asset moves the number on by one digest step
 
 
 def finding_number(rule_id: str, asset_id: int | None, subject: str) -> int:
-    """Stable across evaluations: the asset's id in the high bits, a digest of rule and subject below."""
-    return ((asset_id or 0) << 32) | _digest(rule_id, subject)
+    """Stable across evaluations, and typeable: a 30-bit digest of the whole key (rule, asset, subject) in
+    the high bits, so that the findings of one rule on different assets differ in their first characters
+    (`F-3a91c2d400000004`, `F-1f07e9b100000005`: `posture accept` takes a unique prefix), and the asset's id
+    in the low 32 bits, so two assets never share a number. Version 3 and earlier put the asset first
+    (F-497ed9bcf, F-597ed9bcf: one character apart); the rules stage's migration v4 renumbers them."""
+    key = f"{rule_id}\x00{asset_id or 0}\x00{subject}".encode()
+    digest = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") >> 2
+    return (digest << ASSET_BITS) | ((asset_id or 0) & (CLASH_STEP - 1))
 
 
 FINDING_ID = re.compile(r"F-([0-9a-fA-F]{1,16})")
@@ -231,7 +236,7 @@ class _Writer:
         if asset_id != self._asset:
             self._asset, self._taken = asset_id, {}
         while self._taken.get(number, (rule_id, subject)) != (rule_id, subject):  # a digest clash on one asset
-            number += 1
+            number += CLASH_STEP
         self._taken[number] = (rule_id, subject)
         if number in self.accepted_ids or rule_id in self.accepted_rules:
             self.accepted += 1
@@ -488,6 +493,27 @@ def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STAT
     return out
 
 
+MIN_PREFIX = 6  # hex digits of a finding id's prefix that `accept` looks up
+
+
+def _by_prefix(store: Store, typed: str, number: int) -> int:
+    """The finding a typed id names: itself when it exists, else the one finding not yet fixed whose id
+    starts with the typed digits (at least MIN_PREFIX of them); two or more is refused, never guessed."""
+    if store.conn.execute("SELECT 1 FROM findings WHERE id = ?", [number]).fetchone():
+        return number
+    digits = typed[2:].lower()
+    if len(digits) < MIN_PREFIX:
+        return number
+    found = [r[0] for r in store.conn.execute(
+        "SELECT id FROM findings WHERE status != 'fixed' AND printf('%x', id) LIKE ? || '%' ORDER BY id LIMIT 4",
+        [digits])]  # fmt: skip
+    if len(found) > 1:
+        shown = ", ".join(format_id(n) for n in found[:3])
+        raise PostureError(f"{typed[:40]} is ambiguous: it starts {'more than 3' if len(found) > 3 else len(found)} "
+                           f"findings ({shown})", "type more of the id, as `posture findings` shows it")  # fmt: skip
+    return found[0] if found else number
+
+
 def accept(store: Store, target: str, until: date, reason: str, esu: bool, rule_ids: set[str], today: date) -> str:
     """Record an exception for a finding id or a rule id; returns what was accepted, for the user."""
     target = target.strip()
@@ -501,6 +527,7 @@ def accept(store: Store, target: str, until: date, reason: str, esu: bool, rule_
     number = parse_id(target)
     row = None
     if number is not None:
+        number = _by_prefix(store, target, number)
         target = format_id(number)  # stored as `posture findings` shows it, so every reader finds it
         row = store.conn.execute(
             "SELECT f.rule_id, d.json FROM findings f JOIN finding_details d ON d.id = f.details_id WHERE f.id = ?",

@@ -133,8 +133,56 @@ def _schema_v3(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schema_v4(conn: sqlite3.Connection) -> None:
+    """Finding ids people can type (rules/findings.py `finding_number`): every stored finding renumbered,
+    with what points at it (finding_events, the exceptions accepted by id, the subjects of findings about
+    findings: `respond.past-sla`'s "finding:F-..."), so history and acceptances carry over unchanged."""
+    from rules.engine import format_id
+    from rules.findings import CLASH_STEP, finding_number, parse_id
+
+    rows = conn.execute("SELECT id, rule_id, asset_id, subject FROM findings ORDER BY asset_id, id").fetchall()
+    new_of: dict[int, int] = {}
+    taken: dict[int | None, set[int]] = {}
+
+    def number(rule_id: str, asset_id: int | None, subject: str) -> int:
+        n = finding_number(rule_id, asset_id, subject)
+        used = taken.setdefault(asset_id, set())
+        while n in used:
+            n += CLASH_STEP
+        used.add(n)
+        return n
+
+    moved = []
+    about_findings = []
+    for old, rule_id, asset_id, subject in rows:
+        if str(subject).startswith("finding:"):
+            about_findings.append((old, rule_id, asset_id, subject))
+        else:
+            new_of[old] = number(rule_id, asset_id, subject)
+            moved.append((old, new_of[old], subject))
+    for old, rule_id, asset_id, subject in about_findings:
+        target = parse_id(subject.removeprefix("finding:"))
+        renamed = f"finding:{format_id(new_of[target])}" if target in new_of else subject
+        new_of[old] = number(rule_id, asset_id, renamed)
+        moved.append((old, new_of[old], renamed))
+    conn.execute("CREATE TEMP TABLE finding_renumber (old INTEGER PRIMARY KEY, new INTEGER NOT NULL, subject TEXT)")
+    conn.executemany("INSERT INTO finding_renumber VALUES (?, ?, ?)", moved)
+    # Through negative ids: a new number may equal another row's old one until that row has moved too.
+    conn.execute("UPDATE findings SET id = -id")
+    conn.execute("UPDATE findings SET subject = (SELECT subject FROM finding_renumber WHERE old = -findings.id), "
+                 "id = (SELECT new FROM finding_renumber WHERE old = -findings.id)")  # fmt: skip
+    conn.execute("UPDATE finding_events SET finding_id = -finding_id")
+    conn.execute("UPDATE finding_events SET finding_id = coalesce((SELECT new FROM finding_renumber "
+                 "WHERE old = -finding_events.finding_id), -finding_id)")  # fmt: skip
+    for rowid, target in conn.execute("SELECT rowid, target FROM exceptions").fetchall():
+        old_id = parse_id(target)
+        if old_id is not None and old_id in new_of:
+            conn.execute("UPDATE exceptions SET target = ? WHERE rowid = ?", [format_id(new_of[old_id]), rowid])
+    conn.execute("DROP TABLE finding_renumber")
+
+
 # Each entry moves the rules stage's schema one version up; append, never edit a released one.
-MIGRATIONS = [_schema_v1, _schema_v2, _schema_v3]
+MIGRATIONS = [_schema_v1, _schema_v2, _schema_v3, _schema_v4]
 # Not stored: it changes every day, so storing it would rewrite every row each evaluation (`read` derives it).
 DAILY = "days_to_eol"
 
