@@ -1251,11 +1251,14 @@ def _run_one(ctx: click.Context, job: Any) -> None:
     import subprocess
 
     from scanner.change import newest_evaluation
-    from scanner.jobs import job_lock, record_result, record_run
+    from scanner.jobs import job_lock, job_problems, record_result, record_run
     from scanner.proc import HOOK_ENV, child_env, dies_with_parent
     from scanner.runlog import say
     from scanner.sources import get_source
 
+    problems = job_problems(job)  # before the scan: a missing hook or report folder fails now, not after
+    if problems:
+        raise PostureError("; ".join(problems), "fix them (`posture config check` lists them)")
     root = ctx.find_root()
     started = datetime.now(UTC)
     root.obj["scans"] = []  # the scans this run makes (`_made`): what its change hook compares

@@ -157,3 +157,14 @@ def test_help_has_examples_and_fits_80_columns() -> None:
         shown = run_posture(*command, "--help", env={"COLUMNS": "80"})
         assert shown.returncode == 0 and "Examples:" in shown.stdout, command
         assert all(len(line) <= 80 for line in shown.stdout.splitlines()), command
+
+
+def test_run_stops_before_scanning_when_the_hook_is_missing(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[jobs.j]\ninbox = "{inbox}"\non_change = "/nonexistent/notify"\n', encoding="utf-8")
+    db = tmp_path / "inventory.db"
+    result = run_posture("--config", str(config), "run", "j", db=db)
+    assert result.returncode == 2 and "on_change: /nonexistent/notify does not exist" in result.stderr
+    assert "job j started" not in result.stderr and not db.exists()  # nothing scanned, nothing made
