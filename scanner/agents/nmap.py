@@ -78,11 +78,20 @@ def can_send_raw() -> bool:
     if os.geteuid() == 0:
         return True
     try:
-        status = Path("/proc/self/status").read_text(encoding="ascii", errors="replace")
-        effective = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:"))
-        return bool(int(effective, 16) >> CAP_NET_RAW & 1)
-    except (OSError, StopIteration, IndexError, ValueError):
+        return has_net_raw(Path("/proc/self/status").read_text(encoding="ascii", errors="replace"))
+    except OSError:
         return False
+
+
+def has_net_raw(proc_status: str) -> bool:
+    """Does a /proc/PID/status text give CAP_NET_RAW in the effective set (`CapEff:`, hexadecimal)?"""
+    for line in proc_status.splitlines():
+        if line.startswith("CapEff:"):
+            try:
+                return bool(int(line.split()[1], 16) >> CAP_NET_RAW & 1)
+            except (IndexError, ValueError):
+                return False
+    return False
 
 
 def nmap_args(options: dict[str, Any]) -> list[str]:

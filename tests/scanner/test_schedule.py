@@ -13,6 +13,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -168,3 +169,27 @@ def test_run_stops_before_scanning_when_the_hook_is_missing(tmp_path: Path) -> N
     result = run_posture("--config", str(config), "run", "j", db=db)
     assert result.returncode == 2 and "on_change: /nonexistent/notify does not exist" in result.stderr
     assert "job j started" not in result.stderr and not db.exists()  # nothing scanned, nothing made
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to start a capped child")
+def test_service_user_with_ambient_net_raw_counts_as_privileged_for_nmap() -> None:
+    """The unit's AmbientCapabilities= as setpriv gives them: a real child running as nobody holding
+    CAP_NET_RAW (its /proc status read here) counts as able to send raw packets; one without does not."""
+    from scanner.agents.nmap import has_net_raw
+
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    capped = [*nobody, "--inh-caps=+net_raw,+net_admin", "--ambient-caps=+net_raw,+net_admin"]
+    for argv, expected in ((capped, True), (nobody, False)):
+        child = subprocess.Popen([*argv, "sleep", "30"])
+        try:
+            status = ""
+            for _ in range(100):  # until setpriv has exec'd sleep (its own status holds root's caps)
+                status = Path(f"/proc/{child.pid}/status").read_text(encoding="ascii")
+                if "Name:\tsleep" in status:
+                    break
+                time.sleep(0.05)
+            assert "Name:\tsleep" in status
+            assert has_net_raw(status) is expected
+        finally:
+            child.kill()
+            child.wait()
