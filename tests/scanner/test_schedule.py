@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_posture
+from tests.conftest import POSTURE, run_posture
 
 DATA = Path(__file__).parent / "data"
 
@@ -143,14 +143,21 @@ def test_config_check_finds_missing_hooks_and_report_folders(tmp_path: Path) -> 
     assert run_posture("--config", str(config), "config", "check").returncode == 0
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder: the check is the job's")
 def test_config_check_finds_an_unwritable_report_folder(tmp_path: Path) -> None:
+    """A folder the checking user cannot write: 0555 for a user; for root (who writes anyway) a read-only
+    bind mount of it in a mount namespace of the check's own."""
     folder = tmp_path / "reports"
     folder.mkdir(mode=0o555)
     config = tmp_path / "config.toml"
     config.write_text(f'[jobs.j]\ntargets = ["10.1.0.0/24"]\nreport = "{folder / "r.html"}"\n', encoding="utf-8")
-    result = run_posture("--config", str(config), "config", "check")
-    assert result.returncode == 2 and "is not writable" in result.stderr
+    argv = [POSTURE, "--config", str(config), "config", "check"]
+    if os.geteuid() == 0:
+        if not shutil.which("unshare"):
+            pytest.skip("root writes into a 0555 folder, and unshare (for a read-only mount) is missing")
+        mount = f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder} && exec \"$@\""
+        argv = ["unshare", "--mount", "sh", "-c", mount, "sh", *argv]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 2 and f"the folder {folder} is not writable" in result.stderr, result.stderr
 
 
 def test_help_has_examples_and_fits_80_columns() -> None:
