@@ -309,7 +309,7 @@ def job_problems(job: Job) -> list[str]:
         elif not path.is_file() or not os.access(path, os.X_OK):
             problems.append(f"jobs.{job.name}: on_change: {printable(program, 120)} is not an executable file")
     if job.report:
-        folder = Path(job.report).expanduser().absolute().parent
+        folder = Path(job.report).absolute().parent  # as the run writes it
         if not folder.is_dir():
             problems.append(f"jobs.{job.name}: report: the folder {printable(str(folder), 120)} does not exist")
         elif not os.access(folder, os.W_OK | os.X_OK):
