@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -99,17 +100,26 @@ def open_run_log(ctx: click.Context, config: dict[str, Any] | None = None) -> No
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="POSTURE_DB",
-    help="Inventory database (SQLite). Default: $POSTURE_DB, else ~/.local/share/posture/inventory.db.",
+    help="Inventory database (SQLite). Default: $POSTURE_DB, else ~/.local/share/posture/inventory.db "
+    "(/var/lib/posture/inventory.db with --system).",
 )
 @click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Config file (TOML). Default: ~/.config/posture/config.toml if it exists.",
+    help="Config file (TOML). Default: ~/.config/posture/config.toml if it exists "
+    "(/etc/posture/config.toml with --system).",
+)
+@click.option(
+    "--system",
+    is_flag=True,
+    envvar="POSTURE_SYSTEM",
+    help="Use the service's files: /etc/posture (config, vault key), /var/lib/posture (inventory), "
+    "/var/log/posture (run log). Also POSTURE_SYSTEM=1; the scheduled units set it.",
 )
 @click.version_option(__version__, prog_name="posture")
 @click.pass_context
-def cli(ctx: click.Context, db: Path | None, config_path: Path | None) -> None:
+def cli(ctx: click.Context, db: Path | None, config_path: Path | None, system: bool) -> None:
     """posture: find what is on your network, what it runs, and what is out of support.
 
     \b
@@ -117,7 +127,14 @@ def cli(ctx: click.Context, db: Path | None, config_path: Path | None) -> None:
       posture scan 192.168.10.0/24 --scope 192.168.0.0/16
       posture import assets register.csv
       posture assets
+
+    \b
+    Examples:
+      posture demo
+      sudo -u posture posture --system config check
     """
+    if system:  # every path is read from scanner.paths when used; children (hooks) see it too
+        os.environ["POSTURE_SYSTEM"] = "1"
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
     share_with(lambda: load_config(config_path).get("files", {}).get("group"))  # read when a file is first made
@@ -1229,14 +1246,27 @@ def config_group() -> None:
 @click.pass_context
 def config_check(ctx: click.Context) -> None:
     """Validate the config file: every table and key (the same check every command makes when it loads
-    the file), each job's targets, cron schedule and credential names.
+    the file), each job's targets, cron schedule and credential names, and what would fail only after
+    a scan: each on_change program exists and is executable, each report's folder exists and is
+    writable (for the user running the check: run it as the jobs' user).
 
-    Exits 2 with FILE:LINE and the key at the first problem.
+    Exits 2 with FILE:LINE and the key at the first problem in the file, or with every hook and report
+    problem, one a line.
+
+    \b
+    Examples:
+      posture config check
+      sudo -u posture posture --system config check
     """
+    from scanner.jobs import job_problems
+
     jobs, path, _ = _jobs(ctx)
     for job in jobs.values():  # targets, exclusions and scope checked as a scan would check them
         if job.targets:
             _plan(ctx, job.targets, job.exclude, job.scope)
+    problems = [p for job in jobs.values() for p in job_problems(job)]
+    if problems:
+        raise PostureError(f"{path}:\n" + "\n".join(problems), "fix the config file, or the programs and folders")
     click.echo(f"ok: {path} ({len(jobs)} jobs: {', '.join(sorted(jobs)) or 'none'})")
 
 
@@ -1254,7 +1284,7 @@ def run_job(ctx: click.Context, job_name: str | None, due: bool) -> None:
       posture run --due            (from a one-minute timer)
     """
     from scanner.jobs import due as due_jobs
-    from scanner.jobs import last_runs
+    from scanner.jobs import last_runs, record_result
     from scanner.runlog import say
 
     if (job_name is None) == (not due):
@@ -1275,6 +1305,7 @@ def run_job(ctx: click.Context, job_name: str | None, due: bool) -> None:
             _run_one(ctx, jobs[name])
         except PostureError as exc:
             say(f"job {name} failed: {exc}", logging.ERROR)
+            record_result(name, datetime.now(UTC), str(exc).splitlines()[0] if str(exc) else "failed")
             if not due:
                 ctx.exit(int(exc.exit_code))
             failed += 1
@@ -1286,11 +1317,14 @@ def _run_one(ctx: click.Context, job: Any) -> None:
     import subprocess
 
     from scanner.change import newest_evaluation
-    from scanner.jobs import job_lock, record_run
+    from scanner.jobs import job_lock, job_problems, record_result, record_run
     from scanner.proc import HOOK_ENV, child_env, dies_with_parent
     from scanner.runlog import say
     from scanner.sources import get_source
 
+    problems = job_problems(job)  # before the scan: a missing hook or report folder fails now, not after
+    if problems:
+        raise PostureError("; ".join(problems), "fix them (`posture config check` lists them)")
     root = ctx.find_root()
     started = datetime.now(UTC)
     root.obj["scans"] = []  # the scans this run makes (`_made`): what its change hook compares
@@ -1337,6 +1371,7 @@ def _run_one(ctx: click.Context, job: Any) -> None:
         say(f"job {job.name} finished: {counts['new_assets']} new, {counts['gone_assets']} gone, "
             f"{counts['changed_assets']} changed assets; {counts['new_findings']} new, "
             f"{counts['fixed_findings']} fixed findings")
+        record_result(job.name, datetime.now(UTC))
 
 
 def _run_source(ctx: click.Context, source: Any, request: Any) -> Any:
@@ -1391,48 +1426,124 @@ def _change_summary(ctx: click.Context, job: str, started: datetime, nothing: bo
 
 @cli.group("schedule")
 def schedule_group() -> None:
-    """Run due jobs every minute from systemd (or cron)."""
+    """Run due jobs every minute from systemd (or cron), as the `posture` service user."""
+
+
+def _unit_dir_option(f: Any) -> Any:
+    return click.option(
+        "--unit-dir",
+        "--dir",
+        "unit_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("/etc/systemd/system"),
+        show_default=True,
+        help="The folder of posture-jobs.service and posture-jobs.timer.",
+    )(f)
 
 
 @schedule_group.command("install")
-@click.option(
-    "--dir",
-    "unit_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("/etc/systemd/system"),
-    show_default=True,
-    help="Where to write posture-jobs.service and posture-jobs.timer.",
-)
+@_unit_dir_option
+@click.option("--create-user", is_flag=True, help="As root: add the `posture` system user and its folders.")
 @click.pass_context
-def schedule_install(ctx: click.Context, unit_dir: Path) -> None:
-    """Write a systemd service and a one-minute timer that run `posture run --due` (or, without systemd,
-    print the crontab line to add)."""
+def schedule_install(ctx: click.Context, unit_dir: Path, create_user: bool) -> None:
+    """Write a systemd service and a one-minute timer that run `posture --system run --due` as the
+    `posture` user, with only nmap's two capabilities and a read-only system (or, without systemd,
+    print the crontab line to add). Units of those names not written by posture are left alone.
+
+    \b
+    Examples:
+      sudo posture schedule install --create-user
+      posture schedule install --unit-dir /tmp/units
+    """
     import shutil
 
-    from scanner.safefs import write_atomic
+    from scanner.schedule import create_user as make_user
+    from scanner.schedule import setup_commands, write_units
 
     posture = shutil.which("posture") or str(Path(sys.argv[0]).resolve())
     root = ctx.find_root()
-    options = ""
+    options = " --system"
     if root.params.get("db"):
         options += f" --db {shlex.quote(str(root.params['db']))}"
     if root.obj.get("config_path"):
         options += f" --config {shlex.quote(str(root.obj['config_path']))}"
     command = f"{shlex.quote(posture)}{options} run --due"
     if not Path("/run/systemd/system").is_dir() and unit_dir == Path("/etc/systemd/system"):
-        click.echo("no systemd here: add this line with `crontab -e`:")
-        click.echo(f"* * * * * {command} >>/var/log/posture.log 2>&1")
+        click.echo("no systemd here: add this line with `crontab -e -u posture`:")
+        click.echo(f"* * * * * {command}")
         return
-    if not unit_dir.is_dir():
-        raise PostureError(f"no such folder: {unit_dir}", "give --dir an existing folder")
-    service = ("[Unit]\nDescription=posture: run the scan jobs that are due\nAfter=network-online.target\n\n"
-               f"[Service]\nType=oneshot\nExecStart={command}\nNice=10\n")  # fmt: skip
-    timer = ("[Unit]\nDescription=posture: look for due scan jobs every minute\n\n"
-             "[Timer]\nOnCalendar=*-*-* *:*:00\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n")  # fmt: skip
-    for name, text in (("posture-jobs.service", service), ("posture-jobs.timer", timer)):
-        write_atomic(unit_dir / name, text.encode(), mode=0o644)  # systemd's units are world-readable
-    click.echo(f"written: {unit_dir / 'posture-jobs.service'} and {unit_dir / 'posture-jobs.timer'}")
+    if create_user:
+        for done in make_user():
+            click.echo(f"ran: {done}")
+    for path in write_units(unit_dir, command):
+        click.echo(f"written: {path}")
+    if not create_user:
+        click.echo("the service user and its folders, if not made yet (or give --create-user):")
+        for argv in setup_commands():
+            click.echo(f"  {shlex.join(argv)}")
     click.echo("enable with: systemctl daemon-reload && systemctl enable --now posture-jobs.timer")
+
+
+@schedule_group.command("remove")
+@_unit_dir_option
+def schedule_remove(unit_dir: Path) -> None:
+    """Delete the units `schedule install` wrote (only those: a unit of the same name written by
+    someone else is left, and said). Stop the timer first. The user and its files are kept.
+
+    \b
+    Examples:
+      sudo systemctl disable --now posture-jobs.timer
+      sudo posture schedule remove
+    """
+    from scanner.schedule import remove_units
+
+    removed, foreign = remove_units(unit_dir)
+    for path in removed:
+        click.echo(f"removed: {path}")
+    for path in foreign:
+        click.echo(f"left alone (not written by posture): {path}")
+    if not removed and not foreign:
+        click.echo(f"no posture units in {unit_dir}")
+    elif removed:
+        click.echo("then: systemctl daemon-reload")
+
+
+@schedule_group.command("status")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def schedule_status(ctx: click.Context, fmt: str) -> None:
+    """Each job's next run (from its cron schedule, local time; "due now" when `run --due` would run
+    it) and when and how its last run ended. Jobs without a schedule run only when named (`posture run
+    JOB`). The JSON also has the last completed run's start.
+
+    \b
+    Examples:
+      posture schedule status
+      sudo -u posture posture --system schedule status --format json
+    """
+    from scanner.jobs import last_results, last_runs
+    from scanner.schedule import job_status
+
+    jobs, _, _ = _jobs(ctx)
+    rows = job_status(jobs, last_runs(), last_results(), datetime.now().astimezone())
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no jobs in the config file")
+        return
+
+    def when(iso: str | None) -> str:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M") if iso else "-"
+
+    click.echo(f"{'JOB':<20} {'NEXT RUN':<16} {'LAST ENDED':<16} RESULT")
+    for row in rows:
+        nxt = "due now" if row["due_now"] else when(row["next_run"]) if row["schedule"] else "when named"
+        result = row["last_result"] or "-"
+        if row["last_message"]:
+            result = f"{result}: {row['last_message']}"
+        line = f"{row['job']:<20} {nxt:<16} {when(row['last_finished']):<16} {result}"
+        click.echo(line if len(line) <= 80 else line[:79] + "…")
 
 
 def _load_plugins() -> None:

@@ -273,6 +273,50 @@ def record_run(name: str, started: datetime) -> None:
     write_atomic(state_dir() / "jobs.json", json.dumps(runs, indent=2).encode())
 
 
+def last_results() -> dict[str, dict[str, str]]:
+    """Each job's last outcome as `record_result` left it (for `posture schedule status`)."""
+    try:
+        data = json.loads((state_dir() / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: {a: b for a, b in v.items() if isinstance(b, str)} for k, v in data.items() if isinstance(v, dict)}
+
+
+def record_result(name: str, finished: datetime, error: str | None = None) -> None:
+    """Note how a job's run ended: "ok", or "failed" with the one-line reason (already made printable)."""
+    results = last_results()
+    results[name] = {"finished": finished.astimezone(UTC).isoformat(), "result": "failed" if error else "ok",
+                     **({"message": printable(error, 300)} if error else {})}  # fmt: skip
+    make_dirs(state_dir())
+    write_atomic(state_dir() / "results.json", json.dumps(results, indent=2).encode())
+
+
+def job_problems(job: Job) -> list[str]:
+    """What would make the job fail after its scan: an on_change program that is missing or not
+    executable, a report folder that is missing or not writable. `config check` says them up front."""
+    import shutil
+
+    problems = []
+    if job.on_change:
+        program = job.on_change[0]
+        found = shutil.which(program) if "/" not in program else program
+        path = Path(found) if found else None
+        if path is None or not path.exists():
+            problems.append(f"jobs.{job.name}: on_change: {printable(program, 120)} does not exist"
+                            + ("" if "/" in program else " on PATH"))  # fmt: skip
+        elif not path.is_file() or not os.access(path, os.X_OK):
+            problems.append(f"jobs.{job.name}: on_change: {printable(program, 120)} is not an executable file")
+    if job.report:
+        folder = Path(job.report).absolute().parent  # as the run writes it
+        if not folder.is_dir():
+            problems.append(f"jobs.{job.name}: report: the folder {printable(str(folder), 120)} does not exist")
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            problems.append(f"jobs.{job.name}: report: the folder {printable(str(folder), 120)} is not writable")
+    return problems
+
+
 @contextmanager
 def job_lock(name: str) -> Iterator[None]:
     """One run of a job at a time. flock is released by the kernel when the holder dies: no stale locks."""

@@ -1,4 +1,5 @@
-"""Where posture keeps its files: XDG base directories, overridable by flag or environment."""
+"""Where posture keeps its files: XDG base directories for a person, /etc/posture and /var/lib/posture
+for the service (`--system`), each overridable by flag or environment. Every path is decided here."""
 
 from __future__ import annotations
 
@@ -8,21 +9,56 @@ from pathlib import Path
 
 from scanner.errors import PostureError
 
+SYSTEM_USER = "posture"  # the service user `posture schedule install` runs the jobs as
+
+
+def system_mode() -> bool:
+    """True under `posture --system` or `POSTURE_SYSTEM=1` (the scheduled units set it): the service
+    layout below, not the per-user XDG folders a person at a shell gets."""
+    return os.environ.get("POSTURE_SYSTEM", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def system_root() -> Path:
+    """Where the system layout is rooted: `/`. `POSTURE_SYSTEM_ROOT` exists for the tests only (so they
+    never write to the real /etc or /var); it is not a setting for a real install."""
+    return Path(os.environ.get("POSTURE_SYSTEM_ROOT") or "/")
+
+
+def system_dirs(root: Path | None = None) -> dict[str, Path]:
+    """The service's folders: config and the vault key in /etc/posture, inventory and run state in
+    /var/lib/posture, the run log in /var/log/posture. The one list the units' ReadWritePaths= and
+    `schedule install --create-user` use too."""
+    base = system_root() if root is None else root
+    return {"config": base / "etc" / "posture", "data": base / "var" / "lib" / "posture",
+            "log": base / "var" / "log" / "posture"}  # fmt: skip
+
 
 def data_dir() -> Path:
+    if system_mode():
+        return system_dirs()["data"]
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "posture"
 
 
 def config_dir() -> Path:
+    if system_mode():
+        return system_dirs()["config"]
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "posture"
 
 
 def state_dir() -> Path:
-    """Run state (jobs' last runs, their locks, the run log): `$XDG_STATE_HOME/posture`."""
+    """Run state (jobs' last runs, their locks, nmap's output): `$XDG_STATE_HOME/posture`, or
+    /var/lib/posture/state as a service."""
+    if system_mode():
+        return system_dirs()["data"] / "state"
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "posture"
+
+
+def log_dir() -> Path:
+    """The run log's folder: the state folder for a person, /var/log/posture as a service."""
+    return system_dirs()["log"] if system_mode() else state_dir()
 
 
 def default_db_path() -> Path:

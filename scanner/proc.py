@@ -33,7 +33,7 @@ HOOK_ENV = (
     "JOURNAL_STREAM", "INVOCATION_ID",  # under systemd: the hook's own output reaches the journal
     "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",  # a hook that posts
     "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR",  # a hook that runs posture
-    "POSTURE_DB", "POSTURE_CONFIG", "POSTURE_LOG",  # never POSTURE_KEY
+    "POSTURE_DB", "POSTURE_CONFIG", "POSTURE_LOG", "POSTURE_SYSTEM",  # never POSTURE_KEY
 )  # fmt: skip
 
 _PR_SET_PDEATHSIG = 1

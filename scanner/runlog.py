@@ -3,7 +3,8 @@
 Each line goes to stderr (journald keeps a service's stderr; under systemd, detected by
 `JOURNAL_STREAM`, lines carry an sd-daemon `<N>` priority prefix so `journalctl -p warning` works) and
 to a log file with a time stamp: `$POSTURE_LOG`, else `log_file` in the config's `[log]` table, else
-`$XDG_STATE_HOME/posture/posture.log`, rotated at 5 MiB with three old files kept.
+`$XDG_STATE_HOME/posture/posture.log` (/var/log/posture/posture.log as a service), rotated at 5 MiB
+with three old files kept.
 
 Only messages made for the log are written: no argument list, environment or exception traceback, so
 no secret (an SNMP community, a key) can reach a line. Device strings are made printable and bounded.
@@ -19,7 +20,7 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from scanner.model import printable
-from scanner.paths import state_dir
+from scanner.paths import log_dir
 from scanner.safefs import make_dirs, open_append
 
 LOG = logging.getLogger("posture.run")
@@ -39,7 +40,7 @@ def log_path(configured: str | None = None) -> Path:
     env = os.environ.get("POSTURE_LOG")
     if env:
         return Path(env)
-    return Path(configured).expanduser() if configured else state_dir() / "posture.log"
+    return Path(configured).expanduser() if configured else log_dir() / "posture.log"
 
 
 def open_log(configured: str | None = None) -> Path | None:

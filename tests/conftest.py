@@ -83,7 +83,9 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
-    for name in ("POSTURE_DB", "POSTURE_KEY", "POSTURE_CONFIG", "POSTURE_VAULT"):
+    # --system's folders (/etc/posture, /var/lib/posture) under a root of the test's own: never the real ones
+    monkeypatch.setenv("POSTURE_SYSTEM_ROOT", str(home / "system-root"))
+    for name in ("POSTURE_DB", "POSTURE_KEY", "POSTURE_CONFIG", "POSTURE_VAULT", "POSTURE_SYSTEM", "POSTURE_LOG"):
         monkeypatch.delenv(name, raising=False)
 
 

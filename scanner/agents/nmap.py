@@ -60,6 +60,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "scripts": True,
     "tls_ciphers": False,
 }
+CAP_NET_RAW = 13  # linux/capability.h
 _HOSTS_DONE = re.compile(rb"(\d+) hosts? completed")
 
 
@@ -70,10 +71,33 @@ def find_nmap() -> str:
     return path
 
 
+def can_send_raw() -> bool:
+    """Root, or a process holding CAP_NET_RAW in its effective set: the `posture` service user gets it
+    from its unit's AmbientCapabilities=, and nmap (not setuid) inherits it, so raw scans (-sS, -O) work
+    there too, with --privileged telling nmap not to judge by its user id."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        return has_net_raw(Path("/proc/self/status").read_text(encoding="ascii", errors="replace"))
+    except OSError:
+        return False
+
+
+def has_net_raw(proc_status: str) -> bool:
+    """Does a /proc/PID/status text give CAP_NET_RAW in the effective set (`CapEff:`, hexadecimal)?"""
+    for line in proc_status.splitlines():
+        if line.startswith("CapEff:"):
+            try:
+                return bool(int(line.split()[1], 16) >> CAP_NET_RAW & 1)
+            except (IndexError, ValueError):
+                return False
+    return False
+
+
 def nmap_args(options: dict[str, Any]) -> list[str]:
     """nmap options (no targets, no output flags) from posture's options; every value was validated."""
     o = {**DEFAULT_OPTIONS, **options}
-    privileged = o["privileged"] if o["privileged"] is not None else os.geteuid() == 0
+    privileged = o["privileged"] if o["privileged"] is not None else can_send_raw()
     args = ["-sS" if privileged else "-sT"]
     if o["version_detection"]:
         args.append("-sV")
