@@ -1,5 +1,5 @@
 """Command-line conventions a shell user relies on: a reader that stops early (`| head`) is not a failure,
-and `posture --version` starts without loading the later stages.
+`posture --version` starts without loading the later stages, NO_COLOR takes the colour away.
 
 The broken pipe is real: the command's stdout is a pipe whose reading end is already closed, so its first
 write fails with EPIPE every time (no race with how fast `head` leaves).
@@ -8,6 +8,8 @@ write fails with EPIPE every time (no race with how fast `head` leaves).
 from __future__ import annotations
 
 import os
+import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +80,47 @@ def test_help_still_lists_every_stage() -> None:
     result = run_posture("--help")
     commands = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()}
     assert {"evaluate", "findings", "report", "plan", "catalogue", "rules", "fingerprints", "agent"} <= commands
+
+
+# SGR parameters that set a colour: 30-39/40-49 (with 38;/48; for 256 and RGB), 90-97, 100-107.
+COLOUR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0-9;]*)?m")
+BAR = """\
+import time
+from scanner.cli import _Reporter
+reporter = _Reporter("addresses")
+reporter.start(10, 1, 0)
+reporter.update(5)
+time.sleep(0.3)
+reporter.finish()
+"""
+
+
+def progress_on_a_terminal(env: dict[str, str]) -> str:
+    """The scan's progress bar drawn on a real pseudo-terminal, everything it wrote."""
+    main, child = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", BAR], stdin=subprocess.DEVNULL, stdout=child, stderr=child,
+                                env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", **env})  # fmt: skip
+        os.close(child)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(timeout=60) == 0
+        return out.decode(errors="replace")
+    finally:
+        os.close(main)
+
+
+def test_no_color_is_honoured() -> None:
+    """The one coloured thing posture draws (rich's progress bar on a terminal) loses its colours with NO_COLOR;
+    tables use bold and italics only, which https://no-color.org leaves alone."""
+    coloured = progress_on_a_terminal({"NO_COLOR": ""})
+    assert "scanning" in coloured and COLOUR.search(coloured)  # the test sees colour when there is some
+    plain = progress_on_a_terminal({"NO_COLOR": "1"})
+    assert "scanning" in plain and not COLOUR.search(plain)
