@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import click
 
 from scanner import __version__
-from scanner.config import load_config, read_config
+from scanner.config import load_config, read_config, register_table_source
 from scanner.errors import ExitCode, NothingScanned, PostureError
 from scanner.model import INT64, md_escape, printable, write_csv
 from scanner.paths import default_db_path
@@ -1401,6 +1401,9 @@ def _load_plugins() -> None:
         command = ep.load()
         if isinstance(command, click.Command) and ep.name not in cli.commands:
             cli.add_command(command, ep.name)
+
+
+register_table_source(_load_plugins)  # their config tables ([rules], [report], ...) come with their commands
 
 
 def _stdout_gone() -> None:
