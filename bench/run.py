@@ -351,7 +351,8 @@ def bench_identify(strings: int = 1_000_000) -> None:
     names (`match_all`), beside one precompiled regex over the same strings: the floor any matcher pays
     to look at each string once."""
     import json
-    import tomllib
+
+    from scanner.compat import tomllib
 
     examples = []
     for path in sorted((ROOT / "rules" / "fingerprints").glob("*/*.toml")):

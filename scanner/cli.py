@@ -15,13 +15,14 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from scanner import __version__
+from scanner.compat import UTC
 from scanner.config import load_config, read_config, register_table_source
 from scanner.errors import ExitCode, NothingScanned, PostureError
 from scanner.model import INT64, md_escape, printable, write_csv
