@@ -103,6 +103,18 @@ def test_wheel_holds_every_file_of_the_packages(built: tuple[Path, Path]) -> Non
     assert {"pyproject.toml", "README.md", "LICENSE"} <= in_sdist
 
 
+def test_wheel_metadata(built: tuple[Path, Path]) -> None:
+    """python-nmap only with the bench extra; tomllib's backport only where tomllib is missing; the script."""
+    wheel = zipfile.ZipFile(built[1])
+    info = next(name for name in wheel.namelist() if name.endswith(".dist-info/METADATA"))
+    requires = [line.removeprefix("Requires-Dist: ") for line in wheel.read(info).decode().splitlines()
+                if line.startswith("Requires-Dist: ")]  # fmt: skip
+    assert [r for r in requires if "nmap" in r] == ['python-nmap>=0.7.1; extra == "bench"']
+    assert [r for r in requires if r.startswith("tomli")] == ['tomli>=1.1; python_version < "3.11"']
+    scripts = wheel.read(info.replace("METADATA", "entry_points.txt")).decode()
+    assert "posture = scanner.cli:main" in scripts and "[posture.commands]" in scripts
+
+
 def test_installed_posture_runs_outside_the_source_tree(venv: Path, tmp_path: Path) -> None:
     """The console script of the fresh venv, run from an empty folder: the version, the demo's help, the
     catalogue, the rule packs, the fingerprint database, from the installed package and nowhere else."""
