@@ -35,8 +35,6 @@ class ConfigError(ValueError):
 
 TableCheck = Callable[[dict[str, Any]], None]
 _TABLES: dict[str, TableCheck] = {}
-
-
 _TABLE_SOURCES: list[Callable[[], None]] = []
 
 
