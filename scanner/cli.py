@@ -49,7 +49,7 @@ class PostureGroup(click.Group):
             return super().invoke(ctx)
         except BrokenPipeError:  # the reader left (`posture rules list | head -1`): not a failure
             _stdout_gone()
-            ctx.exit(0)
+            ctx.exit(ctx.meta.get(_EXIT_IF_UNREAD, 0))
         except PostureError as exc:
             # Messages quote file names, config values and device strings: no escape sequence reaches the
             # terminal (each line made printable; lines a message means to have are kept).
@@ -72,6 +72,15 @@ class Whole(click.IntRange):
         if len(message) > 120:  # the value is quoted in it: keep its start and the reason
             message = f"{message[:40]}…{message[-70:]}"
         raise PostureError(f"invalid {name}: {message}", "see --help")
+
+
+_EXIT_IF_UNREAD = "posture.exit_if_unread"
+
+
+def exit_if_unread(ctx: click.Context, code: int) -> None:
+    """The exit code a command has decided before printing (evaluate's --fail-on gate): kept when the reader
+    leaves early, so `posture evaluate --fail-on high | head` cannot turn open findings into a pass."""
+    ctx.meta[_EXIT_IF_UNREAD] = code
 
 
 def _db_path(ctx: click.Context) -> Path:

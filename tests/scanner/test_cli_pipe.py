@@ -57,6 +57,12 @@ def test_closed_pipe_on_a_plan_exits_zero_quietly(estate_db: Path) -> None:
     assert (result.returncode, result.stderr) == (0, "")
 
 
+def test_closed_pipe_keeps_the_fail_on_gate(estate_db: Path) -> None:
+    """A gate decided before printing holds when nobody reads the summary: open findings never become a pass."""
+    assert run_into_closed_pipe("--db", str(estate_db), "evaluate", "--fail-on", "high").returncode == 1
+    assert run_into_closed_pipe("--db", str(estate_db), "evaluate").returncode == 0
+
+
 def test_head_of_rules_list(tmp_path: Path) -> None:
     """The issue's own line, through a real shell: `posture rules list | head -1` exits 0 (pipefail)."""
     result = subprocess.run(["bash", "-o", "pipefail", "-c", f"{POSTURE} rules list | head -1"], capture_output=True,
