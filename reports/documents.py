@@ -11,10 +11,11 @@ as text (odfpy and python-docx escape it): nothing a device said can become mark
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from scanner.compat import UTC
 from scanner.model import md_escape
 from scanner.safefs import write_atomic
 

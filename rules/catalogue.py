@@ -27,11 +27,11 @@ import calendar
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
-from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from scanner.compat import StrEnum
 from scanner.safefs import make_dirs, write_atomic
 
 DATA_DIR = Path(__file__).parent / "data" / "eol"

@@ -402,7 +402,7 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
     from rules.catalogue import default_catalogue
     from rules.findings import evaluate
     from rules.kev import default_kev
-    from scanner.cli import open_store
+    from scanner.cli import exit_if_unread, open_store
 
     rules = _load(ctx, rule_dirs)
     settings = rule_settings(ctx)
@@ -414,6 +414,13 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
             click.echo(f"posture: evaluated {done} assets", err=True)
 
         summary = evaluate(store, rules, default_catalogue(), default_kev(), day, settings, progress)
+    worst: list[str] = []
+    if fail_on is not None:
+        from rules.engine import SEVERITY_RANK
+
+        worst = [s for s, n in summary.by_severity.items() if n and SEVERITY_RANK[s] >= SEVERITY_RANK[fail_on]]
+    if worst:
+        exit_if_unread(ctx, int(ExitCode.FINDINGS))
     if fmt == "json":
         click.echo(json.dumps(asdict(summary), indent=2))
     else:
@@ -423,13 +430,9 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
             click.echo(line)
     for rule_id, message in summary.errors.items():
         click.echo(f"posture: warning: rule {rule_id} failed and was skipped: {message}", err=True)
-    if fail_on is not None:
-        from rules.engine import SEVERITY_RANK
-
-        worst = [s for s, n in summary.by_severity.items() if n and SEVERITY_RANK[s] >= SEVERITY_RANK[fail_on]]
-        if worst:
-            click.echo(f"posture: findings at or above {fail_on} are open: {', '.join(sorted(worst))}", err=True)
-            ctx.exit(int(ExitCode.FINDINGS))
+    if worst:
+        click.echo(f"posture: findings at or above {fail_on} are open: {', '.join(sorted(worst))}", err=True)
+        ctx.exit(int(ExitCode.FINDINGS))
 
 
 FINDING_CSV_COLUMNS = ["id", "rule_id", "function", "severity", "status", "accepted", "accepted_until", "asset_id",

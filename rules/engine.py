@@ -49,7 +49,6 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
-import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +58,7 @@ from rules import redos
 from rules.catalogue import DEFAULT_POLICY, POLICIES
 from rules.facts import AssetFacts
 from rules.tls import FIELDS as TLS_FIELDS
+from scanner.compat import tomllib
 from scanner.model import INT64, printable  # INT64: a rule's whole numbers must fit (finding rules run in SQL)
 
 PACKS_DIR = Path(__file__).parent / "packs"

@@ -10,11 +10,11 @@ The phrases are data, checked by `lint` (known facts and placeholders) when `pos
 from __future__ import annotations
 
 import re
-import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from scanner.compat import tomllib
 from scanner.model import printable
 
 PHRASES_FILE = Path(__file__).parent / "data" / "evidence.toml"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -52,6 +51,7 @@ from rules.identify import (
     single_cycle,
 )
 from rules.kev import KevCatalogue
+from scanner.compat import tomllib
 from scanner.store import DIRECTORY_SOURCES, NOT_NETWORK_SOURCES, Store
 from scanner.views import LATEST_PORT_OBSERVATION, asset_addresses
 
@@ -350,7 +350,8 @@ class Identifier:
         found = self._variants.get(key)
         if found is None:
             found = self._variants[key] = {**item, **changes}
-            self._items[("variant", *key)] = item  # keeps `item` alive, so its id is never reused
+            keep = ("variant", *key)  # named first: mypy reads x[(a, *b)] as 3.11-only syntax
+            self._items[keep] = item  # keeps `item` alive, so its id is never reused
         return found
 
     def packaged(self, item: dict[str, Any], distro: dict[str, Any] | None, named: str | None) -> dict[str, Any]:

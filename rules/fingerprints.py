@@ -33,13 +33,13 @@ from __future__ import annotations
 import functools
 import importlib
 import re
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rules import redos
+from scanner.compat import tomllib
 
 ROOT = Path(__file__).parent / "fingerprints"
 FIELDS = ("sysdescr", "service", "osmatch", "software", "http", "mac")  # evidence fields, one folder each

@@ -14,7 +14,6 @@ problem (expired, RSA below 2048 bits, SHA-1) stays in the packs and this table.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rules import redos
+from scanner.compat import tomllib
 
 GRADING_FILE = Path(__file__).parent / "data" / "tls_grading.toml"
 MAX_NAME = 200  # characters of a subject or issuer kept

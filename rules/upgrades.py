@@ -9,7 +9,6 @@ itself reached end of life (Windows 7 to Windows 10) stops being offered without
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -19,6 +18,7 @@ from typing import Any
 from rules.catalogue import Catalogue, Lifecycle
 from rules.facts import SUPPORTED_STATES
 from rules.identify import Identification, display_name, split_cycle
+from scanner.compat import tomllib
 
 PATHS_FILE = Path(__file__).parent / "data" / "upgrade_paths.toml"
 STATE_WORDS = {Lifecycle.EXTENDED: "on paid extended support only", Lifecycle.END_OF_LIFE: "end of life",

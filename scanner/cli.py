@@ -15,15 +15,15 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from importlib.metadata import entry_points
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from scanner import __version__
-from scanner.config import load_config, read_config
+from scanner.compat import UTC
+from scanner.config import load_config, read_config, register_table_source
 from scanner.errors import ExitCode, NothingScanned, PostureError
 from scanner.model import INT64, md_escape, printable, write_csv
 from scanner.paths import default_db_path
@@ -33,9 +33,23 @@ from scanner.safefs import share_with
 class PostureGroup(click.Group):
     """Turns every PostureError raised below into one clear stderr line and its exit code."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _load_plugins()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The scanner's own commands come without loading the later stages: `posture --version` and
+        `posture scan` never import rules/ or reports/; a name it lacks loads the plugins once."""
+        if cmd_name not in self.commands:
+            _load_plugins()
+        return super().get_command(ctx, cmd_name)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # the reader left (`posture rules list | head -1`): not a failure
+            _stdout_gone()
+            ctx.exit(ctx.meta.get(_EXIT_IF_UNREAD, 0))
         except PostureError as exc:
             # Messages quote file names, config values and device strings: no escape sequence reaches the
             # terminal (each line made printable; lines a message means to have are kept).
@@ -58,6 +72,15 @@ class Whole(click.IntRange):
         if len(message) > 120:  # the value is quoted in it: keep its start and the reason
             message = f"{message[:40]}…{message[-70:]}"
         raise PostureError(f"invalid {name}: {message}", "see --help")
+
+
+_EXIT_IF_UNREAD = "posture.exit_if_unread"
+
+
+def exit_if_unread(ctx: click.Context, code: int) -> None:
+    """The exit code a command has decided before printing (evaluate's --fail-on gate): kept when the reader
+    leaves early, so `posture evaluate --fail-on high | head` cannot turn open findings into a pass."""
+    ctx.meta[_EXIT_IF_UNREAD] = code
 
 
 def _db_path(ctx: click.Context) -> Path:
@@ -723,6 +746,8 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
       posture demo
       posture --db /tmp/demo.db demo --keep-running
     """
+    from importlib.metadata import entry_points
+
     from scanner.demo import demo_lab, scan_demo, snmp_port
     from scanner.paths import data_dir
     from scanner.store import Store
@@ -766,9 +791,9 @@ def _demo_report(ctx: click.Context, db: Path) -> None:
     prog = "posture" if found and Path(found).resolve() == Path(sys.argv[0]).resolve() else sys.argv[0]
     base = f"{shlex.quote(prog)} --db {shlex.quote(str(db))}"
     lines = []
-    if "report" in cli.commands:
+    report = cli.get_command(ctx, "report")
+    if report is not None:
         html = db.with_name("demo-report.html")
-        report = cli.commands["report"]
         said = io.StringIO()
         with redirect_stdout(said):  # its score lines are the evaluation's, printed just above: say them once
             report.invoke(report.make_context("report", ["--html", str(html)], parent=ctx.find_root()))
@@ -1347,12 +1372,12 @@ def _run_one(ctx: click.Context, job: Any) -> None:
                 f"{summary.new_assets} new assets (scan {summary.scan_id})")
         bundles = _import_inbox(ctx, Path(job.inbox)) if job.inbox else {}
         record_run(job.name, started)
-        if "evaluate" in cli.commands:
-            evaluate = cli.commands["evaluate"]
+        evaluate = cli.get_command(ctx, "evaluate")
+        if evaluate is not None:
             evaluate.invoke(evaluate.make_context("evaluate", [], parent=root))
         report_path = None
-        if job.report and "report" in cli.commands:
-            report = cli.commands["report"]
+        report = cli.get_command(ctx, "report") if job.report else None
+        if report is not None:
             report.invoke(report.make_context("report", ["--html", job.report], parent=root))
             report_path = str(Path(job.report).absolute())
         summary = _change_summary(ctx, job.name, started, nothing, bundles, evaluation_before, report_path)
@@ -1546,14 +1571,43 @@ def schedule_status(ctx: click.Context, fmt: str) -> None:
         click.echo(line if len(line) <= 80 else line[:79] + "…")
 
 
+_plugins_loaded = False
+
+
 def _load_plugins() -> None:
-    """Commands of later stages (rules, reports) register here through the `posture.commands` entry point."""
+    """Commands of later stages (rules, reports) register here through the `posture.commands` entry point,
+    once, when a command asks for them (importlib.metadata and the stages cost start-up time)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
     for ep in entry_points(group="posture.commands"):
         command = ep.load()
         if isinstance(command, click.Command) and ep.name not in cli.commands:
             cli.add_command(command, ep.name)
 
 
+register_table_source(_load_plugins)  # their config tables ([rules], [report], ...) come with their commands
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null, so the output still buffered and the interpreter's last flush go nowhere
+    instead of raising BrokenPipeError again (Python's documented recipe for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main() -> None:
-    _load_plugins()
-    cli(prog_name="posture")
+    """The console script. A reader that stops early (`| head`) ends the command quietly with exit 0, also
+    when the pipe breaks only at the last flush; any other exit code (1: findings at --fail-on) is kept."""
+    try:
+        cli(prog_name="posture")
+    except SystemExit:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_gone()
+        raise

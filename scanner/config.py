@@ -35,11 +35,18 @@ class ConfigError(ValueError):
 
 TableCheck = Callable[[dict[str, Any]], None]
 _TABLES: dict[str, TableCheck] = {}
+_TABLE_SOURCES: list[Callable[[], None]] = []
 
 
 def register_table(name: str, check: TableCheck) -> None:
     """A later stage's check of its own top-level table; it raises `ConfigError` at the first problem."""
     _TABLES[name] = check
+
+
+def register_table_source(load: Callable[[], None]) -> None:
+    """How the later stages get loaded (the CLI loads them only when needed): asked before a table is
+    called unknown, so `posture config check` knows [rules] or [report] whichever command runs."""
+    _TABLE_SOURCES.append(load)
 
 
 @dataclass(frozen=True)
@@ -75,10 +82,13 @@ def check_config(data: dict[str, Any], text: str, where: str) -> None:
             line = key_line(text, keys[:-1], keys[-1])
             shown = printable(".".join(keys), 80)
             raise PostureError(f"{where}:{line}: {shown} holds a control character", "fix the config file")
-    tables: dict[str, TableCheck | None] = {
+    own: dict[str, TableCheck | None] = {
         "scan": _check_scan, "log": _check_log, "files": _check_files, "directory": _check_directory, "jobs": None,
-        **_TABLES,
     }
+    if any(name not in own and name not in _TABLES for name in data):
+        for load in _TABLE_SOURCES:
+            load()
+    tables = {**own, **_TABLES}
     for name, table in data.items():
         if name not in tables:
             raise PostureError(f"{where}:{key_line(text, (name,))}: unknown table [{printable(name, 40)}]",

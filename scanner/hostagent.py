@@ -22,11 +22,12 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from scanner import __version__
+from scanner.compat import UTC
 from scanner.errors import PostureError
 from scanner.model import bound
 from scanner.paths import read_regular_file

@@ -20,11 +20,11 @@ import codecs
 import csv
 import io
 import re
-import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from scanner.compat import tomllib
 from scanner.errors import PostureError
 from scanner.paths import read_regular_file
 

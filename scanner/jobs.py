@@ -35,10 +35,11 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from scanner.compat import UTC
 from scanner.errors import PostureError
 from scanner.inputs import key_line
 from scanner.model import printable

@@ -25,12 +25,13 @@ import socket
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Any
 
 import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
+from scanner.compat import UTC
 from scanner.errors import PostureError
 from scanner.model import MAX_EVIDENCE, MAX_FIELD, HostObservation, NmapRun, OsMatch, Script, Service, bound
 

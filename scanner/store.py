@@ -16,12 +16,13 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from scanner.compat import UTC
 from scanner.errors import PostureError
 from scanner.model import MAX_EVIDENCE, HostObservation, OsMatch, RegisterEntry, Service, bound, scripts_json
 from scanner.safefs import create_new, make_dirs

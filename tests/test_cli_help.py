@@ -29,7 +29,7 @@ COMMANDS = sorted(_commands(cli, []), key=lambda pair: pair[0])
 
 def test_the_tree_is_whole() -> None:
     names = {name for name, _ in COMMANDS}
-    assert {"scan", "evaluate", "report", "plan remediation", "agent collect", "import ad"} <= names, names
+    assert {"scan", "evaluate", "report", "plan remediation", "agent collect", "import ad", "browse"} <= names, names
 
 
 @pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[name for name, _ in COMMANDS])

@@ -26,9 +26,11 @@ import urllib.parse
 import warnings
 from collections.abc import Generator
 from contextlib import suppress
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from scanner.compat import UTC
 
 with warnings.catch_warnings():  # ldap3 2.9.1 imports names pyasn1 0.6 deprecates: not posture's to fix
     warnings.simplefilter("ignore", DeprecationWarning)

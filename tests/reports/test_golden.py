@@ -7,11 +7,12 @@ tests/reports/test_golden.py`, read the diff, and commit the files with the chan
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from scanner.compat import UTC
 from tests.conftest import run_posture
 from tests.rules.estate import (
     CISCO_SWITCH,

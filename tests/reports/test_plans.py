@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scanner.compat import UTC
 from tests.conftest import assets_json, run_posture
 from tests.rules.estate import (
     CENTOS_5,

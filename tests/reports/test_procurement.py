@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import docx
@@ -21,6 +21,7 @@ from odf.table import Table, TableHeaderRows, TableRow
 from reports.documents import Document, column_widths, text_width_cm
 from reports.model import financial_year
 from reports.procurement import Costs, Lot, Procurement
+from scanner.compat import UTC
 from tests.conftest import run_posture
 from tests.reports.procurement_estate import ORGANISATION, build
 from tests.rules.estate import NGINX, RDP, SSH_DEBIAN, WINDOWS_2008, Host, write_estate

@@ -8,13 +8,13 @@ from public scans, in xml/ssh_banners.xml and xml/apache_os.xml, and the lab's r
 from __future__ import annotations
 
 import re
-import tomllib
 from typing import Any
 
 import pytest
 
 from rules.catalogue import default_catalogue
 from rules.facts import BUILDS_FILE, _possible_builds, distribution_builds
+from scanner.compat import tomllib
 
 ROW_KEYS = {"distribution", "cycle", "products", "source"}
 # Program slugs of posture's own for programs the catalogue has no lifecycle data for.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from rules import fingerprints
 from rules.catalogue import Lifecycle, default_catalogue
 from rules.fingerprints import FingerprintError, load, match, match_all, required_words
 from rules.identify import identify_sysdescr, lifecycle
+from scanner.compat import tomllib
 from tests.rules.test_identify import DAY
 
 ROOT = Path(fingerprints.__file__).parent / "fingerprints"

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rules.tls import CERTIFICATE_RULES, GRADING_FILE, GradingError, certificate, grade, grading, parse_grading
+from scanner.compat import UTC
 from scanner.nmap_xml import MAX_SCRIPT_LINES, NmapXmlReader
 from tests.conftest import run_posture
 from tests.rules import tls_lab

@@ -12,9 +12,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from scanner.compat import UTC
 from scanner.lab import _wait_listening, find_binary, nginx_config, stop_group
 
 PORT = 443

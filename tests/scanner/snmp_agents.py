@@ -9,12 +9,15 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Self
+from typing import TypeVar
 
 from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto import api
 
 V2C = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
+
+
+Agent = TypeVar("Agent", bound="UdpAgent")  # typing.Self is 3.11+
 
 
 class UdpAgent:
@@ -27,7 +30,7 @@ class UdpAgent:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> Self:
+    def __enter__(self: Agent) -> Agent:
         self._thread.start()
         return self
 

@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 
 from scanner import bundles
 from scanner.bundles import make_bundle, write_bundle
+from scanner.compat import UTC
 from scanner.hostagent import PAYLOAD_FORMAT
 from tests.conftest import assets_json, db_fingerprint, query, run_posture
 from tests.rules.estate import NGINX, SSH_DEBIAN, Host, write_estate

@@ -8,13 +8,14 @@ database; tests/scanner/test_jobs.py checks what a real job's hook program reads
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
 from scanner.change import SCHEMA_FILE, SCHEMA_ID, change_summary, newest_evaluation
+from scanner.compat import UTC
 from scanner.store import Store
 from tests.conftest import run_posture
 from tests.rules.estate import CISCO_SWITCH, MYSQL, NGINX, RDP, SSH_DEBIAN, TELNET, WINDOWS_2008, Host, write_estate

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import pytest
 
 from rules.catalogue import default_catalogue
 from rules.identify import identify_directory
+from scanner.compat import UTC
 from scanner.lab import SambaDC
 from scanner.sources import Request, ad, get_source
 from scanner.sources.ad import _filetime, _hostname, _text, ou_lookup, parse_url

@@ -9,11 +9,12 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from scanner.compat import UTC
 from scanner.jobs import Job, due
 from scanner.lab import Lab
 from tests.conftest import POSTURE, run_posture

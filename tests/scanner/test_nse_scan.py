@@ -19,13 +19,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scanner.agents.nmap import SAFE_SCRIPTS, TLS_CIPHERS_SCRIPT
+from scanner.compat import UTC
 from scanner.jobs import parse_jobs
 from tests.conftest import assets_json, query, run_posture
 from tests.rules.tls_lab import Site, make_certificates, nginx

@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scanner import bundles
+from scanner.compat import UTC
 from tests.conftest import query, run_posture
 from tests.scanner.test_agent import bundle_file, import_bundles, payload
 from tests.scanner.test_agent import trusted as trusted  # the fixture: this machine's signing key, trusted
