@@ -594,9 +594,25 @@ class Evaluator:
                     yield Hit(rule, asset or None, finding, f"finding:{format_id(finding['id'])}")
 
 
+HALF = 32  # a finding's number: its asset's id in the high half, a digest of its whole key in the low half
+LOW = (1 << HALF) - 1
+
+
+def swap_halves(number: int) -> int:
+    """The two 32-bit halves of a finding's number exchanged: the id people see shows the digest first, so
+    one rule's findings on different assets differ in their first characters, while the database keeps the
+    asset first, so an evaluation writes its findings in key order (written in random order, 1.5 million
+    findings took the evaluation of 100,000 assets from about 30 s to 51 s). Its own inverse."""
+    return ((number & LOW) << HALF) | (number >> HALF)
+
+
 def format_id(number: int) -> str:
-    """A finding's id as users see and type it."""
-    return f"F-{number:x}"
+    """A finding's id as users see and type it: F- and the hex digits of its number, halves exchanged."""
+    return f"F-{swap_halves(number):x}"
+
+
+# The same in SQL, for views and lookups that show or match ids as the CLI does.
+SQL_SHOWN_ID = "printf('F-%x', ((id & 4294967295) << 32) | (id >> 32))"
 
 
 SQL_ORDER = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}

@@ -32,8 +32,10 @@ from typing import Any
 from rules import evidence, identities, score
 from rules.catalogue import DEFAULT_POLICY, Catalogue
 from rules.engine import (
+    HALF,
     INTERNAL_ERROR,
     SEVERITY_RANK,
+    SQL_SHOWN_ID,
     Evaluator,
     Hit,
     Rule,
@@ -42,6 +44,7 @@ from rules.engine import (
     format_id,
     reads_asset,
     sql_functions,
+    swap_halves,
 )
 from rules.facts import Identifier, load_facts
 from rules.kev import KevCatalogue
@@ -61,19 +64,16 @@ DETAIL_SERVICE_FIELDS = ("port", "protocol", "name", "product", "version", "extr
 BATCH = 20_000
 
 
-ASSET_BITS = 32  # the low bits of a finding's number: its asset's id (unique across assets by construction)
-CLASH_STEP = 1 << ASSET_BITS  # a digest clash on one asset moves the number on by one digest step
-
-
 def finding_number(rule_id: str, asset_id: int | None, subject: str) -> int:
-    """Stable across evaluations, and typeable: a 30-bit digest of the whole key (rule, asset, subject) in
-    the high bits, so that the findings of one rule on different assets differ in their first characters
-    (`F-3a91c2d400000004`, `F-1f07e9b100000005`: `posture accept` takes a unique prefix), and the asset's id
-    in the low 32 bits, so two assets never share a number. Version 3 and earlier put the asset first
-    (F-497ed9bcf, F-597ed9bcf: one character apart); the rules stage's migration v4 renumbers them."""
+    """Stable across evaluations: the asset's id in the high 32 bits (so two assets never share a number,
+    and an evaluation writes in key order) and a 31-bit digest of the whole key (rule, asset, subject) in
+    the low ones. The id people see exchanges the halves (rules/engine.py `format_id`): the digest first,
+    so one rule's findings on different assets differ in their first characters (`F-3a91c2d400000004`,
+    `F-1f07e9b100000005`), where version 3 and earlier showed F-497ed9bcf and F-597ed9bcf. The rules
+    stage's migration v4 renumbers stored findings."""
     key = f"{rule_id}\x00{asset_id or 0}\x00{subject}".encode()
-    digest = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") >> 2
-    return (digest << ASSET_BITS) | ((asset_id or 0) & (CLASH_STEP - 1))
+    digest = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") >> 1
+    return ((asset_id or 0) << HALF) | digest
 
 
 FINDING_ID = re.compile(r"F-([0-9a-fA-F]{1,16})")
@@ -83,8 +83,11 @@ def parse_id(text: str) -> int | None:
     """A finding id as `format_id` writes it: F- and hex digits of either case (F-2D6 is F-2d6), within
     SQLite's INTEGER. Anything else is not a finding id (None): no 0x, no sign, no spaces, no 17th digit."""
     match = FINDING_ID.fullmatch(text)
-    number = int(match[1], 16) if match else None
-    return number if number is not None and number in INT64 else None
+    shown = int(match[1], 16) if match else None
+    if shown is None or shown not in INT64:
+        return None
+    number = swap_halves(shown)
+    return number if number in INT64 else None
 
 
 @cache
@@ -236,7 +239,7 @@ class _Writer:
         if asset_id != self._asset:
             self._asset, self._taken = asset_id, {}
         while self._taken.get(number, (rule_id, subject)) != (rule_id, subject):  # a digest clash on one asset
-            number += CLASH_STEP
+            number += 1  # the next digest: the low half has room (31 bits used)
         self._taken[number] = (rule_id, subject)
         if number in self.accepted_ids or rule_id in self.accepted_rules:
             self.accepted += 1
@@ -505,8 +508,8 @@ def _by_prefix(store: Store, typed: str, number: int) -> int:
     if len(digits) < MIN_PREFIX:
         return number
     found = [r[0] for r in store.conn.execute(
-        "SELECT id FROM findings WHERE status != 'fixed' AND printf('%x', id) LIKE ? || '%' ORDER BY id LIMIT 4",
-        [digits])]  # fmt: skip
+        f"SELECT id FROM findings WHERE status != 'fixed' AND {SQL_SHOWN_ID} LIKE ? || '%' ORDER BY id LIMIT 4",
+        ["F-" + digits])]  # fmt: skip
     if len(found) > 1:
         shown = ", ".join(format_id(n) for n in found[:3])
         raise PostureError(f"{typed[:40]} is ambiguous: it starts {'more than 3' if len(found) > 3 else len(found)} "

@@ -110,12 +110,15 @@ def _schema_v3(conn: sqlite3.Connection) -> None:
             LEFT JOIN identity_items os ON os.id = (
                 SELECT json_extract(j.value, '$[1]') FROM json_each(ia.items) j
                 WHERE json_extract(j.value, '$[0]') = 'os' LIMIT 1);
-        CREATE VIEW open_findings AS            -- findings not fixed, with the id `posture findings` shows
-            SELECT printf('F-%x', f.id) AS finding, f.rule_id AS rule, r.title, r.severity, r.function,
+        CREATE VIEW open_findings AS            -- findings not fixed, with the id `posture findings` shows (the
+                                                -- stored number's halves exchanged: rules/engine.py format_id)
+            SELECT printf('F-%x', ((f.id & 4294967295) << 32) | (f.id >> 32)) AS finding, f.rule_id AS rule,
+                   r.title, r.severity, r.function,
                    f.asset_id, a.name AS asset, json_extract(d.json, '$.label') AS product,
                    json_extract(d.json, '$.lifecycle_state') AS lifecycle_state, f.status, f.opened_at,
                    EXISTS (SELECT 1 FROM exceptions e WHERE e.until >= date('now')
-                           AND (upper(e.target) = upper(printf('F-%x', f.id)) OR e.target = f.rule_id)) AS accepted
+                           AND (upper(e.target) = upper(printf('F-%x', ((f.id & 4294967295) << 32) | (f.id >> 32)))
+                                OR e.target = f.rule_id)) AS accepted
             FROM findings f
             JOIN finding_rules r ON r.id = f.rule_id
             JOIN finding_details d ON d.id = f.details_id
@@ -138,7 +141,11 @@ def _schema_v4(conn: sqlite3.Connection) -> None:
     with what points at it (finding_events, the exceptions accepted by id, the subjects of findings about
     findings: `respond.past-sla`'s "finding:F-..."), so history and acceptances carry over unchanged."""
     from rules.engine import format_id
-    from rules.findings import CLASH_STEP, finding_number, parse_id
+    from rules.findings import FINDING_ID, finding_number
+
+    def old_id(text: str) -> int | None:  # as version 3 wrote it: F- and the number's hex digits, as they are
+        match = FINDING_ID.fullmatch(text.strip())
+        return int(match[1], 16) if match else None
 
     rows = conn.execute("SELECT id, rule_id, asset_id, subject FROM findings ORDER BY asset_id, id").fetchall()
     new_of: dict[int, int] = {}
@@ -148,7 +155,7 @@ def _schema_v4(conn: sqlite3.Connection) -> None:
         n = finding_number(rule_id, asset_id, subject)
         used = taken.setdefault(asset_id, set())
         while n in used:
-            n += CLASH_STEP
+            n += 1
         used.add(n)
         return n
 
@@ -161,7 +168,7 @@ def _schema_v4(conn: sqlite3.Connection) -> None:
             new_of[old] = number(rule_id, asset_id, subject)
             moved.append((old, new_of[old], subject))
     for old, rule_id, asset_id, subject in about_findings:
-        target = parse_id(subject.removeprefix("finding:"))
+        target = old_id(subject.removeprefix("finding:"))
         renamed = f"finding:{format_id(new_of[target])}" if target in new_of else subject
         new_of[old] = number(rule_id, asset_id, renamed)
         moved.append((old, new_of[old], renamed))
@@ -175,9 +182,9 @@ def _schema_v4(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE finding_events SET finding_id = coalesce((SELECT new FROM finding_renumber "
                  "WHERE old = -finding_events.finding_id), -finding_id)")  # fmt: skip
     for rowid, target in conn.execute("SELECT rowid, target FROM exceptions").fetchall():
-        old_id = parse_id(target)
-        if old_id is not None and old_id in new_of:
-            conn.execute("UPDATE exceptions SET target = ? WHERE rowid = ?", [format_id(new_of[old_id]), rowid])
+        was = old_id(target)
+        if was is not None and was in new_of:
+            conn.execute("UPDATE exceptions SET target = ? WHERE rowid = ?", [format_id(new_of[was]), rowid])
     conn.execute("DROP TABLE finding_renumber")
 
 

@@ -43,7 +43,7 @@ def test_accept_takes_a_unique_prefix_and_refuses_an_ambiguous_one(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert target in result.stdout
     assert [r[0] for r in sqlite3.connect(db).execute("SELECT target FROM exceptions")] == [target]
-    # A second finding whose number shares the first one's digest (another asset's low bits): constructed,
+    # A second finding whose number shares the first one's digest (on another asset): constructed,
     # since a 30-bit clash between two real findings is too rare to meet in a test.
     number = parse_id(target)
     assert number is not None
@@ -52,7 +52,7 @@ def test_accept_takes_a_unique_prefix_and_refuses_an_ambiguous_one(tmp_path: Pat
         conn.execute("INSERT INTO findings (id, rule_id, asset_id, subject, status, first_seen, opened_at, last_seen, "
                      "evaluation_id, details_id) SELECT ?, rule_id, NULL, subject, 'open', first_seen, opened_at, "
                      "last_seen, evaluation_id, details_id FROM findings WHERE id = ?",
-                     [(number >> 32 << 32) | 0xFFFF, number])  # fmt: skip
+                     [(0xFFFF << 32) | (number & 0xFFFFFFFF), number])  # fmt: skip
     conn.close()
     ambiguous = run_posture("accept", target[:10], "--until", "2027-06-30", "--reason", "PO 4411", db=db)
     assert ambiguous.returncode == 2 and "is ambiguous" in ambiguous.stderr and target in ambiguous.stderr
@@ -75,7 +75,7 @@ def _number_the_old_way(db: Path) -> dict[str, str]:
         if str(subject).startswith("finding:"):
             pointed = parse_id(subject.removeprefix("finding:"))
             assert pointed is not None
-            subject = f"finding:{format_id(old_of[pointed])}"
+            subject = f"finding:F-{old_of[pointed]:x}"  # version 3 showed the number as it is
         old_of[new] = _old_number(rule_id, asset_id, subject)
         moved.append((old_of[new], subject, new))
     with conn:
@@ -87,10 +87,10 @@ def _number_the_old_way(db: Path) -> dict[str, str]:
         for (target,) in conn.execute("SELECT target FROM exceptions").fetchall():
             number = parse_id(target)
             if number is not None:
-                conn.execute("UPDATE exceptions SET target = ? WHERE target = ?", [format_id(old_of[number]), target])
+                conn.execute("UPDATE exceptions SET target = ? WHERE target = ?", [f"F-{old_of[number]:x}", target])
         conn.execute("UPDATE schema_stages SET version = 3 WHERE stage = 'rules'")
     conn.close()
-    return {format_id(new): format_id(old) for new, old in old_of.items()}
+    return {format_id(new): f"F-{old:x}" for new, old in old_of.items()}
 
 
 def test_an_inventory_numbered_the_old_way_is_renumbered_with_its_history(tmp_path: Path) -> None:
@@ -107,9 +107,10 @@ def test_an_inventory_numbered_the_old_way_is_renumbered_with_its_history(tmp_pa
     assert run_posture("evaluate", "--on", later, db=db).returncode == 0  # migrates, then evaluates
     after = {str(f["id"]): f for f in findings(db)}
     assert set(after) == set(before)  # the same ids as before the round trip: nothing lost, nothing new
-    assert all(after[i]["status"] != "new" and after[i]["first_seen"] == before[i]["first_seen"] for i in after)
+    changed = [(i, before[i]["status"], after[i]["status"], before[i]["first_seen"], after[i]["first_seen"])
+               for i in after if after[i]["status"] == "new" or after[i]["first_seen"] != before[i]["first_seen"]]
+    assert changed == []
     assert after[accepted]["accepted"] is True
     for f in after.values():
         number = parse_id(str(f["id"]))
-        assert number is not None and number >> 32 == finding_number(str(f["rule_id"]), f["asset_id"],  # type: ignore[arg-type]
-                                                                       str(f["subject"])) >> 32
+        assert number == finding_number(str(f["rule_id"]), f["asset_id"], str(f["subject"]))  # type: ignore[arg-type]
