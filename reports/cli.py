@@ -79,9 +79,8 @@ def report(ctx: click.Context, html_path: Path, on_day: str | None) -> None:
                f"{len(result.accepted)} accepted)")  # fmt: skip
     from rules.cli import score_lines
 
-    if result.judgement is not None:
-        for line in score_lines(result.judgement.as_dict()):
-            click.echo(line)
+    for line in score_lines(result.judgement.as_dict()):
+        click.echo(line)
 
 
 def md(value: Any, limit: int = 200) -> str:

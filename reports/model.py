@@ -67,7 +67,7 @@ class Report:
     score: int  # rules/score.py: identified assets without an open critical/high finding, over all assets
     rag: dict[str, str]  # function -> red, amber, green
     by_severity: dict[str, int]
-    coverage: dict[str, Any]
+    judgement: scoring.Judgement  # the score's and RAG's reasons, and how many assets are identified
     changes: dict[str, int]
     cliff: list[dict[str, Any]]  # per financial year: counts by category
     top_risks: list[dict[str, Any]]
@@ -81,7 +81,6 @@ class Report:
     tls_services: list[dict[str, Any]] = field(default_factory=list)  # TLS services offering what they should not
     certificates_read: int = 0  # ports whose certificate nmap's ssl-cert read in the latest scans
     windows: dict[str, Any] = field(default_factory=dict)  # the Windows estate: releases by count (`_windows`)
-    judgement: scoring.Judgement | None = None  # the score's and RAG's reasons
     organisation: str = ""  # [report] organisation: the header names it only when the config does
     scope: dict[str, Any] = field(default_factory=dict)  # the scans the report covers (`_scope`)
     risk_formula: str = RISK_FORMULA
@@ -130,7 +129,6 @@ def build_report(store: Store, day: date, settings: Settings, organisation: str 
         rag=judgement.rag,
         judgement=judgement,
         by_severity={s: by_severity.get(s, 0) for s in SEVERITIES},
-        coverage=_coverage(assets),
         changes=_changes(store, json.loads(evaluation[4] or "{}")),
         cliff=_cliff(assets, day),
         top_risks=groups[:10],
@@ -198,14 +196,6 @@ def _judge(assets: list[dict[str, Any]], findings: list[dict[str, Any]], setting
     return scoring.judge(len(assets), len(known), len(unsafe & known), worst, settings.min_coverage_percent)
 
 
-def _coverage(assets: list[dict[str, Any]]) -> dict[str, Any]:
-    """Share of assets whose OS release and lifecycle are known: unknown is never counted as safe."""
-    total = len(assets)
-    os_known = sum(1 for a in assets if scoring.is_identified(a["os"]))
-    return {"assets": total, "known": os_known, "unknown": total - os_known,
-            "percent": round(100 * os_known / total) if total else 0}  # fmt: skip
-
-
 def _changes(store: Store, summary: dict[str, Any]) -> dict[str, int]:
     return {
         "new_assets": len(store.new_in_latest_scan()),
@@ -232,7 +222,7 @@ def _cliff(assets: list[dict[str, Any]], day: date) -> list[dict[str, Any]]:
     return [{"year": y, **{c: years[y].get(c, 0) for c in CATEGORIES}, "total": sum(years[y].values())} for y in labels]
 
 
-LEGACY_SOFTWARE_STATES = ("end-of-life", "extended")
+LEGACY_STATES = ("end-of-life", "extended")  # support ended, or only paid extended support left
 SOFTWARE_LISTED = 8  # legacy programs named per asset in the inventory; the rest counted
 
 
@@ -245,7 +235,7 @@ def _asset_row(a: dict[str, Any]) -> dict[str, Any]:
     said = (evidence.said_by(os_.get("method"), os_["evidence"]) if os_.get("evidence") else
             f"scan said: {os_['name']}" if os_.get("name") and not label else "")  # fmt: skip
     software = a.get("software", [])
-    legacy = [s for s in software if s["lifecycle_state"] in LEGACY_SOFTWARE_STATES]
+    legacy = [s for s in software if s["lifecycle_state"] in LEGACY_STATES]
     return {
         "id": a["id"],
         "address": clean(", ".join(a["addresses"][:2]), 80),

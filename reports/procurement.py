@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.documents import Document
-from reports.model import clean, financial_year
+from reports.model import LEGACY_STATES, clean, financial_year
 from rules import identities
 from rules.catalogue import Catalogue, default_catalogue
 from rules.engine import Settings
@@ -41,7 +41,6 @@ from scanner.model import printable
 from scanner.store import Store
 
 OPTIONS = ("upgrade", "replace", "retire", "esu_per_year")
-LEGACY_STATES = ("end-of-life", "extended")
 WITH_MACHINE = "with the machine"
 # ISO 4217 currency codes (Debian iso-codes 4.15, iso_4217.json), without funds, metals and test codes.
 _ISO_4217 = """

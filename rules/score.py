@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rules.engine import SEVERITY_RANK
+
 FUNCTIONS = ("protect", "detect", "respond")
 SCORE_SEVERITIES = ("critical", "high")  # an asset with one of these open is not safe
 AMBER_SEVERITIES = ("medium",)
@@ -83,5 +85,4 @@ def is_identified(os_item: dict[str, Any] | None) -> bool:
 
 def worse(current: str | None, severity: str) -> str:
     """The worse of two severities (None: nothing yet)."""
-    order = ("info", "low", "medium", "high", "critical")
-    return severity if current is None or order.index(severity) > order.index(current) else current
+    return severity if current is None or SEVERITY_RANK[severity] > SEVERITY_RANK[current] else current

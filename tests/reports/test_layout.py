@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_posture
-from tests.reports.test_html import CHROMIUM
+from tests.reports import test_html as html_tests
 from tests.rules.estate import CISCO_SWITCH, NGINX, RDP, SMB1, SSH_DEBIAN, TELNET, WINDOWS_2008, Host, write_estate
 
 HOSTS = [
@@ -50,7 +50,7 @@ window.addEventListener("load", () => {
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CHROMIUM, *args], capture_output=True, text=True, timeout=180, check=False)
+    return html_tests.chromium(*args, timeout=180)
 
 
 @pytest.fixture(scope="module")
