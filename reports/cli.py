@@ -73,8 +73,14 @@ def report(ctx: click.Context, html_path: Path, on_day: str | None) -> None:
     day = parse_day(on_day)
     if not html_path.parent.is_dir():
         raise PostureError(f"no such folder: {html_path.parent}", "give a path in an existing folder")
+    from scanner.cli import progress_for
+
+    progress = progress_for(ctx, "report", "")
     with _open(ctx) as (store, settings):
-        result = write_html(store, html_path, day, settings, organisation(ctx))
+        try:
+            result = write_html(store, html_path, day, settings, organisation(ctx), progress.stage)
+        finally:
+            progress.finish()
     click.echo(f"report written: {html_path} ({len(result.assets)} assets, {len(result.findings)} open findings, "
                f"{len(result.accepted)} accepted)")  # fmt: skip
     from rules.cli import score_lines

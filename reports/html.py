@@ -7,6 +7,7 @@ through. One autoescaping Jinja2 environment renders every template (see `enviro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -41,7 +42,13 @@ def render_html(report: Report) -> str:
     )
 
 
-def write_html(store: Store, path: Path, day: date, settings: Settings, organisation: str | None = None) -> Report:
+def write_html(store: Store, path: Path, day: date, settings: Settings, organisation: str | None = None,
+               stage: Callable[[str], None] = lambda _: None) -> Report:  # fmt: skip
+    """Build, render and write the report; `stage` is told each step (a large estate takes a while)."""
+    stage("reading the inventory and the last evaluation")
     report = build_report(store, day, settings, organisation)
-    write_atomic(path, render_html(report).encode())  # whole or not at all; never through a link
+    stage(f"rendering {len(report.assets):,} assets and {len(report.findings):,} open findings")
+    text = render_html(report)
+    stage(f"writing {len(text) / 2**20:,.1f} MiB")
+    write_atomic(path, text.encode())  # whole or not at all; never through a link
     return report

@@ -38,17 +38,25 @@ def parse_day(value: str | None) -> date:
 
 
 @catalogue.command("list")
-def catalogue_list() -> None:
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json: {sources: {data set: date}, products: [{slug, title, category, cycles, source}]}.")
+def catalogue_list(fmt: str) -> None:
     """List the products in the catalogue, with the data's date.
 
     \b
     Examples:
       posture catalogue list
       posture catalogue list | grep -i cisco
+      posture catalogue list --format json | jq '.products | length'
     """
     from rules.catalogue import default_catalogue
 
     cat = default_catalogue()
+    if fmt == "json":
+        products = [{"slug": slug, "title": p.title, "category": p.category, "cycles": len(p.cycles),
+                     "source": p.source} for slug, p in sorted(cat.products.items())]  # fmt: skip
+        click.echo(json.dumps({"sources": cat.sources, "products": products}, indent=2))
+        return
     for slug, product in sorted(cat.products.items()):
         click.echo(f"{slug}\t{product.title}\t{len(product.cycles)} cycles\t{product.source}")
     click.echo(f"data: {_sources(cat)}", err=True)
@@ -402,18 +410,19 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
     from rules.catalogue import default_catalogue
     from rules.findings import evaluate
     from rules.kev import default_kev
-    from scanner.cli import exit_if_unread, open_store
+    from scanner.cli import exit_if_unread, open_store, progress_for
 
     rules = _load(ctx, rule_dirs)
     settings = rule_settings(ctx)
     day = parse_day(on_day)
     with open_store(ctx) as store:
         store.reap_stale_scans()
-
-        def progress(done: int) -> None:
-            click.echo(f"posture: evaluated {done} assets", err=True)
-
-        summary = evaluate(store, rules, default_catalogue(), default_kev(), day, settings, progress)
+        total = store.conn.execute("SELECT count(*) FROM assets").fetchone()[0]
+        progress = progress_for(ctx, "evaluate", "assets", total)
+        try:
+            summary = evaluate(store, rules, default_catalogue(), default_kev(), day, settings, progress.update)
+        finally:
+            progress.finish()
     worst: list[str] = []
     if fail_on is not None:
         from rules.engine import SEVERITY_RANK

@@ -109,6 +109,13 @@ def open_store(ctx: click.Context, readonly: bool = False, create: bool = False)
     return Store.open(path, readonly=readonly)
 
 
+def progress_for(ctx: click.Context, what: str, noun: str, total: int | None = None) -> Any:
+    """A `scanner.progress.Progress` as `posture --progress/--no-progress` (else: a terminal) wants it."""
+    from scanner.progress import Progress, wanted
+
+    return Progress(what, noun, total, enabled=wanted(ctx.find_root().obj.get("progress")))
+
+
 def open_run_log(ctx: click.Context, config: dict[str, Any] | None = None) -> None:
     """Start the run log (`scanner.runlog`) where the config's [log] file says, for unattended commands."""
     from scanner.runlog import open_log
@@ -140,9 +147,14 @@ def open_run_log(ctx: click.Context, config: dict[str, Any] | None = None) -> No
     help="Use the service's files: /etc/posture (config, vault key), /var/lib/posture (inventory), "
     "/var/log/posture (run log). Also POSTURE_SYSTEM=1; the scheduled units set it.",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show progress of imports, evaluation and the report on stderr. Default: only on a terminal.",
+)
 @click.version_option(__version__, prog_name="posture")
 @click.pass_context
-def cli(ctx: click.Context, db: Path | None, config_path: Path | None, system: bool) -> None:
+def cli(ctx: click.Context, db: Path | None, config_path: Path | None, system: bool, progress: bool | None) -> None:
     """posture: find what is on your network, what it runs, and what is out of support.
 
     \b
@@ -155,11 +167,13 @@ def cli(ctx: click.Context, db: Path | None, config_path: Path | None, system: b
     Examples:
       posture demo
       sudo -u posture posture --system config check
+      posture --progress import nmap big-scan.xml 2> import.log
     """
     if system:  # every path is read from scanner.paths when used; children (hooks) see it too
         os.environ["POSTURE_SYSTEM"] = "1"
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
+    ctx.obj["progress"] = progress
     share_with(lambda: load_config(config_path).get("files", {}).get("group"))  # read when a file is first made
 
 
@@ -257,6 +271,40 @@ def _plan(
     return plan, scope_nets
 
 
+targets_file_option = click.option(
+    "--targets-file", "-iL", "targets_file", metavar="FILE",
+    help="Also scan the targets listed in FILE (nmap's -iL form: separated by spaces or lines, # comments; "
+    "- reads stdin).")  # fmt: skip
+
+
+def _with_file(targets: tuple[str, ...], targets_file: str | None) -> tuple[str, ...]:
+    """TARGETS and those of --targets-file, checked and in order."""
+    from scanner.targets import read_targets_file
+
+    return targets + tuple(read_targets_file(targets_file)) if targets_file else targets
+
+
+summary_format = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="json: the outcome as one JSON object on stdout (each scan's counts, statuses and errors, the assets "
+    "it saw); progress and problems stay on stderr.")  # fmt: skip
+
+
+def _summary_json(kind: str, summary: Any, asset_ids: list[int] | None = None) -> dict[str, Any]:
+    """One scan's outcome for `--format json`: `ScanSummary` as it is, its problems named, and its assets."""
+    from dataclasses import asdict
+
+    data: dict[str, Any] = {"kind": kind, **asdict(summary)}
+    data["problems"] = [{"target": t, "status": s, "detail": printable(d, 300)} for t, s, d in summary.problems]
+    if asset_ids is not None:
+        data["asset_ids"] = asset_ids
+    return data
+
+
+def _echo_json(store: Any, scans: list[dict[str, Any]]) -> None:
+    click.echo(json.dumps({"inventory": str(store.path), "scans": scans}, indent=2))
+
+
 def snmp_options(f: Any) -> Any:
     """The SNMP knobs shared by `posture snmp` and `posture scan --snmp`."""
     for option in reversed([
@@ -276,7 +324,8 @@ def snmp_options(f: Any) -> Any:
     return f
 
 
-def _snmp_run(ctx: click.Context, store: Any, addresses: list[str], targets: list[str], params: dict[str, Any]) -> Any:
+def _snmp_run(ctx: click.Context, store: Any, addresses: list[str], targets: list[str], params: dict[str, Any],
+              fmt: str = "text") -> Any:  # fmt: skip
     from scanner.scan import run_source
     from scanner.sources import Request, get_source
 
@@ -286,16 +335,22 @@ def _snmp_run(ctx: click.Context, store: Any, addresses: list[str], targets: lis
     request = Request(targets or addresses, options, addresses=addresses)
     summary = run_source(store, get_source("snmp"), request, _Reporter("devices"))
     _made(ctx, summary.scan_id)
+    _snmp_said(store, summary, fmt)
+    return summary
+
+
+def _snmp_said(store: Any, summary: Any, fmt: str) -> None:
+    """What an SNMP scan did: one line (text) or nothing here (json: the caller prints every scan at once);
+    the devices that failed go to stderr either way."""
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.by_status.items()))
-    click.echo(
-        f"SNMP scan {summary.scan_id}: {summary.hosts_done} devices asked ({counts}); {summary.new_assets} new "
-        f"assets, {summary.software} software and hardware rows. Inventory: {store.path}"
-    )
+    if fmt == "text":
+        click.echo(f"SNMP scan {summary.scan_id}: {summary.hosts_done} devices asked ({counts}); "
+                   f"{summary.new_assets} new assets, {summary.software} software and hardware rows. "
+                   f"Inventory: {store.path}")  # fmt: skip
     for address, status, detail in summary.problems[:30]:
         click.echo(f"  {address}: {status}: {printable(detail, 160)}", err=True)
     if len(summary.problems) > 30:
         click.echo(f"  ... {len(summary.problems) - 30} more in `posture scans`", err=True)
-    return summary
 
 
 @cli.command()
@@ -305,10 +360,12 @@ def _snmp_run(ctx: click.Context, store: Any, addresses: list[str], targets: lis
 @click.option("--resume", type=Whole(0), is_flag=False, flag_value=0, default=None, metavar="[SCAN_ID]",
               help="Finish an interrupted SNMP scan (the newest one, or SCAN_ID): the chunks of devices not "
               "yet done.")  # fmt: skip
+@targets_file_option
+@summary_format
 @snmp_options
 @click.pass_context
 def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ...], scope: tuple[str, ...],
-         resume: int | None, **params: Any) -> None:  # fmt: skip
+         resume: int | None, targets_file: str | None, fmt: str, **params: Any) -> None:  # fmt: skip
     """Ask devices over SNMP (v1, v2c, v3) for their system, interfaces, software and hardware.
 
     Runs without nmap. Each device gets the credentials given with --creds in turn; its outcome (ok,
@@ -319,7 +376,9 @@ def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ..
     Examples:
       posture snmp 10.20.0.0/24 --creds core-v3
       posture snmp --resume          (after Ctrl-C: the devices not yet done)
+      posture snmp -iL switches.txt --creds core-v3 --format json
     """
+    targets = _with_file(targets, targets_file)
     if resume is not None:
         if targets:
             raise PostureError("give either TARGETS or --resume, not both", "see `posture snmp --help`")
@@ -333,14 +392,20 @@ def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ..
             source.check(request)
             store.claim_scan(scan_id)
             summary = execute_run(store, source, scan_id, request, _Reporter("devices"))
-        click.echo(f"SNMP scan {summary.scan_id} {summary.status}: {summary.hosts_done} of {summary.hosts_total} "
-                   f"devices done, {summary.new_assets} new assets. Inventory: {store.path}")  # fmt: skip
+            if fmt == "text":
+                click.echo(f"SNMP scan {summary.scan_id} {summary.status}: {summary.hosts_done} of "
+                           f"{summary.hosts_total} devices done, {summary.new_assets} new assets. "
+                           f"Inventory: {store.path}")  # fmt: skip
+            else:
+                _echo_json(store, [_summary_json("snmp", summary, store.assets_seen_in(summary.scan_id))])
         return
     if not targets:
-        raise click.UsageError("give at least one TARGET (or --resume)")
+        raise click.UsageError("give at least one TARGET, --targets-file or --resume")
     plan, _ = _plan(ctx, targets, exclude, scope)
     with open_store(ctx, create=True) as store:
-        summary = _snmp_run(ctx, store, [str(a) for a in plan.addresses], list(targets), params)
+        summary = _snmp_run(ctx, store, [str(a) for a in plan.addresses], list(targets), params, fmt)
+        if fmt == "json":
+            _echo_json(store, [_summary_json("snmp", summary, store.assets_seen_in(summary.scan_id))])
     if summary.answered == 0:
         raise NothingScanned("no device answered SNMP", "check addresses, credentials and udp/161 filtering")
 
@@ -429,6 +494,8 @@ def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ..
 )
 @click.option("--dry-run", is_flag=True, help="Check the targets and show the nmap command; send nothing.")
 @click.option("--snmp", "with_snmp", is_flag=True, help="Also ask every live host over SNMP (see `posture snmp`).")
+@targets_file_option
+@summary_format
 @snmp_options
 @click.pass_context
 def scan(
@@ -453,6 +520,8 @@ def scan(
     resume: int | None,
     dry_run: bool,
     with_snmp: bool,
+    targets_file: str | None,
+    fmt: str,
     **snmp_params: Any,
 ) -> None:
     """Discover hosts, open ports, products and versions with nmap, and save them in the inventory.
@@ -478,12 +547,15 @@ def scan(
       posture scan 10.20.0.0/24 --scope 10.20.0.0/16
       posture scan 10.20.0.1-50 --exclude 10.20.0.9 --snmp --creds core-v3
       posture scan --resume             (finish the newest interrupted scan)
+      posture scan 10.20.0.0/24 --format json > outcome.json
+      posture scan --targets-file sites.txt --scope 10.0.0.0/8
     """
     from scanner.scan import execute_run, resumable_scan, run_source, stored_request
     from scanner.sources import Request, get_source
     from scanner.targets import validate_ports
 
     source = get_source("nmap")
+    targets = _with_file(targets, targets_file)
     if resume is not None:
         if targets:
             raise PostureError("give either TARGETS or --resume, not both", "see `posture scan --help`")
@@ -493,11 +565,11 @@ def scan(
             source.check(request)
             store.claim_scan(scan_id)
             summary = execute_run(store, source, scan_id, request, _Reporter())
-            _finish_scan(ctx, store, summary, with_snmp, snmp_params)
+            _finish_scan(ctx, store, summary, with_snmp, snmp_params, fmt)
         return
 
     if not targets:
-        raise click.UsageError("give at least one TARGET (or --resume)")
+        raise click.UsageError("give at least one TARGET, --targets-file or --resume")
     if ports and top_ports:
         raise click.UsageError("give --ports or --top-ports, not both")
     plan, scope_nets = _plan(ctx, targets, exclude, scope)
@@ -524,22 +596,25 @@ def scan(
         click.echo(" ".join(source.describe(request, units[0][0])))
         return
     with open_store(ctx, create=True) as store:
-        _finish_scan(ctx, store, run_source(store, source, request, _Reporter()), with_snmp, snmp_params)
+        _finish_scan(ctx, store, run_source(store, source, request, _Reporter()), with_snmp, snmp_params, fmt)
 
 
-def _finish_scan(ctx: click.Context, store: Any, summary: Any, with_snmp: bool, snmp_params: dict[str, Any]) -> None:
+def _finish_scan(ctx: click.Context, store: Any, summary: Any, with_snmp: bool, snmp_params: dict[str, Any],
+                 fmt: str = "text") -> None:  # fmt: skip
     from scanner.views import asset_views
 
     _made(ctx, summary.scan_id)
     ids = store.assets_seen_in(summary.scan_id)
-    if ids:
-        _print_assets(asset_views(store, ids[:50]))
-        if len(ids) > 50:
-            click.echo(f"... and {len(ids) - 50} more: `posture assets`")
-    click.echo(
-        f"scan {summary.scan_id} {summary.status}: {summary.hosts_up} hosts up of {summary.hosts_done} scanned, "
-        f"{summary.new_assets} new assets, {summary.services} open services. Inventory: {store.path}"
-    )
+    if fmt == "text":
+        if ids:
+            _print_assets(asset_views(store, ids[:50]))
+            if len(ids) > 50:
+                click.echo(f"... and {len(ids) - 50} more: `posture assets`")
+        click.echo(
+            f"scan {summary.scan_id} {summary.status}: {summary.hosts_up} hosts up of {summary.hosts_done} scanned, "
+            f"{summary.new_assets} new assets, {summary.services} open services. Inventory: {store.path}"
+        )
+    said = [_summary_json("nmap", summary, ids)]
     if with_snmp and ids:
         live = [
             r[0]
@@ -548,7 +623,10 @@ def _finish_scan(ctx: click.Context, store: Any, summary: Any, with_snmp: bool, 
                 (summary.scan_id,),
             )
         ]
-        _snmp_run(ctx, store, live, live, snmp_params)
+        snmp_summary = _snmp_run(ctx, store, live, live, snmp_params, fmt)
+        said.append(_summary_json("snmp", snmp_summary, store.assets_seen_in(snmp_summary.scan_id)))
+    if fmt == "json":
+        _echo_json(store, said)
     for error in summary.errors:
         click.echo(f"posture: error: {error}", err=True)
     if summary.errors:
@@ -587,12 +665,11 @@ def import_nmap(ctx: click.Context, files: tuple[Path, ...]) -> None:
     total = 0
     with open_store(ctx, create=True) as store:
         for path in files:
-            size = path.stat().st_size if path.is_file() else 0
-
-            def progress(hosts: int, path: Path = path, size: int = size) -> None:
-                click.echo(f"posture: {path.name}: {hosts:,} hosts read ({size / 2**20:,.0f} MiB file)", err=True)
-
-            result = import_nmap_xml(store, path, progress)
+            progress = progress_for(ctx, f"{printable(path.name, 80)}", "hosts read")
+            try:
+                result = import_nmap_xml(store, path, progress.update)
+            finally:
+                progress.finish()
             total += result.stats.hosts
             for warning in result.warnings:
                 click.echo(f"posture: warning: {warning}", err=True)
@@ -1611,3 +1688,18 @@ def main() -> None:
         except BrokenPipeError:
             _stdout_gone()
         raise
+
+
+@cli.command("man")
+def man_command() -> None:
+    """Print posture's manual page (troff), made from every command's help, plugins included.
+
+    \b
+    Examples:
+      posture man > posture.1 && man -l posture.1
+      posture man | gzip > /usr/local/share/man/man1/posture.1.gz
+    """
+    from scanner.manpage import render
+
+    _load_plugins()
+    click.echo(render(cli), nl=False)

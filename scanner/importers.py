@@ -83,24 +83,24 @@ def _require_file(path: Path) -> None:
         raise PostureError(f"{path} is not a file", "give the path of a file")
 
 
-def _counted(hosts: Iterator[PreparedHost], progress: Callable[[int], None], every: int) -> Iterator[PreparedHost]:
+def _counted(hosts: Iterator[PreparedHost], progress: Callable[[int], None]) -> Iterator[PreparedHost]:
     for n, host in enumerate(hosts, 1):
-        if n % every == 0:
-            progress(n)
+        progress(n)
         yield host
 
 
 def import_nmap_xml(
-    store: Store, path: Path, progress: Callable[[int], None] | None = None, every: int = 10_000
+    store: Store, path: Path, progress: Callable[[int], None] | None = None
 ) -> ImportResult:
     """Stream an `nmap -oX` file into the inventory, all or nothing (up to any damage after complete hosts,
-    see the module's docstring); `progress(hosts)` every `every` hosts."""
+    see the module's docstring); `progress(hosts)` after every host read (the caller decides what to show:
+    scanner/progress.py)."""
     _require_file(path)
     scan_id = store.start_scan("nmap-import", "nmap", input_file=str(path))
     note: list[str] = []
     with _recorded(store, scan_id, path, note), _no_gc_pauses(), store.transaction() as conn:
         reader = ForkedNmapXmlReader(path)
-        hosts = iter(reader) if progress is None else _counted(iter(reader), progress, every)
+        hosts = iter(reader) if progress is None else _counted(iter(reader), progress)
         stats = store.ingest_prepared(scan_id, "nmap", hosts)
         conn.execute(
             "UPDATE scans SET hosts_done = ?, hosts_up = ?, hosts_total = ?, tool_version = ?, options = ? "

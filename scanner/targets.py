@@ -11,6 +11,7 @@ import re
 import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from scanner.errors import PostureError
@@ -105,6 +106,43 @@ def check_target(spec: str) -> None:
     """The one check of a target's form, for `scan`, `run` and `config check` alike: an address, network,
     range or hostname, else a PostureError with the reason. Nothing is resolved (a config check is offline)."""
     parse_target(spec, resolve=False)
+
+
+MAX_TARGETS_FILE = 16 * 2**20  # bytes: a list of every address of a /12, one a line, is about 13 MiB
+
+
+def read_targets_file(path: str) -> list[str]:
+    """Targets from a file in nmap's `-iL` form: separated by spaces, tabs or newlines, `#` starting a comment
+    to the end of its line; `-` reads stdin. Each is checked as a command-line target is (`check_target`), and
+    a bad one is named with its line, so a typo in a list of hundreds is found without a packet sent."""
+    import sys
+
+    if path == "-":
+        data = sys.stdin.buffer.read(MAX_TARGETS_FILE + 1)
+    else:
+        try:
+            with Path(path).open("rb") as handle:
+                data = handle.read(MAX_TARGETS_FILE + 1)
+        except OSError as exc:
+            raise PostureError(f"cannot read the targets file {path}: {exc.strerror}", "check the path") from None
+    if len(data) > MAX_TARGETS_FILE:
+        raise PostureError(f"the targets file {path} is larger than {MAX_TARGETS_FILE // 2**20} MiB",
+                           "split it, or give networks (10.0.0.0/16) instead of every address")  # fmt: skip
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PostureError(f"the targets file {path} is not text (byte {exc.start})", "give a text file") from None
+    targets: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for spec in line.split("#", 1)[0].split():
+            try:
+                check_target(spec)
+            except PostureError as exc:
+                raise PostureError(f"{path}, line {number}: {exc.message}", exc.hint) from None
+            targets.append(spec)
+    if not targets:
+        raise PostureError(f"the targets file {path} names no target", "one address, network or range a line")
+    return targets
 
 
 def parse_networks(specs: Iterable[str], what: str) -> list[IPNetwork]:

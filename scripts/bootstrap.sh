@@ -27,7 +27,7 @@ if [ "$demo" = 1 ]; then
 fi
 if [ "$dev" = 1 ]; then
   packages+=(snmpd snmp samba ldap-utils iproute2 procps util-linux chromium fonts-dejavu-core
-             libreoffice-writer-nogui poppler-utils)
+             libreoffice-writer-nogui poppler-utils groff-base)
 fi
 
 missing=()

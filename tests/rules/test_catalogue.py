@@ -83,6 +83,17 @@ def test_catalogue_show_command() -> None:
     assert bad_day.returncode == 2 and "invalid date" in bad_day.stderr
 
 
+def test_catalogue_list_as_json_matches_the_table() -> None:
+    listed = run_posture("catalogue", "list", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    doc = json.loads(listed.stdout)
+    assert doc["sources"]["endoflife.date"] == "2026-08-22"
+    by_slug = {p["slug"]: p for p in doc["products"]}
+    assert by_slug["junos"]["source"] == "posture lifecycle tables" and by_slug["windows"]["cycles"] > 20
+    table = run_posture("catalogue", "list").stdout.splitlines()
+    assert [line.split("\t")[0] for line in table] == [p["slug"] for p in doc["products"]]
+
+
 def test_catalogue_update_refuses_bad_dates_and_applies_good_ones(tmp_path: Path) -> None:
     env = {"XDG_DATA_HOME": str(tmp_path / "data")}
     bad = tmp_path / "bad.json"

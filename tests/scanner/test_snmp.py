@@ -282,3 +282,28 @@ def test_sigterm_mid_snmp_scan_keeps_saved_devices(snmpd: SnmpdLab, vault: dict[
     again = run_posture("snmp", "--resume", db=db, env=vault)
     assert again.returncode == 2 and "no interrupted SNMP scan to resume" in again.stderr
     assert len(software_of(db, SNMPD[0], "application")) > 50
+
+
+def test_scan_and_snmp_outcomes_as_json(snmpd: SnmpdLab, vault: dict[str, str], tmp_path: Path) -> None:
+    """`--format json`: one JSON object on stdout per command, each scan's counts, statuses and assets; a device
+    that refused or did not answer is named with its status, and the exit code is the text form's."""
+    db = tmp_path / "inventory.db"
+    both = run_posture("scan", SNMPD[0], "-p", "22", "--no-dns", "--snmp", "--creds", "good-v2c", "--format", "json",
+                       db=db, env=vault)  # fmt: skip
+    assert both.returncode == 0, both.stderr
+    outcome = json.loads(both.stdout)  # the whole of stdout: no asset table, no summary line
+    nmap, snmp = outcome["scans"]
+    assert outcome["inventory"] == str(db)
+    assert (nmap["kind"], nmap["status"], nmap["hosts_up"], nmap["services"]) == ("nmap", "complete", 1, 0)
+    assert (snmp["kind"], snmp["by_status"], snmp["problems"]) == ("snmp", {"ok": 1}, [])
+    assert nmap["asset_ids"] == snmp["asset_ids"] == [asset["id"] for asset in assets_json(db)]
+    assert snmp["software"] > 50 and snmp["scan_id"] == nmap["scan_id"] + 1
+
+    refused = run_posture("snmp", SNMPD[1], "127.0.7.99", "--creds", "wrong-v2c", "--snmp-timeout", "1",
+                          "--format", "json", db=db, env=vault)  # fmt: skip
+    assert refused.returncode == 3, refused.stderr  # nobody answered, as in text
+    (scan,) = json.loads(refused.stdout)["scans"]
+    assert scan["by_status"] == {"auth-failure": 1, "no-response": 1} and scan["asset_ids"] == []
+    assert [(p["target"], p["status"]) for p in scan["problems"]] == [(SNMPD[1], "auth-failure"),
+                                                                       ("127.0.7.99", "no-response")]
+    assert "auth-failure" in refused.stderr  # people still read the problems on stderr

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 
 from scanner.errors import PostureError
-from scanner.targets import MAX_ADDRESSES, parse_networks, parse_target, plan_scan, validate_ports
+from scanner.targets import MAX_ADDRESSES, MAX_TARGETS_FILE, parse_networks, parse_target, plan_scan, validate_ports
+from tests.conftest import run_posture
 
 
 @pytest.mark.parametrize(
@@ -87,3 +89,41 @@ def test_port_lists_accepted(spec: str) -> None:
 def test_port_lists_refused(spec: str) -> None:
     with pytest.raises(PostureError):
         validate_ports(spec)
+
+
+def test_targets_file_in_nmaps_il_form(tmp_path: Path) -> None:
+    """`--targets-file` (nmap -iL): spaces, tabs and lines separate, # comments, a BOM from Notepad; merged with
+    the command line's targets; nothing is sent with --dry-run. nmap itself reads this file the same way."""
+    listed = tmp_path / "sites.txt"
+    listed.write_bytes("\ufeff# site A (server room)\n127.0.0.1\t127.0.0.2 # two\n\n  127.0.0.3-4\r\n".encode())
+    shown = run_posture("scan", "127.0.0.9", "--targets-file", str(listed), "--dry-run", db=tmp_path / "i.db")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("5 addresses (0 excluded)") and "127.0.0.1 127.0.0.2/31 127.0.0.4" in shown.stdout
+    same = run_posture("scan", "-iL", "-", "--dry-run", input="127.0.0.1 127.0.0.2\n", db=tmp_path / "i.db")
+    assert same.returncode == 0 and same.stdout.startswith("2 addresses"), same.stderr
+    assert not (tmp_path / "i.db").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    (b"127.0.0.1\n127.0.0.1;id\n", "line 2: invalid target '127.0.0.1;id'"),
+    (b"127.0.0.1\n--script=http-enum\n", "line 2: invalid target '--script=http-enum'"),
+    (b"# only a comment\n\n", "names no target"),
+    (b"\xff\xfe1\x002\x007\x00", "is not text"),
+])  # fmt: skip
+def test_bad_targets_files_are_refused_by_line(tmp_path: Path, content: bytes, said: str) -> None:
+    listed = tmp_path / "bad.txt"
+    listed.write_bytes(content)
+    for command in ("scan", "snmp"):
+        refused = run_posture(command, "--targets-file", str(listed), db=tmp_path / "i.db")
+        assert refused.returncode == 2 and said in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and not (tmp_path / "i.db").exists()
+
+
+def test_missing_or_huge_targets_file(tmp_path: Path) -> None:
+    missing = run_posture("scan", "--targets-file", str(tmp_path / "nope.txt"), db=tmp_path / "i.db")
+    assert missing.returncode == 2 and "cannot read the targets file" in missing.stderr
+    huge = tmp_path / "huge.txt"
+    with huge.open("wb") as out:
+        out.truncate(MAX_TARGETS_FILE + 1)  # sparse: the refusal comes from the size read, not the content
+    refused = run_posture("scan", "--targets-file", str(huge), db=tmp_path / "i.db")
+    assert refused.returncode == 2 and "larger than 16 MiB" in refused.stderr
