@@ -33,3 +33,22 @@ def test_help_has_examples_and_fits_80_columns(name: str, command: click.Command
     assert f"posture {name.split()[0]}" in examples or "posture --" in examples  # examples of this command
     wide = [line for line in text.splitlines() if len(line) > 80]
     assert wide == []
+
+
+def test_the_documented_bash_completion_works() -> None:
+    """The README's line for ~/.bashrc registers a completion, and it completes lazily loaded commands."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from tests.conftest import POSTURE
+
+    env = {**os.environ, "PATH": f"{Path(POSTURE).parent}:{os.environ['PATH']}"}
+    shown = subprocess.run(["bash", "-c", 'eval "$(_POSTURE_COMPLETE=bash_source posture)" && complete -p posture'],
+                           capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    assert shown.returncode == 0 and "posture" in shown.stdout, shown.stderr
+    asked = subprocess.run([POSTURE], capture_output=True, text=True, check=False,
+                           env={**env, "_POSTURE_COMPLETE": "bash_complete", "COMP_WORDS": "posture plan ",
+                                "COMP_CWORD": "2"})  # fmt: skip
+    assert asked.stdout.split() == ["plain,decommission", "plain,investigate", "plain,procurement",
+                                    "plain,remediation"]  # fmt: skip
