@@ -754,9 +754,11 @@ def import_bundle(ctx: click.Context, files: tuple[Path, ...], max_size: int) ->
 @click.option("--insecure-ldap", is_flag=True, help="Allow plain ldap:// with no TLS: the password crosses in clear.")
 @click.option("--stale-days", type=Whole(1, 36500), metavar="N",
               help="A computer not seen logging on for N days is stale (default: [directory] stale_days, else 180).")
+@click.option("--scope", multiple=True, metavar="CIDR",
+              help="Refuse a server whose name resolves outside these networks (default: [scan] scope).")
 @click.pass_context
 def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None, ca_file: Path | None,
-              starttls: bool, insecure_ldap: bool, stale_days: int | None) -> None:  # fmt: skip
+              starttls: bool, insecure_ldap: bool, stale_days: int | None, scope: tuple[str, ...]) -> None:  # fmt: skip
     """Import computer objects from Active Directory over LDAP: names, OS and build, last logon, owner.
 
     \b
@@ -769,18 +771,21 @@ def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None
     unless --insecure-ldap. Referrals are never followed. A refusal (wrong password, unreachable server,
     untrusted certificate, unknown base DN) writes nothing. Each computer merges with a scanned asset of
     the same DNS name, else the same short name; the OU maps to a site or business service through the
-    config's [directory] ou_sites and ou_services.
+    config's [directory] ou_sites and ou_services. With a scope (--scope or [scan] scope), a server whose
+    name resolves outside it is refused before the password is sent.
     """
     from scanner.scan import run_source
     from scanner.sources import get_source
 
+    config = load_config(ctx.find_root().obj.get("config_path"))
     settings = {  # the config's [directory] (OU maps, stale_days), then this command's options
-        **load_config(ctx.find_root().obj.get("config_path")).get("directory", {}),
+        **config.get("directory", {}),
         "url": url, "creds": creds_name, "base_dn": base_dn, "ca_file": str(ca_file.absolute()) if ca_file else None,
         "starttls": starttls, "insecure_ldap": insecure_ldap, "stale_days": stale_days,
     }  # fmt: skip
     source: Any = get_source("ad")
     request = source.job_request({k: v for k, v in settings.items() if v is not None})  # as a job's [jobs.X.ad]
+    request.scope = list(scope) or list(config.get("scan", {}).get("scope", []))
     source.open(request)  # every refusal (bind, certificate, base DN) before the inventory is touched
     try:
         with open_store(ctx, create=True) as store:
@@ -1442,7 +1447,9 @@ def _run_one(ctx: click.Context, job: Any) -> None:
             except NothingScanned as exc:
                 nothing = True
                 say(f"job {job.name}: {exc}", logging.WARNING)
+        scope = list(job.scope) or list(load_config(root.obj.get("config_path")).get("scan", {}).get("scope", []))
         for method, request in job.settings:  # sources told what to read by their own table (a directory)
+            request.scope = scope  # the job's scope binds its directory server as it binds its targets
             source = get_source(method)
             summary = _run_source(ctx, source, request)
             say(f"job {job.name}: {method}: {summary.hosts_up} {source.noun} read, "

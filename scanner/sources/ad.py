@@ -131,6 +131,31 @@ def parse_url(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port or (636 if parts.scheme == "ldaps" else 389)
 
 
+def pinned_address(host: str, port: int, scope: list[str]) -> str:
+    """The directory server's address, resolved once and checked against the scope: every address the name
+    resolves to must lie inside it, since the bind password goes to whichever one answers, and a name that
+    resolves outside the estate (a typo, a poisoned record) must not receive it. The connection then goes to
+    this address (the certificate is still checked against the name), so the name cannot be resolved again,
+    differently, between the check and the bind."""
+    import ipaddress
+    import socket
+
+    from scanner.targets import parse_networks
+
+    networks = parse_networks(scope, "scope")
+    try:
+        found = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError) as exc:
+        raise SourceError(f"cannot resolve the directory server {host[:100]!r}: {exc}", "check the URL") from None
+    addresses = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in found))
+    outside = [a for a in addresses if not any(ipaddress.ip_address(a) in n for n in networks)]
+    if not addresses or outside:
+        raise SourceError(f"the directory server {host[:100]} ({', '.join(outside[:3] or addresses[:3])}) is outside "
+                          f"the scope ({', '.join(scope[:5])}); nothing was sent",
+                          "give the URL of a server inside the scope, or widen --scope / [scan] scope")  # fmt: skip
+    return addresses[0]
+
+
 def _stale(last: str | None, created: str | None, days: int) -> bool:
     """Not seen logging on for `days` days: its last logon, or (never logged on) its creation, is older."""
     when = last or created
@@ -237,9 +262,11 @@ class DirectorySource:
         self.check(request)
         scheme, host, port = parse_url(request.targets[0])
         options = request.options
+        address = pinned_address(host, port, request.scope) if request.scope else host
         bind_name, password = ldap_credential(str(options["creds"]))
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=options.get("ca_file"))
-        server = ldap3.Server(host, port=port, use_ssl=scheme == "ldaps", tls=tls, get_info=ldap3.NONE,
+        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=options.get("ca_file"),
+                        valid_names=[host] if address != host else None, sni=host if address != host else None)
+        server = ldap3.Server(address, port=port, use_ssl=scheme == "ldaps", tls=tls, get_info=ldap3.NONE,
                               connect_timeout=TIMEOUT)  # fmt: skip
         conn = ldap3.Connection(server, user=bind_name, password=password, auto_referrals=False,
                                 receive_timeout=TIMEOUT, raise_exceptions=False, read_only=True)  # fmt: skip

@@ -316,6 +316,10 @@ BAD_INPUT = {
     "missing base DN": (["--creds", "lab", "--base-dn", f"OU=Nowhere,{BASE}"], "does not exist"),
     "plain ldap": (["--creds", "lab", "--url", "ldap://127.101.0.1"], "in clear"),
     "unknown credential": (["--creds", "nobody"], "no LDAP credential"),
+    # The server's name is resolved and checked against the scope before the password goes anywhere.
+    "server outside the scope": (["--creds", "lab", "--scope", "10.0.0.0/8"], "(127.101.0.1) is outside the scope"),
+    "a name resolving outside": (["--creds", "lab", "--scope", "127.101.0.0/16", "--url", "ldaps://localhost"],
+                                 "localhost (127.0.0.1"),
 }
 
 
@@ -345,6 +349,24 @@ def test_bad_input_one_line_nothing_written(samba_dc: SambaDC, tmp_path: Path, c
     fresh = tmp_path / "never.db"
     assert run_posture("import", "ad", url, *args, *ca, db=fresh, env=env, timeout=90).returncode == 2
     assert not fresh.exists()
+
+
+def test_a_server_inside_the_scope_is_read(samba_dc: SambaDC, tmp_path: Path) -> None:
+    """--scope, or the config's [scan] scope, holding the DC: the import runs as without one (pinned to the
+    address that was checked, the certificate still checked against the URL's name)."""
+    dc = samba_dc
+    env = _env(tmp_path)
+    _add_creds(env, "lab", dc.ADMIN, dc.password)
+    config = tmp_path / "config.toml"
+    config.write_text('[scan]\nscope = ["127.101.0.0/24"]\n', encoding="utf-8")
+    result = run_posture("--config", str(config), "import", "ad", f"ldaps://{dc.address}", "--creds", "lab",
+                         "--ca-file", str(dc.ca_file), db=tmp_path / "i.db", env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"{len(COMPUTERS) + 5} computer objects" in result.stdout
+    config.write_text('[scan]\nscope = ["192.168.0.0/16"]\n', encoding="utf-8")
+    refused = run_posture("--config", str(config), "import", "ad", f"ldaps://{dc.address}", "--creds", "lab",
+                          "--ca-file", str(dc.ca_file), db=tmp_path / "i.db", env=env)  # fmt: skip
+    assert refused.returncode == 2 and "outside the scope (192.168.0.0/16)" in refused.stderr, refused.stderr
 
 
 def _register(tmp_path: Path) -> Path:
@@ -453,6 +475,12 @@ def test_scan_job_reads_the_directory(samba_dc: SambaDC, tmp_path: Path) -> None
     assert query(db, "SELECT count(*) FROM observations WHERE source = 'ad'") == [(len(COMPUTERS) + 5,)]
     sites = [a["site"] for a in assets_json(db) if "srv12.posture.test" in a["hostnames"]]
     assert sites == ["Annex"]
+    # The job's scope binds its directory server as it binds its targets.
+    config.write_text(config.read_text(encoding="utf-8").replace("[jobs.directory]\n",
+                                                                 '[jobs.directory]\nscope = ["10.0.0.0/8"]\n'),
+                      encoding="utf-8")  # fmt: skip
+    refused = run_posture("--config", str(config), "run", "directory", db=db, env=env)
+    assert refused.returncode == 2 and "is outside the scope (10.0.0.0/8)" in refused.stderr, refused.stderr
 
 
 @pytest.mark.parametrize(("table", "words"), [
