@@ -16,7 +16,10 @@ from scanner.cli import _load_plugins, cli
 
 
 def _commands(group: click.Group, path: list[str]) -> Iterator[tuple[str, click.Command]]:
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # a group that loads its commands when asked (`posture share`) too
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         if isinstance(command, click.Group):
             yield from _commands(command, [*path, name])
         else:
