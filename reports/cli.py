@@ -22,28 +22,40 @@ from scanner.safefs import write_atomic
 MAX_ORGANISATION = 120
 
 
-def check_report_table(table: dict[str, Any]) -> None:
-    """The config's [report]: `organisation`, the name the report's header and the procurement documents'
-    author carry (none by default: a report names its organisation only when told to)."""
+def _check_organisation_table(name: str, table: dict[str, Any]) -> None:
+    """A table whose one key is `organisation`: a name of 1 to MAX_ORGANISATION characters, or absent."""
     unknown = set(table) - {"organisation"}
     if unknown:
-        raise ConfigError(f"unknown key in [report]: {sorted(unknown)[0][:40]!r} (known: organisation)",
+        raise ConfigError(f"unknown key in [{name}]: {sorted(unknown)[0][:40]!r} (known: organisation)",
                           sorted(unknown)[0])  # fmt: skip
-    name = table.get("organisation")
-    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > MAX_ORGANISATION):
-        raise ConfigError(f'[report] organisation must be a name of 1 to {MAX_ORGANISATION} characters, e.g. '
+    value = table.get("organisation")
+    if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > MAX_ORGANISATION):
+        raise ConfigError(f'[{name}] organisation must be a name of 1 to {MAX_ORGANISATION} characters, e.g. '
                           'organisation = "Example Borough Council"', "organisation")  # fmt: skip
 
 
-def organisation(ctx: click.Context) -> str | None:
-    """`[report] organisation` from the config file (checked when it was loaded), or None."""
+def check_report_table(table: dict[str, Any]) -> None:
+    """The config's [report]: `organisation`, the name the report's header and the procurement documents'
+    author carry (none by default: a report names its organisation only when told to)."""
+    _check_organisation_table("report", table)
+
+
+def check_share_table(table: dict[str, Any]) -> None:
+    """The config's [share]: `organisation`, the name a sector-sharing summary states (none by default: a
+    summary is anonymous unless the council chooses to be named; [report]'s name is never used for it)."""
+    _check_organisation_table("share", table)
+
+
+def organisation(ctx: click.Context, table: str = "report") -> str | None:
+    """`[report] organisation` (or another table's) from the config file (checked when it was loaded), or None."""
     from scanner.config import load_config
 
-    name = load_config(ctx.find_root().obj.get("config_path")).get("report", {}).get("organisation")
+    name = load_config(ctx.find_root().obj.get("config_path")).get(table, {}).get("organisation")
     return name.strip() if isinstance(name, str) else None
 
 
 register_table("report", check_report_table)
+register_table("share", check_share_table)  # here, not in reports/share.py: `config check` loads this module
 
 if TYPE_CHECKING:
     from reports.plans import Plan

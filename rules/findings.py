@@ -331,6 +331,7 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
             summary.score = score.judge(summary.assets, len(known), len(writer.unsafe & known), writer.worst,
                                         settings.min_coverage_percent).as_dict()  # fmt: skip
             record = {k: v for k, v in asdict(summary).items() if k != "evaluation_id"}
+            record["rule_ids"] = sorted(r.id for r in rules)  # what was applied (the sharing summary names it)
             conn.execute(
                 "UPDATE evaluations SET finished_at = ?, assets = ?, summary = ? WHERE id = ?",
                 [utc_now(), summary.assets, json.dumps(record), evaluation_id],

@@ -193,6 +193,43 @@ def untrust(name_or_id: str) -> str:
     return kid
 
 
+# ---- detached signatures (a file signed beside it: the sector-sharing summary) ---------------------
+
+
+def _bundle_domain(message: bytes) -> bool:
+    """True for a message a bundle's signature covers (`_signed_message`): never signed or accepted detached."""
+    return message.startswith(SIGNED_FORMAT.encode() + b"\0")
+
+
+def sign_detached(message: bytes) -> tuple[str, str, str]:
+    """(key id, public key base64, signature base64) of this machine's Ed25519 signing key over `message`.
+
+    The caller puts its own domain prefix first (reports/share.py: `posture.share-summary/1\\n` + the file's
+    bytes), so one kind of signed file can never be passed off as another; a message shaped like a bundle's
+    is refused outright, so a detached signature can never stand in for a bundle's. No key: a PostureError
+    saying to run `posture keys generate`."""
+    if _bundle_domain(message):
+        raise ValueError("a detached signature never covers a bundle's message")
+    signer = _private_key("signing")
+    public = _raw_public(signer)
+    return key_id(public), base64.b64encode(public).decode(), base64.b64encode(signer.sign(message)).decode()
+
+
+def verify_detached(public: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether `signature` is `public`'s (raw 32-byte Ed25519 key) over `message`; False for anything
+    malformed (a wrong length, a bundle-shaped message) rather than an exception."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if len(public) != 32 or len(signature) != 64 or _bundle_domain(message):
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 # ---- writing a bundle -----------------------------------------------------------------------------
 
 

@@ -21,7 +21,8 @@ COMMANDS = [(sub.command_path.removeprefix("posture "), command)
 
 def test_the_tree_is_whole() -> None:
     names = {name for name, _ in COMMANDS}
-    assert {"scan", "evaluate", "report", "plan remediation", "agent collect", "import ad", "browse"} <= names, names
+    assert {"scan", "evaluate", "report", "plan remediation", "agent collect", "import ad", "browse",
+            "share summary"} <= names, names
 
 
 @pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[name for name, _ in COMMANDS])
