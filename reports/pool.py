@@ -41,6 +41,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -282,17 +283,17 @@ def verify_signature(path: Path, data: bytes, trusted: dict[str, bytes] | None) 
 
     Refused: no .sig when trust is required; a .sig that is not the contract's form; a file changed after
     signing (its SHA-256 is not the one signed, or the signature does not verify); a key not trusted."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    from scanner.bundles import key_id
-
     sig = path.with_name(path.name + ".sig")
     if not sig.exists():
         if trusted is None:
             return None
         raise PostureError(f"{path}: refused: unsigned (no {sig.name} beside it) and signatures are required",
                            "ask its council for the .sig written by `posture share summary --sign`")  # fmt: skip
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from scanner.bundles import key_id
+
     envelope = parse_json(read_bounded(sig, MAX_SIGNATURE_BYTES, "summary signature"), sig, "summary signature")
     keys = {"schema", "key_id", "public", "signed_sha256", "signature"}
     if not isinstance(envelope, dict) or set(envelope) != keys or envelope["schema"] != SIGNATURE_SCHEMA:
@@ -335,24 +336,13 @@ class Pool:
     _good_counts: set[tuple[Any, ...]] = field(default_factory=set)
 
     def add(self, path: Path) -> None:
-        """Read, check and add one summary, or refuse it (nothing of a refused file is added)."""
+        """Read, check and add one summary, or refuse it (a refusal ends the run: see `_add_rows`)."""
         data = read_bounded(path, MAX_SUMMARY_BYTES, "share summary")
         kid = verify_signature(path, data, self.trusted)
         doc = parse_json(data, path, "share summary")
         _check_header(doc, path)
         self._not_duplicate(path, data, kid, doc["organisation"], doc["period"])
-        pending = self._rows(path, doc["rows"])
-        cells = self.cells
-        for key, low, high, label in pending:
-            cell = cells.get(key)
-            if cell is None:
-                cells[key] = [low, high, 1, label]
-            else:
-                cell[0] += low
-                cell[1] += high
-                cell[2] += 1
-                if label < cell[3]:  # the same whichever order the files come in
-                    cell[3] = label
+        self._add_rows(path, doc["rows"])
         self.files += 1
 
     def _not_duplicate(self, path: Path, data: bytes, kid: str | None, organisation: str | None, period: str) -> None:
@@ -374,17 +364,15 @@ class Pool:
         if organisation is not None:
             self._named[organisation, period] = path
 
-    def _rows(self, path: Path, rows: list[Any]) -> list[tuple[Key, int, int, str]]:
-        """Every row checked (each distinct row description and count once per run: councils repeat them)."""
-        good_rows, good_counts = self._good_rows, self._good_counts
+    def _add_rows(self, path: Path, rows: list[Any]) -> None:
+        """Every row checked (each distinct row description and count once per run: councils repeat them)
+        and added to its cell. A refused row stops the whole run (`aggregate`), so a pool that refused a
+        file is never published."""
+        good_rows, good_counts, cells = self._good_rows, self._good_counts, self.cells
         seen: dict[tuple[Any, ...], int] = {}
-        pending: list[tuple[Key, int, int, str]] = []
         for n, row in enumerate(rows, 1):
             try:
-                described = (row["kind"], row["product"], row["cycle"], row["category"], row["hardware_family"],
-                             row["eol_date"], row["eol_financial_year"], row["extended_until"], row["label"],
-                             row["lifecycle_state"])  # fmt: skip
-                counts = (row["count"], row["count_min"], row["count_max"])
+                described, counts = _DESCRIBED(row), _COUNTS(row)
                 known = (len(row) == len(ROW_KEYS) and described in good_rows and counts in good_counts
                          and type(counts[1]) is int and type(counts[2]) is int)  # fmt: skip
             except (TypeError, KeyError, IndexError):  # not an object, a key missing, an unhashable value
@@ -402,8 +390,22 @@ class Pool:
                                    "product, cycle, category and hardware family)", "is the file damaged, or "
                                    "edited by hand? Refused: nothing was written")  # fmt: skip
             seen[ident] = n
-            pending.append((described[:8], counts[1], counts[2], described[8]))
-        return pending
+            key, label = described[:8], described[8]
+            cell = cells.get(key)
+            if cell is None:
+                cells[key] = [counts[1], counts[2], 1, label]
+            else:
+                cell[0] += counts[1]
+                cell[1] += counts[2]
+                cell[2] += 1
+                if label < cell[3]:  # the same whichever order the files come in
+                    cell[3] = label
+
+
+# A row's description (the cell's key, then label and state) and its counts, each read in one C call.
+_DESCRIBED = itemgetter("kind", "product", "cycle", "category", "hardware_family", "eol_date", "eol_financial_year",
+                        "extended_until", "label", "lifecycle_state")  # fmt: skip
+_COUNTS = itemgetter("count", "count_min", "count_max")
 
 
 def _which(row: Any) -> str:
