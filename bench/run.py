@@ -591,7 +591,7 @@ def bench_share(councils: int = 400, rows: int = 500) -> None:
         table(
             f"share aggregate: {councils} summaries x {rows} rows ({size / 2**20:.0f} MiB of JSON; median of 3)",
             [("plain Python group-by: json.load + dict sums (floor)", floor),
-             ("posture share aggregate (checks, pools, writes 3 files)", pooled)],
+             ("posture share aggregate (checks, pools, 3 files)", pooled)],
             "plain Python group-by: json.load + dict sums (floor)",
             [f"{cells} rows published; summaries generated in {made:.1f} s (bench/gen_share.py, seed 17)",
              "target: under 3x the floor and under 10 s"],

@@ -544,8 +544,10 @@ def sector_lines(lots: list[Lot], rows: list[dict[str, Any]], day: date) -> dict
         if same:
             best = max(same, key=lambda r: (r["category"] == lot.category, r["count_min"]))
             devices = f"{best['count_min']:,}-{best['count_max']:,}"
+            when = ("ending in" if best["eol_financial_year"] == lot.financial_year
+                    else "past its end, due in")  # fmt: skip
             lines[lot.number] = (f"{best['organisations']} councils also have {clean(best['release'], 80)} "
-                                 f"ending in {lot.financial_year} ({devices} devices): a joint purchase may be "
+                                 f"{when} {lot.financial_year} ({devices} devices): a joint purchase may be "
                                  "possible")  # fmt: skip
     return lines
 

@@ -487,7 +487,7 @@ def expected_line(pooled_json: Path) -> str:
             if r["product"] == "windows-server" and r["cycle"] == "2008-r2-sp1"]  # fmt: skip
     best = max(rows, key=lambda r: (r["category"] == "servers", r["count_min"]))
     fy = f"{today_fy}/{str(int(today_fy) + 1)[2:]}"
-    return (f"{best['organisations']} councils also have Windows Server 2008 R2 SP1 ending in {fy} "
+    return (f"{best['organisations']} councils also have Windows Server 2008 R2 SP1 past its end, due in {fy} "
             f"({best['count_min']:,}-{best['count_max']:,} devices): a joint purchase may be possible")
 
 
@@ -530,3 +530,34 @@ def test_a_bad_sector_file_is_refused(sector: tuple[Path, Path, Path, Path], tmp
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(doc))
     refused(run_posture("plan", "procurement", "--sector", str(broken), db=db), f"{broken}: row 1")
+
+
+def test_sector_lines_match_release_and_year() -> None:
+    """Same product and release, and the pooled row's year reckoned as the lot's (its end of life's year,
+    or this one when past); the lot's own category first, then the most devices."""
+    from reports.procurement import Lot, sector_lines
+
+    def lot(number: int, product: str, cycle: str, category: str, eol: str, fy: str) -> Lot:
+        return Lot(number, product, cycle, product, category, 2, eol, None, ["end-of-life"], [], "", {}, "replace",
+                   None, None, fy)  # fmt: skip
+
+    def pooled(product: str, cycle: str, category: str, fy: str, orgs: int, low: int, kind: str = "os"
+               ) -> dict[str, Any]:  # fmt: skip
+        return {"kind": kind, "product": product, "cycle": cycle, "release": f"{product} {cycle}", "category": category,
+                "eol_financial_year": fy, "organisations": orgs, "count_min": low, "count_max": low + 40}  # fmt: skip
+
+    lots = [lot(1, "windows-server", "2016", "servers", "2027-01-12", "2026/27"),
+            lot(2, "windows-server", "2012-r2", "servers", "2023-10-10", "2026/27"),
+            lot(3, "rhel", "7", "servers", "2024-06-30", "2026/27"),
+            lot(4, "cisco-hardware-eol.catalyst-3850", "catalyst-3850", "network", "2025-10-31", "2026/27")]
+    rows = [pooled("windows-server", "2016", "end-user", "2026/27", 30, 1200),
+            pooled("windows-server", "2016", "servers", "2026/27", 14, 1000),
+            pooled("windows-server", "2012-r2", "servers", "2023/24", 9, 50),
+            pooled("rhel", "7", "servers", "2029/30", 9, 50),
+            pooled("cisco-hardware-eol", "catalyst-3850", "network", "2025/26", 6, 30, kind="hardware")]
+    lines = sector_lines(lots, rows, DAY)
+    assert lines[1] == ("14 councils also have windows-server 2016 ending in 2026/27 (1,000-1,040 devices): a joint "
+                        "purchase may be possible")  # fmt: skip
+    assert lines[2].startswith("9 councils also have windows-server 2012-r2 past its end, due in 2026/27 (50-90")
+    assert 3 not in lines  # RHEL 7 ends for the others in 2029/30, not this year
+    assert lines[4].startswith("6 councils also have cisco-hardware-eol catalyst-3850 past its end")
