@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from reports.model import financial_year
+from reports.pool import SIGNED_PREFIX
 from rules.catalogue import default_catalogue
 
-SIGNED_PREFIX = b"posture.share-summary/1\n"  # the contract's domain separation
 CATEGORIES = ("servers", "end-user", "network", "storage", "ot-iot")
 KIND_OF = {"os": "os", "device": "firmware", "database": "software", "server-app": "software", "app": "software"}
 
@@ -126,9 +126,11 @@ def sign(path: Path, private: Any) -> None:
     """`<path>.sig` as the contract says, with a cryptography Ed25519 private key."""
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+    from scanner.bundles import key_id
+
     data = path.read_bytes()
     public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    envelope = {"schema": "posture.share-signature/1", "key_id": hashlib.sha256(public).hexdigest()[:16],
+    envelope = {"schema": "posture.share-signature/1", "key_id": key_id(public),
                 "public": base64.b64encode(public).decode(), "signed_sha256": hashlib.sha256(data).hexdigest(),
                 "signature": base64.b64encode(private.sign(SIGNED_PREFIX + data)).decode()}  # fmt: skip
     path.with_name(path.name + ".sig").write_text(json.dumps(envelope, indent=1) + "\n", encoding="utf-8")

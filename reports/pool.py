@@ -50,6 +50,7 @@ import click
 from reports.model import financial_year
 from scanner.errors import PostureError
 from scanner.inputs import read_bounded
+from scanner.model import printable
 
 SCHEMA = "posture.share-summary/1"
 POOLED_SCHEMA = "posture.share-pooled/1"
@@ -136,8 +137,6 @@ def _fy_of(text: str) -> str | None:
 
 def _shown(value: object) -> str:
     """A value from a file, for a refusal: short, and never a control character."""
-    from scanner.model import printable
-
     return printable(repr(value), 60)
 
 
