@@ -29,6 +29,7 @@ from typing import Any
 
 from reports.documents import Document
 from reports.model import LEGACY_STATES, clean, financial_year
+from reports.pool import span
 from rules import identities
 from rules.catalogue import Catalogue, default_catalogue
 from rules.engine import Settings
@@ -543,7 +544,7 @@ def sector_lines(lots: list[Lot], rows: list[dict[str, Any]], day: date) -> dict
                 if max(r["eol_financial_year"] or "", current) == lot.financial_year]  # fmt: skip
         if same:
             best = max(same, key=lambda r: (r["category"] == lot.category, r["count_min"]))
-            devices = f"{best['count_min']:,}-{best['count_max']:,}"
+            devices = span(best["count_min"], best["count_max"])
             when = ("ending in" if best["eol_financial_year"] == lot.financial_year
                     else "past its end, due in")  # fmt: skip
             lines[lot.number] = (f"{best['organisations']} councils also have {clean(best['release'], 80)} "
