@@ -11,6 +11,7 @@
     .venv/bin/python bench/run.py ad [N|--quick] # import of N (50,000) AD computer objects vs ldapsearch
     .venv/bin/python bench/run.py report     # the HTML report of 10,000 assets vs a bare Jinja2 template; Chromium
     .venv/bin/python bench/run.py startup    # posture --version, assets --help, findings vs `python -c pass`
+    .venv/bin/python bench/run.py share      # share aggregate of 400 summaries x 500 rows vs a plain group-by
 
 Every measurement is a separate process, timed from outside, its peak memory read from the kernel
 (wait4's ru_maxrss), so Python start-up is counted alike for every row. Nothing here is a test: the
@@ -19,6 +20,7 @@ numbers are printed, not asserted.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -555,6 +557,47 @@ def bench_ad(objects: int = 50_000) -> None:
     )  # fmt: skip
 
 
+SHARE_FLOOR = """
+import json, sys
+cells = {}
+for name in sys.argv[1:]:
+    with open(name, encoding="utf-8") as f:
+        for r in json.load(f)["rows"]:
+            key = (r["kind"], r["product"], r["cycle"], r["category"], r["hardware_family"], r["eol_date"],
+                   r["eol_financial_year"], r["extended_until"])
+            cell = cells.get(key)
+            if cell is None:
+                cells[key] = [r["count_min"], r["count_max"], 1]
+            else:
+                cell[0] += r["count_min"]; cell[1] += r["count_max"]; cell[2] += 1
+print(sum(1 for c in cells.values() if c[2] >= 5 and c[0] >= 10))
+"""
+
+
+def bench_share(councils: int = 400, rows: int = 500) -> None:
+    """`posture share aggregate` over 400 council summaries (about the number of UK councils) of 500 rows,
+    beside a plain Python group-by of the same rows (json.load and dict sums: the floor). Target: under 3x
+    the floor and under 10 s."""
+    from bench.gen_share import write_councils
+
+    with tempfile.TemporaryDirectory(prefix="posture-bench-share-") as tmp:
+        started = time.perf_counter()
+        paths = [str(p) for p in write_councils(Path(tmp) / "in", councils, rows, seed=17, size=2 * rows)]
+        made = time.perf_counter() - started
+        size = sum(Path(p).stat().st_size for p in paths)
+        floor = measure([PYTHON, "-c", SHARE_FLOOR, *paths])
+        pooled = measure([POSTURE, "share", "aggregate", *paths, "--out", str(Path(tmp) / "out")])
+        cells = len(json.loads((Path(tmp) / "out" / "pooled.json").read_text(encoding="utf-8"))["rows"])
+        table(
+            f"share aggregate: {councils} summaries x {rows} rows ({size / 2**20:.0f} MiB of JSON; median of 3)",
+            [("plain Python group-by: json.load + dict sums (floor)", floor),
+             ("posture share aggregate (checks, pools, 3 files)", pooled)],
+            "plain Python group-by: json.load + dict sums (floor)",
+            [f"{cells} rows published; summaries generated in {made:.1f} s (bench/gen_share.py, seed 17)",
+             "target: under 3x the floor and under 10 s"],
+        )  # fmt: skip
+
+
 def sqlite_count(db: Path, sql: str) -> int:
     import sqlite3
 
@@ -568,9 +611,9 @@ def sqlite_count(db: Path, sql: str) -> int:
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
     if which not in ("all", "import", "scan", "snmp", "evaluate", "bundles", "identify", "catalogue", "ad", "report",
-                     "startup"):
+                     "startup", "share"):
         raise SystemExit("usage: bench/run.py [all|import|scan|snmp|evaluate|bundles|identify [N]|catalogue|"
-                         "ad [N|--quick]|report|startup]")
+                         "ad [N|--quick]|report|startup|share]")
     if which in ("all", "startup"):
         bench_startup()
     if which in ("all", "import"):
@@ -589,6 +632,8 @@ if __name__ == "__main__":
         bench_catalogue()
     if which in ("all", "report"):
         bench_report()
+    if which in ("all", "share"):
+        bench_share()
     if which in ("all", "ad"):
         size = sys.argv[2] if which == "ad" and len(sys.argv) > 2 else "50000"
         bench_ad(2_000 if size == "--quick" else int(size))

@@ -275,10 +275,13 @@ def plan_decommission(ctx: click.Context, fmt: str, on_day: str | None) -> None:
                    "(product,option,unit_price). Without it, options are listed without prices.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (required for odt and docx; md and csv go to standard output otherwise).")
+@click.option("--sector", "sector_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="A pooled.json from `posture share aggregate`: each lot says when other councils have the "
+                   "same release ending in the same financial year (a joint purchase may be possible).")
 @on_option
 @click.pass_context
 def plan_procurement(ctx: click.Context, fmt: str, costs_path: Path | None, out_path: Path | None,
-                     on_day: str | None) -> None:  # fmt: skip
+                     sector_path: Path | None, on_day: str | None) -> None:  # fmt: skip
     """The legacy-technology section of a procurement strategy: replacement lots by release and category,
     quantities, end-of-life dates, upgrade (only where an in-place path exists) or replace, costs, totals by
     UK financial year and the cost of ownership per option. ODT and DOCX are A4 landscape, en-GB, authored
@@ -288,9 +291,11 @@ def plan_procurement(ctx: click.Context, fmt: str, costs_path: Path | None, out_
     Examples:
       posture plan procurement --costs costs.toml
       posture plan procurement --costs costs.toml --format docx --out legacy.docx
+      posture plan procurement --costs costs.toml --sector pooled/pooled.json
     """
     from reports.documents import to_markdown, write_docx, write_odt
-    from reports.procurement import load_costs, lots_rows, procurement_document, procurement_plan
+    from reports.pool import load_pooled
+    from reports.procurement import load_costs, lots_rows, procurement_document, procurement_plan, sector_lines
 
     if fmt in ("odt", "docx") and out_path is None:
         raise PostureError(f"--format {fmt} writes a file", f"add --out strategy.{fmt}")
@@ -298,8 +303,11 @@ def plan_procurement(ctx: click.Context, fmt: str, costs_path: Path | None, out_
         raise PostureError(f"no such folder: {out_path.parent}", "give a path in an existing folder")
     day = parse_day(on_day)
     costs = load_costs(costs_path)
+    pooled = load_pooled(sector_path) if sector_path is not None else None
     with _open(ctx) as (store, settings):
         plan = procurement_plan(store, day, settings, costs, organisation(ctx))
+    if sector_path is not None and pooled is not None:
+        plan.sector, plan.sector_source = sector_lines(plan.lots, pooled, day), sector_path.name
     what = f"{len(plan.lots)} lots, {len(plan.components)} going with replaced machines"
     if fmt in ("odt", "docx"):
         assert out_path is not None

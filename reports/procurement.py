@@ -29,6 +29,7 @@ from typing import Any
 
 from reports.documents import Document
 from reports.model import LEGACY_STATES, clean, financial_year
+from reports.pool import span
 from rules import identities
 from rules.catalogue import Catalogue, default_catalogue
 from rules.engine import Settings
@@ -266,6 +267,8 @@ class Procurement:
     lots: list[Lot]
     components: list[Component]
     organisation: str | None = None
+    sector: dict[int, str] = field(default_factory=dict)  # lot number -> the pooled data's joint-purchase line
+    sector_source: str | None = None  # the pooled file's name, when --sector was given
 
     def totals(self) -> dict[str, Any]:
         by_year: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -495,6 +498,16 @@ def procurement_document(plan: Procurement) -> Document:
           _price_key(lot.price_from)] for lot in lots],
         numeric=(0, 2, 3, 4), together=len(lots) <= SHORT_TABLE,
     )  # fmt: skip
+    if plan.sector_source is not None:
+        doc.heading("Joint purchase with other councils")
+        doc.paragraph(f"From the pooled sector data ({plan.sector_source}): councils with the same release "
+                      "ending in the same financial year as a lot. Numbers are ranges, and only releases that "
+                      "enough councils share are published in the pooled data.")  # fmt: skip
+        for lot in lots:
+            if lot.number in plan.sector:
+                doc.paragraph(f"Lot {lot.number}, {lot.title}: {plan.sector[lot.number]}.")
+        if not plan.sector:
+            doc.paragraph("No lot's release ends in the same financial year for other councils in the pooled data.")
     if plan.components:
         doc.heading("Goes with a replaced machine")
         doc.paragraph("End-of-life software on machines that the lots above replace. It is not costed again: "
@@ -509,8 +522,35 @@ def procurement_document(plan: Procurement) -> Document:
         f"{default_catalogue().data_date} (MIT licence). Exploited vulnerabilities: CISA KEV catalogue "
         f"{default_kev().version} (CC0). In-place upgrade paths: posture's {PATHS_FILE.name}, from the vendors' "
         f"upgrade documentation. Prices: {costs.source or 'no cost table given'}."
+        + (f" Sector data: {plan.sector_source} (posture share aggregate)." if plan.sector_source else "")
     )
     return doc
+
+
+def sector_lines(lots: list[Lot], rows: list[dict[str, Any]], day: date) -> dict[int, str]:
+    """Lot number -> a line when the pooled sector data (`posture share aggregate`'s pooled.json rows) has
+    other councils with the lot's release ending in the lot's financial year: a joint purchase may be
+    possible. A pooled row's year is reckoned as a lot's is: its end of life's year, or this one when past.
+    Where several categories match, the lot's own category first, then the most devices."""
+    current = financial_year(day)
+    index: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["cycle"] is not None:  # a row without a release cannot be the same need
+            product = f"{row['product']}.{row['cycle']}" if row["kind"] == "hardware" else row["product"]
+            index[product, row["cycle"]].append(row)
+    lines = {}
+    for lot in lots:
+        same = [r for r in index.get((lot.product, lot.cycle or ""), [])
+                if max(r["eol_financial_year"] or "", current) == lot.financial_year]  # fmt: skip
+        if same:
+            best = max(same, key=lambda r: (r["category"] == lot.category, r["count_min"]))
+            devices = span(best["count_min"], best["count_max"])
+            when = ("ending in" if best["eol_financial_year"] == lot.financial_year
+                    else "past its end, due in")  # fmt: skip
+            lines[lot.number] = (f"{best['organisations']} councils also have {clean(best['release'], 80)} "
+                                 f"{when} {lot.financial_year} ({devices} devices): a joint purchase may be "
+                                 "possible")  # fmt: skip
+    return lines
 
 
 def _price_key(key: str | None) -> str:

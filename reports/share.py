@@ -33,6 +33,7 @@ from typing import Any
 
 import click
 
+from reports import model
 from rules.catalogue import DEFAULT_POLICY, FREE_EXTENDED, POLICIES, Catalogue, Cycle, Lifecycle, Product
 from rules.hardware import family_of
 from scanner.errors import PostureError
@@ -66,11 +67,7 @@ def rounded(count: int) -> tuple[str, int, int]:
 def financial_year(day: str | None) -> str | None:
     """The UK financial year (April to March) a YYYY-MM[-DD] date falls in, "2013/14" (as the eol_by_year
     view counts them)."""
-    if not day:
-        return None
-    year, month = int(day[:4]), int(day[5:7])
-    start = year if month >= 4 else year - 1
-    return f"{start}/{(start + 1) % 100:02d}"
+    return model.financial_year(date(int(day[:4]), int(day[5:7]), 1)) if day else None
 
 
 def check_period(period: str | None) -> None:
