@@ -382,7 +382,7 @@ class Pool:
             seen[ident] = n
             cell = cells.get(key)
             if cell is None:
-                cells[key] = [counts[1], counts[2], 1, label]
+                cells[key] = [counts[1], counts[2], 1, label, {described[9]}]
                 in_file.add(key)
             else:
                 cell[0] += counts[1]
@@ -392,6 +392,7 @@ class Pool:
                     in_file.add(key)
                 if label < cell[3]:  # the same whichever order the files come in
                     cell[3] = label
+                cell[4].add(described[9])  # councils judged on different days may differ
 
 
 # A row's description (the cell's key, then label and state) and its counts, each read in one C call.
@@ -462,7 +463,7 @@ def publish(pool: Pool, min_organisations: int, min_devices: int, day: date) -> 
     check_thresholds(min_organisations, min_devices)
     catalogue = default_catalogue()
     rows = []
-    for key, (low, high, orgs, label) in pool.cells.items():
+    for key, (low, high, orgs, label, states) in pool.cells.items():
         if orgs < min_organisations or low < min_devices:
             continue
         kind, product, cycle, category, family, eol, eol_fy, extended = key
@@ -472,7 +473,8 @@ def publish(pool: Pool, min_organisations: int, min_devices: int, day: date) -> 
         rows.append({"kind": kind, "product": product, "label": label,
                      "release": release_name(kind, product, cycle, label, family), "cycle": cycle,
                      "eol_date": eol, "eol_financial_year": eol_fy, "extended_until": extended,
-                     "due_date": due, "due_financial_year": _fy_of(due) if due else None, "category": category,
+                     "due_date": due, "due_financial_year": _fy_of(due) if due else None,
+                     "lifecycle_states": sorted(states), "category": category,
                      "hardware_family": family, "organisations": orgs, "count": span(low, high),
                      "count_min": low, "count_max": high})  # fmt: skip
     rows.sort(key=lambda r: (r["due_financial_year"] or "9999", -r["count_min"], r["release"], r["category"],
@@ -503,10 +505,13 @@ def aggregate(paths: Iterable[Path], trusted: dict[str, bytes] | None, min_organ
 # ---- outputs ---------------------------------------------------------------------------------------
 
 CSV_COLUMNS = ("kind", "product", "label", "release", "cycle", "eol_date", "eol_financial_year", "extended_until",
-               "due_date", "due_financial_year", "category", "hardware_family", "organisations", "count",
-               "count_min", "count_max")  # fmt: skip
+               "due_date", "due_financial_year", "lifecycle_states", "category", "hardware_family", "organisations",
+               "count", "count_min", "count_max")  # fmt: skip
 NOUNS = {"servers": "servers", "end-user": "end-user devices", "network": "network devices",
          "storage": "storage devices", "ot-iot": "OT and IoT devices"}  # fmt: skip
+
+
+NO_END = frozenset({"no-end-announced", "supported"})  # states of a release with no end date that is not unknown
 
 
 def opportunities(pooled: Pooled) -> dict[str, Any]:
@@ -518,16 +523,18 @@ def opportunities(pooled: Pooled) -> dict[str, Any]:
     for part in ("software", "hardware"):
         page[part] = {"past": [], "years": {}}
     for row in pooled.rows:
-        fy = row["due_financial_year"] or "no end date"
+        announced = set(row["lifecycle_states"]) <= NO_END  # the vendor set no date, as opposed to: not known
+        fy = row["due_financial_year"] or ("No end date announced" if announced else "Support dates not known")
         line = dict(row, noun=NOUNS.get(row["category"], f"{row['category']} devices"),
                     ends=("extended support ends" if row["extended_until"] else "support ends" if row["eol_date"]
-                          else "no end date announced"), ends_on=row["due_date"] or "")  # fmt: skip
+                          else "no end date announced" if announced else "dates not known: ask the vendor"),
+                    ends_on=row["due_date"] or "")  # fmt: skip
         part = page["hardware" if row["kind"] == "hardware" else "software"]
         if fy < current:
             part["past"].append(line)
         else:
             part["years"].setdefault(fy, []).append(line)
-            if row["kind"] != "hardware":
+            if row["kind"] != "hardware" and row["due_date"]:  # a need is something that ends
                 page["top"].append(line)
     for part in ("software", "hardware"):
         page[part]["past"].sort(key=lambda r: -r["count_min"])
@@ -547,7 +554,8 @@ def pooled_csv(pooled: Pooled) -> bytes:
     from scanner.model import write_csv
 
     buffer = io.StringIO()
-    write_csv(buffer, CSV_COLUMNS, ([row[c] for c in CSV_COLUMNS] for row in pooled.rows))
+    cells = ([" ".join(v) if isinstance(v, list) else v for v in (row[c] for c in CSV_COLUMNS)] for row in pooled.rows)
+    write_csv(buffer, CSV_COLUMNS, cells)
     return buffer.getvalue().encode()
 
 

@@ -67,6 +67,11 @@ def test_pooled_rows_add_up_and_name_no_machine(shared: tuple[list[Council], lis
         low, high, orgs = ranges[_key(row)]
         assert (row["count_min"], row["count_max"], row["organisations"]) == (low, high, orgs), row
         assert orgs >= 5 and low >= 10  # the default thresholds
+    page = (tmp_path / "pooled" / "opportunities.html").read_text(encoding="utf-8")
+    needs = page.split("Largest needs", 1)[1].split("<h2", 1)[0]
+    assert "support ends" in needs and "not known" not in needs and "no end date" not in needs  # needs end
+    unknown = [r for r in pooled["rows"] if r["due_date"] is None and "unknown" in r["lifecycle_states"]]
+    assert unknown and "dates not known: ask the vendor" in page  # never "no end date announced" for these
     published = {_key(r) for r in pooled["rows"]}
     assert published == {k for k, (low, _, orgs) in ranges.items() if orgs >= 5 and low >= 10}
     outputs = b"".join(p.read_bytes() for p in (tmp_path / "pooled").iterdir())
