@@ -503,10 +503,11 @@ def procurement_document(plan: Procurement) -> Document:
         doc.paragraph(f"From the pooled sector data ({plan.sector_source}): councils with the same release "
                       "ending in the same financial year as a lot. Numbers are ranges, and only releases that "
                       "enough councils share are published in the pooled data.")  # fmt: skip
-        for lot in lots:
-            if lot.number in plan.sector:
-                doc.paragraph(f"Lot {lot.number}, {lot.title}: {plan.sector[lot.number]}.")
-        if not plan.sector:
+        shared = [[str(lot.number), lot.title, plan.sector[lot.number]] for lot in lots if lot.number in plan.sector]
+        if shared:  # a table: kept with its introduction on one page, and pasted whole into a buyer's document
+            doc.table(["Lot", "Release", "Other councils in the pooled data"], shared, numeric=(0,),
+                      together=len(shared) <= SHORT_TABLE)  # fmt: skip
+        else:
             doc.paragraph("No lot's release ends in the same financial year for other councils in the pooled data.")
     if plan.components:
         doc.heading("Goes with a replaced machine")
@@ -559,10 +560,11 @@ def _price_key(key: str | None) -> str:
 
 def lots_rows(plan: Procurement) -> tuple[list[str], list[list[str]]]:
     """The lots flattened for CSV, then the software that goes with replaced machines (recommended
-    "with the machine", no cost, `goes_with` naming the lots that replace its machines)."""
+    "with the machine", no cost, `goes_with` naming the lots that replace its machines); `sector`: the pooled
+    data's line for a lot (`--sector`), else empty."""
     header = ["number", "product", "cycle", "title", "category", "quantity", "earliest_eol", "extended_until",
               "recommended", "cost", "financial_year", "upgrade", "replace", "retire", "extended_support",
-              "path", "blockers", "goes_with"]  # fmt: skip
+              "path", "blockers", "goes_with", "sector"]  # fmt: skip
 
     def amount(value: float | None) -> str:
         return "" if value is None else f"{value:.2f}"
@@ -570,8 +572,8 @@ def lots_rows(plan: Procurement) -> tuple[list[str], list[list[str]]]:
     rows = [[str(lot.number), lot.product, lot.cycle or "", lot.title, lot.category, str(lot.quantity),
              lot.earliest_eol or "", lot.extended_until or "", lot.recommended, amount(lot.cost), lot.financial_year,
              *(amount(lot.options.get(o)) for o in ("upgrade", "replace", "retire", "extended support")),
-             lot.path, "; ".join(lot.blockers), ""] for lot in plan.lots]  # fmt: skip
+             lot.path, "; ".join(lot.blockers), "", plan.sector.get(lot.number, "")] for lot in plan.lots]  # fmt: skip
     rows += [["", c.product, c.cycle or "", c.title, c.category, str(c.quantity), c.earliest_eol or "", "",
-              WITH_MACHINE, "", "", "", "", "", "", "", "", " ".join(map(str, c.machines))]
+              WITH_MACHINE, "", "", "", "", "", "", "", "", " ".join(map(str, c.machines)), ""]
              for c in plan.components]  # fmt: skip
     return header, rows

@@ -8,6 +8,8 @@ cryptography directly, as the contract says (`SIGNED_PREFIX` + the file's bytes,
 from __future__ import annotations
 
 import copy
+import csv
+import io
 import json
 import os
 import random
@@ -509,8 +511,12 @@ def test_procurement_markdown_gains_the_sector_line(sector: tuple[Path, Path, Pa
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.replace("\\", "").split())
     assert "Joint purchase with other councils" in result.stdout
-    assert expected_line(pooled) in text and "Lot 1, Microsoft Windows Server 2008 R2 SP1:" in text
+    assert expected_line(pooled) in text and "| 1 | Microsoft Windows Server 2008 R2 SP1 |" in text
     assert "Sector data: pooled.json" in text
+    as_csv = run_posture("--config", str(config), "plan", "procurement", "--costs", str(costs), "--sector",
+                         str(pooled), "--format", "csv", db=db)  # fmt: skip
+    lots = {row["number"]: row for row in csv.DictReader(io.StringIO(as_csv.stdout)) if row["number"]}
+    assert expected_line(pooled) in lots["1"]["sector"]
 
 
 def test_procurement_docx_shows_the_sector_line(sector: tuple[Path, Path, Path, Path], tmp_path: Path) -> None:
@@ -523,8 +529,8 @@ def test_procurement_docx_shows_the_sector_line(sector: tuple[Path, Path, Path, 
     assert result.returncode == 0, result.stderr
     import docx
 
-    paragraphs = [p.text for p in docx.Document(str(path)).paragraphs]
-    assert any(expected_line(pooled) in p for p in paragraphs), paragraphs
+    cells = [c.text for t in docx.Document(str(path)).tables for row in t.rows for c in row.cells]
+    assert any(expected_line(pooled) in c for c in cells), cells
     assert {"joint", "purchase", "councils"} <= document_words(path)
 
 
