@@ -56,7 +56,7 @@ def browse(ctx: click.Context, port: int) -> None:
       posture browse                      then open http://127.0.0.1:8001/
       posture --db demo.db browse --port 8002
     """
-    from scanner.cli import open_store
+    from scanner.command import open_store
 
     if importlib.util.find_spec("datasette") is None:
         raise PostureError("Datasette is not installed", "pip install 'posture-scanner[browse]' (or datasette)")

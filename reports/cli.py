@@ -85,7 +85,7 @@ def report(ctx: click.Context, html_path: Path, on_day: str | None) -> None:
     day = parse_day(on_day)
     if not html_path.parent.is_dir():
         raise PostureError(f"no such folder: {html_path.parent}", "give a path in an existing folder")
-    from scanner.cli import progress_for
+    from scanner.command import progress_for
 
     progress = progress_for(ctx, "report", "")
     with _open(ctx) as (store, settings):
@@ -372,7 +372,7 @@ def export(ctx: click.Context, what: str, fmt: str) -> None:
 @contextmanager
 def _open(ctx: click.Context) -> Iterator[tuple[Any, Any]]:
     from rules.cli import rule_settings
-    from scanner.cli import open_store
+    from scanner.command import open_store
 
     with open_store(ctx, readonly=True) as store:
         if store.conn.execute("SELECT 1 FROM evaluations LIMIT 1").fetchone() is None:

@@ -305,7 +305,7 @@ def summary_command(ctx: click.Context, out: str, fmt: str | None, period: str |
       posture share summary --out - | jq '.rows | length'
     """
     from reports.cli import organisation
-    from scanner.cli import open_store
+    from scanner.command import open_store
     from scanner.safefs import write_atomic
 
     chosen = fmt or ("csv" if out.lower().endswith(".csv") else "json")

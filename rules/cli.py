@@ -410,7 +410,7 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
     from rules.catalogue import default_catalogue
     from rules.findings import evaluate
     from rules.kev import default_kev
-    from scanner.cli import exit_if_unread, open_store, progress_for
+    from scanner.command import exit_if_unread, open_store, progress_for
 
     rules = _load(ctx, rule_dirs)
     settings = rule_settings(ctx)
@@ -487,7 +487,7 @@ def findings_command(ctx: click.Context, fmt: str, functions: tuple[str, ...], s
       posture findings --status fixed --format json
     """
     from rules.findings import OPEN_STATES, finding_views
-    from scanner.cli import open_store
+    from scanner.command import open_store
 
     with open_store(ctx, readonly=True) as store:
         if store.conn.execute("SELECT 1 FROM evaluations LIMIT 1").fetchone() is None:
@@ -515,7 +515,7 @@ def _print_findings(rows: list[dict[str, Any]]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from scanner.cli import table_console
+    from scanner.command import table_console
     from scanner.model import printable
 
     console = table_console()
@@ -558,7 +558,7 @@ def accept_command(ctx: click.Context, target: str, until: str, reason: str, esu
       posture accept F-2a1b7c2d1e --until 2027-01-10 --esu --reason "ESU bought"
     """
     from rules.findings import accept
-    from scanner.cli import open_store
+    from scanner.command import open_store
 
     day = parse_day(until)
     with open_store(ctx) as store:

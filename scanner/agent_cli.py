@@ -53,7 +53,7 @@ def collect_command(ctx: click.Context, out: Path, encrypt_to: str | None, reg_f
     import json
 
     from scanner.bundles import make_bundle, write_bundle
-    from scanner.cli import open_run_log
+    from scanner.command import open_run_log
     from scanner.hostagent import RegExport, collect, collect_windows
     from scanner.runlog import say
 

@@ -17,16 +17,17 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from scanner import __version__
+from scanner.command import EXIT_IF_UNREAD, Whole, open_run_log, open_store, progress_for, table_console
 from scanner.compat import UTC
 from scanner.config import load_config, read_config, register_table_source
 from scanner.errors import ExitCode, NothingScanned, PostureError
-from scanner.model import INT64, md_escape, printable, write_csv
-from scanner.paths import default_db_path
+from scanner.model import md_escape, printable, write_csv
+from scanner.progress import ScanReporter
 from scanner.safefs import share_with
 
 
@@ -49,80 +50,13 @@ class PostureGroup(click.Group):
             return super().invoke(ctx)
         except BrokenPipeError:  # the reader left (`posture rules list | head -1`): not a failure
             _stdout_gone()
-            ctx.exit(ctx.meta.get(_EXIT_IF_UNREAD, 0))
+            ctx.exit(ctx.meta.get(EXIT_IF_UNREAD, 0))
         except PostureError as exc:
             # Messages quote file names, config values and device strings: no escape sequence reaches the
             # terminal (each line made printable; lines a message means to have are kept).
             text = "\n".join(printable(line, 2000) for line in str(exc).splitlines())
             click.echo(f"posture: error: {text}", err=True)
             ctx.exit(int(exc.exit_code))
-
-
-class Whole(click.IntRange):
-    """A whole-number option or argument within [low, high] (at most SQLite's INTEGER), refused like every
-    other bad input: one `posture: error:` line and exit 2, not a traceback or click's usage block."""
-
-    name = "whole number"
-
-    def __init__(self, low: int = 1, high: int = INT64[-1]) -> None:
-        super().__init__(low, high)
-
-    def fail(self, message: str, param: click.Parameter | None = None, ctx: click.Context | None = None) -> NoReturn:
-        name = param.get_error_hint(ctx) if param is not None and ctx is not None else "value"
-        if len(message) > 120:  # the value is quoted in it: keep its start and the reason
-            message = f"{message[:40]}…{message[-70:]}"
-        raise PostureError(f"invalid {name}: {message}", "see --help")
-
-
-_EXIT_IF_UNREAD = "posture.exit_if_unread"
-
-
-def exit_if_unread(ctx: click.Context, code: int) -> None:
-    """The exit code a command has decided before printing (evaluate's --fail-on gate): kept when the reader
-    leaves early, so `posture evaluate --fail-on high | head` cannot turn open findings into a pass."""
-    ctx.meta[_EXIT_IF_UNREAD] = code
-
-
-def _db_path(ctx: click.Context) -> Path:
-    return Path(ctx.find_root().params.get("db") or default_db_path())
-
-
-def open_store(ctx: click.Context, readonly: bool = False, create: bool = False) -> Any:
-    """Open the inventory named by --db / POSTURE_DB / the XDG default (for this and later stages).
-
-    Only the commands that fill an inventory (scan, snmp, import, demo, run) pass `create`; every other one
-    refuses a path that does not exist, so a mistyped --db never becomes an empty inventory that a CI gate
-    (`evaluate --fail-on high`) or a report reads as "nothing wrong".
-    """
-    from scanner.paths import data_dir
-    from scanner.store import Store
-
-    path = _db_path(ctx)
-    if not create and not path.exists():
-        demo = data_dir() / "demo.db"
-        if ctx.find_root().params.get("db"):  # --db or POSTURE_DB
-            raise PostureError(f"no inventory at {path}", "give --db the file that `posture scan`, `posture import` "
-                               f"or `posture demo` wrote; the demo's is {demo}")  # fmt: skip
-        raise PostureError(f"no inventory at {path}, the default: nothing was scanned or imported into it",
-                           f"run `posture scan` or `posture import` first, or give --db the file to read; the "
-                           f"demo's is {demo}")  # fmt: skip
-    return Store.open(path, readonly=readonly)
-
-
-def progress_for(ctx: click.Context, what: str, noun: str, total: int | None = None) -> Any:
-    """A `scanner.progress.Progress` as `posture --progress/--no-progress` (else: a terminal) wants it."""
-    from scanner.progress import Progress, wanted
-
-    return Progress(what, noun, total, enabled=wanted(ctx.find_root().obj.get("progress")))
-
-
-def open_run_log(ctx: click.Context, config: dict[str, Any] | None = None) -> None:
-    """Start the run log (`scanner.runlog`) where the config's [log] file says, for unattended commands."""
-    from scanner.runlog import open_log
-
-    if config is None:
-        config = load_config(ctx.find_root().obj.get("config_path"))
-    open_log(config.get("log", {}).get("file"))
 
 
 @click.group(cls=PostureGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -178,83 +112,6 @@ def cli(ctx: click.Context, db: Path | None, config_path: Path | None, system: b
 
 
 # ---- scan --------------------------------------------------------------------------------------------
-
-
-class _Reporter:
-    """Progress on stderr: a live bar on a terminal, one line per chunk in a log or pipe.
-
-    The ETA is this run's average pace applied to what is left: chunks finish in bursts, which makes a
-    recent-speed estimate (rich's own) swing wildly.
-    """
-
-    def __init__(self, noun: str = "addresses") -> None:
-        self.tty = sys.stderr.isatty()
-        self.noun = noun  # addresses (nmap), devices (SNMP: saved in batches), objects (a directory)
-        self.devices = noun == "devices"
-        self._said = 0.0
-        self._progress: Any = None
-        self._task: Any = None
-        self._started = time.monotonic()
-        self._first = 0
-        self._total = 0
-
-    def _eta(self, done: int) -> str:
-        if done <= self._first:
-            return "-:--:--"
-        seconds = (time.monotonic() - self._started) * (self._total - done) / (done - self._first)
-        return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
-
-    def start(self, total_hosts: int, total_chunks: int, already_done: int) -> None:
-        self._started, self._first, self._total = time.monotonic(), already_done, total_hosts
-        if self.tty:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("scanning" if self.noun != "objects" else "reading"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("hosts" if self.noun == "addresses" else self.noun),
-                TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
-                console=Console(stderr=True), transient=True,
-            )  # fmt: skip
-            self._progress.start()
-            self._task = self._progress.add_task("scan", total=total_hosts, completed=already_done, eta="-:--:--")
-        elif self.devices:
-            click.echo(f"posture: asking {total_hosts} devices over SNMP", err=True)
-        elif self.noun == "objects":
-            click.echo("posture: reading the directory", err=True)
-        else:
-            click.echo(f"posture: scanning {total_hosts} addresses in {total_chunks} chunk(s)", err=True)
-
-    def update(self, hosts_done: int) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=hosts_done, eta=self._eta(hosts_done))
-
-    def batch_saved(self, hosts_done: int, hosts_up: int) -> None:
-        """After every batch: a directory has no address count to show, so say how many objects are in."""
-        if self.noun == "objects" and time.monotonic() - self._said > 5:
-            self._said = time.monotonic()
-            click.echo(f"posture: {hosts_up:,} objects saved", err=True)
-
-    def chunk_done(self, chunks_done: int, total_chunks: int, hosts_done: int, hosts_up: int) -> None:
-        if self.noun == "objects":
-            return
-        if self._progress is None and self.devices:
-            click.echo(
-                f"posture: {hosts_done} of {self._total} devices saved, {hosts_up} answered, "
-                f"ETA {self._eta(hosts_done)}",
-                err=True,
-            )
-        elif self._progress is None:
-            click.echo(
-                f"posture: chunk {chunks_done}/{total_chunks} saved: {hosts_done} of {self._total} addresses done, "
-                f"{hosts_up} up, ETA {self._eta(hosts_done)}",
-                err=True,
-            )
-
-    def finish(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
 
 
 def _plan(
@@ -333,7 +190,7 @@ def _snmp_run(ctx: click.Context, store: Any, addresses: list[str], targets: lis
                "retries": params["snmp_retries"], "deadline": params["snmp_deadline"],
                "concurrency": params["snmp_concurrency"]}  # fmt: skip
     request = Request(targets or addresses, options, addresses=addresses)
-    summary = run_source(store, get_source("snmp"), request, _Reporter("devices"))
+    summary = run_source(store, get_source("snmp"), request, ScanReporter("devices"))
     _made(ctx, summary.scan_id)
     _snmp_said(store, summary, fmt)
     return summary
@@ -391,7 +248,7 @@ def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ..
             source = get_source("snmp")
             source.check(request)
             store.claim_scan(scan_id)
-            summary = execute_run(store, source, scan_id, request, _Reporter("devices"))
+            summary = execute_run(store, source, scan_id, request, ScanReporter("devices"))
             if fmt == "text":
                 click.echo(f"SNMP scan {summary.scan_id} {summary.status}: {summary.hosts_done} of "
                            f"{summary.hosts_total} devices done, {summary.new_assets} new assets. "
@@ -564,7 +421,7 @@ def scan(
             request = stored_request(store, scan_id, parallel)
             source.check(request)
             store.claim_scan(scan_id)
-            summary = execute_run(store, source, scan_id, request, _Reporter())
+            summary = execute_run(store, source, scan_id, request, ScanReporter())
             _finish_scan(ctx, store, summary, with_snmp, snmp_params, fmt)
         return
 
@@ -596,7 +453,7 @@ def scan(
         click.echo(" ".join(source.describe(request, units[0][0])))
         return
     with open_store(ctx, create=True) as store:
-        _finish_scan(ctx, store, run_source(store, source, request, _Reporter()), with_snmp, snmp_params, fmt)
+        _finish_scan(ctx, store, run_source(store, source, request, ScanReporter()), with_snmp, snmp_params, fmt)
 
 
 def _finish_scan(ctx: click.Context, store: Any, summary: Any, with_snmp: bool, snmp_params: dict[str, Any],
@@ -789,7 +646,7 @@ def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None
     source.open(request)  # every refusal (bind, certificate, base DN) before the inventory is touched
     try:
         with open_store(ctx, create=True) as store:
-            summary = run_source(store, source, request, _Reporter(noun=source.noun))
+            summary = run_source(store, source, request, ScanReporter(noun=source.noun))
             details = [r[0] for r in store.conn.execute(
                 "SELECT detail FROM scan_targets WHERE scan_id = ?", (summary.scan_id,))]  # fmt: skip
     finally:
@@ -840,7 +697,7 @@ def demo(ctx: click.Context, keep_running: bool) -> None:
     root.params["db"] = db  # what the demo invokes (the report) reads the demo's inventory, never the default one
     click.echo("posture demo: starting the lab (real daemons and recorded devices on 127.0.1.x)...", err=True)
     with demo_lab(snmp_port()) as (lab, sim), Store.open(db) as store:
-        run = scan_demo(store, lab, sim, _Reporter(), _Reporter("devices"))
+        run = scan_demo(store, lab, sim, ScanReporter(), ScanReporter("devices"))
         # The rules stage evaluates first: the table shows what it identified, and its summary follows.
         summary = [line for ep in entry_points(group="posture.after_scan") for line in ep.load()(ctx, store)]
         _print_assets(asset_rows(store, store.assets_seen_in(run.nmap.scan_id, run.snmp.scan_id)))
@@ -1078,16 +935,6 @@ def _first_line(text: str, limit: int) -> str:
     """A device's multi-line banner (sysDescr) shown as its first line, cut short: tables stay readable."""
     line = (text.splitlines() or [""])[0]
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def table_console() -> Any:
-    """A console for tables: the terminal's width, or $COLUMNS (default 160) in a pipe or log."""
-    import os
-
-    from rich.console import Console
-
-    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "") or 160)
-    return Console(highlight=False, soft_wrap=False, width=width)
 
 
 def _support(os_: dict[str, Any]) -> str:
@@ -1488,7 +1335,7 @@ def _run_source(ctx: click.Context, source: Any, request: Any) -> Any:
     from scanner.scan import run_source
 
     with open_store(ctx, create=True) as store:
-        summary = run_source(store, source, request, _Reporter(noun=source.noun))
+        summary = run_source(store, source, request, ScanReporter(noun=source.noun))
     _made(ctx, summary.scan_id)
     return summary
 

@@ -4,14 +4,17 @@ Shown on a terminal as one line rewritten in place; silent when stderr is not a 
 log) unless asked for with `posture --progress`, since a scheduled job's log should hold outcomes, not
 ticks; `--no-progress` silences a terminal too. Lines come at most every `every` items or `seconds`,
 whichever is first, so a fast import does not spend its time writing and a slow one is never silent for long.
-Scans have their own reporter (scanner/cli.py `_Reporter`): a chunk saved is an outcome worth a log line.
+Scans have their own reporter (`ScanReporter`): a live bar on a terminal, and in a log a line per chunk
+saved, since a chunk saved is an outcome worth a log line (it is what `--resume` starts from).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
+
+import click
 
 
 class Progress:
@@ -73,3 +76,80 @@ class Progress:
 def wanted(choice: bool | None) -> bool:
     """`posture --progress` / `--no-progress` as given, else on only when stderr is a terminal."""
     return sys.stderr.isatty() if choice is None else choice
+
+
+class ScanReporter:
+    """Progress on stderr: a live bar on a terminal, one line per chunk in a log or pipe.
+
+    The ETA is this run's average pace applied to what is left: chunks finish in bursts, which makes a
+    recent-speed estimate (rich's own) swing wildly.
+    """
+
+    def __init__(self, noun: str = "addresses") -> None:
+        self.tty = sys.stderr.isatty()
+        self.noun = noun  # addresses (nmap), devices (SNMP: saved in batches), objects (a directory)
+        self.devices = noun == "devices"
+        self._said = 0.0
+        self._progress: Any = None
+        self._task: Any = None
+        self._started = time.monotonic()
+        self._first = 0
+        self._total = 0
+
+    def _eta(self, done: int) -> str:
+        if done <= self._first:
+            return "-:--:--"
+        seconds = (time.monotonic() - self._started) * (self._total - done) / (done - self._first)
+        return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
+
+    def start(self, total_hosts: int, total_chunks: int, already_done: int) -> None:
+        self._started, self._first, self._total = time.monotonic(), already_done, total_hosts
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("scanning" if self.noun != "objects" else "reading"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("hosts" if self.noun == "addresses" else self.noun),
+                TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
+                console=Console(stderr=True), transient=True,
+            )  # fmt: skip
+            self._progress.start()
+            self._task = self._progress.add_task("scan", total=total_hosts, completed=already_done, eta="-:--:--")
+        elif self.devices:
+            click.echo(f"posture: asking {total_hosts} devices over SNMP", err=True)
+        elif self.noun == "objects":
+            click.echo("posture: reading the directory", err=True)
+        else:
+            click.echo(f"posture: scanning {total_hosts} addresses in {total_chunks} chunk(s)", err=True)
+
+    def update(self, hosts_done: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=hosts_done, eta=self._eta(hosts_done))
+
+    def batch_saved(self, hosts_done: int, hosts_up: int) -> None:
+        """After every batch: a directory has no address count to show, so say how many objects are in."""
+        if self.noun == "objects" and time.monotonic() - self._said > 5:
+            self._said = time.monotonic()
+            click.echo(f"posture: {hosts_up:,} objects saved", err=True)
+
+    def chunk_done(self, chunks_done: int, total_chunks: int, hosts_done: int, hosts_up: int) -> None:
+        if self.noun == "objects":
+            return
+        if self._progress is None and self.devices:
+            click.echo(
+                f"posture: {hosts_done} of {self._total} devices saved, {hosts_up} answered, "
+                f"ETA {self._eta(hosts_done)}",
+                err=True,
+            )
+        elif self._progress is None:
+            click.echo(
+                f"posture: chunk {chunks_done}/{total_chunks} saved: {hosts_done} of {self._total} addresses done, "
+                f"{hosts_up} up, ETA {self._eta(hosts_done)}",
+                err=True,
+            )
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -92,8 +92,8 @@ def test_help_still_lists_every_stage() -> None:
 COLOUR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0-9;]*)?m")
 BAR = """\
 import time
-from scanner.cli import _Reporter
-reporter = _Reporter("addresses")
+from scanner.progress import ScanReporter
+reporter = ScanReporter("addresses")
 reporter.start(10, 1, 0)
 reporter.update(5)
 time.sleep(0.3)

@@ -1,0 +1,97 @@
+"""What every stage's commands share: the inventory --db names (refused where there is none), whole-number
+options, the exit code kept through a closed pipe, progress as --progress wants it, the run log and tables.
+
+The scanner's, the rules' and the reports' command modules all use these; none of them imports another
+stage's command module to get them (scanner/cli.py is the root command and the scanner's own commands).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from scanner.config import load_config
+from scanner.errors import PostureError
+from scanner.model import INT64
+from scanner.paths import default_db_path
+
+
+class Whole(click.IntRange):
+    """A whole-number option or argument within [low, high] (at most SQLite's INTEGER), refused like every
+    other bad input: one `posture: error:` line and exit 2, not a traceback or click's usage block."""
+
+    name = "whole number"
+
+    def __init__(self, low: int = 1, high: int = INT64[-1]) -> None:
+        super().__init__(low, high)
+
+    def fail(self, message: str, param: click.Parameter | None = None, ctx: click.Context | None = None) -> NoReturn:
+        name = param.get_error_hint(ctx) if param is not None and ctx is not None else "value"
+        if len(message) > 120:  # the value is quoted in it: keep its start and the reason
+            message = f"{message[:40]}…{message[-70:]}"
+        raise PostureError(f"invalid {name}: {message}", "see --help")
+
+
+EXIT_IF_UNREAD = "posture.exit_if_unread"
+
+
+def exit_if_unread(ctx: click.Context, code: int) -> None:
+    """The exit code a command has decided before printing (evaluate's --fail-on gate): kept when the reader
+    leaves early, so `posture evaluate --fail-on high | head` cannot turn open findings into a pass."""
+    ctx.meta[EXIT_IF_UNREAD] = code
+
+
+def db_path(ctx: click.Context) -> Path:
+    """The inventory's path: --db, else POSTURE_DB, else the XDG (or --system) default."""
+    return Path(ctx.find_root().params.get("db") or default_db_path())
+
+
+def open_store(ctx: click.Context, readonly: bool = False, create: bool = False) -> Any:
+    """Open the inventory named by --db / POSTURE_DB / the XDG default (for this and later stages).
+
+    Only the commands that fill an inventory (scan, snmp, import, demo, run) pass `create`; every other one
+    refuses a path that does not exist, so a mistyped --db never becomes an empty inventory that a CI gate
+    (`evaluate --fail-on high`) or a report reads as "nothing wrong".
+    """
+    from scanner.paths import data_dir
+    from scanner.store import Store
+
+    path = db_path(ctx)
+    if not create and not path.exists():
+        demo = data_dir() / "demo.db"
+        if ctx.find_root().params.get("db"):  # --db or POSTURE_DB
+            raise PostureError(f"no inventory at {path}", "give --db the file that `posture scan`, `posture import` "
+                               f"or `posture demo` wrote; the demo's is {demo}")  # fmt: skip
+        raise PostureError(f"no inventory at {path}, the default: nothing was scanned or imported into it",
+                           f"run `posture scan` or `posture import` first, or give --db the file to read; the "
+                           f"demo's is {demo}")  # fmt: skip
+    return Store.open(path, readonly=readonly)
+
+
+def progress_for(ctx: click.Context, what: str, noun: str, total: int | None = None) -> Any:
+    """A `scanner.progress.Progress` as `posture --progress/--no-progress` (else: a terminal) wants it."""
+    from scanner.progress import Progress, wanted
+
+    return Progress(what, noun, total, enabled=wanted(ctx.find_root().obj.get("progress")))
+
+
+def open_run_log(ctx: click.Context, config: dict[str, Any] | None = None) -> None:
+    """Start the run log (`scanner.runlog`) where the config's [log] file says, for unattended commands."""
+    from scanner.runlog import open_log
+
+    if config is None:
+        config = load_config(ctx.find_root().obj.get("config_path"))
+    open_log(config.get("log", {}).get("file"))
+
+
+def table_console() -> Any:
+    """A console for tables: the terminal's width, or $COLUMNS (default 160) in a pipe or log."""
+    import os
+
+    from rich.console import Console
+
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "") or 160)
+    return Console(highlight=False, soft_wrap=False, width=width)
