@@ -227,10 +227,29 @@ class Rule:
     conditions: tuple[Condition, ...] = field(compare=False, repr=False, default=())
     any_conditions: tuple[tuple[Condition, ...], ...] = field(compare=False, repr=False, default=())
 
-    def matches(self, subject: dict[str, Any], asset: dict[str, Any]) -> bool:
-        if not all(t(subject, asset) for t in self.tests):
-            return False
-        return not self.any_tests or any(all(t(subject, asset) for t in group) for group in self.any_tests)
+    def matches(self, subject: dict[str, Any], asset: dict[str, Any], start: int = 0) -> bool:
+        """Every test of `when` (from the `start`-th: those before it are known to hold) and one group of
+        `when_any`, each in order, stopping at the first that fails. Loops, not all() over generators: this
+        runs a million times an evaluation."""
+        for test in self.tests[start:] if start else self.tests:
+            if not test(subject, asset):
+                return False
+        if not self.any_tests:
+            return True
+        for group in self.any_tests:
+            for test in group:
+                if not test(subject, asset):
+                    break
+            else:
+                return True
+        return False
+
+    def subject_tests(self) -> int:
+        """How many of `when`'s tests, from the first, read only the subject (none for an asset rule): their
+        verdict on a shared subject holds on every asset that has it."""
+        if self.subject == "asset":
+            return 0
+        return next((n for n, c in enumerate(self.conditions) if c[0].startswith("asset.")), len(self.conditions))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -538,6 +557,24 @@ class Evaluator:
         }
         # (kind, id(subject)) -> (subject, [(rule, key), ...]); holding the subject keeps its id unique
         self._cache: dict[tuple[str, int], tuple[dict[str, Any], list[tuple[Rule, str]]]] = {}
+        # A rule that reads the asset too, on a shared subject: its leading subject-only tests judged once per
+        # subject, (rule, id(subject)) -> (subject, whether they hold); the rest of its tests per asset.
+        self._leading = {r: r.subject_tests() for r in self._asset_rules}
+        self._subject_verdicts: dict[tuple[Rule, int], tuple[dict[str, Any], bool]] = {}
+
+    def _holds_for_subject(self, rule: Rule, subject: dict[str, Any], leading: int) -> bool:
+        """Whether the rule's first `leading` tests (subject-only) hold on this shared subject, judged once."""
+        cached = self._subject_verdicts.get((rule, id(subject)))
+        if cached is None:
+            verdict = True
+            for test in rule.tests[:leading]:
+                if not test(subject, {}):
+                    verdict = False
+                    break
+            cached = (subject, verdict)
+            if len(self._subject_verdicts) < 1_000_000:
+                self._subject_verdicts[(rule, id(subject))] = cached
+        return cached[1]
 
     def _matches_of(self, kind: str, subject: dict[str, Any]) -> list[tuple[Rule, str]]:
         cached = self._cache.get((kind, id(subject)))
@@ -571,9 +608,12 @@ class Evaluator:
         for rule in self._asset_rules:
             if rule.id in self.errors:
                 continue
+            leading = self._leading[rule]
             try:
                 for subject in _subjects(rule.subject, facts):
-                    if rule.matches(subject, asset):
+                    if leading and not self._holds_for_subject(rule, subject, leading):
+                        continue
+                    if rule.matches(subject, asset, leading):
                         yield Hit(rule, asset, subject, subject_key(rule.subject, subject))
             except Exception as exc:  # any failure of one rule must not stop the run
                 self.errors[rule.id] = f"{type(exc).__name__}: {str(exc)[:300]} (asset {asset.get('id')})"
