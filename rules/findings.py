@@ -113,6 +113,9 @@ class _Details:
         self._by_subject: dict[tuple[int, bool], tuple[dict[str, Any], int]] = {}
         self._by_text: dict[str, int] = {}
         self._by_asset_values: dict[tuple[Any, ...], int] = {}
+        # rule -> (its subject is shared, a TLS port's protocols lead its evidence): asked once per rule
+        self._how: dict[Rule, tuple[bool, bool]] = {}
+        self._by_finding: dict[tuple[Any, ...], int] = {}  # (severity, rule id, SLA) -> row id
 
     def row(self, text: str) -> int:
         found = self._by_text.get(text)
@@ -126,9 +129,13 @@ class _Details:
 
     def __call__(self, hit: Hit) -> int:
         kind, s = hit.rule.subject, hit.subject
-        if kind in ("os", "software", "item", "service", "hardware"):  # shared subjects: once each
+        how = self._how.get(hit.rule)
+        if how is None:
             # A TLS port's evidence leads with what the rule tested: its protocols, or its certificate.
-            protocols_first = kind == "service" and any(n.startswith("tls_") for n in _tested(hit.rule))
+            how = self._how[hit.rule] = (kind in ("os", "software", "item", "service", "hardware"),
+                                         kind == "service" and any(n.startswith("tls_") for n in _tested(hit.rule)))
+        if how[0]:  # shared subjects: once each
+            protocols_first = how[1]
             cached = self._by_subject.get((id(s), protocols_first))
             if cached is None:
                 cached = (s, self.row(json.dumps(self._shared(kind, s, protocols_first), default=str)))
@@ -136,8 +143,14 @@ class _Details:
                     self._by_subject[(id(s), protocols_first)] = cached
             return cached[1]
         if kind == "finding":  # which finding is in the subject ("finding:F-..."); its age in the findings table
-            text = f"a {s['severity']} {s['rule_id']} finding, open longer than its SLA of {s['sla_days']} days"
-            return self.row(json.dumps({"evidence": text}))
+            said = (s["severity"], s["rule_id"], s["sla_days"])
+            found = self._by_finding.get(said)
+            if found is None:
+                text = f"a {said[0]} {said[1]} finding, open longer than its SLA of {said[2]} days"
+                found = self.row(json.dumps({"evidence": text}))
+                if len(self._by_finding) < 200_000:
+                    self._by_finding[said] = found
+            return found
         asset = hit.asset or {}
         os_summary = asset.get("os_summary") or {}
         try:  # the same tested values give the same details: look them up instead of encoding again
@@ -223,13 +236,12 @@ class _Writer:
                  exceptions: dict[str, dict[str, Any]], functions: dict[str, str]) -> None:  # fmt: skip
         self.conn, self.evaluation_id, self.day = conn, evaluation_id, day
         self.functions = functions  # rule id -> protect | detect | respond, for the score (rules/score.py)
-        self.worst: dict[str, str | None] = {}  # function -> worst severity open and not accepted
+        self.counted: dict[tuple[str, str], int] = {}  # (rule id, severity) -> findings open and not accepted
         self.unsafe: set[int] = set()  # assets with an open, not accepted critical or high finding
         self.details = _Details(conn)
         self.accepted_ids = {n for t in exceptions if (n := parse_id(t)) is not None}
         self.accepted_rules = {t for t in exceptions if not t.startswith("F-")}
         self.accepted = 0
-        self.severities: Counter[str] = Counter()
         self.batch: list[tuple[Any, ...]] = []
         self._asset: int | None = None
         self._taken: dict[int, tuple[str, str]] = {}
@@ -244,16 +256,32 @@ class _Writer:
         if number in self.accepted_ids or rule_id in self.accepted_rules:
             self.accepted += 1
         else:
-            self.severities[severity] += 1
-            function = self.functions.get(rule_id)
-            if function is not None:
-                self.worst[function] = score.worse(self.worst.get(function), severity)
+            counted = (rule_id, severity)
+            self.counted[counted] = self.counted.get(counted, 0) + 1
             if severity in score.SCORE_SEVERITIES and asset_id is not None:
                 self.unsafe.add(asset_id)
         d = self.day
         self.batch.append((number, rule_id, asset_id, subject, d, d, d, self.evaluation_id, details_id))
         if len(self.batch) >= BATCH:
             self.flush()
+
+    @property
+    def severities(self) -> Counter[str]:
+        """Findings open and not accepted, by severity (in the order each severity was first found)."""
+        out: Counter[str] = Counter()
+        for (_, severity), n in self.counted.items():
+            out[severity] += n
+        return out
+
+    @property
+    def worst(self) -> dict[str, str | None]:
+        """function -> the worst severity open and not accepted (in the order each function was first found)."""
+        out: dict[str, str | None] = {}
+        for rule_id, severity in self.counted:
+            function = self.functions.get(rule_id)
+            if function is not None:
+                out[function] = score.worse(out.get(function), severity)
+        return out
 
     def hit(self, hit: Hit, asset_id: int | None) -> None:
         self.add(hit.rule.id, hit.rule.severity, asset_id, hit.key, self.details(hit))
