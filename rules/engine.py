@@ -595,16 +595,30 @@ class Evaluator:
 
     def assess(self, facts: AssetFacts) -> Iterator[Hit]:
         asset = facts.asset
-        shared: list[tuple[str, dict[str, Any]]] = [("software", s) for s in facts.software]
-        shared += [("service", s) for s in facts.services]
-        if facts.hardware:
-            shared += [("hardware", h) for h in facts.hardware]
-        if facts.os is not None:
-            shared.append(("os", facts.os))
-        for kind, subject in shared:
-            for rule, key in self._matches_of(kind, subject):
+        for subject, found in self.shared(facts):
+            for rule, key in found:
                 if not self.errors or rule.id not in self.errors:
                     yield Hit(rule, asset, subject, key)
+        yield from self.assess_asset(facts)
+
+    def shared(self, facts: AssetFacts) -> Iterator[tuple[dict[str, Any], list[tuple[Rule, str]]]]:
+        """Each shared subject of the asset (its programs, services, hardware, OS) with the (rule, key) of
+        each subject-only rule that matches it: one list per subject for the whole run, the same object
+        every time (a caller may key its own cache on it while holding it). A rule in `errors` may still be
+        listed: skip it."""
+        for s in facts.software:
+            yield s, self._matches_of("software", s)
+        for s in facts.services:
+            yield s, self._matches_of("service", s)
+        for h in facts.hardware:
+            yield h, self._matches_of("hardware", h)
+        if facts.os is not None:
+            yield facts.os, self._matches_of("os", facts.os)
+
+    def assess_asset(self, facts: AssetFacts) -> Iterator[Hit]:
+        """The hits of the rules that read the asset (asset rules, and rules on a subject that test the
+        asset too), after `shared`'s in `assess`."""
+        asset = facts.asset
         for rule in self._asset_rules:
             if rule.id in self.errors:
                 continue

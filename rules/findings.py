@@ -244,6 +244,8 @@ class _Writer:
         self.accepted = 0
         self.batch: list[tuple[Any, ...]] = []
         self._asset: int | None = None
+        # id(Evaluator.shared's list) -> (that list, [(rule id, severity, key, details row), ...])
+        self._shared: dict[int, tuple[list[tuple[Rule, str]], list[tuple[str, str, str, int]]]] = {}
         self._taken: dict[int, tuple[str, str]] = {}
 
     def add(self, rule_id: str, severity: str, asset_id: int | None, subject: str, details_id: int) -> None:
@@ -282,6 +284,26 @@ class _Writer:
             if function is not None:
                 out[function] = score.worse(out.get(function), severity)
         return out
+
+    def shared(self, subject: dict[str, Any], found: list[tuple[Rule, str]], asset: dict[str, Any],
+               errors: dict[str, str]) -> None:  # fmt: skip
+        """The findings of the subject-only rules that match a shared subject (Evaluator.shared): what they
+        write but the asset's id is worked out at the subject's first asset, kept while `found` is alive.
+        Once a rule has failed, each hit goes the long way (no details for the failed rule's)."""
+        if errors:
+            for rule, key in found:
+                if rule.id not in errors:
+                    self.hit(Hit(rule, asset, subject, key), asset["id"])
+            return
+        cached = self._shared.get(id(found))
+        if cached is None:
+            cached = (found, [(rule.id, rule.severity, key, self.details(Hit(rule, asset, subject, key)))
+                              for rule, key in found])  # fmt: skip
+            if len(self._shared) < 1_000_000:
+                self._shared[id(found)] = cached
+        asset_id = asset["id"]
+        for rule_id, severity, key, details_id in cached[1]:
+            self.add(rule_id, severity, asset_id, key, details_id)
 
     def hit(self, hit: Hit, asset_id: int | None) -> None:
         self.add(hit.rule.id, hit.rule.severity, asset_id, hit.key, self.details(hit))
@@ -327,8 +349,12 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                     facts.asset["os_summary"] = {k: facts.os[k] for k in OS_SUMMARY}
                 if wants_assets:
                     assets[facts.asset["id"]] = facts.asset
-                for hit in evaluator.assess(facts):
-                    writer.hit(hit, facts.asset["id"])
+                asset_id = facts.asset["id"]
+                for subject, found in evaluator.shared(facts):
+                    if found:
+                        writer.shared(subject, found, facts.asset, evaluator.errors)
+                for hit in evaluator.assess_asset(facts):
+                    writer.hit(hit, asset_id)
                 if progress is not None and summary.assets % 20_000 == 0:
                     progress(summary.assets)
             writer.flush()
