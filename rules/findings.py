@@ -449,8 +449,7 @@ FINDING_FACTS = """
             SELECT f.id, f.rule_id, r.function, r.severity, f.status, f.asset_id,
                    CAST(julianday(?) - julianday(substr(f.opened_at, 1, 10)) AS INTEGER) AS age_days,
                    {sla} AS sla_days,
-                   (f.id IN (SELECT value FROM json_each(?)) OR f.rule_id IN (SELECT value FROM json_each(?)))
-                       AS accepted
+                   {accepted} AS accepted
             FROM findings f JOIN finding_rules r ON r.id = f.rule_id
             WHERE f.evaluation_id = ? AND f.status != 'fixed' AND f.rule_id NOT IN (SELECT value FROM json_each(?))
         )
@@ -461,13 +460,19 @@ FINDING_FACTS = """
 def _facts_query(evaluation_id: int, day: date, settings: Settings, exceptions: dict[str, dict[str, Any]],
                  skip: list[str]) -> tuple[str, list[Any]]:  # fmt: skip
     """FINDING_FACTS and its parameters. The SLA is a CASE over the severities, not a lookup in a JSON
-    table: that ran once per finding and cost more than the rest of the query."""
+    table: that ran once per finding and cost more than the rest of the query. Without exceptions nothing
+    is accepted: 0, not two empty lists searched for every finding (a sixth of the query)."""
     ids = [n for t in exceptions if (n := parse_id(t)) is not None]
     rules = [t for t in exceptions if not t.startswith("F-")]
     sla = f"CASE r.severity {' '.join('WHEN ? THEN ?' for _ in settings.sla_days)} ELSE 365 END"
     by_severity = [x for pair in settings.sla_days.items() for x in pair]
-    params = [day.isoformat(), *by_severity, json.dumps(ids), json.dumps(rules), evaluation_id, json.dumps(skip)]
-    return FINDING_FACTS.replace("{sla}", sla if by_severity else "365"), params
+    accepted, listed = "0", []
+    if ids or rules:
+        accepted = "(f.id IN (SELECT value FROM json_each(?)) OR f.rule_id IN (SELECT value FROM json_each(?)))"
+        listed = [json.dumps(ids), json.dumps(rules)]
+    params = [day.isoformat(), *by_severity, *listed, evaluation_id, json.dumps(skip)]
+    sql = FINDING_FACTS.replace("{sla}", sla if by_severity else "365").replace("{accepted}", accepted)
+    return sql, params
 
 
 def _record_rules(conn: sqlite3.Connection, rules: list[Rule]) -> None:
