@@ -143,14 +143,7 @@ class _Details:
                     self._by_subject[(id(s), protocols_first)] = cached
             return cached[1]
         if kind == "finding":  # which finding is in the subject ("finding:F-..."); its age in the findings table
-            said = (s["severity"], s["rule_id"], s["sla_days"])
-            found = self._by_finding.get(said)
-            if found is None:
-                text = f"a {said[0]} {said[1]} finding, open longer than its SLA of {said[2]} days"
-                found = self.row(json.dumps({"evidence": text}))
-                if len(self._by_finding) < 200_000:
-                    self._by_finding[said] = found
-            return found
+            return self.finding(s["severity"], s["rule_id"], s["sla_days"])
         asset = hit.asset or {}
         os_summary = asset.get("os_summary") or {}
         try:  # the same tested values give the same details: look them up instead of encoding again
@@ -162,6 +155,17 @@ class _Details:
             found = self.row(json.dumps({"evidence": _asset_evidence(hit.rule, asset), "os": os_summary or None}))
             if key is not None and len(self._by_asset_values) < 200_000:
                 self._by_asset_values[key] = found
+        return found
+
+    def finding(self, severity: str, rule_id: str, sla_days: int) -> int:
+        """The details of a finding about a finding open past its SLA: one row per severity, rule and SLA."""
+        said = (severity, rule_id, sla_days)
+        found = self._by_finding.get(said)
+        if found is None:
+            text = f"a {severity} {rule_id} finding, open longer than its SLA of {sla_days} days"
+            found = self.row(json.dumps({"evidence": text}))
+            if len(self._by_finding) < 200_000:
+                self._by_finding[said] = found
         return found
 
     @staticmethod
@@ -409,9 +413,10 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
             in_python.append(rule)
             continue
         raised.clear()
-        try:
-            for subject in _finding_facts(conn, base, *compiled):
-                writer.hit(Hit(rule, None, subject, f"finding:{format_id(subject['id'])}"), subject["asset_id"])
+        try:  # what writer.hit would do with each finding as a Hit, without making one for each
+            for row in _finding_rows(conn, base, *compiled):
+                details = writer.details.finding(row[SEVERITY], row[RULE_ID], row[SLA_DAYS])
+                writer.add(rule.id, rule.severity, row[ASSET_ID], f"finding:{format_id(row[0])}", details)
         except Exception as exc:  # any failure of one rule must not stop the run (as in the Python back-end)
             cause = raised[-1] if raised else exc
             evaluator.errors[rule.id] = f"{type(cause).__name__}: {str(cause)[:300]}"
@@ -424,8 +429,16 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
 def _finding_facts(
     conn: sqlite3.Connection, base: tuple[str, list[Any]], where: str, params: list[Any]
 ) -> Iterator[dict[str, Any]]:
-    """This evaluation's open findings that satisfy `where`, as `finding` facts, read in pages by id so
-    memory stays flat (findings written meanwhile belong to the finding rules, which are left out)."""
+    """This evaluation's open findings that satisfy `where`, as `finding` facts."""
+    for row in _finding_rows(conn, base, where, params):
+        yield dict(zip(FINDING_FACT_KEYS, row, strict=True))
+
+
+def _finding_rows(
+    conn: sqlite3.Connection, base: tuple[str, list[Any]], where: str, params: list[Any]
+) -> Iterator[tuple[Any, ...]]:
+    """This evaluation's open findings that satisfy `where` as rows of FINDING_FACT_KEYS, read in pages by
+    id so memory stays flat (findings written meanwhile belong to the finding rules, which are left out)."""
     last = -1
     while True:
         page = conn.execute(
@@ -434,13 +447,14 @@ def _finding_facts(
         if not page:
             return
         last = page[-1][0]
-        for row in page:
-            yield dict(zip(FINDING_FACT_KEYS, row, strict=True))
+        yield from page
 
 
 # Facts of this evaluation's open findings, as columns named like the `finding` subject's fields.
 FINDING_FACT_KEYS = ("id", "rule_id", "function", "severity", "status", "age_days", "sla_days", "past_sla",
                      "accepted", "asset_id")  # fmt: skip
+RULE_ID, SEVERITY, SLA_DAYS, ASSET_ID = (FINDING_FACT_KEYS.index(k) for k in ("rule_id", "severity", "sla_days",
+                                                                               "asset_id"))  # fmt: skip
 FINDING_FACTS = """
     SELECT * FROM (
         SELECT id, rule_id, function, severity, status, age_days, sla_days, age_days > sla_days AS past_sla,
