@@ -133,7 +133,7 @@ class _Details:
         if how is None:
             # A TLS port's evidence leads with what the rule tested: its protocols, or its certificate.
             how = self._how[hit.rule] = (kind in ("os", "software", "item", "service", "hardware"),
-                                         kind == "service" and any(n.startswith("tls_") for n in _tested(hit.rule)))
+                                         kind == "service" and any(n.startswith("tls_") for n in _tested(hit.rule)))  # fmt: skip
         if how[0]:  # shared subjects: once each
             protocols_first = how[1]
             cached = self._by_subject.get((id(s), protocols_first))
