@@ -562,19 +562,17 @@ class Evaluator:
         self._leading = {r: r.subject_tests() for r in self._asset_rules}
         self._subject_verdicts: dict[tuple[Rule, int], tuple[dict[str, Any], bool]] = {}
 
-    def _holds_for_subject(self, rule: Rule, subject: dict[str, Any], leading: int) -> bool:
-        """Whether the rule's first `leading` tests (subject-only) hold on this shared subject, judged once."""
-        cached = self._subject_verdicts.get((rule, id(subject)))
-        if cached is None:
-            verdict = True
-            for test in rule.tests[:leading]:
-                if not test(subject, {}):
-                    verdict = False
-                    break
-            cached = (subject, verdict)
-            if len(self._subject_verdicts) < 1_000_000:
-                self._subject_verdicts[(rule, id(subject))] = cached
-        return cached[1]
+    def _judge_subject(self, rule: Rule, subject: dict[str, Any], leading: int) -> tuple[dict[str, Any], bool]:
+        """Whether the rule's first `leading` tests (subject-only) hold on this shared subject, judged once
+        (the subject is kept with the verdict, so its id stays its own)."""
+        cached = (subject, True)
+        for test in rule.tests[:leading]:
+            if not test(subject, {}):
+                cached = (subject, False)
+                break
+        if len(self._subject_verdicts) < 1_000_000:
+            self._subject_verdicts[(rule, id(subject))] = cached
+        return cached
 
     def _matches_of(self, kind: str, subject: dict[str, Any]) -> list[tuple[Rule, str]]:
         cached = self._cache.get((kind, id(subject)))
@@ -619,13 +617,15 @@ class Evaluator:
         """The hits of the rules that read the asset (asset rules, and rules on a subject that test the
         asset too), after `shared`'s in `assess`."""
         asset = facts.asset
+        verdicts = self._subject_verdicts
         for rule in self._asset_rules:
             if rule.id in self.errors:
                 continue
             leading = self._leading[rule]
             try:
                 for subject in _subjects(rule.subject, facts):
-                    if leading and not self._holds_for_subject(rule, subject, leading):
+                    if leading and not (verdicts.get((rule, id(subject)))
+                                        or self._judge_subject(rule, subject, leading))[1]:  # fmt: skip
                         continue
                     if rule.matches(subject, asset, leading):
                         yield Hit(rule, asset, subject, subject_key(rule.subject, subject))
