@@ -510,10 +510,10 @@ class Store:
         """All or nothing: the writer lock is taken up front so two scans never interleave a chunk.
 
         `check_references=False` leaves SQLite's foreign-key checks off for this transaction only (SQLite
-        can switch them only outside one), for a writer whose every reference is one it has just read or
-        written in the same transaction and which deletes nothing (so no cascade is missed): `posture
-        evaluate` writes 1.5 million findings of 100,000 assets, and looking up each one's asset,
-        evaluation and details row again cost about 40% of those writes."""
+        can switch them only outside one), for a writer whose every reference is to a row it has just read or
+        written in the same transaction and which deletes no row that others reference (so no cascade is
+        missed): `posture evaluate` writes 1.5 million findings of 100,000 assets, and looking up each one's
+        asset, evaluation and details row again cost about 40% of those writes."""
         if not check_references:
             self.conn.execute("PRAGMA foreign_keys = OFF")
         try:
