@@ -227,10 +227,29 @@ class Rule:
     conditions: tuple[Condition, ...] = field(compare=False, repr=False, default=())
     any_conditions: tuple[tuple[Condition, ...], ...] = field(compare=False, repr=False, default=())
 
-    def matches(self, subject: dict[str, Any], asset: dict[str, Any]) -> bool:
-        if not all(t(subject, asset) for t in self.tests):
-            return False
-        return not self.any_tests or any(all(t(subject, asset) for t in group) for group in self.any_tests)
+    def matches(self, subject: dict[str, Any], asset: dict[str, Any], start: int = 0) -> bool:
+        """Every test of `when` (from the `start`-th: those before it are known to hold) and one group of
+        `when_any`, each in order, stopping at the first that fails. Loops, not all() over generators: this
+        runs a million times an evaluation."""
+        for test in self.tests[start:] if start else self.tests:
+            if not test(subject, asset):
+                return False
+        if not self.any_tests:
+            return True
+        for group in self.any_tests:
+            for test in group:
+                if not test(subject, asset):
+                    break
+            else:
+                return True
+        return False
+
+    def subject_tests(self) -> int:
+        """How many of `when`'s tests, from the first, read only the subject (none for an asset rule): their
+        verdict on a shared subject holds on every asset that has it."""
+        if self.subject == "asset":
+            return 0
+        return next((n for n, c in enumerate(self.conditions) if c[0].startswith("asset.")), len(self.conditions))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -538,6 +557,22 @@ class Evaluator:
         }
         # (kind, id(subject)) -> (subject, [(rule, key), ...]); holding the subject keeps its id unique
         self._cache: dict[tuple[str, int], tuple[dict[str, Any], list[tuple[Rule, str]]]] = {}
+        # A rule that reads the asset too, on a shared subject: its leading subject-only tests judged once per
+        # subject, (rule, id(subject)) -> (subject, whether they hold); the rest of its tests per asset.
+        self._leading = {r: r.subject_tests() for r in self._asset_rules}
+        self._subject_verdicts: dict[tuple[Rule, int], tuple[dict[str, Any], bool]] = {}
+
+    def _judge_subject(self, rule: Rule, subject: dict[str, Any], leading: int) -> tuple[dict[str, Any], bool]:
+        """Whether the rule's first `leading` tests (subject-only) hold on this shared subject, judged once
+        (the subject is kept with the verdict, so its id stays its own)."""
+        cached = (subject, True)
+        for test in rule.tests[:leading]:
+            if not test(subject, {}):
+                cached = (subject, False)
+                break
+        if len(self._subject_verdicts) < 1_000_000:
+            self._subject_verdicts[(rule, id(subject))] = cached
+        return cached
 
     def _matches_of(self, kind: str, subject: dict[str, Any]) -> list[tuple[Rule, str]]:
         cached = self._cache.get((kind, id(subject)))
@@ -558,22 +593,41 @@ class Evaluator:
 
     def assess(self, facts: AssetFacts) -> Iterator[Hit]:
         asset = facts.asset
-        shared: list[tuple[str, dict[str, Any]]] = [("software", s) for s in facts.software]
-        shared += [("service", s) for s in facts.services]
-        if facts.hardware:
-            shared += [("hardware", h) for h in facts.hardware]
-        if facts.os is not None:
-            shared.append(("os", facts.os))
-        for kind, subject in shared:
-            for rule, key in self._matches_of(kind, subject):
+        for subject, found in self.shared(facts):
+            for rule, key in found:
                 if not self.errors or rule.id not in self.errors:
                     yield Hit(rule, asset, subject, key)
+        yield from self.assess_asset(facts)
+
+    def shared(self, facts: AssetFacts) -> Iterator[tuple[dict[str, Any], list[tuple[Rule, str]]]]:
+        """Each shared subject of the asset (its programs, services, hardware, OS) with the (rule, key) of
+        each subject-only rule that matches it: one list per subject for the whole run, the same object
+        every time (a caller may key its own cache on it while holding it). A rule in `errors` may still be
+        listed: skip it."""
+        for s in facts.software:
+            yield s, self._matches_of("software", s)
+        for s in facts.services:
+            yield s, self._matches_of("service", s)
+        for h in facts.hardware:
+            yield h, self._matches_of("hardware", h)
+        if facts.os is not None:
+            yield facts.os, self._matches_of("os", facts.os)
+
+    def assess_asset(self, facts: AssetFacts) -> Iterator[Hit]:
+        """The hits of the rules that read the asset (asset rules, and rules on a subject that test the
+        asset too), after `shared`'s in `assess`."""
+        asset = facts.asset
+        verdicts = self._subject_verdicts
         for rule in self._asset_rules:
             if rule.id in self.errors:
                 continue
+            leading = self._leading[rule]
             try:
                 for subject in _subjects(rule.subject, facts):
-                    if rule.matches(subject, asset):
+                    if leading and not (verdicts.get((rule, id(subject)))
+                                        or self._judge_subject(rule, subject, leading))[1]:  # fmt: skip
+                        continue
+                    if rule.matches(subject, asset, leading):
                         yield Hit(rule, asset, subject, subject_key(rule.subject, subject))
             except Exception as exc:  # any failure of one rule must not stop the run
                 self.errors[rule.id] = f"{type(exc).__name__}: {str(exc)[:300]} (asset {asset.get('id')})"

@@ -113,6 +113,9 @@ class _Details:
         self._by_subject: dict[tuple[int, bool], tuple[dict[str, Any], int]] = {}
         self._by_text: dict[str, int] = {}
         self._by_asset_values: dict[tuple[Any, ...], int] = {}
+        # rule -> (its subject is shared, a TLS port's protocols lead its evidence): asked once per rule
+        self._how: dict[Rule, tuple[bool, bool]] = {}
+        self._by_finding: dict[tuple[Any, ...], int] = {}  # (severity, rule id, SLA) -> row id
 
     def row(self, text: str) -> int:
         found = self._by_text.get(text)
@@ -126,9 +129,13 @@ class _Details:
 
     def __call__(self, hit: Hit) -> int:
         kind, s = hit.rule.subject, hit.subject
-        if kind in ("os", "software", "item", "service", "hardware"):  # shared subjects: once each
+        how = self._how.get(hit.rule)
+        if how is None:
             # A TLS port's evidence leads with what the rule tested: its protocols, or its certificate.
-            protocols_first = kind == "service" and any(n.startswith("tls_") for n in _tested(hit.rule))
+            tls = kind == "service" and any(n.startswith("tls_") for n in _tested(hit.rule))
+            how = self._how[hit.rule] = (kind in ("os", "software", "item", "service", "hardware"), tls)
+        if how[0]:  # shared subjects: once each
+            protocols_first = how[1]
             cached = self._by_subject.get((id(s), protocols_first))
             if cached is None:
                 cached = (s, self.row(json.dumps(self._shared(kind, s, protocols_first), default=str)))
@@ -136,8 +143,7 @@ class _Details:
                     self._by_subject[(id(s), protocols_first)] = cached
             return cached[1]
         if kind == "finding":  # which finding is in the subject ("finding:F-..."); its age in the findings table
-            text = f"a {s['severity']} {s['rule_id']} finding, open longer than its SLA of {s['sla_days']} days"
-            return self.row(json.dumps({"evidence": text}))
+            return self.finding(s["severity"], s["rule_id"], s["sla_days"])
         asset = hit.asset or {}
         os_summary = asset.get("os_summary") or {}
         try:  # the same tested values give the same details: look them up instead of encoding again
@@ -149,6 +155,17 @@ class _Details:
             found = self.row(json.dumps({"evidence": _asset_evidence(hit.rule, asset), "os": os_summary or None}))
             if key is not None and len(self._by_asset_values) < 200_000:
                 self._by_asset_values[key] = found
+        return found
+
+    def finding(self, severity: str, rule_id: str, sla_days: int) -> int:
+        """The details of a finding about a finding open past its SLA: one row per severity, rule and SLA."""
+        said = (severity, rule_id, sla_days)
+        found = self._by_finding.get(said)
+        if found is None:
+            text = f"a {severity} {rule_id} finding, open longer than its SLA of {sla_days} days"
+            found = self.row(json.dumps({"evidence": text}))
+            if len(self._by_finding) < 200_000:
+                self._by_finding[said] = found
         return found
 
     @staticmethod
@@ -223,15 +240,16 @@ class _Writer:
                  exceptions: dict[str, dict[str, Any]], functions: dict[str, str]) -> None:  # fmt: skip
         self.conn, self.evaluation_id, self.day = conn, evaluation_id, day
         self.functions = functions  # rule id -> protect | detect | respond, for the score (rules/score.py)
-        self.worst: dict[str, str | None] = {}  # function -> worst severity open and not accepted
+        self.counted: dict[tuple[str, str], int] = {}  # (rule id, severity) -> findings open and not accepted
         self.unsafe: set[int] = set()  # assets with an open, not accepted critical or high finding
         self.details = _Details(conn)
         self.accepted_ids = {n for t in exceptions if (n := parse_id(t)) is not None}
         self.accepted_rules = {t for t in exceptions if not t.startswith("F-")}
         self.accepted = 0
-        self.severities: Counter[str] = Counter()
         self.batch: list[tuple[Any, ...]] = []
         self._asset: int | None = None
+        # id(Evaluator.shared's list) -> (that list, [(rule id, severity, key, details row), ...])
+        self._shared: dict[int, tuple[list[tuple[Rule, str]], list[tuple[str, str, str, int]]]] = {}
         self._taken: dict[int, tuple[str, str]] = {}
 
     def add(self, rule_id: str, severity: str, asset_id: int | None, subject: str, details_id: int) -> None:
@@ -244,16 +262,52 @@ class _Writer:
         if number in self.accepted_ids or rule_id in self.accepted_rules:
             self.accepted += 1
         else:
-            self.severities[severity] += 1
-            function = self.functions.get(rule_id)
-            if function is not None:
-                self.worst[function] = score.worse(self.worst.get(function), severity)
+            counted = (rule_id, severity)
+            self.counted[counted] = self.counted.get(counted, 0) + 1
             if severity in score.SCORE_SEVERITIES and asset_id is not None:
                 self.unsafe.add(asset_id)
         d = self.day
         self.batch.append((number, rule_id, asset_id, subject, d, d, d, self.evaluation_id, details_id))
         if len(self.batch) >= BATCH:
             self.flush()
+
+    @property
+    def severities(self) -> Counter[str]:
+        """Findings open and not accepted, by severity (in the order each severity was first found)."""
+        out: Counter[str] = Counter()
+        for (_, severity), n in self.counted.items():
+            out[severity] += n
+        return out
+
+    @property
+    def worst(self) -> dict[str, str | None]:
+        """function -> the worst severity open and not accepted (in the order each function was first found)."""
+        out: dict[str, str | None] = {}
+        for rule_id, severity in self.counted:
+            function = self.functions.get(rule_id)
+            if function is not None:
+                out[function] = score.worse(out.get(function), severity)
+        return out
+
+    def shared(self, subject: dict[str, Any], found: list[tuple[Rule, str]], asset: dict[str, Any],
+               errors: dict[str, str]) -> None:  # fmt: skip
+        """The findings of the subject-only rules that match a shared subject (Evaluator.shared): what they
+        write but the asset's id is worked out at the subject's first asset, kept while `found` is alive.
+        Once a rule has failed, each hit goes the long way (no details for the failed rule's)."""
+        if errors:
+            for rule, key in found:
+                if rule.id not in errors:
+                    self.hit(Hit(rule, asset, subject, key), asset["id"])
+            return
+        cached = self._shared.get(id(found))
+        if cached is None:
+            cached = (found, [(rule.id, rule.severity, key, self.details(Hit(rule, asset, subject, key)))
+                              for rule, key in found])  # fmt: skip
+            if len(self._shared) < 1_000_000:
+                self._shared[id(found)] = cached
+        asset_id = asset["id"]
+        for rule_id, severity, key, details_id in cached[1]:
+            self.add(rule_id, severity, asset_id, key, details_id)
 
     def hit(self, hit: Hit, asset_id: int | None) -> None:
         self.add(hit.rule.id, hit.rule.severity, asset_id, hit.key, self.details(hit))
@@ -277,7 +331,9 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
     assets: dict[int, dict[str, Any]] = {}
     try:
         identities.ensure(store)
-        with store.transaction() as conn:
+        # Every reference written below is to a row read or written in this transaction, and nothing is
+        # deleted that another row references: SQLite need not check each of a million findings' three.
+        with store.transaction(check_references=False) as conn:
             cur = conn.execute(
                 "INSERT INTO evaluations (started_at, day, rules, catalogue_date, kev_version, scan_id) "
                 "VALUES (?, ?, ?, ?, ?, (SELECT max(id) FROM scans WHERE status IN ('complete', 'interrupted')))",
@@ -297,8 +353,12 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                     facts.asset["os_summary"] = {k: facts.os[k] for k in OS_SUMMARY}
                 if wants_assets:
                     assets[facts.asset["id"]] = facts.asset
-                for hit in evaluator.assess(facts):
-                    writer.hit(hit, facts.asset["id"])
+                asset_id = facts.asset["id"]
+                for subject, found in evaluator.shared(facts):
+                    if found:
+                        writer.shared(subject, found, facts.asset, evaluator.errors)
+                for hit in evaluator.assess_asset(facts):
+                    writer.hit(hit, asset_id)
                 if progress is not None and summary.assets % 100 == 0:  # the caller throttles what it shows
                     progress(summary.assets)
             writer.flush()
@@ -354,9 +414,10 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
             in_python.append(rule)
             continue
         raised.clear()
-        try:
-            for subject in _finding_facts(conn, base, *compiled):
-                writer.hit(Hit(rule, None, subject, f"finding:{format_id(subject['id'])}"), subject["asset_id"])
+        try:  # what writer.hit would do with each finding as a Hit, without making one for each
+            for row in _finding_rows(conn, base, *compiled):
+                details = writer.details.finding(row[SEVERITY], row[RULE_ID], row[SLA_DAYS])
+                writer.add(rule.id, rule.severity, row[ASSET_ID], f"finding:{format_id(row[0])}", details)
         except Exception as exc:  # any failure of one rule must not stop the run (as in the Python back-end)
             cause = raised[-1] if raised else exc
             evaluator.errors[rule.id] = f"{type(cause).__name__}: {str(cause)[:300]}"
@@ -369,8 +430,16 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
 def _finding_facts(
     conn: sqlite3.Connection, base: tuple[str, list[Any]], where: str, params: list[Any]
 ) -> Iterator[dict[str, Any]]:
-    """This evaluation's open findings that satisfy `where`, as `finding` facts, read in pages by id so
-    memory stays flat (findings written meanwhile belong to the finding rules, which are left out)."""
+    """This evaluation's open findings that satisfy `where`, as `finding` facts."""
+    for row in _finding_rows(conn, base, where, params):
+        yield dict(zip(FINDING_FACT_KEYS, row, strict=True))
+
+
+def _finding_rows(
+    conn: sqlite3.Connection, base: tuple[str, list[Any]], where: str, params: list[Any]
+) -> Iterator[tuple[Any, ...]]:
+    """This evaluation's open findings that satisfy `where` as rows of FINDING_FACT_KEYS, read in pages by
+    id so memory stays flat (findings written meanwhile belong to the finding rules, which are left out)."""
     last = -1
     while True:
         page = conn.execute(
@@ -379,13 +448,14 @@ def _finding_facts(
         if not page:
             return
         last = page[-1][0]
-        for row in page:
-            yield dict(zip(FINDING_FACT_KEYS, row, strict=True))
+        yield from page
 
 
 # Facts of this evaluation's open findings, as columns named like the `finding` subject's fields.
 FINDING_FACT_KEYS = ("id", "rule_id", "function", "severity", "status", "age_days", "sla_days", "past_sla",
                      "accepted", "asset_id")  # fmt: skip
+RULE_ID, SEVERITY, SLA_DAYS, ASSET_ID = (FINDING_FACT_KEYS.index(k) for k in ("rule_id", "severity", "sla_days",
+                                                                               "asset_id"))  # fmt: skip
 FINDING_FACTS = """
     SELECT * FROM (
         SELECT id, rule_id, function, severity, status, age_days, sla_days, age_days > sla_days AS past_sla,
@@ -394,8 +464,7 @@ FINDING_FACTS = """
             SELECT f.id, f.rule_id, r.function, r.severity, f.status, f.asset_id,
                    CAST(julianday(?) - julianday(substr(f.opened_at, 1, 10)) AS INTEGER) AS age_days,
                    {sla} AS sla_days,
-                   (f.id IN (SELECT value FROM json_each(?)) OR f.rule_id IN (SELECT value FROM json_each(?)))
-                       AS accepted
+                   {accepted} AS accepted
             FROM findings f JOIN finding_rules r ON r.id = f.rule_id
             WHERE f.evaluation_id = ? AND f.status != 'fixed' AND f.rule_id NOT IN (SELECT value FROM json_each(?))
         )
@@ -406,13 +475,19 @@ FINDING_FACTS = """
 def _facts_query(evaluation_id: int, day: date, settings: Settings, exceptions: dict[str, dict[str, Any]],
                  skip: list[str]) -> tuple[str, list[Any]]:  # fmt: skip
     """FINDING_FACTS and its parameters. The SLA is a CASE over the severities, not a lookup in a JSON
-    table: that ran once per finding and cost more than the rest of the query."""
+    table: that ran once per finding and cost more than the rest of the query. Without exceptions nothing
+    is accepted: 0, not two empty lists searched for every finding (a sixth of the query)."""
     ids = [n for t in exceptions if (n := parse_id(t)) is not None]
     rules = [t for t in exceptions if not t.startswith("F-")]
     sla = f"CASE r.severity {' '.join('WHEN ? THEN ?' for _ in settings.sla_days)} ELSE 365 END"
     by_severity = [x for pair in settings.sla_days.items() for x in pair]
-    params = [day.isoformat(), *by_severity, json.dumps(ids), json.dumps(rules), evaluation_id, json.dumps(skip)]
-    return FINDING_FACTS.replace("{sla}", sla if by_severity else "365"), params
+    accepted, listed = "0", []
+    if ids or rules:
+        accepted = "(f.id IN (SELECT value FROM json_each(?)) OR f.rule_id IN (SELECT value FROM json_each(?)))"
+        listed = [json.dumps(ids), json.dumps(rules)]
+    params = [day.isoformat(), *by_severity, *listed, evaluation_id, json.dumps(skip)]
+    sql = FINDING_FACTS.replace("{sla}", sla if by_severity else "365").replace("{accepted}", accepted)
+    return sql, params
 
 
 def _record_rules(conn: sqlite3.Connection, rules: list[Rule]) -> None:

@@ -506,28 +506,40 @@ class Store:
                 self.conn.execute(f"PRAGMA user_version = {number + 1}")
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All or nothing: the writer lock is taken up front so two scans never interleave a chunk."""
+    def transaction(self, check_references: bool = True) -> Iterator[sqlite3.Connection]:
+        """All or nothing: the writer lock is taken up front so two scans never interleave a chunk.
+
+        `check_references=False` leaves SQLite's foreign-key checks off for this transaction only (SQLite
+        can switch them only outside one), for a writer whose every reference is to a row it has just read or
+        written in the same transaction and which deletes no row that others reference (so no cascade is
+        missed): `posture evaluate` writes 1.5 million findings of 100,000 assets, and looking up each one's
+        asset, evaluation and details row again cost about 40% of those writes."""
+        if not check_references:
+            self.conn.execute("PRAGMA foreign_keys = OFF")
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "readonly" in str(exc):
-                raise _read_only_error(self.path) from exc
-            raise _write_error(self.path, exc) from exc
-        try:
-            yield self.conn
-        except sqlite3.OperationalError as exc:  # a full disk or a lock mid-write: one clear line
-            self._rollback()
-            raise _write_error(self.path, exc) from exc
-        except BaseException:
-            self._rollback()
-            raise
-        else:
             try:
-                self.conn.execute("COMMIT")
+                self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
+                if "readonly" in str(exc):
+                    raise _read_only_error(self.path) from exc
+                raise _write_error(self.path, exc) from exc
+            try:
+                yield self.conn
+            except sqlite3.OperationalError as exc:  # a full disk or a lock mid-write: one clear line
                 self._rollback()
                 raise _write_error(self.path, exc) from exc
+            except BaseException:
+                self._rollback()
+                raise
+            else:
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    self._rollback()
+                    raise _write_error(self.path, exc) from exc
+        finally:
+            if not check_references:
+                self.conn.execute("PRAGMA foreign_keys = ON")
 
     def _rollback(self) -> None:
         """SQLite may have rolled back already (a full disk does that): a second ROLLBACK must not mask why."""

@@ -196,6 +196,29 @@ def test_a_failing_rule_becomes_an_internal_error_finding(tmp_path: Path) -> Non
     assert by_rule(rows, "protect.telnet")  # the other rules ran on
 
 
+def test_evaluations_write_only_whole_references(tmp_path: Path) -> None:
+    """evaluate writes with SQLite's foreign-key checks off (Store.transaction(check_references=False)): what
+    it wrote must still pass them, and the connection must check again afterwards, also after a failure."""
+    db = tmp_path / "inventory.db"
+    scan(db, tmp_path, "one", [SERVER, WEB, SWITCH])
+    evaluate(db)
+    scan(db, tmp_path, "two", [SERVER, SWITCH])  # WEB's findings fixed, the others open
+    evaluate(db, "--on", (date.today() + timedelta(days=400)).isoformat())  # and findings past their SLA
+    with Store.open(db) as store:
+        assert store.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert store.conn.execute("SELECT count(*) FROM findings WHERE rule_id = 'respond.past-sla'").fetchone()[0]
+        try:
+            with store.transaction(check_references=False) as conn:
+                conn.execute("INSERT INTO findings (id, rule_id, asset_id, subject, status, first_seen, opened_at, "
+                             "last_seen, evaluation_id, details_id) VALUES (1, 'x', 999999, '', 'new', '', '', '', "
+                             "999999, 999999)")  # fmt: skip
+                raise RuntimeError("stop")
+        except RuntimeError:
+            pass
+        assert store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert store.conn.execute("SELECT count(*) FROM findings WHERE id = 1").fetchone()[0] == 0
+
+
 def test_empty_inventory_and_no_evaluation(tmp_path: Path) -> None:
     db = tmp_path / "inventory.db"
     none_yet = run_posture("findings", db=db)
