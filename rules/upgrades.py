@@ -21,6 +21,8 @@ from rules.identify import Identification, display_name, split_cycle
 from scanner.compat import tomllib
 
 PATHS_FILE = Path(__file__).parent / "data" / "upgrade_paths.toml"
+KEYS = {"path": {"product", "from", "to", "via", "needs", "source", "quote"},
+        "none": {"product", "from", "why", "source", "quote"}}  # fmt: skip
 STATE_WORDS = {Lifecycle.EXTENDED: "on paid extended support only", Lifecycle.END_OF_LIFE: "end of life",
                Lifecycle.UNKNOWN: "of unknown support"}  # fmt: skip
 
@@ -49,9 +51,14 @@ class Verdict:
 
 def _row(entry: dict[str, Any], kind: str, n: int) -> Row:
     where = f"{PATHS_FILE.name}: [[{kind}]] {n}"
+    unknown = set(entry) - KEYS[kind]
+    if unknown:  # a misspelt `qoute` or `neds` would otherwise be dropped without a word
+        raise ValueError(f"{where}: unknown key {sorted(unknown)[0]!r}")
     product, starts, source = entry.get("product"), entry.get("from"), entry.get("source")
     if not (isinstance(product, str) and isinstance(starts, list) and starts and isinstance(source, str) and source):
         raise ValueError(f"{where}: needs product, from (a list) and source")
+    if not isinstance(entry.get("quote", ""), str):
+        raise ValueError(f"{where}: quote is the document's own words, as text")
     to = entry.get("to") if kind == "path" else None
     text = entry.get("needs" if kind == "path" else "why", "")
     via = entry.get("via", [])
