@@ -38,7 +38,7 @@ DATA_DIR = Path(__file__).parent / "data" / "eol"
 LIFECYCLE_DIR = Path(__file__).parent / "data" / "lifecycle"
 # Tables that complete an endoflife.date product rather than being one: their rows join its cycles (a cycle
 # both list is completed field by field, the table's provenance kept).
-ADDENDA = {"windows-esu-addendum": "windows", "linux-legacy": "linux"}
+ADDENDA = {"windows-esu-addendum": "windows", "windows-service-packs": "windows", "linux-legacy": "linux"}
 FREE_EXTENDED = frozenset({"debian"})  # Debian LTS is community-run and free
 
 

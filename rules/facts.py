@@ -269,8 +269,10 @@ class Identifier:
             else:
                 build = str(said.get("build", "")).split(".")[0]  # the build without its update revision
                 kind_of = str(said.get("installation_type", "")).lower()
+                pack = said.get("service_pack")
                 ident = identify_windows_build(f"{said.get('version_id', '')}.{build}", "server" in kind_of
-                                               if kind_of else None, cat, "registry", name[:300])  # fmt: skip
+                                               if kind_of else None, cat, "registry", name[:300],
+                                               service_pack=str(pack) if pack is not None else None)  # fmt: skip
             return [ident] if ident else []
         if kind == "os" and method == "directory":  # Active Directory: name, version (build), service pack
             stated = json.loads(extra) if extra else {}

@@ -261,13 +261,18 @@ def _windows_cycles(catalogue: Catalogue, slugs: list[str], fits: Callable[[str]
 
 
 def identify_windows_build(build: str, server: bool | None, catalogue: Catalogue, method: str,
-                           evidence: str, shared: tuple[str, ...] = ()) -> Identification:  # fmt: skip
+                           evidence: str, shared: tuple[str, ...] = (),
+                           service_pack: str | None = None) -> Identification:  # fmt: skip
     """A Windows build (`6.1.7601`) against the catalogue's own build numbers; `server` (None: not known)
-    narrows it to Windows Server or the desktop editions; `shared`: other builds the statement may stand for.
-    Builds shared by several cycles stay "one of"."""
+    narrows it to Windows Server or the desktop editions; `shared`: other builds the statement may stand for;
+    `service_pack`, when the host states it (the registry's CSDVersion, "" for none), narrows the cycles one
+    build stands for (every XP service pack is build 2600). Builds shared by several cycles stay "one of"."""
     slugs = ["windows", "windows-server"] if server is None else ["windows-server" if server else "windows"]
     builds = shared or (build,)
     found = _windows_cycles(catalogue, slugs, lambda latest: any(Version(latest).startswith(b) for b in builds))
+    if service_pack is not None:
+        kept, _ = _by_service_pack([f"{s}/{c}" for s, c in found], service_pack, "")
+        found = [(s, c) for s, c in found if f"{s}/{c}" in kept] or found
     products = {s for s, _ in found}
     if len(products) == 1:
         confidence = "high" if len(found) == 1 else "medium"
@@ -345,6 +350,18 @@ def _edition_suffix(name: str) -> str:
     return "-e" if "enterprise" in words or "education" in words else "-w"
 
 
+def _by_service_pack(cycles: list[str], service_pack: str | None, name: str) -> tuple[list[str], str | None]:
+    """The cycles a stated service pack keeps ("Service Pack 2": XP's 5-sp2 of the four XP cycles build 2600
+    stands for); none stated (an empty CSDVersion or operatingSystemServicePack): the release without one.
+    With a note when the catalogue lacks the pack stated."""
+    pack = _SERVICE_PACK.search(service_pack or "")
+    if not any("-sp" in c for c in cycles):
+        return cycles, None
+    stated = [c for c in cycles if c.endswith(f"-sp{pack[1]}")] if pack else [c for c in cycles if "-sp" not in c]
+    note = f"{name} {pack[0]} is not in the catalogue (it lists {', '.join(cycles)})" if pack and not stated else None
+    return stated, note
+
+
 def identify_directory(os_name: str, os_version: str | None, service_pack: str | None,
                        catalogue: Catalogue) -> Identification | None:  # fmt: skip
     """What a domain-joined computer told its domain controller (operatingSystem, operatingSystemVersion,
@@ -377,13 +394,7 @@ def identify_directory(os_name: str, os_version: str | None, service_pack: str |
         suffixed = [c for c in cycles if c.endswith(suffix)]
         plain = [c for c in cycles if not c.endswith(_EDITION_SUFFIXES)]
         cycles = suffixed or plain or cycles
-    pack = _SERVICE_PACK.search(service_pack or "")
-    note = None
-    if any("-sp" in c for c in cycles):
-        stated = [c for c in cycles if c.endswith(f"-sp{pack[1]}")] if pack else [c for c in cycles if "-sp" not in c]
-        if pack and not stated:
-            note = f"{name} {pack[0]} is not in the catalogue (it lists {', '.join(cycles)})"
-        cycles = stated
+    cycles, note = _by_service_pack(cycles, service_pack, name)
     if not cycles and note is None:
         note = f"build {build} of {name} is not in the catalogue"
     confidence = "high" if len(cycles) == 1 else "medium" if cycles else "low"
@@ -570,12 +581,19 @@ def _join_title(title: str, label: str) -> str:
     return " ".join(words[: len(words) - overlap] + said)
 
 
-def _one_of(labels: list[str]) -> str:
-    """"Microsoft Windows Server 2003 (SP2, SP1 or no service pack)"; "CentOS 7, Oracle Linux 7 or RHEL 7"."""
+def _shared_words(labels: list[str]) -> int:
+    """How many leading words every label has in common ("Microsoft Windows XP SP3", "Microsoft Windows XP": 3)."""
     split = [label.split() for label in labels]
     common = 0
     while all(len(w) > common for w in split) and len({w[common] for w in split}) == 1:
         common += 1
+    return common
+
+
+def _one_of(labels: list[str]) -> str:
+    """"Microsoft Windows Server 2003 (SP2, SP1 or no service pack)"; "CentOS 7, Oracle Linux 7 or RHEL 7"."""
+    split = [label.split() for label in labels]
+    common = _shared_words(labels)
     if common == 0:
         return ", ".join(labels[:-1]) + " or " + labels[-1]
     rests = [" ".join(w[common:]).strip("()") or "no service pack" for w in split]
@@ -585,7 +603,8 @@ def _one_of(labels: list[str]) -> str:
 def display_name(ident: Identification, catalogue: Catalogue) -> str:
     """The name a person knows (issue 12 item 4): the catalogue's title and cycle label ("Microsoft Windows
     XP SP3"), else the family and the version the device states ("Cisco IOS 12.2(55)SE3 on a C3560"); several
-    candidate releases read "A or B" (up to three), else the family and "one of N releases"."""
+    candidate releases read "A or B" (up to three, or five service packs of one release: "Microsoft Windows XP
+    (SP3, SP2, SP1 or no service pack)"), else the family and "one of N releases"."""
     product = catalogue.product(ident.product)
     title = product.title if product else ident.family or ident.product
     labels = []
@@ -603,8 +622,8 @@ def display_name(ident: Identification, catalogue: Catalogue) -> str:
         text = labels[0]
         if ident.version and (product is None or product.source != ENDOFLIFE) and ident.version not in text:
             text = f"{ident.family or title} {ident.version}"
-    elif 1 < len(labels) <= 3:
-        text = _one_of(list(dict.fromkeys(labels)))
+    elif 1 < len(labels) <= 3 or (len(labels) <= 5 and _shared_words(labels) > len(title.split())):
+        text = _one_of(list(dict.fromkeys(labels)))  # up to five service packs of one release read as one name
     else:
         text = f"{title} {ident.version}" if ident.version else title
         if labels:

@@ -26,7 +26,8 @@ DAY = date(2026, 11, 23)
 U = Lifecycle.UNKNOWN
 # recording -> (product, cycles, lifecycle state on DAY). Cycles () = family known, release not: unknown.
 EXPECTED: dict[str, tuple[str, tuple[str, ...], Lifecycle]] = {
-    "os/windows/XP": ("windows", ("5-sp3",), Lifecycle.END_OF_LIFE),
+    # Build 2600 is every XP service pack's; the sysDescr names none: one of them (all ended), as for 2003.
+    "os/windows/XP": ("windows", ("5-sp3", "5-sp2", "5-sp1", "5"), Lifecycle.END_OF_LIFE),
     "os/windows/server-2003-5-2": ("windows-server", ("2003-sp2", "2003-sp1", "2003"), Lifecycle.END_OF_LIFE),
     # An .el6/.el7 kernel is RHEL or a rebuild: one of them. All EL6 ones have ended; for EL7 they differ
     # (RHEL 7 in paid ELS, CentOS 7 ended, Oracle Linux 7 in extended support): unknown, not a guess.

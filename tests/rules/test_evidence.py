@@ -78,8 +78,9 @@ def test_every_windows_cpe_form_maps() -> None:
         found = identify_cpe(cpe, cat)
         assert found is not None and (found.product, found.cycles) == (product, cycles), cpe
         assert found.kind == "os"
-    xp2 = identify_cpe("cpe:/o:microsoft:windows_xp::sp2", cat)  # the catalogue has SP3 only: named, not dated
-    assert xp2 is not None and xp2.cycles == () and display_name(xp2, cat) == "Microsoft Windows XP SP2"
+    xp2 = identify_cpe("cpe:/o:microsoft:windows_xp::sp2", cat)  # posture's service-pack table dates SP2
+    assert xp2 is not None and xp2.cycles == ("5-sp2",) and display_name(xp2, cat) == "Microsoft Windows XP SP2"
+    assert lifecycle(xp2, cat, date(2026, 12, 7)).eol_date == date(2010, 7, 13)
     windows_10 = identify_cpe("cpe:/o:microsoft:windows_10", cat)
     assert windows_10 is not None and len(windows_10.cycles) > 20 and windows_10.confidence == "medium"
 
@@ -131,7 +132,7 @@ def test_names_people_know() -> None:
         found = identify_sysdescr(descr, oid, cat) or pytest.fail(name)
         labels[name] = display_name(found, cat)
     assert labels == {
-        "os/windows/XP": "Microsoft Windows XP SP3",
+        "os/windows/XP": "Microsoft Windows XP (SP3, SP2, SP1 or no service pack)",  # build 2600: any of them
         "network/switch/cisco-c3560": "Cisco IOS 12.2(55)SE3 on a C3560",
         "network/router/juniper-mx960-12-3r6-6": "Juniper Junos 12.3R6.6 on a mx960",
     }

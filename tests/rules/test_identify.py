@@ -17,7 +17,7 @@ from scanner.lab import recording_path
 
 DAY = date(2026, 11, 23)
 EXPECTED = {
-    "os/windows/XP": ("windows", ("5-sp3",), Lifecycle.END_OF_LIFE),
+    "os/windows/XP": ("windows", ("5-sp3", "5-sp2", "5-sp1", "5"), Lifecycle.END_OF_LIFE),  # build 2600: any SP
     "os/windows/server-2003-5-2": ("windows-server", ("2003-sp2", "2003-sp1", "2003"), Lifecycle.END_OF_LIFE),
     # An .el6/.el7 kernel is RHEL or a rebuild: one of them. All EL6 ones have ended; for EL7 they differ
     # (RHEL 7 in paid ELS, CentOS 7 ended, Oracle Linux 7 in extended support): unknown, not a guess.

@@ -401,7 +401,9 @@ def test_identify_directory_table() -> None:
         ("Windows Server 2019 Datacenter", "10.0 (17763)", None): ("windows-server", ("2019",)),
         ("Windows Server Datacenter", "10.0 (17763)", None): ("windows-server", ("1809-sac",)),
         ("Windows 10 Pro", "10.0 (99999)", None): ("windows", ()),
-        ("Windows XP Professional", "5.1 (2600)", "Service Pack 2"): ("windows", ()),
+        ("Windows XP Professional", "5.1 (2600)", "Service Pack 2"): ("windows", ("5-sp2",)),  # dated since
+        ("Windows XP Professional", "5.1 (2600)", "Service Pack 3"): ("windows", ("5-sp3",)),  # stop 15
+        ("Windows XP Professional", "5.1 (2600)", "Service Pack 4"): ("windows", ()),  # no such pack: a note
     }
     for said, (product, cycles) in cases.items():
         found = identify_directory(*said, cat)
