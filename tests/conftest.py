@@ -34,6 +34,31 @@ def run_posture(
     return subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout, check=False, **kw)  # type: ignore[call-overload]
 
 
+def on_a_terminal(argv: list[str], env: dict[str, str], stdout: Any = None, timeout: float = 300) -> str:
+    """Run `argv` with stderr (and stdout, unless given a file) on a real pseudo-terminal; everything the
+    terminal received. The child must exit 0."""
+    import pty
+
+    main, child = pty.openpty()
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=child if stdout is None else stdout,
+                                stderr=child, env={**os.environ, **env})  # fmt: skip
+        os.close(child)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=timeout) == 0, seen
+        return seen.decode(errors="replace")
+    finally:
+        os.close(main)
+
+
 def db_fingerprint(db: Path) -> str:
     """A digest of every row of every table: equal before and after means nothing was lost or changed."""
     conn = sqlite3.connect(f"{sqlite_uri(db)}?mode=ro", uri=True)

@@ -8,7 +8,6 @@ write fails with EPIPE every time (no race with how fast `head` leaves).
 from __future__ import annotations
 
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import POSTURE, run_posture
+from tests.conftest import POSTURE, on_a_terminal, run_posture
 from tests.rules.estate import RDP, SMB1, SSH_DEBIAN, WINDOWS_2008, Host, write_estate
 
 
@@ -103,24 +102,7 @@ reporter.finish()
 
 def progress_on_a_terminal(env: dict[str, str]) -> str:
     """The scan's progress bar drawn on a real pseudo-terminal, everything it wrote."""
-    main, child = pty.openpty()
-    try:
-        proc = subprocess.Popen([sys.executable, "-c", BAR], stdin=subprocess.DEVNULL, stdout=child, stderr=child,
-                                env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", **env})  # fmt: skip
-        os.close(child)
-        out = b""
-        while True:
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            out += chunk
-        assert proc.wait(timeout=60) == 0
-        return out.decode(errors="replace")
-    finally:
-        os.close(main)
+    return on_a_terminal([sys.executable, "-c", BAR], {"TERM": "xterm-256color", "COLUMNS": "100", **env}, timeout=60)
 
 
 def test_no_color_is_honoured() -> None:

@@ -3,55 +3,35 @@ pseudo-terminal, silent in a pipe or log unless `posture --progress`, never on s
 
 from __future__ import annotations
 
-import os
-import pty
-import subprocess
 from pathlib import Path
 
 from bench.gen_nmap_xml import write
-from tests.conftest import POSTURE, run_posture
+from tests.conftest import POSTURE, on_a_terminal, run_posture
 
 
-def on_a_terminal(*args: str, out: Path) -> str:
+def stderr_on_a_terminal(*args: str, out: Path) -> str:
     """Run posture with stderr on a real pseudo-terminal (stdout into `out`); everything stderr showed."""
-    main, child = pty.openpty()
-    try:
-        with out.open("wb") as stdout:
-            proc = subprocess.Popen([POSTURE, *args], stdin=subprocess.DEVNULL, stdout=stdout, stderr=child,
-                                    env={**os.environ, "TERM": "xterm", "COLUMNS": "80"})  # fmt: skip
-            os.close(child)
-            seen = b""
-            while True:
-                try:
-                    chunk = os.read(main, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-            assert proc.wait(timeout=300) == 0, seen
-        return seen.decode(errors="replace")
-    finally:
-        os.close(main)
+    with out.open("wb") as stdout:
+        return on_a_terminal([POSTURE, *args], {"TERM": "xterm", "COLUMNS": "80"}, stdout=stdout)
 
 
 def test_import_evaluate_and_report_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
     xml = tmp_path / "site.xml"
     write(xml, hosts=3000, ports_per_host=1)
     db = str(tmp_path / "inventory.db")
-    shown = on_a_terminal("--db", db, "import", "nmap", str(xml), out=tmp_path / "import.out")
+    shown = stderr_on_a_terminal("--db", db, "import", "nmap", str(xml), out=tmp_path / "import.out")
     # One line rewritten in place (carriage returns, no newline between ticks), blanked at the end.
     assert "\rposture: site.xml: 1,000 hosts read" in shown and "3,000 hosts read" in shown, shown
     assert "hosts read\n" not in shown.replace("\r\n", "\n") and shown.rstrip(" ").endswith("\r"), repr(shown)
     assert "hosts read" not in (tmp_path / "import.out").read_text()  # stdout keeps only the outcome
 
-    shown = on_a_terminal("--db", db, "evaluate", out=tmp_path / "evaluate.out")
+    shown = stderr_on_a_terminal("--db", db, "evaluate", out=tmp_path / "evaluate.out")
     assert "posture: evaluate: 1,000 of 3,000 assets" in shown, repr(shown)
-    shown = on_a_terminal("--db", db, "report", "--html", str(tmp_path / "r.html"), out=tmp_path / "report.out")
+    shown = stderr_on_a_terminal("--db", db, "report", "--html", str(tmp_path / "r.html"), out=tmp_path / "report.out")
     assert "posture: report: rendering 3,000 assets" in shown and "writing" in shown, repr(shown)
     assert "report written" in (tmp_path / "report.out").read_text()
 
-    quiet = on_a_terminal("--db", db, "--no-progress", "evaluate", out=tmp_path / "quiet.out")
+    quiet = stderr_on_a_terminal("--db", db, "--no-progress", "evaluate", out=tmp_path / "quiet.out")
     assert "posture: evaluate:" not in quiet, repr(quiet)
 
 
