@@ -57,7 +57,9 @@ def test_first_command_runs_the_demo(tmp_path: Path) -> None:
     # Names people know, with the lifecycle beside them (issue 12 item 4): never a slug or a raw sysDescr.
     rows = {line.split("│")[4].strip(): line.split("│")[5].strip() for line in result.stdout.splitlines()
             if line.count("│") > 6}  # fmt: skip
-    assert rows["Microsoft Windows XP SP3"] == "end-of-life (eol 2014-04-08)"
+    # The recorded XP states build 2600 and no service pack: any of XP's, all ended (Microsoft's own dates).
+    assert rows["Microsoft Windows XP (SP3, SP2, SP1 or no service pack)"] == ("end-of-life (eol 2005-08-30 to "
+                                                                             "2014-04-08)")  # fmt: skip
     assert rows["Red Hat Enterprise Linux 6"] == "end-of-life (eol 2020-11-30)"
     assert rows["Juniper Junos 12.3R6.6 on a mx960"] == "end-of-life (eol 2016-07-31)"  # rules/data/lifecycle
     findings = run_posture("findings", "--rule", "protect.eol-os", "--format", "json", db=tmp_path / "demo.db")
