@@ -1193,7 +1193,9 @@ def _jobs(ctx: click.Context) -> tuple[dict[str, Any], Path, dict[str, Any]]:
 
 @cli.group("config")
 def config_group() -> None:
-    """The config file (TOML): [scan], [rules] and [jobs.NAME]."""
+    """The config file (TOML): [scan], [log], [files], [directory] and [jobs.NAME], and the later stages'
+    [rules], [lifecycle], [tls], [report] and [share]. `config check` validates every table; the README
+    documents their keys."""
 
 
 @config_group.command("check")

@@ -53,3 +53,14 @@ def test_the_documented_bash_completion_works() -> None:
                                 "COMP_CWORD": "2"})  # fmt: skip
     assert asked.stdout.split() == ["plain,decommission", "plain,investigate", "plain,procurement",
                                     "plain,remediation"]  # fmt: skip
+
+
+def test_config_help_names_every_table() -> None:
+    """`posture config --help` lists every table `config check` accepts, the later stages' included."""
+    from scanner import config
+
+    config.check_config({"report": {}}, "[report]\n", "x.toml")  # loads the stages' tables
+    group = cli.get_command(click.Context(cli), "config")
+    assert group is not None and group.help is not None
+    for table in ["scan", "log", "files", "directory", *config._TABLES]:
+        assert f"[{table}]" in group.help, table
