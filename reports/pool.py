@@ -43,15 +43,18 @@ from dataclasses import dataclass, field
 from datetime import date
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from reports.model import financial_year
-from reports.share import PERIOD, ROW_KEYS, SCHEMA, SIGNATURE_SCHEMA, SIGNED_PREFIX
+from reports import model
+from reports.share import CATEGORY, PERIOD, ROW_KEYS, RULE_ID, SCHEMA, SIGNATURE_SCHEMA, SIGNED_PREFIX, financial_year
 from scanner.errors import PostureError
 from scanner.inputs import read_bounded
 from scanner.model import printable
+
+if TYPE_CHECKING:
+    from rules.catalogue import Product
 
 POOLED_SCHEMA = "posture.share-pooled/1"
 MAX_SUMMARY_BYTES = 32 * 2**20  # 100,000 rows (the schema's most) of about 300 bytes
@@ -70,10 +73,8 @@ _SCHEMA_NAME = re.compile(r"posture\.share-summary/([0-9]{1,6})")
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}(-[0-9]{2})?")
 _FY = re.compile(r"[0-9]{4}/[0-9]{2}")
-_RULE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 _PRODUCT = re.compile(r"[a-z0-9][a-z0-9._+-]{0,79}")
 _STATE = re.compile(r"[a-z][a-z-]{0,39}")
-_CATEGORY = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _COUNT = re.compile(r"<10|[1-9][0-9]*[05]")
 
 # A pooled cell: (kind, product, cycle, category, hardware_family, eol_date, eol_financial_year, extended_until)
@@ -120,15 +121,6 @@ def _is_day(text: object) -> bool:
     return True
 
 
-def _fy_of(text: str) -> str | None:
-    """The UK financial year of a YYYY-MM-DD or YYYY-MM date, or None when it is not a real date."""
-    try:
-        day = date.fromisoformat(text) if len(text) == 10 else date(int(text[:4]), int(text[5:7]), 1)
-    except ValueError:
-        return None
-    return financial_year(day)
-
-
 def _shown(value: object) -> str:
     """A value from a file, for a refusal: short, and never a control character."""
     return printable(repr(value), 60)
@@ -166,7 +158,7 @@ def _check_header(doc: Any, path: Path) -> None:
          or doc["policy"]["unsupported_after"] not in POLICIES,
          f"policy must be {{\"unsupported_after\": one of {', '.join(sorted(POLICIES))}}}"),
         (not isinstance(doc["rules"], list) or len(doc["rules"]) > 1000
-         or not all(isinstance(r, str) and _RULE.fullmatch(r) for r in doc["rules"]),
+         or not all(isinstance(r, str) and RULE_ID.fullmatch(r) for r in doc["rules"]),
          "rules must be a list of rule ids"),
         (doc["counts"] != {"rounding": 5, "small_below": 10} or any(type(v) is not int for v in doc["counts"].values()),
          'counts must be {"rounding": 5, "small_below": 10}'),
@@ -195,20 +187,20 @@ def _row_problem(row: Any) -> str | None:
         (cycle is None or (isinstance(cycle, str) and 0 < len(cycle) <= 200), "cycle must be null or text"),
         (isinstance(row["lifecycle_state"], str) and _STATE.fullmatch(row["lifecycle_state"]),
          "lifecycle_state must be a state such as end-of-life"),
-        (isinstance(row["category"], str) and _CATEGORY.fullmatch(row["category"]), "category must be a category"),
+        (isinstance(row["category"], str) and CATEGORY.fullmatch(row["category"]), "category must be a category"),
         (family is None or (isinstance(family, str) and 0 < len(family) <= 80), "hardware_family must be null or text"),
         (family is None or kind == "hardware", "hardware_family is only for kind hardware"),
     ]  # fmt: skip
     for key in ("eol_date", "extended_until"):
         value = row[key]
-        checks.append((value is None or (isinstance(value, str) and _DATE.fullmatch(value) is not None
-                                         and _fy_of(value) is not None), f"{key} must be null or a date"))  # fmt: skip
+        real = isinstance(value, str) and _DATE.fullmatch(value) is not None and financial_year(value) is not None
+        checks.append((value is None or real, f"{key} must be null or a date"))
     eol, fy = row["eol_date"], row["eol_financial_year"]
     checks.append((fy is None or (isinstance(fy, str) and _FY.fullmatch(fy)), "eol_financial_year must be YYYY/YY"))
     for ok, message in checks:
         if not ok:
             return f"{message}, not {_shown(row[message.split()[0]])}"
-    expected = _fy_of(eol) if eol is not None else None
+    expected = financial_year(eol) if eol is not None else None
     if fy != expected:
         return f"eol_financial_year {_shown(fy)} is not the financial year of eol_date {_shown(eol)} ({expected})"
     return _count_problem(row["count"], row["count_min"], row["count_max"])
@@ -312,7 +304,8 @@ def verify_signature(path: Path, data: bytes, trusted: dict[str, bytes] | None) 
 @dataclass
 class Pool:
     """The running sums of every file added so far (cell -> [sum of count_min, sum of count_max,
-    organisations, label]) and what identifies each file, for the duplicate rule."""
+    organisations, label, the lifecycle states given]) and what identifies each file, for the duplicate
+    rule."""
 
     trusted: dict[str, bytes] | None = None
     cells: dict[Key, list[Any]] = field(default_factory=dict)
@@ -439,17 +432,16 @@ def span(low: int, high: int) -> str:
     return f"{low:,}" if low == high else f"{low:,}-{high:,}"
 
 
-def release_name(kind: str, product: str, cycle: str | None, label: str, family: str | None) -> str:
+def release_name(kind: str, found: Product | None, cycle: str | None, label: str, family: str | None) -> str:
     """The release as a buyer knows it: the catalogue's name of the cycle ("Windows Server 2012 R2"), the
-    product and cycle ("Microsoft Windows XP SP3"), or a hardware family ("Catalyst 3850 family hardware")."""
+    product and cycle ("Microsoft Windows XP SP3"), or a hardware family ("Catalyst 3850 family hardware");
+    `found` is the product in this posture's catalogue, if it has it."""
     if kind == "hardware":
         return f"{family or label} hardware"
     if cycle is None:
         return label
-    from rules.catalogue import default_catalogue
     from rules.hardware import family_of
 
-    found = default_catalogue().product(product)
     named = found.cycle(cycle) if found is not None and " / " not in cycle else None
     shown = cycle if named is None else family_of(named) if named.label.startswith("Row ") else named.label
     title_words = {w.lower() for w in label.split()}
@@ -471,9 +463,9 @@ def publish(pool: Pool, min_organisations: int, min_devices: int, day: date) -> 
         label = known.title if known is not None else label  # file (one council's text in everyone's table)
         due = extended or eol
         rows.append({"kind": kind, "product": product, "label": label,
-                     "release": release_name(kind, product, cycle, label, family), "cycle": cycle,
+                     "release": release_name(kind, known, cycle, label, family), "cycle": cycle,
                      "eol_date": eol, "eol_financial_year": eol_fy, "extended_until": extended,
-                     "due_date": due, "due_financial_year": _fy_of(due) if due else None,
+                     "due_date": due, "due_financial_year": financial_year(due) if due else None,
                      "lifecycle_states": sorted(states), "category": category,
                      "hardware_family": family, "organisations": orgs, "count": span(low, high),
                      "count_min": low, "count_max": high})  # fmt: skip
@@ -518,7 +510,7 @@ def opportunities(pooled: Pooled) -> dict[str, Any]:
     """The page's content, every figure from published rows: rows by the financial year support ends (paid
     extended support where sold, else end of life), those already ended together, hardware families the
     same way, and the largest needs from this financial year on."""
-    current = financial_year(pooled.pooled_on)
+    current = model.financial_year(pooled.pooled_on)
     page: dict[str, Any] = {"current": current, "top": []}
     for part in ("software", "hardware"):
         page[part] = {"past": [], "years": {}}

@@ -36,6 +36,7 @@ import click
 from reports import model
 from rules.catalogue import DEFAULT_POLICY, FREE_EXTENDED, POLICIES, Catalogue, Cycle, Lifecycle, Product
 from rules.hardware import family_of
+from rules.identify import split_cycle
 from scanner.errors import PostureError
 
 SCHEMA = "posture.share-summary/1"
@@ -66,8 +67,14 @@ def rounded(count: int) -> tuple[str, int, int]:
 
 def financial_year(day: str | None) -> str | None:
     """The UK financial year (April to March) a YYYY-MM[-DD] date falls in, "2013/14" (as the eol_by_year
-    view counts them)."""
-    return model.financial_year(date(int(day[:4]), int(day[5:7]), 1)) if day else None
+    view counts them); None for no date or one that is not a real date (the aggregator checks files with it)."""
+    if not day:
+        return None
+    try:
+        parsed = date.fromisoformat(day) if len(day) == 10 else date(int(day[:4]), int(day[5:7]), 1)
+    except ValueError:
+        return None
+    return model.financial_year(parsed)
 
 
 def check_period(period: str | None) -> None:
@@ -121,8 +128,8 @@ def _cycles(item: dict[str, Any], product: Product, catalogue: Catalogue) -> lis
     catalogue's order; None when any of them is not a cycle of the shipped catalogue."""
     found = []
     for said in item.get("cycles") or []:
-        slug, _, name = str(said).rpartition("/")  # no catalogue slug or cycle name holds a "/"
-        owner = catalogue.products.get(slug) if slug else product
+        slug, name = split_cycle(str(said), product.slug)  # no catalogue slug or cycle name holds a "/"
+        owner = catalogue.products.get(slug)
         cycle = next((c for c in owner.cycles if c.name == name), None) if owner else None
         if owner is None or cycle is None:
             return None

@@ -591,14 +591,6 @@ class Evaluator:
                 self._cache[(kind, id(subject))] = cached
         return cached[1]
 
-    def assess(self, facts: AssetFacts) -> Iterator[Hit]:
-        asset = facts.asset
-        for subject, found in self.shared(facts):
-            for rule, key in found:
-                if not self.errors or rule.id not in self.errors:
-                    yield Hit(rule, asset, subject, key)
-        yield from self.assess_asset(facts)
-
     def shared(self, facts: AssetFacts) -> Iterator[tuple[dict[str, Any], list[tuple[Rule, str]]]]:
         """Each shared subject of the asset (its programs, services, hardware, OS) with the (rule, key) of
         each subject-only rule that matches it: one list per subject for the whole run, the same object
@@ -615,7 +607,7 @@ class Evaluator:
 
     def assess_asset(self, facts: AssetFacts) -> Iterator[Hit]:
         """The hits of the rules that read the asset (asset rules, and rules on a subject that test the
-        asset too), after `shared`'s in `assess`."""
+        asset too); the subject-only rules' come from `shared`."""
         asset = facts.asset
         verdicts = self._subject_verdicts
         for rule in self._asset_rules:

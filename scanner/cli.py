@@ -147,14 +147,13 @@ summary_format = click.option(
     "it saw); progress and problems stay on stderr.")  # fmt: skip
 
 
-def _summary_json(kind: str, summary: Any, asset_ids: list[int] | None = None) -> dict[str, Any]:
+def _summary_json(kind: str, summary: Any, asset_ids: list[int]) -> dict[str, Any]:
     """One scan's outcome for `--format json`: `ScanSummary` as it is, its problems named, and its assets."""
     from dataclasses import asdict
 
     data: dict[str, Any] = {"kind": kind, **asdict(summary)}
     data["problems"] = [{"target": t, "status": s, "detail": printable(d, 300)} for t, s, d in summary.problems]
-    if asset_ids is not None:
-        data["asset_ids"] = asset_ids
+    data["asset_ids"] = asset_ids
     return data
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +116,6 @@ def read_targets_file(path: str) -> list[str]:
     """Targets from a file in nmap's `-iL` form: separated by spaces, tabs or newlines, `#` starting a comment
     to the end of its line; `-` reads stdin. Each is checked as a command-line target is (`check_target`), and
     a bad one is named with its line, so a typo in a list of hundreds is found without a packet sent."""
-    import sys
-
     if path == "-":
         data = sys.stdin.buffer.read(MAX_TARGETS_FILE + 1)
     else:

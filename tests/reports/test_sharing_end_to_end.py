@@ -16,13 +16,9 @@ import pytest
 from rules.catalogue import default_catalogue
 from tests.conftest import run_posture
 from tests.reports.councils import Council, build_councils
+from tests.reports.test_pool import row_key
 
 Key = tuple[Any, ...]
-
-
-def _key(row: dict[str, Any]) -> Key:
-    return (row["kind"], row["product"], row["cycle"], row["category"], row["hardware_family"], row["eol_date"],
-            row["eol_financial_year"], row["extended_until"])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +55,12 @@ def test_pooled_rows_add_up_and_name_no_machine(shared: tuple[list[Council], lis
     ranges: dict[Key, list[int]] = {}
     for path in files:
         for row in json.loads(path.read_text(encoding="utf-8"))["rows"]:
-            low_high_orgs = ranges.setdefault(_key(row), [0, 0, 0])
+            low_high_orgs = ranges.setdefault(row_key(row), [0, 0, 0])
             low_high_orgs[0] += row["count_min"]
             low_high_orgs[1] += row["count_max"]
             low_high_orgs[2] += 1
     for row in pooled["rows"]:
-        low, high, orgs = ranges[_key(row)]
+        low, high, orgs = ranges[row_key(row)]
         assert (row["count_min"], row["count_max"], row["organisations"]) == (low, high, orgs), row
         assert orgs >= 5 and low >= 10  # the default thresholds
     page = (tmp_path / "pooled" / "opportunities.html").read_text(encoding="utf-8")
@@ -72,7 +68,7 @@ def test_pooled_rows_add_up_and_name_no_machine(shared: tuple[list[Council], lis
     assert "support ends" in needs and "not known" not in needs and "no end date" not in needs  # needs end
     unknown = [r for r in pooled["rows"] if r["due_date"] is None and "unknown" in r["lifecycle_states"]]
     assert unknown and "dates not known: ask the vendor" in page  # never "no end date announced" for these
-    published = {_key(r) for r in pooled["rows"]}
+    published = {row_key(r) for r in pooled["rows"]}
     assert published == {k for k, (low, _, orgs) in ranges.items() if orgs >= 5 and low >= 10}
     outputs = b"".join(p.read_bytes() for p in (tmp_path / "pooled").iterdir())
     catalogue = default_catalogue()  # a release's name is the aggregator's catalogue's, even where a device
@@ -92,11 +88,11 @@ def test_leaving_one_council_out_reveals_only_its_own_ranges(shared: tuple[list[
     a row hidden in either table contributes to no figure of that table."""
     _, files, trusted = shared
     everyone = _pool(files, trusted, tmp_path / "all")
-    rows_all = {_key(r): r for r in everyone["rows"]}
+    rows_all = {row_key(r): r for r in everyone["rows"]}
     for n, left_out in enumerate(files):
         others = _pool([f for f in files if f != left_out], trusted, tmp_path / f"without-{n:02d}")
-        own = {_key(r): r for r in json.loads(left_out.read_text(encoding="utf-8"))["rows"]}
-        for key, row in {_key(r): r for r in others["rows"]}.items():
+        own = {row_key(r): r for r in json.loads(left_out.read_text(encoding="utf-8"))["rows"]}
+        for key, row in {row_key(r): r for r in others["rows"]}.items():
             assert key in rows_all  # adding a council never hides a row
             whole = rows_all[key]
             difference = (whole["count_min"] - row["count_min"], whole["count_max"] - row["count_max"])
