@@ -1257,7 +1257,7 @@ def run_job(ctx: click.Context, job_name: str | None, due: bool) -> None:
     failed = 0
     for name in names:
         try:
-            _run_one(ctx, jobs[name])
+            _run_one(ctx, jobs[name], config)
         except PostureError as exc:
             say(f"job {name} failed: {exc}", logging.ERROR)
             record_result(name, datetime.now(UTC), str(exc).splitlines()[0] if str(exc) else "failed")
@@ -1268,7 +1268,7 @@ def run_job(ctx: click.Context, job_name: str | None, due: bool) -> None:
         ctx.exit(int(ExitCode.USAGE))
 
 
-def _run_one(ctx: click.Context, job: Any) -> None:
+def _run_one(ctx: click.Context, job: Any, config: dict[str, Any]) -> None:
     import subprocess
 
     from scanner.change import newest_evaluation
@@ -1295,7 +1295,7 @@ def _run_one(ctx: click.Context, job: Any) -> None:
             except NothingScanned as exc:
                 nothing = True
                 say(f"job {job.name}: {exc}", logging.WARNING)
-        scope = list(job.scope) or list(load_config(root.obj.get("config_path")).get("scan", {}).get("scope", []))
+        scope = list(job.scope) or list(config.get("scan", {}).get("scope", []))
         for method, request in job.settings:  # sources told what to read by their own table (a directory)
             request.scope = scope  # the job's scope binds its directory server as it binds its targets
             source = get_source(method)
