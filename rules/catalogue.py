@@ -27,7 +27,7 @@ import calendar
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -492,7 +492,7 @@ def update_catalogue(file: Path, data_date: str) -> list[str]:
         _write(target / f"{product.slug}.json", json.dumps(record))
         updates[product.slug] = {"data_date": data_date, "source": str(file)}
     _write(updates_path, json.dumps(updates, indent=2))
-    default_catalogue.cache_clear()
+    _catalogue_for.cache_clear()
     return [p.slug for p in products]
 
 
@@ -501,6 +501,20 @@ def _write(path: Path, text: str) -> None:
     write_atomic(path, text.encode())
 
 
-@cache
 def default_catalogue() -> Catalogue:
-    return load_catalogue(overrides=overrides_dir())
+    """The catalogue for this user's data folder, loaded once while that folder's updates stay the same:
+    a process that outlives a `catalogue update`, or serves another user's folder, reads the new data."""
+    overrides = overrides_dir()
+    try:
+        stamp = (overrides / "updates.json").stat()
+        state = (stamp.st_mtime_ns, stamp.st_size, stamp.st_ino)
+    except OSError:
+        state = None
+    return _catalogue_for(overrides, state)
+
+
+@lru_cache(maxsize=4)
+def _catalogue_for(overrides: Path, state: tuple[int, int, int] | None) -> Catalogue:
+    """`state` is only the cache key: the update record's identity, rewritten whole by each update."""
+    return load_catalogue(overrides=overrides)
+

@@ -44,11 +44,14 @@ def log_path(configured: str | None = None) -> Path:
 
 
 def open_log(configured: str | None = None) -> Path | None:
-    """Start writing the log file (once per process). A log that cannot be opened is said on stderr and
-    the work goes on: losing the log must not lose the scan."""
+    """Start writing the log file. Once open, the same file stays open; a command that names another file
+    (a long-lived process running commands for several configs, or tests run in one process) closes the
+    old one first, so a line never lands in another run's log. A log that cannot be opened is said on
+    stderr and the work goes on: losing the log must not lose the scan."""
     path = log_path(configured)
-    if _FILE_HANDLER:
+    if _FILE_HANDLER and _FILE_HANDLER[0].baseFilename == os.path.abspath(path):  # noqa: PTH100 (logging's own form)
         return path
+    close_log()
     try:
         make_dirs(path.parent)
         handler = _LogFile(path, maxBytes=5 * 2**20, backupCount=3, encoding="utf-8")
@@ -61,6 +64,14 @@ def open_log(configured: str | None = None) -> Path | None:
     LOG.propagate = False
     _FILE_HANDLER.append(handler)
     return path
+
+
+def close_log() -> None:
+    """Stop writing the log file (lines still go to stderr)."""
+    while _FILE_HANDLER:
+        handler = _FILE_HANDLER.pop()
+        LOG.removeHandler(handler)
+        handler.close()
 
 
 def say(message: str, level: int = logging.INFO) -> None:

@@ -26,12 +26,55 @@ def run_posture(
     env: dict[str, str] | None = None,
     netns: str | None = None,
     timeout: float = 300,
+    process: bool = False,
     **kw: object,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script, as a user would (inside network namespace `netns` if given)."""
-    full_env = {**os.environ, **(env or {})}
-    argv = [*(["ip", "netns", "exec", netns] if netns else []), POSTURE, *(["--db", str(db)] if db else []), *args]
-    return subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout, check=False, **kw)  # type: ignore[call-overload]
+    """Run posture as a user would, with `args` after `posture [--db DB]`.
+
+    In this test process through click's CliRunner (the same command tree, options, exit codes, stdout
+    and stderr; an unexpected exception's traceback appended to stderr as the interpreter would print it):
+    a fresh `posture` costs 0.3-0.9 s of imports and data loading, hundreds of times over. The installed
+    console script itself, in a child process, with `process=True`, inside a network namespace (`netns`),
+    or for everything when POSTURE_TESTS_IN_PROCESS=0: the smoke set that keeps the real entry point
+    honest (test_cli_help, test_install, test_cli_pipe, the interrupt and job tests call it directly too).
+    """
+    argv = [*(["--db", str(db)] if db else []), *args]
+    if netns or process or os.environ.get("POSTURE_TESTS_IN_PROCESS") == "0" or set(kw) - {"input", "cwd"}:
+        full_env = {**os.environ, **(env or {})}
+        command = [*(["ip", "netns", "exec", netns] if netns else []), POSTURE, *argv]
+        return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=timeout, check=False, **kw)  # type: ignore[call-overload]
+    return _in_process(argv, env or {}, kw.get("input"), kw.get("cwd"))  # type: ignore[arg-type]
+
+
+def _in_process(
+    argv: list[str], env: dict[str, str], stdin: str | None, cwd: Path | str | None
+) -> subprocess.CompletedProcess[str]:
+    """One `posture` command in this process, left as a finished child process would leave things: its
+    run log closed, the working folder and the environment (`--system` sets POSTURE_SYSTEM for its
+    children) restored, and no hook left reading its config file."""
+    import traceback
+
+    from click.testing import CliRunner
+
+    from scanner.cli import cli
+    from scanner.runlog import close_log
+    from scanner.safefs import share_with
+
+    here, environment = Path.cwd(), dict(os.environ)
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        result = CliRunner().invoke(cli, argv, input=stdin, env=env, prog_name="posture", catch_exceptions=True)
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environment)
+        close_log()
+        share_with(lambda: None)  # the command's [files] group hook reads its config: not the next test's
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception)[1:])
+    return subprocess.CompletedProcess([POSTURE, *argv], result.exit_code, result.stdout, stderr)
 
 
 def on_a_terminal(argv: list[str], env: dict[str, str], stdout: Any = None, timeout: float = 300) -> str:

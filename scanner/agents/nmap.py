@@ -210,6 +210,9 @@ class NmapAgent:
             code = proc.wait()
         finally:
             drain.join()
+            for pipe in (proc.stdout, proc.stderr):  # a long-lived process (a worker) must not leak them
+                if pipe is not None:
+                    pipe.close()
             with self._lock:
                 self._running.discard(proc)
         if self._cancelled:

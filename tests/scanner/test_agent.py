@@ -98,7 +98,7 @@ def test_collect_reads_this_machine(trusted: str, tmp_path: Path) -> None:
         udp.bind(("127.0.0.1", 0))
         tcp_port, udp_port = tcp.getsockname()[1], udp.getsockname()[1]
         out = tmp_path / "host.bundle"
-        result = run_posture("agent", "collect", "--out", str(out), "--json")
+        result = run_posture("agent", "collect", "--out", str(out), "--json", process=True)  # reads *this* process
     assert result.returncode == 0, result.stderr
     collected = json.loads(result.stdout)
     # Packages: exactly what dpkg itself says is installed.

@@ -161,7 +161,7 @@ def test_one_run_at_a_time(lab_job: tuple[Path, Path, Path], tmp_path: Path) -> 
 
 
 def test_schedule_units_verify(tmp_path: Path) -> None:
-    result = run_posture("schedule", "install", "--dir", str(tmp_path))
+    result = run_posture("schedule", "install", "--dir", str(tmp_path), process=True)  # ExecStart names this program
     assert result.returncode == 0, result.stderr
     service, timer = tmp_path / "posture-jobs.service", tmp_path / "posture-jobs.timer"
     assert "run --due" in service.read_text(encoding="utf-8") and "OnCalendar=" in timer.read_text(encoding="utf-8")

@@ -3,6 +3,7 @@ pseudo-terminal, silent in a pipe or log unless `posture --progress`, never on s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from bench.gen_nmap_xml import write
@@ -26,7 +27,8 @@ def test_import_evaluate_and_report_show_progress_on_a_terminal_only(tmp_path: P
     assert "hosts read" not in (tmp_path / "import.out").read_text()  # stdout keeps only the outcome
 
     shown = stderr_on_a_terminal("--db", db, "evaluate", out=tmp_path / "evaluate.out")
-    assert "posture: evaluate: 1,000 of 3,000 assets" in shown, repr(shown)
+    # Ticks come every 1,000 assets or 2 s, whichever is first: which counts show depends on the machine.
+    assert re.search(r"\rposture: evaluate: [1-9][\d,]* of 3,000 assets", shown), repr(shown)
     shown = stderr_on_a_terminal("--db", db, "report", "--html", str(tmp_path / "r.html"), out=tmp_path / "report.out")
     assert "posture: report: rendering 3,000 assets" in shown and "writing" in shown, repr(shown)
     assert "report written" in (tmp_path / "report.out").read_text()

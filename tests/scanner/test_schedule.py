@@ -52,7 +52,7 @@ def test_system_layout_puts_every_file_in_the_service_folders(tmp_path: Path) ->
 
 
 def test_units_run_as_the_service_user_hardened_and_verify(tmp_path: Path) -> None:
-    result = run_posture("schedule", "install", "--unit-dir", str(tmp_path))
+    result = run_posture("schedule", "install", "--unit-dir", str(tmp_path), process=True)
     assert result.returncode == 0, result.stderr
     assert "useradd --system" in result.stdout and all(len(line) <= 120 for line in result.stdout.splitlines())
     service = (tmp_path / "posture-jobs.service").read_text(encoding="utf-8")
@@ -77,11 +77,11 @@ def test_units_run_as_the_service_user_hardened_and_verify(tmp_path: Path) -> No
 def test_remove_deletes_only_the_units_posture_wrote(tmp_path: Path) -> None:
     foreign = tmp_path / "posture-jobs.timer"
     foreign.write_text("[Timer]\nOnCalendar=daily\n", encoding="utf-8")
-    refused = run_posture("schedule", "install", "--unit-dir", str(tmp_path))
+    refused = run_posture("schedule", "install", "--unit-dir", str(tmp_path), process=True)
     assert refused.returncode == 2 and "was not written by posture" in refused.stderr
     assert not (tmp_path / "posture-jobs.service").exists()  # nothing half-written
     foreign.unlink()
-    assert run_posture("schedule", "install", "--unit-dir", str(tmp_path)).returncode == 0
+    assert run_posture("schedule", "install", "--unit-dir", str(tmp_path), process=True).returncode == 0
     (tmp_path / "posture-jobs.timer").write_text("[Timer]\nOnCalendar=daily\n", encoding="utf-8")  # someone's
     (tmp_path / "other.service").write_text("[Service]\nExecStart=/bin/true\n", encoding="utf-8")
     removed = run_posture("schedule", "remove", "--unit-dir", str(tmp_path))
