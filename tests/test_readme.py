@@ -32,7 +32,7 @@ def test_first_command_runs_the_demo(tmp_path: Path) -> None:
     first = readme_commands()[0]
     assert first == "bash scripts/bootstrap.sh --demo && .venv/bin/posture demo"
     assert (ROOT / "scripts" / "bootstrap.sh").exists()
-    result = run_posture("demo", db=tmp_path / "demo.db", timeout=600, env={"COLUMNS": "300"})
+    result = run_posture("demo", db=tmp_path / "demo.db", timeout=600, env={"COLUMNS": "300"}, process=True)
     assert result.returncode == 0, result.stderr
     assert "nmap found 3 hosts with 3 services; SNMP asked 9 devices" in result.stdout
     for named in ("Cisco IOS 12.2(55)SE3 on a C3560", "NetApp Data ONTAP 7-Mode 8.2.3", "Juniper Junos",

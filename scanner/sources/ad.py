@@ -249,8 +249,7 @@ class DirectorySource:
     def _close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with suppress(Exception):
-                conn.unbind()
+            _discard(conn)
 
     # ---- reading -----------------------------------------------------------------------------------------
 
@@ -275,6 +274,9 @@ class DirectorySource:
         try:
             with warnings.catch_warnings():  # ldap3 checks the certificate's name with ssl.match_hostname
                 warnings.simplefilter("ignore", DeprecationWarning)  # (deprecated, still right on 3.11)
+                # A certificate for another name: ldap3 drops its TLS socket unclosed and CPython closes it
+                # at once, inside open(), with a ResourceWarning: nothing is left open, nothing to say.
+                warnings.simplefilter("ignore", ResourceWarning)
                 conn.open()
                 if options.get("starttls") and not conn.start_tls():
                     raise SourceError(f"{where} refused StartTLS: {self._said(conn)}",
@@ -289,12 +291,10 @@ class DirectorySource:
             self._base = self._base_dn(where, options.get("base_dn"))
             return self._base
         except lx.LDAPException as exc:
-            with suppress(Exception):
-                conn.unbind()
+            _discard(conn)
             raise SourceError(*self._why(where, exc)) from None
         except SourceError:
-            with suppress(Exception):
-                conn.unbind()
+            _discard(conn)
             raise
 
     @staticmethod
@@ -436,3 +436,14 @@ class DirectorySource:
         oses = (OsMatch(name=os_name, accuracy=100, generation=os_version, method="directory"),) if os_name else ()
         return prepare_host(HostObservation(status="directory", addresses=(), hostnames=names, os_matches=oses,
                                             observed_at=None, directory=directory))  # fmt: skip
+
+
+def _discard(conn: Any) -> None:
+    """Unbind and close the connection's socket: ldap3 leaves the plain socket open when the TLS handshake
+    fails (an untrusted certificate), which a long-lived process would pile up."""
+    with suppress(Exception):
+        conn.unbind()
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        with suppress(OSError):
+            sock.close()

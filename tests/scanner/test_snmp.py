@@ -56,7 +56,10 @@ def simlab() -> Iterator[SnmpSimLab]:
 @pytest.fixture(scope="module")
 def sim_db(simlab: SnmpSimLab, tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("snmpsim") / "inventory.db"
-    result = run_posture("snmp", *simlab.devices, "--snmp-timeout", "5", db=db)
+    # Generous limits: the test is about the values, and a loaded machine slows snmpsim (a big recording
+    # once came back "partial" when two suites ran beside it).
+    result = run_posture("snmp", *simlab.devices, "--snmp-timeout", "10", "--snmp-retries", "3",
+                         "--snmp-deadline", "600", db=db)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return db
 
