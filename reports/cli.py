@@ -46,12 +46,17 @@ def check_share_table(table: dict[str, Any]) -> None:
     _check_organisation_table("share", table)
 
 
-def organisation(ctx: click.Context, table: str = "report") -> str | None:
-    """`[report] organisation` (or another table's) from the config file (checked when it was loaded), or None."""
+def _config(ctx: click.Context) -> dict[str, Any]:
     from scanner.config import load_config
 
-    name = load_config(ctx.find_root().obj.get("config_path")).get(table, {}).get("organisation")
-    return name.strip() if isinstance(name, str) else None
+    return load_config(ctx.find_root().obj.get("config_path"))
+
+
+def organisation(ctx: click.Context, table: str = "report") -> str | None:
+    """`[report] organisation` (or another table's) from the config file (checked when it was loaded), or None."""
+    from reports.stage import organisation_from
+
+    return organisation_from(_config(ctx), table)
 
 
 register_table("report", check_report_table)
@@ -80,17 +85,16 @@ def report(ctx: click.Context, html_path: Path, on_day: str | None) -> None:
       posture report --html report.html
       posture report --html /srv/reports/posture.html --on 2027-04-01
     """
-    from reports.html import write_html
+    from reports.stage import write_report
+    from scanner.command import open_store, progress_for
 
     day = parse_day(on_day)
     if not html_path.parent.is_dir():
         raise PostureError(f"no such folder: {html_path.parent}", "give a path in an existing folder")
-    from scanner.command import progress_for
-
     progress = progress_for(ctx, "report", "")
-    with _open(ctx) as (store, settings):
+    with open_store(ctx, readonly=True) as store:
         try:
-            result = write_html(store, html_path, day, settings, organisation(ctx), progress.stage)
+            result = write_report(store, html_path, _config(ctx), day, progress.stage)
         finally:
             progress.finish()
     click.echo(f"report written: {html_path} ({len(result.assets)} assets, {len(result.findings)} open findings, "
@@ -371,10 +375,10 @@ def export(ctx: click.Context, what: str, fmt: str) -> None:
 
 @contextmanager
 def _open(ctx: click.Context) -> Iterator[tuple[Any, Any]]:
+    from reports.stage import require_evaluation
     from rules.cli import rule_settings
     from scanner.command import open_store
 
     with open_store(ctx, readonly=True) as store:
-        if store.conn.execute("SELECT 1 FROM evaluations LIMIT 1").fetchone() is None:
-            raise PostureError("no evaluation yet", "run `posture evaluate` first")
+        require_evaluation(store)
         yield store, rule_settings(ctx)

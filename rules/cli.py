@@ -219,35 +219,21 @@ register_table("tls", check_tls_table)
 
 def rule_settings(ctx: click.Context) -> Any:
     """The [rules] settings of the config file (horizon, SLAs, ...), or a clear error."""
-    from rules.engine import RuleError, Settings
+    from rules.stage import settings_from
+
+    return settings_from(_config(ctx))
+
+
+def _config(ctx: click.Context) -> dict[str, Any]:
     from scanner.config import load_config
 
-    try:
-        return Settings.from_config(load_config(ctx.find_root().obj.get("config_path")))
-    except RuleError as exc:
-        raise PostureError(str(exc), "fix the [rules] table of the config file") from exc
+    return load_config(ctx.find_root().obj.get("config_path"))
 
 
 def _load(ctx: click.Context, rule_dirs: tuple[Path, ...]) -> Any:
-    from rules.engine import RuleError, load_rules
+    from rules.stage import rules_from
 
-    config_dirs = []
-    from scanner.config import load_config
-
-    configured = load_config(ctx.find_root().obj.get("config_path")).get("rules", {}).get("dirs", [])
-    if isinstance(configured, list):
-        config_dirs = [Path(d).expanduser() for d in configured if isinstance(d, str)]
-    try:
-        rules = load_rules([*config_dirs, *rule_dirs], rule_settings(ctx))
-    except RuleError as exc:
-        raise PostureError(str(exc), "fix the rule pack (`posture rules lint DIR` checks it)") from exc
-    from rules.tls import GradingError, grading
-
-    try:  # the TLS grading table the tls rules read: checked before anything is evaluated
-        grading()
-    except GradingError as exc:
-        raise PostureError(str(exc), "fix rules/data/tls_grading.toml") from exc
-    return rules
+    return rules_from(_config(ctx), rule_dirs)
 
 
 @click.group("rules")
@@ -337,17 +323,8 @@ def rules_lint(ctx: click.Context, dirs: tuple[Path, ...]) -> None:
                f"{len(evidence.phrases())} evidence phrases")  # fmt: skip
 
 
-def after_scan(ctx: click.Context, store: Any) -> list[str]:
-    """The `posture.after_scan` hook: evaluate the rules on what was just scanned, and say what was found."""
-    from rules.catalogue import default_catalogue
-    from rules.findings import evaluate
-    from rules.kev import default_kev
-
-    summary = evaluate(store, _load(ctx, ()), default_catalogue(), default_kev(), date.today(), rule_settings(ctx))
-    return _summary_lines(summary)
-
-
-def _summary_lines(summary: Any) -> list[str]:
+def summary_lines(summary: Any) -> list[str]:
+    """An evaluation's summary as `posture evaluate` prints it (the demo prints it too)."""
     severities = ", ".join(f"{summary.by_severity[s]} {s}" for s in ("critical", "high", "medium", "low", "info")
                            if summary.by_severity.get(s))  # fmt: skip
     return [
@@ -407,20 +384,16 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
     """
     from dataclasses import asdict
 
-    from rules.catalogue import default_catalogue
-    from rules.findings import evaluate
-    from rules.kev import default_kev
+    from rules.stage import evaluate_inventory
     from scanner.command import exit_if_unread, open_store, progress_for
 
     rules = _load(ctx, rule_dirs)
-    settings = rule_settings(ctx)
     day = parse_day(on_day)
     with open_store(ctx) as store:
-        store.reap_stale_scans()
         total = store.conn.execute("SELECT count(*) FROM assets").fetchone()[0]
         progress = progress_for(ctx, "evaluate", "assets", total)
         try:
-            summary = evaluate(store, rules, default_catalogue(), default_kev(), day, settings, progress.update)
+            summary = evaluate_inventory(store, _config(ctx), day, rules, progress.update)
         finally:
             progress.finish()
     worst: list[str] = []
@@ -435,7 +408,7 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
     else:
         if summary.assets == 0:
             click.echo("the inventory has no assets yet: run `posture scan TARGET` or `posture import` first")
-        for line in _summary_lines(summary):
+        for line in summary_lines(summary):
             click.echo(line)
     for rule_id, message in summary.errors.items():
         click.echo(f"posture: warning: rule {rule_id} failed and was skipped: {message}", err=True)

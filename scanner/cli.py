@@ -9,11 +9,8 @@ never imports them.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import shlex
 import sys
-import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -22,10 +19,10 @@ from typing import Any
 import click
 
 from scanner import __version__
-from scanner.command import EXIT_IF_UNREAD, Whole, open_run_log, open_store, progress_for, table_console
+from scanner.command import EXIT_IF_UNREAD, Whole, open_run_log, open_store, print_assets, progress_for
 from scanner.compat import UTC
-from scanner.config import load_config, read_config, register_table_source
-from scanner.errors import ExitCode, NothingScanned, PostureError
+from scanner.config import load_config, register_table_source
+from scanner.errors import NothingScanned, PostureError
 from scanner.model import md_escape, printable, write_csv
 from scanner.progress import ScanReporter
 from scanner.safefs import share_with
@@ -116,16 +113,20 @@ def cli(ctx: click.Context, db: Path | None, config_path: Path | None, system: b
 
 def _plan(
     ctx: click.Context, targets: Sequence[str], exclude: Sequence[str], scope: Sequence[str]
-) -> tuple[Any, list[Any]]:
+) -> tuple[Any, list[str]]:
     """Targets to addresses, after exclusions, checked against --scope or the config's scope; nothing is sent."""
-    from scanner.targets import parse_networks, parse_target, plan_scan
+    request = _nmap_request(ctx, targets, exclude, scope, {})
+    return request.plan, request.scope
 
-    config = load_config(ctx.obj.get("config_path"))
-    scope_nets = parse_networks(list(scope) or list(config.get("scan", {}).get("scope", [])), "--scope")
-    plan = plan_scan([parse_target(t) for t in targets], parse_networks(exclude, "--exclude"), scope_nets)
-    if not plan.addresses:
-        raise PostureError("every target address is excluded; nothing to scan", "check --exclude")
-    return plan, scope_nets
+
+def _nmap_request(ctx: click.Context, targets: Sequence[str], exclude: Sequence[str], scope: Sequence[str],
+                  options: dict[str, Any], chunk_size: int = 256, parallel: int = 2) -> Any:  # fmt: skip
+    """`scanner.scan.nmap_request` with --scope, else the config's [scan] scope."""
+    from scanner.scan import nmap_request
+
+    config = load_config(ctx.find_root().obj.get("config_path"))
+    scope = list(scope) or list(config.get("scan", {}).get("scope", []))
+    return nmap_request(list(targets), list(exclude), scope, options, chunk_size, parallel)
 
 
 targets_file_option = click.option(
@@ -182,15 +183,13 @@ def snmp_options(f: Any) -> Any:
 
 def _snmp_run(ctx: click.Context, store: Any, addresses: list[str], targets: list[str], params: dict[str, Any],
               fmt: str = "text") -> Any:  # fmt: skip
-    from scanner.scan import run_source
-    from scanner.sources import Request, get_source
+    from scanner.scan import run_source, snmp_request
+    from scanner.sources import get_source
 
-    options = {"creds": list(params["creds"]), "port": params["snmp_port"], "timeout": params["snmp_timeout"],
-               "retries": params["snmp_retries"], "deadline": params["snmp_deadline"],
-               "concurrency": params["snmp_concurrency"]}  # fmt: skip
-    request = Request(targets or addresses, options, addresses=addresses)
+    request = snmp_request(addresses, targets, creds=params["creds"], port=params["snmp_port"],
+                           timeout=params["snmp_timeout"], retries=params["snmp_retries"],
+                           deadline=params["snmp_deadline"], concurrency=params["snmp_concurrency"])  # fmt: skip
     summary = run_source(store, get_source("snmp"), request, ScanReporter("devices"))
-    _made(ctx, summary.scan_id)
     _snmp_said(store, summary, fmt)
     return summary
 
@@ -407,8 +406,7 @@ def scan(
       posture scan --targets-file sites.txt --scope 10.0.0.0/8
     """
     from scanner.scan import execute_run, resumable_scan, run_source, stored_request
-    from scanner.sources import Request, get_source
-    from scanner.targets import validate_ports
+    from scanner.sources import get_source
 
     source = get_source("nmap")
     targets = _with_file(targets, targets_file)
@@ -428,22 +426,12 @@ def scan(
         raise click.UsageError("give at least one TARGET, --targets-file or --resume")
     if ports and top_ports:
         raise click.UsageError("give --ports or --top-ports, not both")
-    plan, scope_nets = _plan(ctx, targets, exclude, scope)
-    options: dict[str, Any] = {
-        "ports": validate_ports(ports) if ports else None,
-        "top_ports": top_ports,
-        "version_detection": version_detection,
-        "os_detection": os_detection,
-        "privileged": False if unprivileged else None,
-        "max_rate": max_rate,
-        "timing": timing,
-        "printer_ports": printer_ports,
-        "dns": dns,
-        "scripts": scripts,
-        "tls_ciphers": tls_ciphers,
-    }
-    request = Request(list(targets), options, exclude=list(exclude), scope=[str(n) for n in scope_nets],
-                      chunk_size=chunk_size, parallel=parallel, hostnames=plan.hostnames, plan=plan)  # fmt: skip
+    options = {"ports": ports, "top_ports": top_ports, "version_detection": version_detection,
+               "os_detection": os_detection, "privileged": False if unprivileged else None, "max_rate": max_rate,
+               "timing": timing, "printer_ports": printer_ports, "dns": dns, "scripts": scripts,
+               "tls_ciphers": tls_ciphers}  # fmt: skip
+    request = _nmap_request(ctx, targets, exclude, scope, options, chunk_size, parallel)
+    plan = request.plan
     source.describe(request, [])  # refuses what nmap must never be given (--tls-ciphers on printer ports) up front
     if dry_run:
         units = source.units(request)
@@ -459,11 +447,10 @@ def _finish_scan(ctx: click.Context, store: Any, summary: Any, with_snmp: bool, 
                  fmt: str = "text") -> None:  # fmt: skip
     from scanner.views import asset_views
 
-    _made(ctx, summary.scan_id)
     ids = store.assets_seen_in(summary.scan_id)
     if fmt == "text":
         if ids:
-            _print_assets(asset_views(store, ids[:50]))
+            print_assets(asset_views(store, ids[:50]))
             if len(ids) > 50:
                 click.echo(f"... and {len(ids) - 50} more: `posture assets`")
         click.echo(
@@ -472,13 +459,9 @@ def _finish_scan(ctx: click.Context, store: Any, summary: Any, with_snmp: bool, 
         )
     said = [_summary_json("nmap", summary, ids)]
     if with_snmp and ids:
-        live = [
-            r[0]
-            for r in store.conn.execute(
-                "SELECT DISTINCT address FROM observations WHERE scan_id = ? AND address IS NOT NULL",
-                (summary.scan_id,),
-            )
-        ]
+        from scanner.scan import live_addresses
+
+        live = live_addresses(store, summary.scan_id)
         snmp_summary = _snmp_run(ctx, store, live, live, snmp_params, fmt)
         said.append(_summary_json("snmp", snmp_summary, store.assets_seen_in(snmp_summary.scan_id)))
     if fmt == "json":
@@ -656,93 +639,6 @@ def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None
         click.echo(f"  {printable(detail or '', 300)}")
     if summary.hosts_up == 0:
         raise NothingScanned("the directory holds no computer object there", "check --base-dn")
-
-
-# ---- demo ----------------------------------------------------------------------------------------------
-
-
-@cli.command()
-@click.option("--keep-running", is_flag=True, help="Leave the lab up after the scan, until Ctrl-C.")
-@click.pass_context
-def demo(ctx: click.Context, keep_running: bool) -> None:
-    """Start a lab of real recorded devices on this machine, scan it, and show what posture found.
-
-    \b
-    The lab lives on loopback addresses only and stops when the command ends:
-      - snmpsim serving recordings of real devices (Windows XP and Server
-        2003, RHEL 6, CentOS 7, Cisco IOS, Junos, NetApp, an APC UPS, a
-        Hikvision camera) on 127.0.1.1-9, community 'public';
-      - real sshd, nginx and vsftpd on 127.0.1.21-23 for nmap to fingerprint.
-
-    Results go to their own inventory (~/.local/share/posture/demo.db unless
-    --db is given), never mixed with a real one, and its report to
-    demo-report.html beside it. Needs the demo extra (pip install
-    'posture-scanner[demo]') and, for udp/161, root.
-
-    \b
-    Examples:
-      posture demo
-      posture --db /tmp/demo.db demo --keep-running
-    """
-    from importlib.metadata import entry_points
-
-    from scanner.demo import demo_lab, scan_demo, snmp_port
-    from scanner.paths import data_dir
-    from scanner.store import Store
-    from scanner.views import asset_rows
-
-    root = ctx.find_root()
-    db = Path(root.params.get("db") or data_dir() / "demo.db")
-    root.params["db"] = db  # what the demo invokes (the report) reads the demo's inventory, never the default one
-    click.echo("posture demo: starting the lab (real daemons and recorded devices on 127.0.1.x)...", err=True)
-    with demo_lab(snmp_port()) as (lab, sim), Store.open(db) as store:
-        run = scan_demo(store, lab, sim, ScanReporter(), ScanReporter("devices"))
-        # The rules stage evaluates first: the table shows what it identified, and its summary follows.
-        summary = [line for ep in entry_points(group="posture.after_scan") for line in ep.load()(ctx, store)]
-        _print_assets(asset_rows(store, store.assets_seen_in(run.nmap.scan_id, run.snmp.scan_id)))
-        counts = ", ".join(f"{n} {status}" for status, n in sorted(run.snmp.by_status.items()))
-        click.echo(
-            f"nmap found {run.nmap.hosts_up} hosts with {run.nmap.services} services; SNMP asked "
-            f"{run.snmp.hosts_done} devices ({counts}) and read {run.snmp.software} software and hardware rows."
-        )
-        for line in summary:
-            click.echo(line)
-        click.echo(f"Inventory: {db}")
-        _demo_report(ctx, db)
-        if keep_running:
-            click.echo("The lab is up (Ctrl-C to stop): try `snmpwalk -v2c -c public 127.0.1.1 system`", err=True)
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
-
-
-def _demo_report(ctx: click.Context, db: Path) -> None:
-    """The demo's last step: its report beside its inventory (written by the reports stage, through the
-    command it registered), then the exact commands that show what the demo found."""
-    import io
-    import shutil
-    from contextlib import redirect_stdout
-
-    found = shutil.which("posture")  # the commands as the user can type them: `posture` if that is this one
-    prog = "posture" if found and Path(found).resolve() == Path(sys.argv[0]).resolve() else sys.argv[0]
-    base = f"{shlex.quote(prog)} --db {shlex.quote(str(db))}"
-    lines = []
-    report = cli.get_command(ctx, "report")
-    if report is not None:
-        html = db.with_name("demo-report.html")
-        said = io.StringIO()
-        with redirect_stdout(said):  # its score lines are the evaluation's, printed just above: say them once
-            report.invoke(report.make_context("report", ["--html", str(html)], parent=ctx.find_root()))
-        click.echo(said.getvalue().splitlines()[0])
-        opener = f"xdg-open {shlex.quote(str(html))}" if shutil.which("xdg-open") else html.absolute().as_uri()
-        lines += [f"{opener}   (the report: open it in a browser)", f"{base} findings   (worst first)",
-                  f"{base} plan remediation   (what to do, by whom, by when)"]  # fmt: skip
-    lines.append(f"{base} assets --format json | less   (everything it found)")
-    click.echo("Look at what the demo found:")
-    for line in lines:
-        click.echo(f"  {line}")
 
 
 # ---- credentials ---------------------------------------------------------------------------------------
@@ -930,56 +826,6 @@ def _asset_csv_row(a: dict[str, Any]) -> list[Any]:
     ]
 
 
-def _first_line(text: str, limit: int) -> str:
-    """A device's multi-line banner (sysDescr) shown as its first line, cut short: tables stay readable."""
-    line = (text.splitlines() or [""])[0]
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _support(os_: dict[str, Any]) -> str:
-    """"end-of-life (eol 2014-04-08)", from the rules stage's fields (blank without them); "one of" several
-    releases shows the range of their end dates, never the first as if it were the answer."""
-    state = os_.get("lifecycle_state")
-    if not state:
-        return ""
-    span = os_.get("eol_range")
-    when = os_.get("eol_date") or (f"{span[0]} to {span[1]}" if span else None)
-    return f"{state} (eol {when})" if when else state
-
-
-def _print_assets(assets: list[dict[str, Any]]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(show_lines=False)
-    for column in ("id", "address", "name", "os", "support", "services", "owner", "last seen"):
-        # An address or a day folded over two lines is unreadable in 80 columns: those never wrap.
-        table.add_column(column, overflow="fold", no_wrap=column in ("id", "address", "last seen"))
-    for a in assets:
-        os_ = a["os"] or {}
-        services = ", ".join(
-            f"{s['port']}/{s['protocol']} {' '.join(x for x in (s['product'], s['version']) if x) or s['name'] or ''}"
-            for s in a["services"][:8]
-        ) + (f" (+{len(a['services']) - 8})" if len(a["services"]) > 8 else "")
-        table.add_row(
-            *(
-                escape(printable(v))
-                for v in (
-                    a["id"],
-                    ", ".join(a["addresses"][:2]),
-                    a["name"] or "",
-                    # The name people know once identified ("Microsoft Windows XP SP3"), else what it said.
-                    os_.get("label") or _first_line(os_.get("name") or "unknown", 48),
-                    _support(os_) or ("unknown" if "software" in a else ""),  # rules ran, found no OS
-                    services or a.get("note") or "",  # a directory-only asset: "in directory, not seen..."
-                    a["owner"] or "",
-                    (a["last_seen"] or "")[:10],  # the day: the full time is in --format json/csv
-                )
-            )
-        )
-    table_console().print(table)
-
-
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.pass_context
@@ -1000,7 +846,7 @@ def assets(ctx: click.Context, fmt: str) -> None:
     elif fmt == "csv":
         write_csv(sys.stdout, ASSET_CSV_COLUMNS, (_asset_csv_row(a) for a in rows))
     elif rows:
-        _print_assets(rows)
+        print_assets(rows)
     else:
         click.echo("the inventory has no assets yet: run `posture scan TARGET` or `posture import`")
 
@@ -1180,16 +1026,6 @@ def prune(ctx: click.Context, keep: int | None, older_than: int | None, dry_run:
 # ---- jobs --------------------------------------------------------------------------------------------
 
 
-def _jobs(ctx: click.Context) -> tuple[dict[str, Any], Path, dict[str, Any]]:
-    """The config file's jobs, checked (credential names against the vault), the file's path, its data."""
-    from scanner.jobs import parse_jobs
-    from scanner.vault import list_credentials
-
-    config = read_config(ctx.find_root().obj.get("config_path"))
-    known_creds = {r["name"] for r in list_credentials()}
-    return parse_jobs(config.data, config.text, str(config.path), known_creds), config.path, config.data
-
-
 @cli.group("config")
 def config_group() -> None:
     """The config file (TOML): [scan], [log], [files], [directory] and [jobs.NAME], and the later stages'
@@ -1213,9 +1049,9 @@ def config_check(ctx: click.Context) -> None:
       posture config check
       sudo -u posture posture --system config check
     """
-    from scanner.jobs import job_problems
+    from scanner.jobs import job_problems, load_jobs
 
-    jobs, path, _ = _jobs(ctx)
+    jobs, path, _ = load_jobs(ctx.obj.get("config_path"))
     for job in jobs.values():  # targets, exclusions and scope checked as a scan would check them
         if job.targets:
             _plan(ctx, job.targets, job.exclude, job.scope)
@@ -1223,284 +1059,6 @@ def config_check(ctx: click.Context) -> None:
     if problems:
         raise PostureError(f"{path}:\n" + "\n".join(problems), "fix the config file, or the programs and folders")
     click.echo(f"ok: {path} ({len(jobs)} jobs: {', '.join(sorted(jobs)) or 'none'})")
-
-
-@cli.command("run")
-@click.argument("job_name", metavar="[JOB]", required=False)
-@click.option("--due", is_flag=True, help="Run every job whose schedule says it is due (for a one-minute timer).")
-@click.pass_context
-def run_job(ctx: click.Context, job_name: str | None, due: bool) -> None:
-    """Run a scan job from the config file: its scan (and SNMP), then the rules, the report and the
-    change hook. One run of a job at a time; a crashed run leaves no lock behind.
-
-    \b
-    Examples:
-      posture run town-hall
-      posture run --due            (from a one-minute timer)
-    """
-    from scanner.jobs import due as due_jobs
-    from scanner.jobs import last_runs, record_result
-    from scanner.runlog import say
-
-    if (job_name is None) == (not due):
-        raise PostureError("give a job name or --due", "e.g. posture run town-hall (see `posture config check`)")
-    jobs, _, config = _jobs(ctx)
-    open_run_log(ctx, config)
-    if due:
-        names = due_jobs(jobs, last_runs(), datetime.now(UTC))
-        if names:  # a quiet minute leaves no line: the timer fires 1,440 times a day
-            say(f"{len(names)} job(s) due: {' '.join(names)}")
-    else:
-        if job_name not in jobs:
-            raise PostureError(f"no job {str(job_name)[:64]!r} in the config file", "see `posture config check`")
-        names = [str(job_name)]
-    failed = 0
-    for name in names:
-        try:
-            _run_one(ctx, jobs[name], config)
-        except PostureError as exc:
-            say(f"job {name} failed: {exc}", logging.ERROR)
-            record_result(name, datetime.now(UTC), str(exc).splitlines()[0] if str(exc) else "failed")
-            if not due:
-                ctx.exit(int(exc.exit_code))
-            failed += 1
-    if failed:
-        ctx.exit(int(ExitCode.USAGE))
-
-
-def _run_one(ctx: click.Context, job: Any, config: dict[str, Any]) -> None:
-    import subprocess
-
-    from scanner.change import newest_evaluation
-    from scanner.jobs import job_lock, job_problems, record_result, record_run
-    from scanner.proc import HOOK_ENV, child_env, dies_with_parent
-    from scanner.runlog import say
-    from scanner.sources import get_source
-
-    problems = job_problems(job)  # before the scan: a missing hook or report folder fails now, not after
-    if problems:
-        raise PostureError("; ".join(problems), "fix them (`posture config check` lists them)")
-    root = ctx.find_root()
-    started = datetime.now(UTC)
-    root.obj["scans"] = []  # the scans this run makes (`_made`): what its change hook compares
-    with job_lock(job.name):
-        with open_store(ctx, create=True) as store:  # a job fills its inventory: made here on the first run
-            evaluation_before = newest_evaluation(store)
-        what = [f"targets {' '.join(job.targets)}, methods {' '.join(job.methods)}"] if job.targets else []
-        say(f"job {job.name} started: " + "; ".join([*what, *([f"inbox {job.inbox}"] if job.inbox else [])]))
-        nothing = False
-        if job.targets:
-            try:
-                scan.invoke(scan.make_context("scan", job.scan_argv(), parent=root))
-            except NothingScanned as exc:
-                nothing = True
-                say(f"job {job.name}: {exc}", logging.WARNING)
-        scope = list(job.scope) or list(config.get("scan", {}).get("scope", []))
-        for method, request in job.settings:  # sources told what to read by their own table (a directory)
-            request.scope = scope  # the job's scope binds its directory server as it binds its targets
-            source = get_source(method)
-            summary = _run_source(ctx, source, request)
-            say(f"job {job.name}: {method}: {summary.hosts_up} {source.noun} read, "
-                f"{summary.new_assets} new assets (scan {summary.scan_id})")
-        bundles = _import_inbox(ctx, Path(job.inbox)) if job.inbox else {}
-        record_run(job.name, started)
-        evaluate = cli.get_command(ctx, "evaluate")
-        if evaluate is not None:
-            evaluate.invoke(evaluate.make_context("evaluate", [], parent=root))
-        report_path = None
-        report = cli.get_command(ctx, "report") if job.report else None
-        if report is not None:
-            report.invoke(report.make_context("report", ["--html", job.report], parent=root))
-            report_path = str(Path(job.report).absolute())
-        summary = _change_summary(ctx, job.name, started, nothing, bundles, evaluation_before, report_path)
-        if job.on_change and summary["changed"]:
-            try:
-                done = subprocess.run(list(job.on_change), input=json.dumps(summary), text=True, timeout=300,
-                                      capture_output=True, check=False, env=child_env(HOOK_ENV),
-                                      preexec_fn=dies_with_parent())  # fmt: skip
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise PostureError(f"job {job.name}: on_change could not run: {exc}", "check the command") from exc
-            if done.returncode != 0:
-                say(f"job {job.name}: on_change exited {done.returncode}", logging.WARNING)
-            else:
-                say(f"job {job.name}: on_change ran")
-        counts = summary["counts"]
-        say(f"job {job.name} finished: {counts['new_assets']} new, {counts['gone_assets']} gone, "
-            f"{counts['changed_assets']} changed assets; {counts['new_findings']} new, "
-            f"{counts['fixed_findings']} fixed findings")
-        record_result(job.name, datetime.now(UTC))
-
-
-def _run_source(ctx: click.Context, source: Any, request: Any) -> Any:
-    """One run of a source that is not a network scan, through the common runner (`scanner.scan`)."""
-    from scanner.scan import run_source
-
-    with open_store(ctx, create=True) as store:
-        summary = run_source(store, source, request, ScanReporter(noun=source.noun))
-    _made(ctx, summary.scan_id)
-    return summary
-
-
-def _import_inbox(ctx: click.Context, inbox: Path) -> dict[str, int]:
-    """Import the settled bundles of a job's inbox and file each away as imported or refused."""
-    from scanner.bundles import DEFAULT_MAX_BYTES, import_files
-    from scanner.jobs import Inbox
-    from scanner.runlog import say
-
-    with Inbox(inbox) as box:  # never through a symbolic link planted in it
-        ready, waiting, odd = box.entries(time.time())
-        for name in waiting:
-            say(f"inbox: {name} is still arriving; next run")
-        for name in odd:
-            say(f"inbox: {name} is not a regular file (a link, a folder, a pipe); left alone", logging.WARNING)
-        if not ready:
-            return {"bundles_imported": 0, "bundles_refused": 0}
-        with open_store(ctx, create=True) as store:
-            outcome = import_files(store, [inbox / name for name in ready], DEFAULT_MAX_BYTES, say, follow_links=False)
-        _made(ctx, *(done.scan_id for done in outcome.imported))
-        for done in outcome.imported:
-            box.file_away(done.path.name, "imported")
-        for path, reason in outcome.refused:
-            box.file_away(path.name, "refused", reason)
-    return {"bundles_imported": len(outcome.imported), "bundles_refused": len(outcome.refused)}
-
-
-def _made(ctx: click.Context, *scan_ids: int) -> None:
-    """Note scans this invocation made: a job's change hook compares exactly those with the ones before."""
-    ctx.find_root().obj.setdefault("scans", []).extend(scan_ids)
-
-
-def _change_summary(ctx: click.Context, job: str, started: datetime, nothing: bool, bundles: dict[str, int],
-                    evaluation_before: int, report: str | None) -> dict[str, Any]:  # fmt: skip
-    """What the on_change hook gets on stdin (`scanner.change`, README "The change hook")."""
-    from scanner.change import change_summary
-
-    with open_store(ctx, readonly=True) as store:
-        return change_summary(store, job=job, started=started, scans=list(ctx.find_root().obj.get("scans", [])),
-                              evaluation_before=evaluation_before, report=report, nothing_answered=nothing,
-                              bundles=bundles)  # fmt: skip
-
-
-@cli.group("schedule")
-def schedule_group() -> None:
-    """Run due jobs every minute from systemd (or cron), as the `posture` service user."""
-
-
-def _unit_dir_option(f: Any) -> Any:
-    return click.option(
-        "--unit-dir",
-        "--dir",
-        "unit_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("/etc/systemd/system"),
-        show_default=True,
-        help="The folder of posture-jobs.service and posture-jobs.timer.",
-    )(f)
-
-
-@schedule_group.command("install")
-@_unit_dir_option
-@click.option("--create-user", is_flag=True, help="As root: add the `posture` system user and its folders.")
-@click.pass_context
-def schedule_install(ctx: click.Context, unit_dir: Path, create_user: bool) -> None:
-    """Write a systemd service and a one-minute timer that run `posture --system run --due` as the
-    `posture` user, with only nmap's two capabilities and a read-only system (or, without systemd,
-    print the crontab line to add). Units of those names not written by posture are left alone.
-
-    \b
-    Examples:
-      sudo posture schedule install --create-user
-      posture schedule install --unit-dir /tmp/units
-    """
-    import shutil
-
-    from scanner.schedule import create_user as make_user
-    from scanner.schedule import setup_commands, write_units
-
-    posture = shutil.which("posture") or str(Path(sys.argv[0]).resolve())
-    root = ctx.find_root()
-    options = " --system"
-    if root.params.get("db"):
-        options += f" --db {shlex.quote(str(root.params['db']))}"
-    if root.obj.get("config_path"):
-        options += f" --config {shlex.quote(str(root.obj['config_path']))}"
-    command = f"{shlex.quote(posture)}{options} run --due"
-    if not Path("/run/systemd/system").is_dir() and unit_dir == Path("/etc/systemd/system"):
-        click.echo("no systemd here: add this line with `crontab -e -u posture`:")
-        click.echo(f"* * * * * {command}")
-        return
-    if create_user:
-        for done in make_user():
-            click.echo(f"ran: {done}")
-    for path in write_units(unit_dir, command):
-        click.echo(f"written: {path}")
-    if not create_user:
-        click.echo("the service user and its folders, if not made yet (or give --create-user):")
-        for argv in setup_commands():
-            click.echo(f"  {shlex.join(argv)}")
-    click.echo("enable with: systemctl daemon-reload && systemctl enable --now posture-jobs.timer")
-
-
-@schedule_group.command("remove")
-@_unit_dir_option
-def schedule_remove(unit_dir: Path) -> None:
-    """Delete the units `schedule install` wrote (only those: a unit of the same name written by
-    someone else is left, and said). Stop the timer first. The user and its files are kept.
-
-    \b
-    Examples:
-      sudo systemctl disable --now posture-jobs.timer
-      sudo posture schedule remove
-    """
-    from scanner.schedule import remove_units
-
-    removed, foreign = remove_units(unit_dir)
-    for path in removed:
-        click.echo(f"removed: {path}")
-    for path in foreign:
-        click.echo(f"left alone (not written by posture): {path}")
-    if not removed and not foreign:
-        click.echo(f"no posture units in {unit_dir}")
-    elif removed:
-        click.echo("then: systemctl daemon-reload")
-
-
-@schedule_group.command("status")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.pass_context
-def schedule_status(ctx: click.Context, fmt: str) -> None:
-    """Each job's next run (from its cron schedule, local time; "due now" when `run --due` would run
-    it) and when and how its last run ended. Jobs without a schedule run only when named (`posture run
-    JOB`). The JSON also has the last completed run's start.
-
-    \b
-    Examples:
-      posture schedule status
-      sudo -u posture posture --system schedule status --format json
-    """
-    from scanner.jobs import last_results, last_runs
-    from scanner.schedule import job_status
-
-    jobs, _, _ = _jobs(ctx)
-    rows = job_status(jobs, last_runs(), last_results(), datetime.now().astimezone())
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no jobs in the config file")
-        return
-
-    def when(iso: str | None) -> str:
-        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M") if iso else "-"
-
-    click.echo(f"{'JOB':<20} {'NEXT RUN':<16} {'LAST ENDED':<16} RESULT")
-    for row in rows:
-        nxt = "due now" if row["due_now"] else when(row["next_run"]) if row["schedule"] else "when named"
-        result = row["last_result"] or "-"
-        if row["last_message"]:
-            result = f"{result}: {row['last_message']}"
-        line = f"{row['job']:<20} {nxt:<16} {when(row['last_finished']):<16} {result}"
-        click.echo(line if len(line) <= 80 else line[:79] + "…")
 
 
 _plugins_loaded = False

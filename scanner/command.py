@@ -1,5 +1,6 @@
 """What every stage's commands share: the inventory --db names (refused where there is none), whole-number
-options, the exit code kept through a closed pipe, progress as --progress wants it, the run log and tables.
+options, the exit code kept through a closed pipe, progress as --progress wants it, the run log, tables and
+the asset table.
 
 The scanner's, the rules' and the reports' command modules all use these; none of them imports another
 stage's command module to get them (scanner/cli.py is the root command and the scanner's own commands).
@@ -15,7 +16,7 @@ import click
 
 from scanner.config import load_config
 from scanner.errors import PostureError
-from scanner.model import INT64
+from scanner.model import INT64, printable
 from scanner.paths import default_db_path
 
 
@@ -95,3 +96,54 @@ def table_console() -> Any:
 
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "") or 160)
     return Console(highlight=False, soft_wrap=False, width=width)
+
+
+def _first_line(text: str, limit: int) -> str:
+    """A device's multi-line banner (sysDescr) shown as its first line, cut short: tables stay readable."""
+    line = (text.splitlines() or [""])[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _support(os_: dict[str, Any]) -> str:
+    """"end-of-life (eol 2014-04-08)", from the rules stage's fields (blank without them); "one of" several
+    releases shows the range of their end dates, never the first as if it were the answer."""
+    state = os_.get("lifecycle_state")
+    if not state:
+        return ""
+    span = os_.get("eol_range")
+    when = os_.get("eol_date") or (f"{span[0]} to {span[1]}" if span else None)
+    return f"{state} (eol {when})" if when else state
+
+
+def print_assets(assets: list[dict[str, Any]]) -> None:
+    """The asset table of `posture assets`, a scan and the demo: a line per asset, device strings escaped."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for column in ("id", "address", "name", "os", "support", "services", "owner", "last seen"):
+        # An address or a day folded over two lines is unreadable in 80 columns: those never wrap.
+        table.add_column(column, overflow="fold", no_wrap=column in ("id", "address", "last seen"))
+    for a in assets:
+        os_ = a["os"] or {}
+        services = ", ".join(
+            f"{s['port']}/{s['protocol']} {' '.join(x for x in (s['product'], s['version']) if x) or s['name'] or ''}"
+            for s in a["services"][:8]
+        ) + (f" (+{len(a['services']) - 8})" if len(a["services"]) > 8 else "")
+        table.add_row(
+            *(
+                escape(printable(v))
+                for v in (
+                    a["id"],
+                    ", ".join(a["addresses"][:2]),
+                    a["name"] or "",
+                    # The name people know once identified ("Microsoft Windows XP SP3"), else what it said.
+                    os_.get("label") or _first_line(os_.get("name") or "unknown", 48),
+                    _support(os_) or ("unknown" if "software" in a else ""),  # rules ran, found no OS
+                    services or a.get("note") or "",  # a directory-only asset: "in directory, not seen..."
+                    a["owner"] or "",
+                    (a["last_seen"] or "")[:10],  # the day: the full time is in --format json/csv
+                )
+            )
+        )
+    table_console().print(table)

@@ -73,30 +73,21 @@ class Job:
     scripts: bool = True
     tls_ciphers: bool = False
 
-    def scan_argv(self) -> list[str]:
-        """The job as `posture scan` arguments (a list: nothing goes through a shell).
+    def scan_options(self) -> dict[str, Any]:
+        """The job's keys as options of its scan (`scanner.scan.nmap_request`, over the scan command's
+        defaults). Its targets stay data, never parsed as options: nothing goes through an argument list."""
+        return {"max_rate": self.max_rate, "ports": self.ports, "dns": self.dns, "scripts": self.scripts,
+                "tls_ciphers": self.tls_ciphers}  # fmt: skip
 
-        The targets come last, after `--`: a target written `--scope=...` in the config must stay a target
-        (and be refused as one), never become an option that widens the scope or drops the printer guard.
-        """
-        argv = ["--max-rate", str(self.max_rate)]
-        for value in self.exclude:
-            argv += ["--exclude", value]
-        for value in self.scope:
-            argv += ["--scope", value]
-        if self.ports:
-            argv += ["--ports", self.ports]
-        if not self.dns:
-            argv.append("--no-dns")
-        if not self.scripts:
-            argv.append("--no-scripts")
-        if self.tls_ciphers:
-            argv.append("--tls-ciphers")
-        if "snmp" in self.methods:
-            argv.append("--snmp")
-            for name in self.creds:
-                argv += ["--creds", name]
-        return [*argv, "--", *self.targets]
+
+def load_jobs(config_path: Path | None) -> tuple[dict[str, Job], Path, dict[str, Any]]:
+    """The config file's jobs, checked (credential names against the vault), the file's path, its data."""
+    from scanner.config import read_config
+    from scanner.vault import list_credentials
+
+    config = read_config(config_path)
+    known_creds = {r["name"] for r in list_credentials()}
+    return parse_jobs(config.data, config.text, str(config.path), known_creds), config.path, config.data
 
 
 def _line(text: str, job: str, key: str | None) -> int:

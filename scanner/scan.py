@@ -274,3 +274,67 @@ def _run_whole(store: Store, source: Source, request: Request) -> ScanSummary:
         conn.execute("UPDATE scans SET status = 'complete', finished_at = ? WHERE id = ?", (utc_now(), summary.scan_id))
     summary.status = "complete"
     return summary
+
+
+# What `posture scan` does when no option says otherwise; a job's own keys (`scanner.jobs.Job`) override
+# some of these. One table, so the command and a job can never disagree on a default.
+NMAP_DEFAULTS: dict[str, Any] = {
+    "ports": None,
+    "top_ports": None,
+    "version_detection": True,
+    "os_detection": None,  # on when running as root
+    "privileged": None,  # raw packets when root
+    "max_rate": 100,
+    "timing": "normal",
+    "printer_ports": False,
+    "dns": True,
+    "scripts": True,
+    "tls_ciphers": False,
+}
+SNMP_DEFAULTS: dict[str, Any] = {"creds": [], "port": 161, "timeout": 2.0, "retries": 1, "deadline": 60.0,
+                                 "concurrency": 64}  # fmt: skip
+
+
+def nmap_request(
+    targets: list[str],
+    exclude: list[str],
+    scope: list[str],
+    options: dict[str, Any],
+    chunk_size: int = 256,
+    parallel: int = 2,
+) -> Request:
+    """A network scan's request: the targets expanded, less the exclusions, every address checked against
+    `scope` (the caller's --scope, else the config's [scan] scope); `options` over NMAP_DEFAULTS, ports
+    checked. Nothing is sent; a target outside the scope or a bad port list is a PostureError."""
+    from scanner.targets import parse_networks, parse_target, plan_scan, validate_ports
+
+    unknown = set(options) - set(NMAP_DEFAULTS)
+    if unknown:
+        raise PostureError(f"unknown scan option(s): {', '.join(sorted(unknown))}")
+    settings = {**NMAP_DEFAULTS, **options}
+    if settings["ports"]:
+        settings["ports"] = validate_ports(settings["ports"])
+    scope_nets = parse_networks(scope, "--scope")
+    plan = plan_scan([parse_target(t) for t in targets], parse_networks(exclude, "--exclude"), scope_nets)
+    if not plan.addresses:
+        raise PostureError("every target address is excluded; nothing to scan", "check --exclude")
+    return Request(list(targets), settings, exclude=list(exclude), scope=[str(n) for n in scope_nets],
+                   chunk_size=chunk_size, parallel=parallel, hostnames=plan.hostnames, plan=plan)  # fmt: skip
+
+
+def snmp_request(addresses: list[str], targets: list[str] | None = None, **options: Any) -> Request:
+    """An SNMP run's request for `addresses` (already checked against the scope), `options` over
+    SNMP_DEFAULTS (`creds` names vault entries: the secrets stay in the vault)."""
+    unknown = set(options) - set(SNMP_DEFAULTS)
+    if unknown:
+        raise PostureError(f"unknown SNMP option(s): {', '.join(sorted(unknown))}")
+    settings = {**SNMP_DEFAULTS, **options}
+    settings["creds"] = list(settings["creds"])
+    return Request(list(targets or addresses), settings, addresses=list(addresses))
+
+
+def live_addresses(store: Store, scan_id: int) -> list[str]:
+    """The addresses a scan saw up: what `scan --snmp` and a job's SNMP step ask next."""
+    rows = store.conn.execute("SELECT DISTINCT address FROM observations WHERE scan_id = ? AND address IS NOT NULL",
+                              (scan_id,))  # fmt: skip
+    return [r[0] for r in rows]

@@ -29,7 +29,7 @@ import pytest
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("scanner", "rules", "reports")
+PACKAGES = ("scanner", "rules", "reports", "posture")
 # Not dependencies of posture: its own editable install in this venv, and python-nmap (the `bench` extra).
 LEFT_OUT = ("__editable__", "posture_scanner", "nmap", "python_nmap")
 

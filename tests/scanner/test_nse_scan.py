@@ -104,15 +104,14 @@ def test_tls_ciphers_never_on_printer_ports(tmp_path: Path) -> None:
 
 
 def test_job_keys_scripts_and_tls_ciphers(tmp_path: Path) -> None:
-    """A job's `scripts = false` / `tls_ciphers = true` become `--no-scripts` / `--tls-ciphers`; anything but
-    true or false is refused at its line."""
+    """A job's `scripts = false` / `tls_ciphers = true` reach its scan's options (as `--no-scripts` /
+    `--tls-ciphers` would); anything but true or false is refused at its line."""
     text = '[jobs.annex]\ntargets = ["10.20.0.0/24"]\nscripts = false\ntls_ciphers = true\n'
     (job,) = parse_jobs({"jobs": {"annex": {"targets": ["10.20.0.0/24"], "scripts": False, "tls_ciphers": True}}},
                         text, "config.toml").values()  # fmt: skip
-    argv = job.scan_argv()
-    assert "--no-scripts" in argv and "--tls-ciphers" in argv and argv.index("--tls-ciphers") < argv.index("--")
+    assert (job.scan_options()["scripts"], job.scan_options()["tls_ciphers"]) == (False, True)
     (default,) = parse_jobs({"jobs": {"annex": {"targets": ["10.20.0.0/24"]}}}, text, "config.toml").values()
-    assert "--no-scripts" not in default.scan_argv() and "--tls-ciphers" not in default.scan_argv()
+    assert (default.scan_options()["scripts"], default.scan_options()["tls_ciphers"]) == (True, False)
     config = tmp_path / "config.toml"
     config.write_text('[jobs.annex]\ntargets = ["10.20.0.0/24"]\nscripts = "yes"\n')
     result = run_posture("--config", str(config), "config", "check")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from scanner.errors import PostureError
 from tests.conftest import POSTURE, query, run_posture
 
 # The owner from the issue's attack, a sysName-like hostname, and a terminal escape (ESC [ 2 J clears a screen).
@@ -112,12 +113,17 @@ def test_job_targets_that_look_like_options_are_refused(tmp_path: Path) -> None:
     assert not db.exists() or query(db, "SELECT count(*) FROM scans") == [(0,)]
 
 
-def test_job_targets_stay_targets_in_the_scan_argv() -> None:
-    """Item 7, second line of defence: whatever a job's targets say, they follow `--` in the scan's argv."""
+def test_job_targets_stay_targets_in_the_scan_request() -> None:
+    """Item 7, second line of defence: whatever a job's targets say, they are targets of the scan's request
+    (there is no argument list to smuggle an option into), and one that looks like an option is refused."""
     from scanner.jobs import Job
+    from scanner.scan import nmap_request
 
-    argv = Job("x", ("127.61.0.1", "--printer-ports")).scan_argv()
-    assert argv[-3:] == ["--", "127.61.0.1", "--printer-ports"]
+    job = Job("x", ("127.61.0.1", "--printer-ports"))
+    with pytest.raises(PostureError, match="--printer-ports"):
+        nmap_request(list(job.targets), [], ["127.61.0.0/16"], job.scan_options())
+    request = nmap_request(["127.61.0.1"], [], ["127.61.0.0/16"], job.scan_options())
+    assert request.options["printer_ports"] is False and request.targets == ["127.61.0.1"]
 
 
 @pytest.fixture

@@ -1,0 +1,272 @@
+"""The application layer's commands: `posture run` (a scheduled job through every stage), `posture
+schedule` (the systemd units and the jobs' timetable) and `posture demo`. They join the root command through the
+`posture.commands` entry point; the work itself is `posture.jobs`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scanner.command import db_path, open_run_log
+from scanner.compat import UTC
+from scanner.errors import ExitCode, PostureError
+from scanner.jobs import load_jobs
+
+
+@click.command("run")
+@click.argument("job_name", metavar="[JOB]", required=False)
+@click.option("--due", is_flag=True, help="Run every job whose schedule says it is due (for a one-minute timer).")
+@click.pass_context
+def run_command(ctx: click.Context, job_name: str | None, due: bool) -> None:
+    """Run a scan job from the config file: its scan (and SNMP), then the rules, the report and the
+    change hook. One run of a job at a time; a crashed run leaves no lock behind.
+
+    \b
+    Examples:
+      posture run town-hall
+      posture run --due            (from a one-minute timer)
+    """
+    from posture.jobs import run_job
+    from scanner.jobs import due as due_jobs
+    from scanner.jobs import last_runs, record_result
+    from scanner.runlog import say
+
+    if (job_name is None) == (not due):
+        raise PostureError("give a job name or --due", "e.g. posture run town-hall (see `posture config check`)")
+    jobs, _, config = load_jobs(ctx.find_root().obj.get("config_path"))
+    open_run_log(ctx, config)
+    if due:
+        names = due_jobs(jobs, last_runs(), datetime.now(UTC))
+        if names:  # a quiet minute leaves no line: the timer fires 1,440 times a day
+            say(f"{len(names)} job(s) due: {' '.join(names)}")
+    else:
+        if job_name not in jobs:
+            raise PostureError(f"no job {str(job_name)[:64]!r} in the config file", "see `posture config check`")
+        names = [str(job_name)]
+    failed = 0
+    for name in names:
+        try:
+            run = run_job(jobs[name], config, db_path(ctx))
+        except PostureError as exc:
+            say(f"job {name} failed: {exc}", logging.ERROR)
+            record_result(name, datetime.now(UTC), str(exc).splitlines()[0] if str(exc) else "failed")
+            if not due:
+                ctx.exit(int(exc.exit_code))
+            failed += 1
+        else:
+            for line in run.lines:
+                click.echo(f"{name}: {line}")
+    if failed:
+        ctx.exit(int(ExitCode.USAGE))
+
+
+@click.group("schedule")
+def schedule_group() -> None:
+    """Run due jobs every minute from systemd (or cron), as the `posture` service user."""
+
+
+def _unit_dir_option(f: Any) -> Any:
+    return click.option(
+        "--unit-dir",
+        "--dir",
+        "unit_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("/etc/systemd/system"),
+        show_default=True,
+        help="The folder of posture-jobs.service and posture-jobs.timer.",
+    )(f)
+
+
+@schedule_group.command("install")
+@_unit_dir_option
+@click.option("--create-user", is_flag=True, help="As root: add the `posture` system user and its folders.")
+@click.pass_context
+def schedule_install(ctx: click.Context, unit_dir: Path, create_user: bool) -> None:
+    """Write a systemd service and a one-minute timer that run `posture --system run --due` as the
+    `posture` user, with only nmap's two capabilities and a read-only system (or, without systemd,
+    print the crontab line to add). Units of those names not written by posture are left alone.
+
+    \b
+    Examples:
+      sudo posture schedule install --create-user
+      posture schedule install --unit-dir /tmp/units
+    """
+    import shutil
+
+    from scanner.schedule import create_user as make_user
+    from scanner.schedule import setup_commands, write_units
+
+    posture = shutil.which("posture") or str(Path(sys.argv[0]).resolve())
+    root = ctx.find_root()
+    options = " --system"
+    if root.params.get("db"):
+        options += f" --db {shlex.quote(str(root.params['db']))}"
+    if root.obj.get("config_path"):
+        options += f" --config {shlex.quote(str(root.obj['config_path']))}"
+    command = f"{shlex.quote(posture)}{options} run --due"
+    if not Path("/run/systemd/system").is_dir() and unit_dir == Path("/etc/systemd/system"):
+        click.echo("no systemd here: add this line with `crontab -e -u posture`:")
+        click.echo(f"* * * * * {command}")
+        return
+    if create_user:
+        for done in make_user():
+            click.echo(f"ran: {done}")
+    for path in write_units(unit_dir, command):
+        click.echo(f"written: {path}")
+    if not create_user:
+        click.echo("the service user and its folders, if not made yet (or give --create-user):")
+        for argv in setup_commands():
+            click.echo(f"  {shlex.join(argv)}")
+    click.echo("enable with: systemctl daemon-reload && systemctl enable --now posture-jobs.timer")
+
+
+@schedule_group.command("remove")
+@_unit_dir_option
+def schedule_remove(unit_dir: Path) -> None:
+    """Delete the units `schedule install` wrote (only those: a unit of the same name written by
+    someone else is left, and said). Stop the timer first. The user and its files are kept.
+
+    \b
+    Examples:
+      sudo systemctl disable --now posture-jobs.timer
+      sudo posture schedule remove
+    """
+    from scanner.schedule import remove_units
+
+    removed, foreign = remove_units(unit_dir)
+    for path in removed:
+        click.echo(f"removed: {path}")
+    for path in foreign:
+        click.echo(f"left alone (not written by posture): {path}")
+    if not removed and not foreign:
+        click.echo(f"no posture units in {unit_dir}")
+    elif removed:
+        click.echo("then: systemctl daemon-reload")
+
+
+@schedule_group.command("status")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def schedule_status(ctx: click.Context, fmt: str) -> None:
+    """Each job's next run (from its cron schedule, local time; "due now" when `run --due` would run
+    it) and when and how its last run ended. Jobs without a schedule run only when named (`posture run
+    JOB`). The JSON also has the last completed run's start.
+
+    \b
+    Examples:
+      posture schedule status
+      sudo -u posture posture --system schedule status --format json
+    """
+    from scanner.jobs import last_results, last_runs
+    from scanner.schedule import job_status
+
+    jobs, _, _ = load_jobs(ctx.find_root().obj.get("config_path"))
+    rows = job_status(jobs, last_runs(), last_results(), datetime.now().astimezone())
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no jobs in the config file")
+        return
+
+    def when(iso: str | None) -> str:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M") if iso else "-"
+
+    click.echo(f"{'JOB':<20} {'NEXT RUN':<16} {'LAST ENDED':<16} RESULT")
+    for row in rows:
+        nxt = "due now" if row["due_now"] else when(row["next_run"]) if row["schedule"] else "when named"
+        result = row["last_result"] or "-"
+        if row["last_message"]:
+            result = f"{result}: {row['last_message']}"
+        line = f"{row['job']:<20} {nxt:<16} {when(row['last_finished']):<16} {result}"
+        click.echo(line if len(line) <= 80 else line[:79] + "…")
+
+
+@click.command("demo")
+@click.option("--keep-running", is_flag=True, help="Leave the lab up after the scan, until Ctrl-C.")
+@click.pass_context
+def demo_command(ctx: click.Context, keep_running: bool) -> None:
+    """Start a lab of real recorded devices on this machine, scan it, and show what posture found.
+
+    \b
+    The lab lives on loopback addresses only and stops when the command ends:
+      - snmpsim serving recordings of real devices (Windows XP and Server
+        2003, RHEL 6, CentOS 7, Cisco IOS, Junos, NetApp, an APC UPS, a
+        Hikvision camera) on 127.0.1.1-9, community 'public';
+      - real sshd, nginx and vsftpd on 127.0.1.21-23 for nmap to fingerprint.
+
+    Results go to their own inventory (~/.local/share/posture/demo.db unless
+    --db is given), never mixed with a real one, and its report to
+    demo-report.html beside it. Needs the demo extra (pip install
+    'posture-scanner[demo]') and, for udp/161, root.
+
+    \b
+    Examples:
+      posture demo
+      posture --db /tmp/demo.db demo --keep-running
+    """
+    import time
+    from datetime import date
+
+    from reports.stage import write_report
+    from rules.cli import summary_lines
+    from rules.stage import evaluate_inventory
+    from scanner.command import print_assets
+    from scanner.config import load_config
+    from scanner.demo import demo_lab, scan_demo, snmp_port
+    from scanner.paths import data_dir
+    from scanner.progress import ScanReporter
+    from scanner.store import Store
+    from scanner.views import asset_rows
+
+    root = ctx.find_root()
+    db = Path(root.params.get("db") or data_dir() / "demo.db")
+    config = load_config(root.obj.get("config_path"))
+    click.echo("posture demo: starting the lab (real daemons and recorded devices on 127.0.1.x)...", err=True)
+    with demo_lab(snmp_port()) as (lab, sim), Store.open(db) as store:
+        run = scan_demo(store, lab, sim, ScanReporter(), ScanReporter("devices"))
+        # The rules evaluate first: the table shows what they identified, and their summary follows.
+        evaluation = evaluate_inventory(store, config, date.today())
+        print_assets(asset_rows(store, store.assets_seen_in(run.nmap.scan_id, run.snmp.scan_id)))
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(run.snmp.by_status.items()))
+        click.echo(
+            f"nmap found {run.nmap.hosts_up} hosts with {run.nmap.services} services; SNMP asked "
+            f"{run.snmp.hosts_done} devices ({counts}) and read {run.snmp.software} software and hardware rows."
+        )
+        for line in summary_lines(evaluation):
+            click.echo(line)
+        click.echo(f"Inventory: {db}")
+        html = db.with_name("demo-report.html")
+        written = write_report(store, html, config, date.today())
+        click.echo(f"report written: {html} ({len(written.assets)} assets, {len(written.findings)} open findings, "
+                   f"{len(written.accepted)} accepted)")  # fmt: skip
+        _look_at(db, html)
+        if keep_running:
+            click.echo("The lab is up (Ctrl-C to stop): try `snmpwalk -v2c -c public 127.0.1.1 system`", err=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+
+
+def _look_at(db: Path, html: Path) -> None:
+    """The demo's last lines: the exact commands that show what it found."""
+    import shutil
+
+    found = shutil.which("posture")  # the commands as the user can type them: `posture` if that is this one
+    prog = "posture" if found and Path(found).resolve() == Path(sys.argv[0]).resolve() else sys.argv[0]
+    base = f"{shlex.quote(prog)} --db {shlex.quote(str(db))}"
+    opener = f"xdg-open {shlex.quote(str(html))}" if shutil.which("xdg-open") else html.absolute().as_uri()
+    click.echo("Look at what the demo found:")
+    for line in (f"{opener}   (the report: open it in a browser)", f"{base} findings   (worst first)",
+                 f"{base} plan remediation   (what to do, by whom, by when)",
+                 f"{base} assets --format json | less   (everything it found)"):  # fmt: skip
+        click.echo(f"  {line}")
