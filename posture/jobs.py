@@ -86,12 +86,11 @@ def run_job(job: Job, config: dict[str, Any], db: Path) -> JobRun:
 def _scan(run: JobRun, config: dict[str, Any], db: Path) -> None:
     """The job's nmap scan, then SNMP on the hosts it found up when its methods include snmp."""
     from scanner.progress import ScanReporter
-    from scanner.scan import live_addresses, nmap_request, run_source, snmp_request
+    from scanner.scan import live_addresses, nmap_request, run_source, scope_of, snmp_request
     from scanner.sources import get_source
 
     job = run.job
-    scope = list(job.scope) or list(config.get("scan", {}).get("scope", []))
-    request = nmap_request(list(job.targets), list(job.exclude), scope, job.scan_options())
+    request = nmap_request(list(job.targets), list(job.exclude), scope_of(job.scope, config), job.scan_options())
     source = get_source("nmap")
     source.describe(request, [])  # refuses what nmap must never be given, before anything is sent
     with Store.open(db) as store:
@@ -119,13 +118,12 @@ def _scan(run: JobRun, config: dict[str, Any], db: Path) -> None:
 def _other_sources(run: JobRun, config: dict[str, Any], db: Path) -> None:
     """The sources a job names with a table of their own (a directory), each bound by the job's scope."""
     from scanner.progress import ScanReporter
-    from scanner.scan import run_source
+    from scanner.scan import run_source, scope_of
     from scanner.sources import get_source
 
     job = run.job
-    scope = list(job.scope) or list(config.get("scan", {}).get("scope", []))
     for method, request in job.settings:
-        request.scope = scope  # the job's scope binds its directory server as it binds its targets
+        request.scope = scope_of(job.scope, config)  # binds its directory server as it binds its targets
         source = get_source(method)
         with Store.open(db) as store:
             summary = run_source(store, source, request, ScanReporter(noun=source.noun))

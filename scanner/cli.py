@@ -122,11 +122,10 @@ def _plan(
 def _nmap_request(ctx: click.Context, targets: Sequence[str], exclude: Sequence[str], scope: Sequence[str],
                   options: dict[str, Any], chunk_size: int = 256, parallel: int = 2) -> Any:  # fmt: skip
     """`scanner.scan.nmap_request` with --scope, else the config's [scan] scope."""
-    from scanner.scan import nmap_request
+    from scanner.scan import nmap_request, scope_of
 
     config = load_config(ctx.find_root().obj.get("config_path"))
-    scope = list(scope) or list(config.get("scan", {}).get("scope", []))
-    return nmap_request(list(targets), list(exclude), scope, options, chunk_size, parallel)
+    return nmap_request(list(targets), list(exclude), scope_of(scope, config), options, chunk_size, parallel)
 
 
 targets_file_option = click.option(
@@ -613,7 +612,7 @@ def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None
     config's [directory] ou_sites and ou_services. With a scope (--scope or [scan] scope), a server whose
     name resolves outside it is refused before the password is sent.
     """
-    from scanner.scan import run_source
+    from scanner.scan import run_source, scope_of
     from scanner.sources import get_source
 
     config = load_config(ctx.find_root().obj.get("config_path"))
@@ -624,7 +623,7 @@ def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None
     }  # fmt: skip
     source: Any = get_source("ad")
     request = source.job_request({k: v for k, v in settings.items() if v is not None})  # as a job's [jobs.X.ad]
-    request.scope = list(scope) or list(config.get("scan", {}).get("scope", []))
+    request.scope = scope_of(scope, config)
     source.open(request)  # every refusal (bind, certificate, base DN) before the inventory is touched
     try:
         with open_store(ctx, create=True) as store:

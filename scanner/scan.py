@@ -15,7 +15,7 @@ import json
 import signal
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from types import FrameType
@@ -293,6 +293,11 @@ NMAP_DEFAULTS: dict[str, Any] = {
 }
 SNMP_DEFAULTS: dict[str, Any] = {"creds": [], "port": 161, "timeout": 2.0, "retries": 1, "deadline": 60.0,
                                  "concurrency": 64}  # fmt: skip
+
+
+def scope_of(given: Sequence[str], config: dict[str, Any]) -> list[str]:
+    """The networks a run may touch: those given (--scope, a job's scope), else the config's [scan] scope."""
+    return list(given) or list(config.get("scan", {}).get("scope", []))
 
 
 def nmap_request(
