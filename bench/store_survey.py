@@ -11,7 +11,8 @@ a string expression (constant, f-string or `+` of them) that reads as SQL; a mig
 statement in it. `imports` runs each import in a fresh interpreter, median of 5. `ingest` writes the rows of
 Ingest.flush (assets, identifiers, observations, services, software) for HOSTS synthetic hosts, median of 3, on
 SQLite (posture's executemany) and on a PostgresLab (psycopg executemany, COPY, and SQLAlchemy Core where
-installed in the interpreter running it).
+installed in the interpreter running it), and asks IdentityIndex's question once per address. `pgcheck` builds a
+new inventory's schema, maps its types and PREPAREs every statement on a PostgresLab, f-string holes filled.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def _calls(sql: str, name: str) -> Iterator[tuple[str, int]]:
 
 
 def _top_level_commas(args: str) -> int:
+    """Commas outside parentheses: a `min(a, b)` with one is the scalar min of two values, not the aggregate."""
     depth = commas = 0
     for ch in args:
         depth += {"(": 1, ")": -1}.get(ch, 0)
@@ -162,8 +164,11 @@ def _text(node: ast.AST) -> str | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr):
-        return "".join(v.value if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}"  # type: ignore[attr-defined]
-                       for v in node.values)  # fmt: skip
+        return "".join(
+            str(v.value) if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}"
+            for v in node.values
+            if isinstance(v, ast.Constant | ast.FormattedValue)
+        )
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         left, right = _text(node.left), _text(node.right)
         if left is not None or right is not None:
@@ -178,7 +183,7 @@ def strings(path: Path) -> Iterator[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Expr):
             covered.add(id(node.value))
-        if id(node) in covered:
+        if id(node) in covered or not isinstance(node, ast.expr):
             continue
         text = _text(node)
         if text is not None:
@@ -580,7 +585,7 @@ def survey_ingest(hosts: int) -> None:
                              [addresses[n : n + 2000]]).fetchall()  # fmt: skip
             lookups.append(("PostgreSQL: one SELECT per 2,000 addresses (= ANY)", time.perf_counter() - started))
         try:
-            import sqlalchemy as sa
+            import sqlalchemy as sa  # type: ignore[import-not-found, unused-ignore]
         except ImportError:
             print("(SQLAlchemy is not installed in this interpreter: its rows are left out)")
         else:
@@ -590,7 +595,7 @@ def survey_ingest(hosts: int) -> None:
             meta.reflect(engine)
 
             def sa_core() -> None:
-                from sqlalchemy.dialects.postgresql import insert
+                from sqlalchemy.dialects.postgresql import insert  # type: ignore[import-not-found, unused-ignore]
 
                 with engine.begin() as conn:
                     for table, columns in COLUMNS.items():
