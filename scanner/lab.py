@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -22,8 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from scanner.errors import PostureError
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 @dataclass
@@ -530,3 +536,218 @@ class SambaDC(_ProcessLab):
             "    db.transaction_cancel()\n    raise\nelse:\n    db.transaction_commit()\n"
         )  # fmt: skip
         self._run(["/usr/bin/python3", "-c", script, str(self.conf), str(self.sam_ldb), str(ldif)], timeout=7200)
+
+
+def postgres_bindir() -> Path:
+    """The newest PostgreSQL server's programs: Debian keeps initdb and postgres in /usr/lib/postgresql/N/bin,
+    off PATH (its pg_ctlcluster wrappers manage system clusters, which a lab must not touch)."""
+    debian = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/postgres") if p.parts[-3].isdigit()]
+    if debian:
+        return max(debian, key=lambda bindir: int(bindir.parts[-2]))
+    on_path = shutil.which("postgres")
+    if on_path:
+        return Path(on_path).parent
+    raise PostureError("the PostgreSQL server is not installed", "apt-get install postgresql")
+
+
+def _free_port(address: str) -> int:
+    """A TCP port nothing listens on at `address` now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+def _private_file(path: Path, text: str, owner: tuple[int, int] | None = None) -> None:
+    """A new file only its owner can read (born 0600, never through a link), given to `owner` (uid, gid)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+class PostgresLab(_ProcessLab):
+    """A real PostgreSQL server of the lab's own: `initdb` into a temporary folder, the server listening on one
+    loopback address and a free port (and a unix socket in that folder), one password-authenticated role.
+
+    - Who runs it: the server refuses to run as root, so under root it runs as the `postgres` user that
+      Debian's package makes (the lab's folder is given to that user); otherwise as the calling user.
+    - Authentication: the role `posture` with a random password, which initdb reads from a 0600 file (never
+      the command line; the file is removed after). pg_hba.conf accepts only scram-sha-256, on the socket
+      and from 127.0.0.0/8. Clients read the password from `passfile` (libpq's PGPASSFILE format, 0600), so
+      `url` carries none.
+    - Speed over durability: fsync, synchronous commit and full-page writes are off (a throwaway server).
+    - Collation C: text compares byte by byte, as SQLite's BINARY collation does.
+    - The server runs in the foreground as this process's child, not through `pg_ctl start`: pg_ctl hands the
+      server to PID 1 to reap, and where PID 1 reaps nothing (as in some containers) every stopped
+      server would stay a zombie. Readiness is read from postmaster.pid, as `pg_ctl -w` reads it; stop is a
+      fast shutdown (SIGINT) and a wait, after which the folder is removed.
+    """
+
+    PREFIX = "posture-pg-"
+    USER = "posture"
+    DATABASE = "posture"
+
+    def __init__(self, address: str = "127.107.0.1", port: int | None = None) -> None:
+        super().__init__()
+        self.address = address
+        self.port = port or _free_port(address)
+        self.password = secrets.token_urlsafe(24)
+        self._bin = postgres_bindir()
+        self._server: subprocess.Popen[bytes] | None = None
+
+    @property
+    def root(self) -> Path:
+        return self._root()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def passfile(self) -> Path:
+        """The client's password file (host:port:database:user:password), for PGPASSFILE or `passfile=`."""
+        return self.root / "client.pgpass"
+
+    @property
+    def url(self) -> str:
+        """Where the database is, without the password (it is in `passfile`)."""
+        return f"postgresql://{self.USER}@{self.address}:{self.port}/{self.DATABASE}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a client process (psql, posture) needs in its environment to authenticate with `url`."""
+        return {"PGPASSFILE": str(self.passfile)}
+
+    @property
+    def tag(self) -> str:
+        """A name in the command line of every process of this server (the postmaster's through its data
+        folder, the others' titles through cluster_name): `pgrep -f TAG` finds them all, orphans too."""
+        return self.root.name
+
+    @property
+    def pid(self) -> int | None:
+        """The server's (postmaster's) process id, while it runs."""
+        return self._server.pid if self._server is not None else None
+
+    def connect(self, **options: Any) -> psycopg.Connection[tuple[Any, ...]]:
+        """A psycopg connection to the lab's database over TCP, authenticated from `passfile` (unless
+        `password=` is given); `options` go to `psycopg.connect` (autocommit=True, dbname=...)."""
+        try:
+            import psycopg
+        except ImportError as exc:
+            hint = "install the postgres extra: pip install 'posture-scanner[postgres]'"
+            raise PostureError("psycopg is not installed", hint) from exc
+        options.setdefault("passfile", str(self.passfile))
+        options.setdefault("connect_timeout", 10)
+        return psycopg.connect(self.url, **options)
+
+    def __enter__(self) -> PostgresLab:
+        try:
+            self._initdb()
+            self.start()
+            self._run([str(self._bin / "createdb"), "-h", str(self.socket_dir), "-p", str(self.port),
+                       "-U", self.USER, self.DATABASE], as_server=False)  # fmt: skip
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _owner(self) -> tuple[int, int] | None:
+        """(uid, gid) to run the server as when this process is root: the server refuses root."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            record = pwd.getpwnam("postgres")
+        except KeyError:
+            raise PostureError("there is no `postgres` user to run the lab's server as",
+                               "apt-get install postgresql (it makes the user)") from None  # fmt: skip
+        return record.pw_uid, record.pw_gid
+
+    def _as_server(self) -> dict[str, Any]:
+        """Popen's keywords that run a program as the server's user, with no supplementary groups."""
+        owner = self._owner()
+        return {} if owner is None else {"user": owner[0], "group": owner[1], "extra_groups": []}
+
+    def _run(self, argv: list[str], as_server: bool = True) -> None:
+        """A server program (initdb) as the server's user, or a client (createdb) as this process with `env`."""
+        how = self._as_server() if as_server else {"env": {**os.environ, **self.env}}
+        done = subprocess.run(argv, capture_output=True, timeout=120, check=False, **how)
+        if done.returncode != 0:
+            raise PostureError(f"{Path(argv[0]).name} failed: {done.stderr.decode(errors='replace')[-400:]}")
+
+    def _initdb(self) -> None:
+        root, owner = self.root, self._owner()
+        self.socket_dir.mkdir(mode=0o700)
+        if owner is not None:
+            for folder in (root, self.socket_dir):
+                os.chown(folder, *owner)
+        secret = root / "initdb.pw"
+        _private_file(secret, self.password + "\n", owner)
+        try:
+            self._run([str(self._bin / "initdb"), "-D", str(self.data_dir), "-U", self.USER, f"--pwfile={secret}",
+                       "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync",
+                       "--no-instructions"])  # fmt: skip
+        finally:
+            secret.unlink()
+        _private_file(self.passfile, "".join(f"{host}:{self.port}:*:{self.USER}:{self.password}\n"
+                                             for host in (self.address, self.socket_dir)))  # fmt: skip
+        (self.data_dir / "pg_hba.conf").write_text(
+            "# the lab's only ways in: the role's password, on the socket or from loopback\n"
+            "local all all scram-sha-256\nhost all all 127.0.0.0/8 scram-sha-256\n"
+        )
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"\n# posture lab\nlisten_addresses = '{self.address}'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.socket_dir}'\nunix_socket_permissions = 0700\n"
+                f"cluster_name = '{self.tag}'\npassword_encryption = scram-sha-256\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+            )
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        log = self.root / "postgres.log"
+        with log.open("ab") as out:
+            self._server = subprocess.Popen(
+                [str(self._bin / "postgres"), "-D", str(self.data_dir)], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True, **self._as_server(),
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._server.poll() is not None:
+                raise PostureError(f"the lab's PostgreSQL exited: {log.read_text(errors='replace')[-400:]}")
+            with contextlib.suppress(OSError):  # line 8 of postmaster.pid: the server's state
+                lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+                if len(lines) > 7 and lines[7].strip() == "ready":
+                    return
+            time.sleep(0.05)
+        raise PostureError("the lab's PostgreSQL did not become ready within 60 s")
+
+    def stop_server(self) -> None:
+        """Fast shutdown (SIGINT: sessions are ended, nothing waits for clients); the server exits only after
+        all its children have. Past 30 s, SIGKILL to the server and its children (each of them is a session
+        of its own, so no signal to a process group would reach them)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server.pid, signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                for child in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(child), signal.SIGKILL)
+            server.kill()
+            server.wait(10)
+
+    def stop(self) -> None:
+        self.stop_server()
+        super().stop()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scanner.lab import Lab
+from scanner.lab import Lab, PostgresLab
 from scanner.store import sqlite_uri
 
 POSTURE = str(Path(sys.executable).parent / "posture")
@@ -135,7 +135,8 @@ def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
 # Fixtures that start real daemons, simulators or network namespaces: a test using one is a `lab` test, so
 # `pytest -m "not lab"` is the quick run (the full suite, the README's command, runs them all).
 LAB_FIXTURES = frozenset({"lab", "lab_scan_db", "lab_job", "demo_sims", "sims", "simlab", "sim_db", "snmpd",
-                          "empty_netns", "samba_dc", "directory_db", "lab_xml", "smb_scan", "outside"})  # fmt: skip
+                          "empty_netns", "samba_dc", "directory_db", "lab_xml", "smb_scan", "outside",
+                          "postgres"})  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -171,3 +172,11 @@ def lab_scan_db(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_posture("scan", *lab.targets, "--ports", lab.ports_spec, "--no-dns", db=db)
     assert result.returncode == 0, result.stderr
     return db
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresLab]:
+    """A real PostgreSQL of the tests' own on 127.107.0.1 and a free port: role and database `posture`, its
+    password in `postgres.passfile` (`postgres.env` gives PGPASSFILE to a child process)."""
+    with PostgresLab() as running:
+        yield running
