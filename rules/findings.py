@@ -325,40 +325,37 @@ class _Writer:
                 out[function] = score.worse(out.get(function), severity)
         return out
 
-    def shared(self, subject: dict[str, Any], found: list[tuple[Rule, str]], asset: dict[str, Any],
-               errors: dict[str, str]) -> None:  # fmt: skip
-        """The findings of the subject-only rules that match a shared subject (Evaluator.shared): all but the
-        asset's id is worked out at the subject's first asset, kept while `found` is alive. Once a rule has
-        failed, each hit goes the long way (no details for the failed rule's)."""
+    def shared(self, subject: dict[str, Any], matches: list[tuple[Rule, str]], asset: dict[str, Any],
+               errors: dict[str, str]) -> list[_Found]:  # fmt: skip
+        """The findings of the subject-only rules that match a shared subject (Evaluator.shared): made at the
+        subject's first asset, kept while `matches` is alive. Once a rule has failed, each match goes the long
+        way (no details for the failed rule's)."""
         if errors:
-            for rule, key in found:
-                if rule.id not in errors:
-                    self.hit(Hit(rule, asset, subject, key), asset["id"])
-            return
-        cached = self._shared.get(id(found))
+            return [self.found(Hit(rule, asset, subject, key)) for rule, key in matches if rule.id not in errors]
+        cached = self._shared.get(id(matches))
         if cached is None:
-            cached = (found, [_Found.of(rule.id, rule.severity, key, self.details(Hit(rule, asset, subject, key)))
-                              for rule, key in found])  # fmt: skip
+            cached = (matches, [_Found.of(rule.id, rule.severity, key, self.details(Hit(rule, asset, subject, key)))
+                                for rule, key in matches])  # fmt: skip
             if len(self._shared) < 1_000_000:
-                self._shared[id(found)] = cached
-        self.write(asset["id"], cached[1])
+                self._shared[id(matches)] = cached
+        return cached[1]
 
-    def matched(self, rule: Rule, asset: dict[str, Any], subject: dict[str, Any]) -> None:
-        """A match of Evaluator.assess_asset. On a shared subject the finding is the same on every asset that
-        has it (its details are the subject's), so it is made once per rule and subject; on the asset itself,
-        once per details row (`hit`)."""
+    def matched(self, rule: Rule, asset: dict[str, Any], subject: dict[str, Any]) -> _Found:
+        """The finding of a match of Evaluator.assess_asset. On a shared subject it is the same on every asset
+        that has it (its details are the subject's): made once per rule and subject; on the asset itself,
+        once per details row (`found`)."""
         if subject is asset:
-            self.hit(Hit(rule, asset, subject, ""), asset["id"])
-            return
+            return self.found(Hit(rule, asset, subject, ""))
         cached = self._on_subject.get((rule, id(subject)))
         if cached is None:
             hit = Hit(rule, asset, subject, subject_key(rule.subject, subject))
             cached = (subject, _Found.of(rule.id, rule.severity, hit.key, self.details(hit)))
             if len(self._on_subject) < 1_000_000:
                 self._on_subject[(rule, id(subject))] = cached
-        self.write(asset["id"], (cached[1],))
+        return cached[1]
 
-    def hit(self, hit: Hit, asset_id: int | None) -> None:
+    def found(self, hit: Hit) -> _Found:
+        """The finding of one hit, made once per rule, subject and details row."""
         rule, details_id = hit.rule, self.details(hit)
         said = (rule.id, hit.key, details_id)
         found = self._found.get(said)
@@ -366,7 +363,7 @@ class _Writer:
             found = _Found.of(rule.id, rule.severity, hit.key, details_id)
             if len(self._found) < 200_000:
                 self._found[said] = found
-        self.write(asset_id, (found,))
+        return found
 
     def flush(self) -> None:
         self.conn.executemany(self.upsert, self.batch)
@@ -409,11 +406,10 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                     facts.asset["os_summary"] = {k: facts.os[k] for k in OS_SUMMARY}
                 if wants_assets:
                     assets[facts.asset["id"]] = facts.asset
-                for subject, found in evaluator.shared(facts):
-                    if found:
-                        writer.shared(subject, found, facts.asset, evaluator.errors)
-                for rule, subject in evaluator.assess_asset(facts):
-                    writer.matched(rule, facts.asset, subject)
+                found = [f for subject, matches in evaluator.shared(facts) if matches
+                         for f in writer.shared(subject, matches, facts.asset, evaluator.errors)]  # fmt: skip
+                found += [writer.matched(rule, facts.asset, subject) for rule, subject in evaluator.assess_asset(facts)]
+                writer.write(facts.asset["id"], found)
                 if progress is not None and summary.assets % 100 == 0:  # the caller throttles what it shows
                     progress(summary.assets)
             writer.flush()
@@ -434,13 +430,12 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                 "FROM findings WHERE evaluation_id = ? AND status IN ('new', 'reopened', 'fixed')",
                 [evaluation_id],
             )
-            for status, count in conn.execute(
-                "SELECT status, count(*) FROM findings WHERE evaluation_id = ? AND status != 'fixed' GROUP BY status",
+            counted = conn.execute(  # sums, not GROUP BY status: that sorted every open finding first
+                "SELECT count(*), sum(status = 'new'), sum(status = 'reopened') FROM findings "
+                "WHERE evaluation_id = ? AND status != 'fixed'",
                 [evaluation_id],
-            ):
-                summary.open += count
-                summary.new += count if status == "new" else 0
-                summary.reopened += count if status == "reopened" else 0
+            ).fetchone()
+            summary.open, summary.new, summary.reopened = (int(n or 0) for n in counted)
             summary.accepted, summary.by_severity = writer.accepted, dict(writer.severities)
             summary.errors = dict(evaluator.errors)
             summary.score = score.judge(summary.assets, len(known), len(writer.unsafe & known), writer.worst,
@@ -479,7 +474,7 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
             in_python.append(rule)
             continue
         raised.clear()
-        try:  # what writer.hit would do with each finding as a Hit, without making one for each
+        try:  # what writer.found would make of each finding as a Hit, without making one for each
             where, params = compiled
             sql = f"SELECT {GROUP_KEY}, severity, sla_days FROM temp.finding_groups WHERE {where}"
             groups = {g[:4]: g for g in conn.execute(sql, params)}
@@ -498,7 +493,7 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
         findings = ({"id": finding_id, **facts[key], "asset_id": asset_id} for finding_id, asset_id, key in every)
         evaluator.finding_rules = in_python
         for hit in evaluator.assess_findings(findings, assets):
-            writer.hit(hit, hit.subject["asset_id"])
+            writer.write(hit.subject["asset_id"], (writer.found(hit),))
     conn.execute("DROP TABLE temp.finding_groups")
 
 
