@@ -558,11 +558,12 @@ class Evaluator:
         # (kind, id(subject)) -> (subject, [(rule, key), ...]); holding the subject keeps its id unique
         self._cache: dict[tuple[str, int], tuple[dict[str, Any], list[tuple[Rule, str]]]] = {}
         # A rule that reads the asset too, on a shared subject: its leading subject-only tests are judged once
-        # per subject (`_leads`), the rest of its tests per asset.
+        # per subject (`_leads_of`), the rest of its tests per asset.
         self._leading = {r: r.subject_tests() for r in self._asset_rules}
-        self._lead_kinds = {k: [r for r in self._asset_rules if r.subject == k] for k in SUBJECT_FIELDS
-                            if k not in ("asset", "finding")}  # fmt: skip
-        self._lead_kinds = {k: rules for k, rules in self._lead_kinds.items() if rules}
+        self._lead_kinds: dict[str, list[Rule]] = {}  # subject kind -> those rules, in order
+        for rule in self._asset_rules:
+            if rule.subject != "asset":
+                self._lead_kinds.setdefault(rule.subject, []).append(rule)
         # (kind, id(subject)) -> (subject, [(rule, the test to start from), ...])
         self._lead_cache: dict[tuple[str, int], tuple[dict[str, Any], list[tuple[Rule, int]]]] = {}
 

@@ -276,6 +276,7 @@ class _Writer:
         self.accepted_rules = {t for t in exceptions if not t.startswith("F-")}
         self.accepted = 0
         self.batch: list[tuple[int, str, int | None, str, int]] = []
+        # The day as a date's own text and the evaluation as a number: nothing else goes into the statement.
         self.upsert = UPSERT.format(day=f"'{date.fromisoformat(day).isoformat()}'", evaluation=int(evaluation_id))
         self._asset: int | None = None
         # id(Evaluator.shared's list) -> (that list, its findings)
