@@ -557,22 +557,15 @@ class Evaluator:
         }
         # (kind, id(subject)) -> (subject, [(rule, key), ...]); holding the subject keeps its id unique
         self._cache: dict[tuple[str, int], tuple[dict[str, Any], list[tuple[Rule, str]]]] = {}
-        # A rule that reads the asset too, on a shared subject: its leading subject-only tests judged once per
-        # subject, (rule, id(subject)) -> (subject, whether they hold); the rest of its tests per asset.
+        # A rule that reads the asset too, on a shared subject: its leading subject-only tests are judged once
+        # per subject (`_leads_of`), the rest of its tests per asset.
         self._leading = {r: r.subject_tests() for r in self._asset_rules}
-        self._subject_verdicts: dict[tuple[Rule, int], tuple[dict[str, Any], bool]] = {}
-
-    def _judge_subject(self, rule: Rule, subject: dict[str, Any], leading: int) -> tuple[dict[str, Any], bool]:
-        """Whether the rule's first `leading` tests (subject-only) hold on this shared subject, judged once
-        (the subject is kept with the verdict, so its id stays its own)."""
-        cached = (subject, True)
-        for test in rule.tests[:leading]:
-            if not test(subject, {}):
-                cached = (subject, False)
-                break
-        if len(self._subject_verdicts) < 1_000_000:
-            self._subject_verdicts[(rule, id(subject))] = cached
-        return cached
+        self._lead_kinds: dict[str, list[Rule]] = {}  # subject kind -> those rules, in order
+        for rule in self._asset_rules:
+            if rule.subject != "asset":
+                self._lead_kinds.setdefault(rule.subject, []).append(rule)
+        # (kind, id(subject)) -> (subject, [(rule, the test to start from), ...])
+        self._lead_cache: dict[tuple[str, int], tuple[dict[str, Any], list[tuple[Rule, int]]]] = {}
 
     def _matches_of(self, kind: str, subject: dict[str, Any]) -> list[tuple[Rule, str]]:
         cached = self._cache.get((kind, id(subject)))
@@ -605,22 +598,43 @@ class Evaluator:
         if facts.os is not None:
             yield facts.os, self._matches_of("os", facts.os)
 
-    def assess_asset(self, facts: AssetFacts) -> Iterator[Hit]:
-        """The hits of the rules that read the asset (asset rules, and rules on a subject that test the
-        asset too); the subject-only rules' come from `shared`."""
+    def _leads_of(self, kind: str, subject: dict[str, Any]) -> list[tuple[Rule, int]]:
+        """The asset-reading rules on `kind` whose leading subject-only tests hold on this shared subject, each
+        with the test its per-asset check starts from; judged once per subject. A rule whose leading tests
+        raise is listed from its first test, so the check on the asset raises as it would have there."""
+        cached = self._lead_cache.get((kind, id(subject)))
+        if cached is None:
+            leads = []
+            for rule in self._lead_kinds[kind]:
+                leading = self._leading[rule]
+                try:
+                    if all(test(subject, {}) for test in rule.tests[:leading]):
+                        leads.append((rule, leading))
+                except Exception:  # judged again on the asset, where the failure is reported
+                    leads.append((rule, 0))
+            cached = (subject, leads)
+            if len(self._lead_cache) < 1_000_000:
+                self._lead_cache[(kind, id(subject))] = cached
+        return cached[1]
+
+    def assess_asset(self, facts: AssetFacts) -> Iterator[tuple[Rule, dict[str, Any]]]:
+        """(rule, subject) for each match of the rules that read the asset (asset rules, and rules on a
+        subject that test the asset too), rule by rule in order, each over its subjects in order; the
+        subject-only rules' come from `shared`. Only the subjects whose subject-only tests hold (`_leads_of`)
+        are checked against the asset."""
         asset = facts.asset
-        verdicts = self._subject_verdicts
+        candidates: dict[Rule, list[tuple[dict[str, Any], int]]] = {}
+        for kind in self._lead_kinds:
+            for subject in _subjects(kind, facts):
+                for rule, start in self._leads_of(kind, subject):
+                    candidates.setdefault(rule, []).append((subject, start))
         for rule in self._asset_rules:
             if rule.id in self.errors:
                 continue
-            leading = self._leading[rule]
             try:
-                for subject in _subjects(rule.subject, facts):
-                    if leading and not (verdicts.get((rule, id(subject)))
-                                        or self._judge_subject(rule, subject, leading))[1]:  # fmt: skip
-                        continue
-                    if rule.matches(subject, asset, leading):
-                        yield Hit(rule, asset, subject, subject_key(rule.subject, subject))
+                for subject, start in [(asset, 0)] if rule.subject == "asset" else candidates.get(rule, ()):
+                    if rule.matches(subject, asset, start):
+                        yield rule, subject
             except Exception as exc:  # any failure of one rule must not stop the run
                 self.errors[rule.id] = f"{type(exc).__name__}: {str(exc)[:300]} (asset {asset.get('id')})"
 

@@ -145,6 +145,7 @@ class AssetFacts:
                 ("hardware", self.hardware)]  # fmt: skip
 
 
+@lru_cache(maxsize=4096)  # assets seen by one scan share its time stamp
 def _days_since(stamp: str | None, today: date) -> int | None:
     if not stamp:
         return None
@@ -650,16 +651,19 @@ def mssql_versions(result: Any, port: int = 1433) -> tuple[tuple[str, str | None
     return tuple(dict.fromkeys(out))
 
 
+NO_SCRIPTS = PortScripts()
+
+
 def port_scripts(scripts: str | None) -> PortScripts:
     """A port's scripts (services.scripts, JSON), read once for everything facts take from them."""
     if not scripts or not any(k in scripts for k in ("smb-protocols", "ntlm-info", "ms-sql-info")):
-        return PortScripts()
+        return NO_SCRIPTS
     try:
         found = json.loads(scripts)
     except ValueError:
-        return PortScripts()
+        return NO_SCRIPTS
     if not isinstance(found, dict):
-        return PortScripts()
+        return NO_SCRIPTS
     ntlm_script = ntlm_build = None
     for script, result in found.items():
         build = script_elems(result).get("Product_Version", "").strip() if str(script).endswith("ntlm-info") else ""
@@ -893,6 +897,8 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
                 lines[line] = group
         if group.items:
             service_items[asset_id] += (group, obs)
+        if port_said is NO_SCRIPTS:  # most ports: no script said anything more
+            continue
         said_items = [ident.windows_said("ntlm-info", port_said.ntlm_build, port_said.ntlm_script or "")
                       if port_said.ntlm_build else ()]  # fmt: skip
         # ms-sql-info's instance on this port: identified as this port, whatever port it names

@@ -23,11 +23,12 @@ import json
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from functools import cache
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from rules import evidence, identities, score
 from rules.catalogue import DEFAULT_POLICY, Catalogue
@@ -44,6 +45,7 @@ from rules.engine import (
     format_id,
     reads_asset,
     sql_functions,
+    subject_key,
     swap_halves,
 )
 from rules.facts import Identifier, load_facts
@@ -71,9 +73,12 @@ def finding_number(rule_id: str, asset_id: int | None, subject: str) -> int:
     so one rule's findings on different assets differ in their first characters (`F-3a91c2d400000004`,
     `F-1f07e9b100000005`), where version 3 and earlier showed F-497ed9bcf and F-597ed9bcf. The rules
     stage's migration v4 renumbers stored findings."""
-    key = f"{rule_id}\x00{asset_id or 0}\x00{subject}".encode()
-    digest = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") >> 1
-    return ((asset_id or 0) << HALF) | digest
+    return ((asset_id or 0) << HALF) | _digest(f"{rule_id}\x00{asset_id or 0}\x00{subject}".encode())
+
+
+def _digest(key: bytes) -> int:
+    """The low half of a finding's number: 31 bits of the key's BLAKE2b digest."""
+    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") >> 1
 
 
 FINDING_ID = re.compile(r"F-([0-9a-fA-F]{1,16})")
@@ -216,11 +221,12 @@ def active_exceptions(store: Store, day: date) -> dict[str, dict[str, Any]]:
 
 
 # Found again: same id, first_seen kept; found after a fix: reopened; found twice in one evaluation (two
-# items with the same subject): written once.
+# items with the same subject): written once. The day and the evaluation are the same for every row of a
+# run, so they are written into the statement (`_Writer`) and each row binds only what differs.
 UPSERT = """
     INSERT INTO findings (id, rule_id, asset_id, subject, status, first_seen, opened_at, last_seen, evaluation_id,
                           details_id)
-    VALUES (?, ?, ?, ?, 'new', ?, ?, ?, ?, ?)
+    VALUES (?, ?, ?, ?, 'new', {day}, {day}, {day}, {evaluation}, ?)
     ON CONFLICT(id) DO UPDATE SET
         status = CASE WHEN findings.evaluation_id = excluded.evaluation_id THEN findings.status
                       WHEN findings.status = 'fixed' THEN 'reopened' ELSE 'open' END,
@@ -233,12 +239,35 @@ UPSERT = """
 """
 
 
+class _Found(NamedTuple):
+    """A finding as it is the same on every asset that has it (one rule, one subject, one details row), with
+    the parts of its number's key around the asset's id (`finding_number`) encoded once."""
+
+    rule_id: str
+    subject: str
+    details_id: int
+    before: bytes  # "rule\x00"
+    after: bytes  # "\x00subject"
+    said: tuple[str, str]  # (rule id, subject): what holds a number on an asset
+    counted: tuple[str, str]  # (rule id, severity)
+    unsafe: bool  # a critical or high finding (rules/score.py)
+
+    @classmethod
+    def of(cls, rule_id: str, severity: str, subject: str, details_id: int) -> _Found:
+        return cls(rule_id, subject, details_id, f"{rule_id}\x00".encode(), f"\x00{subject}".encode(),
+                   (rule_id, subject), (rule_id, severity), severity in score.SCORE_SEVERITIES)  # fmt: skip
+
+
 class _Writer:
-    """Batches findings into the open transaction; counts what is accepted and what is not."""
+    """Batches findings into the open transaction; counts what is accepted and what is not.
+
+    What a rule finds on a shared subject is the same on every asset (Evaluator.shared), so it is made into
+    `_Found`s once; per asset only the number (a digest over the asset's id) and one row of five values are
+    made for each (`write`): 1.5 million findings of 100,000 assets are 1.5 million such steps, no objects."""
 
     def __init__(self, conn: sqlite3.Connection, evaluation_id: int, day: str,
                  exceptions: dict[str, dict[str, Any]], functions: dict[str, str]) -> None:  # fmt: skip
-        self.conn, self.evaluation_id, self.day = conn, evaluation_id, day
+        self.conn = conn
         self.functions = functions  # rule id -> protect | detect | respond, for the score (rules/score.py)
         self.counted: dict[tuple[str, str], int] = {}  # (rule id, severity) -> findings open and not accepted
         self.unsafe: set[int] = set()  # assets with an open, not accepted critical or high finding
@@ -246,29 +275,38 @@ class _Writer:
         self.accepted_ids = {n for t in exceptions if (n := parse_id(t)) is not None}
         self.accepted_rules = {t for t in exceptions if not t.startswith("F-")}
         self.accepted = 0
-        self.batch: list[tuple[Any, ...]] = []
+        self.batch: list[tuple[int, str, int | None, str, int]] = []
+        # The day as a date's own text and the evaluation as a number: nothing else goes into the statement.
+        self.upsert = UPSERT.format(day=f"'{date.fromisoformat(day).isoformat()}'", evaluation=int(evaluation_id))
         self._asset: int | None = None
-        # id(Evaluator.shared's list) -> (that list, [(rule id, severity, key, details row), ...])
-        self._shared: dict[int, tuple[list[tuple[Rule, str]], list[tuple[str, str, str, int]]]] = {}
-        self._taken: dict[int, tuple[str, str]] = {}
+        # id(Evaluator.shared's list) -> (that list, its findings)
+        self._shared: dict[int, tuple[list[tuple[Rule, str]], list[_Found]]] = {}
+        self._found: dict[tuple[str, str, int], _Found] = {}  # (rule id, subject, details row) -> the finding
+        # (rule, id(shared subject)) -> (the subject, kept alive so its id stays its own; the finding)
+        self._on_subject: dict[tuple[Rule, int], tuple[dict[str, Any], _Found]] = {}
+        self._taken: dict[int, tuple[str, str]] = {}  # number -> (rule id, subject), on the asset being written
 
     def add(self, rule_id: str, severity: str, asset_id: int | None, subject: str, details_id: int) -> None:
-        number = finding_number(rule_id, asset_id, subject)
+        self.write(asset_id, (_Found.of(rule_id, severity, subject, details_id),))
+
+    def write(self, asset_id: int | None, found: Iterable[_Found]) -> None:
+        """The findings of one asset (or of none): each one's number, whether it is accepted, its row."""
         if asset_id != self._asset:
             self._asset, self._taken = asset_id, {}
-        while self._taken.get(number, (rule_id, subject)) != (rule_id, subject):  # a digest clash on one asset
-            number += 1  # the next digest: the low half has room (31 bits used)
-        self._taken[number] = (rule_id, subject)
-        if number in self.accepted_ids or rule_id in self.accepted_rules:
-            self.accepted += 1
-        else:
-            counted = (rule_id, severity)
-            self.counted[counted] = self.counted.get(counted, 0) + 1
-            if severity in score.SCORE_SEVERITIES and asset_id is not None:
-                self.unsafe.add(asset_id)
-        d = self.day
-        self.batch.append((number, rule_id, asset_id, subject, d, d, d, self.evaluation_id, details_id))
-        if len(self.batch) >= BATCH:
+        taken, batch, accepted_ids, accepted_rules = self._taken, self.batch, self.accepted_ids, self.accepted_rules
+        counted, high, middle = self.counted, (asset_id or 0) << HALF, str(asset_id or 0).encode()
+        for rule_id, subject, details_id, before, after, said, key, unsafe in found:
+            number = high | _digest(before + middle + after)  # finding_number
+            while (holder := taken.setdefault(number, said)) is not said and holder != said:  # a digest clash
+                number += 1  # the next digest: the low half has room (31 bits used)
+            if number in accepted_ids or rule_id in accepted_rules:
+                self.accepted += 1
+            else:
+                counted[key] = counted.get(key, 0) + 1
+                if unsafe and asset_id is not None:
+                    self.unsafe.add(asset_id)
+            batch.append((number, rule_id, asset_id, subject, details_id))
+        if len(batch) >= BATCH:
             self.flush()
 
     @property
@@ -289,31 +327,51 @@ class _Writer:
                 out[function] = score.worse(out.get(function), severity)
         return out
 
-    def shared(self, subject: dict[str, Any], found: list[tuple[Rule, str]], asset: dict[str, Any],
-               errors: dict[str, str]) -> None:  # fmt: skip
-        """The findings of the subject-only rules that match a shared subject (Evaluator.shared): what they
-        write but the asset's id is worked out at the subject's first asset, kept while `found` is alive.
-        Once a rule has failed, each hit goes the long way (no details for the failed rule's)."""
+    def shared(self, subject: dict[str, Any], matches: list[tuple[Rule, str]], asset: dict[str, Any],
+               errors: dict[str, str]) -> list[_Found]:  # fmt: skip
+        """The findings of the subject-only rules that match a shared subject (Evaluator.shared): made at the
+        subject's first asset, kept while `matches` is alive. Once a rule has failed, each match goes the long
+        way (no details for the failed rule's)."""
         if errors:
-            for rule, key in found:
-                if rule.id not in errors:
-                    self.hit(Hit(rule, asset, subject, key), asset["id"])
-            return
-        cached = self._shared.get(id(found))
+            return [self.found(Hit(rule, asset, subject, key)) for rule, key in matches if rule.id not in errors]
+        cached = self._shared.get(id(matches))
         if cached is None:
-            cached = (found, [(rule.id, rule.severity, key, self.details(Hit(rule, asset, subject, key)))
-                              for rule, key in found])  # fmt: skip
+            cached = (matches, [_Found.of(rule.id, rule.severity, key, self.details(Hit(rule, asset, subject, key)))
+                                for rule, key in matches])  # fmt: skip
             if len(self._shared) < 1_000_000:
-                self._shared[id(found)] = cached
-        asset_id = asset["id"]
-        for rule_id, severity, key, details_id in cached[1]:
-            self.add(rule_id, severity, asset_id, key, details_id)
+                self._shared[id(matches)] = cached
+        return cached[1]
 
-    def hit(self, hit: Hit, asset_id: int | None) -> None:
-        self.add(hit.rule.id, hit.rule.severity, asset_id, hit.key, self.details(hit))
+    def matched(self, rule: Rule, asset: dict[str, Any], subject: dict[str, Any]) -> _Found:
+        """The finding of a match of Evaluator.assess_asset. On a shared subject it is the same on every asset
+        that has it (its details are the subject's): made once per rule and subject; on the asset itself,
+        once per details row (`found`)."""
+        if subject is asset:
+            return self.found(Hit(rule, asset, subject, ""))
+        cached = self._on_subject.get((rule, id(subject)))
+        if cached is None:
+            hit = Hit(rule, asset, subject, subject_key(rule.subject, subject))
+            cached = (subject, _Found.of(rule.id, rule.severity, hit.key, self.details(hit)))
+            if len(self._on_subject) < 1_000_000:
+                self._on_subject[(rule, id(subject))] = cached
+        return cached[1]
+
+    def found(self, hit: Hit) -> _Found:
+        """The finding of one hit, made once per rule, subject and details row."""
+        rule, details_id = hit.rule, self.details(hit)
+        said = (rule.id, hit.key, details_id)
+        found = self._found.get(said)
+        if found is None:
+            found = _Found.of(rule.id, rule.severity, hit.key, details_id)
+            if len(self._found) < 200_000:
+                self._found[said] = found
+        return found
 
     def flush(self) -> None:
-        self.conn.executemany(UPSERT, self.batch)
+        """Write the batch in id order (a stable sort: a finding found twice keeps its last details): an asset's
+        findings then go in at the end of the table one after another, a tenth cheaper than in rule order."""
+        self.batch.sort(key=itemgetter(0))
+        self.conn.executemany(self.upsert, self.batch)
         self.batch.clear()
 
 
@@ -353,12 +411,10 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                     facts.asset["os_summary"] = {k: facts.os[k] for k in OS_SUMMARY}
                 if wants_assets:
                     assets[facts.asset["id"]] = facts.asset
-                asset_id = facts.asset["id"]
-                for subject, found in evaluator.shared(facts):
-                    if found:
-                        writer.shared(subject, found, facts.asset, evaluator.errors)
-                for hit in evaluator.assess_asset(facts):
-                    writer.hit(hit, asset_id)
+                found = [f for subject, matches in evaluator.shared(facts) if matches
+                         for f in writer.shared(subject, matches, facts.asset, evaluator.errors)]  # fmt: skip
+                found += [writer.matched(rule, facts.asset, subject) for rule, subject in evaluator.assess_asset(facts)]
+                writer.write(facts.asset["id"], found)
                 if progress is not None and summary.assets % 100 == 0:  # the caller throttles what it shows
                     progress(summary.assets)
             writer.flush()
@@ -379,13 +435,12 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                 "FROM findings WHERE evaluation_id = ? AND status IN ('new', 'reopened', 'fixed')",
                 [evaluation_id],
             )
-            for status, count in conn.execute(
-                "SELECT status, count(*) FROM findings WHERE evaluation_id = ? AND status != 'fixed' GROUP BY status",
+            counted = conn.execute(  # sums, not GROUP BY status: that sorted every open finding first
+                "SELECT count(*), sum(status = 'new'), sum(status = 'reopened') FROM findings "
+                "WHERE evaluation_id = ? AND status != 'fixed'",
                 [evaluation_id],
-            ):
-                summary.open += count
-                summary.new += count if status == "new" else 0
-                summary.reopened += count if status == "reopened" else 0
+            ).fetchone()
+            summary.open, summary.new, summary.reopened = (int(n or 0) for n in counted)
             summary.accepted, summary.by_severity = writer.accepted, dict(writer.severities)
             summary.errors = dict(evaluator.errors)
             summary.score = score.judge(summary.assets, len(known), len(writer.unsafe & known), writer.worst,
@@ -404,8 +459,18 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
 def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writer, evaluation_id: int, day: date,
                    settings: Settings, exceptions: dict[str, dict[str, Any]],
                    assets: dict[int, dict[str, Any]]) -> None:  # fmt: skip
-    """Rules about findings: in SQL where they test only finding facts, else in Python over a stream."""
-    base = _facts_query(evaluation_id, day, settings, exceptions, [r.id for r in evaluator.finding_rules])
+    """Rules about findings. A finding's facts (FINDING_FIELDS) follow from its rule, status, the day it was
+    opened and whether it is accepted, so they are worked out once per distinct combination of those
+    (`FINDING_GROUPS`: a few dozen, however many findings); a rule is tested on those, in SQL where it
+    tests only finding facts, and the findings of the combinations it matches are then read by those four
+    values (`_findings_in`). A rule that reads asset facts is tested in Python on each finding."""
+    accepted, listed = _accepted(exceptions)
+    sla = f"CASE r.severity {' '.join('WHEN ? THEN ?' for _ in settings.sla_days)} ELSE 365 END"
+    by_severity = [x for pair in settings.sla_days.items() for x in pair]
+    skip = json.dumps([r.id for r in evaluator.finding_rules])
+    conn.execute("DROP TABLE IF EXISTS temp.finding_groups")
+    conn.execute(FINDING_GROUPS.format(sla=sla if by_severity else "365", accepted=accepted),
+                 [day.isoformat(), *by_severity, *listed, evaluation_id, skip])  # fmt: skip
     in_python = []
     raised = sql_functions(conn)
     for rule in evaluator.finding_rules:
@@ -414,80 +479,87 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
             in_python.append(rule)
             continue
         raised.clear()
-        try:  # what writer.hit would do with each finding as a Hit, without making one for each
-            for row in _finding_rows(conn, base, *compiled):
-                details = writer.details.finding(row[SEVERITY], row[RULE_ID], row[SLA_DAYS])
-                writer.add(rule.id, rule.severity, row[ASSET_ID], f"finding:{format_id(row[0])}", details)
+        try:  # what writer.found would make of each finding as a Hit, without making one for each
+            where, params = compiled
+            sql = f"SELECT {GROUP_KEY}, severity, sla_days FROM temp.finding_groups WHERE {where}"
+            groups = {g[:4]: g for g in conn.execute(sql, params)}
+            for finding_id, asset_id, key in _findings_in(conn, evaluation_id, accepted, listed, list(groups)):
+                _, _, _, _, severity, sla_days = groups[key]
+                details = writer.details.finding(severity, key[0], sla_days)
+                writer.add(rule.id, rule.severity, asset_id, f"finding:{format_id(finding_id)}", details)
         except Exception as exc:  # any failure of one rule must not stop the run (as in the Python back-end)
             cause = raised[-1] if raised else exc
             evaluator.errors[rule.id] = f"{type(cause).__name__}: {str(cause)[:300]}"
     if in_python:
+        columns = [c for c in FINDING_FACT_KEYS if c not in ("id", "asset_id")]
+        facts = {g[:4]: dict(zip(columns, g[4:], strict=True)) for g in conn.execute(
+            f"SELECT {GROUP_KEY}, {', '.join(columns)} FROM temp.finding_groups")}  # fmt: skip
+        every = _findings_in(conn, evaluation_id, accepted, listed, list(facts))
+        findings = ({"id": finding_id, **facts[key], "asset_id": asset_id} for finding_id, asset_id, key in every)
         evaluator.finding_rules = in_python
-        for hit in evaluator.assess_findings(_finding_facts(conn, base, "1", []), assets):
-            writer.hit(hit, hit.subject["asset_id"])
+        for hit in evaluator.assess_findings(findings, assets):
+            writer.write(hit.subject["asset_id"], (writer.found(hit),))
+    conn.execute("DROP TABLE temp.finding_groups")
 
 
-def _finding_facts(
-    conn: sqlite3.Connection, base: tuple[str, list[Any]], where: str, params: list[Any]
-) -> Iterator[dict[str, Any]]:
-    """This evaluation's open findings that satisfy `where`, as `finding` facts."""
-    for row in _finding_rows(conn, base, where, params):
-        yield dict(zip(FINDING_FACT_KEYS, row, strict=True))
-
-
-def _finding_rows(
-    conn: sqlite3.Connection, base: tuple[str, list[Any]], where: str, params: list[Any]
-) -> Iterator[tuple[Any, ...]]:
-    """This evaluation's open findings that satisfy `where` as rows of FINDING_FACT_KEYS, read in pages by
-    id so memory stays flat (findings written meanwhile belong to the finding rules, which are left out)."""
+def _findings_in(conn: sqlite3.Connection, evaluation_id: int, accepted: str, listed: list[str],
+                 groups: list[tuple[Any, ...]]) -> Iterator[tuple[int, int | None, tuple[Any, ...]]]:  # fmt: skip
+    """(id, asset, group) of this evaluation's open findings whose GROUP_KEY is among `groups`, in id order,
+    read in pages so memory stays flat (findings written meanwhile belong to the finding rules, whose groups
+    are not among them)."""
+    wanted = json.dumps([list(g) for g in groups])
     last = -1
     while True:
-        page = conn.execute(
-            f"{base[0]} WHERE id > ? AND {where} ORDER BY id LIMIT ?", [*base[1], last, *params, BATCH]
-        ).fetchall()
+        page = conn.execute(FINDINGS_IN.format(accepted=accepted),
+                            [*listed, evaluation_id, last, wanted, BATCH]).fetchall()  # fmt: skip
         if not page:
             return
         last = page[-1][0]
-        yield from page
+        for row in page:
+            yield row[0], row[1], row[2:]
+
+
+def _accepted(exceptions: dict[str, dict[str, Any]]) -> tuple[str, list[str]]:
+    """Whether a finding (`f`) is accepted, in SQL, and its parameters. Without exceptions nothing is
+    accepted: 0, not two empty lists searched for every finding."""
+    ids = [n for t in exceptions if (n := parse_id(t)) is not None]
+    rules = [t for t in exceptions if not t.startswith("F-")]
+    if not ids and not rules:
+        return "0", []
+    return ("(f.id IN (SELECT value FROM json_each(?)) OR f.rule_id IN (SELECT value FROM json_each(?)))",
+            [json.dumps(ids), json.dumps(rules)])  # fmt: skip
 
 
 # Facts of this evaluation's open findings, as columns named like the `finding` subject's fields.
 FINDING_FACT_KEYS = ("id", "rule_id", "function", "severity", "status", "age_days", "sla_days", "past_sla",
                      "accepted", "asset_id")  # fmt: skip
-RULE_ID, SEVERITY, SLA_DAYS, ASSET_ID = (FINDING_FACT_KEYS.index(k) for k in ("rule_id", "severity", "sla_days",
-                                                                               "asset_id"))  # fmt: skip
-FINDING_FACTS = """
-    SELECT * FROM (
-        SELECT id, rule_id, function, severity, status, age_days, sla_days, age_days > sla_days AS past_sla,
-               accepted, asset_id
-        FROM (
-            SELECT f.id, f.rule_id, r.function, r.severity, f.status, f.asset_id,
-                   CAST(julianday(?) - julianday(substr(f.opened_at, 1, 10)) AS INTEGER) AS age_days,
-                   {sla} AS sla_days,
-                   {accepted} AS accepted
-            FROM findings f JOIN finding_rules r ON r.id = f.rule_id
-            WHERE f.evaluation_id = ? AND f.status != 'fixed' AND f.rule_id NOT IN (SELECT value FROM json_each(?))
-        )
+# What a finding's facts follow from; one row of `finding_groups` for each distinct value of it. The SLA is a
+# CASE over the severities (settings), age and SLA are reckoned as `posture findings` shows them.
+GROUP_KEY = "rule_id, status, opened_at, accepted"
+FINDING_GROUPS = """
+    CREATE TEMP TABLE finding_groups AS
+    SELECT rule_id, status, opened_at, accepted, function, severity, age_days, sla_days,
+           age_days > sla_days AS past_sla
+    FROM (
+        SELECT g.rule_id, g.status, g.opened_at, g.accepted, r.function, r.severity,
+               CAST(julianday(?) - julianday(substr(g.opened_at, 1, 10)) AS INTEGER) AS age_days,
+               {sla} AS sla_days
+        FROM (SELECT DISTINCT f.rule_id, f.status, f.opened_at, {accepted} AS accepted FROM findings f
+              WHERE f.evaluation_id = ? AND f.status != 'fixed'
+              AND f.rule_id NOT IN (SELECT value FROM json_each(?))) g
+        JOIN finding_rules r ON r.id = g.rule_id
     )
 """
-
-
-def _facts_query(evaluation_id: int, day: date, settings: Settings, exceptions: dict[str, dict[str, Any]],
-                 skip: list[str]) -> tuple[str, list[Any]]:  # fmt: skip
-    """FINDING_FACTS and its parameters. The SLA is a CASE over the severities, not a lookup in a JSON
-    table: that ran once per finding and cost more than the rest of the query. Without exceptions nothing
-    is accepted: 0, not two empty lists searched for every finding (a sixth of the query)."""
-    ids = [n for t in exceptions if (n := parse_id(t)) is not None]
-    rules = [t for t in exceptions if not t.startswith("F-")]
-    sla = f"CASE r.severity {' '.join('WHEN ? THEN ?' for _ in settings.sla_days)} ELSE 365 END"
-    by_severity = [x for pair in settings.sla_days.items() for x in pair]
-    accepted, listed = "0", []
-    if ids or rules:
-        accepted = "(f.id IN (SELECT value FROM json_each(?)) OR f.rule_id IN (SELECT value FROM json_each(?)))"
-        listed = [json.dumps(ids), json.dumps(rules)]
-    params = [day.isoformat(), *by_severity, *listed, evaluation_id, json.dumps(skip)]
-    sql = FINDING_FACTS.replace("{sla}", sla if by_severity else "365").replace("{accepted}", accepted)
-    return sql, params
+FINDINGS_IN = """
+    SELECT id, asset_id, rule_id, status, opened_at, accepted FROM (
+        SELECT f.id, f.asset_id, f.rule_id, f.status, f.opened_at, {accepted} AS accepted FROM findings f
+        WHERE f.evaluation_id = ? AND f.status != 'fixed' AND f.id > ?
+    )
+    WHERE (rule_id, status, opened_at, accepted) IN (
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+               json_extract(value, '$[3]') FROM json_each(?))
+    ORDER BY id LIMIT ?
+"""
 
 
 def _record_rules(conn: sqlite3.Connection, rules: list[Rule]) -> None:

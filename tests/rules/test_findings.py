@@ -7,6 +7,9 @@ The inventory comes from nmap XML files of a small estate imported with the real
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 from rules.catalogue import default_catalogue
 from rules.identify import identify_service
 from scanner.store import Store
-from tests.conftest import db_fingerprint, run_posture
+from tests.conftest import POSTURE, db_fingerprint, query, run_posture
 from tests.rules.estate import (
     CISCO_SWITCH,
     MYSQL,
@@ -217,6 +220,36 @@ def test_evaluations_write_only_whole_references(tmp_path: Path) -> None:
             pass
         assert store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert store.conn.execute("SELECT count(*) FROM findings WHERE id = 1").fetchone()[0] == 0
+
+
+def test_a_killed_evaluation_keeps_the_last_one_whole(tmp_path: Path) -> None:
+    """One transaction: `posture evaluate` killed (SIGKILL) while it writes a big evaluation leaves every table
+    as the last finished evaluation left it, the database whole and its references valid; the next
+    evaluation then runs as if the killed one had never started."""
+    from bench.gen_inventory import write as write_inventory
+
+    db = tmp_path / "inventory.db"
+    write_inventory(db, assets=4000)
+    evaluate(db)
+    before = db_fingerprint(db)
+    later = (date.today() + timedelta(days=70)).isoformat()  # every finding rewritten, past-SLA ones added
+    wal = Path(f"{db}-wal")
+    proc = subprocess.Popen([POSTURE, "--db", str(db), "evaluate", "--on", later], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:  # findings are going in: kill it then
+            if wal.exists() and wal.stat().st_size > 4 << 20:
+                break
+            time.sleep(0.01)
+        proc.kill()
+    finally:
+        assert proc.wait(timeout=60) == -signal.SIGKILL, "evaluate ended before it could be killed mid-write"
+    assert db_fingerprint(db) == before
+    assert query(db, "PRAGMA integrity_check") == [("ok",)] and query(db, "PRAGMA foreign_key_check") == []
+    again = evaluate(db, "--on", later)
+    assert again.startswith("evaluation 2 on ") and "0 fixed" in again
+    assert query(db, "SELECT count(*) FROM evaluations WHERE finished_at IS NULL") == [(0,)]
 
 
 def test_empty_inventory_and_no_evaluation(tmp_path: Path) -> None:

@@ -289,7 +289,7 @@ CASES = [
         ("wrong type", wrong, wrong_result),
     ]
 ]
-# Each case also runs with the column's affinity in rules/findings.py FINDING_FACTS (age_days is a CAST to
+# Each case also runs with the column's affinity in rules/findings.py FINDING_GROUPS (age_days is a CAST to
 # INTEGER, severity a TEXT column), so SQLite's own conversions ("5" = 5 in an INTEGER column) are tested.
 AFFINITY = {"age_days": "INTEGER", "severity": "TEXT"}
 
