@@ -77,7 +77,9 @@ def write(path: Path, assets: int = 100_000, programs_per_asset: int = 18, seed:
             ((i, f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", now, now) for i in range(1, assets + 1)),
         )
         software = 0
-        batch_obs, batch_sw, batch_svc = [], [], []
+        batch_obs: list[tuple[object, ...]] = []
+        batch_sw: list[tuple[object, ...]] = []
+        batch_svc: list[tuple[object, ...]] = []
         for i in range(1, assets + 1):
             snmp_obs, nmap_obs = 2 * i - 1, 2 * i
             descr, oid = SYSDESCRS[i % len(SYSDESCRS)]
