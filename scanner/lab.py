@@ -522,7 +522,7 @@ class SambaDC(_ProcessLab):
 
         Opened with the options Samba's provision and join use to load a database in bulk: `batch_mode`
         turns off ldb's per-operation index sub-transaction, whose bookkeeping grew with the objects already
-        added (each further 1,000 took about 4 s more: 5,000 in 48 s, 50,000 over an hour). Without it a
+        added (each further 1,000 took about 4 s more: 5,000 in 48 s, so 50,000 over an hour). Without it a
         failed add may leave the transaction's index half-changed, so the whole transaction must be
         cancelled, which this one is on any error. `transaction_index_cache_size` is the join's value.
         With both, 1,000 objects take 1-2 s at any size measured."""

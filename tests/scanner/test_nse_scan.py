@@ -4,6 +4,8 @@ Each server is a real smbd (and nmbd, for nbstat) that the test starts on its ow
 (tests/scanner/smb_servers.py): SMB1 enabled; SMB2/3 only with signing offered but not required; SMB2/3 only
 with signing required. What nmap's scripts said is stored, read into facts and rules, and turned into plan
 actions. The scripts stay inside the scan's scope and under its rate cap, and `--dry-run` shows them.
+`--tls-ciphers`' connections are counted at real nginx TLS servers on 127.106.0.0/16, through a counting
+relay: how many at once, and none to a printer port.
 
 rdp-ntlm-info, http-ntlm-info and ms-sql-info need Windows servers, which are not run here: their tests read
 tests/scanner/data/nse-windows-scripts.xml, nmap's own documented output and public scan output (see
@@ -385,8 +387,9 @@ def _stored_ciphers(db: Path) -> dict[str, bool]:
 
 
 # Counted at the server, a thread's new connection sometimes arrives a fraction of a millisecond before the
-# ones it takes over from have closed: up to two more than nmap's limit, for that instant (seen in about one
-# run in three with other scripts or version detection on; never with ssl-enum-ciphers alone at one port).
+# ones it takes over from have closed: up to two more than nmap's limit, for that instant (seen with --timing
+# polite in about one run in three when other scripts or version detection ran too; not with ssl-enum-ciphers
+# alone).
 HANDOVER = 2
 
 
