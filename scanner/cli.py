@@ -326,7 +326,7 @@ def snmp(ctx: click.Context, /, targets: tuple[str, ...], exclude: tuple[str, ..
     "--tls-ciphers",
     is_flag=True,
     help="Also list each TLS service's protocol versions and cipher suites (nmap's ssl-enum-ciphers: dozens of "
-    "handshakes a port; never on printer ports).",
+    "handshakes a port, at most 5 at once; never on printer ports; see the README).",
 )
 @click.option("--unprivileged", is_flag=True, help="Use TCP connect scans even as root (no raw packets, no -O).")
 @click.option(

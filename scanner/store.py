@@ -731,6 +731,13 @@ class IngestStats:
 
 
 _FIND = "SELECT asset_id FROM asset_identifiers WHERE kind = ? AND value = ? ORDER BY last_seen DESC, id DESC LIMIT 1"
+# `short` itself or a name starting with `short.`, as one range of the (kind, value) index: [short, short/)
+# holds both ("." sorts just before "/") and the OR only filters inside it. Written as `value = ? OR a range`,
+# SQLite read every hostname for each lookup: a 50,000-object directory import took 20x ldapsearch's time.
+_BY_SHORT_NAME = (
+    "SELECT DISTINCT asset_id FROM asset_identifiers WHERE kind IN ('hostname', 'sysname') "
+    "AND value >= ? AND value < ? AND (value = ? OR value >= ?) LIMIT 2"
+)
 _FIND_NAME = (
     "SELECT asset_id FROM asset_identifiers WHERE kind IN ('hostname', 'sysname') AND value = ? "
     "ORDER BY last_seen DESC, id DESC LIMIT 1"
@@ -798,10 +805,7 @@ class IdentityIndex:
         short = short.lower()
         if not short or "." in short or short in GENERIC_HOSTNAMES or short in ("localhost", "ip6-localhost"):
             return None
-        rows = self.conn.execute(
-            "SELECT DISTINCT asset_id FROM asset_identifiers WHERE kind IN ('hostname', 'sysname') "
-            "AND (value = ? OR (value >= ? AND value < ?)) LIMIT 2", (short, short + ".", short + "/")
-        ).fetchall()  # the range is the index's way of saying "starts with short."
+        rows = self.conn.execute(_BY_SHORT_NAME, (short, short + "/", short, short + ".")).fetchall()
         if len(rows) != 1:
             return None
         asset_id = int(rows[0][0])

@@ -42,8 +42,18 @@ SAFE_SCRIPTS = ("smb-protocols", "smb-security-mode", "smb2-security-mode", "smb
                 "rdp-ntlm-info", "http-ntlm-info", "smtp-ntlm-info", "ms-sql-info", "ssl-cert")  # fmt: skip
 # Opt-in (`--tls-ciphers`): nmap files ssl-enum-ciphers under "intrusive", as it makes one TLS handshake per
 # cipher suite and protocol version (dozens of connections a TLS port), so it never runs by default and never
-# beside --printer-ports.
+# beside --printer-ports (and --exclude-ports keeps them from every scan without it).
+# nmap has no rate for script traffic (--max-rate covers host discovery and the port scan only). What bounds
+# it is NSE's socket lock (nse_nsock.cc): at most --max-parallelism + 1 script threads hold connections at
+# once, 20 + 1 when it is not given (posture does not give it: it would also cap the port scan's outstanding
+# probes, and a cap low enough to matter would slow host discovery below --max-rate). ssl-enum-ciphers runs
+# one thread per protocol version (SSLv3 to TLS 1.3: 5) for each TLS port, each making one handshake after
+# another. So: at most 5 handshakes at once to a TLS port and SCRIPT_CONNECTIONS at once per nmap process
+# (one per chunk scanned at once, --parallel); --timing polite (nmap's -T2, which sets --max-parallelism 1)
+# makes that 2. tests/scanner/test_nse_scan.py counts them at real nginx servers.
 TLS_CIPHERS_SCRIPT = "ssl-enum-ciphers"
+TLS_CIPHERS_PER_PORT = 5
+SCRIPT_CONNECTIONS = 21
 SCRIPT_TIMEOUT = "2m"  # a script a host holds open (a tarpit) is stopped, the rest of the scan goes on
 TIMING = {"paranoid": 0, "sneaky": 1, "polite": 2, "normal": 3, "aggressive": 4}
 DEFAULT_OPTIONS: dict[str, Any] = {
