@@ -209,9 +209,7 @@ def bench_snmp(agents: int = 200, parallel: int = 64) -> None:
 
 # The floor: one plain SQL pass that reads every row evaluation reads (assets, their addresses, every
 # software row, every open service, each observation's evidence) and does nothing with them.
-SQL_FLOOR = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1])
+SQL_READS = """
 n = 0
 for sql in ("SELECT id, name, first_seen, last_seen, in_register, owner FROM assets",
             "SELECT asset_id, kind, value FROM asset_identifiers",
@@ -220,7 +218,11 @@ for sql in ("SELECT id, name, first_seen, last_seen, in_register, owner FROM ass
             "SELECT asset_id, kind, name, cpe, cpes, method, extra FROM software"):
     for row in conn.execute(sql):
         n += 1
-print(n)
+"""
+SQL_FLOOR = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+""" + SQL_READS + """print(n)
 """
 
 
@@ -236,14 +238,7 @@ db, rows_db, evaluation = sys.argv[1], sys.argv[2], int(sys.argv[3])
 conn = sqlite3.connect(db, isolation_level=None)
 for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -8000", "foreign_keys = OFF"):
     conn.execute("PRAGMA " + pragma)
-for sql in ("SELECT id, name, first_seen, last_seen, in_register, owner FROM assets",
-            "SELECT asset_id, kind, value FROM asset_identifiers",
-            "SELECT asset_id, source, evidence FROM observations",
-            "SELECT asset_id, port, protocol, name, product, version, extra_info, cpes FROM services",
-            "SELECT asset_id, kind, name, cpe, cpes, method, extra FROM software"):
-    for row in conn.execute(sql):
-        pass
-conn.execute("ATTACH ? AS r", (rows_db,))
+""" + SQL_READS + """conn.execute("ATTACH ? AS r", (rows_db,))
 day = conn.execute("SELECT day FROM r.evaluations WHERE id = ?", (evaluation,)).fetchone()[0]
 conn.execute("BEGIN IMMEDIATE")
 conn.execute("INSERT INTO evaluations (id, started_at, day) VALUES (?, 'x', ?)", (evaluation, day))

@@ -218,8 +218,7 @@ def demo_command(ctx: click.Context, keep_running: bool) -> None:
     from reports.stage import write_report
     from rules.cli import summary_lines
     from rules.stage import evaluate_inventory
-    from scanner.command import print_assets
-    from scanner.config import load_config
+    from scanner.command import command_config, print_assets
     from scanner.demo import demo_lab, scan_demo, snmp_port
     from scanner.paths import data_dir
     from scanner.progress import ScanReporter
@@ -228,7 +227,7 @@ def demo_command(ctx: click.Context, keep_running: bool) -> None:
 
     root = ctx.find_root()
     db = Path(root.params.get("db") or data_dir() / "demo.db")
-    config = load_config(root.obj.get("config_path"))
+    config = command_config(ctx)
     click.echo("posture demo: starting the lab (real daemons and recorded devices on 127.0.1.x)...", err=True)
     with demo_lab(snmp_port()) as (lab, sim), Store.open(db) as store:
         run = scan_demo(store, lab, sim, ScanReporter(), ScanReporter("devices"))

@@ -46,17 +46,12 @@ def check_share_table(table: dict[str, Any]) -> None:
     _check_organisation_table("share", table)
 
 
-def _config(ctx: click.Context) -> dict[str, Any]:
-    from scanner.config import load_config
-
-    return load_config(ctx.find_root().obj.get("config_path"))
-
-
 def organisation(ctx: click.Context, table: str = "report") -> str | None:
     """`[report] organisation` (or another table's) from the config file (checked when it was loaded), or None."""
     from reports.stage import organisation_from
+    from scanner.command import command_config
 
-    return organisation_from(_config(ctx), table)
+    return organisation_from(command_config(ctx), table)
 
 
 register_table("report", check_report_table)
@@ -86,7 +81,7 @@ def report(ctx: click.Context, html_path: Path, on_day: str | None) -> None:
       posture report --html /srv/reports/posture.html --on 2027-04-01
     """
     from reports.stage import write_report
-    from scanner.command import open_store, progress_for
+    from scanner.command import command_config, open_store, progress_for
 
     day = parse_day(on_day)
     if not html_path.parent.is_dir():
@@ -94,7 +89,7 @@ def report(ctx: click.Context, html_path: Path, on_day: str | None) -> None:
     progress = progress_for(ctx, "report", "")
     with open_store(ctx, readonly=True) as store:
         try:
-            result = write_report(store, html_path, _config(ctx), day, progress.stage)
+            result = write_report(store, html_path, command_config(ctx), day, progress.stage)
         finally:
             progress.finish()
     click.echo(f"report written: {html_path} ({len(result.assets)} assets, {len(result.findings)} open findings, "

@@ -220,20 +220,16 @@ register_table("tls", check_tls_table)
 def rule_settings(ctx: click.Context) -> Any:
     """The [rules] settings of the config file (horizon, SLAs, ...), or a clear error."""
     from rules.stage import settings_from
+    from scanner.command import command_config
 
-    return settings_from(_config(ctx))
-
-
-def _config(ctx: click.Context) -> dict[str, Any]:
-    from scanner.config import load_config
-
-    return load_config(ctx.find_root().obj.get("config_path"))
+    return settings_from(command_config(ctx))
 
 
-def _load(ctx: click.Context, rule_dirs: tuple[Path, ...]) -> Any:
+def _load(ctx: click.Context, rule_dirs: tuple[Path, ...], config: dict[str, Any] | None = None) -> Any:
     from rules.stage import rules_from
+    from scanner.command import command_config
 
-    return rules_from(_config(ctx), rule_dirs)
+    return rules_from(command_config(ctx) if config is None else config, rule_dirs)
 
 
 @click.group("rules")
@@ -385,15 +381,16 @@ def evaluate_command(ctx: click.Context, rule_dirs: tuple[Path, ...], on_day: st
     from dataclasses import asdict
 
     from rules.stage import evaluate_inventory
-    from scanner.command import exit_if_unread, open_store, progress_for
+    from scanner.command import command_config, exit_if_unread, open_store, progress_for
 
-    rules = _load(ctx, rule_dirs)
+    config = command_config(ctx)
+    rules = _load(ctx, rule_dirs, config)
     day = parse_day(on_day)
     with open_store(ctx) as store:
         total = store.conn.execute("SELECT count(*) FROM assets").fetchone()[0]
         progress = progress_for(ctx, "evaluate", "assets", total)
         try:
-            summary = evaluate_inventory(store, _config(ctx), day, rules, progress.update)
+            summary = evaluate_inventory(store, config, day, rules, progress.update)
         finally:
             progress.finish()
     worst: list[str] = []

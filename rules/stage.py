@@ -30,8 +30,9 @@ def rules_from(config: dict[str, Any], extra_dirs: Sequence[Path] = ()) -> Any:
     from rules.tls import GradingError, grading
 
     configured = config.get("rules", {}).get("dirs", [])
-    config_dirs = [Path(d).expanduser() for d in configured if isinstance(d, str)] if isinstance(configured, list) \
-        else []
+    if not isinstance(configured, list):
+        configured = []
+    config_dirs = [Path(d).expanduser() for d in configured if isinstance(d, str)]
     try:
         rules = load_rules([*config_dirs, *extra_dirs], settings_from(config))
     except RuleError as exc:

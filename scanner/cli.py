@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from scanner import __version__
-from scanner.command import EXIT_IF_UNREAD, Whole, open_run_log, open_store, print_assets, progress_for
+from scanner.command import EXIT_IF_UNREAD, Whole, command_config, open_run_log, open_store, print_assets, progress_for
 from scanner.compat import UTC
 from scanner.config import load_config, register_table_source
 from scanner.errors import NothingScanned, PostureError
@@ -124,8 +124,8 @@ def _nmap_request(ctx: click.Context, targets: Sequence[str], exclude: Sequence[
     """`scanner.scan.nmap_request` with --scope, else the config's [scan] scope."""
     from scanner.scan import nmap_request, scope_of
 
-    config = load_config(ctx.find_root().obj.get("config_path"))
-    return nmap_request(list(targets), list(exclude), scope_of(scope, config), options, chunk_size, parallel)
+    scope = scope_of(scope, command_config(ctx))
+    return nmap_request(list(targets), list(exclude), scope, options, chunk_size, parallel)
 
 
 targets_file_option = click.option(
@@ -615,7 +615,7 @@ def import_ad(ctx: click.Context, url: str, creds_name: str, base_dn: str | None
     from scanner.scan import run_source, scope_of
     from scanner.sources import get_source
 
-    config = load_config(ctx.find_root().obj.get("config_path"))
+    config = command_config(ctx)
     settings = {  # the config's [directory] (OU maps, stale_days), then this command's options
         **config.get("directory", {}),
         "url": url, "creds": creds_name, "base_dn": base_dn, "ca_file": str(ca_file.absolute()) if ca_file else None,

@@ -79,12 +79,18 @@ def progress_for(ctx: click.Context, what: str, noun: str, total: int | None = N
     return Progress(what, noun, total, enabled=wanted(ctx.find_root().obj.get("progress")))
 
 
+def command_config(ctx: click.Context) -> dict[str, Any]:
+    """The checked config this invocation names (`posture --config`, else the default file): read from disk
+    each time, so a command that needs it in several places should ask once."""
+    return load_config(ctx.find_root().obj.get("config_path"))
+
+
 def open_run_log(ctx: click.Context, config: dict[str, Any] | None = None) -> None:
     """Start the run log (`scanner.runlog`) where the config's [log] file says, for unattended commands."""
     from scanner.runlog import open_log
 
     if config is None:
-        config = load_config(ctx.find_root().obj.get("config_path"))
+        config = command_config(ctx)
     open_log(config.get("log", {}).get("file"))
 
 
