@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -264,19 +265,30 @@ def bench_evaluate(assets: int = 100_000) -> None:
         rows = assets * 20
         db = Path(tmp) / "inventory.db"
 
-        def fresh_db() -> None:
-            for suffix in ("-wal", "-shm"):
-                Path(f"{db}{suffix}").unlink(missing_ok=True)
-            shutil.copyfile(source, db)
+        def copy_to_db(state: Path) -> Callable[[], None]:
+            def setup() -> None:
+                for suffix in ("-wal", "-shm"):
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+                shutil.copyfile(state, db)
+
+            return setup
+
+        fresh_db = copy_to_db(source)
 
         first = measure([POSTURE, "--db", str(db), "evaluate"], setup=fresh_db)
         fresh_db()
         subprocess.run([POSTURE, "--db", str(db), "evaluate"], check=True, capture_output=True)
         after_first = Path(tmp) / "after-first.db"  # the first run's findings, for the writing yardstick
         shutil.copyfile(db, after_first)
-        # The next day: every finding is open, and those past their SLA get findings of their own.
+        # 70 days on, each time from the first run's state: every finding found again (new becomes open),
+        # and those past their SLA get findings of their own.
         later = (date.today() + timedelta(days=70)).isoformat()
-        again = measure([POSTURE, "--db", str(db), "evaluate", "--on", later])
+        again = measure([POSTURE, "--db", str(db), "evaluate", "--on", later], setup=copy_to_db(after_first))
+        # The day after that, again and again: nothing changed, and nothing is written (a daily run over a
+        # steady estate).
+        after_that = (date.today() + timedelta(days=71)).isoformat()
+        subprocess.run([POSTURE, "--db", str(db), "evaluate", "--on", after_that], check=True, capture_output=True)
+        steady = measure([POSTURE, "--db", str(db), "evaluate", "--on", after_that])
         floor = measure([PYTHON, "-c", SQL_FLOOR, str(db)])
         write_floor = measure([PYTHON, "-c", SQL_WRITE_FLOOR, str(db), str(after_first), "1", str(ROOT)],
                               setup=fresh_db)  # fmt: skip
@@ -287,6 +299,7 @@ def bench_evaluate(assets: int = 100_000) -> None:
                 ("the same pass, then the first run's findings written", write_floor),
                 ("posture evaluate, first run (every finding new)", first),
                 ("posture evaluate, 70 days later (all open, SLA findings)", again),
+                ("posture evaluate, the day after (nothing changed)", steady),
             ],
             "one plain SQL pass over the same tables (floor)",
             ["targets: at most 3x the floor and under 30 s; peak memory under 1 GB",

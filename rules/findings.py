@@ -10,10 +10,14 @@ next and can be tracked, accepted and counted. Status:
     reopened   found now after having been fixed
 
 The whole evaluation is one transaction: a killed evaluation leaves the previous findings as they were.
-Findings stream into it in batches and SQLite works out each status (UPSERT) from what the table holds,
-so memory stays flat however many findings there are; what a finding is about (product, lifecycle,
-evidence) is stored once per distinct subject. Accepted findings (the exceptions register) keep their
-status and are counted apart, never hidden; an acceptance past its `until` day simply stops applying.
+Only what changed is written: a finding found again with the same details is not touched (its row says
+when it last changed; an open finding was last seen on the newest evaluation's day), so a daily run over
+a steady estate writes its few changes, not 1.5 million rows (and PostgreSQL keeps no dead copy of each).
+The rest streams in batches and SQLite works out each status (UPSERT) from what the table holds; what a
+finding is about (product, lifecycle, evidence) is stored once per distinct subject, without the day it
+was judged on (`days_to_eol` is worked out when the finding is read). Accepted findings (the exceptions
+register) keep their status and are counted apart, never hidden; an acceptance past its `until` day simply
+stops applying.
 """
 
 from __future__ import annotations
@@ -58,8 +62,9 @@ from scanner.store import Store, utc_now
 from scanner.views import asset_addresses
 
 OPEN_STATES = ("new", "open", "reopened")
+# Nothing that changes with the day alone: a finding's details then stay the same row while nothing changes.
 DETAIL_ITEM_FIELDS = ("kind", "product", "label", "title", "version", "cycle", "cycles", "lifecycle_state", "eol_date",
-                      "extended_until", "days_to_eol", "confidence", "method", "packaged_by", "kev_count",
+                      "extended_until", "confidence", "method", "packaged_by", "kev_count",
                       "kev", "months_only", "lifecycle_sources", "vendor_policy", "note")  # fmt: skip
 HARDWARE_DETAIL_FIELDS = ("vendor", "family", "model", "end_of_sale")
 DETAIL_SERVICE_FIELDS = ("port", "protocol", "name", "product", "version", "extra_info")
@@ -276,6 +281,10 @@ class _Writer:
         self.accepted_rules = {t for t in exceptions if not t.startswith("F-")}
         self.accepted = 0
         self.batch: list[tuple[int, str, int | None, str, int]] = []
+        # Open findings not yet found again (id -> details row): one found with the same details is left as
+        # it is. The asset rules' come from `before` as the assets come; the others are set by `evaluate`.
+        self.previous: dict[int, int] = {}
+        self.before: _OpenBefore | None = None
         # The day as a date's own text and the evaluation as a number: nothing else goes into the statement.
         self.upsert = UPSERT.format(day=f"'{date.fromisoformat(day).isoformat()}'", evaluation=int(evaluation_id))
         self._asset: int | None = None
@@ -291,10 +300,13 @@ class _Writer:
 
     def write(self, asset_id: int | None, found: Iterable[_Found]) -> None:
         """The findings of one asset (or of none): each one's number, whether it is accepted, its row."""
+        high = (asset_id or 0) << HALF
         if asset_id != self._asset:
             self._asset, self._taken = asset_id, {}
+            if self.before is not None and high >= self.before.upto:
+                self.previous = self.before.reach(high)
         taken, batch, accepted_ids, accepted_rules = self._taken, self.batch, self.accepted_ids, self.accepted_rules
-        counted, high, middle = self.counted, (asset_id or 0) << HALF, str(asset_id or 0).encode()
+        counted, middle, previous = self.counted, str(asset_id or 0).encode(), self.previous
         for rule_id, subject, details_id, before, after, said, key, unsafe in found:
             number = high | _digest(before + middle + after)  # finding_number
             while (holder := taken.setdefault(number, said)) is not said and holder != said:  # a digest clash
@@ -305,7 +317,8 @@ class _Writer:
                 counted[key] = counted.get(key, 0) + 1
                 if unsafe and asset_id is not None:
                     self.unsafe.add(asset_id)
-            batch.append((number, rule_id, asset_id, subject, details_id))
+            if previous.pop(number, None) != details_id:  # new, reopened or changed: written; else as it is
+                batch.append((number, rule_id, asset_id, subject, details_id))
         if len(batch) >= BATCH:
             self.flush()
 
@@ -400,6 +413,16 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
             evaluation_id = summary.evaluation_id = int(cur.lastrowid or 0)
             _record_rules(conn, rules)
             writer = _Writer(conn, evaluation_id, day_text, exceptions, {r.id: r.function for r in rules})
+            # Open findings as the previous evaluation left them: those of the asset rules, then those that
+            # the finding rules and failed rules make after the assets (`later`), each fixed when not found.
+            later_rules = json.dumps([INTERNAL_ERROR, *(r.id for r in evaluator.finding_rules)])
+            last_day = conn.execute("SELECT day FROM evaluations WHERE finished_at IS NOT NULL AND id < ? "
+                                    "ORDER BY id DESC LIMIT 1", [evaluation_id]).fetchone()  # fmt: skip
+            fix = _Fixer(conn, evaluation_id, day_text, last_day[0] if last_day else day_text)
+            writer.before = _OpenBefore(conn, later_rules, fix)
+            later: dict[int, int] = dict(conn.execute(
+                f"SELECT id, details_id FROM findings WHERE status != 'fixed' AND rule_id IN ({IN_JSON})",
+                [later_rules]))  # fmt: skip
             identified = identities.Writer(conn)
             known: set[int] = set()  # assets whose OS release and support status are known (rules/score.py)
             for facts in load_facts(store, ident):
@@ -419,26 +442,27 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                     progress(summary.assets)
             writer.flush()
             identified.finish()
+            summary.fixed = writer.before.finish()
+            writer.before = None
+            # Found again unchanged: no longer new or reopened. Then every finding not fixed is this
+            # evaluation's, as the finding rules read them.
+            conn.execute("UPDATE findings SET status = 'open', evaluation_id = ? "
+                         "WHERE status IN ('new', 'reopened') AND evaluation_id != ?", [evaluation_id, evaluation_id])
+            writer.previous = later
             if evaluator.finding_rules:  # findings about findings (past SLA) look at what is open now
-                _finding_rules(conn, evaluator, writer, evaluation_id, day, settings, exceptions, assets)
+                _finding_rules(conn, evaluator, writer, day, settings, exceptions, assets)
             for rule_id, message in evaluator.errors.items():  # a broken rule is a finding, not a crash
                 details = writer.details.row(json.dumps({"evidence": message, "rule": rule_id}))
                 writer.add(INTERNAL_ERROR, "medium", None, rule_id, details)
             writer.flush()
-            summary.fixed = conn.execute(
-                "UPDATE findings SET status = 'fixed', fixed_at = ?, evaluation_id = ? "
-                "WHERE status != 'fixed' AND evaluation_id != ?",
-                [day_text, evaluation_id, evaluation_id],
-            ).rowcount
+            summary.fixed += fix(later)
             conn.execute(  # this evaluation's changes, kept so `posture diff` can say what appeared and cleared
                 "INSERT INTO finding_events (evaluation_id, finding_id, event) SELECT evaluation_id, id, status "
                 "FROM findings WHERE evaluation_id = ? AND status IN ('new', 'reopened', 'fixed')",
                 [evaluation_id],
             )
             counted = conn.execute(  # sums, not GROUP BY status: that sorted every open finding first
-                "SELECT count(*), sum(status = 'new'), sum(status = 'reopened') FROM findings "
-                "WHERE evaluation_id = ? AND status != 'fixed'",
-                [evaluation_id],
+                "SELECT count(*), sum(status = 'new'), sum(status = 'reopened') FROM findings WHERE status != 'fixed'"
             ).fetchone()
             summary.open, summary.new, summary.reopened = (int(n or 0) for n in counted)
             summary.accepted, summary.by_severity = writer.accepted, dict(writer.severities)
@@ -456,7 +480,58 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
     return summary
 
 
-def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writer, evaluation_id: int, day: date,
+IN_JSON = "SELECT value FROM json_each(?)"  # the values of a JSON list, for IN
+
+
+class _OpenBefore:
+    """The open findings of the asset rules as the previous evaluation left them, read a window of asset ids
+    at a time as the assets come (in id order: `load_facts`), before any of theirs is written: memory stays
+    flat however many there are. Those left in a window when the next one is read were not found again."""
+
+    SPAN = 1_000  # asset ids per window
+
+    def __init__(self, conn: sqlite3.Connection, later_rules: str, fix: _Fixer) -> None:
+        self.conn, self.later_rules, self.fix = conn, later_rules, fix
+        self.upto = 0  # findings below this id have been read
+        self.rows: dict[int, int] = {}  # the window's open findings not found again: id -> details row
+        self.fixed = 0
+
+    def _read(self, end: int) -> dict[int, int]:
+        """Fix what is left of the window, then read the one up to `end`."""
+        self.fixed += self.fix(self.rows)
+        rows = dict(self.conn.execute(
+            "SELECT id, details_id FROM findings WHERE status != 'fixed' AND id >= ? AND id < ? "
+            f"AND rule_id NOT IN ({IN_JSON})", [self.upto, end, self.later_rules]))  # fmt: skip
+        self.upto = end
+        return rows
+
+    def reach(self, high: int) -> dict[int, int]:
+        """The window from the asset whose findings start at `high` on (the writer pops what it finds)."""
+        self.rows = self._read(high + (self.SPAN << HALF))
+        return self.rows
+
+    def finish(self) -> int:
+        """Fix what is left, in the last window and on every asset after it; how many were fixed in all."""
+        self.rows = self._read(INT64.stop - 1)  # the largest id SQLite binds (no asset reaches it)
+        self.fixed += self.fix(self.rows)
+        self.rows = {}
+        return self.fixed
+
+
+class _Fixer:
+    """Marks fixed the open findings an evaluation did not find again. Each was last seen on the previous
+    evaluation's day: every open finding was found by it (one evaluation judges the whole inventory)."""
+
+    def __init__(self, conn: sqlite3.Connection, evaluation_id: int, day: str, last_day: str) -> None:
+        self.conn, self.row = conn, (day, last_day, evaluation_id)
+
+    def __call__(self, left: dict[int, int]) -> int:
+        self.conn.executemany("UPDATE findings SET status = 'fixed', fixed_at = ?, last_seen = ?, evaluation_id = ? "
+                              "WHERE id = ?", [(*self.row, number) for number in sorted(left)])  # fmt: skip
+        return len(left)
+
+
+def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writer, day: date,
                    settings: Settings, exceptions: dict[str, dict[str, Any]],
                    assets: dict[int, dict[str, Any]]) -> None:  # fmt: skip
     """Rules about findings. A finding's facts (FINDING_FIELDS) follow from its rule, status, the day it was
@@ -470,7 +545,7 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
     skip = json.dumps([r.id for r in evaluator.finding_rules])
     conn.execute("DROP TABLE IF EXISTS temp.finding_groups")
     conn.execute(FINDING_GROUPS.format(sla=sla if by_severity else "365", accepted=accepted),
-                 [day.isoformat(), *by_severity, *listed, evaluation_id, skip])  # fmt: skip
+                 [day.isoformat(), *by_severity, *listed, skip])  # fmt: skip
     in_python = []
     raised = sql_functions(conn)
     for rule in evaluator.finding_rules:
@@ -483,7 +558,7 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
             where, params = compiled
             sql = f"SELECT {GROUP_KEY}, severity, sla_days FROM temp.finding_groups WHERE {where}"
             groups = {g[:4]: g for g in conn.execute(sql, params)}
-            for finding_id, asset_id, key in _findings_in(conn, evaluation_id, accepted, listed, list(groups)):
+            for finding_id, asset_id, key in _findings_in(conn, accepted, listed, list(groups)):
                 _, _, _, _, severity, sla_days = groups[key]
                 details = writer.details.finding(severity, key[0], sla_days)
                 writer.add(rule.id, rule.severity, asset_id, f"finding:{format_id(finding_id)}", details)
@@ -494,7 +569,7 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
         columns = [c for c in FINDING_FACT_KEYS if c not in ("id", "asset_id")]
         facts = {g[:4]: dict(zip(columns, g[4:], strict=True)) for g in conn.execute(
             f"SELECT {GROUP_KEY}, {', '.join(columns)} FROM temp.finding_groups")}  # fmt: skip
-        every = _findings_in(conn, evaluation_id, accepted, listed, list(facts))
+        every = _findings_in(conn, accepted, listed, list(facts))
         findings = ({"id": finding_id, **facts[key], "asset_id": asset_id} for finding_id, asset_id, key in every)
         evaluator.finding_rules = in_python
         for hit in evaluator.assess_findings(findings, assets):
@@ -502,16 +577,16 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
     conn.execute("DROP TABLE temp.finding_groups")
 
 
-def _findings_in(conn: sqlite3.Connection, evaluation_id: int, accepted: str, listed: list[str],
+def _findings_in(conn: sqlite3.Connection, accepted: str, listed: list[str],
                  groups: list[tuple[Any, ...]]) -> Iterator[tuple[int, int | None, tuple[Any, ...]]]:  # fmt: skip
-    """(id, asset, group) of this evaluation's open findings whose GROUP_KEY is among `groups`, in id order,
+    """(id, asset, group) of the open findings whose GROUP_KEY is among `groups`, in id order,
     read in pages so memory stays flat (findings written meanwhile belong to the finding rules, whose groups
     are not among them)."""
     wanted = json.dumps([list(g) for g in groups])
     last = -1
     while True:
         page = conn.execute(FINDINGS_IN.format(accepted=accepted),
-                            [*listed, evaluation_id, last, wanted, BATCH]).fetchall()  # fmt: skip
+                            [*listed, last, wanted, BATCH]).fetchall()  # fmt: skip
         if not page:
             return
         last = page[-1][0]
@@ -530,7 +605,8 @@ def _accepted(exceptions: dict[str, dict[str, Any]]) -> tuple[str, list[str]]:
             [json.dumps(ids), json.dumps(rules)])  # fmt: skip
 
 
-# Facts of this evaluation's open findings, as columns named like the `finding` subject's fields.
+# Facts of the open findings (all this evaluation's, once the others are fixed), as columns named like the
+# `finding` subject's fields.
 FINDING_FACT_KEYS = ("id", "rule_id", "function", "severity", "status", "age_days", "sla_days", "past_sla",
                      "accepted", "asset_id")  # fmt: skip
 # What a finding's facts follow from; one row of `finding_groups` for each distinct value of it. The SLA is a
@@ -545,7 +621,7 @@ FINDING_GROUPS = """
                CAST(julianday(?) - julianday(substr(g.opened_at, 1, 10)) AS INTEGER) AS age_days,
                {sla} AS sla_days
         FROM (SELECT DISTINCT f.rule_id, f.status, f.opened_at, {accepted} AS accepted FROM findings f
-              WHERE f.evaluation_id = ? AND f.status != 'fixed'
+              WHERE f.status != 'fixed'
               AND f.rule_id NOT IN (SELECT value FROM json_each(?))) g
         JOIN finding_rules r ON r.id = g.rule_id
     )
@@ -553,7 +629,7 @@ FINDING_GROUPS = """
 FINDINGS_IN = """
     SELECT id, asset_id, rule_id, status, opened_at, accepted FROM (
         SELECT f.id, f.asset_id, f.rule_id, f.status, f.opened_at, {accepted} AS accepted FROM findings f
-        WHERE f.evaluation_id = ? AND f.status != 'fixed' AND f.id > ?
+        WHERE f.status != 'fixed' AND f.id > ?
     )
     WHERE (rule_id, status, opened_at, accepted) IN (
         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
@@ -609,6 +685,8 @@ def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STAT
         "SELECT id, json FROM finding_details WHERE id IN (SELECT DISTINCT details_id FROM findings)"))  # fmt: skip
     parsed: dict[int, dict[str, Any]] = {}
     out = []
+    newest = store.conn.execute("SELECT day FROM evaluations WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1")
+    seen_now = (newest.fetchone() or [None])[0]  # when every finding not fixed was last seen
     marks = ",".join("?" * len(statuses))
     for row in store.conn.execute(
         "SELECT f.id, f.rule_id, r.function, r.severity, f.status, f.asset_id, r.title, f.first_seen, f.opened_at, "
@@ -622,6 +700,7 @@ def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STAT
         fid = format_id(row[0])
         exception = exceptions.get(fid) or exceptions.get(row[1])
         address, hostname, owner = places.get(row[5], (None, None, None))
+        last_seen = row[9] if row[4] == "fixed" or seen_now is None else seen_now
         out.append({
             "id": fid, "rule_id": row[1], "title": row[6], "function": row[2], "severity": row[3],
             "status": row[4], "accepted": exception is not None,
@@ -633,15 +712,25 @@ def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STAT
             "cycle": details.get("cycle"),
             "cycles": details.get("cycles"), "lifecycle_state": details.get("lifecycle_state"),
             "eol_date": details.get("eol_date"), "extended_until": details.get("extended_until"),
-            "days_to_eol": details.get("days_to_eol"), "evidence": details.get("evidence"),
+            "days_to_eol": _days_to(details.get("eol_date"), last_seen, details.get("days_to_eol")),
+            "evidence": details.get("evidence"),
             "lifecycle_sources": details.get("lifecycle_sources") or [],
             "vendor_policy": details.get("vendor_policy"), "note": details.get("note"), "tls": details.get("tls"),
             "kev": _kev(details),
-            "first_seen": row[7], "opened_at": row[8], "last_seen": row[9], "fixed_at": row[10],
+            "first_seen": row[7], "opened_at": row[8], "last_seen": last_seen, "fixed_at": row[10],
             "times_reopened": row[11],
         })  # fmt: skip
     out.sort(key=lambda f: (f["accepted"], -SEVERITY_RANK.get(f["severity"], 0), f["rule_id"], f["asset_id"] or 0))
     return out
+
+
+def _days_to(eol_date: Any, day: str, stored: Any) -> int | None:
+    """Days from the day a finding was last seen to its end of support, as the catalogue counts them
+    (rules/catalogue.py `status`). Details written before they left the day out carry their own count."""
+    try:
+        return (date.fromisoformat(str(eol_date)) - date.fromisoformat(day[:10])).days if eol_date else None
+    except ValueError:
+        return stored if isinstance(stored, int) else None
 
 
 MIN_PREFIX = 6  # hex digits of a finding id's prefix that `accept` looks up

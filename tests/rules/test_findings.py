@@ -14,6 +14,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import rules.findings
 from rules.catalogue import default_catalogue
 from rules.identify import identify_service
 from scanner.store import Store
@@ -116,6 +119,40 @@ def test_findings_follow_the_estate_across_scans(tmp_path: Path) -> None:
     # Filters.
     assert {f["function"] for f in findings(db, "--function", "detect")} == {"detect"}
     assert {f["severity"] for f in findings(db, "--severity", "critical")} == {"critical"}
+
+
+@pytest.mark.parametrize("span", [1_000, 1])
+def test_an_unchanged_estate_rewrites_no_finding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, span: int) -> None:
+    """A finding found again with the same details is left as it is (a daily run over a steady estate writes
+    its changes, not every finding); what people read still says it was seen on the newest evaluation's day,
+    and how many days its support has left from that day. The previous findings are read a window of asset
+    ids at a time: with a window of one asset, each asset's are read (and what is left fixed) on their own
+    (in-process only: POSTURE_TESTS_IN_PROCESS=0 runs the default window)."""
+    monkeypatch.setattr(rules.findings._OpenBefore, "SPAN", span)
+    db = tmp_path / "inventory.db"
+    scan(db, tmp_path, "one", [SERVER, WEB, SWITCH])
+    days = [(date.today() + timedelta(days=n)).isoformat() for n in range(4)]
+    evaluate(db, "--on", days[0])
+    evaluate(db, "--on", days[1])  # every finding found again: new becomes open
+    assert "0 new" in evaluate(db, "--on", days[2])
+    assert query(db, "SELECT count(*) FROM findings WHERE evaluation_id = 3") == [(0,)]
+    rows = findings(db)
+    assert rows and {f["status"] for f in rows} == {"open"}
+    assert {f["last_seen"] for f in rows} == {days[2]} and {f["first_seen"] for f in rows} == {days[0]}
+    eol = by_rule(rows, "protect.eol-os", SERVER.ip)[0]
+    assert eol["days_to_eol"] == (date(2020, 1, 14) - date.fromisoformat(days[2])).days
+
+    # RDP closed on the first asset, telnet on the last: only those findings are written (fixed), and each
+    # was last seen on the previous evaluation's day.
+    scan(db, tmp_path, "two", [Host(SERVER.ip, SERVER.mac, [SMB1], WINDOWS_2008), WEB,
+                               Host(SWITCH.ip, SWITCH.mac, [SSH_CISCO], CISCO_SWITCH)])  # fmt: skip
+    assert "2 fixed" in evaluate(db, "--on", days[3])
+    written = query(db, "SELECT rule_id, status FROM findings WHERE evaluation_id = 4 ORDER BY id")
+    assert written == [("protect.rdp", "fixed"), ("protect.telnet", "fixed")]
+    fixed = findings(db, "--status", "fixed")
+    assert {(f["rule_id"], f["last_seen"], f["fixed_at"]) for f in fixed} == {
+        ("protect.rdp", days[2], days[3]), ("protect.telnet", days[2], days[3])}
+    assert {f["last_seen"] for f in findings(db)} == {days[3]}
 
 
 def test_exceptions_are_counted_apart_and_expire(tmp_path: Path) -> None:
