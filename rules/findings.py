@@ -52,6 +52,7 @@ from rules.facts import Identifier, load_facts
 from rules.kev import KevCatalogue
 from rules.tls import FIELDS as TLS_FIELDS
 from rules.tls import evidence as tls_evidence
+from scanner.db import Database
 from scanner.errors import PostureError
 from scanner.model import INT64, printable
 from scanner.store import Store, utc_now
@@ -112,7 +113,7 @@ OS_SUMMARY = ("product", "cycle", "lifecycle_state", "label")  # what an asset f
 class _Details:
     """Each finding's details as a row of `finding_details`, written once per distinct JSON text."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Database) -> None:
         self.conn = conn
         # (id(shared subject), protocols first) -> (subject, row id)
         self._by_subject: dict[tuple[int, bool], tuple[dict[str, Any], int]] = {}
@@ -265,7 +266,7 @@ class _Writer:
     `_Found`s once; per asset only the number (a digest over the asset's id) and one row of five values are
     made for each (`write`): 1.5 million findings of 100,000 assets are 1.5 million such steps, no objects."""
 
-    def __init__(self, conn: sqlite3.Connection, evaluation_id: int, day: str,
+    def __init__(self, conn: Database, evaluation_id: int, day: str,
                  exceptions: dict[str, dict[str, Any]], functions: dict[str, str]) -> None:  # fmt: skip
         self.conn = conn
         self.functions = functions  # rule id -> protect | detect | respond, for the score (rules/score.py)
@@ -456,7 +457,7 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
     return summary
 
 
-def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writer, evaluation_id: int, day: date,
+def _finding_rules(conn: Database, evaluator: Evaluator, writer: _Writer, evaluation_id: int, day: date,
                    settings: Settings, exceptions: dict[str, dict[str, Any]],
                    assets: dict[int, dict[str, Any]]) -> None:  # fmt: skip
     """Rules about findings. A finding's facts (FINDING_FIELDS) follow from its rule, status, the day it was
@@ -502,7 +503,7 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
     conn.execute("DROP TABLE temp.finding_groups")
 
 
-def _findings_in(conn: sqlite3.Connection, evaluation_id: int, accepted: str, listed: list[str],
+def _findings_in(conn: Database, evaluation_id: int, accepted: str, listed: list[str],
                  groups: list[tuple[Any, ...]]) -> Iterator[tuple[int, int | None, tuple[Any, ...]]]:  # fmt: skip
     """(id, asset, group) of this evaluation's open findings whose GROUP_KEY is among `groups`, in id order,
     read in pages so memory stays flat (findings written meanwhile belong to the finding rules, whose groups
@@ -562,7 +563,7 @@ FINDINGS_IN = """
 """
 
 
-def _record_rules(conn: sqlite3.Connection, rules: list[Rule]) -> None:
+def _record_rules(conn: Database, rules: list[Rule]) -> None:
     internal = ("Rule failed to evaluate", "detect", "medium", "posture", "{}")
     rows = [(r.id, r.title, r.function, r.severity, r.pack,
              json.dumps({"rationale": r.rationale, "remediation": r.remediation, "decommission": r.decommission,
@@ -715,7 +716,7 @@ def accept(store: Store, target: str, until: date, reason: str, esu: bool, rule_
 EOL_RULES = ("protect.eol-os", "protect.eol-software")
 
 
-def _evaluation_for(conn: sqlite3.Connection, scan_id: int, before: int | None) -> tuple[int, str] | None:
+def _evaluation_for(conn: Database, scan_id: int, before: int | None) -> tuple[int, str] | None:
     """The newest evaluation that judged the inventory with `scan_id` in it and nothing from `before` on."""
     row = conn.execute(
         "SELECT id, day FROM evaluations WHERE finished_at IS NOT NULL AND scan_id >= ? AND scan_id < ? "

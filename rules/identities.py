@@ -17,12 +17,12 @@ them apart from the inventory's own schema.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from scanner.db import Database
 from scanner.store import Store, run_script
 
 ROLES = ("os", "candidate", "software", "hardware")
@@ -33,7 +33,7 @@ INSERT_ITEM = (f"INSERT INTO identity_items ({', '.join(ITEM_COLUMNS)}, json) "
                "ON CONFLICT(json) DO UPDATE SET json = excluded.json RETURNING id")  # fmt: skip
 
 
-def _schema_v1(conn: sqlite3.Connection) -> None:
+def _schema_v1(conn: Database) -> None:
     run_script(
         conn,
         """
@@ -70,7 +70,7 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
     )
 
 
-def _schema_v2(conn: sqlite3.Connection) -> None:
+def _schema_v2(conn: Database) -> None:
     """An asset's row is kept while its identity does not change, so a daily evaluation of an unchanged estate
     rewrites nothing: the evaluation is the last finished one, not a column every row repeats."""
     run_script(
@@ -87,7 +87,7 @@ def _schema_v2(conn: sqlite3.Connection) -> None:
     )
 
 
-def _schema_v3(conn: sqlite3.Connection) -> None:
+def _schema_v3(conn: Database) -> None:
     """Views a person can query in Datasette or the sqlite3 shell without knowing posture's JSON: each asset
     with its operating system and support status, the open findings with the id the CLI shows, and the
     end-of-life cliff by UK financial year. States and dates are as of the last evaluation's day."""
@@ -136,7 +136,7 @@ def _schema_v3(conn: sqlite3.Connection) -> None:
     )
 
 
-def _schema_v4(conn: sqlite3.Connection) -> None:
+def _schema_v4(conn: Database) -> None:
     """Finding ids people can type (rules/findings.py `finding_number`): every stored finding renumbered,
     with what points at it (finding_events, the exceptions accepted by id, the subjects of findings about
     findings: `respond.past-sla`'s "finding:F-..."), so history and acceptances carry over unchanged."""
@@ -205,7 +205,7 @@ class Writer:
 
     BATCH = 5000
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Database) -> None:
         self.conn = conn
         self._ids: dict[int, tuple[dict[str, Any], int]] = {}  # id(item) -> (item: kept alive, row id)
         self._assets: list[tuple[int, str, str]] = []
