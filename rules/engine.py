@@ -671,8 +671,9 @@ def format_id(number: int) -> str:
     return f"F-{swap_halves(number):x}"
 
 
-# The same in SQL, for views and lookups that show or match ids as the CLI does.
-SQL_SHOWN_ID = "printf('F-%x', ((id & 4294967295) << 32) | (id >> 32))"
+# The number `format_id` shows, in SQL, for lookups that match ids as the CLI shows them: the store's
+# `Dialect.shown_id` of it is the F-... text (printf on SQLite, to_hex on PostgreSQL; the same digits).
+SQL_SWAPPED_ID = "((id & 4294967295) << 32) | (id >> 32)"
 
 
 SQL_ORDER = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}

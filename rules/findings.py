@@ -36,7 +36,7 @@ from rules.engine import (
     HALF,
     INTERNAL_ERROR,
     SEVERITY_RANK,
-    SQL_SHOWN_ID,
+    SQL_SWAPPED_ID,
     Evaluator,
     Hit,
     Rule,
@@ -52,7 +52,7 @@ from rules.facts import Identifier, load_facts
 from rules.kev import KevCatalogue
 from rules.tls import FIELDS as TLS_FIELDS
 from rules.tls import evidence as tls_evidence
-from scanner.db import Database
+from scanner.db import Database, Dialect
 from scanner.errors import PostureError
 from scanner.model import INT64, printable
 from scanner.store import Store, utc_now
@@ -465,12 +465,13 @@ def _finding_rules(conn: Database, evaluator: Evaluator, writer: _Writer, evalua
     (`FINDING_GROUPS`: a few dozen, however many findings); a rule is tested on those, in SQL where it
     tests only finding facts, and the findings of the combinations it matches are then read by those four
     values (`_findings_in`). A rule that reads asset facts is tested in Python on each finding."""
-    accepted, listed = _accepted(exceptions)
+    accepted, listed = _accepted(exceptions, conn.dialect)
     sla = f"CASE r.severity {' '.join('WHEN ? THEN ?' for _ in settings.sla_days)} ELSE 365 END"
     by_severity = [x for pair in settings.sla_days.items() for x in pair]
-    skip = json.dumps([r.id for r in evaluator.finding_rules])
+    skip = conn.dialect.list_param([r.id for r in evaluator.finding_rules])
     conn.execute("DROP TABLE IF EXISTS temp.finding_groups")
-    conn.execute(FINDING_GROUPS.format(sla=sla if by_severity else "365", accepted=accepted),
+    conn.execute(FINDING_GROUPS.format(sla=sla if by_severity else "365", accepted=accepted,
+                                       age_days=conn.dialect.age_days("g.opened_at"), in_list=conn.dialect.in_list),
                  [day.isoformat(), *by_severity, *listed, evaluation_id, skip])  # fmt: skip
     in_python = []
     raised = sql_functions(conn)
@@ -520,15 +521,15 @@ def _findings_in(conn: Database, evaluation_id: int, accepted: str, listed: list
             yield row[0], row[1], row[2:]
 
 
-def _accepted(exceptions: dict[str, dict[str, Any]]) -> tuple[str, list[str]]:
-    """Whether a finding (`f`) is accepted, in SQL, and its parameters. Without exceptions nothing is
-    accepted: 0, not two empty lists searched for every finding."""
+def _accepted(exceptions: dict[str, dict[str, Any]], dialect: Dialect) -> tuple[str, list[Any]]:
+    """Whether a finding (`f`) is accepted, in SQL (0 or 1), and its parameters. Without exceptions nothing
+    is accepted: 0, not two empty lists searched for every finding."""
     ids = [n for t in exceptions if (n := parse_id(t)) is not None]
     rules = [t for t in exceptions if not t.startswith("F-")]
     if not ids and not rules:
         return "0", []
-    return ("(f.id IN (SELECT value FROM json_each(?)) OR f.rule_id IN (SELECT value FROM json_each(?)))",
-            [json.dumps(ids), json.dumps(rules)])  # fmt: skip
+    return (dialect.truth(f"f.id {dialect.in_list} OR f.rule_id {dialect.in_list}"),
+            [dialect.list_param(ids), dialect.list_param(rules)])  # fmt: skip
 
 
 # Facts of this evaluation's open findings, as columns named like the `finding` subject's fields.
@@ -543,13 +544,13 @@ FINDING_GROUPS = """
            age_days > sla_days AS past_sla
     FROM (
         SELECT g.rule_id, g.status, g.opened_at, g.accepted, r.function, r.severity,
-               CAST(julianday(?) - julianday(substr(g.opened_at, 1, 10)) AS INTEGER) AS age_days,
+               {age_days} AS age_days,
                {sla} AS sla_days
         FROM (SELECT DISTINCT f.rule_id, f.status, f.opened_at, {accepted} AS accepted FROM findings f
               WHERE f.evaluation_id = ? AND f.status != 'fixed'
-              AND f.rule_id NOT IN (SELECT value FROM json_each(?))) g
+              AND NOT (f.rule_id {in_list})) g
         JOIN finding_rules r ON r.id = g.rule_id
-    )
+    ) AS grouped
 """
 FINDINGS_IN = """
     SELECT id, asset_id, rule_id, status, opened_at, accepted FROM (
@@ -656,8 +657,9 @@ def _by_prefix(store: Store, typed: str, number: int) -> int:
     digits = typed[2:].lower()
     if len(digits) < MIN_PREFIX:
         return number
+    shown = store.conn.dialect.shown_id(SQL_SWAPPED_ID)
     found = [r[0] for r in store.conn.execute(
-        f"SELECT id FROM findings WHERE status != 'fixed' AND {SQL_SHOWN_ID} LIKE ? || '%' ORDER BY id LIMIT 4",
+        f"SELECT id FROM findings WHERE status != 'fixed' AND {shown} LIKE ? || '%' ORDER BY id LIMIT 4",
         ["F-" + digits])]  # fmt: skip
     if len(found) > 1:
         shown = ", ".join(format_id(n) for n in found[:3])

@@ -30,7 +30,7 @@ ITEM_COLUMNS = ("kind", "product", "label", "vendor", "family", "cycles", "versi
                 "confidence", "method", "evidence", "lifecycle_state", "eol_date", "extended_until")  # fmt: skip
 INSERT_ITEM = (f"INSERT INTO identity_items ({', '.join(ITEM_COLUMNS)}, json) "
                f"VALUES ({', '.join('?' * (len(ITEM_COLUMNS) + 1))}) "
-               "ON CONFLICT({key}) DO UPDATE SET json = excluded.json RETURNING id")  # fmt: skip
+               "ON CONFLICT(json) DO UPDATE SET json = excluded.json RETURNING id")  # fmt: skip
 # PostgreSQL's text of the views (SQLite's is in the migrations as they were released): JSON through jsonb,
 # string_agg for group_concat, to_hex and lpad for printf; a view's row a truth value as 0/1, as in SQLite.
 _PG_JSON_ITEMS = "jsonb_array_elements(ia.items::jsonb) AS j(value)"
@@ -271,7 +271,6 @@ class Writer:
 
     def __init__(self, conn: Database) -> None:
         self.conn = conn
-        self._insert_item = INSERT_ITEM.replace("{key}", conn.dialect.json_key)
         self._ids: dict[int, tuple[dict[str, Any], int]] = {}  # id(item) -> (item: kept alive, row id)
         self._assets: list[tuple[int, str, str]] = []
         self._seen: list[int] = []
@@ -283,7 +282,7 @@ class Writer:
             return known[1]
         text = json.dumps({k: v for k, v in item.items() if k != DAILY}, sort_keys=True, default=str)
         values = [json.dumps(item.get(c)) if c == "cycles" else item.get(c) for c in ITEM_COLUMNS]
-        row = self.conn.execute(self._insert_item, [*values, text]).fetchone()
+        row = self.conn.execute(INSERT_ITEM, [*values, text]).fetchone()
         self._ids[id(item)] = (item, int(row[0]))
         return int(row[0])
 
