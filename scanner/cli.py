@@ -57,7 +57,7 @@ class PostureGroup(click.Group):
             try:
                 return super().invoke(ctx)
             except Exception as exc:  # PostgreSQL's refusal of a statement posture has not ported yet: one line
-                raise store_error(exc) from exc  # noqa
+                raise store_error(exc) from exc
         except BrokenPipeError:  # the reader left (`posture rules list | head -1`): not a failure
             _stdout_gone()
             ctx.exit(ctx.meta.get(EXIT_IF_UNREAD, 0))
