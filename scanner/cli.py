@@ -14,9 +14,12 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from scanner.db import Target
 
 from scanner import __version__
 from scanner.command import (
@@ -31,7 +34,6 @@ from scanner.command import (
 )
 from scanner.compat import UTC
 from scanner.config import load_config, register_table_source
-from scanner.db import Target, store_error
 from scanner.errors import NothingScanned, PostureError
 from scanner.model import md_escape, printable, write_csv
 from scanner.progress import ScanReporter
