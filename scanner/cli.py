@@ -59,6 +59,8 @@ class PostureGroup(click.Group):
             try:
                 return super().invoke(ctx)
             except Exception as exc:  # PostgreSQL's refusal of a statement posture has not ported yet: one line
+                from scanner.db import store_error
+
                 raise store_error(exc) from exc
         except BrokenPipeError:  # the reader left (`posture rules list | head -1`): not a failure
             _stdout_gone()
