@@ -61,7 +61,10 @@ class PostureGroup(click.Group):
             except Exception as exc:  # PostgreSQL's refusal of a statement posture has not ported yet: one line
                 from scanner.db import store_error
 
-                raise store_error(exc) from exc
+                mapped = store_error(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
         except BrokenPipeError:  # the reader left (`posture rules list | head -1`): not a failure
             _stdout_gone()
             ctx.exit(ctx.meta.get(EXIT_IF_UNREAD, 0))
