@@ -1043,6 +1043,41 @@ def prune(ctx: click.Context, keep: int | None, older_than: int | None, dry_run:
     click.echo(f"deleted {len(doomed)} scans" + (f": {' '.join(map(str, doomed))}" if doomed else ""))
 
 
+@cli.command()
+@click.option("--from", "source", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The SQLite inventory to copy.")
+@click.option("--to", "target", required=True, metavar="URL",
+              help="An empty PostgreSQL database: postgresql://USER@HOST:PORT/DB (the password in PGPASSFILE).")
+def migrate(source: Path, target: str) -> None:
+    """Copy an SQLite inventory into an empty PostgreSQL database, and prove the copy.
+
+    Every scan, observation, finding, exception and identity goes over in one transaction (a failure leaves
+    the database empty); then each table's row count and checksum are read back from both and printed side
+    by side. A database that already holds an inventory is refused.
+
+    \b
+    Examples:
+      posture migrate --from ~/.local/share/posture/inventory.db --to postgresql://posture@db.example/posture
+    """
+    from scanner.db import is_url
+    from scanner.migrate import migrate as copy_inventory
+
+    if not is_url(target):
+        raise PostureError(f"--to {printable(target, 80)} is not a postgresql:// URL",
+                           "give an empty PostgreSQL database, e.g. postgresql://posture@db.example/posture")
+    _load_plugins()  # later stages register the migrations of their own tables (rules: identities)
+    proofs = copy_inventory(source, target, lambda table: click.echo(f"copying {table}", err=True))
+    width = max(len(p.table) for p in proofs)
+    click.echo(f"{'table':<{width}}  {'rows':>9}  {'copied':>9}  {'checksum':<16}  {'copy checksum':<16}  same")
+    for p in proofs:
+        click.echo(f"{p.table:<{width}}  {p.source_rows:>9}  {p.target_rows:>9}  {p.source_sum:<16}  "
+                   f"{p.target_sum:<16}  {'yes' if p.same else 'NO'}")  # fmt: skip
+    different = [p.table for p in proofs if not p.same]
+    if different:
+        raise PostureError(f"the copy differs from {source} in {', '.join(different)}", "report this; keep the file")
+    click.echo(f"{len(proofs)} tables, {sum(p.target_rows for p in proofs)} rows: the copy matches {source}")
+
+
 # ---- jobs --------------------------------------------------------------------------------------------
 
 

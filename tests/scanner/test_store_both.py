@@ -132,3 +132,30 @@ def test_evaluate_and_findings_on_postgresql(pg_database: str) -> None:
     findings = run_posture("findings", "--format", "json", db=pg_database)
     assert findings.returncode == 0, findings.stderr
     assert {f["rule_id"] for f in json.loads(findings.stdout)} >= {"protect.eol-os"}
+
+
+def test_migrate_copies_an_inventory_and_proves_it(pg_database: str, tmp_path: Path) -> None:
+    """`posture migrate` copies an evaluated SQLite inventory (scans, findings, an exception, identities)
+    into an empty PostgreSQL database: every table's row count and checksum agree, the asset view and the
+    findings read the same from both, new ids follow the copied ones, and a second run is refused (exit 2, one
+    line) because the target now holds an inventory."""
+    lite = tmp_path / "inventory.db"
+    for name in REAL_SCANS:
+        assert run_posture("import", "nmap", str(DATA / name), db=lite).returncode == 0
+    assert run_posture("evaluate", db=lite).returncode == 0
+    assert run_posture("accept", "protect.eol-os", "--until", "2099-01-01", "--reason", "replacement ordered",
+                       db=lite).returncode == 0  # fmt: skip
+    moved = run_posture("migrate", "--from", str(lite), "--to", pg_database)
+    assert moved.returncode == 0, moved.stderr
+    rows = {line.split()[0]: line.split() for line in moved.stdout.splitlines()[1:-1]}
+    assert {"assets", "findings", "exceptions", "identity_items", "finding_events"} <= set(rows)
+    assert all(r[1] == r[2] and r[3] == r[4] and r[5] == "yes" for r in rows.values()), moved.stdout
+    assert rows["findings"][1] != "0" and rows["exceptions"][1] == "1"
+    assert assets_json(pg_database) == assets_json(lite)
+    findings = [json.loads(run_posture("findings", "--format", "json", db=db).stdout) for db in (lite, pg_database)]
+    assert findings[0] == findings[1] and findings[0]
+    after = run_posture("import", "nmap", str(DATA / "nmap793-3hosts.xml"), db=pg_database)
+    assert after.returncode == 0 and f"(scan {len(REAL_SCANS) + 1})" in after.stdout, after.stdout + after.stderr
+    again = run_posture("migrate", "--from", str(lite), "--to", pg_database)
+    assert again.returncode == 2 and "already holds an inventory" in again.stderr
+    assert again.stderr.count("\n") == 1
