@@ -219,6 +219,7 @@ def demo_command(ctx: click.Context, keep_running: bool) -> None:
     from rules.cli import summary_lines
     from rules.stage import evaluate_inventory
     from scanner.command import command_config, print_assets
+    from scanner.db import is_url
     from scanner.demo import demo_lab, scan_demo, snmp_port
     from scanner.paths import data_dir
     from scanner.progress import ScanReporter
@@ -226,6 +227,9 @@ def demo_command(ctx: click.Context, keep_running: bool) -> None:
     from scanner.views import asset_rows
 
     root = ctx.find_root()
+    if is_url(root.params.get("db")):
+        raise PostureError("the demo writes an SQLite file of its own, never a PostgreSQL inventory",
+                           "run it without --db (or with --db FILE)")  # fmt: skip
     db = Path(root.params.get("db") or data_dir() / "demo.db")
     config = command_config(ctx)
     click.echo("posture demo: starting the lab (real daemons and recorded devices on 127.0.1.x)...", err=True)

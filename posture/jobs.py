@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.compat import UTC
+from scanner.db import Target
 from scanner.errors import NothingScanned, PostureError
 from scanner.jobs import Job
 from scanner.runlog import say
@@ -34,7 +35,7 @@ class JobRun:
     lines: list[str] = field(default_factory=list)
 
 
-def run_job(job: Job, config: dict[str, Any], db: Path) -> JobRun:
+def run_job(job: Job, config: dict[str, Any], db: Target) -> JobRun:
     """Run `job` against the inventory at `db` (made on the first run). One run of a job at a time
     (`job_lock`); a missing hook program or report folder fails before anything is scanned. Its result is
     recorded for `posture schedule status`; a PostureError says why it failed (the caller records it)."""
@@ -83,7 +84,7 @@ def run_job(job: Job, config: dict[str, Any], db: Path) -> JobRun:
     return run
 
 
-def _scan(run: JobRun, config: dict[str, Any], db: Path) -> None:
+def _scan(run: JobRun, config: dict[str, Any], db: Target) -> None:
     """The job's nmap scan, then SNMP on the hosts it found up when its methods include snmp."""
     from scanner.progress import ScanReporter
     from scanner.scan import live_addresses, nmap_request, run_source, scope_of, snmp_request
@@ -115,7 +116,7 @@ def _scan(run: JobRun, config: dict[str, Any], db: Path) -> None:
         raise NothingScanned("no host answered", "check the targets, routing and firewalls")
 
 
-def _other_sources(run: JobRun, config: dict[str, Any], db: Path) -> None:
+def _other_sources(run: JobRun, config: dict[str, Any], db: Target) -> None:
     """The sources a job names with a table of their own (a directory), each bound by the job's scope."""
     from scanner.progress import ScanReporter
     from scanner.scan import run_source, scope_of
@@ -132,7 +133,7 @@ def _other_sources(run: JobRun, config: dict[str, Any], db: Path) -> None:
             f"{summary.new_assets} new assets (scan {summary.scan_id})")
 
 
-def _import_inbox(run: JobRun, inbox: Path, db: Path) -> dict[str, int]:
+def _import_inbox(run: JobRun, inbox: Path, db: Target) -> dict[str, int]:
     """Import the settled bundles of a job's inbox and file each away as imported or refused."""
     from scanner.bundles import DEFAULT_MAX_BYTES, import_files
     from scanner.jobs import Inbox
@@ -155,7 +156,7 @@ def _import_inbox(run: JobRun, inbox: Path, db: Path) -> dict[str, int]:
     return {"bundles_imported": len(outcome.imported), "bundles_refused": len(outcome.refused)}
 
 
-def _evaluate(run: JobRun, config: dict[str, Any], db: Path, day: date) -> None:
+def _evaluate(run: JobRun, config: dict[str, Any], db: Target, day: date) -> None:
     from rules.stage import evaluate_inventory
 
     with Store.open(db) as store:
@@ -166,7 +167,7 @@ def _evaluate(run: JobRun, config: dict[str, Any], db: Path, day: date) -> None:
                      f"{summary.rules} rules")  # fmt: skip
 
 
-def _change_summary(run: JobRun, db: Path, started: datetime, nothing: bool, bundles: dict[str, int],
+def _change_summary(run: JobRun, db: Target, started: datetime, nothing: bool, bundles: dict[str, int],
                     evaluation_before: int, report: str | None) -> dict[str, Any]:  # fmt: skip
     """What the on_change hook gets on stdin (`scanner.change`, README "The change hook")."""
     from scanner.change import change_summary

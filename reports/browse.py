@@ -56,8 +56,12 @@ def browse(ctx: click.Context, port: int) -> None:
       posture browse                      then open http://127.0.0.1:8001/
       posture --db demo.db browse --port 8002
     """
-    from scanner.command import open_store
+    from scanner.command import db_path, open_store
+    from scanner.db import is_url
 
+    if is_url(db_path(ctx)):
+        raise PostureError("posture browse reads an SQLite file (Datasette), not PostgreSQL",
+                           "query PostgreSQL's views (asset_status, open_findings, eol_by_year) with psql")  # fmt: skip
     if importlib.util.find_spec("datasette") is None:
         raise PostureError("Datasette is not installed", "pip install 'posture-scanner[browse]' (or datasette)")
     with open_store(ctx, readonly=True) as store:

@@ -137,7 +137,7 @@ def build_report(store: Store, day: date, settings: Settings, organisation: str 
         tls_services=_tls_services(open_findings),
         certificates_read=store.conn.execute(
             f"SELECT count(*) FROM services s JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = s.observation_id "
-            "WHERE s.state = 'open' AND instr(s.scripts, '\"ssl-cert\"')").fetchone()[0],
+            "WHERE s.state = 'open' AND s.scripts LIKE '%\"ssl-cert\"%'").fetchone()[0],
         rules=_by_rule(groups, rules_detail),
         **report_view(remediation_plan(assets, every, settings)),  # actions, investigate, plan_totals
         decommission=[{**c, "name": clean(c["name"], 80), "owner": clean(c["owner"], 80),
@@ -161,12 +161,13 @@ def _scope(store: Store) -> dict[str, Any]:
     each asset's latest, the window in which those sightings were made (when the hosts were seen, not when
     a file was imported), and the runs' targets. A report never claims more than it shows."""
     latest = ("SELECT scan_id, observed_at FROM (SELECT scan_id, observed_at, row_number() OVER (PARTITION BY "
-              "asset_id, source ORDER BY observed_at DESC, id DESC) AS n FROM observations) WHERE n = 1")  # fmt: skip
+              "asset_id, source ORDER BY observed_at DESC, id DESC) AS n FROM observations) AS newest "
+              "WHERE n = 1")  # fmt: skip
     seen = store.conn.execute(  # an asset register's rows are not sightings: they do not widen the window
         f"SELECT min(l.observed_at), max(l.observed_at) FROM ({latest}) l JOIN scans s ON s.id = l.scan_id "
         "WHERE s.kind != 'asset-register'").fetchone()  # fmt: skip
     rows = store.conn.execute(
-        f"SELECT kind, targets FROM scans WHERE id IN (SELECT scan_id FROM ({latest})) ORDER BY id").fetchall()
+        f"SELECT kind, targets FROM scans WHERE id IN (SELECT scan_id FROM ({latest}) AS l) ORDER BY id").fetchall()
     kinds: Counter[str] = Counter(str(r[0]) for r in rows)
     targets: list[str] = []
     for row in rows:

@@ -14,6 +14,7 @@ import click
 from rules.catalogue import ENDOFLIFE, LIFECYCLE, Catalogue, Cycle
 from scanner.config import ConfigError, register_table
 from scanner.errors import ExitCode, PostureError
+from scanner.migrate import register_stage
 
 
 @click.group()
@@ -213,6 +214,16 @@ def _check_settings(name: str, table: dict[str, Any]) -> None:
 
 
 register_table("rules", check_rules_table)
+
+
+def _identity_migrations() -> list[Any]:
+    """The rules stage's own tables (`posture migrate` makes them on PostgreSQL), loaded when asked for."""
+    from rules.identities import MIGRATIONS
+
+    return list(MIGRATIONS)
+
+
+register_stage("rules", _identity_migrations)
 register_table("lifecycle", check_lifecycle_table)
 register_table("tls", check_tls_table)
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import math
 import re
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +58,7 @@ from rules.catalogue import DEFAULT_POLICY, POLICIES
 from rules.facts import AssetFacts
 from rules.tls import FIELDS as TLS_FIELDS
 from scanner.compat import tomllib
+from scanner.db import Database
 from scanner.model import INT64, printable  # INT64: a rule's whole numbers must fit (finding rules run in SQL)
 
 PACKS_DIR = Path(__file__).parent / "packs"
@@ -671,8 +671,9 @@ def format_id(number: int) -> str:
     return f"F-{swap_halves(number):x}"
 
 
-# The same in SQL, for views and lookups that show or match ids as the CLI does.
-SQL_SHOWN_ID = "printf('F-%x', ((id & 4294967295) << 32) | (id >> 32))"
+# The number `format_id` shows, in SQL, for lookups that match ids as the CLI shows them: the store's
+# `Dialect.shown_id` of it is the F-... text (printf on SQLite, to_hex on PostgreSQL; the same digits).
+SQL_SWAPPED_ID = "((id & 4294967295) << 32) | (id >> 32)"
 
 
 SQL_ORDER = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
@@ -706,7 +707,7 @@ def _sql_condition(name: str, op: str, value: Any, params: list[Any]) -> str:
             f"ELSE posture_compare(?, {name}, ?) END)")  # fmt: skip
 
 
-def sql_functions(conn: sqlite3.Connection) -> list[Exception]:
+def sql_functions(conn: Database) -> list[Exception]:
     """Register what `finding_rule_sql`'s conditions call: the Python interpreter's own `search` and
     `_compare`. Returns a list that collects what posture_compare raised (SQLite reports only "user-defined
     function raised exception"), for the internal-error finding."""
@@ -719,17 +720,20 @@ def sql_functions(conn: sqlite3.Connection) -> list[Exception]:
             raised.append(exc)
             raise
 
-    conn.create_function("regexp", 2, search, deterministic=True)
-    conn.create_function("posture_compare", 3, compare, deterministic=True)
+    if conn.dialect.name == "sqlite":  # PostgreSQL never runs them: `finding_rule_sql` gives it None
+        conn.raw.create_function("regexp", 2, search, deterministic=True)
+        conn.raw.create_function("posture_compare", 3, compare, deterministic=True)
     return raised
 
 
-def finding_rule_sql(rule: Rule) -> tuple[str, list[Any]] | None:
+def finding_rule_sql(rule: Rule, dialect: str = "sqlite") -> tuple[str, list[Any]] | None:
     """A `finding` rule's condition as an SQL WHERE clause over the finding facts (same meaning as
     `Rule.matches`, with the functions of `sql_functions`), so it runs inside SQLite over millions of
-    findings; None when it needs asset facts. Column names come only from FINDING_FIELDS (checked when the
+    findings; None when it needs asset facts, or on another store than SQLite (`dialect`): PostgreSQL's
+    `~` is not Python's `re` (`\\b` is a backspace there) and its functions would need PL/Python, so the
+    Python interpreter tests such rules there. Column names come only from FINDING_FIELDS (checked when the
     pack was loaded); values are parameters."""
-    if reads_asset(rule):
+    if reads_asset(rule) or dialect != "sqlite":
         return None
     params: list[Any] = []
 

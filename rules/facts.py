@@ -436,7 +436,7 @@ LATEST_SOFTWARE_OBSERVATIONS = """
     SELECT id FROM (
         SELECT o.id, row_number() OVER (PARTITION BY o.asset_id, o.source ORDER BY o.observed_at DESC, o.id DESC) AS n
         FROM observations o WHERE EXISTS (SELECT 1 FROM software s WHERE s.observation_id = o.id)
-    ) WHERE n = 1
+    ) AS newest WHERE n = 1
 """
 
 
@@ -491,7 +491,8 @@ def _host_evidence(store: Store, assets: dict[int, dict[str, Any]], today: date)
     the directory knows it and it is stale or disabled, so it is no live end-of-life machine)."""
     for asset_id, source, evidence in store.conn.execute(
         "SELECT asset_id, source, evidence FROM (SELECT asset_id, source, evidence, row_number() OVER "
-        "(PARTITION BY asset_id, source ORDER BY observed_at DESC, id DESC) AS n FROM observations) WHERE n = 1"
+        "(PARTITION BY asset_id, source ORDER BY observed_at DESC, id DESC) AS n FROM observations) AS newest "
+        "WHERE n = 1"
     ):
         a = assets.get(asset_id)
         if a is None:
@@ -527,7 +528,7 @@ def _host_evidence(store: Store, assets: dict[int, dict[str, Any]], today: date)
 def _new_services(store: Store) -> set[tuple[int, int, str]]:
     """(asset, port, protocol) open in an asset's newest port scan and in none of its earlier ones."""
     conn = store.conn
-    latest = f"SELECT id, asset_id FROM ({LATEST_PORT_OBSERVATION.replace('WHERE n = 1', 'WHERE n <= 2')})"
+    latest = f"SELECT id, asset_id FROM ({LATEST_PORT_OBSERVATION.replace('WHERE n = 1', 'WHERE n <= 2')}) AS two"
     newest: dict[int, int] = {}
     seen_before: set[int] = set()
     for obs_id, asset_id in conn.execute(latest + " ORDER BY asset_id, id DESC"):
@@ -689,7 +690,7 @@ def _host_scripts(store: Store, assets: dict[int, dict[str, Any]], ident: Identi
     found = HostScripts(set(), {}, defaultdict(list))
     for asset_id, obs, evidence in store.conn.execute(
         f"SELECT o.asset_id, o.id, o.evidence FROM observations o JOIN ({LATEST_PORT_OBSERVATION}) l "
-        "ON l.id = o.id WHERE instr(o.evidence, '\"scripts\"')"
+        "ON l.id = o.id WHERE o.evidence LIKE '%\"scripts\"%'"
     ):
         try:
             scripts = json.loads(evidence).get("scripts")

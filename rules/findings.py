@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,7 +39,7 @@ from rules.engine import (
     HALF,
     INTERNAL_ERROR,
     SEVERITY_RANK,
-    SQL_SHOWN_ID,
+    SQL_SWAPPED_ID,
     Evaluator,
     Hit,
     Rule,
@@ -56,6 +55,7 @@ from rules.facts import Identifier, load_facts
 from rules.kev import KevCatalogue
 from rules.tls import FIELDS as TLS_FIELDS
 from rules.tls import evidence as tls_evidence
+from scanner.db import Database, Dialect
 from scanner.errors import PostureError
 from scanner.model import INT64, printable
 from scanner.store import Store, utc_now
@@ -117,7 +117,7 @@ OS_SUMMARY = ("product", "cycle", "lifecycle_state", "label")  # what an asset f
 class _Details:
     """Each finding's details as a row of `finding_details`, written once per distinct JSON text."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Database) -> None:
         self.conn = conn
         # (id(shared subject), protocols first) -> (subject, row id)
         self._by_subject: dict[tuple[int, bool], tuple[dict[str, Any], int]] = {}
@@ -238,7 +238,8 @@ UPSERT = """
         opened_at = CASE WHEN findings.status = 'fixed' AND findings.evaluation_id != excluded.evaluation_id
                          THEN excluded.opened_at ELSE findings.opened_at END,
         times_reopened = findings.times_reopened
-                         + (findings.status = 'fixed' AND findings.evaluation_id != excluded.evaluation_id),
+                         + CASE WHEN findings.status = 'fixed' AND findings.evaluation_id != excluded.evaluation_id
+                                THEN 1 ELSE 0 END,
         fixed_at = NULL, last_seen = excluded.last_seen, evaluation_id = excluded.evaluation_id,
         details_id = excluded.details_id
 """
@@ -270,7 +271,7 @@ class _Writer:
     `_Found`s once; per asset only the number (a digest over the asset's id) and one row of five values are
     made for each (`write`): 1.5 million findings of 100,000 assets are 1.5 million such steps, no objects."""
 
-    def __init__(self, conn: sqlite3.Connection, evaluation_id: int, day: str,
+    def __init__(self, conn: Database, evaluation_id: int, day: str,
                  exceptions: dict[str, dict[str, Any]], functions: dict[str, str]) -> None:  # fmt: skip
         self.conn = conn
         self.functions = functions  # rule id -> protect | detect | respond, for the score (rules/score.py)
@@ -415,13 +416,13 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
             writer = _Writer(conn, evaluation_id, day_text, exceptions, {r.id: r.function for r in rules})
             # Open findings as the previous evaluation left them: those of the asset rules, then those that
             # the finding rules and failed rules make after the assets (`later`), each fixed when not found.
-            later_rules = json.dumps([INTERNAL_ERROR, *(r.id for r in evaluator.finding_rules)])
+            later_rules = conn.dialect.list_param([INTERNAL_ERROR, *(r.id for r in evaluator.finding_rules)])
             last_day = conn.execute("SELECT day FROM evaluations WHERE finished_at IS NOT NULL AND id < ? "
                                     "ORDER BY id DESC LIMIT 1", [evaluation_id]).fetchone()  # fmt: skip
             fix = _Fixer(conn, evaluation_id, day_text, last_day[0] if last_day else day_text)
             writer.before = _OpenBefore(conn, later_rules, fix)
             later: dict[int, int] = dict(conn.execute(
-                f"SELECT id, details_id FROM findings WHERE status != 'fixed' AND rule_id IN ({IN_JSON})",
+                f"SELECT id, details_id FROM findings WHERE status != 'fixed' AND rule_id {conn.dialect.in_list}",
                 [later_rules]))  # fmt: skip
             identified = identities.Writer(conn)
             known: set[int] = set()  # assets whose OS release and support status are known (rules/score.py)
@@ -462,7 +463,8 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                 [evaluation_id],
             )
             counted = conn.execute(  # sums, not GROUP BY status: that sorted every open finding first
-                "SELECT count(*), sum(status = 'new'), sum(status = 'reopened') FROM findings WHERE status != 'fixed'"
+                "SELECT count(*), sum(CASE WHEN status = 'new' THEN 1 ELSE 0 END), "
+                "sum(CASE WHEN status = 'reopened' THEN 1 ELSE 0 END) FROM findings WHERE status != 'fixed'"
             ).fetchone()
             summary.open, summary.new, summary.reopened = (int(n or 0) for n in counted)
             summary.accepted, summary.by_severity = writer.accepted, dict(writer.severities)
@@ -475,12 +477,9 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                 "UPDATE evaluations SET finished_at = ?, assets = ?, summary = ? WHERE id = ?",
                 [utc_now(), summary.assets, json.dumps(record), evaluation_id],
             )
-    except sqlite3.Error as exc:
+    except store.conn.Error as exc:
         raise PostureError(f"could not record the evaluation: {exc}", "nothing changed; check the database") from exc
     return summary
-
-
-IN_JSON = "SELECT value FROM json_each(?)"  # the values of a JSON list, for IN
 
 
 class _OpenBefore:
@@ -490,7 +489,7 @@ class _OpenBefore:
 
     SPAN = 1_000  # asset ids per window
 
-    def __init__(self, conn: sqlite3.Connection, later_rules: str, fix: _Fixer) -> None:
+    def __init__(self, conn: Database, later_rules: Any, fix: _Fixer) -> None:
         self.conn, self.later_rules, self.fix = conn, later_rules, fix
         self.upto = 0  # findings below this id have been read
         self.rows: dict[int, int] = {}  # the window's open findings not found again: id -> details row
@@ -501,7 +500,7 @@ class _OpenBefore:
         self.fixed += self.fix(self.rows)
         rows = dict(self.conn.execute(
             "SELECT id, details_id FROM findings WHERE status != 'fixed' AND id >= ? AND id < ? "
-            f"AND rule_id NOT IN ({IN_JSON})", [self.upto, end, self.later_rules]))  # fmt: skip
+            f"AND NOT (rule_id {self.conn.dialect.in_list})", [self.upto, end, self.later_rules]))  # fmt: skip
         self.upto = end
         return rows
 
@@ -522,7 +521,7 @@ class _Fixer:
     """Marks fixed the open findings an evaluation did not find again. Each was last seen on the previous
     evaluation's day: every open finding was found by it (one evaluation judges the whole inventory)."""
 
-    def __init__(self, conn: sqlite3.Connection, evaluation_id: int, day: str, last_day: str) -> None:
+    def __init__(self, conn: Database, evaluation_id: int, day: str, last_day: str) -> None:
         self.conn, self.row = conn, (day, last_day, evaluation_id)
 
     def __call__(self, left: dict[int, int]) -> int:
@@ -531,7 +530,7 @@ class _Fixer:
         return len(left)
 
 
-def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writer, day: date,
+def _finding_rules(conn: Database, evaluator: Evaluator, writer: _Writer, day: date,
                    settings: Settings, exceptions: dict[str, dict[str, Any]],
                    assets: dict[int, dict[str, Any]]) -> None:  # fmt: skip
     """Rules about findings. A finding's facts (FINDING_FIELDS) follow from its rule, status, the day it was
@@ -539,26 +538,27 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
     (`FINDING_GROUPS`: a few dozen, however many findings); a rule is tested on those, in SQL where it
     tests only finding facts, and the findings of the combinations it matches are then read by those four
     values (`_findings_in`). A rule that reads asset facts is tested in Python on each finding."""
-    accepted, listed = _accepted(exceptions)
+    accepted, listed = _accepted(exceptions, conn.dialect)
     sla = f"CASE r.severity {' '.join('WHEN ? THEN ?' for _ in settings.sla_days)} ELSE 365 END"
     by_severity = [x for pair in settings.sla_days.items() for x in pair]
-    skip = json.dumps([r.id for r in evaluator.finding_rules])
-    conn.execute("DROP TABLE IF EXISTS temp.finding_groups")
-    conn.execute(FINDING_GROUPS.format(sla=sla if by_severity else "365", accepted=accepted),
+    skip = conn.dialect.list_param([r.id for r in evaluator.finding_rules])
+    conn.execute("DROP TABLE IF EXISTS finding_groups")
+    conn.execute(FINDING_GROUPS.format(sla=sla if by_severity else "365", accepted=accepted,
+                                       age_days=conn.dialect.age_days("g.opened_at"), in_list=conn.dialect.in_list),
                  [day.isoformat(), *by_severity, *listed, skip])  # fmt: skip
     in_python = []
     raised = sql_functions(conn)
     for rule in evaluator.finding_rules:
-        compiled = finding_rule_sql(rule)
+        compiled = finding_rule_sql(rule, conn.dialect.name)
         if compiled is None:
             in_python.append(rule)
             continue
         raised.clear()
         try:  # what writer.found would make of each finding as a Hit, without making one for each
             where, params = compiled
-            sql = f"SELECT {GROUP_KEY}, severity, sla_days FROM temp.finding_groups WHERE {where}"
+            sql = f"SELECT {GROUP_KEY}, severity, sla_days FROM finding_groups WHERE {where}"
             groups = {g[:4]: g for g in conn.execute(sql, params)}
-            for finding_id, asset_id, key in _findings_in(conn, accepted, listed, list(groups)):
+            for finding_id, asset_id, key in _findings_in(conn, accepted, listed, where, params):
                 _, _, _, _, severity, sla_days = groups[key]
                 details = writer.details.finding(severity, key[0], sla_days)
                 writer.add(rule.id, rule.severity, asset_id, f"finding:{format_id(finding_id)}", details)
@@ -568,25 +568,24 @@ def _finding_rules(conn: sqlite3.Connection, evaluator: Evaluator, writer: _Writ
     if in_python:
         columns = [c for c in FINDING_FACT_KEYS if c not in ("id", "asset_id")]
         facts = {g[:4]: dict(zip(columns, g[4:], strict=True)) for g in conn.execute(
-            f"SELECT {GROUP_KEY}, {', '.join(columns)} FROM temp.finding_groups")}  # fmt: skip
-        every = _findings_in(conn, accepted, listed, list(facts))
+            f"SELECT {GROUP_KEY}, {', '.join(columns)} FROM finding_groups")}  # fmt: skip
+        every = _findings_in(conn, accepted, listed)
         findings = ({"id": finding_id, **facts[key], "asset_id": asset_id} for finding_id, asset_id, key in every)
         evaluator.finding_rules = in_python
         for hit in evaluator.assess_findings(findings, assets):
             writer.write(hit.subject["asset_id"], (writer.found(hit),))
-    conn.execute("DROP TABLE temp.finding_groups")
+    conn.execute("DROP TABLE finding_groups")
 
 
-def _findings_in(conn: sqlite3.Connection, accepted: str, listed: list[str],
-                 groups: list[tuple[Any, ...]]) -> Iterator[tuple[int, int | None, tuple[Any, ...]]]:  # fmt: skip
-    """(id, asset, group) of the open findings whose GROUP_KEY is among `groups`, in id order,
-    read in pages so memory stays flat (findings written meanwhile belong to the finding rules, whose groups
-    are not among them)."""
-    wanted = json.dumps([list(g) for g in groups])
+def _findings_in(conn: Database, accepted: str, listed: list[str], where: str = "1 = 1",
+                 params: Sequence[Any] = ()) -> Iterator[tuple[int, int | None, tuple[Any, ...]]]:  # fmt: skip
+    """(id, asset, group) of the open findings whose group (GROUP_KEY) is one of `finding_groups` matching
+    `where`, in id order, read in pages so memory stays flat (findings written meanwhile belong to the
+    finding rules, whose groups are not among them)."""
+    sql = FINDINGS_IN.format(accepted=accepted, key=GROUP_KEY, where=where)
     last = -1
     while True:
-        page = conn.execute(FINDINGS_IN.format(accepted=accepted),
-                            [*listed, last, wanted, BATCH]).fetchall()  # fmt: skip
+        page = conn.execute(sql, [*listed, last, *params, BATCH]).fetchall()
         if not page:
             return
         last = page[-1][0]
@@ -594,15 +593,15 @@ def _findings_in(conn: sqlite3.Connection, accepted: str, listed: list[str],
             yield row[0], row[1], row[2:]
 
 
-def _accepted(exceptions: dict[str, dict[str, Any]]) -> tuple[str, list[str]]:
-    """Whether a finding (`f`) is accepted, in SQL, and its parameters. Without exceptions nothing is
-    accepted: 0, not two empty lists searched for every finding."""
+def _accepted(exceptions: dict[str, dict[str, Any]], dialect: Dialect) -> tuple[str, list[Any]]:
+    """Whether a finding (`f`) is accepted, in SQL (0 or 1), and its parameters. Without exceptions nothing
+    is accepted: 0, not two empty lists searched for every finding."""
     ids = [n for t in exceptions if (n := parse_id(t)) is not None]
     rules = [t for t in exceptions if not t.startswith("F-")]
     if not ids and not rules:
         return "0", []
-    return ("(f.id IN (SELECT value FROM json_each(?)) OR f.rule_id IN (SELECT value FROM json_each(?)))",
-            [json.dumps(ids), json.dumps(rules)])  # fmt: skip
+    return (dialect.truth(f"f.id {dialect.in_list} OR f.rule_id {dialect.in_list}"),
+            [dialect.list_param(ids), dialect.list_param(rules)])  # fmt: skip
 
 
 # Facts of the open findings (all this evaluation's, once the others are fixed), as columns named like the
@@ -618,27 +617,25 @@ FINDING_GROUPS = """
            age_days > sla_days AS past_sla
     FROM (
         SELECT g.rule_id, g.status, g.opened_at, g.accepted, r.function, r.severity,
-               CAST(julianday(?) - julianday(substr(g.opened_at, 1, 10)) AS INTEGER) AS age_days,
+               {age_days} AS age_days,
                {sla} AS sla_days
         FROM (SELECT DISTINCT f.rule_id, f.status, f.opened_at, {accepted} AS accepted FROM findings f
               WHERE f.status != 'fixed'
-              AND f.rule_id NOT IN (SELECT value FROM json_each(?))) g
+              AND NOT (f.rule_id {in_list})) g
         JOIN finding_rules r ON r.id = g.rule_id
-    )
+    ) AS grouped
 """
 FINDINGS_IN = """
     SELECT id, asset_id, rule_id, status, opened_at, accepted FROM (
         SELECT f.id, f.asset_id, f.rule_id, f.status, f.opened_at, {accepted} AS accepted FROM findings f
         WHERE f.status != 'fixed' AND f.id > ?
-    )
-    WHERE (rule_id, status, opened_at, accepted) IN (
-        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-               json_extract(value, '$[3]') FROM json_each(?))
+    ) AS o
+    WHERE (rule_id, status, opened_at, accepted) IN (SELECT {key} FROM finding_groups WHERE {where})
     ORDER BY id LIMIT ?
 """
 
 
-def _record_rules(conn: sqlite3.Connection, rules: list[Rule]) -> None:
+def _record_rules(conn: Database, rules: list[Rule]) -> None:
     internal = ("Rule failed to evaluate", "detect", "medium", "posture", "{}")
     rows = [(r.id, r.title, r.function, r.severity, r.pack,
              json.dumps({"rationale": r.rationale, "remediation": r.remediation, "decommission": r.decommission,
@@ -744,8 +741,9 @@ def _by_prefix(store: Store, typed: str, number: int) -> int:
     digits = typed[2:].lower()
     if len(digits) < MIN_PREFIX:
         return number
+    shown = store.conn.dialect.shown_id(SQL_SWAPPED_ID)
     found = [r[0] for r in store.conn.execute(
-        f"SELECT id FROM findings WHERE status != 'fixed' AND {SQL_SHOWN_ID} LIKE ? || '%' ORDER BY id LIMIT 4",
+        f"SELECT id FROM findings WHERE status != 'fixed' AND {shown} LIKE ? || '%' ORDER BY id LIMIT 4",
         ["F-" + digits])]  # fmt: skip
     if len(found) > 1:
         shown = ", ".join(format_id(n) for n in found[:3])
@@ -804,7 +802,7 @@ def accept(store: Store, target: str, until: date, reason: str, esu: bool, rule_
 EOL_RULES = ("protect.eol-os", "protect.eol-software")
 
 
-def _evaluation_for(conn: sqlite3.Connection, scan_id: int, before: int | None) -> tuple[int, str] | None:
+def _evaluation_for(conn: Database, scan_id: int, before: int | None) -> tuple[int, str] | None:
     """The newest evaluation that judged the inventory with `scan_id` in it and nothing from `before` on."""
     row = conn.execute(
         "SELECT id, day FROM evaluations WHERE finished_at IS NOT NULL AND scan_id >= ? AND scan_id < ? "
@@ -856,11 +854,11 @@ def finding_changes(store: Store, older: int | Sequence[int], newer: int | Seque
     seen_before = set(store.assets_seen_in(*olders)) if olders and before[0] else set()
     first: dict[int, str] = {}
     last: dict[int, str] = {}
-    on_assets = "AND f.asset_id IN (SELECT value FROM json_each(?)) " if assets is not None else ""
+    on_assets = f"AND f.asset_id {conn.dialect.in_list} " if assets is not None else ""
     for finding_id, event in conn.execute(
         "SELECT e.finding_id, e.event FROM finding_events e JOIN findings f ON f.id = e.finding_id "
         f"WHERE e.evaluation_id > ? AND e.evaluation_id <= ? {on_assets}ORDER BY e.evaluation_id",
-        [before[0], after[0], *([json.dumps(assets)] if assets is not None else [])],
+        [before[0], after[0], *([conn.dialect.list_param(assets)] if assets is not None else [])],
     ):
         first.setdefault(finding_id, event)
         last[finding_id] = event
@@ -871,9 +869,9 @@ def finding_changes(store: Store, older: int | Sequence[int], newer: int | Seque
     for fid, rule_id, severity, asset_id, subject, name, details in conn.execute(
         "SELECT f.id, f.rule_id, r.severity, f.asset_id, f.subject, a.name, d.json FROM findings f "
         "JOIN finding_rules r ON r.id = f.rule_id JOIN finding_details d ON d.id = f.details_id "
-        "LEFT JOIN assets a ON a.id = f.asset_id WHERE f.id IN (SELECT value FROM json_each(?)) "
-        "ORDER BY f.asset_id, f.rule_id",
-        [json.dumps(list(last))],
+        f"LEFT JOIN assets a ON a.id = f.asset_id WHERE f.id {conn.dialect.in_list} "
+        "ORDER BY f.asset_id NULLS FIRST, f.rule_id",
+        [conn.dialect.list_param(last)],
     ):
         detail = json.loads(details)
         entry = {"id": format_id(fid), "rule_id": rule_id, "severity": severity, "asset_id": asset_id,

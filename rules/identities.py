@@ -17,12 +17,12 @@ them apart from the inventory's own schema.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from scanner.db import Database
 from scanner.store import Store, run_script
 
 ROLES = ("os", "candidate", "software", "hardware")
@@ -31,9 +31,58 @@ ITEM_COLUMNS = ("kind", "product", "label", "vendor", "family", "cycles", "versi
 INSERT_ITEM = (f"INSERT INTO identity_items ({', '.join(ITEM_COLUMNS)}, json) "
                f"VALUES ({', '.join('?' * (len(ITEM_COLUMNS) + 1))}) "
                "ON CONFLICT(json) DO UPDATE SET json = excluded.json RETURNING id")  # fmt: skip
+# PostgreSQL's text of the views (SQLite's is in the migrations as they were released): JSON through jsonb,
+# string_agg for group_concat, to_hex and lpad for printf; a view's row a truth value as 0/1, as in SQLite.
+_PG_JSON_ITEMS = "jsonb_array_elements(ia.items::jsonb) AS j(value)"
+_PG_IDENTITIES = """
+        CREATE VIEW identities AS               -- one row per asset and item: role os, candidate, software, hardware
+            SELECT {evaluation} AS evaluation_id, a.asset_id, j.value ->> 0 AS role,
+                   CAST(j.value ->> 1 AS bigint) AS item_id, CAST(j.value ->> 2 AS bigint) AS observation_id
+            FROM identified_assets a CROSS JOIN LATERAL jsonb_array_elements(a.items::jsonb) AS j(value);
+"""
+_PG_SHOWN_ID = "'F-' || to_hex(((f.id & 4294967295) << 32) | (f.id >> 32))"
+_PG_VIEWS_V3 = f"""
+        CREATE VIEW asset_status AS             -- one row per asset: what it runs and whether it is supported
+            SELECT a.id AS asset_id, a.name,
+                   (SELECT string_agg(i.value, ', ') FROM asset_identifiers i
+                    WHERE i.asset_id = a.id AND i.kind IN ('ipv4', 'ipv6')) AS addresses,
+                   coalesce(ia.category, 'unknown') AS category,
+                   os.label AS os, coalesce(os.lifecycle_state, 'unknown') AS lifecycle_state,
+                   os.eol_date, os.extended_until,
+                   (SELECT string_agg(h.label, '; ') FROM {_PG_JSON_ITEMS}
+                    JOIN identity_items h ON h.id = CAST(j.value ->> 1 AS bigint)
+                    WHERE j.value ->> 0 = 'hardware') AS hardware,
+                   a.owner, a.site, a.business_service, a.criticality, a.last_seen
+            FROM assets a
+            LEFT JOIN identified_assets ia ON ia.asset_id = a.id
+            LEFT JOIN identity_items os ON os.id = (
+                SELECT CAST(j.value ->> 1 AS bigint) FROM {_PG_JSON_ITEMS}
+                WHERE j.value ->> 0 = 'os' LIMIT 1);
+        CREATE VIEW open_findings AS            -- findings not fixed, with the id `posture findings` shows
+            SELECT {_PG_SHOWN_ID} AS finding, f.rule_id AS rule,
+                   r.title, r.severity, r.function,
+                   f.asset_id, a.name AS asset, d.json::jsonb ->> 'label' AS product,
+                   d.json::jsonb ->> 'lifecycle_state' AS lifecycle_state, f.status, f.opened_at,
+                   CAST(EXISTS (SELECT 1 FROM exceptions e WHERE e.until >= CAST(current_date AS text)
+                           AND (upper(e.target) = upper({_PG_SHOWN_ID})
+                                OR e.target = f.rule_id)) AS integer) AS accepted
+            FROM findings f
+            JOIN finding_rules r ON r.id = f.rule_id
+            JOIN finding_details d ON d.id = f.details_id
+            LEFT JOIN assets a ON a.id = f.asset_id
+            WHERE f.status != 'fixed';
+        CREATE VIEW eol_by_year AS              -- assets whose OS support ends, by UK financial year (April-March)
+            SELECT year_from || '/' || lpad(CAST((year_from + 1) % 100 AS text), 2, '0') AS financial_year,
+                   year_from, category, count(*) AS assets
+            FROM (SELECT CASE WHEN CAST(substr(eol_date, 6, 2) AS INTEGER) >= 4
+                              THEN CAST(substr(eol_date, 1, 4) AS INTEGER)
+                              ELSE CAST(substr(eol_date, 1, 4) AS INTEGER) - 1 END AS year_from, category
+                  FROM asset_status WHERE eol_date IS NOT NULL AND lifecycle_state != 'unknown') AS y
+            GROUP BY year_from, category;
+"""
 
 
-def _schema_v1(conn: sqlite3.Connection) -> None:
+def _schema_v1(conn: Database) -> None:
     run_script(
         conn,
         """
@@ -62,17 +111,28 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
             category TEXT NOT NULL,           -- the report's group: servers, network, end-user, ot-iot, unknown
             items TEXT NOT NULL DEFAULT '[]'  -- JSON: [role, identity_items id, observation id or null], in order
         );
+        """
+        + (
+            _PG_IDENTITIES.format(evaluation="a.evaluation_id")
+            if conn.dialect.name == "postgresql"
+            else """
         CREATE VIEW identities AS               -- one row per asset and item: role os, candidate, software, hardware
             SELECT a.evaluation_id, a.asset_id, json_extract(j.value, '$[0]') AS role,
                    json_extract(j.value, '$[1]') AS item_id, json_extract(j.value, '$[2]') AS observation_id
             FROM identified_assets a, json_each(a.items) j;
-        """,
+        """
+        ),
     )
 
 
-def _schema_v2(conn: sqlite3.Connection) -> None:
+def _schema_v2(conn: Database) -> None:
     """An asset's row is kept while its identity does not change, so a daily evaluation of an unchanged estate
     rewrites nothing: the evaluation is the last finished one, not a column every row repeats."""
+    if conn.dialect.name == "postgresql":
+        newest = "(SELECT max(id) FROM evaluations WHERE finished_at IS NOT NULL)"
+        run_script(conn, "DROP VIEW identities;\nALTER TABLE identified_assets DROP COLUMN evaluation_id;\n"
+                   + _PG_IDENTITIES.format(evaluation=newest))  # fmt: skip
+        return
     run_script(
         conn,
         """
@@ -87,10 +147,13 @@ def _schema_v2(conn: sqlite3.Connection) -> None:
     )
 
 
-def _schema_v3(conn: sqlite3.Connection) -> None:
+def _schema_v3(conn: Database) -> None:
     """Views a person can query in Datasette or the sqlite3 shell without knowing posture's JSON: each asset
     with its operating system and support status, the open findings with the id the CLI shows, and the
     end-of-life cliff by UK financial year. States and dates are as of the last evaluation's day."""
+    if conn.dialect.name == "postgresql":
+        run_script(conn, _PG_VIEWS_V3)
+        return
     run_script(
         conn,
         """
@@ -136,7 +199,7 @@ def _schema_v3(conn: sqlite3.Connection) -> None:
     )
 
 
-def _schema_v4(conn: sqlite3.Connection) -> None:
+def _schema_v4(conn: Database) -> None:
     """Finding ids people can type (rules/findings.py `finding_number`): every stored finding renumbered,
     with what points at it (finding_events, the exceptions accepted by id, the subjects of findings about
     findings: `respond.past-sla`'s "finding:F-..."), so history and acceptances carry over unchanged."""
@@ -172,7 +235,8 @@ def _schema_v4(conn: sqlite3.Connection) -> None:
         renamed = f"finding:{format_id(new_of[target])}" if target in new_of else subject
         new_of[old] = number(rule_id, asset_id, renamed)
         moved.append((old, new_of[old], renamed))
-    conn.execute("CREATE TEMP TABLE finding_renumber (old INTEGER PRIMARY KEY, new INTEGER NOT NULL, subject TEXT)")
+    run_script(conn, "CREATE TEMP TABLE finding_renumber (old INTEGER PRIMARY KEY, new INTEGER NOT NULL, "
+               "subject TEXT);")  # fmt: skip
     conn.executemany("INSERT INTO finding_renumber VALUES (?, ?, ?)", moved)
     # Through negative ids: a new number may equal another row's old one until that row has moved too.
     conn.execute("UPDATE findings SET id = -id")
@@ -181,10 +245,10 @@ def _schema_v4(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE finding_events SET finding_id = -finding_id")
     conn.execute("UPDATE finding_events SET finding_id = coalesce((SELECT new FROM finding_renumber "
                  "WHERE old = -finding_events.finding_id), -finding_id)")  # fmt: skip
-    for rowid, target in conn.execute("SELECT rowid, target FROM exceptions").fetchall():
+    for exception_id, target in conn.execute("SELECT id, target FROM exceptions").fetchall():
         was = old_id(target)
         if was is not None and was in new_of:
-            conn.execute("UPDATE exceptions SET target = ? WHERE rowid = ?", [format_id(new_of[was]), rowid])
+            conn.execute("UPDATE exceptions SET target = ? WHERE id = ?", [format_id(new_of[was]), exception_id])
     conn.execute("DROP TABLE finding_renumber")
 
 
@@ -205,7 +269,7 @@ class Writer:
 
     BATCH = 5000
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Database) -> None:
         self.conn = conn
         self._ids: dict[int, tuple[dict[str, Any], int]] = {}  # id(item) -> (item: kept alive, row id)
         self._assets: list[tuple[int, str, str]] = []
@@ -242,7 +306,7 @@ class Writer:
         self.conn.executemany(
             "INSERT INTO identified_assets (asset_id, category, items) VALUES (?, ?, ?) ON CONFLICT(asset_id) "
             "DO UPDATE SET category = excluded.category, items = excluded.items "
-            "WHERE category != excluded.category OR items != excluded.items",
+            "WHERE identified_assets.category != excluded.category OR identified_assets.items != excluded.items",
             self._assets,
         )
         self._assets.clear()
@@ -250,11 +314,11 @@ class Writer:
     def finish(self) -> None:
         """The last batch; then the rows of assets this evaluation did not see, and items no asset points at."""
         self.flush()
-        seen = json.dumps(self._seen)
-        self.conn.execute("DELETE FROM identified_assets WHERE asset_id NOT IN (SELECT value FROM json_each(?))",
-                          [seen])  # fmt: skip
-        used = json.dumps(sorted(row for _, row in self._ids.values()))
-        self.conn.execute("DELETE FROM identity_items WHERE id NOT IN (SELECT value FROM json_each(?))", [used])
+        dialect = self.conn.dialect
+        self.conn.execute(f"DELETE FROM identified_assets WHERE NOT (asset_id {dialect.in_list})",
+                          [dialect.list_param(self._seen)])  # fmt: skip
+        used = dialect.list_param(sorted(row for _, row in self._ids.values()))
+        self.conn.execute(f"DELETE FROM identity_items WHERE NOT (id {dialect.in_list})", [used])
 
 
 def _evaluation_day(store: Store) -> date | None:

@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import socket
-import sqlite3
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.compat import UTC
+from scanner.db import Database
 from scanner.errors import PostureError
 from scanner.hostagent import MAC_RE, MAX_PACKAGES, MAX_SOCKETS, PAYLOAD_FORMAT
 from scanner.model import bound
@@ -604,7 +604,7 @@ class Imported:
     key_name: str
 
 
-def check_not_replayed(conn: sqlite3.Connection, bundle: VerifiedBundle) -> None:
+def check_not_replayed(conn: Database, bundle: VerifiedBundle) -> None:
     """Refuse a bundle imported before (same id or same signed payload), or older than the newest one
     already imported from the same agent and machine (an old bundle sent again to roll the record back)."""
     row = conn.execute(

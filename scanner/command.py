@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from scanner.config import load_config
+from scanner.db import Target, is_url
 from scanner.errors import PostureError
 from scanner.model import INT64, printable
 from scanner.paths import default_db_path
@@ -45,9 +46,25 @@ def exit_if_unread(ctx: click.Context, code: int) -> None:
     ctx.meta[EXIT_IF_UNREAD] = code
 
 
-def db_path(ctx: click.Context) -> Path:
-    """The inventory's path: --db, else POSTURE_DB, else the XDG (or --system) default."""
-    return Path(ctx.find_root().params.get("db") or default_db_path())
+class DbTarget(click.ParamType[Target, Any]):
+    """--db: a file (a Path), or a postgresql:// URL kept as it was typed (a Path would fold its `//`)."""
+
+    name = "path or postgresql:// URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Target:
+        if isinstance(value, Path) or is_url(value):
+            return value  # type: ignore[no-any-return]
+        return Path(value)
+
+
+def db_path(ctx: click.Context) -> Target:
+    """The inventory: --db, else POSTURE_DB, else the config's [store] url, else the XDG (or --system) default
+    file."""
+    given = ctx.find_root().params.get("db")
+    if given:
+        return given  # type: ignore[no-any-return]
+    url = command_config(ctx).get("store", {}).get("url")
+    return str(url) if url else default_db_path()
 
 
 def open_store(ctx: click.Context, readonly: bool = False, create: bool = False) -> Any:
@@ -61,6 +78,9 @@ def open_store(ctx: click.Context, readonly: bool = False, create: bool = False)
     from scanner.store import Store
 
     path = db_path(ctx)
+    if is_url(path):
+        return Store.open(path, readonly=readonly, create=create)
+    path = Path(path)
     if not create and not path.exists():
         demo = data_dir() / "demo.db"
         if ctx.find_root().params.get("db"):  # --db or POSTURE_DB

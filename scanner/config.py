@@ -84,6 +84,7 @@ def check_config(data: dict[str, Any], text: str, where: str) -> None:
             raise PostureError(f"{where}:{line}: {shown} holds a control character", "fix the config file")
     own: dict[str, TableCheck | None] = {
         "scan": _check_scan, "log": _check_log, "files": _check_files, "directory": _check_directory, "jobs": None,
+        "store": _check_store,
     }
     if any(name not in own and name not in _TABLES for name in data):
         for load in _TABLE_SOURCES:
@@ -174,6 +175,17 @@ def _check_log(table: dict[str, Any]) -> None:
     if set(table) - {"file"} or not isinstance(table.get("file", ""), str):
         raise ConfigError('[log] takes one key, file (a path), e.g. file = "/var/log/posture.log"',
                           next(iter(sorted(set(table) - {"file"})), "file"))  # fmt: skip
+
+
+def _check_store(table: dict[str, Any]) -> None:
+    """[store] url: the inventory on PostgreSQL (when --db and POSTURE_DB are not given)."""
+    from scanner.db import URL_SCHEMES
+
+    url = table.get("url", "")
+    if set(table) - {"url"} or not isinstance(url, str) or (url and not url.startswith(URL_SCHEMES)):
+        raise ConfigError('[store] takes one key, url (a postgresql:// URL, its password in PGPASSFILE), e.g. '
+                          'url = "postgresql://posture@db.example/posture"',
+                          next(iter(sorted(set(table) - {"url"})), "url"))  # fmt: skip
 
 
 def _check_files(table: dict[str, Any]) -> None:

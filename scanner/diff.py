@@ -86,7 +86,6 @@ def run_baseline(store: Store, scan_ids: Sequence[int]) -> tuple[list[int], list
     return sorted(older), sorted(r[0] for r in run)
 
 
-IN_SCANS = "scan_id IN (SELECT value FROM json_each(?))"
 
 
 def _seen(store: Store, scan_ids: Sequence[int]) -> dict[int, Seen]:
@@ -94,9 +93,10 @@ def _seen(store: Store, scan_ids: Sequence[int]) -> dict[int, Seen]:
     software from the other)."""
     conn = store.conn
     out: dict[int, Seen] = defaultdict(Seen)
-    scans = json.dumps(list(scan_ids))
+    in_scans = f"scan_id {conn.dialect.in_list}"
+    scans = conn.dialect.list_param(scan_ids)
     for asset_id, address, ports_scanned, evidence in conn.execute(
-        f"SELECT asset_id, address, ports_scanned, evidence FROM observations WHERE {IN_SCANS}", [scans]
+        f"SELECT asset_id, address, ports_scanned, evidence FROM observations WHERE {in_scans}", [scans]
     ):
         s = out[asset_id]
         if address:
@@ -110,17 +110,18 @@ def _seen(store: Store, scan_ids: Sequence[int]) -> dict[int, Seen]:
         except (ValueError, TypeError, AttributeError):
             pass  # evidence without addresses (SNMP keeps them elsewhere)
     for asset_id, name in conn.execute(
-        f"SELECT asset_id, name FROM software WHERE {IN_SCANS} AND kind = 'os' ORDER BY accuracy DESC, id", [scans]
+        f"SELECT asset_id, name FROM software WHERE {in_scans} AND kind = 'os' ORDER BY accuracy DESC NULLS LAST, id",
+        [scans],
     ):
         if out[asset_id].os is None:
             out[asset_id].os = printable(name.splitlines()[0] if name else "", 120)
     for asset_id, port, protocol, product, version in conn.execute(
-        f"SELECT asset_id, port, protocol, product, version FROM services WHERE {IN_SCANS} AND state = 'open'",
+        f"SELECT asset_id, port, protocol, product, version FROM services WHERE {in_scans} AND state = 'open'",
         [scans],
     ):
         out[asset_id].services[f"{protocol}/{port}"] = printable(" ".join(x for x in (product, version) if x), 120)
     for asset_id, name, version in conn.execute(
-        f"SELECT asset_id, name, version FROM software WHERE {IN_SCANS} AND kind = 'application'", [scans]
+        f"SELECT asset_id, name, version FROM software WHERE {in_scans} AND kind = 'application'", [scans]
     ):
         out[asset_id].software[printable(name, 120)] = printable(version or "", 60)
     return dict(out)

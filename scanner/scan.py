@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
+from scanner.db import Database
 from scanner.errors import Interrupted, PostureError
 from scanner.model import bound
 from scanner.sources import Batch, Request, Source
@@ -215,7 +215,7 @@ def _commit_batch(
 
 
 def _write_batch(
-    conn: sqlite3.Connection, source: str, scan_id: int, batch: Batch, user_hostnames: dict[str, str],
+    conn: Database, source: str, scan_id: int, batch: Batch, user_hostnames: dict[str, str],
     summary: ScanSummary,
 ) -> None:  # fmt: skip
     with Ingest(conn, scan_id, source, user_hostnames=user_hostnames, fallback_time=utc_now()) as ingest:

@@ -16,20 +16,23 @@ from scanner.store import DIRECTORY_SOURCES, NOT_NETWORK_SOURCES, Store
 
 # The network's view of an asset's ports wins; an asset no port scan reached (a host agent's machine at
 # another site) is judged by what its agent saw listening.
+# The agent's flag is compared with its JSON text: `evidence` is posture's own compact JSON (Ingest), in which
+# a device's string can never hold `"listening_complete":true` unescaped; the same test on both stores, no
+# JSON parsing of every observation.
 LATEST_PORT_OBSERVATION = """
     SELECT id, asset_id FROM (
         SELECT id, asset_id, row_number() OVER (PARTITION BY asset_id ORDER BY observed_at DESC, id DESC) AS n
         FROM observations o WHERE ports_scanned = 1
-           OR (source = 'agent' AND json_extract(evidence, '$.listening_complete')
+           OR (source = 'agent' AND evidence LIKE '%"listening_complete":true%'
                AND NOT EXISTS (SELECT 1 FROM observations p WHERE p.asset_id = o.asset_id AND p.ports_scanned = 1))
-    ) WHERE n = 1
+    ) AS latest WHERE n = 1
 """
 LATEST_OS_OBSERVATION = """
     SELECT observation_id, asset_id FROM (
         SELECT s.observation_id, s.asset_id,
                row_number() OVER (PARTITION BY s.asset_id ORDER BY o.observed_at DESC, o.id DESC) AS n
         FROM software s JOIN observations o ON o.id = s.observation_id WHERE s.kind = 'os'
-    ) WHERE n = 1
+    ) AS latest WHERE n = 1
 """
 
 
@@ -44,12 +47,13 @@ def directory_objects(store: Store) -> dict[int, dict[str, Any]]:
     """asset id -> what the newest directory sighting (Active Directory) said of it."""
     marks = ",".join("?" * len(DIRECTORY_SOURCES))
     out: dict[int, dict[str, Any]] = {}
-    for asset_id, said in store.conn.execute(
-        "SELECT asset_id, json_extract(evidence, '$.directory') FROM (SELECT asset_id, evidence, row_number() "
+    for asset_id, evidence in store.conn.execute(
+        "SELECT asset_id, evidence FROM (SELECT asset_id, evidence, row_number() "
         "OVER (PARTITION BY asset_id ORDER BY observed_at DESC, id DESC) AS n FROM observations "
-        f"WHERE source IN ({marks})) WHERE n = 1", sorted(DIRECTORY_SOURCES)
+        f"WHERE source IN ({marks})) AS newest WHERE n = 1", sorted(DIRECTORY_SOURCES)
     ):  # fmt: skip
-        found = json.loads(said) if said else None
+        said = json.loads(evidence) if evidence else None
+        found = said.get("directory") if isinstance(said, dict) else None
         if isinstance(found, dict):
             out[asset_id] = {k: found.get(k) for k in DIRECTORY_VIEW_FIELDS}
     return out
@@ -60,7 +64,7 @@ def asset_addresses(store: Store) -> dict[int, tuple[list[str], str | None]]:
     out: dict[int, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
     for asset_id, kind, value in store.conn.execute(
         "SELECT asset_id, kind, value FROM asset_identifiers WHERE kind IN ('ipv4', 'ipv6', 'hostname') "
-        "ORDER BY asset_id, kind = 'ipv6', last_seen DESC, id"
+        "ORDER BY asset_id, kind = 'ipv6', last_seen DESC NULLS LAST, id"
     ):
         out[asset_id][1 if kind == "hostname" else 0].append(value)
     return {a: (addresses, names[0] if names else None) for a, (addresses, names) in out.items()}
@@ -81,7 +85,7 @@ def asset_views(store: Store, asset_ids: list[int] | None = None) -> list[dict[s
 
     identifiers: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for asset_id, kind, value in conn.execute(
-        "SELECT asset_id, kind, value FROM asset_identifiers ORDER BY asset_id, last_seen DESC, id"
+        "SELECT asset_id, kind, value FROM asset_identifiers ORDER BY asset_id, last_seen DESC NULLS LAST, id"
     ):
         identifiers[asset_id][kind].append(value)
 
@@ -112,18 +116,19 @@ def asset_views(store: Store, asset_ids: list[int] | None = None) -> list[dict[s
 
     # Host scripts (smb-protocols, smb-os-discovery, nbstat, ...) of the newest port scan, as stored.
     host_scripts: dict[int, dict[str, Any]] = {}
-    for asset_id, scripts in conn.execute(
-        "SELECT o.asset_id, json_extract(o.evidence, '$.scripts') FROM observations o "
-        f"JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = o.id WHERE instr(o.evidence, '\"scripts\"')"
+    for asset_id, evidence in conn.execute(
+        "SELECT o.asset_id, o.evidence FROM observations o "
+        f"JOIN ({LATEST_PORT_OBSERVATION}) l ON l.id = o.id WHERE o.evidence LIKE '%\"scripts\"%'"
     ):
+        scripts = json.loads(evidence).get("scripts")
         if scripts:
-            host_scripts[asset_id] = json.loads(scripts)
+            host_scripts[asset_id] = scripts
 
     oses: dict[int, dict[str, Any]] = {}
     for row in conn.execute(
         f"SELECT s.asset_id, s.name, s.vendor, s.product, s.version, s.cpe, s.cpes, s.accuracy, s.method "
         f"FROM software s JOIN ({LATEST_OS_OBSERVATION}) l ON l.observation_id = s.observation_id "
-        "WHERE s.kind = 'os' ORDER BY s.asset_id, s.accuracy DESC, s.id"
+        "WHERE s.kind = 'os' ORDER BY s.asset_id, s.accuracy DESC NULLS LAST, s.id"
     ):
         oses.setdefault(
             row[0],

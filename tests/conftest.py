@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import sqlite3
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from scanner.db import is_url
 from scanner.lab import Lab, PostgresLab
 from scanner.store import sqlite_uri
 
@@ -22,7 +24,7 @@ POSTURE = str(Path(sys.executable).parent / "posture")
 
 def run_posture(
     *args: str,
-    db: Path | None = None,
+    db: Path | str | None = None,
     env: dict[str, str] | None = None,
     netns: str | None = None,
     timeout: float = 300,
@@ -102,21 +104,37 @@ def on_a_terminal(argv: list[str], env: dict[str, str], stdout: Any = None, time
         os.close(main)
 
 
-def db_fingerprint(db: Path) -> str:
-    """A digest of every row of every table: equal before and after means nothing was lost or changed."""
-    conn = sqlite3.connect(f"{sqlite_uri(db)}?mode=ro", uri=True)
+def db_fingerprint(db: Path | str) -> str:
+    """A digest of every row of every table: equal before and after means nothing was lost or changed. An
+    SQLite file or a PostgreSQL URL (its rows in the order of all their columns)."""
+    digest = hashlib.sha256()
+    if is_url(db):
+        from scanner.db import connect
+
+        conn = connect(db, readonly=True)
+        try:
+            tables = [r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables WHERE "
+                                                 "table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1")]
+            for table in tables:
+                width = len(conn.execute(f"SELECT * FROM {table} LIMIT 0").description)
+                order = ", ".join(str(n + 1) for n in range(width))
+                for row in conn.execute(f"SELECT * FROM {table} ORDER BY {order}"):
+                    digest.update(repr((table, row)).encode())
+            return digest.hexdigest()
+        finally:
+            conn.close()
+    lite = sqlite3.connect(f"{sqlite_uri(Path(db))}?mode=ro", uri=True)
     try:
-        digest = hashlib.sha256()
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        tables = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
         for table in tables:
-            for row in conn.execute(f"SELECT * FROM {table} ORDER BY rowid"):
+            for row in lite.execute(f"SELECT * FROM {table} ORDER BY rowid"):
                 digest.update(repr((table, row)).encode())
         return digest.hexdigest()
     finally:
-        conn.close()
+        lite.close()
 
 
-def assets_json(db: Path) -> list[dict[str, Any]]:
+def assets_json(db: Path | str) -> list[dict[str, Any]]:
     """`posture assets --format json`, parsed."""
     result = run_posture("assets", "--format", "json", db=db)
     assert result.returncode == 0, result.stderr
@@ -124,8 +142,17 @@ def assets_json(db: Path) -> list[dict[str, Any]]:
     return assets
 
 
-def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"{sqlite_uri(db)}?mode=ro", uri=True)
+def query(db: Path | str, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Rows of a read-only `?` statement, from an SQLite file or a PostgreSQL URL (scanner.db translates)."""
+    if is_url(db):
+        from scanner.db import connect
+
+        store = connect(db, readonly=True)
+        try:
+            return [tuple(r) for r in store.execute(sql, params).fetchall()]
+        finally:
+            store.close()
+    conn = sqlite3.connect(f"{sqlite_uri(Path(db))}?mode=ro", uri=True)
     try:
         return conn.execute(sql, params).fetchall()
     finally:
@@ -180,3 +207,45 @@ def postgres() -> Iterator[PostgresLab]:
     password in `postgres.passfile` (`postgres.env` gives PGPASSFILE to a child process)."""
     with PostgresLab() as running:
         yield running
+
+
+STORES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store", choices=STORES, default=os.environ.get("POSTURE_TEST_STORE") or "sqlite",
+                     help="the store the `store_db` fixture gives (also POSTURE_TEST_STORE): an SQLite file, or a "
+                          "fresh database on the tests' own PostgreSQL")  # fmt: skip
+
+
+@pytest.fixture
+def pg_database(postgres: PostgresLab, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL (C collation, as the store requires), dropped
+    after the test; its URL carries no password (PGPASSFILE is set for this test and its children)."""
+    name = f"t_{os.getpid()}_{next(_DATABASES)}"
+    with postgres.connect(autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 LOCALE 'C' ENCODING 'UTF8'")
+    monkeypatch.setenv("PGPASSFILE", str(postgres.passfile))
+    try:
+        yield postgres.url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with postgres.connect(autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+_DATABASES = itertools.count(1)
+
+
+@pytest.fixture
+def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """An inventory that does not exist yet: `tmp_path/inventory.db`, or a fresh PostgreSQL database's URL.
+    Parametrize it indirectly with STORE_PARAMS to run a test on both; otherwise --store chooses."""
+    kind = getattr(request, "param", None) or request.config.getoption("--store")
+    if kind == "postgresql":
+        return str(request.getfixturevalue("pg_database"))
+    return tmp_path / "inventory.db"
+
+
+# `@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)`: the test on each store; PostgreSQL's
+# is a `lab` test (it starts the tests' own server, so the full suite's flock covers it).
+STORE_PARAMS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.lab)]

@@ -15,11 +15,11 @@ hour resumes with the chunks not yet done; a directory is one unit (re-reading i
 from __future__ import annotations
 
 import importlib
-import sqlite3
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from scanner.db import Database
 from scanner.errors import PostureError
 from scanner.store import PreparedHost
 from scanner.targets import ScanPlan
@@ -71,7 +71,7 @@ class Batch(NamedTuple):
     error: str | None = None
     sysnames: Sequence[Sequence[str]] = ()  # per host, in the order of `hosts`: the names a device gives itself
     machine_ids: Sequence[Sequence[str]] = ()  # per host: the machine-id a host agent read
-    record: Callable[[sqlite3.Connection, int, list[int]], None] | None = None
+    record: Callable[[Database, int, list[int]], None] | None = None
 
 
 @dataclass

@@ -10,12 +10,12 @@ import may just have taken the same bundle.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 from scanner.bundles import BundleRejected, VerifiedBundle, check_not_replayed, prepared_host, read_bundle, trusted_keys
+from scanner.db import Database
 from scanner.sources import Batch, Progress, Request, SourceError
 from scanner.store import utc_now
 
@@ -56,7 +56,7 @@ class BundleSource:
         yield Batch([prepared_host(bundle.payload)], done=1, unit=0, tool_version=bundle.payload["agent_version"],
                     machine_ids=[[machine_id] if machine_id else []], record=self._record)  # fmt: skip
 
-    def _record(self, conn: sqlite3.Connection, scan_id: int, assets: list[int]) -> None:
+    def _record(self, conn: Database, scan_id: int, assets: list[int]) -> None:
         """The replay record, under the write lock: refused if another import has just taken this bundle."""
         bundle = self.bundle
         assert bundle is not None
@@ -69,7 +69,7 @@ class BundleSource:
                 [payload["bundle_id"], bundle.digest, bundle.key_id, bundle.key_name, payload["host"]["machine_id"],
                  payload["collected_at"], utc_now(), str(bundle.path)[:1024], scan_id, assets[0]],
             )  # fmt: skip
-        except sqlite3.IntegrityError:
+        except conn.IntegrityError:
             raise BundleRejected(f"{bundle.path}: replayed: imported by another run just now") from None
         self.asset_id = assets[0]
 

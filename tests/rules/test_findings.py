@@ -20,7 +20,7 @@ import rules.findings
 from rules.catalogue import default_catalogue
 from rules.identify import identify_service
 from scanner.store import Store
-from tests.conftest import POSTURE, db_fingerprint, query, run_posture
+from tests.conftest import POSTURE, STORE_PARAMS, db_fingerprint, query, run_posture
 from tests.rules.estate import (
     CISCO_SWITCH,
     MYSQL,
@@ -40,7 +40,7 @@ WEB = Host("10.1.0.11", "00:11:22:00:00:11", [SSH_DEBIAN, NGINX])
 SWITCH = Host("10.1.0.12", "00:11:22:00:00:12", [TELNET, SSH_CISCO], CISCO_SWITCH)
 
 
-def findings(db: Path, *args: str) -> list[dict[str, Any]]:
+def findings(db: Path | str, *args: str) -> list[dict[str, Any]]:
     result = run_posture("findings", "--format", "json", *args, db=db)
     assert result.returncode == 0, result.stderr
     rows: list[dict[str, Any]] = json.loads(result.stdout)
@@ -51,19 +51,20 @@ def by_rule(rows: list[dict[str, Any]], rule: str, address: str | None = None) -
     return [f for f in rows if f["rule_id"] == rule and (address is None or f["address"] == address)]
 
 
-def scan(db: Path, tmp_path: Path, name: str, hosts: list[Host]) -> None:
+def scan(db: Path | str, tmp_path: Path, name: str, hosts: list[Host]) -> None:
     result = run_posture("import", "nmap", str(write_estate(tmp_path / f"{name}.xml", hosts)), db=db)
     assert result.returncode == 0, result.stderr
 
 
-def evaluate(db: Path, *args: str) -> str:
+def evaluate(db: Path | str, *args: str) -> str:
     result = run_posture("evaluate", *args, db=db)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def test_findings_follow_the_estate_across_scans(tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
+def test_findings_follow_the_estate_across_scans(tmp_path: Path, store_db: Path | str) -> None:
+    db = store_db
     scan(db, tmp_path, "one", [SERVER, WEB, SWITCH])
     assert "0 fixed" in evaluate(db)
     first = findings(db)
@@ -122,14 +123,16 @@ def test_findings_follow_the_estate_across_scans(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("span", [1_000, 1])
-def test_an_unchanged_estate_rewrites_no_finding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, span: int) -> None:
+@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
+def test_an_unchanged_estate_rewrites_no_finding(tmp_path: Path, store_db: Path | str, monkeypatch: pytest.MonkeyPatch,
+                                                  span: int) -> None:
     """A finding found again with the same details is left as it is (a daily run over a steady estate writes
     its changes, not every finding); what people read still says it was seen on the newest evaluation's day,
     and how many days its support has left from that day. The previous findings are read a window of asset
     ids at a time: with a window of one asset, each asset's are read (and what is left fixed) on their own
     (in-process only: POSTURE_TESTS_IN_PROCESS=0 runs the default window)."""
     monkeypatch.setattr(rules.findings._OpenBefore, "SPAN", span)
-    db = tmp_path / "inventory.db"
+    db = store_db
     scan(db, tmp_path, "one", [SERVER, WEB, SWITCH])
     days = [(date.today() + timedelta(days=n)).isoformat() for n in range(4)]
     evaluate(db, "--on", days[0])
@@ -155,8 +158,9 @@ def test_an_unchanged_estate_rewrites_no_finding(tmp_path: Path, monkeypatch: py
     assert {f["last_seen"] for f in findings(db)} == {days[3]}
 
 
-def test_exceptions_are_counted_apart_and_expire(tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
+def test_exceptions_are_counted_apart_and_expire(tmp_path: Path, store_db: Path | str) -> None:
+    db = store_db
     scan(db, tmp_path, "one", [SERVER, SWITCH])
     evaluate(db)
     telnet = by_rule(findings(db), "protect.telnet")[0]
@@ -191,8 +195,9 @@ def test_exceptions_are_counted_apart_and_expire(tmp_path: Path) -> None:
     assert db_fingerprint(db) == before
 
 
-def test_past_sla_and_planning_horizon(tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
+def test_past_sla_and_planning_horizon(tmp_path: Path, store_db: Path | str) -> None:
+    db = store_db
     scan(db, tmp_path, "one", [SERVER, WEB])
     evaluate(db)
     assert not by_rule(findings(db), "respond.past-sla")
@@ -216,8 +221,9 @@ def test_past_sla_and_planning_horizon(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "unknown key(s) in [rules]: horizon" in bad.stderr
 
 
-def test_a_failing_rule_becomes_an_internal_error_finding(tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
+def test_a_failing_rule_becomes_an_internal_error_finding(tmp_path: Path, store_db: Path | str) -> None:
+    db = store_db
     scan(db, tmp_path, "one", [SERVER, SWITCH])
     pack = tmp_path / "packs"
     pack.mkdir()
@@ -301,8 +307,9 @@ def test_empty_inventory_and_no_evaluation(tmp_path: Path) -> None:
     assert findings(db) == []
 
 
-def test_hostile_and_huge_version_strings(tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
+def test_hostile_and_huge_version_strings(tmp_path: Path, store_db: Path | str) -> None:
+    db = store_db
     huge = (8080, "http", "nginx", "1." + "9" * 10_000, "<script>alert(1)</script>", (), None)
     scan(db, tmp_path, "one", [Host("10.1.0.20", "00:11:22:00:00:20", [huge, TELNET])])
     evaluate(db)
@@ -315,10 +322,11 @@ def test_hostile_and_huge_version_strings(tmp_path: Path) -> None:
     assert len(ident[0].version or "") <= 128 and len(ident[0].evidence) <= 512
 
 
-def test_finding_rules_that_read_asset_facts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
+def test_finding_rules_that_read_asset_facts(tmp_path: Path, store_db: Path | str) -> None:
     """A `finding` rule that also reads the asset runs in Python; one on finding facts alone runs in SQL:
     both give the same kind of result."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     scan(db, tmp_path, "one", [SERVER, SWITCH])
     register = tmp_path / "register.csv"
     register.write_text(f"IP address,Owner\n{SWITCH.ip},Network team\n", encoding="utf-8")

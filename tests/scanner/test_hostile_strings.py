@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+import pytest
+
 from scanner.model import MAX_FIELD, TRUNCATION_MARK, printable
-from tests.conftest import assets_json, query, run_posture
+from tests.conftest import STORE_PARAMS, assets_json, query, run_posture
 
 # XML cannot carry control characters (nmap writes them as the text "\x1b"), so the escape-sequence case
 # is checked on `printable` directly; SNMP strings arrive as raw bytes and can carry them.
@@ -53,3 +55,37 @@ def test_printable_removes_terminal_control_sequences() -> None:
     shown = printable("\x1b]0;pwned\x07\x1b[2Jok\u202eexe\x9b31m" + "x" * 500)
     assert not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or c == "\u202e" for c in shown)
     assert "ok" in shown and len(shown) == 200
+
+
+@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
+def test_nul_characters_are_removed_once_at_ingestion(store_db: Path | str) -> None:
+    """A NUL character in a device's strings (an SNMP octet string, an agent's JSON, a register cell: nmap's
+    XML cannot hold one) is removed where every host is ingested (`Ingest.add_prepared`), on both stores:
+    PostgreSQL's text refuses NUL and its jsonb refuses the escaped `\\u0000`, so one such string would fail a
+    whole import there, and the two stores must hold the same. The rest of each string is kept."""
+    from scanner.model import HostObservation, OsMatch, Script, Service
+    from scanner.store import Store
+
+    host = HostObservation(
+        status="up", addresses=(("ipv4", "127.107.9.9"),), hostnames=("nul\x00host.example",), ports_scanned=True,
+        services=(Service(161, "udp", "open", "snmp", "Acme\x00 agent", "1.0\x00", cpes=("cpe:/a:acme:\x00agent",),
+                          scripts=(Script("snmp-sysdescr", "Acme\x00OS 1.0", ("data: x\x00y",)),)),),
+        os_matches=(OsMatch("Acme\x00OS 1.0", 90, "Acme", "AcmeOS\x00"),),
+        scripts=(Script("nbstat", "NetBIOS name: PC\x0001"),),
+    )  # fmt: skip
+    with Store.open(store_db) as store:
+        scan_id = store.start_scan("nmap-import", "nmap")
+        with store.transaction():
+            store.ingest(scan_id, "nmap", [host])
+        store.finish_scan(scan_id, "complete")
+    [asset] = assets_json(store_db)
+    assert asset["hostnames"] == ["nulhost.example"]
+    [service] = asset["services"]
+    assert (service["product"], service["version"], service["cpe"]) == ("Acme agent", "1.0", ["cpe:/a:acme:agent"])
+    assert asset["os"]["name"] == "AcmeOS 1.0" and asset["os"]["product"] == "AcmeOS"
+    assert asset["host_scripts"] == {"nbstat": "NetBIOS name: PC01"}
+    scripts = json.loads(query(store_db, "SELECT scripts FROM services")[0][0])
+    assert scripts == {"snmp-sysdescr": {"output": "AcmeOS 1.0", "data": ["data: xy"]}}
+    for table, column in (("observations", "evidence"), ("services", "scripts"), ("services", "cpes"),
+                          ("software", "cpes"), ("asset_identifiers", "value"), ("software", "name")):  # fmt: skip
+        assert query(store_db, f"SELECT count(*) FROM {table} WHERE {column} LIKE ?", "%\\u0000%") == [(0,)]

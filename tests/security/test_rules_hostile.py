@@ -40,6 +40,7 @@ from rules.engine import (
 )
 from rules.findings import evaluate
 from rules.kev import default_kev
+from scanner.db import SqliteDatabase
 from scanner.store import Store
 from tests.conftest import db_fingerprint, run_posture
 from tests.rules.estate import SSH_DEBIAN, TELNET, WINDOWS_2008, Host, write_estate
@@ -315,7 +316,7 @@ def sql_backend(rule: Rule, field: str, value: Any, affinity: str) -> Any:
     where, params = compiled
     conn = sqlite3.connect(":memory:")
     try:
-        sql_functions(conn)
+        sql_functions(SqliteDatabase(conn, Path(":memory:"), readonly=False))
         columns = ", ".join(f"{n} {affinity if n == field else ''}" for n in sorted(FINDING_FIELDS))
         conn.execute(f"CREATE TABLE facts ({columns})")
         stored = None if value is MISSING else value

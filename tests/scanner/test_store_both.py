@@ -1,0 +1,158 @@
+"""The inventory on both stores: an SQLite file and a PostgreSQL database (issue 18, "two stores, one code").
+
+Every test here runs the real `posture` commands against a real store of each kind: the PostgreSQL one is a
+fresh database on the tests' own server (`scanner.lab.PostgresLab`, fixture `pg_database`), reached by a
+URL without a password (PGPASSFILE holds it). The nmap files are real nmap output (tests/scanner/data).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.gen_nmap_xml import write as write_nmap_xml
+from tests.conftest import POSTURE, STORE_PARAMS, assets_json, db_fingerprint, query, run_posture
+
+DATA = Path(__file__).parent / "data"
+REAL_SCANS = ("nmap793-3hosts.xml", "nmap551-windows-2003.xml", "nse-windows-scripts.xml",
+              "samba-smb2-hostscripts.xml", "tls-certificates.xml")  # fmt: skip
+
+
+def scans_json(db: Path | str) -> list[dict[str, Any]]:
+    result = run_posture("scans", "--format", "json", db=db)
+    assert result.returncode == 0, result.stderr
+    scans: list[dict[str, Any]] = json.loads(result.stdout)
+    return scans
+
+
+def _without_times(scans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in s.items() if k not in ("started_at", "finished_at")} for s in scans]
+
+
+@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
+def test_import_list_and_reimport(store_db: Path | str) -> None:
+    """A real nmap file imported, its assets and scan listed, then imported again: the same assets and
+    identifiers (a re-import adds a scan and its observations, never a second asset), on either store."""
+    xml = DATA / "nmap793-3hosts.xml"
+    first = run_posture("import", "nmap", str(xml), db=store_db)
+    assert first.returncode == 0, first.stderr
+    assert "3 hosts up, 3 new assets" in first.stdout
+    assets = assets_json(store_db)
+    assert [a["addresses"] for a in assets] == [["127.97.0.1"], ["127.97.0.2"], ["127.97.0.3"]]
+    assert {s["product"] for a in assets for s in a["services"]} == {"SimpleHTTPServer"}
+    [scan] = scans_json(store_db)
+    assert (scan["kind"], scan["status"], scan["hosts_up"]) == ("nmap-import", "complete", 3)
+    table = run_posture("assets", db=store_db, env={"COLUMNS": "200"})
+    assert table.returncode == 0 and "127.97.0.3" in table.stdout
+
+    identifiers = query(store_db, "SELECT asset_id, kind, value FROM asset_identifiers ORDER BY 1, 2, 3")
+    again = run_posture("import", "nmap", str(xml), db=store_db)
+    assert again.returncode == 0, again.stderr
+    assert "3 hosts up, 0 new assets" in again.stdout
+    assert assets_json(store_db) == assets  # the same file says the same: the asset view is unchanged
+    assert query(store_db, "SELECT asset_id, kind, value FROM asset_identifiers ORDER BY 1, 2, 3") == identifiers
+    assert [s["status"] for s in scans_json(store_db)] == ["complete", "complete"]
+    assert query(store_db, "SELECT count(*) FROM observations") == [(6,)]
+
+
+@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
+def test_a_killed_import_leaves_the_store_as_it_was(store_db: Path | str, tmp_path: Path) -> None:
+    """`posture import nmap` killed (SIGKILL) in the middle of a 40,000-host file: the import is one
+    transaction, so the store holds what it held before (the interrupted scan's own row aside), the next
+    command marks that scan interrupted, and the store takes the next import (no lock left behind)."""
+    assert run_posture("import", "nmap", str(DATA / "nmap793-3hosts.xml"), db=store_db).returncode == 0
+    before = db_fingerprint(store_db)
+    big = tmp_path / "big.xml"
+    write_nmap_xml(big, hosts=40_000)
+    proc = subprocess.Popen([POSTURE, "--db", str(store_db), "import", "nmap", str(big)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if query(store_db, "SELECT count(*) FROM scans WHERE status = 'running'") == [(1,)]:
+                break
+            time.sleep(0.05)
+        time.sleep(1.5)  # well inside the file: hosts are being written in the import's transaction
+        assert proc.poll() is None, "the import ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert query(store_db, "SELECT count(*) FROM observations") == [(3,)]  # nothing of the big file
+    assert query(store_db, "SELECT count(*) FROM assets") == [(3,)]
+    assert [s["status"] for s in scans_json(store_db)] == ["interrupted", "complete"]  # noticed, said
+    after = run_posture("import", "nmap", str(DATA / "nmap551-windows-2003.xml"), db=store_db)
+    assert after.returncode == 0, after.stderr
+    assert before != db_fingerprint(store_db)
+
+
+def test_the_two_stores_hold_and_show_the_same(pg_database: str, tmp_path: Path) -> None:
+    """Five real nmap files (plain, Windows with SMB host scripts, TLS certificates) imported into an SQLite
+    file and into PostgreSQL: the asset view, the scan list and `posture diff` read the same from both."""
+    lite = tmp_path / "inventory.db"
+    for name in REAL_SCANS:
+        for db in (lite, pg_database):
+            done = run_posture("import", "nmap", str(DATA / name), db=db)
+            assert done.returncode == 0, done.stderr
+    assert assets_json(pg_database) == assets_json(lite)
+    assert _without_times(scans_json(pg_database)) == _without_times(scans_json(lite))
+    diffs = [run_posture("diff", db=db) for db in (lite, pg_database)]
+    assert diffs[0].returncode == diffs[1].returncode and diffs[0].stdout == diffs[1].stdout
+    for table in ("assets", "asset_identifiers", "observations", "services", "software"):
+        assert query(pg_database, f"SELECT count(*) FROM {table}") == query(lite, f"SELECT count(*) FROM {table}")
+
+
+def test_store_refusals_are_one_line(pg_database: str, postgres: Any) -> None:
+    """A PostgreSQL --db that cannot be used is refused in one line that never shows a password: a wrong
+    password given in the URL, a database that holds no inventory for a reader, and `posture browse`."""
+    host = pg_database.split("@", 1)[1]
+    wrong = run_posture("assets", db=f"postgresql://posture:not-the-password@{host}", env={"PGPASSFILE": "/dev/null"})
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
+    assert "not-the-password" not in wrong.stderr and "password authentication failed" in wrong.stderr
+    empty = run_posture("assets", db=pg_database)
+    assert empty.returncode == 2 and "no inventory at" in empty.stderr and "Traceback" not in empty.stderr
+    browse = run_posture("browse", db=pg_database)
+    assert browse.returncode == 2 and "not PostgreSQL" in browse.stderr
+
+
+def test_evaluate_and_findings_on_postgresql(pg_database: str) -> None:
+    """`posture evaluate` and `posture findings` on PostgreSQL give what they give on SQLite."""
+    assert run_posture("import", "nmap", str(DATA / "nmap551-windows-2003.xml"), db=pg_database).returncode == 0
+    evaluated = run_posture("evaluate", db=pg_database)
+    assert evaluated.returncode == 0, evaluated.stderr
+    findings = run_posture("findings", "--format", "json", db=pg_database)
+    assert findings.returncode == 0, findings.stderr
+    assert {f["rule_id"] for f in json.loads(findings.stdout)} >= {"protect.eol-os"}
+
+
+def test_migrate_copies_an_inventory_and_proves_it(pg_database: str, tmp_path: Path) -> None:
+    """`posture migrate` copies an evaluated SQLite inventory (scans, findings, an exception, identities)
+    into an empty PostgreSQL database: every table's row count and checksum agree, the asset view and the
+    findings read the same from both, new ids follow the copied ones, and a second run is refused (exit 2, one
+    line) because the target now holds an inventory."""
+    lite = tmp_path / "inventory.db"
+    for name in REAL_SCANS:
+        assert run_posture("import", "nmap", str(DATA / name), db=lite).returncode == 0
+    assert run_posture("evaluate", db=lite).returncode == 0
+    assert run_posture("accept", "protect.eol-os", "--until", "2099-01-01", "--reason", "replacement ordered",
+                       db=lite).returncode == 0  # fmt: skip
+    moved = run_posture("migrate", "--from", str(lite), "--to", pg_database)
+    assert moved.returncode == 0, moved.stderr
+    rows = {line.split()[0]: line.split() for line in moved.stdout.splitlines()[1:-1]}
+    assert {"assets", "findings", "exceptions", "identity_items", "finding_events"} <= set(rows)
+    assert all(r[1] == r[2] and r[3] == r[4] and r[5] == "yes" for r in rows.values()), moved.stdout
+    assert rows["findings"][1] != "0" and rows["exceptions"][1] == "1"
+    assert assets_json(pg_database) == assets_json(lite)
+    findings = [json.loads(run_posture("findings", "--format", "json", db=db).stdout) for db in (lite, pg_database)]
+    assert findings[0] == findings[1] and findings[0]
+    after = run_posture("import", "nmap", str(DATA / "nmap793-3hosts.xml"), db=pg_database)
+    assert after.returncode == 0 and f"(scan {len(REAL_SCANS) + 1})" in after.stdout, after.stdout + after.stderr
+    again = run_posture("migrate", "--from", str(lite), "--to", pg_database)
+    assert again.returncode == 2 and "already holds an inventory" in again.stderr
+    assert again.stderr.count("\n") == 1
