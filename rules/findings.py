@@ -114,11 +114,23 @@ def _asset_evidence(rule: Rule, asset: dict[str, Any]) -> str:
 OS_SUMMARY = ("product", "cycle", "lifecycle_state", "label")  # what an asset finding's details say of its OS
 
 
+UPSERT_DETAILS = ("INSERT INTO finding_details (json) VALUES (?) "
+                  "ON CONFLICT(json) DO UPDATE SET json = excluded.json RETURNING id")
+
+
+def _text_digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
 class _Details:
-    """Each finding's details as a row of `finding_details`, written once per distinct JSON text."""
+    """Each finding's details as a row of `finding_details`, written once per distinct JSON text. The rows
+    stored already are known by a digest of their text from the start: a run that finds what the last one
+    found asks the store nothing (on PostgreSQL each question is a round trip, and an upsert a dead row)."""
 
     def __init__(self, conn: Database) -> None:
         self.conn = conn
+        stored = conn.execute("SELECT id, json FROM finding_details")
+        self._stored = {_text_digest(text): row_id for row_id, text in stored}
         # (id(shared subject), protocols first) -> (subject, row id)
         self._by_subject: dict[tuple[int, bool], tuple[dict[str, Any], int]] = {}
         self._by_text: dict[str, int] = {}
@@ -130,9 +142,9 @@ class _Details:
     def row(self, text: str) -> int:
         found = self._by_text.get(text)
         if found is None:
-            found = int(self.conn.execute(
-                "INSERT INTO finding_details (json) VALUES (?) ON CONFLICT(json) DO UPDATE SET json = excluded.json "
-                "RETURNING id", [text]).fetchone()[0])  # fmt: skip
+            found = self._stored.get(_text_digest(text))
+            if found is None:
+                found = int(self.conn.execute(UPSERT_DETAILS, [text]).fetchone()[0])
             if len(self._by_text) < 200_000:
                 self._by_text[text] = found
         return found
@@ -417,9 +429,9 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
             # Open findings as the previous evaluation left them: those of the asset rules, then those that
             # the finding rules and failed rules make after the assets (`later`), each fixed when not found.
             later_rules = conn.dialect.list_param([INTERNAL_ERROR, *(r.id for r in evaluator.finding_rules)])
-            last_day = conn.execute("SELECT day FROM evaluations WHERE finished_at IS NOT NULL AND id < ? "
-                                    "ORDER BY id DESC LIMIT 1", [evaluation_id]).fetchone()  # fmt: skip
-            fix = _Fixer(conn, evaluation_id, day_text, last_day[0] if last_day else day_text)
+            last = conn.execute("SELECT id, day FROM evaluations WHERE finished_at IS NOT NULL AND id < ? "
+                                "ORDER BY id DESC LIMIT 1", [evaluation_id]).fetchone() or (0, day_text)  # fmt: skip
+            fix = _Fixer(conn, evaluation_id, day_text, last[1])
             writer.before = _OpenBefore(conn, later_rules, fix)
             later: dict[int, int] = dict(conn.execute(
                 f"SELECT id, details_id FROM findings WHERE status != 'fixed' AND rule_id {conn.dialect.in_list}",
@@ -445,10 +457,10 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
             identified.finish()
             summary.fixed = writer.before.finish()
             writer.before = None
-            # Found again unchanged: no longer new or reopened. Then every finding not fixed is this
-            # evaluation's, as the finding rules read them.
+            # Found again unchanged: no longer new or reopened (only the last evaluation made findings so). Then
+            # every finding not fixed is this evaluation's, as the finding rules read them.
             conn.execute("UPDATE findings SET status = 'open', evaluation_id = ? "
-                         "WHERE status IN ('new', 'reopened') AND evaluation_id != ?", [evaluation_id, evaluation_id])
+                         "WHERE evaluation_id = ? AND status IN ('new', 'reopened')", [evaluation_id, last[0]])
             writer.previous = later
             if evaluator.finding_rules:  # findings about findings (past SLA) look at what is open now
                 _finding_rules(conn, evaluator, writer, day, settings, exceptions, assets)
