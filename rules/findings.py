@@ -457,10 +457,11 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
             identified.finish()
             summary.fixed = writer.before.finish()
             writer.before = None
-            # Found again unchanged: no longer new or reopened (only the last evaluation made findings so). Then
-            # every finding not fixed is this evaluation's, as the finding rules read them.
-            conn.execute("UPDATE findings SET status = 'open', evaluation_id = ? "
-                         "WHERE evaluation_id = ? AND status IN ('new', 'reopened')", [evaluation_id, last[0]])
+            # Found again unchanged: no longer new or reopened (only the last evaluation made findings so; their
+            # evaluation stays the one that made them, so its index is not rewritten). Then every finding not
+            # fixed is this evaluation's, as the finding rules read them.
+            conn.execute("UPDATE findings SET status = 'open' "
+                         "WHERE evaluation_id = ? AND status IN ('new', 'reopened')", [last[0]])
             writer.previous = later
             if evaluator.finding_rules:  # findings about findings (past SLA) look at what is open now
                 _finding_rules(conn, evaluator, writer, day, settings, exceptions, assets)
