@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from functools import cache
+from itertools import groupby
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -311,6 +312,14 @@ class _Writer:
     def add(self, rule_id: str, severity: str, asset_id: int | None, subject: str, details_id: int) -> None:
         self.write(asset_id, (_Found.of(rule_id, severity, subject, details_id),))
 
+    def add_many(self, rule_id: str, severity: str, rows: Iterable[tuple[int | None, str, int]]) -> None:
+        """One rule's findings (asset, subject, details row), in asset order: written an asset at a time,
+        the rule's part of each number encoded once (the 600,000 past-SLA findings of a large estate)."""
+        before, counted, unsafe = f"{rule_id}\x00".encode(), (rule_id, severity), severity in score.SCORE_SEVERITIES
+        for asset_id, group in groupby(rows, key=itemgetter(0)):
+            self.write(asset_id, [_Found(rule_id, subject, details_id, before, f"\x00{subject}".encode(),
+                                         (rule_id, subject), counted, unsafe) for _, subject, details_id in group])
+
     def write(self, asset_id: int | None, found: Iterable[_Found]) -> None:
         """The findings of one asset (or of none): each one's number, whether it is accepted, its row."""
         high = (asset_id or 0) << HALF
@@ -571,10 +580,10 @@ def _finding_rules(conn: Database, evaluator: Evaluator, writer: _Writer, day: d
             where, params = compiled
             sql = f"SELECT {GROUP_KEY}, severity, sla_days FROM finding_groups WHERE {where}"
             groups = {g[:4]: g for g in conn.execute(sql, params)}
-            for finding_id, asset_id, key in _findings_in(conn, accepted, listed, where, params):
-                _, _, _, _, severity, sla_days = groups[key]
-                details = writer.details.finding(severity, key[0], sla_days)
-                writer.add(rule.id, rule.severity, asset_id, f"finding:{format_id(finding_id)}", details)
+            details = {key: writer.details.finding(g[4], key[0], g[5]) for key, g in groups.items()}
+            writer.add_many(rule.id, rule.severity, (
+                (asset_id, f"finding:{format_id(finding_id)}", details[key])
+                for finding_id, asset_id, key in _findings_in(conn, accepted, listed, where, params)))  # fmt: skip
         except Exception as exc:  # any failure of one rule must not stop the run (as in the Python back-end)
             cause = raised[-1] if raised else exc
             evaluator.errors[rule.id] = f"{type(cause).__name__}: {str(cause)[:300]}"
