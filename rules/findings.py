@@ -466,9 +466,9 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
             identified.finish()
             summary.fixed = writer.before.finish()
             writer.before = None
-            # Found again unchanged: no longer new or reopened (only the last evaluation made findings so; their
-            # evaluation stays the one that made them, so its index is not rewritten). Then every finding not
-            # fixed is this evaluation's, as the finding rules read them.
+            # Found again unchanged: no longer new or reopened (only the last evaluation made findings so; the
+            # row keeps the evaluation that did). Then every finding not fixed is this evaluation's, as the
+            # finding rules read them.
             conn.execute("UPDATE findings SET status = 'open' "
                          "WHERE evaluation_id = ? AND status IN ('new', 'reopened')", [last[0]])
             writer.previous = later

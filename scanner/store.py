@@ -296,16 +296,9 @@ def _schema_v5(conn: Database) -> None:
     )
 
 
-def _schema_v6(conn: Database) -> None:
-    """findings.evaluation_id indexed after all: an evaluation now writes only the findings that change, so
-    the index costs little, and it finds what the evaluation changed (its events, and the findings the one
-    before made new or reopened) without reading every finding."""
-    run_script(conn, "CREATE INDEX findings_evaluation ON findings(evaluation_id);")
-
-
 # Each entry moves the schema one version up; append, never edit a released one.
 MIGRATIONS: list[Callable[[Database], None]] = [_schema_v1, _schema_v2, _schema_v3, _schema_v4,
-                                                          _schema_v5, _schema_v6]  # fmt: skip
+                                                          _schema_v5]  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
