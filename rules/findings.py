@@ -739,7 +739,9 @@ def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STAT
             "first_seen": row[7], "opened_at": row[8], "last_seen": last_seen, "fixed_at": row[10],
             "times_reopened": row[11],
         })  # fmt: skip
-    out.sort(key=lambda f: (f["accepted"], -SEVERITY_RANK.get(f["severity"], 0), f["rule_id"], f["asset_id"] or 0))
+    # Whole order, so either store lists the same findings the same way (PostgreSQL keeps no id order).
+    out.sort(key=lambda f: (f["accepted"], -SEVERITY_RANK.get(f["severity"], 0), f["rule_id"], f["asset_id"] or 0,
+                            f["subject"], f["id"]))
     return out
 
 
