@@ -1057,7 +1057,7 @@ def migrate(source: Path, target: str) -> None:
 
     \b
     Examples:
-      posture migrate --from ~/.local/share/posture/inventory.db --to postgresql://posture@db.example/posture
+      posture migrate --from inventory.db --to postgresql://posture@db/posture
     """
     from scanner.db import is_url
     from scanner.migrate import migrate as copy_inventory

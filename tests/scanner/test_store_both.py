@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from bench.gen_nmap_xml import write as write_nmap_xml
+from scanner.paths import default_db_path
 from tests.conftest import POSTURE, STORE_PARAMS, assets_json, db_fingerprint, query, run_posture
 
 DATA = Path(__file__).parent / "data"
@@ -159,3 +160,19 @@ def test_migrate_copies_an_inventory_and_proves_it(pg_database: str, tmp_path: P
     again = run_posture("migrate", "--from", str(lite), "--to", pg_database)
     assert again.returncode == 2 and "already holds an inventory" in again.stderr
     assert again.stderr.count("\n") == 1
+
+
+def test_the_config_names_the_postgresql_store(pg_database: str, tmp_path: Path) -> None:
+    """`[store] url` in the config is the inventory when neither --db nor POSTURE_DB is given; `config
+    check` refuses a URL that is not PostgreSQL's, on its line."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[store]\nurl = "{pg_database}"\n', encoding="utf-8")
+    imported = run_posture("--config", str(config), "import", "nmap", str(DATA / "nmap793-3hosts.xml"))
+    assert imported.returncode == 0, imported.stderr
+    assert len(assets_json(pg_database)) == 3
+    assert not default_db_path().exists()  # in PostgreSQL, not in the default file
+    listed = run_posture("--config", str(config), "scans", "--format", "json")
+    assert listed.returncode == 0 and [s["kind"] for s in json.loads(listed.stdout)] == ["nmap-import"]
+    config.write_text('[store]\nurl = "mysql://db.example/posture"\n', encoding="utf-8")
+    refused = run_posture("--config", str(config), "config", "check")
+    assert refused.returncode == 2 and f"{config}:2: [store] takes one key, url" in refused.stderr
