@@ -176,3 +176,28 @@ def test_the_config_names_the_postgresql_store(pg_database: str, tmp_path: Path)
     config.write_text('[store]\nurl = "mysql://db.example/posture"\n', encoding="utf-8")
     refused = run_posture("--config", str(config), "config", "check")
     assert refused.returncode == 2 and f"{config}:2: [store] takes one key, url" in refused.stderr
+
+
+def test_the_two_stores_match_machines_alike(pg_database: str, tmp_path: Path) -> None:
+    """Which asset a sighting belongs to (a MAC wins; an address taken over by another MAC is another
+    machine; a name follows its machine) is decided alike on both stores, though PostgreSQL asks for the
+    identifiers of 500 hosts at a time (`IdentityIndex.prefetch`) and SQLite one at a time."""
+    from tests.rules.estate import NGINX, SSH_DEBIAN, Host, write_estate
+
+    day = 1_765_000_000
+    scans = [
+        [Host("10.9.0.1", "00:11:22:00:09:01", [SSH_DEBIAN], hostname="app-01.example"),
+         Host("10.9.0.2", "00:11:22:00:09:02", [NGINX], hostname="web-01.example")],
+        [Host("10.9.0.1", "00:11:22:00:09:99", [NGINX]),  # another machine answers at .1
+         Host("10.9.0.5", "00:11:22:00:09:02", [NGINX], hostname="web-01.example"),  # web-01 moved
+         Host("10.9.0.6", "00:11:22:00:09:06", [SSH_DEBIAN], hostname="app-01.example")],  # a new MAC, old name
+        [Host("10.9.0.1", "00:11:22:00:09:01", [SSH_DEBIAN], hostname="app-01.example")],  # the first is back
+    ]  # fmt: skip
+    lite = tmp_path / "inventory.db"
+    for n, hosts in enumerate(scans):
+        xml = write_estate(tmp_path / f"scan{n}.xml", hosts, when=day + n * 86_400)
+        for db in (lite, pg_database):
+            assert run_posture("import", "nmap", str(xml), db=db).returncode == 0
+    assets = assets_json(lite)
+    assert assets_json(pg_database) == assets
+    assert len(assets) == 4 and any(a["macs"] == ["00:11:22:00:09:02"] and len(a["addresses"]) == 2 for a in assets)
