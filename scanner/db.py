@@ -360,7 +360,7 @@ def store_error(exc: Exception) -> Exception:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     state = getattr(exc, "sqlstate", None) or "?"
     return PostureError(f"the PostgreSQL store refused a statement (SQL state {state}): {first[:300]}",
-                        "nothing of this command was written; report it with the command you ran")  # fmt: skip
+                        "its transaction wrote nothing; report it with the command you ran")  # fmt: skip
 
 
 def read_only_error(name: str) -> PostureError:

@@ -201,3 +201,24 @@ def test_the_two_stores_match_machines_alike(pg_database: str, tmp_path: Path) -
     assets = assets_json(lite)
     assert assets_json(pg_database) == assets
     assert len(assets) == 4 and any(a["macs"] == ["00:11:22:00:09:02"] and len(a["addresses"]) == 2 for a in assets)
+
+
+def test_a_second_writer_waits_then_says_busy(pg_database: str, postgres: Any) -> None:
+    """One writer at a time on PostgreSQL too: while another session holds posture's writer lock (the
+    transaction-scoped advisory lock every writing transaction takes), an import waits POSTURE_DB_TIMEOUT
+    (the session's lock_timeout) and is refused in the same line as on SQLite, writing nothing."""
+    from scanner.db import WRITER_LOCK
+
+    xml = str(DATA / "nmap793-3hosts.xml")
+    assert run_posture("import", "nmap", xml, db=pg_database).returncode == 0
+    with postgres.connect(dbname=pg_database.rsplit("/", 1)[1], autocommit=True) as other:
+        other.execute("BEGIN")
+        other.execute("SELECT pg_advisory_xact_lock(%s)", [WRITER_LOCK])
+        started = time.monotonic()
+        busy = run_posture("import", "nmap", xml, db=pg_database, env={"POSTURE_DB_TIMEOUT": "1"})
+        waited = time.monotonic() - started
+        other.execute("ROLLBACK")
+    assert busy.returncode == 2 and "is busy: another posture run is writing to it" in busy.stderr, busy.stderr
+    assert "waited 1 s" in busy.stderr and 1 <= waited < 30
+    assert query(pg_database, "SELECT count(*) FROM scans") == [(1,)]  # not even the second scan's row
+    assert run_posture("import", "nmap", xml, db=pg_database).returncode == 0  # the lock is free again
