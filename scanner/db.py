@@ -294,6 +294,7 @@ class PostgresDatabase(Database):
         self.readonly = readonly
         self.dialect = PostgresDialect()
         self._texts: dict[str, str] = {}
+        self._copies: dict[str, str | None] = {}  # an executemany's statement -> its COPY, or None
         self.execute = self._execute
         self.executemany = self._executemany
 
@@ -313,9 +314,22 @@ class PostgresDatabase(Database):
             return self.raw.execute(sql)
         return self.raw.execute(self._text(sql), params)
 
+    # A plain multi-row INSERT (no conflict clause, nothing returned) goes as COPY: 2-3x faster than the
+    # pipelined executemany (docs/store-port.md, "Bulk ingest"), the same rows and the same constraint checks.
+    _PLAIN_INSERT = re.compile(r"INSERT INTO (\w+) ?(\([\w, ]+\))? VALUES \(\?(?:, ?\?)*\)")
+
     def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        copy_sql = self._copies.get(sql, "")
+        if copy_sql == "":
+            plain = self._PLAIN_INSERT.fullmatch(sql.strip())
+            copy_sql = self._copies[sql] = f"COPY {plain[1]} {plain[2] or ''} FROM STDIN" if plain else None
         with self.raw.cursor() as cur:
-            cur.executemany(self._text(sql), rows)
+            if copy_sql is None:
+                cur.executemany(self._text(sql), rows)
+                return
+            with cur.copy(copy_sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
 
     def close(self) -> None:
         self.raw.close()
@@ -360,7 +374,7 @@ def store_error(exc: Exception) -> Exception:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     state = getattr(exc, "sqlstate", None) or "?"
     return PostureError(f"the PostgreSQL store refused a statement (SQL state {state}): {first[:300]}",
-                        "nothing of this command was written; report it with the command you ran")  # fmt: skip
+                        "its transaction wrote nothing; report it with the command you ran")  # fmt: skip
 
 
 def read_only_error(name: str) -> PostureError:

@@ -14,10 +14,11 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -546,8 +547,16 @@ class Store:
 
     def ingest_prepared(self, scan_id: int, source: str, hosts: Iterable[PreparedHost], **kw: Any) -> IngestStats:
         with Ingest(self.conn, scan_id, source, **kw) as ingest:
-            for host in hosts:
-                ingest.add_prepared(host)
+            if self.conn.dialect.name == "sqlite":  # a lookup is a function call away: one host at a time
+                for host in hosts:
+                    ingest.add_prepared(host)
+            else:  # each lookup is a round trip: the identifiers of 500 hosts are asked in two statements
+                rest = iter(hosts)
+                chunks = iter(lambda: list(islice(rest, 500)), [])
+                for chunk in chunks:
+                    ingest.index.prefetch(k for host in chunk for k in ingest.lookups(host))
+                    for host in chunk:
+                        ingest.add_prepared(host)
         return ingest.stats
 
     def apply_register(self, scan_id: int, entries: Iterable[RegisterEntry]) -> IngestStats:
@@ -643,6 +652,7 @@ class IdentityIndex:
 
     def __init__(self, conn: Database) -> None:
         self.conn = conn
+        self.known: dict[tuple[str, str], int | None] = {}  # asked ahead (`prefetch`); None: not there
         self.pending: dict[tuple[str, str], int] = {}
         self.pending_macs: set[int] = set()
         self.pending_directory_named: set[int] = set()  # assets a directory gave a DNS name in this batch
@@ -659,15 +669,39 @@ class IdentityIndex:
         self.pending[(kind, value)] = asset_id
 
     def written(self) -> None:
-        """The pending identifiers are in the table now."""
+        """The pending identifiers are in the table now (and what was asked ahead may have changed)."""
+        self.known.clear()
         self.pending.clear()
         self.pending_macs.clear()
         self.pending_directory_named.clear()
+
+    def prefetch(self, keys: Iterable[tuple[str, str]]) -> None:
+        """PostgreSQL: the answers `_find` would give for these keys, in two statements rather than a round
+        trip each (the same order: newest last_seen, then highest id). Forgotten when a batch is written."""
+        self.known = dict.fromkeys(k for k in keys if NUL not in k[1])
+        names = sorted(v for k, v in self.known if k == "name")
+        pairs = sorted(("ipv6" if k == "ipv4" and ":" in v else k, v) for k, v in self.known if k != "name")
+        if names:
+            for value, asset_id in self.conn.execute(
+                "SELECT DISTINCT ON (value) value, asset_id FROM asset_identifiers WHERE kind IN ('hostname', "
+                "'sysname') AND value = ANY(?) ORDER BY value, last_seen DESC NULLS LAST, id DESC", [names]
+            ):  # fmt: skip
+                self.known[("name", value)] = asset_id
+        if pairs:
+            kinds, values = [k for k, _ in pairs], [v for _, v in pairs]
+            for kind, value, asset_id in self.conn.execute(
+                "SELECT DISTINCT ON (kind, value) kind, value, asset_id FROM asset_identifiers WHERE (kind, value) "
+                "IN (SELECT * FROM unnest(CAST(? AS text[]), CAST(? AS text[]))) "
+                "ORDER BY kind, value, last_seen DESC NULLS LAST, id DESC", [kinds, values]
+            ):  # fmt: skip
+                self.known[("ipv4" if kind == "ipv6" else kind, value)] = asset_id
 
     def _find(self, kind: str, value: str) -> int | None:
         hit = self.pending.get((kind, value))
         if hit is not None:
             return hit
+        if (kind, value) in self.known:
+            return self.known[(kind, value)]
         params: tuple[str, ...]
         if kind == "name":
             sql, params = _FIND_NAME, (value,)
@@ -799,6 +833,14 @@ class Ingest:
 
     def add(self, host: HostObservation) -> None:
         self.add_prepared(prepare_host(host))
+
+    def lookups(self, prepared: PreparedHost) -> Iterator[tuple[str, str]]:
+        """The `IdentityIndex._find` keys matching this host asks, for `IdentityIndex.prefetch`."""
+        ips, macs, hostnames = prepared[:3]
+        yield from (("mac", m) for m in macs)
+        yield from (("ipv4", ip) for ip in ips)
+        named = [*hostnames, *filter(None, map(self.user_hostnames.get, ips))]
+        yield from (("name", h) for h in named if h not in GENERIC_HOSTNAMES)
 
     def add_prepared(
         self, prepared: PreparedHost, sysnames: Sequence[str] = (), machine_ids: Sequence[str] = ()

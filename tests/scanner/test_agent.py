@@ -84,7 +84,7 @@ def bundle_file(path: Path, content: dict[str, Any], encrypt_to: str | None = No
     return path
 
 
-def import_bundles(db: Path, *files: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
+def import_bundles(db: Path | str, *files: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
     return run_posture("import", "bundle", *map(str, files), db=db, **kw)
 
 
@@ -178,8 +178,8 @@ def test_a_host_only_its_agent_sees_is_judged_by_its_listeners(trusted: str, tmp
 # ---- what is refused -------------------------------------------------------------------------------------
 
 
-def test_refused_bundles_change_nothing(trusted: str, tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+def test_refused_bundles_change_nothing(trusted: str, tmp_path: Path, store_db: Path | str) -> None:
+    db = store_db
     good = bundle_file(tmp_path / "good.bundle", payload())
     assert import_bundles(db, good).returncode == 0
     before = db_fingerprint(db)

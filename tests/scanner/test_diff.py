@@ -10,8 +10,8 @@ from tests.conftest import run_posture
 from tests.rules.estate import CISCO_SWITCH, MYSQL, NGINX, RDP, SSH_DEBIAN, TELNET, WINDOWS_2008, Host, write_estate
 
 
-def test_diff_of_two_imports(tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+def test_diff_of_two_imports(tmp_path: Path, store_db: Path | str) -> None:
+    db = store_db
     web = Host("10.6.0.11", "00:11:22:00:06:11", [SSH_DEBIAN, NGINX])
     server = Host("10.6.0.10", "00:11:22:00:06:10", [RDP], WINDOWS_2008)
     switch = Host("10.6.0.12", "00:11:22:00:06:12", [TELNET], CISCO_SWITCH)

@@ -9,10 +9,10 @@ from bench.gen_nmap_xml import write
 from tests.conftest import query, run_posture
 
 
-def test_large_import_reports_progress_and_keeps_everything(tmp_path: Path) -> None:
+def test_large_import_reports_progress_and_keeps_everything(tmp_path: Path, store_db: Path | str) -> None:
     xml = tmp_path / "big.xml"
     ports = write(xml, hosts=12_000, ports_per_host=3)
-    db = tmp_path / "inventory.db"
+    db = store_db  # an SQLite file, or PostgreSQL with --store=postgresql
     result = run_posture("--progress", "import", "nmap", str(xml), db=db)
     assert result.returncode == 0, result.stderr
     # Not a terminal, asked for: a line per 1,000 hosts (or 2 s), each count larger than the last.

@@ -55,8 +55,8 @@ def test_register_merges_into_scanned_assets(lab: Lab, tmp_path: Path) -> None:
     assert query(db, "SELECT count(*) FROM assets") == [(3,)]
 
 
-def test_register_in_windows_1252(tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+def test_register_in_windows_1252(tmp_path: Path, store_db: Path | str) -> None:
+    db = store_db
     register = tmp_path / "register.csv"
     register.write_bytes("hostname,owner,site\nlib-pc01,Libraries,Café Quarter\n".encode("cp1252"))
     assert run_posture("import", "assets", str(register), db=db).returncode == 0

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from bench.gen_nmap_xml import write as write_nmap_xml
+from scanner.paths import default_db_path
 from tests.conftest import POSTURE, STORE_PARAMS, assets_json, db_fingerprint, query, run_posture
 
 DATA = Path(__file__).parent / "data"
@@ -156,3 +157,84 @@ def test_migrate_copies_an_inventory_and_proves_it(pg_database: str, tmp_path: P
     again = run_posture("migrate", "--from", str(lite), "--to", pg_database)
     assert again.returncode == 2 and "already holds an inventory" in again.stderr
     assert again.stderr.count("\n") == 1
+
+
+def test_the_config_names_the_postgresql_store(pg_database: str, tmp_path: Path) -> None:
+    """`[store] url` in the config is the inventory when neither --db nor POSTURE_DB is given; `config
+    check` refuses a URL that is not PostgreSQL's, on its line."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[store]\nurl = "{pg_database}"\n', encoding="utf-8")
+    imported = run_posture("--config", str(config), "import", "nmap", str(DATA / "nmap793-3hosts.xml"))
+    assert imported.returncode == 0, imported.stderr
+    assert len(assets_json(pg_database)) == 3
+    assert not default_db_path().exists()  # in PostgreSQL, not in the default file
+    listed = run_posture("--config", str(config), "scans", "--format", "json")
+    assert listed.returncode == 0 and [s["kind"] for s in json.loads(listed.stdout)] == ["nmap-import"]
+    config.write_text('[store]\nurl = "mysql://db.example/posture"\n', encoding="utf-8")
+    refused = run_posture("--config", str(config), "config", "check")
+    assert refused.returncode == 2 and f"{config}:2: [store] takes one key, url" in refused.stderr
+
+
+def test_the_two_stores_match_machines_alike(pg_database: str, tmp_path: Path) -> None:
+    """Which asset a sighting belongs to (a MAC wins; an address taken over by another MAC is another
+    machine; a name follows its machine) is decided alike on both stores, though PostgreSQL asks for the
+    identifiers of 500 hosts at a time (`IdentityIndex.prefetch`) and SQLite one at a time."""
+    from tests.rules.estate import NGINX, SSH_DEBIAN, Host, write_estate
+
+    day = 1_765_000_000
+    scans = [
+        [Host("10.9.0.1", "00:11:22:00:09:01", [SSH_DEBIAN], hostname="app-01.example"),
+         Host("10.9.0.2", "00:11:22:00:09:02", [NGINX], hostname="web-01.example")],
+        [Host("10.9.0.1", "00:11:22:00:09:99", [NGINX]),  # another machine answers at .1
+         Host("10.9.0.5", "00:11:22:00:09:02", [NGINX], hostname="web-01.example"),  # web-01 moved
+         Host("10.9.0.6", "00:11:22:00:09:06", [SSH_DEBIAN], hostname="app-01.example")],  # a new MAC, old name
+        [Host("10.9.0.1", "00:11:22:00:09:01", [SSH_DEBIAN], hostname="app-01.example")],  # the first is back
+    ]  # fmt: skip
+    lite = tmp_path / "inventory.db"
+    for n, hosts in enumerate(scans):
+        xml = write_estate(tmp_path / f"scan{n}.xml", hosts, when=day + n * 86_400)
+        for db in (lite, pg_database):
+            assert run_posture("import", "nmap", str(xml), db=db).returncode == 0
+    assets = assets_json(lite)
+    assert assets_json(pg_database) == assets
+    assert len(assets) == 4 and any(a["macs"] == ["00:11:22:00:09:02"] and len(a["addresses"]) == 2 for a in assets)
+
+
+def test_a_second_writer_waits_then_says_busy(pg_database: str, postgres: Any) -> None:
+    """One writer at a time on PostgreSQL too: while another session holds posture's writer lock (the
+    transaction-scoped advisory lock every writing transaction takes), an import waits POSTURE_DB_TIMEOUT
+    (the session's lock_timeout) and is refused in the same line as on SQLite, writing nothing."""
+    from scanner.db import WRITER_LOCK
+
+    xml = str(DATA / "nmap793-3hosts.xml")
+    assert run_posture("import", "nmap", xml, db=pg_database).returncode == 0
+    with postgres.connect(dbname=pg_database.rsplit("/", 1)[1], autocommit=True) as other:
+        other.execute("BEGIN")
+        other.execute("SELECT pg_advisory_xact_lock(%s)", [WRITER_LOCK])
+        started = time.monotonic()
+        busy = run_posture("import", "nmap", xml, db=pg_database, env={"POSTURE_DB_TIMEOUT": "1"})
+        waited = time.monotonic() - started
+        other.execute("ROLLBACK")
+    assert busy.returncode == 2 and "is busy: another posture run is writing to it" in busy.stderr, busy.stderr
+    assert "waited 1 s" in busy.stderr and 1 <= waited < 30
+    assert query(pg_database, "SELECT count(*) FROM scans") == [(1,)]  # not even the second scan's row
+    assert run_posture("import", "nmap", xml, db=pg_database).returncode == 0  # the lock is free again
+
+
+def test_a_network_scan_into_postgresql(lab: Any, lab_scan_db: Path, pg_database: str) -> None:
+    """`posture scan` of the lab's real daemons (sshd, nginx, vsftpd) straight into PostgreSQL: its chunks,
+    the scan row and the asset view hold what the same scan wrote into an SQLite file."""
+    scanned = run_posture("scan", *lab.targets, "--ports", lab.ports_spec, "--no-dns", db=pg_database)
+    assert scanned.returncode == 0, scanned.stderr
+    assert f"Inventory: {pg_database}" in scanned.stdout
+    [scan] = scans_json(pg_database)
+    [expected] = scans_json(lab_scan_db)
+    assert (scan["kind"], scan["status"], scan["hosts_up"]) == (expected["kind"], "complete", expected["hosts_up"])
+    assert query(pg_database, "SELECT count(*), min(status) FROM scan_chunks") == query(
+        lab_scan_db, "SELECT count(*), min(status) FROM scan_chunks")
+
+    def seen(db: Path | str) -> list[tuple[list[str], list[tuple[int, str | None, str | None]]]]:
+        return [(a["addresses"], [(s["port"], s["product"], s["version"]) for s in a["services"]])
+                for a in assets_json(db)]  # fmt: skip
+
+    assert seen(pg_database) == seen(lab_scan_db)
