@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -201,49 +202,66 @@ def _scope_check(targets: list[str], scopes: list[tuple[str, list[str]]]) -> Non
 @app.task(name="scan_chunk", pass_context=True, retry=ChunkRetry())
 def scan_chunk(context: JobContext, scan_id: int, seq: int, site: str, job: str, started: str,
                evaluation_before: int) -> str:  # fmt: skip
-    """One chunk of a queued run: checked, scanned, stored once; the last one defers `finish_run`."""
-    from scanner.scan import stored_request
-    from scanner.sources import get_source
-
+    """One chunk of a queued run: checked, scanned, stored once. A chunk that fails for good is marked
+    failed; the last chunk to end, either way, defers `finish_run`, so every run ends."""
     url, config = context.additional_context["db"], context.additional_context["config"]
     queue_job = context.job
-    with Store.open(url) as store:
-        row = store.scan_row(scan_id)
-        found = store.conn.execute("SELECT targets FROM scan_chunks WHERE scan_id = ? AND seq = ?",
-                                   (scan_id, seq)).fetchone()  # fmt: skip
-        if row is None or found is None:
-            raise Refused(f"run {scan_id} chunk {seq} is not in the inventory (pruned?)")
-        the_site = site_of(config, site)
-        _scope_check(json.loads(found[0]), [("the run's scope", json.loads(row["scope"] or "[]")),
-                                            (f"site {site}'s scope", list(the_site.scope))])  # fmt: skip
-        request = stored_request(store, scan_id, parallel=1)
-        request.options["max_rate"] = min(int(request.options.get("max_rate") or the_site.chunk_rate),
-                                          the_site.chunk_rate)  # fmt: skip
+    run = {"scan_id": scan_id, "job": job, "started": started, "evaluation_before": evaluation_before}
 
-        def claim(conn: Database) -> bool:
-            return conn.execute(
-                "INSERT INTO queue_ingests VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
-                (scan_id, seq, queue_job.id, queue_job.attempts, _worker_name(), utc_now()),
-            ).fetchone() is not None
+    def finish_if_last(conn: Database) -> None:
+        left = conn.execute("SELECT count(*) FROM scan_chunks WHERE scan_id = ? AND status = 'pending'",
+                            (scan_id,)).fetchone()[0]  # fmt: skip
+        if left == 0:
+            _defer(conn, "finish_run", queue_job.priority, queue=queue_job.queue, queueing_lock=f"finish:{scan_id}")(
+                **run
+            )
 
-        def then(conn: Database) -> None:
-            left = conn.execute("SELECT count(*) FROM scan_chunks WHERE scan_id = ? AND status = 'pending'",
-                                (scan_id,)).fetchone()[0]  # fmt: skip
-            if left == 0:
-                finish = _defer(conn, "finish_run", queue_job.priority, queue=queue_job.queue,
-                                queueing_lock=f"finish:{scan_id}")  # fmt: skip
-                finish(scan_id=scan_id, job=job, started=started, evaluation_before=evaluation_before)
-
-        def progress(_: int) -> None:
-            if context.should_abort():
-                raise queue_errors.JobAborted(f"chunk {seq} of run {scan_id} stopped")
-
-        from scanner.scan import run_unit
-
-        summary = run_unit(store, get_source("nmap"), scan_id, seq, request, claim, then, progress)
+    try:
+        if queue_job.attempts >= MAX_ATTEMPTS:  # given back by a sweep once too often
+            raise Refused(f"run {scan_id} chunk {seq}: out of attempts ({MAX_ATTEMPTS})")
+        with Store.open(url) as store:
+            summary = _scan_chunk(context, store, scan_id, seq, site_of(config, site), finish_if_last)
+    except Exception as exc:
+        if isinstance(exc, Refused) or queue_job.attempts + 1 >= MAX_ATTEMPTS:
+            with Store.open(url) as store, store.transaction() as conn:
+                conn.execute("UPDATE scan_chunks SET status = 'failed', finished_at = ? WHERE scan_id = ? AND "
+                             "seq = ? AND status = 'pending'", (utc_now(), scan_id, seq))  # fmt: skip
+                finish_if_last(conn)
+        raise
     if summary is None:
         return f"run {scan_id} chunk {seq}: stored by an earlier attempt"
     return f"run {scan_id} chunk {seq}: {summary.hosts_up} hosts up, {summary.services} services"
+
+
+def _scan_chunk(context: JobContext, store: Store, scan_id: int, seq: int, site: Site,
+                then: Callable[[Database], None]) -> Any:  # fmt: skip
+    """The chunk's targets checked against the run's scope and the site's (as this worker's config has it),
+    its nmap at the site's rate share, its hosts and its `queue_ingests` row written in one transaction."""
+    from scanner.scan import run_unit, stored_request
+    from scanner.sources import get_source
+
+    queue_job = context.job
+    row = store.scan_row(scan_id)
+    found = store.conn.execute("SELECT targets FROM scan_chunks WHERE scan_id = ? AND seq = ?",
+                               (scan_id, seq)).fetchone()  # fmt: skip
+    if row is None or found is None:
+        raise Refused(f"run {scan_id} chunk {seq} is not in the inventory (pruned?)")
+    _scope_check(json.loads(found[0]), [("the run's scope", json.loads(row["scope"] or "[]")),
+                                        (f"site {site.name}'s scope", list(site.scope))])  # fmt: skip
+    request = stored_request(store, scan_id, parallel=1)
+    request.options["max_rate"] = min(int(request.options.get("max_rate") or site.chunk_rate), site.chunk_rate)
+
+    def claim(conn: Database) -> bool:
+        stored = conn.execute("INSERT INTO queue_ingests VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING "
+                              "RETURNING seq", (scan_id, seq, queue_job.id, queue_job.attempts, _worker_name(),
+                                                utc_now())).fetchone()  # fmt: skip
+        return stored is not None
+
+    def progress(_: int) -> None:
+        if context.should_abort():
+            raise queue_errors.JobAborted(f"chunk {seq} of run {scan_id} stopped")
+
+    return run_unit(store, get_source("nmap"), scan_id, seq, request, claim, then, progress)
 
 
 @app.task(name="finish_run", pass_context=True, retry=ChunkRetry())
@@ -255,7 +273,7 @@ def finish_run(context: JobContext, scan_id: int, job: str, started: str, evalua
 
     url, config = context.additional_context["db"], context.additional_context["config"]
     with Store.open(url) as store, store.transaction() as conn:
-        failed = conn.execute("SELECT count(*) FROM scan_chunks WHERE scan_id = ? AND status = 'pending'",
+        failed = conn.execute("SELECT count(*) FROM scan_chunks WHERE scan_id = ? AND status != 'done'",
                               (scan_id,)).fetchone()[0]  # fmt: skip
         status = "failed" if failed else "complete"
         updated = conn.execute("UPDATE scans SET status = ?, finished_at = ?, error = ? WHERE id = ? AND "
@@ -276,21 +294,31 @@ def finish_run(context: JobContext, scan_id: int, job: str, started: str, evalua
 
 
 async def _sweep(stalled_after: float) -> int:
-    """Give back the chunks of workers whose heartbeat stopped: retried elsewhere, within MAX_ATTEMPTS."""
+    """Give back the jobs of workers whose heartbeat stopped, to be run elsewhere."""
     manager = app.job_manager
     given = 0
     for stalled in await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
-        try:
-            if stalled.attempts + 1 >= MAX_ATTEMPTS:
-                await manager.finish_job(stalled, status=procrastinate.jobs.Status.FAILED, delete_job=False)
-            else:
-                await manager.retry_job(stalled)
-                given += 1
+        try:  # past MAX_ATTEMPTS the task itself marks its chunk failed (`scan_chunk`)
+            await manager.retry_job(stalled)
         except queue_errors.ConnectorException:  # another worker's sweep took it first
             continue
-        say(f"queue: job {stalled.id} ({stalled.task_name}) of a stalled worker "
-            f"{'given back' if stalled.attempts + 1 < MAX_ATTEMPTS else 'failed: out of attempts'}")
+        given += 1
+        say(f"queue: job {stalled.id} ({stalled.task_name}) of a stalled worker given back")
     return given
+
+
+class _RunLog(logging.Handler):
+    """procrastinate's lines into posture's run log, one line each: a job's outcome (with its error's first
+    line, never a traceback: posture's log holds no exception text beyond that) and its warnings."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.WARNING and not str(getattr(record, "action", "")).startswith("job_"):
+            return
+        text = record.getMessage()
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            text += f": {type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:300]}"
+        say(f"queue: {text}", max(logging.INFO, record.levelno))
 
 
 @dataclass
@@ -326,6 +354,10 @@ async def _work(url: str, config: dict[str, Any], options: WorkerSettings) -> in
             if options.max_jobs is not None and done[0] >= options.max_jobs:
                 worker.stop()
 
+    logger = logging.getLogger("procrastinate")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(_RunLog())
     with app.replace_connector(connector):
         async with app.open_async():
             await _sweep(options.stalled_after)
