@@ -106,12 +106,14 @@ def _enqueue(job: Any, config: dict[str, Any], db: Any, chunk_size: int, priorit
 @click.option("--max-jobs", type=click.IntRange(1), help="Stop after this many queue jobs.")
 @click.option("--stalled-after", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
               help="Seconds without a heartbeat after which a worker's chunks are given to others.")  # fmt: skip
+@click.option("--grace", type=click.FloatRange(0, 3600), default=10.0, show_default=True,
+              help="On SIGTERM, seconds a running chunk may take to finish before it is stopped and given back.")
 @click.pass_context
 def worker_command(ctx: click.Context, site: str | None, concurrency: int, once: bool, max_jobs: int | None,
-                   stalled_after: float) -> None:  # fmt: skip
+                   stalled_after: float, grace: float) -> None:  # fmt: skip
     """Run queued chunks from the central PostgreSQL inventory: scan each, store it once, and after a
     run's last chunk its rules, report and change hook. SIGTERM or Ctrl-C stops it cleanly (a chunk
-    still running after 10 s is stopped and retried by another worker); a killed worker's chunks are
+    still running after --grace seconds is stopped and given back to the queue); a killed worker's chunks are
     retried elsewhere once its heartbeat is older than --stalled-after.
 
     \b
@@ -126,7 +128,7 @@ def worker_command(ctx: click.Context, site: str | None, concurrency: int, once:
     config = load_config(ctx.find_root().obj.get("config_path"))
     url = central(db_path(ctx))
     open_run_log(ctx, config)
-    options = WorkerSettings(site, concurrency, once, max_jobs, stalled_after)
+    options = WorkerSettings(site, concurrency, once, max_jobs, stalled_after, grace)
     say(f"worker started{f' for site {site}' if site else ''}, {concurrency} at once")
     ran = run_worker(url, config, options)
     say(f"worker stopped after {ran} job(s)")

@@ -60,7 +60,6 @@ from scanner.store import Store, insert_chunks, insert_scan, utc_now
 
 MAX_ATTEMPTS = 3  # a chunk runs at most this many times (a failure, a stalled or stopped worker)
 RETRY_WAIT = 5  # seconds before a failed chunk is tried again (it holds its lock slot meanwhile)
-GRACE = 10.0  # seconds a stopping worker lets running chunks finish before it stops their nmap
 NOT_CENTRAL = "the queue needs the central PostgreSQL inventory"
 INGESTS_DDL = """
 CREATE TABLE IF NOT EXISTS queue_ingests (
@@ -328,6 +327,7 @@ class WorkerSettings:
     once: bool = False
     max_jobs: int | None = None
     stalled_after: float = 30.0
+    grace: float = 10.0  # seconds a stopping worker lets running chunks finish before it stops their nmap
 
 
 def run_worker(db: Target, config: dict[str, Any], options: WorkerSettings) -> int:
@@ -372,7 +372,7 @@ async def _work(url: str, config: dict[str, Any], options: WorkerSettings) -> in
                 "concurrency": options.concurrency, "wait": not options.once, "name": _worker_name(),
                 "additional_context": {"db": url, "config": config},
                 "update_heartbeat_interval": max(0.5, options.stalled_after / 3),
-                "stalled_worker_timeout": options.stalled_after, "shutdown_graceful_timeout": GRACE,
+                "stalled_worker_timeout": options.stalled_after, "shutdown_graceful_timeout": options.grace,
                 "fetch_job_polling_interval": 2.0, "worker_middleware": [count],
             }  # fmt: skip
             if options.site:

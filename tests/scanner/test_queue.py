@@ -83,8 +83,8 @@ def test_out_of_scope_refused_at_enqueue(pg_database: str, tmp_path: Path) -> No
     assert query(pg_database, "SELECT count(*) FROM procrastinate_jobs") == [(0,)]
     assert query(pg_database, "SELECT count(*) FROM scans") == [(0,)]
     # The job's own scope binds too, inside the site's.
-    config.write_text(config.read_text(encoding="utf-8").replace('site = "lab"', 'site = "lab"\nscope = ["127.108.1.0/24"]'),
-                      encoding="utf-8")  # fmt: skip
+    narrowed = config.read_text(encoding="utf-8").replace('site = "lab"', 'site = "lab"\nscope = ["127.108.1.0/24"]')
+    config.write_text(narrowed, encoding="utf-8")
     narrower = posture(pg_database, config, "run", "lab", "--queue")
     assert narrower.returncode == 2 and "outside the scope 127.108.1.0/24" in narrower.stderr
     assert query(pg_database, "SELECT count(*) FROM procrastinate_jobs") == [(0,)]
@@ -237,3 +237,34 @@ def test_killed_worker_chunk_retried_elsewhere(pg_database: str, tmp_path: Path)
     assert query(pg_database, "SELECT seq, attempt FROM queue_ingests") == [(0, 1)]
     assert query(pg_database, "SELECT count(*) FROM observations") == [(1,)]
     assert query(pg_database, "SELECT status FROM scans") == [("complete",)]
+
+
+def test_sigterm_stops_a_worker_cleanly(pg_database: str, tmp_path: Path) -> None:
+    """SIGTERM mid-chunk: after --grace the chunk's nmap is stopped, its job goes back to the queue (nothing
+    stored), and the worker exits 0; the next worker (--max-jobs 2: the chunk and the final task) runs it."""
+    silent = SilentServer("127.108.2.1")
+    try:
+        config = write_config(tmp_path, ["127.108.2.1"], str(silent.port))
+        assert posture(pg_database, config, "queue", "init").returncode == 0
+        assert posture(pg_database, config, "run", "lab", "--queue").returncode == 0
+        worker = start_worker(pg_database, config, "--grace", "1")
+        deadline = time.monotonic() + 60
+        while not silent.held and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert silent.held, "nmap never reached the silent port"
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0 and out.strip() == "worker stopped after 1 job(s)", err
+        assert "Aborted, to retry" in err and "Traceback" not in err
+        nmap = subprocess.run(["pgrep", "-f", f"nmap .*-p {silent.port}"], capture_output=True, check=False)
+        assert nmap.stdout == b""
+        assert jobs(pg_database) == [("scan_chunk", "todo", "lab:0", 1)]
+        assert query(pg_database, "SELECT count(*) FROM queue_ingests UNION ALL SELECT count(*) FROM observations") \
+            == [(0,), (0,)]  # fmt: skip
+        silent.close()
+        time.sleep(5)  # the retry's wait (RETRY_WAIT)
+        assert finished(start_worker(pg_database, config, "--max-jobs", "2")).strip() == "worker stopped after 2 job(s)"
+    finally:
+        silent.close()
+    assert query(pg_database, "SELECT seq, attempt FROM queue_ingests") == [(0, 1)]
+    assert query(pg_database, "SELECT count(*) FROM observations") == [(1,)]
