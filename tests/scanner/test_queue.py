@@ -72,6 +72,17 @@ def test_sqlite_store_refused(tmp_path: Path) -> None:
     assert not Path(db).exists()
 
 
+def test_sites_in_the_config_checked(tmp_path: Path) -> None:
+    """[sites.NAME] and a job's site are checked by `config check` like every other table, FILE:LINE first."""
+    config = write_config(tmp_path, ["127.108.0.21"], "22", cap=0)
+    result = run_posture("--config", str(config), "config", "check")
+    assert result.returncode == 2 and ":1: [sites.lab] cap must be a whole number from 1 to 64" in result.stderr
+    config = write_config(tmp_path, ["127.108.0.21"], "22")
+    config.write_text(config.read_text(encoding="utf-8").replace('site = "lab"', 'site = "annex"'), encoding="utf-8")
+    result = run_posture("--config", str(config), "config", "check")
+    assert result.returncode == 2 and "jobs.lab: no [sites.annex] table in the config" in result.stderr
+
+
 def test_out_of_scope_refused_at_enqueue(pg_database: str, tmp_path: Path) -> None:
     """A target outside the site's scope (or the job's) is refused before anything is queued."""
     config = write_config(tmp_path, ["127.108.0.21", "127.109.0.5"], "22")
