@@ -102,7 +102,8 @@ def _enqueue(job: Any, config: dict[str, Any], db: Any, chunk_size: int, priorit
 @click.option("--site", help="Only this site's chunks (default: every site's).")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Chunks this worker runs at once (each its own nmap).")  # fmt: skip
-@click.option("--once", is_flag=True, help="Stop when no chunk is left to take (for tests and cron).")
+@click.option("--once", is_flag=True,
+              help="Stop when no chunk is left to take, once the running ones finish (for tests and cron).")
 @click.option("--max-jobs", type=click.IntRange(1), help="Stop after this many queue jobs.")
 @click.option("--stalled-after", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
               help="Seconds without a heartbeat after which a worker's chunks are given to others.")  # fmt: skip

@@ -51,7 +51,6 @@ from procrastinate.job_context import JobContext
 from procrastinate.jobs import Job as QueueJob
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 
-from scanner.compat import UTC
 from scanner.db import Database, Target, is_url
 from scanner.errors import PostureError
 from scanner.jobs import Job, Site, site_of
@@ -146,6 +145,7 @@ class Enqueued:
 def enqueue(job: Job, config: dict[str, Any], db: Target, chunk_size: int = 256, priority: int = 0) -> Enqueued:
     """The job's chunks as queue jobs; refused in one line (nothing queued) when a target lies outside the
     job's scope or its site's, or when the store is not the central PostgreSQL one."""
+    from scanner.change import newest_evaluation
     from scanner.scan import nmap_request, scope_of
     from scanner.sources import get_source
 
@@ -165,8 +165,6 @@ def enqueue(job: Job, config: dict[str, Any], db: Target, chunk_size: int = 256,
     units = source.units(request)
     with Store.open(url) as store:
         _need_queue(store)
-        from scanner.change import newest_evaluation
-
         evaluation_before = newest_evaluation(store)
         with store.transaction() as conn:
             scan_id = insert_scan(
@@ -210,10 +208,8 @@ def scan_chunk(context: JobContext, scan_id: int, seq: int, site: str, job: str,
     def finish_if_last(conn: Database) -> None:
         left = conn.execute("SELECT count(*) FROM scan_chunks WHERE scan_id = ? AND status = 'pending'",
                             (scan_id,)).fetchone()[0]  # fmt: skip
-        if left == 0:
-            _defer(conn, "finish_run", queue_job.priority, queue=queue_job.queue, queueing_lock=f"finish:{scan_id}")(
-                **run
-            )
+        if left == 0:  # this transaction ends the run's last pending chunk: only one ever does
+            _defer(conn, "finish_run", queue_job.priority, queue=queue_job.queue)(**run)
 
     try:
         if queue_job.attempts >= MAX_ATTEMPTS:  # given back by a sweep once too often
@@ -223,9 +219,9 @@ def scan_chunk(context: JobContext, scan_id: int, seq: int, site: str, job: str,
     except Exception as exc:
         if isinstance(exc, Refused) or queue_job.attempts + 1 >= MAX_ATTEMPTS:
             with Store.open(url) as store, store.transaction() as conn:
-                conn.execute("UPDATE scan_chunks SET status = 'failed', finished_at = ? WHERE scan_id = ? AND "
-                             "seq = ? AND status = 'pending'", (utc_now(), scan_id, seq))  # fmt: skip
-                finish_if_last(conn)
+                if conn.execute("UPDATE scan_chunks SET status = 'failed', finished_at = ? WHERE scan_id = ? AND "
+                                "seq = ? AND status = 'pending' RETURNING seq", (utc_now(), scan_id, seq)).fetchone():
+                    finish_if_last(conn)
         raise
     if summary is None:
         return f"run {scan_id} chunk {seq}: stored by an earlier attempt"
@@ -285,7 +281,7 @@ def finish_run(context: JobContext, scan_id: int, job: str, started: str, evalua
         return f"run {scan_id} {status}; job {job} is no longer in the worker's config: no rules or report"
     run = JobRun(jobs[job], scans=[scan_id])
     try:
-        conclude(run, config, url, datetime.fromisoformat(started).replace(tzinfo=UTC), evaluation_before)
+        conclude(run, config, url, datetime.fromisoformat(started.replace("Z", "+00:00")), evaluation_before)
     except Exception as exc:  # the run is stored and marked: this part is not retried, and shows as failed
         raise Refused(f"run {scan_id} {status}, but job {job}'s rules, report or hook failed: "
                       f"{type(exc).__name__}: {str(exc)[:300]}") from exc  # fmt: skip
@@ -328,6 +324,7 @@ class WorkerSettings:
     max_jobs: int | None = None
     stalled_after: float = 30.0
     grace: float = 10.0  # seconds a stopping worker lets running chunks finish before it stops their nmap
+    # (a `once` worker stops as soon as it finds nothing to take: it lets its running chunks finish)
 
 
 def run_worker(db: Target, config: dict[str, Any], options: WorkerSettings) -> int:
@@ -372,11 +369,13 @@ async def _work(url: str, config: dict[str, Any], options: WorkerSettings) -> in
                 "concurrency": options.concurrency, "wait": not options.once, "name": _worker_name(),
                 "additional_context": {"db": url, "config": config},
                 "update_heartbeat_interval": max(0.5, options.stalled_after / 3),
-                "stalled_worker_timeout": options.stalled_after, "shutdown_graceful_timeout": options.grace,
+                "stalled_worker_timeout": options.stalled_after,
                 "fetch_job_polling_interval": 2.0, "worker_middleware": [count],
             }  # fmt: skip
             if options.site:
                 worker_options["queues"] = [queue_name(options.site)]
+            if not options.once:  # else procrastinate's default: running jobs finish, however long they take
+                worker_options["shutdown_graceful_timeout"] = options.grace
             sweeper = asyncio.create_task(sweeping())
             try:
                 await app.run_worker_async(**worker_options)

@@ -4,6 +4,7 @@ mid-chunk, one-line refusals."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -148,6 +149,28 @@ def test_two_workers_finish_a_job(site_lab: Lab, pg_database: str, tmp_path: Pat
     finished(start_worker(pg_database, config, "--once"))
     assert query(pg_database, "SELECT count(*) FROM observations UNION ALL SELECT count(*) FROM services") == before
     assert query(pg_database, "SELECT attempt FROM queue_ingests WHERE seq = 0") == [(0,)]
+
+
+def test_site_cap_holds_across_workers(site_lab: Lab, pg_database: str, tmp_path: Path) -> None:
+    """cap = 1: two workers, three chunks, and never two of the site's chunks running at once (procrastinate's
+    own event times say when each ran)."""
+    config = write_config(tmp_path, site_lab.targets, site_lab.ports_spec, cap=1)
+    assert posture(pg_database, config, "queue", "init").returncode == 0
+    assert posture(pg_database, config, "run", "lab", "--queue", "--chunk-size", "1").returncode == 0
+    assert {j[2] for j in jobs(pg_database)} == {"lab:0"}
+    options = json.loads(query(pg_database, "SELECT options FROM scans WHERE id = 1")[0][0])
+    assert options["max_rate"] == 200  # min(job 200, site 300) // cap 1
+    workers = [start_worker(pg_database, config, "--once", "--concurrency", "2") for _ in range(2)]
+    for worker in workers:
+        finished(worker)
+    if any(j[1] == "todo" for j in jobs(pg_database)):
+        finished(start_worker(pg_database, config, "--once"))
+    assert [j[:2] for j in jobs(pg_database)][:3] == [("scan_chunk", "succeeded")] * 3, jobs(pg_database)
+    spans = sorted(query(pg_database, "SELECT min(e.at), max(e.at) FROM procrastinate_events e JOIN "
+                                      "procrastinate_jobs j ON j.id = e.job_id WHERE j.task_name = 'scan_chunk' "
+                                      "AND e.type IN ('started', 'succeeded') GROUP BY e.job_id"))  # fmt: skip
+    assert len(spans) == 3
+    assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(spans))  # one after another
 
 
 def test_worker_checks_the_scope_again(pg_database: str, tmp_path: Path) -> None:
