@@ -29,7 +29,8 @@ was running when its worker died stays `doing` and keeps its lock until someone 
 that by itself (this module's sweep does). Sync deferral with `connection=` needs the sync connector: the
 worker's async pool would take the sync connection for an async one. Sync tasks run in threads: a SIGTERM
 stops the worker after its grace period only if the task looks at `should_abort` (the chunk's progress
-callback does, and its nmap is stopped).
+callback does, and its nmap is stopped). A worker told not to wait (`--once`) stops as soon as a fetch
+finds nothing, even while it runs a chunk: with a grace period it would abort that chunk, so it has none.
 """
 
 from __future__ import annotations
