@@ -23,15 +23,25 @@ from scanner.jobs import load_jobs
 @click.command("run")
 @click.argument("job_name", metavar="[JOB]", required=False)
 @click.option("--due", is_flag=True, help="Run every job whose schedule says it is due (for a one-minute timer).")
+@click.option("--queue", "queued", is_flag=True,
+              help="Enqueue the job's chunks on the central PostgreSQL inventory for `posture worker`s to run, "
+                   "instead of scanning here (the job names a [sites.NAME]).")  # fmt: skip
+@click.option("--chunk-size", type=click.IntRange(1, 4096), default=256, show_default=True,
+              help="With --queue: addresses per queued chunk.")  # fmt: skip
+@click.option("--priority", type=click.IntRange(-100, 100), default=0, show_default=True,
+              help="With --queue: workers take higher priorities first.")  # fmt: skip
 @click.pass_context
-def run_command(ctx: click.Context, job_name: str | None, due: bool) -> None:
+def run_command(ctx: click.Context, job_name: str | None, due: bool, queued: bool, chunk_size: int,
+                priority: int) -> None:  # fmt: skip
     """Run a scan job from the config file: its scan (and SNMP), then the rules, the report and the
-    change hook. One run of a job at a time; a crashed run leaves no lock behind.
+    change hook. One run of a job at a time; a crashed run leaves no lock behind. With --queue, its
+    chunks go to the queue and the workers' last chunk leaves the rules, report and hook to a worker.
 
     \b
     Examples:
       posture run town-hall
       posture run --due            (from a one-minute timer)
+      posture run annex --queue    (on the central server)
     """
     from posture.jobs import run_job
     from scanner.jobs import due as due_jobs
@@ -50,9 +60,16 @@ def run_command(ctx: click.Context, job_name: str | None, due: bool) -> None:
         if job_name not in jobs:
             raise PostureError(f"no job {str(job_name)[:64]!r} in the config file", "see `posture config check`")
         names = [str(job_name)]
+    if queued:
+        from posture.queue import central
+
+        central(db_path(ctx))  # one line before any job: the queue lives on the central PostgreSQL inventory
     failed = 0
     for name in names:
         try:
+            if queued:
+                _enqueue(jobs[name], config, db_path(ctx), chunk_size, priority)
+                continue
             run = run_job(jobs[name], config, db_path(ctx))
         except PostureError as exc:
             say(f"job {name} failed: {exc}", logging.ERROR)
@@ -65,6 +82,107 @@ def run_command(ctx: click.Context, job_name: str | None, due: bool) -> None:
                 click.echo(f"{name}: {line}")
     if failed:
         ctx.exit(int(ExitCode.USAGE))
+
+
+def _enqueue(job: Any, config: dict[str, Any], db: Any, chunk_size: int, priority: int) -> None:
+    from posture.queue import enqueue
+    from scanner.jobs import record_run
+    from scanner.runlog import say
+
+    started = datetime.now(UTC)
+    done = enqueue(job, config, db, chunk_size, priority)
+    record_run(job.name, started)
+    say(f"job {job.name}: run {done.scan_id} queued: {done.chunks} chunk(s), {done.addresses} addresses, site "
+        f"{done.site.name} (at most {done.site.cap} at once, {done.site.chunk_rate} packets/s each)")
+    click.echo(f"{job.name}: scan {done.scan_id} queued: {done.chunks} chunk(s) of {done.addresses} addresses "
+               f"for site {done.site.name}")  # fmt: skip
+
+
+@click.command("worker")
+@click.option("--site", help="Only this site's chunks (default: every site's).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Chunks this worker runs at once (each its own nmap).")  # fmt: skip
+@click.option("--once", is_flag=True,
+              help="Stop when no chunk is left to take, once the running ones finish (for tests and cron).")
+@click.option("--max-jobs", type=click.IntRange(1), help="Stop after this many queue jobs.")
+@click.option("--stalled-after", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
+              help="Seconds without a heartbeat after which a worker's chunks are given to others.")  # fmt: skip
+@click.option("--grace", type=click.FloatRange(0, 3600), default=10.0, show_default=True,
+              help="On SIGTERM, seconds a running chunk may take to finish before it is stopped and given back.")
+@click.pass_context
+def worker_command(ctx: click.Context, site: str | None, concurrency: int, once: bool, max_jobs: int | None,
+                   stalled_after: float, grace: float) -> None:  # fmt: skip
+    """Run queued chunks from the central PostgreSQL inventory: scan each, store it once, and after a
+    run's last chunk its rules, report and change hook. SIGTERM or Ctrl-C stops it cleanly (a chunk
+    still running after --grace seconds is stopped and given back to the queue); a killed worker's chunks are
+    retried elsewhere once its heartbeat is older than --stalled-after.
+
+    \b
+    Examples:
+      posture worker --site annex --concurrency 2
+      posture worker --once
+    """
+    from posture.queue import WorkerSettings, central, run_worker
+    from scanner.config import load_config
+    from scanner.runlog import say
+
+    config = load_config(ctx.find_root().obj.get("config_path"))
+    url = central(db_path(ctx))
+    open_run_log(ctx, config)
+    options = WorkerSettings(site, concurrency, once, max_jobs, stalled_after, grace)
+    say(f"worker started{f' for site {site}' if site else ''}, {concurrency} at once")
+    ran = run_worker(url, config, options)
+    say(f"worker stopped after {ran} job(s)")
+    click.echo(f"worker stopped after {ran} job(s)")
+
+
+@click.group("queue")
+def queue_group() -> None:
+    """The job queue on the central PostgreSQL inventory (README "Many sites")."""
+
+
+@queue_group.command("init")
+@click.pass_context
+def queue_init(ctx: click.Context) -> None:
+    """Create the queue's tables in the central inventory (procrastinate's schema and posture's record
+    of stored chunks); nothing is changed when they are there.
+
+    \b
+    Examples:
+      posture --db postgresql://posture@db.example/posture queue init
+    """
+    from posture.queue import init_queue
+
+    click.echo("queue created" if init_queue(db_path(ctx)) else "the queue is there already")
+
+
+@queue_group.command("status")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def queue_status_command(ctx: click.Context, fmt: str) -> None:
+    """Queue depth by site (chunks to do, running, done, failed) and the queue jobs that failed for good.
+
+    \b
+    Examples:
+      posture queue status
+      posture queue status --format json
+    """
+    from posture.queue import queue_status
+
+    status = queue_status(db_path(ctx))
+    if fmt == "json":
+        click.echo(json.dumps(status, indent=2))
+        return
+    click.echo(f"{'SITE':<24} {'TO DO':>7} {'RUNNING':>7} {'DONE':>7} {'FAILED':>7}")
+    for site, counts in sorted(status["sites"].items()):
+        click.echo(f"{site:<24} {counts['todo']:>7} {counts['doing']:>7} {counts['succeeded']:>7} "
+                   f"{counts['failed']:>7}")  # fmt: skip
+    if not status["sites"]:
+        click.echo("the queue is empty")
+    for job in status["failed"]:
+        args = job["args"]
+        click.echo(f"failed: job {job['id']} {job['task']} run {args.get('scan_id')} chunk {args.get('seq', '-')} "
+                   f"(site {job['site']}, {job['attempts']} attempt(s))")
 
 
 @click.group("schedule")

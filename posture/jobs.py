@@ -40,7 +40,7 @@ def run_job(job: Job, config: dict[str, Any], db: Target) -> JobRun:
     (`job_lock`); a missing hook program or report folder fails before anything is scanned. Its result is
     recorded for `posture schedule status`; a PostureError says why it failed (the caller records it)."""
     from scanner.change import newest_evaluation
-    from scanner.jobs import job_lock, job_problems, record_result, record_run
+    from scanner.jobs import job_lock, job_problems, record_run
 
     problems = job_problems(job)
     if problems:
@@ -62,26 +62,36 @@ def run_job(job: Job, config: dict[str, Any], db: Target) -> JobRun:
         _other_sources(run, config, db)
         bundles = _import_inbox(run, Path(job.inbox), db) if job.inbox else {}
         record_run(job.name, started)
-        today = date.today()
-        _evaluate(run, config, db, today)
-        report_path = None
-        if job.report:
-            from reports.stage import write_report
-
-            with Store.open(db, readonly=True) as store:
-                written = write_report(store, Path(job.report), config, today)
-            report_path = str(Path(job.report).absolute())
-            run.lines.append(f"report written: {job.report} ({len(written.assets)} assets, "
-                             f"{len(written.findings)} open findings)")  # fmt: skip
-        summary = _change_summary(run, db, started, nothing, bundles, evaluation_before, report_path)
-        if job.on_change and summary["changed"]:
-            _hook(job, summary)
-        counts = summary["counts"]
-        say(f"job {job.name} finished: {counts['new_assets']} new, {counts['gone_assets']} gone, "
-            f"{counts['changed_assets']} changed assets; {counts['new_findings']} new, "
-            f"{counts['fixed_findings']} fixed findings")
-        record_result(job.name, datetime.now(UTC))
+        conclude(run, config, db, started, evaluation_before, nothing, bundles)
     return run
+
+
+def conclude(run: JobRun, config: dict[str, Any], db: Target, started: datetime, evaluation_before: int,
+             nothing: bool = False, bundles: dict[str, int] | None = None) -> None:  # fmt: skip
+    """A job's part after its scans: the rules, the report, the change hook, the recorded result. `posture
+    run` does it at once; a queued job's last chunk leaves it to a final queued task (`posture.queue`)."""
+    from scanner.jobs import record_result
+
+    job = run.job
+    today = date.today()
+    _evaluate(run, config, db, today)
+    report_path = None
+    if job.report:
+        from reports.stage import write_report
+
+        with Store.open(db, readonly=True) as store:
+            written = write_report(store, Path(job.report), config, today)
+        report_path = str(Path(job.report).absolute())
+        run.lines.append(f"report written: {job.report} ({len(written.assets)} assets, "
+                         f"{len(written.findings)} open findings)")  # fmt: skip
+    summary = _change_summary(run, db, started, nothing, bundles or {}, evaluation_before, report_path)
+    if job.on_change and summary["changed"]:
+        _hook(job, summary)
+    counts = summary["counts"]
+    say(f"job {job.name} finished: {counts['new_assets']} new, {counts['gone_assets']} gone, "
+        f"{counts['changed_assets']} changed assets; {counts['new_findings']} new, "
+        f"{counts['fixed_findings']} fixed findings")
+    record_result(job.name, datetime.now(UTC))
 
 
 def _scan(run: JobRun, config: dict[str, Any], db: Target) -> None:

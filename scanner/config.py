@@ -84,7 +84,7 @@ def check_config(data: dict[str, Any], text: str, where: str) -> None:
             raise PostureError(f"{where}:{line}: {shown} holds a control character", "fix the config file")
     own: dict[str, TableCheck | None] = {
         "scan": _check_scan, "log": _check_log, "files": _check_files, "directory": _check_directory, "jobs": None,
-        "store": _check_store,
+        "store": _check_store, "sites": _check_sites,
     }
     if any(name not in own and name not in _TABLES for name in data):
         for load in _TABLE_SOURCES:
@@ -135,6 +135,19 @@ def _check_scan(table: dict[str, Any]) -> None:
             parse_target(part, resolve=False)
     except PostureError as exc:
         raise ConfigError(f"[scan] scope: {exc.message}", "scope") from None
+
+
+def _check_sites(table: dict[str, Any]) -> None:
+    """[sites.NAME]: a site the queue scans (`posture run JOB --queue`, README "Many sites"): its scope (the
+    only networks its chunks may touch), max_rate (packets per second for the whole site) and cap (chunks
+    at once at the site; the rate is split across them)."""
+    from scanner.jobs import parse_site
+
+    for name, site in table.items():
+        try:
+            parse_site(name, site)
+        except PostureError as exc:
+            raise ConfigError(f"[sites.{printable(name, 40)}] {exc.message}", name) from None
 
 
 MAX_OU_MAPPINGS = 1000

@@ -49,7 +49,7 @@ from scanner.sources import FILE_SOURCES, NETWORK_SOURCES, get_source, source_na
 from scanner.targets import check_target, parse_target, validate_ports
 
 JOB_KEYS = {"targets", "exclude", "scope", "methods", "creds", "max_rate", "ports", "schedule", "report",
-            "on_change", "dns", "allow_overlap", "inbox", "scripts", "tls_ciphers"}  # fmt: skip
+            "on_change", "dns", "allow_overlap", "inbox", "scripts", "tls_ciphers", "site"}  # fmt: skip
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -72,12 +72,65 @@ class Job:
     settings: tuple[tuple[str, Any], ...] = ()  # (source, its request) for the methods with a table of their own
     scripts: bool = True
     tls_ciphers: bool = False
+    site: str | None = None  # a [sites.NAME] of the config: the queue's site (`posture run JOB --queue`)
 
     def scan_options(self) -> dict[str, Any]:
         """The job's keys as options of its scan (`scanner.scan.nmap_request`, over the scan command's
         defaults). Its targets stay data, never parsed as options: nothing goes through an argument list."""
         return {"max_rate": self.max_rate, "ports": self.ports, "dns": self.dns, "scripts": self.scripts,
                 "tls_ciphers": self.tls_ciphers}  # fmt: skip
+
+
+SITE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")  # short: it names a queue and its NOTIFY channel
+
+
+@dataclass(frozen=True)
+class Site:
+    """A site the queue scans: `scope` bounds every chunk enqueued for it (and is checked again by the
+    worker before nmap runs), `max_rate` is its packets per second in all, shared by the `cap` chunks that
+    may run at once there."""
+
+    name: str
+    scope: tuple[str, ...]
+    max_rate: int = 100
+    cap: int = 2
+
+    @property
+    def chunk_rate(self) -> int:
+        """Each running chunk's share of the site's rate budget (nmap --max-rate)."""
+        return max(1, self.max_rate // self.cap)
+
+
+def parse_site(name: str, table: object) -> Site:
+    """One [sites.NAME] table, checked; a PostureError names the first problem."""
+    from scanner.targets import parse_target
+
+    if not SITE_RE.match(name):
+        raise PostureError("a site name is lower case letters, digits, - and _ (at most 24)")
+    if not isinstance(table, dict):
+        raise PostureError("must be a table with scope, max_rate and cap")
+    unknown = sorted(set(table) - {"scope", "max_rate", "cap"})
+    if unknown:
+        raise PostureError(f"unknown key {unknown[0][:40]!r} (a site has scope, max_rate, cap)")
+    scope = table.get("scope")
+    if not isinstance(scope, list) or not scope or not all(isinstance(s, str) for s in scope):
+        raise PostureError('scope must be a list of networks, e.g. scope = ["10.30.0.0/16"]')
+    for spec in scope:
+        parse_target(spec, resolve=False)
+    max_rate, cap = table.get("max_rate", 100), table.get("cap", 2)
+    for key, value, top in (("max_rate", max_rate, 100_000), ("cap", cap, 64)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+            raise PostureError(f"{key} must be a whole number from 1 to {top}")
+    return Site(name, tuple(scope), max_rate, cap)
+
+
+def site_of(config: dict[str, Any], name: str) -> Site:
+    """The config's [sites.NAME], or a PostureError saying it is not there."""
+    table = config.get("sites", {}).get(name)
+    if table is None:
+        raise PostureError(f"no site {name[:40]!r} in the config file",
+                           'add a [sites.NAME] table (README "Many sites")')  # fmt: skip
+    return parse_site(name, table)
 
 
 def load_jobs(config_path: Path | None) -> tuple[dict[str, Job], Path, dict[str, Any]]:
@@ -170,9 +223,11 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
         if schedule is not None and not _cron_ok(schedule):
             raise fail("schedule", f"{repr(schedule)[:60]} is not a cron expression that comes round "
                        "(e.g. \"30 2 * * 1-5\")")  # fmt: skip
-        for key in ("report", "ports", "inbox"):
+        for key in ("report", "ports", "inbox", "site"):
             if key in table and not isinstance(table[key], str):
                 raise fail(key, f"{key} must be a string")
+        if "site" in table and table["site"] not in data.get("sites", {}):
+            raise fail("site", f"no [sites.{printable(table['site'], 40)}] table in the config")
         if "ports" in table:
             try:
                 validate_ports(table["ports"])
@@ -194,7 +249,7 @@ def parse_jobs(data: dict[str, Any], text: str, where: str, known_creds: set[str
             report=table.get("report"), on_change=hook,
             dns=table.get("dns", True), allow_overlap=table.get("allow_overlap", False), inbox=table.get("inbox"),
             settings=tuple(settings),
-            scripts=table.get("scripts", True), tls_ciphers=table.get("tls_ciphers", False),
+            scripts=table.get("scripts", True), tls_ciphers=table.get("tls_ciphers", False), site=table.get("site"),
         )  # fmt: skip
     _check_overlaps(jobs, text, where)
     return jobs

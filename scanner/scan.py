@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from types import FrameType
@@ -203,6 +203,32 @@ def execute_run(
     reporter.finish()
     summary.status = "failed" if summary.errors else "complete"
     store.finish_scan(scan_id, summary.status, "; ".join(summary.errors) or None)
+    return summary
+
+
+def run_unit(
+    store: Store, source: Source, scan_id: int, seq: int, request: Request, claim: Callable[[Database], bool],
+    then: Callable[[Database], None], progress: Callable[[int], None],
+) -> ScanSummary | None:  # fmt: skip
+    """One recorded unit of a run on its own (a queued chunk, `posture.queue`): collected, then written with
+    its "done" mark in one transaction, the one `execute_run` writes, if `claim(conn)` (asked inside that
+    transaction, under the writer lock) says no other attempt has stored it; `then(conn)` ends that
+    transaction. None when one had: nothing is stored twice. A unit that failed raises a PostureError and
+    stays pending; `progress` may raise to stop the work (its nmap is cancelled). The run's row is left as
+    it is."""
+    pending = [unit for unit in store.pending_chunks(scan_id) if unit[0] == seq]
+    if not pending:
+        return None
+    summary = ScanSummary(scan_id)
+    with closing(source.collect(request, pending, progress)) as batches:
+        for batch in batches:  # a network unit is one batch (`scanner.sources.nmap`)
+            if batch.error is not None:
+                raise PostureError(batch.error)
+            with store.transaction() as conn:
+                if not claim(conn):
+                    return None
+                _write_batch(conn, source.name, scan_id, batch, request.hostnames, summary)
+                then(conn)
     return summary
 
 
