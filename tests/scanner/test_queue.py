@@ -200,8 +200,6 @@ def test_worker_checks_the_scope_again(pg_database: str, tmp_path: Path) -> None
     assert as_json["sites"]["lab"]["failed"] >= 1 and as_json["failed"][0]["args"]["seq"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="rules/findings.py is not yet ported to PostgreSQL (docs/store-port.md, "
-                   "'Left'): evaluate fails on `times_reopened + (cond)`")  # fmt: skip
 def test_finish_runs_the_rules(pg_database: str, tmp_path: Path) -> None:
     """The final task runs the job's rules once its chunks are done (an evaluation in the inventory)."""
     config = write_config(tmp_path, ["127.108.4.2"], "22")
