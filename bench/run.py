@@ -234,7 +234,7 @@ conn = sqlite3.connect(sys.argv[1])
 SQL_WRITE_FLOOR = """
 import sqlite3, sys
 sys.path.insert(0, sys.argv[4])
-from rules.findings import UPSERT
+from rules.findings import UPSERT_VALUES, upsert
 db, rows_db, evaluation = sys.argv[1], sys.argv[2], int(sys.argv[3])
 conn = sqlite3.connect(db, isolation_level=None)
 for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -8000", "foreign_keys = OFF"):
@@ -246,7 +246,7 @@ conn.execute("INSERT INTO evaluations (id, started_at, day) VALUES (?, 'x', ?)",
 conn.execute("INSERT OR IGNORE INTO finding_details SELECT * FROM r.finding_details")
 rows = conn.execute("SELECT id, rule_id, asset_id, subject, details_id FROM r.findings WHERE evaluation_id = ? "
                     "AND status != 'fixed' ORDER BY id", (evaluation,)).fetchall()
-conn.executemany(UPSERT.format(day=repr(day), evaluation=evaluation), rows)
+conn.executemany(upsert(UPSERT_VALUES, day, evaluation), rows)
 conn.execute("UPDATE findings SET status = 'fixed', fixed_at = ?, evaluation_id = ? "
              "WHERE status != 'fixed' AND evaluation_id != ?", (day, evaluation, evaluation))
 conn.execute("INSERT INTO finding_events (evaluation_id, finding_id, event) SELECT evaluation_id, id, status "
