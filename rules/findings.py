@@ -596,14 +596,16 @@ def _finding_rules(conn: Database, evaluator: Evaluator, writer: _Writer, day: d
                  [day.isoformat(), *by_severity, *listed, skip])  # fmt: skip
     in_python = []
     raised = sql_functions(conn)
+    columns = [c for c in FINDING_FACT_KEYS if c not in ("id", "asset_id")]  # a group's facts
     for rule in evaluator.finding_rules:
         compiled = finding_rule_sql(rule, conn.dialect.name)
-        if compiled is None:
+        by_group = compiled is None and not reads_asset(rule)  # a finding rule tests no finding's id (FINDING_FIELDS)
+        if compiled is None and not by_group:
             in_python.append(rule)
             continue
         raised.clear()
         try:  # what writer.found would make of each finding as a Hit, without making one for each
-            where, params = compiled
+            where, params = compiled or _groups_marked(conn, rule, columns)
             sql = f"SELECT {GROUP_KEY}, severity, sla_days FROM finding_groups WHERE {where}"
             groups = {g[:4]: g for g in conn.execute(sql, params)}
             details = {key: writer.details.finding(g[4], key[0], g[5]) for key, g in groups.items()}
@@ -614,7 +616,6 @@ def _finding_rules(conn: Database, evaluator: Evaluator, writer: _Writer, day: d
             cause = raised[-1] if raised else exc
             evaluator.errors[rule.id] = f"{type(cause).__name__}: {str(cause)[:300]}"
     if in_python:
-        columns = [c for c in FINDING_FACT_KEYS if c not in ("id", "asset_id")]
         facts = {g[:4]: dict(zip(columns, g[4:], strict=True)) for g in conn.execute(
             f"SELECT {GROUP_KEY}, {', '.join(columns)} FROM finding_groups")}  # fmt: skip
         every = _findings_in(conn, accepted, listed)
@@ -623,6 +624,18 @@ def _finding_rules(conn: Database, evaluator: Evaluator, writer: _Writer, day: d
         for hit in evaluator.assess_findings(findings, assets):
             writer.write(hit.subject["asset_id"], (writer.found(hit),))
     conn.execute("DROP TABLE finding_groups")
+
+
+def _groups_marked(conn: Database, rule: Rule, columns: list[str]) -> tuple[str, list[Any]]:
+    """A rule on finding facts that SQL cannot test here (PostgreSQL: finding_rule_sql), tested in Python on
+    each group of findings (a few dozen) rather than on each finding: the groups it matches are marked, and
+    the WHERE clause that selects them."""
+    conn.execute("UPDATE finding_groups SET hit = 0")
+    marked = [g[:4] for g in conn.execute(f"SELECT {GROUP_KEY}, {', '.join(columns)} FROM finding_groups")
+              if rule.matches(dict(zip(columns, g[4:], strict=True)), {})]  # fmt: skip
+    conn.executemany("UPDATE finding_groups SET hit = 1 "
+                     "WHERE rule_id = ? AND status = ? AND opened_at = ? AND accepted = ?", marked)  # fmt: skip
+    return "hit = 1", []
 
 
 def _findings_in(conn: Database, accepted: str, listed: list[str], where: str = "1 = 1",
@@ -662,7 +675,7 @@ GROUP_KEY = "rule_id, status, opened_at, accepted"
 FINDING_GROUPS = """
     CREATE TEMP TABLE finding_groups AS
     SELECT rule_id, status, opened_at, accepted, function, severity, age_days, sla_days,
-           age_days > sla_days AS past_sla
+           age_days > sla_days AS past_sla, 0 AS hit
     FROM (
         SELECT g.rule_id, g.status, g.opened_at, g.accepted, r.function, r.severity,
                {age_days} AS age_days,
