@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import tempfile
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from bench.gen_nmap_xml import write as write_realistic
 from scanner.nmap_xml import NmapXmlError, NmapXmlReader
 from scanner.store import prepare_host
-from tests.conftest import query, run_posture
+from tests.conftest import STORE_PARAMS, query, run_posture
 from tests.security.measure import run_measured
 
 HEADER = '<?xml version="1.0"?>\n<nmaprun scanner="nmap" args="nmap -oX x.xml" start="1763900000" version="7.93">\n'
@@ -26,7 +27,8 @@ FOOTER = '<runstats><finished time="1763900100" exit="success"/></runstats></nma
 HUGE = str(2**64)
 
 
-def test_numbers_past_2_63_and_addresses_that_are_not(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
+def test_numbers_past_2_63_and_addresses_that_are_not(tmp_path: Path, store_db: Path | str) -> None:
     """Low, nmap XML: "`portid`, `conf` or `accuracy` above 2^63 (OverflowError; scan row left `running`);
     non-IP address strings and port -5 accepted". Out-of-range ports and non-addresses are dropped with a
     warning, out-of-range conf/accuracy/uptime are not stored, and the import completes."""
@@ -43,7 +45,7 @@ def test_numbers_past_2_63_and_addresses_that_are_not(tmp_path: Path) -> None:
         f'</osmatch></os><uptime seconds="{HUGE}"/></host>\n' + FOOTER,
         encoding="utf-8",
     )
-    db = tmp_path / "inventory.db"
+    db = store_db
     result = run_posture("import", "nmap", str(xml), db=db)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -54,17 +56,19 @@ def test_numbers_past_2_63_and_addresses_that_are_not(tmp_path: Path) -> None:
     assert query(db, "SELECT port, confidence FROM services") == [(22, None)]
     assert query(db, "SELECT kind, value FROM asset_identifiers WHERE kind != 'hostname'") == [("ipv4", "10.9.9.9")]
     assert query(db, "SELECT accuracy FROM software WHERE kind = 'os'") == [(0,)]
-    assert query(db, "SELECT json_extract(evidence, '$.uptime_seconds') FROM observations") == [(None,)]
+    [(evidence,)] = query(db, "SELECT evidence FROM observations")
+    assert json.loads(evidence)["uptime_seconds"] is None
 
 
-def test_deep_or_nested_hosts_are_one_line_refusals(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
+def test_deep_or_nested_hosts_are_one_line_refusals(tmp_path: Path, store_db: Path | str) -> None:
     """Every parser bounds depth (issue 11, Build): 100,000 nested elements, or a <host> inside a <host>,
     are a one-line refusal (exit 2) with the scan row closed as failed, never `running`."""
     deep = tmp_path / "deep.xml"
     deep.write_text(HEADER + "<a>" * 100_000 + "</a>" * 100_000 + FOOTER, encoding="utf-8")
     nested = tmp_path / "nested.xml"
     nested.write_text(HEADER + '<host><status state="up"/><host></host></host>' + FOOTER, encoding="utf-8")
-    db = tmp_path / "inventory.db"
+    db = store_db
     for path, words in ((deep, "elements nested over 256 deep"), (nested, "a <host> inside a <host>")):
         result = run_posture("import", "nmap", str(path), db=db)
         assert result.returncode == 2 and words in result.stderr, result.stderr
