@@ -468,9 +468,7 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
                                 "ORDER BY id DESC LIMIT 1", [evaluation_id]).fetchone() or (0, day_text)  # fmt: skip
             fix = _Fixer(conn, evaluation_id, day_text, last[1])
             writer.before = _OpenBefore(conn, later_rules, fix)
-            later: dict[int, int] = dict(conn.execute(
-                f"SELECT id, details_id FROM findings WHERE status != 'fixed' AND rule_id {conn.dialect.in_list}",
-                [later_rules]))  # fmt: skip
+            later = writer.before.made_later()
             identified = identities.Writer(conn)
             known: set[int] = set()  # assets whose OS release and support status are known (rules/score.py)
             for facts in load_facts(store, ident):
@@ -531,7 +529,7 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
 
 
 class _OpenBefore:
-    """The open findings of the asset rules as the previous evaluation left them, read a window of asset ids
+    """The open findings as the previous evaluation left them. The asset rules' are read a window of asset ids
     at a time as the assets come (in id order: `load_facts`), before any of theirs is written: memory stays
     flat however many there are. Those left in a window when the next one is read were not found again."""
 
@@ -543,12 +541,19 @@ class _OpenBefore:
         self.rows: dict[int, int] = {}  # the window's open findings not found again: id -> details row
         self.fixed = 0
 
+    def _open(self, where: str, params: list[Any]) -> dict[int, int]:
+        """id -> details row of the open findings matching `where`."""
+        return dict(self.conn.execute(f"SELECT id, details_id FROM findings WHERE status != 'fixed' AND {where}",
+                                      [*params, self.later_rules]))  # fmt: skip
+
+    def made_later(self) -> dict[int, int]:
+        """The open findings of the finding rules and failed rules (made after the assets): read whole."""
+        return self._open(f"rule_id {self.conn.dialect.in_list}", [])
+
     def _read(self, end: int) -> dict[int, int]:
         """Fix what is left of the window, then read the one up to `end`."""
         self.fixed += self.fix(self.rows)
-        rows = dict(self.conn.execute(
-            "SELECT id, details_id FROM findings WHERE status != 'fixed' AND id >= ? AND id < ? "
-            f"AND NOT (rule_id {self.conn.dialect.in_list})", [self.upto, end, self.later_rules]))  # fmt: skip
+        rows = self._open(f"id >= ? AND id < ? AND NOT (rule_id {self.conn.dialect.in_list})", [self.upto, end])
         self.upto = end
         return rows
 
@@ -597,6 +602,8 @@ def _finding_rules(conn: Database, evaluator: Evaluator, writer: _Writer, day: d
     in_python = []
     raised = sql_functions(conn)
     columns = [c for c in FINDING_FACT_KEYS if c not in ("id", "asset_id")]  # a group's facts
+    facts = {g[:4]: dict(zip(columns, g[4:], strict=True)) for g in conn.execute(
+        f"SELECT {GROUP_KEY}, {', '.join(columns)} FROM finding_groups")}  # fmt: skip
     for rule in evaluator.finding_rules:
         compiled = finding_rule_sql(rule, conn.dialect.name)
         by_group = compiled is None and not reads_asset(rule)  # a finding rule tests no finding's id (FINDING_FIELDS)
@@ -605,7 +612,7 @@ def _finding_rules(conn: Database, evaluator: Evaluator, writer: _Writer, day: d
             continue
         raised.clear()
         try:  # what writer.found would make of each finding as a Hit, without making one for each
-            where, params = compiled or _groups_marked(conn, rule, columns)
+            where, params = compiled or _groups_marked(conn, rule, facts)
             sql = f"SELECT {GROUP_KEY}, severity, sla_days FROM finding_groups WHERE {where}"
             groups = {g[:4]: g for g in conn.execute(sql, params)}
             details = {key: writer.details.finding(g[4], key[0], g[5]) for key, g in groups.items()}
@@ -616,8 +623,6 @@ def _finding_rules(conn: Database, evaluator: Evaluator, writer: _Writer, day: d
             cause = raised[-1] if raised else exc
             evaluator.errors[rule.id] = f"{type(cause).__name__}: {str(cause)[:300]}"
     if in_python:
-        facts = {g[:4]: dict(zip(columns, g[4:], strict=True)) for g in conn.execute(
-            f"SELECT {GROUP_KEY}, {', '.join(columns)} FROM finding_groups")}  # fmt: skip
         every = _findings_in(conn, accepted, listed)
         findings = ({"id": finding_id, **facts[key], "asset_id": asset_id} for finding_id, asset_id, key in every)
         evaluator.finding_rules = in_python
@@ -626,13 +631,12 @@ def _finding_rules(conn: Database, evaluator: Evaluator, writer: _Writer, day: d
     conn.execute("DROP TABLE finding_groups")
 
 
-def _groups_marked(conn: Database, rule: Rule, columns: list[str]) -> tuple[str, list[Any]]:
+def _groups_marked(conn: Database, rule: Rule, facts: dict[tuple[Any, ...], dict[str, Any]]) -> tuple[str, list[Any]]:
     """A rule on finding facts that SQL cannot test here (PostgreSQL: finding_rule_sql), tested in Python on
     each group of findings (a few dozen) rather than on each finding: the groups it matches are marked, and
     the WHERE clause that selects them."""
     conn.execute("UPDATE finding_groups SET hit = 0")
-    marked = [g[:4] for g in conn.execute(f"SELECT {GROUP_KEY}, {', '.join(columns)} FROM finding_groups")
-              if rule.matches(dict(zip(columns, g[4:], strict=True)), {})]  # fmt: skip
+    marked = [key for key, group in facts.items() if rule.matches(group, {})]
     conn.executemany("UPDATE finding_groups SET hit = 1 "
                      "WHERE rule_id = ? AND status = ? AND opened_at = ? AND accepted = ?", marked)  # fmt: skip
     return "hit = 1", []

@@ -9,10 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_posture
-
-DATA = Path(__file__).parent.parent / "scanner" / "data"
-REAL_SCANS = ("nmap793-3hosts.xml", "nmap551-windows-2003.xml", "nse-windows-scripts.xml",
-              "samba-smb2-hostscripts.xml", "tls-certificates.xml")  # fmt: skip
+from tests.scanner.test_store_both import DATA, REAL_SCANS
 
 
 def outputs(db: Path | str, tmp_path: Path, name: str) -> dict[str, str]:
