@@ -6,10 +6,10 @@ take the same chunk), with retries, priorities, `lock`s (at most one running job
 heartbeats, and deferral inside the caller's own transaction (`connection=`), which is what makes a run's
 row, its chunks and its queue jobs all or nothing here.
 
-- `posture queue init` applies procrastinate's schema and posture's `queue_ingests` table. Not the store's
-  migrations: the scanner stage must not depend on an optional library of the application layer, and
-  procrastinate's schema has its own versions and upgrade scripts (`procrastinate schema --apply`); a
-  queue is only wanted on a central server.
+- `posture queue init` applies procrastinate's schema and posture's tables (`queue_ingests`, and for site
+  collectors `collectors` and `collector_uploads`). Not the store's migrations: the scanner stage must not
+  depend on an optional library of the application layer, and procrastinate's schema has its own versions
+  and upgrade scripts (`procrastinate schema --apply`); a queue is only wanted on a central server.
 - `posture run JOB --queue` (`enqueue`): the job's targets checked against its scope and its site's scope,
   then in one transaction a scans row ('queued'), its chunks (`scanner.scan`'s chunking) and one
   `scan_chunk` job per chunk, on the site's queue, with priority, and lock `site:N` where N is the chunk's
@@ -71,7 +71,28 @@ CREATE TABLE IF NOT EXISTS queue_ingests (
     stored_at text NOT NULL,
     PRIMARY KEY (scan_id, seq)
 );
+CREATE TABLE IF NOT EXISTS collectors (
+    key_id text PRIMARY KEY,     -- `scanner.bundles.key_id` of its Ed25519 signing key
+    site text NOT NULL,          -- the [sites.NAME] whose `collectors` list trusts the key
+    name text NOT NULL,          -- that list's comment for the key (bounded)
+    first_seen text NOT NULL,
+    last_seen text NOT NULL,     -- its last signed request the server accepted
+    address text,                -- where that request came from, as the server saw it
+    version text,                -- the posture version it said it runs (bounded)
+    chunks_taken bigint NOT NULL DEFAULT 0,
+    bundles_stored bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS collector_uploads (
+    digest text PRIMARY KEY,     -- SHA-256 of the uploaded bundle's bytes: a re-upload is a no-op
+    key_id text NOT NULL,
+    scan_id bigint NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+    seq bigint NOT NULL,
+    attempt integer NOT NULL,
+    received_at text NOT NULL,
+    stored boolean NOT NULL      -- false: the chunk was stored already by an earlier attempt
+);
 """
+QUEUE_TABLES = ("procrastinate_jobs", "queue_ingests", "collectors", "collector_uploads")
 
 # The tasks' app; a worker gives it its connector (`_work`). Deferring goes through `_defer`.
 app = procrastinate.App(connector=procrastinate.PsycopgConnector())
@@ -102,8 +123,7 @@ def central(db: Target) -> str:
 
 
 def has_queue(conn: Database) -> bool:
-    return conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL AND "
-                        "to_regclass('queue_ingests') IS NOT NULL").fetchone()[0] is True  # fmt: skip
+    return all(conn.execute("SELECT to_regclass(?) IS NOT NULL", (t,)).fetchone()[0] for t in QUEUE_TABLES)
 
 
 def _need_queue(store: Store) -> None:
@@ -112,7 +132,8 @@ def _need_queue(store: Store) -> None:
 
 
 def init_queue(db: Target) -> bool:
-    """procrastinate's schema and `queue_ingests`, in one transaction; False when they were there already."""
+    """procrastinate's schema and posture's queue tables (INGESTS_DDL), in one transaction; False when they
+    were all there already. Run again after an upgrade, it adds the tables a newer version has."""
     from procrastinate.schema import SchemaManager
 
     with Store.open(central(db)) as store, store.transaction() as conn:

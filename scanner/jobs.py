@@ -34,7 +34,7 @@ import shlex
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,9 @@ class Site:
     scope: tuple[str, ...]
     max_rate: int = 100
     cap: int = 2
+    # The collectors allowed to take this site's chunks (`posture collector`): key id -> (name, raw Ed25519
+    # public key), from `collectors = ["posture-ed25519 BASE64 NAME", ...]`. None listed: workers scan it.
+    collectors: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
     @property
     def chunk_rate(self) -> int:
@@ -109,9 +112,9 @@ def parse_site(name: str, table: object) -> Site:
         raise PostureError("a site name is lower case letters, digits, - and _ (at most 24)")
     if not isinstance(table, dict):
         raise PostureError("must be a table with scope, max_rate and cap")
-    unknown = sorted(set(table) - {"scope", "max_rate", "cap"})
+    unknown = sorted(set(table) - {"scope", "max_rate", "cap", "collectors"})
     if unknown:
-        raise PostureError(f"unknown key {unknown[0][:40]!r} (a site has scope, max_rate, cap)")
+        raise PostureError(f"unknown key {unknown[0][:40]!r} (a site has scope, max_rate, cap, collectors)")
     scope = table.get("scope")
     if not isinstance(scope, list) or not scope or not all(isinstance(s, str) for s in scope):
         raise PostureError('scope must be a list of networks, e.g. scope = ["10.30.0.0/16"]')
@@ -121,7 +124,27 @@ def parse_site(name: str, table: object) -> Site:
     for key, value, top in (("max_rate", max_rate, 100_000), ("cap", cap, 64)):
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
             raise PostureError(f"{key} must be a whole number from 1 to {top}")
-    return Site(name, tuple(scope), max_rate, cap)
+    return Site(name, tuple(scope), max_rate, cap, _collector_keys(table.get("collectors", [])))
+
+
+def _collector_keys(lines: object) -> dict[str, tuple[str, bytes]]:
+    """`collectors = ["posture-ed25519 BASE64 NAME", ...]` (the line `posture keys list` prints at the
+    collector) as key id -> (name, raw public key); each line needs a name, and names are unique."""
+    from scanner.bundles import SIGNING_PREFIX, key_id, parse_public_line
+
+    if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+        raise PostureError(f'collectors must be a list of key lines, e.g. collectors = ["{SIGNING_PREFIX} ... NAME"]')
+    keys: dict[str, tuple[str, bytes]] = {}
+    for line in lines:
+        raw = parse_public_line(line, SIGNING_PREFIX)
+        parts = line.split()
+        name = " ".join(parts[2:])[:64]
+        if not name:
+            raise PostureError("each collector's key line ends with a name for it (the comment after the key)")
+        if key_id(raw) in keys or name in {n for n, _ in keys.values()}:
+            raise PostureError(f"collector {name!r} is listed twice")
+        keys[key_id(raw)] = (name, raw)
+    return keys
 
 
 def site_of(config: dict[str, Any], name: str) -> Site:
