@@ -8,6 +8,7 @@ import json
 import logging
 import shlex
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import click
 
 from scanner.command import db_path, open_run_log
 from scanner.compat import UTC
+from scanner.config import ConfigError, register_table
 from scanner.errors import ExitCode, PostureError
 from scanner.jobs import load_jobs
 
@@ -391,3 +393,125 @@ def _look_at(db: Path, html: Path) -> None:
                  f"{base} plan remediation   (what to do, by whom, by when)",
                  f"{base} assets --format json | less   (everything it found)"):  # fmt: skip
         click.echo(f"  {line}")
+
+
+# ---- site collectors: `posture serve` (central) and `posture collector` (at a site) ------------------
+
+_SERVE_KEYS: dict[str, tuple[type, ...]] = {
+    "listen": (str,), "tls_cert": (str,), "tls_key": (str,), "plain_http": (bool,), "stalled_after": (int, float),
+    "metrics_from": (list,),
+}  # fmt: skip
+_COLLECTOR_KEYS: dict[str, tuple[type, ...]] = {
+    "server": (str,), "site": (str,), "scope": (list,), "ca": (str,), "encrypt_to": (str,), "outbox": (str,),
+    "poll": (int, float),
+}  # fmt: skip
+
+
+def _check_keys(name: str, keys: dict[str, tuple[type, ...]]) -> Callable[[dict[str, Any]], None]:
+    """The check of a [serve] or [collector] table: known keys, each of its type; lists of strings."""
+
+    def check(table: dict[str, Any]) -> None:
+        for key, value in table.items():
+            kinds = keys.get(key)
+            if kinds is None:
+                raise ConfigError(f"[{name}] unknown key {key[:40]!r} ([{name}] has {', '.join(sorted(keys))})", key)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ConfigError(f"[{name}] {key} must be a {' or '.join(k.__name__ for k in kinds)}", key)
+            if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"[{name}] {key} must be a list of strings", key)
+
+    return check
+
+
+register_table("serve", _check_keys("serve", _SERVE_KEYS))
+register_table("collector", _check_keys("collector", _COLLECTOR_KEYS))
+
+
+@click.command("serve")
+@click.option("--listen", help="ADDRESS:PORT to listen on ([serve] listen; default 0.0.0.0:8443).")
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), help="The server's certificate (PEM).")
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), help="Its private key (PEM).")
+@click.option("--plain-http", is_flag=True, default=None,
+              help="No TLS: only on a loopback address, behind a reverse proxy that terminates TLS.")
+@click.option("--stalled-after", type=click.FloatRange(5, 3600), default=None,
+              help="Seconds without a request from a collector before its chunks go to another (default 90).")
+@click.pass_context
+def serve_command(ctx: click.Context, listen: str | None, tls_cert: Path | None, tls_key: Path | None,
+                  plain_http: bool | None, stalled_after: float | None) -> None:  # fmt: skip
+    """Serve site collectors: hand out each site's queued chunks to the collectors its config trusts, take
+    their signed results into the central PostgreSQL inventory, and report health (/healthz) and queue
+    metrics (/metrics, Prometheus). Settings come from the config's [serve] table; options override it.
+    A site's collectors are the key lines in its [sites.NAME] collectors list.
+
+    \b
+    Examples:
+      posture serve --tls-cert /etc/posture/tls/cert.pem --tls-key /etc/posture/tls/key.pem
+      posture serve --listen 127.0.0.1:8080 --plain-http     # behind nginx
+    """
+    from posture.queue import central
+    from posture.serve import ServeSettings, serve
+    from scanner.config import load_config
+
+    config = load_config(ctx.find_root().obj.get("config_path"))
+    url = central(db_path(ctx))
+    open_run_log(ctx, config)
+    table = config.get("serve", {})
+    settings = ServeSettings()
+    settings.listen = listen or table.get("listen", settings.listen)
+    cert, key = tls_cert or table.get("tls_cert"), tls_key or table.get("tls_key")
+    settings.tls_cert, settings.tls_key = (Path(cert) if cert else None), (Path(key) if key else None)
+    settings.plain_http = bool(plain_http if plain_http is not None else table.get("plain_http", False))
+    settings.stalled_after = float(stalled_after or table.get("stalled_after", settings.stalled_after))
+    settings.metrics_from = tuple(table.get("metrics_from", settings.metrics_from))
+    serve(url, config, settings)
+
+
+@click.command("collector")
+@click.option("--server", help="The central server, https://HOST:PORT/ ([collector] server).")
+@click.option("--site", help="This collector's site ([collector] site).")
+@click.option("--scope", multiple=True, help="Networks this collector may scan ([collector] scope); repeatable.")
+@click.option("--ca", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The CA certificate (PEM) that signed the server's; default: the system's.")
+@click.option("--outbox", type=click.Path(path_type=Path, dir_okay=False),
+              help="Where results wait while the server is unreachable (an SQLite file; default in the state folder).")
+@click.option("--poll", type=click.FloatRange(0.2, 3600), default=None,
+              help="Seconds between asks when there is nothing to do (default 30).")
+@click.option("--once", is_flag=True, help="Stop when the server has nothing for this site and the outbox is empty.")
+@click.option("--patience", type=click.FloatRange(0, 86400), default=300.0, show_default=True,
+              help="With --once: seconds the server may stay unreachable before the collector stops (results kept).")
+@click.option("--max-chunks", type=click.IntRange(1), help="Stop after scanning this many chunks.")
+@click.pass_context
+def collector_command(ctx: click.Context, server: str | None, site: str | None, scope: tuple[str, ...],
+                      ca: Path | None, outbox: Path | None, poll: float | None, once: bool, patience: float,
+                      max_chunks: int | None) -> None:  # fmt: skip
+    """Scan a site for the central server: take the site's chunks over HTTPS (outbound only), check each
+    against this collector's own scope, run nmap, and upload each result as a signed bundle. Results wait in
+    a local outbox while the link is down and go up in order once it is back. Signs with this machine's
+    signing key (`posture keys generate`): put its line (`posture keys list`) in the server's
+    [sites.NAME] collectors. Settings come from the config's [collector] table; options override it.
+
+    \b
+    Examples:
+      posture collector --server https://central.example:8443/ --site annex --scope 10.30.0.0/16
+      posture collector --once --ca /etc/posture/tls/central-ca.pem
+    """
+    from posture.collector import CollectorSettings, run_collector
+    from scanner.config import load_config
+    from scanner.jobs import SITE_RE
+
+    config = load_config(ctx.find_root().obj.get("config_path"))
+    open_run_log(ctx, config)
+    table = config.get("collector", {})
+    chosen_server, chosen_site = server or table.get("server"), site or table.get("site")
+    if not chosen_server or not chosen_site:
+        raise PostureError("the collector needs its server and its site", "give --server and --site, or [collector]")
+    if not SITE_RE.match(chosen_site):
+        raise PostureError("a site name is lower case letters, digits, - and _ (at most 24)")
+    given_ca = ca or (Path(table["ca"]) if table.get("ca") else None)
+    settings = CollectorSettings(
+        chosen_server, chosen_site, tuple(scope or table.get("scope", ())), given_ca, table.get("encrypt_to"),
+        outbox or (Path(table["outbox"]) if table.get("outbox") else None),
+        float(poll or table.get("poll", 30.0)), once, patience, max_chunks,
+    )  # fmt: skip
+    scanned = run_collector(settings)
+    click.echo(f"collector stopped after {scanned} chunk(s)")

@@ -58,6 +58,8 @@ from scanner.jobs import Job, Site, site_of
 from scanner.runlog import say
 from scanner.store import Store, insert_chunks, insert_scan, utc_now
 
+# The runs' final tasks (`finish_run`): workers take them, never collectors. No site's queue has a dot.
+CENTRAL_QUEUE = "posture.central"
 MAX_ATTEMPTS = 3  # a chunk runs at most this many times (a failure, a stalled or stopped worker)
 RETRY_WAIT = 5  # seconds before a failed chunk is tried again (it holds its lock slot meanwhile)
 NOT_CENTRAL = "the queue needs the central PostgreSQL inventory"
@@ -78,6 +80,7 @@ CREATE TABLE IF NOT EXISTS collectors (
     first_seen text NOT NULL,
     last_seen text NOT NULL,     -- its last signed request the server accepted
     address text,                -- where that request came from, as the server saw it
+    worker_id bigint,            -- its row in procrastinate_workers (the server heartbeats it for the collector)
     version text,                -- the posture version it said it runs (bounded)
     chunks_taken bigint NOT NULL DEFAULT 0,
     bundles_stored bigint NOT NULL DEFAULT 0
@@ -89,7 +92,7 @@ CREATE TABLE IF NOT EXISTS collector_uploads (
     seq bigint NOT NULL,
     attempt integer NOT NULL,
     received_at text NOT NULL,
-    stored boolean NOT NULL      -- false: the chunk was stored already by an earlier attempt
+    stored integer NOT NULL      -- 1 stored; 0 kept out (the chunk stored already, or nmap's error)
 );
 """
 QUEUE_TABLES = ("procrastinate_jobs", "queue_ingests", "collectors", "collector_uploads")
@@ -228,26 +231,41 @@ def scan_chunk(context: JobContext, scan_id: int, seq: int, site: str, job: str,
     run = {"scan_id": scan_id, "job": job, "started": started, "evaluation_before": evaluation_before}
 
     def finish_if_last(conn: Database) -> None:
-        left = conn.execute("SELECT count(*) FROM scan_chunks WHERE scan_id = ? AND status = 'pending'",
-                            (scan_id,)).fetchone()[0]  # fmt: skip
-        if left == 0:  # this transaction ends the run's last pending chunk: only one ever does
-            _defer(conn, "finish_run", queue_job.priority, queue=queue_job.queue)(**run)
+        finish_if_last_chunk(conn, run, queue_job.priority)
 
     try:
         if queue_job.attempts >= MAX_ATTEMPTS:  # given back by a sweep once too often
             raise Refused(f"run {scan_id} chunk {seq}: out of attempts ({MAX_ATTEMPTS})")
+        where = site_of(config, site)
+        if where.collectors:  # its network is reached from the site only; never from here
+            raise Refused(f"site {site} is scanned by its collectors (`posture collector`), not by workers")
         with Store.open(url) as store:
-            summary = _scan_chunk(context, store, scan_id, seq, site_of(config, site), finish_if_last)
+            summary = _scan_chunk(context, store, scan_id, seq, where, finish_if_last)
     except Exception as exc:
         if isinstance(exc, Refused) or queue_job.attempts + 1 >= MAX_ATTEMPTS:
-            with Store.open(url) as store, store.transaction() as conn:
-                if conn.execute("UPDATE scan_chunks SET status = 'failed', finished_at = ? WHERE scan_id = ? AND "
-                                "seq = ? AND status = 'pending' RETURNING seq", (utc_now(), scan_id, seq)).fetchone():
-                    finish_if_last(conn)
+            with Store.open(url) as store:
+                fail_chunk(store, run, seq, queue_job.priority)
         raise
     if summary is None:
         return f"run {scan_id} chunk {seq}: stored by an earlier attempt"
     return f"run {scan_id} chunk {seq}: {summary.hosts_up} hosts up, {summary.services} services"
+
+
+def finish_if_last_chunk(conn: Database, run: dict[str, Any], priority: int) -> None:
+    """In the transaction that ends one of the run's chunks: if none is left pending, the run's
+    `finish_run` is deferred in it (only the transaction that ends the last one ever sees none left)."""
+    left = conn.execute("SELECT count(*) FROM scan_chunks WHERE scan_id = ? AND status = 'pending'",
+                        (run["scan_id"],)).fetchone()[0]  # fmt: skip
+    if left == 0:
+        _defer(conn, "finish_run", priority, queue=CENTRAL_QUEUE)(**run)
+
+
+def fail_chunk(store: Store, run: dict[str, Any], seq: int, priority: int) -> None:
+    """A chunk that failed for good: marked failed (if still pending), and the run finished if it was the last."""
+    with store.transaction() as conn:
+        if conn.execute("UPDATE scan_chunks SET status = 'failed', finished_at = ? WHERE scan_id = ? AND seq = ? "
+                        "AND status = 'pending' RETURNING seq", (utc_now(), run["scan_id"], seq)).fetchone():
+            finish_if_last_chunk(conn, run, priority)
 
 
 def _scan_chunk(context: JobContext, store: Store, scan_id: int, seq: int, site: Site,
@@ -353,14 +371,27 @@ def run_worker(db: Target, config: dict[str, Any], options: WorkerSettings) -> i
     """Run chunks until stopped (SIGTERM, SIGINT), or `once` until none is left, or `max_jobs` done; the
     number of jobs this worker ran."""
     url = central(db)
-    if options.site is not None:
-        site_of(config, options.site)
+    queues = worker_queues(config, options.site)
     with Store.open(url) as store:
         _need_queue(store)
-    return asyncio.run(_work(url, config, options))
+    return asyncio.run(_work(url, config, options, queues))
 
 
-async def _work(url: str, config: dict[str, Any], options: WorkerSettings) -> int:
+def worker_queues(config: dict[str, Any], site: str | None) -> list[str]:
+    """The queues a worker takes jobs from: its site's (or every site's whose network it scans: those
+    without collectors) and the runs' final tasks; never a collector site's chunks."""
+    from scanner.jobs import parse_site
+
+    if site is not None:
+        if site_of(config, site).collectors:
+            raise PostureError(f"site {site} is scanned by its collectors", "run `posture collector` at that site")
+        return [queue_name(site), CENTRAL_QUEUE]
+    tables = config.get("sites", {})
+    scanned = [name for name, table in sorted(tables.items()) if not parse_site(name, table).collectors]
+    return [*(queue_name(name) for name in scanned), CENTRAL_QUEUE]
+
+
+async def _work(url: str, config: dict[str, Any], options: WorkerSettings, queues: list[str]) -> int:
     connector = procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=2 + options.concurrency,
                                                kwargs={"application_name": "posture worker"})  # fmt: skip
     done = [0]
@@ -381,7 +412,6 @@ async def _work(url: str, config: dict[str, Any], options: WorkerSettings) -> in
         async with app.open_async():
             await _sweep(options.stalled_after)
 
-
             async def sweeping() -> None:
                 while True:
                     await asyncio.sleep(max(1.0, options.stalled_after / 2))
@@ -394,8 +424,7 @@ async def _work(url: str, config: dict[str, Any], options: WorkerSettings) -> in
                 "stalled_worker_timeout": options.stalled_after,
                 "fetch_job_polling_interval": 2.0, "worker_middleware": [count],
             }  # fmt: skip
-            if options.site:
-                worker_options["queues"] = [queue_name(options.site)]
+            worker_options["queues"] = queues
             if not options.once:  # else procrastinate's default: running jobs finish, however long they take
                 worker_options["shutdown_graceful_timeout"] = options.grace
             sweeper = asyncio.create_task(sweeping())

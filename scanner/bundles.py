@@ -409,10 +409,19 @@ def read_bundle(path: Path, trusted: dict[str, dict[str, str]], max_bytes: int =
 
 
 def _read_bundle(path: Path, trusted: dict[str, dict[str, str]], max_bytes: int, follow_links: bool) -> VerifiedBundle:
+    raw = read_regular_file(path, max_bytes, "a bundle", "raise it with --max-size if this is real", follow_links)
+    return verify_bundle(raw, path, trusted, check_payload)
+
+
+def verify_bundle(raw: bytes, path: Path, trusted: dict[str, dict[str, str]],
+                  check: Callable[[dict[str, Any], Path], dict[str, Any]]) -> VerifiedBundle:  # fmt: skip
+    """A bundle's bytes (already bounded in size) unsealed if sealed, its signature checked against
+    `trusted` (key id -> {name, public}), then its payload unpacked, parsed and checked by `check` (which
+    raises BundleRejected): a host agent's (`check_payload`) or a site collector's chunk (`posture.wire`).
+    `path` names the bundle in refusals (a file, or an upload). The digest is of the signed payload."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    raw = read_regular_file(path, max_bytes, "a bundle", "raise it with --max-size if this is real", follow_links)
     envelope = _envelope(raw, path)
     sealed = envelope.get("format") == SEALED_FORMAT
     if sealed:
@@ -433,7 +442,7 @@ def _read_bundle(path: Path, trusted: dict[str, dict[str, str]], max_bytes: int,
     except InvalidSignature:
         raise BundleRejected(f"{path}: tampered (the signature of {key['name']} does not match the contents)",
                              "ask for the bundle again") from None  # fmt: skip
-    payload = check_payload(_payload_json(_gunzip(packed, path), path), path)
+    payload = check(_payload_json(_gunzip(packed, path), path), path)
     return VerifiedBundle(path, hashlib.sha256(packed).hexdigest(), kid, key["name"], sealed, payload)
 
 

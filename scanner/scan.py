@@ -219,16 +219,28 @@ def run_unit(
     pending = [unit for unit in store.pending_chunks(scan_id) if unit[0] == seq]
     if not pending:
         return None
-    summary = ScanSummary(scan_id)
     with closing(source.collect(request, pending, progress)) as batches:
         for batch in batches:  # a network unit is one batch (`scanner.sources.nmap`)
             if batch.error is not None:
                 raise PostureError(batch.error)
-            with store.transaction() as conn:
-                if not claim(conn):
-                    return None
-                _write_batch(conn, source.name, scan_id, batch, request.hostnames, summary)
-                then(conn)
+            return store_unit(store, source.name, scan_id, batch, request.hostnames, claim, then)
+    return None
+
+
+def store_unit(
+    store: Store, source: str, scan_id: int, batch: Batch, user_hostnames: dict[str, str],
+    claim: Callable[[Database], bool], then: Callable[[Database], None],
+) -> ScanSummary | None:  # fmt: skip
+    """One whole unit's batch written with its "done" mark in one transaction, if `claim(conn)` (asked in
+    it, under the writer lock) says no other attempt stored it; None when one had. `then(conn)` ends the
+    transaction. A queued chunk run by a worker (`run_unit`) or uploaded by a site collector (`posture
+    serve`) is stored by this."""
+    summary = ScanSummary(scan_id)
+    with store.transaction() as conn:
+        if not claim(conn):
+            return None
+        _write_batch(conn, source, scan_id, batch, user_hostnames, summary)
+        then(conn)
     return summary
 
 
