@@ -27,7 +27,7 @@ XXXX random per lab); nothing is ever sent from the machine's own namespace to t
 
 From a test (all `lab` tests, run under the lab's flock):
 
-    from tests.scanner.sites_lab import SitesLab, sites_lab, socket_url  # noqa: F401 - sites_lab: a fixture
+    from tests.scanner.sites_lab import SERVER_PORT, SitesLab, socket_url  # the fixture `sites_lab` is in conftest
 
     def test_collectors(sites_lab: SitesLab, postgres: PostgresLab) -> None:
         lab = sites_lab
