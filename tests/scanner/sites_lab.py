@@ -31,15 +31,17 @@ From a test (all `lab` tests, run under the lab's flock):
 
     def test_collectors(sites_lab: SitesLab, postgres: PostgresLab) -> None:
         lab = sites_lab
-        server = lab.exec(lab.central, [POSTURE, "--db", socket_url(postgres), "serve", "--listen",
-                          f"0.0.0.0:{SERVER_PORT}", "--tls-cert", str(lab.cert), "--tls-key", str(lab.key)],
-                          env=postgres.env)
+        server = lab.exec(lab.central, [POSTURE, "--db", socket_url(postgres), "serve", ...,  # serve's options
+                          "--tls-cert", str(lab.cert), "--tls-key", str(lab.key)], env=postgres.env)
         lab.wait_listening(lab.central, "127.0.0.1", SERVER_PORT, server)
-        a = lab.sites["a"]   # a.ns, a.server_url, a.target ("10.181.11.2"), a.scope, a.daemons
+        a = lab.sites["a"]   # a.ns, a.server_url, a.target ("10.181.11.2"), a.scope, a.daemons, a.ports
         lab.exec(a.ns, [POSTURE, "collector", "--server", a.server_url, "--site", "a", "--ca", str(lab.ca)])
         lab.cut("a"); ...; lab.restore("a")
 
-The `sites_lab` fixture is module-scoped (a few seconds to build): a test that cuts a link restores it.
+`exec(ns, argv, env=..., **popen_kw)` starts a process in a namespace (a Popen, stopped at teardown);
+`run(ns, argv)` runs one to its end (nmap, a client); `reachable(ns, address, port)` and
+`wait_listening(ns, ...)` try TCP from inside a namespace; `in_netns(ns, call)` runs any call there.
+The `sites_lab` fixture is module-scoped (under a second to build): a test that cuts a link restores it.
 Teardown stops what `exec` started and the daemons, kills every process left in every namespace
 (`ip netns pids`), and deletes the namespaces, whatever happened before.
 """
@@ -350,26 +352,29 @@ class SitesLab:
         raise PostureError(f"site {site}'s link did not come up within {timeout:.0f}s")
 
     def close(self) -> None:
-        """Stop everything and delete every namespace made, each step whatever the previous ones did."""
-        for process in self._processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self._processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        self._processes.clear()
-        for daemons in self._daemons:
-            daemons.stop()
-        self._daemons.clear()
-        for ns in reversed(self.namespaces):
-            self._empty(ns)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        self.namespaces.clear()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        """Stop what exec started and the daemons (politely: SIGTERM, then SIGKILL past 10 s), then kill
+        whatever is left in each namespace and delete it: the namespaces go whatever the stops did."""
+        try:
+            for process in self._processes:
+                if process.poll() is None:
+                    process.terminate()
+            for process in self._processes:
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)
+            for daemons in self._daemons:
+                daemons.stop()
+        finally:
+            self._processes.clear()
+            self._daemons.clear()
+            for ns in reversed(self.namespaces):
+                self._empty(ns)
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+            self.namespaces.clear()
+            if self._tmp is not None:
+                self._tmp.cleanup()
 
     @staticmethod
     def _empty(ns: str) -> None:
