@@ -18,6 +18,7 @@ import pytest
 from scanner.db import is_url
 from scanner.lab import Lab, PostgresLab
 from scanner.store import sqlite_uri
+from tests.scanner.sites_lab import sites_lab  # noqa: F401 - the fixture, for every test module
 
 POSTURE = str(Path(sys.executable).parent / "posture")
 
@@ -163,7 +164,7 @@ def query(db: Path | str, sql: str, *params: object) -> list[tuple[Any, ...]]:
 # `pytest -m "not lab"` is the quick run (the full suite, the README's command, runs them all).
 LAB_FIXTURES = frozenset({"lab", "lab_scan_db", "lab_job", "demo_sims", "sims", "simlab", "sim_db", "snmpd",
                           "empty_netns", "samba_dc", "directory_db", "lab_xml", "smb_scan", "outside",
-                          "postgres"})  # fmt: skip
+                          "postgres", "sites_lab"})  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
