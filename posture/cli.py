@@ -185,6 +185,33 @@ def queue_status_command(ctx: click.Context, fmt: str) -> None:
                    f"(site {job['site']}, {job['attempts']} attempt(s))")
 
 
+@click.command("status")
+@click.option("--stale", type=click.IntRange(1, 10_080), default=10, show_default=True,
+              help="Flag a collector STALE when its last request is older than this many minutes.")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def status_command(ctx: click.Context, stale: int, fmt: str) -> None:
+    """For the operator of a central server: each site of the config (scope, rate, cap, collectors it
+    trusts) with its queue depth, each collector (last seen, from where, chunks taken, bundles stored;
+    STALE or never seen), and the queue jobs that failed for good. Without a queue (an SQLite
+    inventory, or no `posture queue init` yet) it says so and shows the sites.
+
+    \b
+    Examples:
+      posture status
+      posture status --stale 30 --format json
+    """
+    from posture.status import read_status, status_lines
+    from scanner.command import command_config
+
+    status = read_status(command_config(ctx), db_path(ctx), stale)
+    if fmt == "json":
+        click.echo(json.dumps(status, indent=2))
+        return
+    for line in status_lines(status):
+        click.echo(line)
+
+
 @click.group("schedule")
 def schedule_group() -> None:
     """Run due jobs every minute from systemd (or cron), as the `posture` service user."""
