@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from posture.service import ROLES
 from scanner.command import db_path, open_run_log
 from scanner.compat import UTC
 from scanner.errors import ExitCode, PostureError
@@ -350,7 +351,7 @@ def service_group() -> None:
     worker` on the central server, `posture collector` at a site; hardened as the scheduler's units."""
 
 
-ROLE = click.Choice(["serve", "worker", "collector"])
+ROLE = click.Choice(ROLES)
 
 
 @service_group.command("install")
