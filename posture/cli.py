@@ -11,15 +11,18 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
+from posture.service import ROLES
 from scanner.command import db_path, open_run_log
 from scanner.compat import UTC
 from scanner.config import ConfigError, register_table
 from scanner.errors import ExitCode, PostureError
 from scanner.jobs import load_jobs
+
+FC = TypeVar("FC", bound=Callable[..., Any])
 
 
 @click.command("run")
@@ -187,12 +190,39 @@ def queue_status_command(ctx: click.Context, fmt: str) -> None:
                    f"(site {job['site']}, {job['attempts']} attempt(s))")
 
 
+@click.command("status")
+@click.option("--stale", type=click.IntRange(1, 10_080), default=10, show_default=True,
+              help="Flag a collector STALE when its last request is older than this many minutes.")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def status_command(ctx: click.Context, stale: int, fmt: str) -> None:
+    """For the operator of a central server: each site of the config (scope, rate, cap, collectors it
+    trusts) with its queue depth, each collector (last seen, from where, chunks taken, bundles stored;
+    STALE or never seen), and the queue jobs that failed for good. Without a queue (an SQLite
+    inventory, or no `posture queue init` yet) it says so and shows the sites.
+
+    \b
+    Examples:
+      posture status
+      posture status --stale 30 --format json
+    """
+    from posture.status import read_status, status_lines
+    from scanner.command import command_config
+
+    status = read_status(command_config(ctx), db_path(ctx), stale)
+    if fmt == "json":
+        click.echo(json.dumps(status, indent=2))
+        return
+    for line in status_lines(status):
+        click.echo(line)
+
+
 @click.group("schedule")
 def schedule_group() -> None:
     """Run due jobs every minute from systemd (or cron), as the `posture` service user."""
 
 
-def _unit_dir_option(f: Any) -> Any:
+def _unit_dir_option(units: str = "posture-jobs.service and posture-jobs.timer") -> Callable[[FC], FC]:
     return click.option(
         "--unit-dir",
         "--dir",
@@ -200,12 +230,28 @@ def _unit_dir_option(f: Any) -> Any:
         type=click.Path(file_okay=False, path_type=Path),
         default=Path("/etc/systemd/system"),
         show_default=True,
-        help="The folder of posture-jobs.service and posture-jobs.timer.",
-    )(f)
+        help=f"The folder of {units}.",
+    )
+
+
+def _system_argv(ctx: click.Context) -> list[str]:
+    """This posture as a unit or crontab runs it: `posture --system`, with this command's --db and --config."""
+    import shutil
+
+    from scanner.db import is_url
+
+    root = ctx.find_root()
+    argv = [shutil.which("posture") or str(Path(sys.argv[0]).resolve()), "--system"]
+    db = root.params.get("db")
+    if db:  # a relative path would be read from the service's working folder, /
+        argv += ["--db", str(db) if is_url(db) else str(Path(db).absolute())]
+    if root.obj.get("config_path"):
+        argv += ["--config", str(Path(root.obj["config_path"]).absolute())]
+    return argv
 
 
 @schedule_group.command("install")
-@_unit_dir_option
+@_unit_dir_option()
 @click.option("--create-user", is_flag=True, help="As root: add the `posture` system user and its folders.")
 @click.pass_context
 def schedule_install(ctx: click.Context, unit_dir: Path, create_user: bool) -> None:
@@ -218,19 +264,10 @@ def schedule_install(ctx: click.Context, unit_dir: Path, create_user: bool) -> N
       sudo posture schedule install --create-user
       posture schedule install --unit-dir /tmp/units
     """
-    import shutil
-
     from scanner.schedule import create_user as make_user
     from scanner.schedule import setup_commands, write_units
 
-    posture = shutil.which("posture") or str(Path(sys.argv[0]).resolve())
-    root = ctx.find_root()
-    options = " --system"
-    if root.params.get("db"):
-        options += f" --db {shlex.quote(str(root.params['db']))}"
-    if root.obj.get("config_path"):
-        options += f" --config {shlex.quote(str(root.obj['config_path']))}"
-    command = f"{shlex.quote(posture)}{options} run --due"
+    command = shlex.join([*_system_argv(ctx), "run", "--due"])
     if not Path("/run/systemd/system").is_dir() and unit_dir == Path("/etc/systemd/system"):
         click.echo("no systemd here: add this line with `crontab -e -u posture`:")
         click.echo(f"* * * * * {command}")
@@ -248,7 +285,7 @@ def schedule_install(ctx: click.Context, unit_dir: Path, create_user: bool) -> N
 
 
 @schedule_group.command("remove")
-@_unit_dir_option
+@_unit_dir_option()
 def schedule_remove(unit_dir: Path) -> None:
     """Delete the units `schedule install` wrote (only those: a unit of the same name written by
     someone else is left, and said). Stop the timer first. The user and its files are kept.
@@ -307,6 +344,81 @@ def schedule_status(ctx: click.Context, fmt: str) -> None:
             result = f"{result}: {row['last_message']}"
         line = f"{row['job']:<20} {nxt:<16} {when(row['last_finished']):<16} {result}"
         click.echo(line if len(line) <= 80 else line[:79] + "…")
+
+
+@click.group("service")
+def service_group() -> None:
+    """systemd units for the daemons of many sites (README "Many sites"): `posture serve` and `posture
+    worker` on the central server, `posture collector` at a site; hardened as the scheduler's units."""
+
+
+ROLE = click.Choice(ROLES)
+
+
+@service_group.command("install")
+@click.argument("role", type=ROLE)
+@_unit_dir_option("posture-ROLE.service")
+@click.option("--listen", metavar="HOST:PORT",
+              help="serve: the address to listen on, passed to `posture serve` (default: the config's [serve] "
+                   "listen, else 0.0.0.0:8443); a port below 1024 gives the unit CAP_NET_BIND_SERVICE.")  # fmt: skip
+@click.option("--site", help="worker: only this site's chunks.")
+@click.option("--concurrency", type=click.IntRange(1, 64), help="worker: chunks at once.")
+@click.pass_context
+def service_install(ctx: click.Context, role: str, unit_dir: Path, listen: str | None, site: str | None,
+                    concurrency: int | None) -> None:  # fmt: skip
+    """Write posture-ROLE.service: the role as a daemon running `posture --system ROLE` as the `posture`
+    user (restarted when it fails; a worker's running chunk gets 30 s to finish when it stops), with
+    this command's --db and --config. A unit of that name not written by posture is left alone. Make the
+    user first: `posture schedule install --create-user`, or the commands it prints.
+
+    \b
+    Examples:
+      sudo posture service install serve
+      sudo posture service install worker --site annex --concurrency 2
+      posture service install collector --unit-dir /tmp/units
+    """
+    from posture.service import DEFAULT_LISTEN, install, listen_port, role_argv, unit_name
+    from scanner.command import command_config
+    from scanner.jobs import site_of
+
+    if (listen and role != "serve") or ((site or concurrency) and role != "worker"):
+        raise PostureError("--listen is for serve, --site and --concurrency for worker",
+                           "see `posture service install --help`")  # fmt: skip
+    config = command_config(ctx)
+    if site:
+        site_of(config, site)
+    if listen:
+        listen_port(listen)
+    configured = config.get("serve", {}).get("listen") if isinstance(config.get("serve"), dict) else None
+    argv = role_argv(role, _system_argv(ctx), listen, site, concurrency)
+    path = install(unit_dir, role, argv, listen or str(configured or DEFAULT_LISTEN))
+    click.echo(f"written: {path}")
+    click.echo(f"enable with: systemctl daemon-reload && systemctl enable --now {unit_name(role)}")
+
+
+@service_group.command("remove")
+@click.argument("role", type=ROLE)
+@_unit_dir_option("posture-ROLE.service")
+def service_remove(role: str, unit_dir: Path) -> None:
+    """Delete posture-ROLE.service if `service install` wrote it (someone else's is left, and said).
+    Stop it first; the user and its files are kept.
+
+    \b
+    Examples:
+      sudo systemctl disable --now posture-worker.service
+      sudo posture service remove worker
+    """
+    from posture.service import remove
+
+    removed, foreign = remove(unit_dir, role)
+    for path in removed:
+        click.echo(f"removed: {path}")
+    for path in foreign:
+        click.echo(f"left alone (not written by posture): {path}")
+    if not removed and not foreign:
+        click.echo(f"no posture-{role}.service in {unit_dir}")
+    elif removed:
+        click.echo("then: systemctl daemon-reload")
 
 
 @click.command("demo")

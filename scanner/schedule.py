@@ -28,6 +28,7 @@ from scanner.safefs import write_atomic
 SERVICE, TIMER = "posture-jobs.service", "posture-jobs.timer"
 MARK = "# Written by `posture schedule install`; `posture schedule remove` deletes it."
 CAPABILITIES = "CAP_NET_RAW CAP_NET_ADMIN"  # nmap -sS / -O (raw and packet sockets), nothing else
+NMAP_FAMILIES = "AF_INET AF_INET6 AF_UNIX AF_NETLINK AF_PACKET"  # nmap's raw scans, its routing table, SNMP
 
 # Hardening that leaves nmap's raw scans and SNMP working. Left out on purpose: PrivateUsers= (the
 # capabilities would hold only inside a user namespace, not on the host's network), ProcSubset=pid (nmap
@@ -47,7 +48,6 @@ HARDENING = (
     "ProtectClock=yes",
     "ProtectHostname=yes",
     "ProtectProc=invisible",
-    "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK AF_PACKET",
     "RestrictNamespaces=yes",
     "RestrictRealtime=yes",
     "RestrictSUIDSGID=yes",
@@ -60,18 +60,28 @@ HARDENING = (
 )
 
 
-def unit_texts(command: str) -> dict[str, str]:
-    """The two units' text; `command` is the posture command line the service runs."""
+def service_section(head: list[str], command: str, tail: list[str], capabilities: str = CAPABILITIES,
+                    families: str = NMAP_FAMILIES) -> list[str]:  # fmt: skip
+    """A [Service] section running `command` as the service user, sandboxed by HARDENING: writable only its
+    own folders, with `capabilities` (none: an empty bounding set drops them all) and `families` of sockets.
+    Shared by the scheduler's unit and `posture service`'s long-running ones."""
     dirs = system_dirs(Path("/"))  # a unit only ever runs on the real system
     writable = " ".join(str(dirs[k]) for k in ("data", "log"))
+    return [
+        "[Service]", *head, f"User={SYSTEM_USER}", f"Group={SYSTEM_USER}", "Environment=POSTURE_SYSTEM=1",
+        f"ExecStart={command}", *tail,
+        # systemd makes these two (owned by the user) before it sets up ReadWritePaths=
+        f"StateDirectory={dirs['data'].name}", f"LogsDirectory={dirs['log'].name}", f"ReadWritePaths={writable}",
+        *([f"AmbientCapabilities={capabilities}"] if capabilities else []), f"CapabilityBoundingSet={capabilities}",
+        *HARDENING, f"RestrictAddressFamilies={families}",
+    ]  # fmt: skip
+
+
+def unit_texts(command: str) -> dict[str, str]:
+    """The two units' text; `command` is the posture command line the service runs."""
     service = "\n".join([
         MARK, "[Unit]", "Description=posture: run the scan jobs that are due", "Wants=network-online.target",
-        "After=network-online.target", "", "[Service]", "Type=oneshot", f"User={SYSTEM_USER}",
-        f"Group={SYSTEM_USER}", "Environment=POSTURE_SYSTEM=1", f"ExecStart={command}", "Nice=10",
-        # systemd makes these two (owned by the user) before it sets up ReadWritePaths=
-        f"StateDirectory={dirs['data'].name}", f"LogsDirectory={dirs['log'].name}",
-        f"ReadWritePaths={writable}", f"AmbientCapabilities={CAPABILITIES}",
-        f"CapabilityBoundingSet={CAPABILITIES}", *HARDENING, "",
+        "After=network-online.target", "", *service_section(["Type=oneshot"], command, ["Nice=10"]), "",
     ])  # fmt: skip
     timer = "\n".join([
         MARK, "[Unit]", "Description=posture: look for due scan jobs every minute", "", "[Timer]",
@@ -83,11 +93,16 @@ def unit_texts(command: str) -> dict[str, str]:
 def write_units(unit_dir: Path, command: str) -> list[Path]:
     """Write both units into `unit_dir` (an existing folder); a unit of that name not written by posture
     is refused, never overwritten."""
+    return write_unit_files(unit_dir, unit_texts(command), MARK)
+
+
+def write_unit_files(unit_dir: Path, texts: dict[str, str], mark: str) -> list[Path]:
+    """Write each unit (its text's first line is `mark`) into `unit_dir`, all or none: a unit of one of those
+    names that `mark` does not open is refused, never overwritten."""
     if not unit_dir.is_dir():
         raise PostureError(f"no such folder: {unit_dir}", "give --unit-dir an existing folder")
-    texts = unit_texts(command)
     for name in texts:
-        if (unit_dir / name).exists() and not ours(unit_dir / name):
+        if (unit_dir / name).exists() and not ours(unit_dir / name, mark):
             raise PostureError(f"{unit_dir / name} exists and was not written by posture; left as it is",
                                "move it away, or give --unit-dir another folder")  # fmt: skip
     for name, text in texts.items():
@@ -95,26 +110,31 @@ def write_units(unit_dir: Path, command: str) -> list[Path]:
     return [unit_dir / name for name in texts]
 
 
-def ours(path: Path) -> bool:
-    """Was this unit file written by `schedule install` (its first line is MARK)? A link is never ours."""
+def ours(path: Path, mark: str = MARK) -> bool:
+    """Was this unit file written by posture (its first line is `mark`)? A link is never ours."""
     if path.is_symlink() or not path.is_file():
         return False
     try:
         with path.open("rb") as f:
-            return f.readline(len(MARK) + 2).rstrip(b"\n") == MARK.encode()
+            return f.readline(len(mark) + 2).rstrip(b"\n") == mark.encode()
     except OSError:
         return False
 
 
 def remove_units(unit_dir: Path) -> tuple[list[Path], list[Path]]:
-    """Delete the units posture wrote in `unit_dir`: (removed, left alone because someone else's)."""
+    """Delete the units `schedule install` wrote in `unit_dir`: (removed, left alone because someone else's)."""
+    return remove_unit_files(unit_dir, (SERVICE, TIMER), MARK)
+
+
+def remove_unit_files(unit_dir: Path, names: tuple[str, ...], mark: str) -> tuple[list[Path], list[Path]]:
+    """Delete the units of these names that `mark` opens: (removed, left alone because someone else's)."""
     removed: list[Path] = []
     foreign: list[Path] = []
-    for name in (SERVICE, TIMER):
+    for name in names:
         path = unit_dir / name
         if not path.exists() and not path.is_symlink():
             continue
-        if not ours(path):
+        if not ours(path, mark):
             foreign.append(path)
             continue
         try:
