@@ -264,8 +264,8 @@ def _record(conn: Database, digest: str, kid: str, payload: dict[str, Any], stor
 
 def _failed(store: Store, args: dict[str, Any], priority: int, attempts: int, payload: dict[str, Any],
             digest: str, kid: str, worker: int) -> Ingested:  # fmt: skip
-    """nmap failed at the site: the chunk is tried again (after RETRY_WAIT), or fails for good past
-    MAX_ATTEMPTS."""
+    """The chunk was not scanned at the site (nmap failed, or the collector refused it): it is tried again
+    (after RETRY_WAIT), or fails for good past MAX_ATTEMPTS."""
     from datetime import datetime, timedelta
 
 
@@ -276,7 +276,7 @@ def _failed(store: Store, args: dict[str, Any], priority: int, attempts: int, pa
         with store.transaction() as conn:
             _record(conn, digest, kid, payload, False)
             _finish_job(conn, payload["job"], "failed", worker)
-        return Ingested(False, f"nmap failed ({error}); out of attempts, the chunk failed")
+        return Ingested(False, f"not scanned: {error}; out of attempts, the chunk failed")
     with store.transaction() as conn:
         _record(conn, digest, kid, payload, False)
         state = conn.execute("SELECT status, worker_id FROM procrastinate_jobs WHERE id = ?",
@@ -285,7 +285,7 @@ def _failed(store: Store, args: dict[str, Any], priority: int, attempts: int, pa
             retry_at = datetime.now(UTC) + timedelta(seconds=RETRY_WAIT)
             conn.execute("SELECT procrastinate_retry_job_v2(?::bigint, ?::timestamptz, NULL::integer, "
                          "NULL::varchar, NULL::varchar)", (payload["job"], retry_at.isoformat()))  # fmt: skip
-    return Ingested(False, f"nmap failed ({error}); the chunk will be tried again")
+    return Ingested(False, f"not scanned: {error}; the chunk will be tried again")
 
 
 def _batch(payload: dict[str, Any], targets: list[str], count: int, label: Path) -> Any:

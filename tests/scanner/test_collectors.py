@@ -99,8 +99,10 @@ def home(tmp_path: Path, name: str) -> dict[str, str]:
     return env
 
 
-def signing_line(env: dict[str, str]) -> str:
-    return (Path(env["XDG_CONFIG_HOME"]) / "posture" / "keys" / "signing.pub").read_text(encoding="utf-8").strip()
+def signing_line(env: dict[str, str], name: str) -> str:
+    """The collector's public line as `posture keys list` prints it, its comment replaced by `name`."""
+    line = (Path(env["XDG_CONFIG_HOME"]) / "posture" / "keys" / "signing.pub").read_text(encoding="utf-8")
+    return " ".join([*line.split()[:2], name])
 
 
 def write_config(path: Path, targets: list[str], ports: str, collectors: list[str], scope: str = NET) -> Path:
@@ -161,7 +163,7 @@ def test_a_collector_scans_its_site_through_the_server(site_lab: Lab, pg_databas
     scans, uploads signed results: each stored once, the collector seen, and a worker ends the run."""
     site = home(tmp_path, "site")
     config = write_config(tmp_path / "central.toml", site_lab.targets, site_lab.ports_spec,
-                          [signing_line(site) + " annex-collector-1"])  # fmt: skip
+                          [signing_line(site, "annex-collector-1")])  # fmt: skip
     assert run_posture("--config", str(config), "queue", "init", db=pg_database, process=True).returncode == 0
     queued = run_posture("--config", str(config), "run", "lab", "--queue", "--chunk-size", "1", db=pg_database,
                          process=True)  # fmt: skip
@@ -181,7 +183,7 @@ def test_a_collector_scans_its_site_through_the_server(site_lab: Lab, pg_databas
     assert query(pg_database, "SELECT count(*), sum(stored) FROM collector_uploads") == [(3, 3)]
     assert query(pg_database, "SELECT site, name, chunks_taken, bundles_stored FROM collectors") == [
         ("lab", "annex-collector-1", 3, 3)]
-    addresses = {r[0] for r in query(pg_database, "SELECT value FROM identifiers WHERE kind = 'ipv4'")}
+    addresses = {r[0] for r in query(pg_database, "SELECT value FROM asset_identifiers WHERE kind = 'ipv4'")}
     assert addresses == set(site_lab.targets)
     assert query(pg_database, "SELECT task_name, status, queue_name FROM procrastinate_jobs ORDER BY id") == [
         ("scan_chunk", "succeeded", "posture-lab")] * 3 + [("finish_run", "todo", "posture.central")]
@@ -212,7 +214,7 @@ def test_untrusted_key_and_out_of_scope_refused(site_lab: Lab, pg_database: str,
     to the server, which counts the attempt."""
     site, stranger = home(tmp_path, "site"), home(tmp_path, "stranger")
     inside, outside = site_lab.addresses[0], site_lab.addresses[1]
-    config = write_config(tmp_path / "central.toml", [inside, outside], "22", [signing_line(site) + " annex"])
+    config = write_config(tmp_path / "central.toml", [inside, outside], "22", [signing_line(site, "annex")])
     assert run_posture("--config", str(config), "queue", "init", db=pg_database, process=True).returncode == 0
     assert run_posture("--config", str(config), "run", "lab", "--queue", "--chunk-size", "1", db=pg_database,
                        process=True).returncode == 0  # fmt: skip
@@ -227,10 +229,11 @@ def test_untrusted_key_and_out_of_scope_refused(site_lab: Lab, pg_database: str,
 
     narrow = collector(central, site, scope=f"{inside}/32")
     assert narrow.returncode == 0, narrow.stderr
-    assert f"refused: the address {outside} lies outside" in narrow.stderr, narrow.stderr
+    assert f"chunk 1 refused: target '{outside}' ({outside}/32) lies outside the scope {inside}/32; nothing was " \
+           "scanned" in narrow.stderr
     assert "nmap on 1 target(s)" in narrow.stderr
     chunks = dict(query(pg_database, "SELECT seq, status FROM scan_chunks"))
     assert chunks == {0: "done", 1: "pending"}  # tried again later, up to the bound, then failed
-    assert {r[0] for r in query(pg_database, "SELECT value FROM identifiers WHERE kind = 'ipv4'")} == {inside}
+    assert {r[0] for r in query(pg_database, "SELECT value FROM asset_identifiers WHERE kind = 'ipv4'")} == {inside}
     assert query(pg_database, "SELECT seq, stored FROM collector_uploads ORDER BY seq") == [(0, 1), (1, 0)]
     assert query(pg_database, "SELECT attempts FROM procrastinate_jobs WHERE (args->>'seq')::int = 1") == [(1,)]
