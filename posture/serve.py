@@ -23,13 +23,14 @@ Behind the usual reverse proxy it may listen on plain HTTP, on a loopback addres
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import ipaddress
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -425,9 +426,9 @@ def build_app(url: str, config: dict[str, Any], settings: ServeSettings) -> Star
             except Exception as exc:  # the database away a moment: the next round tries again
                 say(f"serve: sweep failed: {type(exc).__name__}", 30)
 
-    async def lifespan(_: Starlette) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
         import asyncio
-        import contextlib
 
         import procrastinate
 

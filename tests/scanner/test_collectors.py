@@ -21,6 +21,7 @@ import pytest
 
 from scanner.lab import Lab
 from tests.conftest import POSTURE, query, run_posture
+from tests.scanner.sites_lab import make_tls
 
 pytestmark = pytest.mark.lab
 NET = "127.110.0.0/16"
@@ -32,38 +33,6 @@ def site_lab() -> Iterator[Lab]:
     """sshd, nginx and vsftpd on three addresses of this test's own range."""
     with Lab(addresses=("127.110.0.21", "127.110.0.22", "127.110.0.23")) as running:
         yield running
-
-
-def make_tls(folder: Path, addresses: tuple[str, ...]) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for `addresses` (IP SANs), made here: (ca.pem, cert.pem, key.pem)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "posture test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "central")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]),
-                           critical=False).sign(ca_key, hashes.SHA256()))  # fmt: skip
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
-    paths[2].chmod(0o600)
-    return paths
 
 
 def free_port(address: str) -> int:
@@ -116,7 +85,8 @@ def write_config(path: Path, targets: list[str], ports: str, collectors: list[st
 
 
 def start_central(db: str, config: Path, tmp_path: Path, stalled_after: float = 6) -> Central:
-    ca, cert, key = make_tls(tmp_path / "tls", (SERVER,))
+    (tmp_path / "tls").mkdir()
+    ca, cert, key = make_tls(tmp_path / "tls", [SERVER])
     port = free_port(SERVER)
     process = subprocess.Popen(
         [POSTURE, "--db", db, "--config", str(config), "serve", "--listen", f"{SERVER}:{port}", "--tls-cert",
@@ -237,3 +207,103 @@ def test_untrusted_key_and_out_of_scope_refused(site_lab: Lab, pg_database: str,
     assert {r[0] for r in query(pg_database, "SELECT value FROM asset_identifiers WHERE kind = 'ipv4'")} == {inside}
     assert query(pg_database, "SELECT seq, stored FROM collector_uploads ORDER BY seq") == [(0, 1), (1, 0)]
     assert query(pg_database, "SELECT attempts FROM procrastinate_jobs WHERE (args->>'seq')::int = 1") == [(1,)]
+
+
+def test_the_server_checks_every_request_and_result(site_lab: Lab, pg_database: str, tmp_path: Path,
+                                                    central_stopped: list[Central],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """What a collector sends is checked before anything is stored: unsigned, replayed and stale requests,
+    tampered bundles, a result for a chunk that is not its site's, one with a host nobody asked about, an
+    oversized body; a result uploaded twice is a no-op, and a second result for a stored chunk is kept out.
+    The requests are made here with the collector's own code and keys; the results hold real nmap output."""
+    import base64
+    import hashlib
+
+    import httpx
+
+    from posture.collector import Client, CollectorSettings, scan
+    from posture.wire import API, MAX_UPLOAD, check_offer, chunk_payload, request_message, signed_headers
+    from scanner.agents.nmap import NmapAgent
+    from scanner.bundles import make_bundle, own_public_keys, sign_detached
+
+    server_keys = run_posture("keys", "generate", process=True)  # the server's own (it unseals sealed results)
+    assert server_keys.returncode == 0, server_keys.stderr
+    server_x25519 = own_public_keys()["encryption"]
+    site = home(tmp_path, "site")
+    first, other, third = site_lab.addresses
+    config = write_config(tmp_path / "central.toml", [first, third], site_lab.ports_spec,
+                          [signing_line(site, "annex")])  # fmt: skip
+    assert run_posture("--config", str(config), "queue", "init", db=pg_database, process=True).returncode == 0
+    assert run_posture("--config", str(config), "run", "lab", "--queue", "--chunk-size", "1", db=pg_database,
+                       process=True).returncode == 0  # fmt: skip
+    central = start_central(pg_database, config, tmp_path)
+    central_stopped.append(central)
+    for key in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):  # this process is the collector now
+        monkeypatch.setenv(key, site[key])
+    client = Client(CollectorSettings(central.url, "lab", (NET,), central.ca))
+    raw = httpx.Client(base_url=central.url, verify=ssl.create_default_context(cafile=str(central.ca)))
+    take = API + "/take"
+
+    assert raw.post(take, content=b"{}", headers={"x-posture-site": "lab"}).status_code == 401
+    headers = signed_headers("POST", take, "lab", b"{}")
+    forged = {**headers, "x-posture-signature": base64.b64encode(bytes(64)).decode()}
+    assert raw.post(take, content=b"{}", headers=forged).status_code == 401
+    assert raw.post(take, content=b'{"x": 1}', headers=headers).status_code == 401  # the body is signed too
+    old, nonce = str(int(time.time()) - 3600), os.urandom(16).hex()
+    _, _, signature = sign_detached(request_message("POST", take, "lab", old, nonce, b"{}"))
+    stale = raw.post(take, content=b"{}", headers={**headers, "x-posture-time": old, "x-posture-nonce": nonce,
+                                                   "x-posture-signature": signature})  # fmt: skip
+    assert stale.status_code == 401 and "more than 300 s from the server's" in stale.json()["error"]
+    answered = raw.post(take, content=b"{}", headers=headers)
+    assert answered.status_code == 200
+    assert raw.post(take, content=b"{}", headers=headers).status_code == 409  # the same request again
+    offer = check_offer(answered.json(), [NET])
+    assert offer.targets == [first] and offer.options["ports"] == site_lab.ports_spec
+
+    agent = NmapAgent()
+    xml, error = scan(offer, agent, client)
+    assert error is None and xml is not None and f'addr="{first}"'.encode() in xml
+    good = make_bundle(chunk_payload(offer, "lab", xml, None))
+
+    def upload(body: bytes) -> tuple[int, dict[str, object]]:
+        status, content = client.post("/results", body)
+        return status, json.loads(content)
+
+    envelope = json.loads(good)
+    packed = bytearray(base64.b64decode(envelope["payload"]))
+    packed[-9] ^= 1
+    tampered = json.dumps({**envelope, "payload": base64.b64encode(bytes(packed)).decode()}).encode()
+    status, answer = upload(tampered)
+    assert status == 422 and "tampered" in str(answer["error"])
+    status, answer = upload(make_bundle({**chunk_payload(offer, "lab", xml, None), "seq": 7}))
+    assert status == 422 and "is not a chunk of site lab" in str(answer["error"])
+    # Real nmap output, but of a host this chunk did not ask about.
+    elsewhere = agent.run_chunk([other], offer.options, str(tmp_path), lambda _: None)
+    foreign = elsewhere.xml_path.read_bytes()
+    status, answer = upload(make_bundle(chunk_payload(offer, "lab", foreign, None)))
+    assert status == 422 and f"host {other} is not among the chunk's targets" in str(answer["error"])
+    too_big = raw.post(API + "/results", content=b"x" * (MAX_UPLOAD + 1),
+                       headers=signed_headers("POST", API + "/results", "lab", b""))  # fmt: skip
+    assert too_big.status_code == 413
+    assert query(pg_database, "SELECT count(*) FROM observations") == [(0,)]
+
+    assert upload(good) == (200, {"stored": True, "why": "run 1 chunk 0: 1 hosts up, 1 services"})
+    assert upload(good) == (200, {"stored": False, "why": "uploaded before: nothing to do"})
+    again = make_bundle(chunk_payload(offer, "lab", xml, None))  # another attempt's result for the same chunk
+    assert hashlib.sha256(again).digest() != hashlib.sha256(good).digest()
+    assert upload(again) == (200, {"stored": False, "why": "run 1 chunk 0 was stored already by another attempt"})
+    assert query(pg_database, "SELECT count(*) FROM observations") == [(1,)]
+
+    # The next chunk's result sealed to the server's X25519 key: unsealed there, then checked the same way.
+    status, content = client.post("/take", b"{}")
+    second = check_offer(json.loads(content), [NET])
+    xml, error = scan(second, agent, client)
+    assert error is None and xml is not None
+    sealed = make_bundle(chunk_payload(second, "lab", xml, None), encrypt_to=server_x25519)
+    assert json.loads(sealed)["format"] == "posture-sealed/1" and third.encode() not in sealed
+    assert upload(sealed) == (200, {"stored": True, "why": "run 1 chunk 1: 1 hosts up, 1 services"})
+    assert {r[0] for r in query(pg_database, "SELECT value FROM asset_identifiers WHERE kind = 'ipv4'")} == {
+        first, third}
+    assert query(pg_database, "SELECT count(*), sum(stored) FROM collector_uploads") == [(3, 2)]
+    client.close()
+    raw.close()
