@@ -18,7 +18,9 @@ row, its chunks and its queue jobs all or nothing here.
 - `scan_chunk` checks the chunk's targets against both scopes again, runs the one chunk through
   `scanner.scan.run_unit` and writes it in one transaction with its `queue_ingests` row, keyed by (run,
   chunk): a retried chunk whose earlier attempt committed stores nothing; a killed attempt committed nothing.
-  The chunk that leaves none pending defers `finish_run` in that same transaction.
+  The chunk that leaves none pending defers `finish_run` in that same transaction, on CENTRAL_QUEUE.
+- A site with collectors (`[sites.NAME] collectors`) is never scanned by a worker: its chunks are handed
+  to its collectors by `posture serve` (posture/serve.py), which stores their results the same way.
 - `finish_run` marks the run complete (or failed) and does the job's rules, report and change hook once.
 - `posture worker`: procrastinate's worker, plus a sweep that gives back the chunks of workers whose
   heartbeat stopped (killed, power cut) to be retried elsewhere, as many times as the retry bound allows.
