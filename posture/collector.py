@@ -138,29 +138,38 @@ class Client:
         self.http.close()
 
 
-def _error(content: bytes) -> str:
+def _answer(content: bytes, key: str) -> str:
+    """One field of the server's JSON answer, printable and bounded (or the answer itself, if not JSON)."""
     try:
-        return printable(str(json.loads(content).get("error", "")), 300)
+        return printable(str(json.loads(content).get(key, "")), 300)
     except (ValueError, AttributeError):
         return printable(content.decode("utf-8", "replace"), 300)
+
+
+def _error(content: bytes) -> str:
+    return _answer(content, "error")
 
 
 def flush(client: Client, outbox: Outbox) -> int:
     """Upload what the outbox holds, oldest first; the number accepted. Raises Unreachable at the first
     upload the server does not answer (the rest wait, in order). A refused result (its bundle will never
-    be accepted as it is) moves aside with the reason, so one bad result never blocks the others."""
+    be accepted as it is) moves aside with the reason, so one bad result never blocks the others; a refused
+    collector (its key, its clock) stops with every result kept."""
     sent = 0
     for item, run, seq, bundle in outbox.pending():
         status, content = client.post("/results", bundle)
         if status == 200:
             outbox.done(item)
             sent += 1
-            answer = json.loads(content)
-            say(f"collector: run {run} chunk {seq} uploaded: {printable(str(answer.get('why', '')), 200)}")
-        else:
+            say(f"collector: run {run} chunk {seq} uploaded: {_answer(content, 'why')}")
+        elif status in (413, 422):  # the bundle itself: it will never be accepted as it is
             why = _error(content)
             outbox.refuse(item, f"{status}: {why}")
             say(f"collector: run {run} chunk {seq} refused by the server ({status}): {why}", 30)
+        else:  # who is asking (the key, the clock, the site): the results stay for when that is mended
+            raise PostureError(f"the server refused this collector ({status}): {_error(content)}",
+                               f"{outbox.count()} result(s) kept in the outbox; check the key line in the server's "
+                               "[sites.NAME] collectors, and both clocks")  # fmt: skip
     return sent
 
 
@@ -212,7 +221,7 @@ def run_collector(settings: CollectorSettings) -> int:
     """Take, scan and upload chunks until stopped (SIGTERM, SIGINT), or with `once` until the server has
     nothing for this site and the outbox is empty; the number of chunks scanned."""
     from scanner.agents.nmap import NmapAgent, find_nmap
-    from scanner.bundles import make_bundle, own_public_keys, parse_public_line
+    from scanner.bundles import own_public_keys, parse_public_line
     from scanner.targets import parse_networks
 
     find_nmap()
@@ -255,15 +264,16 @@ def run_collector(settings: CollectorSettings) -> int:
             if status != 200:
                 raise PostureError(f"the server refused this collector ({status}): {_error(content)}",
                                    "check that its key line is in the server's [sites.NAME] collectors")  # fmt: skip
-            scanned += _work(json.loads(content), settings, agent, client, outbox, make_bundle)
+            scanned += _work(json.loads(content), settings, agent, client, outbox)
     return scanned
 
 
-def _work(raw: Any, settings: CollectorSettings, agent: Any, client: Client, outbox: Outbox,
-          make_bundle: Any) -> int:  # fmt: skip
+def _work(raw: Any, settings: CollectorSettings, agent: Any, client: Client, outbox: Outbox) -> int:
     """One offer: checked, scanned, its result put in the outbox (then flushed by the loop). An offer this
     collector refuses (a target outside its scope) is answered with an error result, so the server counts
     the attempt and the chunk fails rather than circling."""
+    from scanner.bundles import make_bundle
+
     try:
         offer = check_offer(raw, list(settings.scope))
     except PostureError as exc:

@@ -131,7 +131,7 @@ def has_queue(conn: Database) -> bool:
     return all(conn.execute("SELECT to_regclass(?) IS NOT NULL", (t,)).fetchone()[0] for t in QUEUE_TABLES)
 
 
-def _need_queue(store: Store) -> None:
+def need_queue(store: Store) -> None:
     if not has_queue(store.conn):
         raise PostureError(f"{store.path} has no queue yet", "run `posture queue init` once")
 
@@ -191,7 +191,7 @@ def enqueue(job: Job, config: dict[str, Any], db: Target, chunk_size: int = 256,
     source.describe(request, [])  # refuses what nmap must never be given
     units = source.units(request)
     with Store.open(url) as store:
-        _need_queue(store)
+        need_queue(store)
         evaluation_before = newest_evaluation(store)
         with store.transaction() as conn:
             scan_id = insert_scan(
@@ -212,7 +212,7 @@ def _worker_name() -> str:
     return f"{socket.gethostname()[:64]}:{os.getpid()}"
 
 
-def _scope_check(targets: list[str], scopes: list[tuple[str, list[str]]]) -> None:
+def scope_check(targets: list[str], scopes: list[tuple[str, list[str]]]) -> None:
     """Each of the chunk's targets inside every scope given, else Refused (checked again by the worker)."""
     from scanner.targets import parse_networks, parse_target, plan_scan
 
@@ -283,7 +283,7 @@ def _scan_chunk(context: JobContext, store: Store, scan_id: int, seq: int, site:
                                (scan_id, seq)).fetchone()  # fmt: skip
     if row is None or found is None:
         raise Refused(f"run {scan_id} chunk {seq} is not in the inventory (pruned?)")
-    _scope_check(json.loads(found[0]), [("the run's scope", json.loads(row["scope"] or "[]")),
+    scope_check(json.loads(found[0]), [("the run's scope", json.loads(row["scope"] or "[]")),
                                         (f"site {site.name}'s scope", list(site.scope))])  # fmt: skip
     request = stored_request(store, scan_id, parallel=1)
     request.options["max_rate"] = min(int(request.options.get("max_rate") or site.chunk_rate), site.chunk_rate)
@@ -330,7 +330,7 @@ def finish_run(context: JobContext, scan_id: int, job: str, started: str, evalua
     return f"run {scan_id} {status}; " + "; ".join(run.lines)
 
 
-async def _sweep(stalled_after: float) -> int:
+async def sweep(stalled_after: float) -> int:
     """Give back the jobs of workers whose heartbeat stopped, to be run elsewhere."""
     manager = app.job_manager
     given = 0
@@ -375,7 +375,7 @@ def run_worker(db: Target, config: dict[str, Any], options: WorkerSettings) -> i
     url = central(db)
     queues = worker_queues(config, options.site)
     with Store.open(url) as store:
-        _need_queue(store)
+        need_queue(store)
     return asyncio.run(_work(url, config, options, queues))
 
 
@@ -412,12 +412,12 @@ async def _work(url: str, config: dict[str, Any], options: WorkerSettings, queue
     logger.addHandler(_RunLog())
     with app.replace_connector(connector):
         async with app.open_async():
-            await _sweep(options.stalled_after)
+            await sweep(options.stalled_after)
 
             async def sweeping() -> None:
                 while True:
                     await asyncio.sleep(max(1.0, options.stalled_after / 2))
-                    await _sweep(options.stalled_after)
+                    await sweep(options.stalled_after)
 
             worker_options: ProcrastinateOptions = {
                 "concurrency": options.concurrency, "wait": not options.once, "name": _worker_name(),
@@ -441,7 +441,7 @@ def queue_status(db: Target) -> dict[str, Any]:
     """Queue depth by site (jobs to do, running, failed) and the failed chunks, read from procrastinate's
     table on posture's own connection."""
     with Store.open(central(db), readonly=True) as store:
-        _need_queue(store)
+        need_queue(store)
         by_site: dict[str, dict[str, int]] = {}
         for name, status, n in store.conn.execute(
             "SELECT queue_name, status, count(*) FROM procrastinate_jobs GROUP BY 1, 2 ORDER BY 1, 2"

@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -153,12 +154,24 @@ def _finish_job(conn: Database, job: int, status: str, worker: int | None = None
                      (job, status))  # fmt: skip
 
 
+def _retry_job(conn: Database, job: int, wait: float) -> None:
+    """procrastinate's retry of a running job: back to `todo` in `wait` seconds, its attempts counted."""
+    retry_at = datetime.now(UTC) + timedelta(seconds=wait)
+    conn.execute("SELECT procrastinate_retry_job_v2(?::bigint, ?::timestamptz, NULL::integer, NULL::varchar, "
+                 "NULL::varchar)", (job, retry_at.isoformat()))  # fmt: skip
+
+
 def _take(state: _State, site: Site, worker: int) -> dict[str, Any] | None:
     """The site's next chunk for this collector, as an offer; None when there is nothing to do. A job whose
     chunk is stored already is ended as done; one out of attempts or out of scope, as failed."""
     from procrastinate import sql
 
     with Store.open(state.url) as store:
+        with store.transaction() as conn:  # a collector runs one chunk at a time: one it held is abandoned
+            for (held,) in conn.execute("SELECT id FROM procrastinate_jobs WHERE worker_id = ? AND status = 'doing'",
+                                        (worker,)).fetchall():  # fmt: skip
+                _retry_job(conn, held, 0)
+                say(f"serve: site {site.name}: job {held} given back (its collector asks for new work)")
         for _ in range(MAX_SKIPPED):
             with store.transaction() as conn:
                 job = conn.raw.execute(sql.queries["fetch_job"], {"queues": [queue_name(site.name)],
@@ -171,7 +184,11 @@ def _take(state: _State, site: Site, worker: int) -> dict[str, Any] | None:
                 if task != "scan_chunk":
                     raise Refused(f"job {job_id} is a {bound(str(task), 40)}, not a chunk")
                 offer = _offer(store, site, job_id, attempts, args)
-            except Refused as exc:
+            except Exception as exc:
+                if not isinstance(exc, Refused):  # not the job's fault (the database): back for another try
+                    with store.transaction() as conn:
+                        _retry_job(conn, job_id, RETRY_WAIT)
+                    raise
                 say(f"serve: site {site.name}: job {job_id} refused: {exc.message}")
                 if task == "scan_chunk":
                     fail_chunk(store, _run_of(args), int(args["seq"]), priority)
@@ -191,7 +208,7 @@ def _run_of(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _offer(store: Store, site: Site, job: int, attempts: int, args: dict[str, Any]) -> dict[str, Any] | None:
-    from posture.queue import _scope_check
+    from posture.queue import scope_check
     from scanner.scan import stored_request
 
     scan_id, seq = int(args["scan_id"]), int(args["seq"])
@@ -205,7 +222,7 @@ def _offer(store: Store, site: Site, job: int, attempts: int, args: dict[str, An
     if chunk[1] != "pending":
         return None
     targets, run_scope = json.loads(chunk[0]), json.loads(row["scope"] or "[]")
-    _scope_check(targets, [("the run's scope", run_scope), (f"site {site.name}'s scope", list(site.scope))])
+    scope_check(targets, [("the run's scope", run_scope), (f"site {site.name}'s scope", list(site.scope))])
     request = stored_request(store, scan_id, parallel=1)
     options = dict(request.options)
     options["max_rate"] = min(int(options.get("max_rate") or site.chunk_rate), site.chunk_rate)
@@ -267,7 +284,6 @@ def _failed(store: Store, args: dict[str, Any], priority: int, attempts: int, pa
             digest: str, kid: str, worker: int) -> Ingested:  # fmt: skip
     """The chunk was not scanned at the site (nmap failed, or the collector refused it): it is tried again
     (after RETRY_WAIT), or fails for good past MAX_ATTEMPTS."""
-    from datetime import datetime, timedelta
 
 
     error = printable(payload["error"], 300)
@@ -283,9 +299,7 @@ def _failed(store: Store, args: dict[str, Any], priority: int, attempts: int, pa
         state = conn.execute("SELECT status, worker_id FROM procrastinate_jobs WHERE id = ?",
                              (payload["job"],)).fetchone()  # fmt: skip
         if state is not None and state[0] == "doing" and state[1] == worker:
-            retry_at = datetime.now(UTC) + timedelta(seconds=RETRY_WAIT)
-            conn.execute("SELECT procrastinate_retry_job_v2(?::bigint, ?::timestamptz, NULL::integer, "
-                         "NULL::varchar, NULL::varchar)", (payload["job"], retry_at.isoformat()))  # fmt: skip
+            _retry_job(conn, payload["job"], RETRY_WAIT)
     return Ingested(False, f"not scanned: {error}; the chunk will be tried again")
 
 
@@ -370,8 +384,8 @@ def _refusing(state: _State, what: str, handler: Endpoint) -> Endpoint:
 
 def build_app(url: str, config: dict[str, Any], settings: ServeSettings) -> Starlette:
     """The API for `url`'s queue, trusting the collectors `config`'s sites list."""
-    from posture.queue import _sweep
     from posture.queue import app as queue_app
+    from posture.queue import sweep
 
     state = _State(url, collector_sites(config), settings)
 
@@ -422,7 +436,7 @@ def build_app(url: str, config: dict[str, Any], settings: ServeSettings) -> Star
         while True:
             await asyncio.sleep(max(1.0, settings.stalled_after / 3))
             try:
-                await _sweep(settings.stalled_after)
+                await sweep(settings.stalled_after)
             except Exception as exc:  # the database away a moment: the next round tries again
                 say(f"serve: sweep failed: {type(exc).__name__}", 30)
 
@@ -491,8 +505,6 @@ def _label(value: object) -> str:
 def metrics_text(url: str, state: _State) -> str:
     """The Prometheus text exposition: queue jobs by site and status, each collector's seconds since its
     last request, and this server's requests and uploads by outcome since it started."""
-    from datetime import datetime
-
     lines = ["# HELP posture_queue_jobs Queue jobs by queue and status.", "# TYPE posture_queue_jobs gauge"]
     with Store.open(url, readonly=True) as store:
         for queue, status, n in store.conn.execute(
@@ -522,7 +534,7 @@ def serve(db: Target, config: dict[str, Any], settings: ServeSettings) -> None:
     """Run the API until stopped (SIGTERM, SIGINT): checked first, each problem one PostureError."""
     import uvicorn
 
-    from posture.queue import _need_queue
+    from posture.queue import need_queue
 
     url = central(db)
     host, _, port = settings.listen.rpartition(":")
@@ -544,7 +556,7 @@ def serve(db: Target, config: dict[str, Any], settings: ServeSettings) -> None:
     if not sites:
         say("serve: no site lists collectors yet ([sites.NAME] collectors = [...]): every request is refused", 30)
     with Store.open(url) as store:
-        _need_queue(store)
+        need_queue(store)
     say(f"serve: listening on {settings.listen} ({'plain HTTP' if settings.plain_http else 'TLS'}), "
         f"{sum(len(s.collectors) for s in sites.values())} collector(s) at {len(sites)} site(s)")
     uvicorn.run(build_app(url, config, settings), host=host, port=int(port), log_config=None, access_log=False,
