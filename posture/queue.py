@@ -437,19 +437,26 @@ async def _work(url: str, config: dict[str, Any], options: WorkerSettings, queue
     return done[0]
 
 
+FINAL_TASKS = "(final tasks)"  # how the runs' final tasks (CENTRAL_QUEUE) are shown beside the sites
+
+
+def _site_label(queue: str) -> str:
+    return FINAL_TASKS if queue == CENTRAL_QUEUE else queue.removeprefix("posture-")
+
+
 def queue_status(db: Target) -> dict[str, Any]:
-    """Queue depth by site (jobs to do, running, failed) and the failed chunks, read from procrastinate's
-    table on posture's own connection."""
+    """Queue depth by site (jobs to do, running, failed), the runs' final tasks as FINAL_TASKS, and the
+    failed jobs, read from procrastinate's table on posture's own connection."""
     with Store.open(central(db), readonly=True) as store:
         need_queue(store)
         by_site: dict[str, dict[str, int]] = {}
         for name, status, n in store.conn.execute(
             "SELECT queue_name, status, count(*) FROM procrastinate_jobs GROUP BY 1, 2 ORDER BY 1, 2"
         ):
-            site = name.removeprefix("posture-")
+            site = _site_label(name)
             by_site.setdefault(site, {"todo": 0, "doing": 0, "succeeded": 0, "failed": 0})[str(status)] = int(n)
         failed = [
-            {"id": r[0], "site": r[1].removeprefix("posture-"), "task": r[2], "args": json.loads(r[3]),
+            {"id": r[0], "site": _site_label(r[1]), "task": r[2], "args": json.loads(r[3]),
              "attempts": r[4]}
             for r in store.conn.execute(
                 "SELECT id, queue_name, task_name, args::text, attempts FROM procrastinate_jobs "

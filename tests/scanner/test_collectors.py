@@ -158,6 +158,13 @@ def test_a_collector_scans_its_site_through_the_server(site_lab: Lab, pg_databas
     assert query(pg_database, "SELECT task_name, status, queue_name FROM procrastinate_jobs ORDER BY id") == [
         ("scan_chunk", "succeeded", "posture-lab")] * 3 + [("finish_run", "todo", "posture.central")]
 
+    # The operator's view: the collector seen just now, its chunks and bundles.
+    status = run_posture("--config", str(config), "status", db=pg_database)
+    assert status.returncode == 0, status.stderr
+    [row] = [line.split() for line in status.stdout.splitlines() if line.startswith("annex-collector-1 ")]
+    assert row[1] == "lab" and row[-3:] == ["ok", "3", "3"], status.stdout
+    assert max(len(line) for line in status.stdout.splitlines()) <= 80
+
     # The run's final task is a worker's (the server only serves collectors); a worker never takes the
     # site's chunks, as the site is its collectors'.
     worker = run_posture("--config", str(config), "worker", "--once", db=pg_database, process=True)
@@ -168,8 +175,8 @@ def test_a_collector_scans_its_site_through_the_server(site_lab: Lab, pg_databas
     assert refused.returncode == 2 and "site lab is scanned by its collectors" in refused.stderr
 
     # Metrics, in Prometheus' text format, to loopback only; health says the database answers.
-    status, text = central.get("/metrics")
-    assert status == 200
+    code, text = central.get("/metrics")
+    assert code == 200
     assert 'posture_queue_jobs{queue="posture-lab",status="succeeded"} 3' in text.splitlines()
     assert any(line.startswith('posture_collector_last_seen_seconds{site="lab",collector="annex-collector-1"')
                for line in text.splitlines())  # fmt: skip

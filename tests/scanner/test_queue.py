@@ -194,7 +194,9 @@ def test_worker_checks_the_scope_again(pg_database: str, tmp_path: Path) -> None
         == [(0,), (0,)]  # fmt: skip
     status = posture(pg_database, config, "queue", "status")
     assert status.returncode == 0
-    assert status.stdout.splitlines()[1].split()[:3] == ["lab", "0", "0"]  # nothing left to do: the final task ran
+    rows = {line.split()[0]: line.split()[1:] for line in status.stdout.splitlines()[1:] if line.strip()}
+    assert rows["lab"][:2] == ["0", "0"]  # nothing left to do
+    assert rows["(final"][:3] == ["tasks)", "0", "0"]  # the run's final task ran
     assert "failed: job 1 scan_chunk run 1 chunk 0 (site lab, 1 attempt(s))" in status.stdout
     as_json = json.loads(posture(pg_database, config, "queue", "status", "--format", "json").stdout)
     assert as_json["sites"]["lab"]["failed"] >= 1 and as_json["failed"][0]["args"]["seq"] == 0

@@ -48,7 +48,8 @@ def seen(db: str, key: str, site: str, name: str, ago: timedelta, address: str, 
     stamp = (datetime.now(UTC) - ago).strftime("%Y-%m-%dT%H:%M:%SZ")
     conn = connect(db)
     try:
-        conn.execute("INSERT INTO collectors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        conn.execute("INSERT INTO collectors (key_id, site, name, first_seen, last_seen, address, version, "
+                     "chunks_taken, bundles_stored) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      (key, site, name, stamp, stamp, address, version, chunks, bundles))  # fmt: skip
     finally:
         conn.close()
@@ -98,7 +99,8 @@ def test_status_of_sites_queue_and_collectors(pg_database: str, tmp_path: Path) 
     sites = {s["site"]: s for s in status["sites"]}
     assert {k: sites["annex"][k] for k in ("todo", "running", "failed", "collectors_trusted")} == \
         {"todo": 2, "running": 0, "failed": 0, "collectors_trusted": 3}  # fmt: skip
-    assert (sites["lab"]["todo"], sites["lab"]["failed"], sites["lab"]["done"]) == (0, 1, 1)  # finish_run done
+    assert (sites["lab"]["todo"], sites["lab"]["failed"], sites["lab"]["done"]) == (0, 1, 0)
+    assert sites["(final tasks)"]["done"] == 1 and not sites["(final tasks)"]["in_config"]  # the run's finish_run
     by_name = {c["name"]: c for c in status["collectors"]}
     assert by_name["annex-old"]["stale"] is True and by_name["annex-1"]["stale"] is False
     assert 150 <= by_name["annex-1"]["age_seconds"] < 600 and by_name["annex-1"]["trusted"] is True
