@@ -71,14 +71,16 @@ print(n)
 
 def _peak_of(argv: list[str]) -> tuple[str, float]:
     """Run a child to its end: its stdout and its peak memory in MiB (wait4's ru_maxrss)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = proc.stdout.read(), proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    proc.returncode = code
-    if code != 0:
-        raise SystemExit(f"benchmark command failed ({code}): {' '.join(argv[:3])}\n{err.decode()[-2000:]}")
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        proc.stdout.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            err.seek(0)
+            raise SystemExit(f"benchmark command failed ({code}): {' '.join(argv[:3])}\n{err.read().decode()[-2000:]}")
     return out.decode(), usage.ru_maxrss / 1024
 
 
@@ -170,10 +172,11 @@ def serving(url: str, config: Path, tmp: Path) -> Iterator[tuple[subprocess.Pope
         while True:
             if process.poll() is not None:
                 raise SystemExit("posture serve exited: " + (tmp / "serve.log").read_text(errors="replace")[-2000:])
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(base + "/healthz", context=context, timeout=5) as answer:  # noqa: S310 - the benchmark's own server
-                    if answer.status == 200:
-                        break
+            with contextlib.suppress(OSError), urllib.request.urlopen(  # noqa: S310 - the benchmark's own server
+                base + "/healthz", context=context, timeout=5
+            ) as answer:
+                if answer.status == 200:
+                    break
             if time.monotonic() > deadline:
                 raise SystemExit("posture serve did not answer /healthz within 60 s")
             time.sleep(0.2)
@@ -242,9 +245,10 @@ def bench_ingest(pg: PostgresLab, hosts: int, tmp: Path) -> None:
     dump.mkdir()
     with pg.connect(dbname="ingest") as conn:
         for t in ordered:
-            with conn.cursor().copy(f"COPY {t} TO STDOUT (FORMAT binary)") as copy, (dump / f"{t}.copy").open("wb") as f:
+            with conn.cursor().copy(f"COPY {t} TO STDOUT (FORMAT binary)") as copy, \
+                    (dump / f"{t}.copy").open("wb") as out:  # fmt: skip
                 for data in copy:
-                    f.write(data)
+                    out.write(data)
     size = sum(p.stat().st_size for p in dump.iterdir()) / 2**20
 
     floor_times, floor_peak = [], 0.0
@@ -261,7 +265,8 @@ def bench_ingest(pg: PostgresLab, hosts: int, tmp: Path) -> None:
     table(
         f"scale, ingestion through the collectors' path: {hosts:,} addresses in {total} chunks of {CHUNK}, "
         f"{up:,} hosts up; {COLLECTORS} collectors",
-        [(anchor, floor), (f"posture serve <- {COLLECTORS} collectors (TLS, signed bundles)", Measure(window, server_peak))],
+        [(anchor, floor),
+         (f"posture serve <- {COLLECTORS} collectors (TLS, signed bundles)", Measure(window, server_peak))],
         anchor,
         [f"hosts/s counts every address of the job (a chunk's result lists the {up / hosts:.0%} that answer)",
          f"rows written: {rows:,} in {len(written)} tables ({', '.join(ordered)}); dumped: {size:.0f} MiB",

@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.gen_nmap_xml import chunk_xml  # noqa: E402
-from posture.collector import Client, CollectorSettings  # noqa: E402
-from posture.queue import queue_name  # noqa: E402
-from posture.wire import check_offer, chunk_payload  # noqa: E402
-from scanner import __version__  # noqa: E402
-from scanner.bundles import make_bundle  # noqa: E402
+from bench.gen_nmap_xml import chunk_xml
+from posture.collector import Client, CollectorSettings
+from posture.queue import queue_name
+from posture.wire import check_offer, chunk_payload
+from scanner import __version__
+from scanner.bundles import make_bundle
 
 MAX_IDLE = 600  # seconds of finding nothing, with jobs still to do, before giving up (a stuck queue)
 
