@@ -246,9 +246,9 @@ def bench_ingest(pg: PostgresLab, hosts: int, tmp: Path) -> None:
     with pg.connect(dbname="ingest") as conn:
         for t in ordered:
             with conn.cursor().copy(f"COPY {t} TO STDOUT (FORMAT binary)") as copy, \
-                    (dump / f"{t}.copy").open("wb") as out:  # fmt: skip
+                    (dump / f"{t}.copy").open("wb") as sink:  # fmt: skip
                 for data in copy:
-                    out.write(data)
+                    sink.write(data)
     size = sum(p.stat().st_size for p in dump.iterdir()) / 2**20
 
     floor_times, floor_peak = [], 0.0
