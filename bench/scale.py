@@ -157,9 +157,10 @@ def serving(url: str, config: Path, tmp: Path) -> Iterator[tuple[subprocess.Pope
     import ssl
     import urllib.request
 
-    from tests.scanner.test_collectors import free_port, make_tls
+    from tests.scanner.sites_lab import make_tls
+    from tests.scanner.test_collectors import free_port
 
-    ca, cert, key = make_tls(tmp / "tls", (SERVER,))
+    ca, cert, key = make_tls(tmp / "tls", [SERVER])
     port = free_port(SERVER)
     with (tmp / "serve.log").open("wb") as log:
         process = subprocess.Popen([POSTURE, "--db", url, "--config", str(config), "serve", "--listen",
