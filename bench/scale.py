@@ -160,6 +160,7 @@ def serving(url: str, config: Path, tmp: Path) -> Iterator[tuple[subprocess.Pope
     from tests.scanner.sites_lab import make_tls
     from tests.scanner.test_collectors import free_port
 
+    (tmp / "tls").mkdir()
     ca, cert, key = make_tls(tmp / "tls", [SERVER])
     port = free_port(SERVER)
     with (tmp / "serve.log").open("wb") as log:
