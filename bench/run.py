@@ -12,6 +12,8 @@
     .venv/bin/python bench/run.py report     # the HTML report of 10,000 assets vs a bare Jinja2 template; Chromium
     .venv/bin/python bench/run.py startup    # posture --version, assets --help, findings vs `python -c pass`
     .venv/bin/python bench/run.py share      # share aggregate of 400 summaries x 500 rows vs a plain group-by
+    .venv/bin/python bench/run.py scale [--hosts N] [--assets N]  # PostgreSQL: 8 collectors' uploads vs COPY;
+                                             # evaluate of 500,000 assets vs one SQL pass (scale --help)
 
 Every measurement is a separate process, timed from outside, its peak memory read from the kernel
 (wait4's ru_maxrss), so Python start-up is counted alike for every row. Nothing here is a test: the
@@ -70,13 +72,18 @@ def measure(argv: list[str], repeat: int = 3, setup: object = None) -> Measure:
     return Measure(statistics.median(times), max(peaks))
 
 
-def table(title: str, rows: list[tuple[str, Measure]], anchor: str, notes: list[str]) -> None:
+def table(title: str, rows: list[tuple[str, Measure]], anchor: str, notes: list[str],
+          rate: tuple[str, int] | None = None) -> None:  # fmt: skip
+    """Print the rows beside the anchor; `rate` (unit, count) adds each row's count per second."""
     base = dict(rows)[anchor]
     print(f"\n{title}")
-    print(f"{'':2}{'what':52} {'seconds':>8} {'peak MiB':>9} {'time vs anchor':>15}")
+    unit = f"{rate[0]}/s" if rate else ""
+    print(f"{'':2}{'what':52} {'seconds':>8} {unit:>10} {'peak MiB':>9} {'time vs anchor':>15}" if rate else
+          f"{'':2}{'what':52} {'seconds':>8} {'peak MiB':>9} {'time vs anchor':>15}")  # fmt: skip
     for name, m in rows:
         mark = "*" if name == anchor else " "
-        print(f"{mark:2}{name:52} {m.seconds:8.2f} {m.peak_mib:9.1f} {m.seconds / base.seconds:14.2f}x")
+        per_second = f" {rate[1] / m.seconds:10,.0f}" if rate else ""
+        print(f"{mark:2}{name:52} {m.seconds:8.2f}{per_second} {m.peak_mib:9.1f} {m.seconds / base.seconds:14.2f}x")
     print("  * anchor")
     for note in notes:
         print(f"  {note}")
@@ -210,13 +217,14 @@ def bench_snmp(agents: int = 200, parallel: int = 64) -> None:
 
 # The floor: one plain SQL pass that reads every row evaluation reads (assets, their addresses, every
 # software row, every open service, each observation's evidence) and does nothing with them.
-SQL_READS = """
+FLOOR_SELECTS = ("SELECT id, name, first_seen, last_seen, in_register, owner FROM assets",
+                 "SELECT asset_id, kind, value FROM asset_identifiers",
+                 "SELECT asset_id, source, evidence FROM observations",
+                 "SELECT asset_id, port, protocol, name, product, version, extra_info, cpes FROM services",
+                 "SELECT asset_id, kind, name, cpe, cpes, method, extra FROM software")  # fmt: skip
+SQL_READS = f"""
 n = 0
-for sql in ("SELECT id, name, first_seen, last_seen, in_register, owner FROM assets",
-            "SELECT asset_id, kind, value FROM asset_identifiers",
-            "SELECT asset_id, source, evidence FROM observations",
-            "SELECT asset_id, port, protocol, name, product, version, extra_info, cpes FROM services",
-            "SELECT asset_id, kind, name, cpe, cpes, method, extra FROM software"):
+for sql in {FLOOR_SELECTS!r}:
     for row in conn.execute(sql):
         n += 1
 """
@@ -663,9 +671,13 @@ def sqlite_count(db: Path, sql: str) -> int:
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
     if which not in ("all", "import", "scan", "snmp", "evaluate", "bundles", "identify", "catalogue", "ad", "report",
-                     "startup", "share"):
+                     "startup", "share", "scale"):
         raise SystemExit("usage: bench/run.py [all|import|scan|snmp|evaluate|bundles|identify [N]|catalogue|"
-                         "ad [N|--quick]|report|startup|share]")
+                         "ad [N|--quick]|report|startup|share|scale [--hosts N] [--assets N]]")
+    if which == "scale":  # PostgreSQL at the issue's sizes: on its own, not part of `all`
+        from bench.scale import main
+
+        main(sys.argv[2:])
     if which in ("all", "startup"):
         bench_startup()
     if which in ("all", "import"):
