@@ -28,9 +28,10 @@ import hashlib
 import io
 import ipaddress
 import json
+import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,6 +67,37 @@ class ServeSettings:
     metrics_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
 
+class _Stores:
+    """Open stores kept between requests, at most `size` at once (a request waits for one): a PostgreSQL
+    connection costs ~14 ms to open, several times a chunk's whole write. Connections are in autocommit
+    (posture's own BEGIN), so one handed back holds no transaction; one whose request failed other than
+    by a refusal is closed, not kept."""
+
+    def __init__(self, url: str, size: int = 8) -> None:
+        self.url, self.free, self.slots = url, queue.LifoQueue[Store](), threading.BoundedSemaphore(size)
+
+    @contextlib.contextmanager
+    def get(self) -> Iterator[Store]:
+        with self.slots:
+            try:
+                store = self.free.get_nowait()
+            except queue.Empty:
+                store = Store.open(self.url)
+            try:
+                yield store
+            except PostureError:  # a refusal: its transaction, if any, was rolled back
+                self.free.put(store)
+                raise
+            except BaseException:
+                store.close()
+                raise
+            self.free.put(store)
+
+    def close(self) -> None:
+        while not self.free.empty():
+            self.free.get_nowait().close()
+
+
 @dataclass
 class _State:
     url: str
@@ -74,6 +106,10 @@ class _State:
     nonces: Nonces = field(default_factory=Nonces)
     counts: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stores: _Stores = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stores = _Stores(self.url)
 
     def count(self, what: str) -> None:
         with self.lock:
@@ -125,7 +161,7 @@ def _seen(state: _State, site: Site, kid: str, name: str, address: str, version:
     heartbeated (registered first if it has none, or the one it had was pruned as stalled): its id."""
     from procrastinate import sql
 
-    with Store.open(state.url) as store, store.transaction() as conn:
+    with state.stores.get() as store, store.transaction() as conn:
         conn.execute(
             "INSERT INTO collectors (key_id, site, name, first_seen, last_seen, address, version) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET site = excluded.site, "
@@ -166,7 +202,7 @@ def _take(state: _State, site: Site, worker: int) -> dict[str, Any] | None:
     chunk is stored already is ended as done; one out of attempts or out of scope, as failed."""
     from procrastinate import sql
 
-    with Store.open(state.url) as store:
+    with state.stores.get() as store:
         with store.transaction() as conn:  # a collector runs one chunk at a time: one it held is abandoned
             for (held,) in conn.execute("SELECT id FROM procrastinate_jobs WHERE worker_id = ? AND status = 'doing'",
                                         (worker,)).fetchall():  # fmt: skip
@@ -253,7 +289,7 @@ def _ingest(state: _State, site: Site, kid: str, name: str, worker: int, body: b
     if payload["site"] != site.name:
         raise Refusal(422, f"{label}: a result for site {bound(payload['site'], 40)!r}, uploaded for {site.name}")
     scan_id, seq, job = payload["run"], payload["seq"], payload["job"]
-    with Store.open(state.url) as store:
+    with state.stores.get() as store:
         if store.conn.execute("SELECT 1 FROM collector_uploads WHERE digest = ?", (digest,)).fetchone():
             return Ingested(False, "uploaded before: nothing to do")
         found = store.conn.execute(
@@ -457,6 +493,7 @@ def build_app(url: str, config: dict[str, Any], settings: ServeSettings) -> Star
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                    state.stores.close()
 
     routes = [
         Route(f"{API}/take", _refusing(state, "take", take), methods=["POST"]),
@@ -479,7 +516,7 @@ def _json(body: bytes) -> dict[str, Any]:
 
 
 def _count_taken(state: _State, kid: str) -> None:
-    with Store.open(state.url) as store, store.transaction() as conn:
+    with state.stores.get() as store, store.transaction() as conn:
         conn.execute("UPDATE collectors SET chunks_taken = chunks_taken + 1 WHERE key_id = ?", (kid,))
 
 
