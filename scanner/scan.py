@@ -258,7 +258,11 @@ def _write_batch(
 ) -> None:  # fmt: skip
     with Ingest(conn, scan_id, source, user_hostnames=user_hostnames, fallback_time=utc_now()) as ingest:
         assets: list[int] = []
-        for i, host in enumerate(batch.hosts):
+        hosts = batch.hosts
+        if conn.dialect.name != "sqlite":  # a lookup is a round trip: a chunk's are asked in two statements
+            hosts = list(hosts)
+            ingest.index.prefetch(k for host in hosts for k in ingest.lookups(host))
+        for i, host in enumerate(hosts):
             ingest.add_prepared(host, batch.sysnames[i] if i < len(batch.sysnames) else (),
                                 batch.machine_ids[i] if i < len(batch.machine_ids) else ())  # fmt: skip
             assets.append(ingest.last_asset_id)
