@@ -557,7 +557,7 @@ def serve_command(ctx: click.Context, listen: str | None, tls_cert: Path | None,
 
     \b
     Examples:
-      posture serve --tls-cert /etc/posture/tls/cert.pem --tls-key /etc/posture/tls/key.pem
+      posture serve --tls-cert /etc/posture/cert.pem --tls-key key.pem
       posture serve --listen 127.0.0.1:8080 --plain-http     # behind nginx
     """
     from posture.queue import central
@@ -604,7 +604,7 @@ def collector_command(ctx: click.Context, server: str | None, site: str | None, 
 
     \b
     Examples:
-      posture collector --server https://central.example:8443/ --site annex --scope 10.30.0.0/16
+      posture collector --server https://hq/ --site annex --scope 10.30.0.0/16
       posture collector --once --ca /etc/posture/tls/central-ca.pem
     """
     from posture.collector import CollectorSettings, run_collector

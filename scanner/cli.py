@@ -1083,9 +1083,9 @@ def migrate(source: Path, target: str) -> None:
 
 @cli.group("config")
 def config_group() -> None:
-    """The config file (TOML): [scan], [log], [files], [directory] and [jobs.NAME], and the later stages'
-    [rules], [lifecycle], [tls], [report] and [share]. `config check` validates every table; the README
-    documents their keys."""
+    """The config file (TOML): [scan], [log], [files], [directory], [store], [sites.NAME] and [jobs.NAME],
+    and the later stages' [rules], [lifecycle], [tls], [report], [share], [serve] and [collector]. `config
+    check` validates every table; the README documents their keys."""
 
 
 @config_group.command("check")
