@@ -54,6 +54,7 @@ from scanner.runlog import say
 from scanner.store import Store, utc_now
 
 MAX_SMALL_BODY = 64 * 1024  # a take or heartbeat request's JSON
+SEEN_EVERY = 2.0  # seconds: a collector's last_seen and heartbeat are written at most this often
 MAX_SKIPPED = 64  # jobs a take looks through (stored already, refused) before it says there is nothing
 
 
@@ -107,6 +108,8 @@ class _State:
     counts: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stores: _Stores = field(init=False)
+    recent: dict[str, tuple[float, str, str, int]] = field(default_factory=dict)  # key -> (when, address,
+    # version, worker) of its last `_seen` write
 
     def __post_init__(self) -> None:
         self.stores = _Stores(self.url)
@@ -158,15 +161,29 @@ def _authenticate(state: _State, request: Request, body: bytes) -> tuple[Site, s
 
 def _seen(state: _State, site: Site, kid: str, name: str, address: str, version: str) -> int:
     """The collector's row brought up to date (last seen, address, version) and its procrastinate worker
-    heartbeated (registered first if it has none, or the one it had was pruned as stalled): its id."""
+    heartbeated (registered first if it has none, or the one it had was pruned as stalled): its id. At
+    most once every SEEN_EVERY seconds for the same collector and address: a busy collector's requests
+    come several a second, and its lease is counted in tens of seconds."""
     from procrastinate import sql
 
+    now = time.monotonic()
+    with state.lock:
+        recent = state.recent.get(kid)
+    if recent is not None and now - recent[0] < SEEN_EVERY and recent[1:3] == (address, version or recent[2]):
+        return recent[3]
+    worker = _write_seen(state, site, kid, name, address, version, sql)
+    with state.lock:
+        state.recent[kid] = (now, address, version or (recent[2] if recent else ""), worker)
+    return worker
+
+
+def _write_seen(state: _State, site: Site, kid: str, name: str, address: str, version: str, sql: Any) -> int:
     with state.stores.get() as store, store.transaction() as conn:
         conn.execute(
             "INSERT INTO collectors (key_id, site, name, first_seen, last_seen, address, version) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET site = excluded.site, "
             "name = excluded.name, last_seen = excluded.last_seen, address = excluded.address, "
-            "version = excluded.version",
+            "version = coalesce(nullif(excluded.version, ''), collectors.version)",
             (kid, site.name, name, utc_now(), utc_now(), address, bound(version, 64)),
         )
         row = conn.execute("SELECT w.id FROM collectors c JOIN procrastinate_workers w ON w.id = c.worker_id "
@@ -197,7 +214,7 @@ def _retry_job(conn: Database, job: int, wait: float) -> None:
                  "NULL::varchar)", (job, retry_at.isoformat()))  # fmt: skip
 
 
-def _take(state: _State, site: Site, worker: int) -> dict[str, Any] | None:
+def _take(state: _State, site: Site, kid: str, worker: int) -> dict[str, Any] | None:
     """The site's next chunk for this collector, as an offer; None when there is nothing to do. A job whose
     chunk is stored already is ended as done; one out of attempts or out of scope, as failed."""
     from procrastinate import sql
@@ -235,6 +252,7 @@ def _take(state: _State, site: Site, worker: int) -> dict[str, Any] | None:
                 with store.transaction() as conn:
                     _finish_job(conn, job_id, "succeeded")
                 continue
+            store.conn.execute("UPDATE collectors SET chunks_taken = chunks_taken + 1 WHERE key_id = ?", (kid,))
             return offer
     return None
 
@@ -430,11 +448,10 @@ def build_app(url: str, config: dict[str, Any], settings: ServeSettings) -> Star
         site, kid, name = _authenticate(state, request, body)
         version = _json(body).get("version", "")
         worker = await run_in_threadpool(_seen, state, site, kid, name, _address(request), str(version))
-        offer = await run_in_threadpool(_take, state, site, worker)
+        offer = await run_in_threadpool(_take, state, site, kid, worker)
         if offer is None:
             return Response(status_code=204)
         offer["lease"] = settings.stalled_after
-        await run_in_threadpool(_count_taken, state, kid)
         say(f"serve: run {offer['run']} chunk {offer['seq']} to {printable(name, 64)} (site {site.name})")
         return JSONResponse(offer)
 
@@ -513,11 +530,6 @@ def _json(body: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Refusal(400, "the body is not a JSON object")
     return value
-
-
-def _count_taken(state: _State, kid: str) -> None:
-    with state.stores.get() as store, store.transaction() as conn:
-        conn.execute("UPDATE collectors SET chunks_taken = chunks_taken + 1 WHERE key_id = ?", (kid,))
 
 
 def _ping(url: str) -> None:
