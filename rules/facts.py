@@ -444,7 +444,7 @@ def _asset_rows(store: Store, today: date) -> dict[int, dict[str, Any]]:
     conn = store.conn
     register_loaded = conn.execute("SELECT 1 FROM scans WHERE kind = 'asset-register' LIMIT 1").fetchone() is not None
     assets: dict[int, dict[str, Any]] = {}
-    for row in conn.execute(
+    for row in conn.stream(
         "SELECT id, name, first_seen, last_seen, in_register, owner, business_service, site, criticality FROM assets"
     ):
         assets[row[0]] = {
@@ -489,7 +489,7 @@ def _host_evidence(store: Store, assets: dict[int, dict[str, Any]], today: date)
     """Uptime, SNMP community and device types from each asset's newest observation per source; the
     directory's facts (`_directory_evidence`); and whether only the directory knows a machine (`dormant`: only
     the directory knows it and it is stale or disabled, so it is no live end-of-life machine)."""
-    for asset_id, source, evidence in store.conn.execute(
+    for asset_id, source, evidence in store.conn.stream(
         "SELECT asset_id, source, evidence FROM (SELECT asset_id, source, evidence, row_number() OVER "
         "(PARTITION BY asset_id, source ORDER BY observed_at DESC, id DESC) AS n FROM observations) AS newest "
         "WHERE n = 1"
@@ -531,7 +531,7 @@ def _new_services(store: Store) -> set[tuple[int, int, str]]:
     latest = f"SELECT id, asset_id FROM ({LATEST_PORT_OBSERVATION.replace('WHERE n = 1', 'WHERE n <= 2')}) AS two"
     newest: dict[int, int] = {}
     seen_before: set[int] = set()
-    for obs_id, asset_id in conn.execute(latest + " ORDER BY asset_id, id DESC"):
+    for obs_id, asset_id in conn.stream(latest + " ORDER BY asset_id, id DESC"):
         if asset_id in newest:
             seen_before.add(asset_id)
         else:
@@ -540,7 +540,7 @@ def _new_services(store: Store) -> set[tuple[int, int, str]]:
         return set()
     now: dict[int, set[tuple[int, str]]] = defaultdict(set)
     earlier: dict[int, set[tuple[int, str]]] = defaultdict(set)
-    for asset_id, port, protocol, obs_id in conn.execute(
+    for asset_id, port, protocol, obs_id in conn.stream(
         f"SELECT s.asset_id, s.port, s.protocol, s.observation_id FROM services s JOIN ({latest}) l "
         "ON l.id = s.observation_id WHERE s.state = 'open'"
     ):
@@ -688,7 +688,7 @@ def _host_scripts(store: Store, assets: dict[int, dict[str, Any]], ident: Identi
     SMBv1 and signing are host scripts (nmap never puts them on a port), so what they say goes on the asset's
     SMB ports; smb-os-discovery names Windows, ms-sql-info (in nmap's host layout) SQL Server."""
     found = HostScripts(set(), {}, defaultdict(list))
-    for asset_id, obs, evidence in store.conn.execute(
+    for asset_id, obs, evidence in store.conn.stream(
         f"SELECT o.asset_id, o.id, o.evidence FROM observations o JOIN ({LATEST_PORT_OBSERVATION}) l "
         "ON l.id = o.id WHERE o.evidence LIKE '%\"scripts\"%'"
     ):
@@ -867,7 +867,7 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
     found_items: dict[int, list[Any]] = defaultdict(list)
     service_items: dict[int, list[Any]] = defaultdict(list)
     shared = ident.services
-    rows = store.conn.execute(
+    rows = store.conn.stream(
         "SELECT s.asset_id, s.port, s.protocol, s.state, s.name, s.product, s.version, s.extra_info, s.tunnel, "
         f"s.cpes, s.scripts, s.observation_id FROM services s JOIN ({LATEST_PORT_OBSERVATION}) l "
         "ON l.id = s.observation_id WHERE s.state = 'open'"
@@ -912,7 +912,7 @@ def load_facts(store: Store, ident: Identifier) -> Iterator[AssetFacts]:
     seen: dict[tuple[Any, ...], _Group] = {}  # the row without asset and observation -> its group
     guesses: dict[int, tuple[int, str]] = {}  # asset -> nmap's most accurate OS guess, said in evidence
     entities: dict[int, list[tuple[int, str | None, str]]] = defaultdict(list)  # asset -> (obs, extra, name)
-    for row in store.conn.execute(
+    for row in store.conn.stream(
         "SELECT s.asset_id, s.observation_id, s.kind, s.name, s.version, s.cpe, s.cpes, s.method, s.extra, "
         f"s.accuracy FROM software s WHERE s.observation_id IN ({LATEST_SOFTWARE_OBSERVATIONS}) "
         "AND s.kind IN ('os', 'application', 'hardware')"
