@@ -115,10 +115,6 @@ def _asset_evidence(rule: Rule, asset: dict[str, Any]) -> str:
 OS_SUMMARY = ("product", "cycle", "lifecycle_state", "label")  # what an asset finding's details say of its OS
 
 
-UPSERT_DETAILS = ("INSERT INTO finding_details (json) VALUES (?) "
-                  "ON CONFLICT(json) DO UPDATE SET json = excluded.json RETURNING id")
-
-
 def _text_digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
@@ -132,6 +128,10 @@ class _Details:
         self.conn = conn
         stored = conn.execute("SELECT id, json FROM finding_details")
         self._stored = {_text_digest(text): row_id for row_id, text in stored}
+        # A new text is numbered here and written before the findings that name it (`write`), in batches: the
+        # evaluation holds the writer lock, so the numbers are its own (an upsert each was a round trip).
+        self._next = max(self._stored.values(), default=0) + 1
+        self._new: list[tuple[int, str]] = []
         # (id(shared subject), protocols first) -> (subject, row id)
         self._by_subject: dict[tuple[int, bool], tuple[dict[str, Any], int]] = {}
         self._by_text: dict[str, int] = {}
@@ -143,12 +143,21 @@ class _Details:
     def row(self, text: str) -> int:
         found = self._by_text.get(text)
         if found is None:
-            found = self._stored.get(_text_digest(text))
+            digest = _text_digest(text)
+            found = self._stored.get(digest)
             if found is None:
-                found = int(self.conn.execute(UPSERT_DETAILS, [text]).fetchone()[0])
+                found = self._stored[digest] = self._next
+                self._next += 1
+                self._new.append((found, text))
             if len(self._by_text) < 200_000:
                 self._by_text[text] = found
         return found
+
+    def write(self) -> None:
+        """The rows numbered since the last write (before any finding naming them is written)."""
+        if self._new:
+            self.conn.executemany("INSERT INTO finding_details (id, json) VALUES (?, ?)", self._new)
+            self._new.clear()
 
     def __call__(self, hit: Hit) -> int:
         kind, s = hit.rule.subject, hit.subject
@@ -421,6 +430,7 @@ class _Writer:
         On PostgreSQL the batch goes by COPY into a temporary table and one INSERT ... SELECT takes it from
         there with the same conflict rule (a finding found twice is sent once: one statement may not touch a
         row twice); row by row, each statement was a round trip's worth of work."""
+        self.details.write()
         self.batch.sort(key=itemgetter(0))
         if self.conn.dialect.name != "postgresql":
             self.conn.executemany(self.upsert, self.batch)
