@@ -592,10 +592,12 @@ def serve_command(ctx: click.Context, listen: str | None, tls_cert: Path | None,
 @click.option("--patience", type=click.FloatRange(0, 86400), default=300.0, show_default=True,
               help="With --once: seconds the server may stay unreachable before the collector stops (results kept).")
 @click.option("--max-chunks", type=click.IntRange(1), help="Stop after scanning this many chunks.")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+              help="Seconds to wait for the server's answer before the link counts as down.")
 @click.pass_context
 def collector_command(ctx: click.Context, server: str | None, site: str | None, scope: tuple[str, ...],
                       ca: Path | None, outbox: Path | None, poll: float | None, once: bool, patience: float,
-                      max_chunks: int | None) -> None:  # fmt: skip
+                      max_chunks: int | None, timeout: float) -> None:  # fmt: skip
     """Scan a site for the central server: take the site's chunks over HTTPS (outbound only), check each
     against this collector's own scope, run nmap, and upload each result as a signed bundle. Results wait in
     a local outbox while the link is down and go up in order once it is back. Signs with this machine's
@@ -623,7 +625,7 @@ def collector_command(ctx: click.Context, server: str | None, site: str | None, 
     settings = CollectorSettings(
         chosen_server, chosen_site, tuple(scope or table.get("scope", ())), given_ca, table.get("encrypt_to"),
         outbox or (Path(table["outbox"]) if table.get("outbox") else None),
-        float(poll or table.get("poll", 30.0)), once, patience, max_chunks,
+        float(poll or table.get("poll", 30.0)), once, patience, max_chunks, timeout,
     )  # fmt: skip
     scanned = run_collector(settings)
     click.echo(f"collector stopped after {scanned} chunk(s)")

@@ -147,7 +147,7 @@ def test_cut_link_buffers_and_catches_up(sites_lab: SitesLab, central: Central) 
     uploads the result (stored once) and the given-back job ends as done, not scanned again."""
     lab, db, homes = sites_lab, central.db, central.homes
     a, b = lab.sites["a"], lab.sites["b"]
-    collector = Collector(lab, a, homes["a"])
+    collector = Collector(lab, a, homes["a"], "--timeout", "5")  # a cut link: a request answered in 5 s, or not
     try:
         wait_for("site A's chunk taken", lambda: query(db, "SELECT chunks_taken FROM collectors") == [(1,)])
         lab.cut("a")
