@@ -297,13 +297,17 @@ def schedule_remove(unit_dir: Path) -> None:
     """
     from scanner.schedule import remove_units
 
-    removed, foreign = remove_units(unit_dir)
+    _say_removed(*remove_units(unit_dir), f"no posture units in {unit_dir}")
+
+
+def _say_removed(removed: list[Path], foreign: list[Path], nothing: str) -> None:
+    """What a `remove` did: each unit removed, each left alone, or `nothing`; then the reload to run."""
     for path in removed:
         click.echo(f"removed: {path}")
     for path in foreign:
         click.echo(f"left alone (not written by posture): {path}")
     if not removed and not foreign:
-        click.echo(f"no posture units in {unit_dir}")
+        click.echo(nothing)
     elif removed:
         click.echo("then: systemctl daemon-reload")
 
@@ -410,15 +414,7 @@ def service_remove(role: str, unit_dir: Path) -> None:
     """
     from posture.service import remove
 
-    removed, foreign = remove(unit_dir, role)
-    for path in removed:
-        click.echo(f"removed: {path}")
-    for path in foreign:
-        click.echo(f"left alone (not written by posture): {path}")
-    if not removed and not foreign:
-        click.echo(f"no posture-{role}.service in {unit_dir}")
-    elif removed:
-        click.echo("then: systemctl daemon-reload")
+    _say_removed(*remove(unit_dir, role), f"no posture-{role}.service in {unit_dir}")
 
 
 @click.command("demo")

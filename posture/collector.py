@@ -299,18 +299,12 @@ def _work(raw: Any, settings: CollectorSettings, agent: Any, client: Client, out
 def _stopping(settings: CollectorSettings, agent: Any) -> Iterator[None]:
     """SIGTERM and SIGINT stop the collector: a running nmap is stopped (its chunk is given out again by the
     server once its lease runs out); what is in the outbox stays for the next start."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    from scanner.scan import on_signals
 
     def stop(signum: int, _: Any) -> None:
         settings.stop.set()
         agent.cancel()
         say(f"collector: stopping ({signal.Signals(signum).name})")
 
-    before = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with on_signals((signal.SIGTERM, signal.SIGINT), stop):
         yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)

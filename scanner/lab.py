@@ -51,6 +51,19 @@ def _installed_version(argv: list[str], pattern: str) -> str | None:
     return m.group(1) if m else None
 
 
+def stop_processes(processes: list[subprocess.Popen[Any]]) -> None:
+    """Each asked to stop (SIGTERM) at once, then waited for; one still there after 10 s is killed."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
     """Stop a daemon started with `start_new_session=True` and everything it forked (smbd, nmbd and nginx
     fork workers): SIGTERM to its process group, SIGKILL if it has not gone in ten seconds."""
@@ -134,15 +147,7 @@ class _ProcessLab:
         self.stop()
 
     def stop(self) -> None:
-        for process in self._processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self._processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_processes(self._processes)
         self._processes.clear()
         if self._dir is not None:
             self._dir.cleanup()

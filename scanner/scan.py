@@ -130,14 +130,22 @@ def resumable_scan(store: Store, scan_id: int | None, kind: str = "nmap-scan") -
 @contextmanager
 def signals_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP (a scheduler stopping us, a closed terminal) stop the scan like Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    with on_signals((signal.SIGTERM, signal.SIGHUP), handler):
+        yield
+
+
+@contextmanager
+def on_signals(signals: tuple[signal.Signals, ...], handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """`handler` for these signals while the block runs, the previous handlers after; nothing off the main
+    thread (only it may set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:

@@ -72,7 +72,7 @@ from typing import Any, TypeVar
 import pytest
 
 from scanner.errors import PostureError
-from scanner.lab import Lab, LabDaemon, PostgresLab, _wait_listening
+from scanner.lab import Lab, LabDaemon, PostgresLab, _wait_listening, stop_processes
 
 SERVER_PORT = 8443
 PREFIX = "pst-"
@@ -355,15 +355,7 @@ class SitesLab:
         """Stop what exec started and the daemons (politely: SIGTERM, then SIGKILL past 10 s), then kill
         whatever is left in each namespace and delete it: the namespaces go whatever the stops did."""
         try:
-            for process in self._processes:
-                if process.poll() is None:
-                    process.terminate()
-            for process in self._processes:
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)
+            stop_processes(self._processes)
             for daemons in self._daemons:
                 daemons.stop()
         finally:
