@@ -157,8 +157,8 @@ def serving(url: str, config: Path, tmp: Path) -> Iterator[tuple[subprocess.Pope
     import ssl
     import urllib.request
 
+    from scanner.lab import free_port
     from tests.scanner.sites_lab import make_tls
-    from tests.scanner.test_collectors import free_port
 
     (tmp / "tls").mkdir()
     ca, cert, key = make_tls(tmp / "tls", [SERVER])

@@ -382,14 +382,13 @@ def run_worker(db: Target, config: dict[str, Any], options: WorkerSettings) -> i
 def worker_queues(config: dict[str, Any], site: str | None) -> list[str]:
     """The queues a worker takes jobs from: its site's (or every site's whose network it scans: those
     without collectors) and the runs' final tasks; never a collector site's chunks."""
-    from scanner.jobs import parse_site
+    from scanner.jobs import all_sites
 
     if site is not None:
         if site_of(config, site).collectors:
             raise PostureError(f"site {site} is scanned by its collectors", "run `posture collector` at that site")
         return [queue_name(site), CENTRAL_QUEUE]
-    tables = config.get("sites", {})
-    scanned = [name for name, table in sorted(tables.items()) if not parse_site(name, table).collectors]
+    scanned = [name for name, each in all_sites(config).items() if not each.collectors]
     return [*(queue_name(name) for name in scanned), CENTRAL_QUEUE]
 
 

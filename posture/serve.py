@@ -48,7 +48,7 @@ from posture.wire import API, MAX_UPLOAD, Nonces, Refusal, check_chunk_payload, 
 from scanner.compat import UTC
 from scanner.db import Database, Target
 from scanner.errors import PostureError
-from scanner.jobs import Site, parse_site
+from scanner.jobs import Site, all_sites
 from scanner.model import bound, printable
 from scanner.runlog import say
 from scanner.store import Store, utc_now
@@ -121,15 +121,7 @@ class _State:
 
 def collector_sites(config: dict[str, Any]) -> dict[str, Site]:
     """The config's sites that have collectors; a PostureError names a bad one."""
-    sites = {}
-    for name, table in sorted(config.get("sites", {}).items()):
-        try:
-            site = parse_site(name, table)
-        except PostureError as exc:
-            raise PostureError(f"[sites.{name[:40]}]: {exc.message}", exc.hint) from None
-        if site.collectors:
-            sites[name] = site
-    return sites
+    return {name: site for name, site in all_sites(config).items() if site.collectors}
 
 
 def _address(request: Request) -> str:
@@ -164,20 +156,20 @@ def _seen(state: _State, site: Site, kid: str, name: str, address: str, version:
     heartbeated (registered first if it has none, or the one it had was pruned as stalled): its id. At
     most once every SEEN_EVERY seconds for the same collector and address: a busy collector's requests
     come several a second, and its lease is counted in tens of seconds."""
-    from procrastinate import sql
-
     now = time.monotonic()
     with state.lock:
         recent = state.recent.get(kid)
     if recent is not None and now - recent[0] < SEEN_EVERY and recent[1:3] == (address, version or recent[2]):
         return recent[3]
-    worker = _write_seen(state, site, kid, name, address, version, sql)
+    worker = _write_seen(state, site, kid, name, address, version)
     with state.lock:
         state.recent[kid] = (now, address, version or (recent[2] if recent else ""), worker)
     return worker
 
 
-def _write_seen(state: _State, site: Site, kid: str, name: str, address: str, version: str, sql: Any) -> int:
+def _write_seen(state: _State, site: Site, kid: str, name: str, address: str, version: str) -> int:
+    from procrastinate import sql
+
     with state.stores.get() as store, store.transaction() as conn:
         conn.execute(
             "INSERT INTO collectors (key_id, site, name, first_seen, last_seen, address, version) "

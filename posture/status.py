@@ -30,7 +30,7 @@ from typing import Any
 
 from scanner.compat import UTC
 from scanner.db import Target, is_url
-from scanner.jobs import Site, parse_site
+from scanner.jobs import Site, all_sites
 from scanner.model import printable
 
 TEXT_LIMIT = 200  # any one string from the database, in the JSON
@@ -59,7 +59,7 @@ def read_status(config: dict[str, Any], db: Target, stale_minutes: int, now: dat
     """The status object (the module docstring's shape) from the config's sites and, when there is one, the
     central inventory's queue and collectors."""
     now = now or datetime.now(UTC)
-    sites = {name: parse_site(name, table) for name, table in sorted(config.get("sites", {}).items())}
+    sites = all_sites(config)
     queue, note, rows, depth, failed = _read_queue(db)
     return {
         "generated": now.strftime("%Y-%m-%dT%H:%M:%SZ"),

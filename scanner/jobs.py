@@ -147,6 +147,17 @@ def _collector_keys(lines: object) -> dict[str, tuple[str, bytes]]:
     return keys
 
 
+def all_sites(config: dict[str, Any]) -> dict[str, Site]:
+    """Every [sites.NAME] of the config, by name in order; a PostureError names the first bad one."""
+    sites = {}
+    for name, table in sorted(config.get("sites", {}).items()):
+        try:
+            sites[name] = parse_site(name, table)
+        except PostureError as exc:
+            raise PostureError(f"[sites.{name[:40]}]: {exc.message}", exc.hint) from None
+    return sites
+
+
 def site_of(config: dict[str, Any], name: str) -> Site:
     """The config's [sites.NAME], or a PostureError saying it is not there."""
     table = config.get("sites", {}).get(name)

@@ -562,7 +562,7 @@ def postgres_bindir() -> Path:
     raise PostureError("the PostgreSQL server is not installed", "apt-get install postgresql")
 
 
-def _free_port(address: str) -> int:
+def free_port(address: str) -> int:
     """A TCP port nothing listens on at `address` now (the kernel's pick)."""
     with socket.socket() as s:
         s.bind((address, 0))
@@ -605,7 +605,7 @@ class PostgresLab(_ProcessLab):
     def __init__(self, address: str = "127.107.0.1", port: int | None = None) -> None:
         super().__init__()
         self.address = address
-        self.port = port or _free_port(address)
+        self.port = port or free_port(address)
         self.password = secrets.token_urlsafe(24)
         self._bin = postgres_bindir()
         self._server: subprocess.Popen[bytes] | None = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import ssl
 import subprocess
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from scanner.lab import Lab
+from scanner.lab import Lab, free_port
 from tests.conftest import POSTURE, query, run_posture
 from tests.scanner.sites_lab import make_tls
 
@@ -33,12 +32,6 @@ def site_lab() -> Iterator[Lab]:
     """sshd, nginx and vsftpd on three addresses of this test's own range."""
     with Lab(addresses=("127.110.0.21", "127.110.0.22", "127.110.0.23")) as running:
         yield running
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

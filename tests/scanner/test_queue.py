@@ -236,6 +236,14 @@ class SilentServer:
             conn.close()
 
 
+def wait_for_nmap(silent: SilentServer, timeout: float = 60) -> None:
+    """Until the chunk's nmap has connected to the silent port (it then waits there for an answer)."""
+    deadline = time.monotonic() + timeout
+    while not silent.held and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert silent.held, "nmap never reached the silent port"
+
+
 def test_killed_worker_chunk_retried_elsewhere(pg_database: str, tmp_path: Path) -> None:
     """A worker SIGKILLed while nmap runs its chunk: nothing of that attempt is stored; once its heartbeat is
     older than --stalled-after another worker takes the chunk again and stores it once."""
@@ -245,10 +253,7 @@ def test_killed_worker_chunk_retried_elsewhere(pg_database: str, tmp_path: Path)
         assert posture(pg_database, config, "queue", "init").returncode == 0
         assert posture(pg_database, config, "run", "lab", "--queue").returncode == 0
         doomed = start_worker(pg_database, config, "--stalled-after", "2")
-        deadline = time.monotonic() + 60
-        while not silent.held and time.monotonic() < deadline:  # nmap has connected: the chunk is under way
-            time.sleep(0.2)
-        assert silent.held, "nmap never reached the silent port"
+        wait_for_nmap(silent)  # nmap has connected: the chunk is under way
         assert jobs(pg_database)[0][1] == "doing"
         nmap = f"nmap .*-p {silent.port}"
         assert subprocess.run(["pgrep", "-f", nmap], capture_output=True, check=False).stdout != b""
@@ -282,10 +287,7 @@ def test_sigterm_stops_a_worker_cleanly(pg_database: str, tmp_path: Path) -> Non
         assert posture(pg_database, config, "queue", "init").returncode == 0
         assert posture(pg_database, config, "run", "lab", "--queue").returncode == 0
         worker = start_worker(pg_database, config, "--grace", "1")
-        deadline = time.monotonic() + 60
-        while not silent.held and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert silent.held, "nmap never reached the silent port"
+        wait_for_nmap(silent)
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=60)
         assert worker.returncode == 0 and out.strip() == "worker stopped after 1 job(s)", err
