@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -167,7 +168,8 @@ LAB_FIXTURES = frozenset({"lab", "lab_scan_db", "lab_job", "demo_sims", "sims", 
                           "postgres", "sites_lab"})  # fmt: skip
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _deselect_other_stores(config, items)
     for item in items:
         if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lab)
@@ -205,48 +207,95 @@ def lab_scan_db(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresLab]:
     """A real PostgreSQL of the tests' own on 127.107.0.1 and a free port: role and database `posture`, its
-    password in `postgres.passfile` (`postgres.env` gives PGPASSFILE to a child process)."""
-    with PostgresLab() as running:
+    password in `postgres.passfile`. PGPASSFILE names that file for the whole session (this process and the
+    commands it starts), so the URLs of the stores the tests make carry no password."""
+    with PostgresLab() as running, pytest.MonkeyPatch.context() as session_env:
+        session_env.setenv("PGPASSFILE", str(running.passfile))
         yield running
 
 
+# Every test that touches the inventory runs on both stores (issue 18: "every test that touches the store run
+# against both"). It asks for `store_db` (a new, empty inventory per test) or, for a fixture that builds one
+# inventory for a module, for `store_kind` and `new_store`. `store_kind` is a session fixture with one param
+# per store, so pytest gives each test once per store and groups them by store. The PostgreSQL param is a
+# `lab` test (it starts the tests' own server): the quick run, `-m "not lab"`, stays on SQLite. `--store`
+# keeps one of the two.
 STORES = ("sqlite", "postgresql")
+_STORE_PARAMS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.lab)]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--store", choices=STORES, default=os.environ.get("POSTURE_TEST_STORE") or "sqlite",
-                     help="the store the `store_db` fixture gives (also POSTURE_TEST_STORE): an SQLite file, or a "
-                          "fresh database on the tests' own PostgreSQL")  # fmt: skip
+    parser.addoption(
+        "--store", choices=(*STORES, "both"), default=os.environ.get("POSTURE_TEST_STORE") or "both",
+        help="which store the tests that touch the inventory run on (also POSTURE_TEST_STORE): an SQLite file, "
+             "a fresh database on the tests' own PostgreSQL, or both (the default)")  # fmt: skip
 
 
-@pytest.fixture
-def pg_database(postgres: PostgresLab, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A fresh, empty database on the session's PostgreSQL (C collation, as the store requires), dropped
-    after the test; its URL carries no password (PGPASSFILE is set for this test and its children)."""
+@pytest.fixture(scope="session", params=_STORE_PARAMS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store this test runs on: "sqlite" or "postgresql"."""
+    return str(request.param)
+
+
+def _deselect_other_stores(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--store sqlite|postgresql`: the other store's runs are deselected (reported as such, not skipped)."""
+    chosen = config.getoption("--store")
+    if chosen == "both":
+        return
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        (dropped if params.get("store_kind", chosen) != chosen else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def new_store(request: pytest.FixtureRequest, kind: str, folder: Path) -> Path | str:
+    """An inventory that does not exist yet, of `kind`: `folder/inventory.db`, or the URL of a fresh, empty
+    database on the session's PostgreSQL (C collation, as the store requires), dropped when `request`'s scope
+    ends. The URL carries no password (PGPASSFILE is set for the session)."""
+    if kind != "postgresql":
+        return folder / "inventory.db"
+    postgres: PostgresLab = request.getfixturevalue("postgres")
     name = f"t_{os.getpid()}_{next(_DATABASES)}"
     with postgres.connect(autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 LOCALE 'C' ENCODING 'UTF8'")
-    monkeypatch.setenv("PGPASSFILE", str(postgres.passfile))
-    try:
-        yield postgres.url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with postgres.connect(autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    request.addfinalizer(lambda: _drop_database(postgres, name))
+    return postgres.url.rsplit("/", 1)[0] + "/" + name
+
+
+def copy_store(request: pytest.FixtureRequest, db: Path | str, folder: Path) -> Path | str:
+    """A copy of inventory `db` that a test may change: the SQLite file copied into `folder`, or a new
+    PostgreSQL database made from `db` as its template (dropped when `request`'s scope ends)."""
+    if not is_url(db):
+        copy = folder / Path(db).name
+        shutil.copy(db, copy)
+        return copy
+    postgres: PostgresLab = request.getfixturevalue("postgres")
+    name = f"t_{os.getpid()}_{next(_DATABASES)}"
+    with postgres.connect(autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {str(db).rsplit('/', 1)[1]}")
+    request.addfinalizer(lambda: _drop_database(postgres, name))
+    return postgres.url.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_database(postgres: PostgresLab, name: str) -> None:
+    with postgres.connect(autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 _DATABASES = itertools.count(1)
 
 
 @pytest.fixture
-def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
-    """An inventory that does not exist yet: `tmp_path/inventory.db`, or a fresh PostgreSQL database's URL.
-    Parametrize it indirectly with STORE_PARAMS to run a test on both; otherwise --store chooses."""
-    kind = getattr(request, "param", None) or request.config.getoption("--store")
-    if kind == "postgresql":
-        return str(request.getfixturevalue("pg_database"))
-    return tmp_path / "inventory.db"
+def pg_database(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty PostgreSQL database, for the tests about PostgreSQL itself (whatever --store says)."""
+    return str(new_store(request, "postgresql", Path()))
 
 
-# `@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)`: the test on each store; PostgreSQL's
-# is a `lab` test (it starts the tests' own server, so the full suite's flock covers it).
-STORE_PARAMS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.lab)]
+@pytest.fixture
+def store_db(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) -> Path | str:
+    """An inventory that does not exist yet, on the store this run of the test is for: `tmp_path/inventory.db`
+    or a fresh PostgreSQL database's URL."""
+    return new_store(request, store_kind, tmp_path)

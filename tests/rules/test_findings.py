@@ -20,7 +20,7 @@ import rules.findings
 from rules.catalogue import default_catalogue
 from rules.identify import identify_service
 from scanner.store import Store
-from tests.conftest import POSTURE, STORE_PARAMS, db_fingerprint, query, run_posture
+from tests.conftest import POSTURE, db_fingerprint, query, run_posture
 from tests.rules.estate import (
     CISCO_SWITCH,
     MYSQL,
@@ -62,7 +62,6 @@ def evaluate(db: Path | str, *args: str) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
 def test_findings_follow_the_estate_across_scans(tmp_path: Path, store_db: Path | str) -> None:
     db = store_db
     scan(db, tmp_path, "one", [SERVER, WEB, SWITCH])
@@ -123,7 +122,6 @@ def test_findings_follow_the_estate_across_scans(tmp_path: Path, store_db: Path 
 
 
 @pytest.mark.parametrize("span", [1_000, 1])
-@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
 def test_an_unchanged_estate_rewrites_no_finding(tmp_path: Path, store_db: Path | str, monkeypatch: pytest.MonkeyPatch,
                                                   span: int) -> None:
     """A finding found again with the same details is left as it is (a daily run over a steady estate writes
@@ -158,7 +156,6 @@ def test_an_unchanged_estate_rewrites_no_finding(tmp_path: Path, store_db: Path 
     assert {f["last_seen"] for f in findings(db)} == {days[3]}
 
 
-@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
 def test_exceptions_are_counted_apart_and_expire(tmp_path: Path, store_db: Path | str) -> None:
     db = store_db
     scan(db, tmp_path, "one", [SERVER, SWITCH])
@@ -195,7 +192,6 @@ def test_exceptions_are_counted_apart_and_expire(tmp_path: Path, store_db: Path 
     assert db_fingerprint(db) == before
 
 
-@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
 def test_past_sla_and_planning_horizon(tmp_path: Path, store_db: Path | str) -> None:
     db = store_db
     scan(db, tmp_path, "one", [SERVER, WEB])
@@ -221,7 +217,6 @@ def test_past_sla_and_planning_horizon(tmp_path: Path, store_db: Path | str) -> 
     assert bad.returncode == 2 and "unknown key(s) in [rules]: horizon" in bad.stderr
 
 
-@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
 def test_a_failing_rule_becomes_an_internal_error_finding(tmp_path: Path, store_db: Path | str) -> None:
     db = store_db
     scan(db, tmp_path, "one", [SERVER, SWITCH])
@@ -307,7 +302,6 @@ def test_empty_inventory_and_no_evaluation(tmp_path: Path) -> None:
     assert findings(db) == []
 
 
-@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
 def test_hostile_and_huge_version_strings(tmp_path: Path, store_db: Path | str) -> None:
     db = store_db
     huge = (8080, "http", "nginx", "1." + "9" * 10_000, "<script>alert(1)</script>", (), None)
@@ -322,7 +316,6 @@ def test_hostile_and_huge_version_strings(tmp_path: Path, store_db: Path | str) 
     assert len(ident[0].version or "") <= 128 and len(ident[0].evidence) <= 512
 
 
-@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
 def test_finding_rules_that_read_asset_facts(tmp_path: Path, store_db: Path | str) -> None:
     """A `finding` rule that also reads the asset runs in Python; one on finding facts alone runs in SQL:
     both give the same kind of result."""

@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-import pytest
-
 from scanner.model import MAX_FIELD, TRUNCATION_MARK, printable
-from tests.conftest import STORE_PARAMS, assets_json, query, run_posture
+from tests.conftest import assets_json, query, run_posture
 
 # XML cannot carry control characters (nmap writes them as the text "\x1b"), so the escape-sequence case
 # is checked on `printable` directly; SNMP strings arrive as raw bytes and can carry them.
@@ -57,7 +55,6 @@ def test_printable_removes_terminal_control_sequences() -> None:
     assert "ok" in shown and len(shown) == 200
 
 
-@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
 def test_nul_characters_are_removed_once_at_ingestion(store_db: Path | str) -> None:
     """A NUL character in a device's strings (an SNMP octet string, an agent's JSON, a register cell: nmap's
     XML cannot hold one) is removed where every host is ingested (`Ingest.add_prepared`), on both stores:

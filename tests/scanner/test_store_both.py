@@ -14,11 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bench.gen_nmap_xml import write as write_nmap_xml
 from scanner.paths import default_db_path
-from tests.conftest import POSTURE, STORE_PARAMS, assets_json, db_fingerprint, query, run_posture
+from tests.conftest import POSTURE, assets_json, db_fingerprint, query, run_posture
 
 DATA = Path(__file__).parent / "data"
 REAL_SCANS = ("nmap793-3hosts.xml", "nmap551-windows-2003.xml", "nse-windows-scripts.xml",
@@ -36,7 +34,6 @@ def _without_times(scans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in s.items() if k not in ("started_at", "finished_at")} for s in scans]
 
 
-@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
 def test_import_list_and_reimport(store_db: Path | str) -> None:
     """A real nmap file imported, its assets and scan listed, then imported again: the same assets and
     identifiers (a re-import adds a scan and its observations, never a second asset), on either store."""
@@ -62,7 +59,6 @@ def test_import_list_and_reimport(store_db: Path | str) -> None:
     assert query(store_db, "SELECT count(*) FROM observations") == [(6,)]
 
 
-@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
 def test_a_killed_import_leaves_the_store_as_it_was(store_db: Path | str, tmp_path: Path) -> None:
     """`posture import nmap` killed (SIGKILL) in the middle of a 40,000-host file: the import is one
     transaction, so the store holds what it held before (the interrupted scan's own row aside), the next

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from bench.gen_nmap_xml import write as write_realistic
 from scanner.nmap_xml import NmapXmlError, NmapXmlReader
 from scanner.store import prepare_host
-from tests.conftest import STORE_PARAMS, query, run_posture
+from tests.conftest import query, run_posture
 from tests.security.measure import run_measured
 
 HEADER = '<?xml version="1.0"?>\n<nmaprun scanner="nmap" args="nmap -oX x.xml" start="1763900000" version="7.93">\n'
@@ -27,7 +27,6 @@ FOOTER = '<runstats><finished time="1763900100" exit="success"/></runstats></nma
 HUGE = str(2**64)
 
 
-@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
 def test_numbers_past_2_63_and_addresses_that_are_not(tmp_path: Path, store_db: Path | str) -> None:
     """Low, nmap XML: "`portid`, `conf` or `accuracy` above 2^63 (OverflowError; scan row left `running`);
     non-IP address strings and port -5 accepted". Out-of-range ports and non-addresses are dropped with a
@@ -60,7 +59,6 @@ def test_numbers_past_2_63_and_addresses_that_are_not(tmp_path: Path, store_db: 
     assert json.loads(evidence)["uptime_seconds"] is None
 
 
-@pytest.mark.parametrize("store_db", STORE_PARAMS, indirect=True)
 def test_deep_or_nested_hosts_are_one_line_refusals(tmp_path: Path, store_db: Path | str) -> None:
     """Every parser bounds depth (issue 11, Build): 100,000 nested elements, or a <host> inside a <host>,
     are a one-line refusal (exit 2) with the scan row closed as failed, never `running`."""
