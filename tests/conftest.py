@@ -242,7 +242,8 @@ def _deselect_other_stores(config: pytest.Config, items: list[pytest.Item]) -> N
     chosen = config.getoption("--store")
     if chosen == "both":
         return
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         (dropped if params.get("store_kind", chosen) != chosen else kept).append(item)
