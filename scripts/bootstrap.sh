@@ -2,10 +2,11 @@
 # Install posture on Debian or Ubuntu, as root: system packages, a virtualenv in .venv, the package.
 #   scripts/bootstrap.sh          nmap + posture
 #   scripts/bootstrap.sh --demo   also the demo lab: sshd, nginx, vsftpd, snmpsim and its device recordings
-#   scripts/bootstrap.sh --dev    also what the tests and benchmarks use: snmpd, the net-snmp tools, samba (smbd for
-#                                 the SMB host-script test, the AD DC for the directory tests), ldap-utils (bench floor), chromium,
-#                                 LibreOffice Writer and poppler (documents rendered to PDF and read back), postgresql (the
-#                                 tests start their own server: scanner/lab.py PostgresLab), dev tools
+#   scripts/bootstrap.sh --dev    also what the tests and benchmarks use: snmpd, the net-snmp tools, samba (smbd
+#                                 for the SMB host-script test; the AD DC, with samba-ad-provision's schema files,
+#                                 for the directory tests), ldap-utils (bench floor), chromium, LibreOffice Writer
+#                                 and poppler (documents rendered to PDF and read back), postgresql (the tests start
+#                                 their own server: scanner/lab.py PostgresLab), dev tools
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ if [ "$demo" = 1 ]; then
   packages+=(openssh-server openssh-client nginx-light vsftpd)
 fi
 if [ "$dev" = 1 ]; then
-  packages+=(snmpd snmp samba ldap-utils iproute2 procps util-linux chromium fonts-dejavu-core
+  packages+=(snmpd snmp samba samba-ad-provision ldap-utils iproute2 procps util-linux chromium fonts-dejavu-core
              libreoffice-writer-nogui poppler-utils groff-base postgresql)
 fi
 
