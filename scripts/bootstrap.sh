@@ -3,8 +3,8 @@
 #   scripts/bootstrap.sh          nmap + posture
 #   scripts/bootstrap.sh --demo   also the demo lab: sshd, nginx, vsftpd, snmpsim and its device recordings
 #   scripts/bootstrap.sh --dev    also what the tests and benchmarks use: snmpd, the net-snmp tools, samba (smbd
-#                                 for the SMB host-script test; the AD DC, with samba-ad-provision's schema files,
-#                                 for the directory tests), ldap-utils (bench floor), chromium, LibreOffice Writer
+#                                 for the SMB host-script test; the AD DC for the directory tests, with the three
+#                                 packages samba only recommends: its schema files, LDB and VFS modules), ldap-utils (bench floor), chromium, LibreOffice Writer
 #                                 and poppler (documents rendered to PDF and read back), postgresql (the tests start
 #                                 their own server: scanner/lab.py PostgresLab), dev tools
 # Safe to run again: it installs only what is missing.
@@ -28,8 +28,8 @@ if [ "$demo" = 1 ]; then
   packages+=(openssh-server openssh-client nginx-light vsftpd)
 fi
 if [ "$dev" = 1 ]; then
-  packages+=(snmpd snmp samba samba-ad-provision ldap-utils iproute2 procps util-linux chromium fonts-dejavu-core
-             libreoffice-writer-nogui poppler-utils groff-base postgresql)
+  packages+=(snmpd snmp samba samba-ad-provision samba-dsdb-modules samba-vfs-modules ldap-utils iproute2 procps
+             util-linux chromium fonts-dejavu-core libreoffice-writer-nogui poppler-utils groff-base postgresql)
 fi
 
 missing=()
