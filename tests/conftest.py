@@ -42,6 +42,8 @@ def run_posture(
     or for everything when POSTURE_TESTS_IN_PROCESS=0: the smoke set that keeps the real entry point
     honest (test_cli_help, test_install, test_cli_pipe, the interrupt and job tests call it directly too).
     """
+    if netns and is_url(db):  # the namespace has a loopback of its own: the server's unix socket reaches it
+        db = _SOCKETS.get(str(db).split("@", 1)[1].split("/", 1)[0], lambda url: url)(str(db))
     argv = [*(["--db", str(db)] if db else []), *args]
     if netns or process or os.environ.get("POSTURE_TESTS_IN_PROCESS") == "0" or set(kw) - {"input", "cwd"}:
         full_env = {**os.environ, **(env or {})}
@@ -161,18 +163,53 @@ def query(db: Path | str, sql: str, *params: object) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+def assert_intact(db: Path | str) -> None:
+    """The store is whole: SQLite's integrity and foreign-key checks pass (PostgreSQL checks its pages and
+    every foreign key itself, at each commit, so there is nothing to ask it)."""
+    if not is_url(db):
+        assert query(db, "PRAGMA integrity_check") == [("ok",)]
+        assert query(db, "PRAGMA foreign_key_check") == []
+
+
+def execute(db: Path | str, sql: str, *params: object) -> None:
+    """One `?` statement that changes the inventory behind posture's back (ageing a scan, say), committed, on
+    an SQLite file or a PostgreSQL URL."""
+    from scanner.db import connect
+
+    store = connect(db)
+    try:
+        with store.transaction():
+            store.execute(sql, params)
+    finally:
+        store.close()
+
+
 # Fixtures that start real daemons, simulators or network namespaces: a test using one is a `lab` test, so
 # `pytest -m "not lab"` is the quick run (the full suite, the README's command, runs them all).
-LAB_FIXTURES = frozenset({"lab", "lab_scan_db", "lab_job", "demo_sims", "sims", "simlab", "sim_db", "snmpd",
-                          "empty_netns", "samba_dc", "directory_db", "lab_xml", "smb_scan", "outside",
-                          "postgres", "sites_lab"})  # fmt: skip
+LAB_FIXTURES = frozenset({"lab", "lab_scan_db", "lab_scan_sqlite", "lab_job", "demo_sims", "sims", "simlab",
+                          "sim_db", "snmpd", "empty_netns", "samba_dc", "directory_db", "lab_xml", "smb_scan",
+                          "outside", "postgres", "sites_lab"})  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _deselect_other_stores(config, items)
     for item in items:
+        if _on_fixed_addresses(item):
+            item.add_marker(pytest.mark.xdist_group("fixed-addresses"))
         if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lab)
+
+
+def _on_fixed_addresses(item: pytest.Item) -> bool:
+    """Whether the test starts daemons on fixed loopback addresses (or namespaces), so that two such tests
+    must never run at once. With pytest-xdist (`-n`, and `--dist loadgroup` from pyproject.toml) they all run
+    on one worker, one after another, while the other workers take the rest. The tests' own PostgreSQL
+    listens on a free port, so a test that is `lab` only because it runs on PostgreSQL runs anywhere."""
+    names = set(getattr(item, "fixturenames", ()))
+    if LAB_FIXTURES - {"postgres"} & names:
+        return True
+    from_param = [m for m in getattr(getattr(item, "callspec", None), "marks", ()) if m.name == "lab"]
+    return len(list(item.iter_markers("lab"))) > len(from_param)
 
 
 @pytest.fixture(autouse=True)
@@ -195,13 +232,25 @@ def lab() -> Iterator[Lab]:
         yield running
 
 
-@pytest.fixture(scope="session")
-def lab_scan_db(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real `posture scan` of the lab, shared by the tests that only read its result."""
-    db = tmp_path_factory.mktemp("labscan") / "inventory.db"
+def _scan_lab(lab: Lab, db: Path | str) -> Path | str:
     result = run_posture("scan", *lab.targets, "--ports", lab.ports_spec, "--no-dns", db=db)
     assert result.returncode == 0, result.stderr
     return db
+
+
+@pytest.fixture(scope="session")
+def lab_scan_sqlite(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `posture scan` of the lab into an SQLite file: what a scan into PostgreSQL is compared with."""
+    return Path(_scan_lab(lab, tmp_path_factory.mktemp("labscan") / "inventory.db"))
+
+
+@pytest.fixture(scope="session")
+def lab_scan_db(lab: Lab, store_kind: str, request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Path | str:
+    """One real `posture scan` of the lab on each store, shared by the tests that only read its result."""
+    if store_kind == "sqlite":
+        return Path(request.getfixturevalue("lab_scan_sqlite"))
+    return _scan_lab(lab, new_store(request, store_kind, tmp_path_factory.mktemp("labscan")))
 
 
 @pytest.fixture(scope="session")
@@ -211,7 +260,17 @@ def postgres() -> Iterator[PostgresLab]:
     commands it starts), so the URLs of the stores the tests make carry no password."""
     with PostgresLab() as running, pytest.MonkeyPatch.context() as session_env:
         session_env.setenv("PGPASSFILE", str(running.passfile))
-        yield running
+        where = f"{running.address}:{running.port}"
+        socket = f"?host={running.socket_dir}&port={running.port}"
+        _SOCKETS[where] = lambda url: url.replace(f"@{where}/", "@/") + socket
+        try:
+            yield running
+        finally:
+            del _SOCKETS[where]
+
+
+# host:port of the session's PostgreSQL -> the same database's URL through its unix socket (run_posture's netns)
+_SOCKETS: dict[str, Any] = {}
 
 
 # Every test that touches the inventory runs on both stores (issue 18: "every test that touches the store run

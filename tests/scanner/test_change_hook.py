@@ -28,21 +28,21 @@ def check_change(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def summary(db: Path, scans: list[int], before: int, **kw: Any) -> dict[str, Any]:
+def summary(db: Path | str, scans: list[int], before: int, **kw: Any) -> dict[str, Any]:
     with Store.open(db, readonly=True) as store:
         doc = change_summary(store, job="town-hall", started=datetime.now(UTC), scans=scans, evaluation_before=before,
                              report=kw.get("report"), nothing_answered=False, bundles={})  # fmt: skip
     return check_change(json.loads(json.dumps(doc)))  # what the hook reads: JSON, not Python objects
 
 
-def evaluate(db: Path) -> int:
+def evaluate(db: Path | str) -> int:
     assert run_posture("evaluate", db=db).returncode == 0
     with Store.open(db, readonly=True) as store:
         return newest_evaluation(store)
 
 
-def test_first_later_and_empty_runs_have_one_shape(tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+def test_first_later_and_empty_runs_have_one_shape(store_db: Path | str, tmp_path: Path) -> None:
+    db = store_db
     web = Host("10.6.0.11", "00:11:22:00:06:11", [SSH_DEBIAN, NGINX], hostname="web01.council.example")
     server = Host("10.6.0.10", "00:11:22:00:06:10", [RDP], WINDOWS_2008)
     switch = Host("10.6.0.12", "00:11:22:00:06:12", [TELNET], CISCO_SWITCH)
@@ -94,11 +94,11 @@ def test_first_later_and_empty_runs_have_one_shape(tmp_path: Path) -> None:
     assert any("findings unknown" in n for n in idle["notes"]) and any("no finished scan" in n for n in idle["notes"])
 
 
-def test_device_strings_are_bounded(tmp_path: Path) -> None:
+def test_device_strings_are_bounded(store_db: Path | str, tmp_path: Path) -> None:
     """A hostname of 253 characters, a product of control characters and markup: cut to 200, printable."""
     from tests.scanner.test_hostile_strings import HOSTILE_PRODUCT, hostile_xml
 
-    db = tmp_path / "inventory.db"
+    db = store_db
     assert run_posture("import", "nmap", str(hostile_xml(tmp_path)), db=db).returncode == 0
     base = Host("127.0.0.77", "00:11:22:00:07:77", [(80, "http", HOSTILE_PRODUCT + "\u202e" * 300, "1", "", (),
                                                        None)], hostname="b" * 250)  # fmt: skip

@@ -46,8 +46,8 @@ def test_diff_of_two_imports(tmp_path: Path, store_db: Path | str) -> None:
         assert refused.returncode == 2 and words in refused.stderr
 
 
-def test_a_smaller_scan_does_not_make_assets_gone(lab: Lab, tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+def test_a_smaller_scan_does_not_make_assets_gone(store_db: Path | str, lab: Lab, tmp_path: Path) -> None:
+    db = store_db
     everything = run_posture("scan", *lab.targets, "--ports", lab.ports_spec, "--no-dns", db=db)
     assert everything.returncode == 0, everything.stderr
     one = run_posture("scan", lab.targets[0], "--ports", lab.ports_spec, "--no-dns", db=db)

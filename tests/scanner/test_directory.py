@@ -43,7 +43,7 @@ from scanner.compat import UTC
 from scanner.lab import SambaDC
 from scanner.sources import Request, ad, get_source
 from scanner.sources.ad import _filetime, _hostname, _text, ou_lookup, parse_url
-from tests.conftest import assets_json, db_fingerprint, query, run_posture
+from tests.conftest import assets_json, db_fingerprint, new_store, query, run_posture
 
 BASE = SambaDC.BASE_DN
 ANNEX = f"OU=Annex,{BASE}"
@@ -138,12 +138,13 @@ osfamily="Windows" osgen="7" accuracy="96"><cpe>cpe:/o:microsoft:windows_7::sp1<
 
 
 @pytest.fixture(scope="module")
-def directory_db(samba_dc: SambaDC, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """nmap sightings and the register first, then `posture import ad`, then `posture evaluate`."""
+def directory_db(samba_dc: SambaDC, store_kind: str, request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """nmap sightings and the register first, then `posture import ad`, then `posture evaluate` (on each store)."""
     dc = samba_dc
     home = tmp_path_factory.mktemp("directory")
     env = _env(home)
-    db = home / "inventory.db"
+    db = new_store(request, store_kind, home)
     log = home / "posture.log"
     config = home / "config.toml"
     config.write_text(f'[log]\nfile = "{log}"\n[directory]\nstale_days = 180\n'
@@ -259,7 +260,7 @@ def test_malformed_build_and_hostile_values(directory_db: dict[str, Any]) -> Non
     operatingSystem is bounded."""
     odd = directory_db["assets"]["odd01.posture.test"]["os"]
     assert odd["product"] == "windows" and odd["cycle"] is None and odd["lifecycle_state"] == "unknown"
-    notes = [r[0] for r in query(directory_db["db"], "SELECT json_extract(json, '$.note') FROM identity_items "
+    notes = [json.loads(r[0]).get("note") for r in query(directory_db["db"], "SELECT json FROM identity_items "
                                  "WHERE method = 'directory' AND evidence LIKE '%10.0.19045''%'")]  # fmt: skip
     assert notes == ["operatingSystemVersion '10.0.19045' is not a Windows version and build such as "
                      "'10.0 (19045)': the release is unknown"]  # fmt: skip

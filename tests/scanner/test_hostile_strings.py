@@ -31,8 +31,8 @@ def hostile_xml(tmp_path: Path) -> Path:
     return path
 
 
-def test_hostile_banner_is_bounded_stored_and_not_interpreted(tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+def test_hostile_banner_is_bounded_stored_and_not_interpreted(store_db: Path | str, tmp_path: Path) -> None:
+    db = store_db
     assert run_posture("import", "nmap", str(hostile_xml(tmp_path)), db=db).returncode == 0
 
     service = assets_json(db)[0]["services"][0]

@@ -30,7 +30,7 @@ SMB2_XML = DATA / "samba-smb2-hostscripts.xml"
 SMB_ADDRESS = "127.98.0.1"  # this module's own loopback address
 
 
-def _import_and_evaluate(db: Path, xml: Path) -> list[dict[str, object]]:
+def _import_and_evaluate(db: Path | str, xml: Path) -> list[dict[str, object]]:
     """`posture import nmap`, `posture evaluate`, then the findings as JSON."""
     for args in (("import", "nmap", str(xml)), ("evaluate",)):
         result = run_posture(*args, db=db)
@@ -63,10 +63,10 @@ def test_real_hostscript_layout_is_parsed() -> None:
 
 
 @pytest.mark.parametrize(("xml", "fires"), [(SMB1_XML, True), (SMB2_XML, False)])
-def test_smbv1_rule_reads_the_real_host_script(tmp_path: Path, xml: Path, fires: bool) -> None:
+def test_smbv1_rule_reads_the_real_host_script(store_db: Path | str, tmp_path: Path, xml: Path, fires: bool) -> None:
     """`protect.smbv1` fires on real nmap output listing `NT LM 0.12 (SMBv1)`, not on an SMB2/3-only server;
     the host scripts are stored in the observation's evidence and shown in the asset view."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     rows = _import_and_evaluate(db, xml)
     assert len(_smbv1(rows)) == (1 if fires else 0)
     if fires:
@@ -85,7 +85,7 @@ def _xml(host_body: str) -> str:
             f"{host_body}</host></nmaprun>")  # fmt: skip
 
 
-def test_port_script_structured_output_is_kept(tmp_path: Path) -> None:
+def test_port_script_structured_output_is_kept(store_db: Path | str, tmp_path: Path) -> None:
     """A port script's <elem>/<table>s are kept too (nested keys joined), beside its output."""
     xml = tmp_path / "port.xml"
     xml.write_text(_xml(
@@ -94,9 +94,9 @@ def test_port_script_structured_output_is_kept(tmp_path: Path) -> None:
         '<elem key="commonName">intranet</elem></table><table key="validity">'
         '<elem key="notAfter">2019-01-01T00:00:00</elem></table></script></port></ports>'
     ))  # fmt: skip
-    result = run_posture("import", "nmap", str(xml), db=tmp_path / "i.db")
+    result = run_posture("import", "nmap", str(xml), db=store_db)
     assert result.returncode == 0, result.stderr
-    (scripts,) = query(tmp_path / "i.db", "SELECT scripts FROM services")
+    (scripts,) = query(store_db, "SELECT scripts FROM services")
     assert json.loads(scripts[0]) == {"ssl-cert": {
         "output": "Subject: commonName=intranet",
         "data": ["subject.commonName: intranet", "validity.notAfter: 2019-01-01T00:00:00"],
@@ -117,7 +117,7 @@ HOSTILE: dict[str, Callable[[], str]] = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_hostscript_is_bounded(tmp_path: Path, case: str) -> None:
+def test_hostile_hostscript_is_bounded(store_db: Path | str, tmp_path: Path, case: str) -> None:
     """A hostile hostscript (huge output, 10,000 elems, deep tables, many long scripts): bounded, no crash."""
     xml = tmp_path / "hostile.xml"
     xml.write_text(_xml(f"<hostscript>{HOSTILE[case]()}</hostscript>"))
@@ -127,7 +127,7 @@ def test_hostile_hostscript_is_bounded(tmp_path: Path, case: str) -> None:
     for script in host.scripts:
         assert len(script.output) <= MAX_EVIDENCE
         assert len(script.data) <= MAX_SCRIPT_LINES and all(len(line) <= 400 for line in script.data)
-    db = tmp_path / "i.db"
+    db = store_db
     result = run_posture("import", "nmap", str(xml), db=db)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     (evidence,) = query(db, "SELECT evidence FROM observations")

@@ -33,7 +33,7 @@ class Link:
         ip("-n", self.host_ns, "link", "set", self.host_if, "address", mac)
         ip("-n", self.host_ns, "link", "set", self.host_if, "up")
 
-    def scan(self, db: Path) -> subprocess.CompletedProcess[str]:
+    def scan(self, db: Path | str) -> subprocess.CompletedProcess[str]:
         return run_posture("scan", "10.99.0.2", "-p", "22", "--no-dns", db=db, netns=self.scanner_ns)
 
 
@@ -61,8 +61,8 @@ def link() -> Iterator[Link]:
             subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
-def test_same_mac_same_asset_new_mac_new_asset(link: Link, tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+def test_same_mac_same_asset_new_mac_new_asset(store_db: Path | str, link: Link, tmp_path: Path) -> None:
+    db = store_db
     link.set_host_mac("02:00:5e:00:00:aa")
     for _ in range(2):
         result = link.scan(db)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import POSTURE, query, run_posture
+from tests.conftest import POSTURE, assert_intact, query, run_posture
 
 # Eight loopback addresses (each answers), two per chunk, one chunk at a time, 200 ports at 100 packets/s:
 # every chunk takes a few seconds, so there is time to strike between chunks and inside one.
@@ -17,29 +17,29 @@ SLOW_SCAN = ["--chunk-size", "2", "--parallel", "1", "--ports", "1-200", "--max-
              "--no-version-detection", "--no-os-detection", "--unprivileged", "--no-dns"]  # fmt: skip
 
 
-def start_scan(db: Path, targets: str, tmp_path: Path) -> subprocess.Popen[bytes]:
+def start_scan(db: Path | str, targets: str, tmp_path: Path) -> subprocess.Popen[bytes]:
     with (tmp_path / "scan.log").open("wb") as log:
         return subprocess.Popen([POSTURE, "--db", str(db), "scan", targets, *SLOW_SCAN], stdout=log, stderr=log)
 
 
-def wait_for_chunks(db: Path, scan_id: int, count: int, proc: subprocess.Popen[bytes], limit: float = 120) -> None:
+def wait_for_chunks(
+    db: Path | str, scan_id: int, count: int, proc: subprocess.Popen[bytes], limit: float = 120
+) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the scan ended before it could be interrupted"
-        if db.exists():
-            try:
-                done = query(db, "SELECT count(*) FROM scan_chunks WHERE scan_id = ? AND status = 'done'", scan_id)
-            except Exception:  # the schema may not exist yet in the first instants
-                done = [(0,)]
-            if done[0][0] >= count:
-                return
+        try:
+            done = query(db, "SELECT count(*) FROM scan_chunks WHERE scan_id = ? AND status = 'done'", scan_id)
+        except Exception:  # the schema may not exist yet in the first instants
+            done = [(0,)]
+        if done[0][0] >= count:
+            return
         time.sleep(0.1)
     pytest.fail(f"{count} chunk(s) were not saved within {limit}s")
 
 
-def assert_consistent(db: Path, scan_id: int) -> None:
-    assert query(db, "PRAGMA integrity_check") == [("ok",)]
-    assert query(db, "PRAGMA foreign_key_check") == []
+def assert_consistent(db: Path | str, scan_id: int) -> None:
+    assert_intact(db)
     # Only whole chunks: every observation of this scan belongs to a chunk marked done, and vice versa.
     done_up = query(
         db, "SELECT coalesce(sum(hosts_up), 0) FROM scan_chunks WHERE scan_id = ? AND status = 'done'", scan_id
@@ -51,20 +51,23 @@ def assert_consistent(db: Path, scan_id: int) -> None:
 
 
 @pytest.fixture
-def db_with_history(tmp_path: Path) -> tuple[Path, list[tuple[object, ...]]]:
+def db_with_history(store_db: Path | str) -> tuple[Path | str, list[tuple[object, ...]]]:
     """An inventory holding one finished scan, whose rows must survive whatever happens next."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     assert run_posture("scan", "127.0.4.1", "--ports", "22", "--unprivileged", "--no-dns", db=db).returncode == 0
     return db, history(db)
 
 
-def history(db: Path) -> list[tuple[object, ...]]:
+def history(db: Path | str) -> list[tuple[object, ...]]:
     """The first scan's own rows: they must read the same after anything later scans go through."""
     return query(db, "SELECT * FROM observations WHERE scan_id = 1") + query(db, "SELECT * FROM scans WHERE id = 1")
 
 
 @pytest.mark.lab
-def test_sigkill_mid_scan_then_resume(db_with_history: tuple[Path, list[tuple[object, ...]]], tmp_path: Path) -> None:
+def test_sigkill_mid_scan_then_resume(
+    db_with_history: tuple[Path | str, list[tuple[object, ...]]],
+    tmp_path: Path,
+) -> None:
     db, earlier = db_with_history
     proc = start_scan(db, "127.0.2.1-8", tmp_path)
     wait_for_chunks(db, 2, 1, proc)
@@ -90,7 +93,7 @@ def test_sigkill_mid_scan_then_resume(db_with_history: tuple[Path, list[tuple[ob
 
 @pytest.mark.lab
 def test_sigterm_mid_scan_marks_it_interrupted(
-    db_with_history: tuple[Path, list[tuple[object, ...]]], tmp_path: Path
+    db_with_history: tuple[Path | str, list[tuple[object, ...]]], tmp_path: Path
 ) -> None:
     db, earlier = db_with_history
     proc = start_scan(db, "127.0.3.1-8", tmp_path)

@@ -77,6 +77,7 @@ def lab_job(lab: Lab, tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def test_run_job_with_report_and_change_hook(
+    store_db: Path | str,
     lab: Lab,
     lab_job: tuple[Path, Path, Path],
     tmp_path: Path,
@@ -85,7 +86,7 @@ def test_run_job_with_report_and_change_hook(
     """The hook reads one documented shape (scanner/schemas/change.schema.json) on a first run, a later one
     and one that found nothing."""
     config, report, hook_out = lab_job
-    db = tmp_path / "inventory.db"
+    db = store_db
     result = run_posture("--config", str(config), "run", "lab", db=db)
     assert result.returncode == 0, result.stderr
     assert "job lab finished" in result.stderr and report.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
@@ -145,9 +146,9 @@ def test_run_log_has_no_secret(lab: Lab, tmp_path: Path) -> None:
     assert refused.returncode == 2 and "[log] takes one key, file" in refused.stderr
 
 
-def test_one_run_at_a_time(lab_job: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_one_run_at_a_time(store_db: Path | str, lab_job: tuple[Path, Path, Path], tmp_path: Path) -> None:
     config, _, _ = lab_job
-    db = tmp_path / "inventory.db"
+    db = store_db
     argv = [POSTURE, "--db", str(db), "--config", str(config), "run", "lab"]
     runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outcomes = [(p.wait(timeout=300), p.stderr.read() if p.stderr else "") for p in runs]

@@ -19,19 +19,19 @@ THREE_HOSTS = DATA / "nmap793-3hosts.xml"  # real nmap 7.93 output: 127.97.0.1, 
 NMAP_OS_DB = Path("/usr/share/nmap/nmap-os-db")
 
 
-def os_rows(db: Path, address: str) -> list[tuple[object, ...]]:
+def os_rows(db: Path | str, address: str) -> list[tuple[object, ...]]:
     return query(
         db,
         "SELECT s.name, s.vendor, s.product, s.version, s.cpe FROM software s JOIN asset_identifiers i "
-        "ON i.asset_id = s.asset_id WHERE s.kind = 'os' AND i.value = ? ORDER BY s.rowid",
+        "ON i.asset_id = s.asset_id WHERE s.kind = 'os' AND i.value = ? ORDER BY s.id",
         address,
     )
 
 
-def test_old_layout_classes_are_kept(tmp_path: Path) -> None:
+def test_old_layout_classes_are_kept(store_db: Path | str, tmp_path: Path) -> None:
     """Item 6, "in nmap XML before 5.20 `<osclass>` sits beside `<osmatch>` and is dropped": a real nmap 5.51 file
     keeps every class, beside the match of its accuracy or as a guess of its own, best first."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     result = run_posture("import", "nmap", str(OLD_LAYOUT), db=db)
     assert result.returncode == 0, result.stderr
     # 127.0.0.1 has nine classes and no <osmatch> at all: before, it had no OS guess.
@@ -43,14 +43,14 @@ def test_old_layout_classes_are_kept(tmp_path: Path) -> None:
     scanme = os_rows(db, "74.207.244.221")
     assert scanme[0] == ("Netgear DG834G WAP", "Netgear", "embedded", None, None)
     assert ("Linux 2.6.32", "Linux", "Linux", "2.6.X", None) in scanme
-    accuracies = [r[0] for r in query(db, "SELECT accuracy FROM software WHERE kind = 'os' ORDER BY rowid")]
+    accuracies = [r[0] for r in query(db, "SELECT accuracy FROM software WHERE kind = 'os' ORDER BY id")]
     assert accuracies[:9] == sorted(accuracies[:9], reverse=True)
 
 
-def test_old_layout_windows_2003_is_end_of_life(tmp_path: Path) -> None:
+def test_old_layout_windows_2003_is_end_of_life(store_db: Path | str, tmp_path: Path) -> None:
     """Item 6, "so 'Windows Server 2003 SP2' (92%), 'Windows XP SP2' ... are all unidentified": the old-layout class
     gets the CPE nmap writes now, and the catalogue's Windows Server 2003 SP2 end of life reaches the asset."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     assert run_posture("import", "nmap", str(WINDOWS_2003), db=db).returncode == 0
     windows = ("Microsoft", "Windows")
     assert os_rows(db, "127.97.0.3") == [
@@ -99,11 +99,11 @@ def damaged(tmp_path: Path, how: str) -> Path:
 
 
 @pytest.mark.parametrize("how", ["artefact", "truncated"])
-def test_damaged_file_keeps_complete_hosts(tmp_path: Path, how: str) -> None:
+def test_damaged_file_keeps_complete_hosts(store_db: Path | str, tmp_path: Path, how: str) -> None:
     """Item 6, "a file with nmap's own `</host><<host` artefact or a truncated end keeps every complete host before
     the damage and says what it skipped": two hosts kept, a warning naming the line, exit 0, and a scan
     row that ends complete with the damage recorded (never `running`)."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     path = damaged(tmp_path, how)
     result = run_posture("import", "nmap", str(path), db=db)
     assert result.returncode == 0, result.stderr
@@ -129,9 +129,9 @@ def test_damaged_reader_keeps_hosts_in_process(tmp_path: Path) -> None:
     assert reader.run.warnings == (reader.run.damage,)
 
 
-def test_damage_before_any_complete_host_changes_nothing(tmp_path: Path) -> None:
+def test_damage_before_any_complete_host_changes_nothing(store_db: Path | str, tmp_path: Path) -> None:
     """No complete host before the damage: nothing to keep, so the file is refused as before (exit 2)."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     assert run_posture("import", "nmap", str(WINDOWS_2003), db=db).returncode == 0
     text = THREE_HOSTS.read_text()
     cut = tmp_path / "cut.xml"

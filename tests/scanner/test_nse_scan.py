@@ -37,7 +37,7 @@ from scanner.agents.nmap import (
 )
 from scanner.compat import UTC
 from scanner.jobs import parse_jobs
-from tests.conftest import assets_json, query, run_posture
+from tests.conftest import assets_json, new_store, query, run_posture
 from tests.rules.tls_lab import Site, make_certificates, nginx
 from tests.scanner.counting_relay import CountingRelay
 from tests.scanner.smb_servers import samba
@@ -52,7 +52,7 @@ RATE_HOST = "127.102.4.1"  # the rate and scope test's server
 OUTSIDE = "127.102.5.1"  # never a target: a listener here must hear nothing
 
 
-def _findings(db: Path) -> list[dict[str, object]]:
+def _findings(db: Path | str) -> list[dict[str, object]]:
     assert run_posture("evaluate", db=db).returncode == 0
     result = run_posture("findings", "--format", "json", db=db)
     assert result.returncode == 0, result.stderr
@@ -132,15 +132,15 @@ def test_job_keys_scripts_and_tls_ciphers(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def windows_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("windows") / "inventory.db"
+def windows_db(store_kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path | str:
+    db = new_store(request, store_kind, tmp_path_factory.mktemp("windows"))
     result = run_posture("import", "nmap", str(WINDOWS_XML), db=db)
     assert result.returncode == 0, result.stderr
     assert run_posture("evaluate", db=db).returncode == 0
     return db
 
 
-def _by_address(db: Path) -> dict[str, dict[str, Any]]:
+def _by_address(db: Path | str) -> dict[str, dict[str, Any]]:
     return {str(a["addresses"][0]): a for a in assets_json(db)}
 
 
@@ -155,7 +155,7 @@ SHARED_BUILDS = {
 
 
 @pytest.mark.parametrize("address", sorted(SHARED_BUILDS))
-def test_ntlm_build_shared_by_releases_stays_one_of(windows_db: Path, address: str) -> None:
+def test_ntlm_build_shared_by_releases_stays_one_of(windows_db: Path | str, address: str) -> None:
     """rdp-ntlm-info's Product_Version names a build several releases share: the OS stays "one of" all of
     them (desktop and server not told apart), never the first that fits."""
     build, must = SHARED_BUILDS[address]
@@ -164,7 +164,7 @@ def test_ntlm_build_shared_by_releases_stays_one_of(windows_db: Path, address: s
     assert must <= set(os_item["cycles"]), os_item["cycles"]
 
 
-def test_ntlm_build_of_one_release_names_it(windows_db: Path) -> None:
+def test_ntlm_build_of_one_release_names_it(windows_db: Path | str) -> None:
     """10.0.20348 is Windows Server 2022 alone; http-ntlm-info's 5.0.2195 (nmap's @xmloutput) is Windows 2000."""
     found = _by_address(windows_db)
     assert (found["192.0.2.14"]["os"] or {}).get("product") == "windows-server"
@@ -172,7 +172,7 @@ def test_ntlm_build_of_one_release_names_it(windows_db: Path) -> None:
     assert (found["192.0.2.16"]["os"] or {}).get("cycles") == ["2000"]
 
 
-def test_ms_sql_info_names_version_and_service_pack(windows_db: Path) -> None:
+def test_ms_sql_info_names_version_and_service_pack(windows_db: Path | str) -> None:
     """ms-sql-info in both of nmap's layouts (host script, from its @xmloutput; port script, from a public
     scan) reaches the SQL Server fingerprints: 2005 SP3+ is cycle 9.00-sp3, 2019 RTM is 15.0."""
     found = _by_address(windows_db)
@@ -182,7 +182,7 @@ def test_ms_sql_info_names_version_and_service_pack(windows_db: Path) -> None:
     assert port == [("mssqlserver", ["15.0"])]
 
 
-def test_rdp_exposed_names_the_build(windows_db: Path) -> None:
+def test_rdp_exposed_names_the_build(windows_db: Path | str) -> None:
     """`protect.rdp` fires on each RDP port, and its evidence carries the Windows build rdp-ntlm-info read."""
     rdp = {f["address"]: f for f in _findings(windows_db) if f["rule_id"] == "protect.rdp"}
     for address, (build, _) in SHARED_BUILDS.items():
@@ -460,13 +460,13 @@ HOSTILE_NAMES = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_NAMES))
-def test_hostile_names_from_scripts_are_not_taken(tmp_path: Path, case: str) -> None:
+def test_hostile_names_from_scripts_are_not_taken(store_db: Path | str, tmp_path: Path, case: str) -> None:
     """A name a host states of itself becomes its hostname only when it is a valid DNS or NetBIOS name: escape
     sequences, a 10 KB name, spaces or 20 labels give none, and the import goes on (the text stays in the
     stored script output, bounded)."""
     xml = tmp_path / "host.xml"
     xml.write_text(_host_xml(HOSTILE_NAMES[case]))
-    db = tmp_path / "inventory.db"
+    db = store_db
     result = run_posture("import", "nmap", str(xml), db=db)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     (asset,) = assets_json(db)

@@ -37,10 +37,10 @@ def test_import_evaluate_and_report_show_progress_on_a_terminal_only(tmp_path: P
     assert "posture: evaluate:" not in quiet, repr(quiet)
 
 
-def test_a_log_gets_progress_lines_only_when_asked(tmp_path: Path) -> None:
+def test_a_log_gets_progress_lines_only_when_asked(store_db: Path | str, tmp_path: Path) -> None:
     xml = tmp_path / "site.xml"
     write(xml, hosts=2500, ports_per_host=1)
-    db = tmp_path / "inventory.db"
+    db = store_db
     assert run_posture("import", "nmap", str(xml), db=db).returncode == 0
     silent = run_posture("evaluate", db=db)
     assert silent.returncode == 0 and "posture: evaluate:" not in silent.stderr, silent.stderr

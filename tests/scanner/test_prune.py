@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
-from tests.conftest import assets_json, db_fingerprint, query, run_posture
+from tests.conftest import assets_json, db_fingerprint, execute, query, run_posture
 from tests.rules.estate import NGINX, SSH_DEBIAN, Host, write_estate
 
 
-def test_prune_keeps_history(tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+def test_prune_keeps_history(store_db: Path | str, tmp_path: Path) -> None:
+    db = store_db
     web = Host("10.7.0.11", "00:11:22:00:07:11", [SSH_DEBIAN, NGINX])
     gone_early = Host("10.7.0.12", "00:11:22:00:07:12", [SSH_DEBIAN])
     for n in range(4):
@@ -40,10 +39,7 @@ def test_prune_keeps_history(tmp_path: Path) -> None:
     assert after[web.ip]["owner"] == "Web team"
     # Age the remaining imports by 40 days (time cannot pass in a test): --older-than deletes the older
     # one, and the newest scan of a kind is never deleted, however old.
-    conn = sqlite3.connect(db)
-    conn.execute("UPDATE scans SET started_at = '2020-01-01T00:00:00Z' WHERE kind != 'asset-register'")
-    conn.commit()
-    conn.close()
+    execute(db, "UPDATE scans SET started_at = '2020-01-01T00:00:00Z' WHERE kind != 'asset-register'")
     assert run_posture("prune", "--older-than", "30", db=db).stdout.startswith("deleted 1 scans: 3")
     assert query(db, "SELECT id FROM scans ORDER BY id") == [(4,), (5,)]
     refused = run_posture("prune", db=db)

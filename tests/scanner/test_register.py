@@ -8,8 +8,8 @@ from scanner.lab import Lab
 from tests.conftest import assets_json, query, run_posture
 
 
-def test_register_merges_into_scanned_assets(lab: Lab, tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+def test_register_merges_into_scanned_assets(store_db: Path | str, lab: Lab, tmp_path: Path) -> None:
+    db = store_db
     ssh, http, _ = lab.daemons
     scanned = run_posture(
         "scan", ssh.address, http.address, "--ports", lab.ports_spec, "--no-os-detection", "--no-dns", db=db
@@ -63,7 +63,7 @@ def test_register_in_windows_1252(tmp_path: Path, store_db: Path | str) -> None:
     assert assets_json(db)[0]["site"] == "Café Quarter"
 
 
-def test_assets_csv_export(lab: Lab, lab_scan_db: Path) -> None:
+def test_assets_csv_export(lab: Lab, lab_scan_db: Path | str) -> None:
     result = run_posture("assets", "--format", "csv", db=lab_scan_db)
     assert result.returncode == 0
     lines = result.stdout.strip().splitlines()

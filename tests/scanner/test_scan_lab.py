@@ -15,7 +15,7 @@ def _by_address(assets: list[dict]) -> dict[str, dict]:
     return {a["addresses"][0]: a for a in assets}
 
 
-def test_scan_reports_product_and_version_of_each_daemon(lab: Lab, lab_scan_db: Path) -> None:
+def test_scan_reports_product_and_version_of_each_daemon(lab: Lab, lab_scan_db: Path | str) -> None:
     found = _by_address(assets_json(lab_scan_db))
     for daemon in lab.daemons:
         asset = found[daemon.address]
@@ -29,7 +29,7 @@ def test_scan_reports_product_and_version_of_each_daemon(lab: Lab, lab_scan_db: 
         assert service["protocol"] == "tcp"
 
 
-def test_asset_json_has_the_documented_fields(lab: Lab, lab_scan_db: Path) -> None:
+def test_asset_json_has_the_documented_fields(lab: Lab, lab_scan_db: Path | str) -> None:
     for asset in assets_json(lab_scan_db):
         for key in ("id", "addresses", "macs", "hostnames", "os", "services", "first_seen", "last_seen", "sources"):
             assert key in asset
@@ -41,7 +41,7 @@ def test_asset_json_has_the_documented_fields(lab: Lab, lab_scan_db: Path) -> No
             assert set(asset["os"]) >= {"product", "version", "cpe"}
 
 
-def test_every_cpe_of_a_service_is_kept(lab: Lab, lab_scan_db: Path) -> None:
+def test_every_cpe_of_a_service_is_kept(lab: Lab, lab_scan_db: Path | str) -> None:
     """Debian's OpenSSH banner gives nmap two CPEs (OpenSSH and the Linux kernel); python-nmap keeps one."""
     ssh = next(d for d in lab.daemons if d.kind == "ssh")
     asset = _by_address(assets_json(lab_scan_db))[ssh.address]
@@ -50,7 +50,7 @@ def test_every_cpe_of_a_service_is_kept(lab: Lab, lab_scan_db: Path) -> None:
     assert "cpe:/o:linux:linux_kernel" in cpes
 
 
-def test_scan_records_and_observations(lab: Lab, lab_scan_db: Path) -> None:
+def test_scan_records_and_observations(lab: Lab, lab_scan_db: Path | str) -> None:
     rows = query(lab_scan_db, "SELECT kind, status, hosts_total, hosts_done, hosts_up, tool_version FROM scans")
     assert rows[0][:5] == ("nmap-scan", "complete", 3, 3, 3)
     assert str(rows[0][5]).startswith("7.")
@@ -60,8 +60,8 @@ def test_scan_records_and_observations(lab: Lab, lab_scan_db: Path) -> None:
     assert listing.returncode == 0 and "complete" in listing.stdout
 
 
-def test_rescan_keeps_identity_and_history(lab: Lab, tmp_path: Path) -> None:
-    db = tmp_path / "inv.db"
+def test_rescan_keeps_identity_and_history(store_db: Path | str, lab: Lab, tmp_path: Path) -> None:
+    db = store_db
     ssh = next(d for d in lab.daemons if d.kind == "ssh")
     for _ in range(2):
         result = run_posture("scan", ssh.address, "--ports", str(ssh.port), "--no-os-detection", "--no-dns", db=db)
@@ -73,7 +73,7 @@ def test_rescan_keeps_identity_and_history(lab: Lab, tmp_path: Path) -> None:
     assert assets[0]["first_seen"] == first and assets[0]["last_seen"] == last
 
 
-def test_import_of_xml_written_by_real_nmap(lab: Lab, tmp_path: Path) -> None:
+def test_import_of_xml_written_by_real_nmap(store_db: Path | str, lab: Lab, tmp_path: Path) -> None:
     xml = tmp_path / "lab.xml"
     subprocess.run(
         [shutil.which("nmap") or "nmap", "-n", "-sT", "-sV", "-p", lab.ports_spec, "-oX", str(xml), *lab.targets],
@@ -81,7 +81,7 @@ def test_import_of_xml_written_by_real_nmap(lab: Lab, tmp_path: Path) -> None:
         capture_output=True,
         timeout=300,
     )
-    db = tmp_path / "inv.db"
+    db = store_db
     result = run_posture("import", "nmap", str(xml), db=db)
     assert result.returncode == 0, result.stderr
     assert "3 hosts up" in result.stdout

@@ -92,14 +92,14 @@ def test_remove_deletes_only_the_units_posture_wrote(tmp_path: Path) -> None:
     assert again.returncode == 0 and "no posture units" in again.stdout
 
 
-def test_status_shows_next_run_and_last_result(tmp_path: Path) -> None:
+def test_status_shows_next_run_and_last_result(store_db: Path | str, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     config = tmp_path / "config.toml"
     config.write_text(f'[jobs.agents]\ninbox = "{inbox}"\nschedule = "15 3 * * *"\n\n'
                       f'[jobs.gone]\ninbox = "{tmp_path / "missing"}"\nschedule = "*/10 * * * *"\n\n'
                       f'[jobs.adhoc]\ninbox = "{inbox}"\n', encoding="utf-8")  # fmt: skip
-    db = tmp_path / "inventory.db"
+    db = store_db
     assert run_posture("--config", str(config), "run", "agents", db=db).returncode == 0
     assert run_posture("--config", str(config), "run", "gone", db=db).returncode == 2
     status = run_posture("--config", str(config), "schedule", "status", "--format", "json", db=db)

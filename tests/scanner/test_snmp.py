@@ -15,7 +15,7 @@ import pytest
 
 from scanner.agents.snmp import SnmpCredential
 from scanner.lab import SnmpdLab, SnmpSimLab, recording_path
-from tests.conftest import POSTURE, assets_json, query, run_posture
+from tests.conftest import POSTURE, assert_intact, assets_json, query, run_posture
 from tests.scanner.snmp_agents import BadAgent
 
 RECORDINGS = (
@@ -88,7 +88,7 @@ def vault(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def software_of(db: Path, address: str, kind: str) -> list[tuple[str, str | None]]:
+def software_of(db: Path | str, address: str, kind: str) -> list[tuple[str, str | None]]:
     return [
         (str(r[0]), r[1])
         for r in query(
@@ -215,8 +215,8 @@ def test_unknown_credential_name(tmp_path: Path) -> None:
     assert not (tmp_path / "i.db").exists() or query(tmp_path / "i.db", "SELECT count(*) FROM scans") == [(0,)]
 
 
-def test_merge_with_nmap_results(snmpd: SnmpdLab, vault: dict[str, str], tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+def test_merge_with_nmap_results(store_db: Path | str, snmpd: SnmpdLab, vault: dict[str, str], tmp_path: Path) -> None:
+    db = store_db
     result = run_posture("scan", SNMPD[0], "-p", "22", "--no-dns", "--snmp", "--creds", "good-v2c", db=db, env=vault)
     assert result.returncode == 0, result.stderr
     (asset,) = assets_json(db)
@@ -253,9 +253,14 @@ def test_snmp_refuses_hostile_targets(tmp_path: Path) -> None:
     assert result.returncode == 2 and "invalid target" in result.stderr
 
 
-def test_sigterm_mid_snmp_scan_keeps_saved_devices(snmpd: SnmpdLab, vault: dict[str, str], tmp_path: Path) -> None:
+def test_sigterm_mid_snmp_scan_keeps_saved_devices(
+    store_db: Path | str,
+    snmpd: SnmpdLab,
+    vault: dict[str, str],
+    tmp_path: Path,
+) -> None:
     """Good devices are saved in batches; a slow one holds the scan open until the signal arrives."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     with BadAgent("127.0.8.3", "slow", delay=0.5) as slow:
         argv = [POSTURE, "--db", str(db), "snmp", SNMPD[0], SNMPD[1], "127.0.8.3", "--creds", "good-v2c",
                 "--snmp-deadline", "120", "--snmp-timeout", "2"]  # fmt: skip
@@ -268,7 +273,7 @@ def test_sigterm_mid_snmp_scan_keeps_saved_devices(snmpd: SnmpdLab, vault: dict[
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert b"interrupted" in err and b"resume with `posture snmp --resume 1`" in err  # how to finish it
-    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    assert_intact(db)
     assert query(db, "SELECT status FROM scans") == [("interrupted",)]
     saved = dict(query(db, "SELECT address, status FROM scan_targets"))
     assert saved == {SNMPD[0]: "ok", SNMPD[1]: "ok"}  # the finished devices are kept, the slow one is not
@@ -287,10 +292,15 @@ def test_sigterm_mid_snmp_scan_keeps_saved_devices(snmpd: SnmpdLab, vault: dict[
     assert len(software_of(db, SNMPD[0], "application")) > 50
 
 
-def test_scan_and_snmp_outcomes_as_json(snmpd: SnmpdLab, vault: dict[str, str], tmp_path: Path) -> None:
+def test_scan_and_snmp_outcomes_as_json(
+    store_db: Path | str,
+    snmpd: SnmpdLab,
+    vault: dict[str, str],
+    tmp_path: Path,
+) -> None:
     """`--format json`: one JSON object on stdout per command, each scan's counts, statuses and assets; a device
     that refused or did not answer is named with its status, and the exit code is the text form's."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     both = run_posture("scan", SNMPD[0], "-p", "22", "--no-dns", "--snmp", "--creds", "good-v2c", "--format", "json",
                        db=db, env=vault)  # fmt: skip
     assert both.returncode == 0, both.stderr

@@ -217,20 +217,20 @@ def test_a_second_writer_waits_then_says_busy(pg_database: str, postgres: Any) -
     assert run_posture("import", "nmap", xml, db=pg_database).returncode == 0  # the lock is free again
 
 
-def test_a_network_scan_into_postgresql(lab: Any, lab_scan_db: Path, pg_database: str) -> None:
+def test_a_network_scan_into_postgresql(lab: Any, lab_scan_sqlite: Path, pg_database: str) -> None:
     """`posture scan` of the lab's real daemons (sshd, nginx, vsftpd) straight into PostgreSQL: its chunks,
     the scan row and the asset view hold what the same scan wrote into an SQLite file."""
     scanned = run_posture("scan", *lab.targets, "--ports", lab.ports_spec, "--no-dns", db=pg_database)
     assert scanned.returncode == 0, scanned.stderr
     assert f"Inventory: {pg_database}" in scanned.stdout
     [scan] = scans_json(pg_database)
-    [expected] = scans_json(lab_scan_db)
+    [expected] = scans_json(lab_scan_sqlite)
     assert (scan["kind"], scan["status"], scan["hosts_up"]) == (expected["kind"], "complete", expected["hosts_up"])
     assert query(pg_database, "SELECT count(*), min(status) FROM scan_chunks") == query(
-        lab_scan_db, "SELECT count(*), min(status) FROM scan_chunks")
+        lab_scan_sqlite, "SELECT count(*), min(status) FROM scan_chunks")
 
     def seen(db: Path | str) -> list[tuple[list[str], list[tuple[int, str | None, str | None]]]]:
         return [(a["addresses"], [(s["port"], s["product"], s["version"]) for s in a["services"]])
                 for a in assets_json(db)]  # fmt: skip
 
-    assert seen(pg_database) == seen(lab_scan_db)
+    assert seen(pg_database) == seen(lab_scan_sqlite)

@@ -97,7 +97,7 @@ def test_live_registry_path_reads_the_same() -> None:
     assert fake.opened and all(access & fake.KEY_WOW64_64KEY for access in fake.opened)  # 64-bit view
 
 
-def test_exported_windows_host_is_identified_and_judged(tmp_path: Path) -> None:
+def test_exported_windows_host_is_identified_and_judged(store_db: Path | str, tmp_path: Path) -> None:
     assert run_posture("keys", "generate").returncode == 0
     pub = Path(os.environ["XDG_CONFIG_HOME"]) / "posture" / "keys" / "signing.pub"
     assert run_posture("keys", "trust", str(pub), "--name", "records-office").returncode == 0
@@ -105,7 +105,7 @@ def test_exported_windows_host_is_identified_and_judged(tmp_path: Path) -> None:
     made = run_posture("agent", "collect", "--from-reg", str(RECORDING), "--hostname", "FIN-SQL-01", "--out", str(out))
     assert made.returncode == 0, made.stderr
     assert "Windows Server 2008 R2 Standard; 5 packages" in made.stderr
-    db = tmp_path / "inventory.db"
+    db = store_db
     assert run_posture("import", "bundle", str(out), db=db).returncode == 0
     assert run_posture("evaluate", "--on", "2026-11-23", db=db).returncode == 0  # identifies; the view reads it
     [asset] = assets_json(db)
