@@ -463,12 +463,14 @@ def evaluate(store: Store, rules: list[Rule], catalogue: Catalogue, kev: KevCata
         # Every reference written below is to a row read or written in this transaction, and nothing is
         # deleted that another row references: SQLite need not check each of a million findings' three.
         with store.transaction(check_references=False) as conn:
-            cur = conn.execute(
-                "INSERT INTO evaluations (started_at, day, rules, catalogue_date, kev_version, scan_id) "
-                "VALUES (?, ?, ?, ?, ?, (SELECT max(id) FROM scans WHERE status IN ('complete', 'interrupted')))",
+            # Numbered after the last one, under the writer lock, as SQLite's rowid is: an evaluation that
+            # failed or was killed leaves no gap on PostgreSQL either (its identity sequence would skip one).
+            evaluation_id = summary.evaluation_id = int(conn.execute(
+                "INSERT INTO evaluations (id, started_at, day, rules, catalogue_date, kev_version, scan_id) "
+                "VALUES ((SELECT coalesce(max(id), 0) + 1 FROM evaluations), ?, ?, ?, ?, ?, "
+                "(SELECT max(id) FROM scans WHERE status IN ('complete', 'interrupted'))) RETURNING id",
                 [utc_now(), day_text, len(rules), catalogue.data_date, kev.version],
-            )
-            evaluation_id = summary.evaluation_id = int(cur.lastrowid or 0)
+            ).fetchone()[0])  # fmt: skip
             _record_rules(conn, rules)
             writer = _Writer(conn, evaluation_id, day_text, exceptions, {r.id: r.function for r in rules})
             # Open findings as the previous evaluation left them: those of the asset rules, then those that

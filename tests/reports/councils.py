@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ MIN_VERSION = 5  # stated versions this long or longer are searched for ("7.4" i
 @dataclass(frozen=True)
 class Council:
     name: str
-    db: Path
+    folder: Path  # its files: the nmap XML, the bundles, the register, its machine's XDG folders
+    db: Path | str  # its inventory: `folder/inventory.db`, or a PostgreSQL URL
     config: Path  # names it under [report]; under [share] only when `shares_name`
     env: dict[str, str]  # its machine's XDG folders (its own signing key): pass to run_posture
     shares_name: bool
@@ -55,7 +57,7 @@ def council_env(home: Path) -> dict[str, str]:
     return {f"XDG_{n}_HOME": str(home / n.lower()) for n in ("DATA", "CONFIG", "STATE")}
 
 
-def _posture(env: dict[str, str], *args: str, db: Path | None = None) -> str:
+def _posture(env: dict[str, str], *args: str, db: Path | str | None = None) -> str:
     done = run_posture(*args, db=db, env=env)
     assert done.returncode == 0, (args, done.stderr)
     return done.stdout
@@ -77,14 +79,15 @@ def _nmap(path: Path, n: int, hosts: int, ports: int) -> tuple[Path, set[str], l
     return path, found, addresses
 
 
-def build_council(root: Path, n: int) -> Council:
-    """Council number `n` (0 to len(MIXES) - 1) under `root`."""
+def build_council(root: Path, n: int, store: Callable[[Path], Path | str] | None = None) -> Council:
+    """Council number `n` (0 to len(MIXES) - 1) under `root`; its inventory `store(folder)` (a file or a
+    PostgreSQL URL), else `folder/inventory.db`."""
     hosts, ports, xp, w7, centos, shares = MIXES[n]
     name = f"Testshire {chr(65 + n)} District Council"
     folder = root / f"council-{n:02d}"
     folder.mkdir(parents=True)
     env = council_env(folder / "home")
-    db = folder / "inventory.db"
+    db = store(folder) if store else folder / "inventory.db"
     identifying: set[str] = set() if shares else {name}
     _posture(env, "keys", "generate")
     _posture(env, "keys", "trust", str(folder / "home" / "config" / "posture" / "keys" / "signing.pub"),
@@ -138,10 +141,12 @@ def build_council(root: Path, n: int) -> Council:
     config.write_text(f'[report]\norganisation = "{name}"\n' + (f'[share]\norganisation = "{name}"\n' if shares
                                                                  else ""), encoding="utf-8")  # fmt: skip
     _posture(env, "--config", str(config), "evaluate", db=db)
-    return Council(name, db, config, env, shares, frozenset(identifying))
+    return Council(name, folder, db, config, env, shares, frozenset(identifying))
 
 
-def build_councils(root: Path, count: int = len(MIXES)) -> list[Council]:
-    """The first `count` councils (at most len(MIXES)), each in its own folder under `root`."""
-    return [build_council(root, n) for n in range(count)]
+def build_councils(root: Path, count: int = len(MIXES), store: Callable[[Path], Path | str] | None = None,
+                   ) -> list[Council]:  # fmt: skip
+    """The first `count` councils (at most len(MIXES)), each in its own folder under `root` (and inventory
+    `store(folder)`, else a file there)."""
+    return [build_council(root, n, store) for n in range(count)]
 

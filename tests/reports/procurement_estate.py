@@ -68,16 +68,17 @@ def _payload(name: str, address: str, mac: str, os_info: dict[str, Any], program
                                         for p in programs], "listening": [], "warnings": []}  # fmt: skip
 
 
-def build(tmp: Path) -> tuple[Path, Path, Path]:
+def build(tmp: Path, db: Path | str | None = None) -> tuple[Path | str, Path, Path]:
     """(database, config naming the organisation, cost table), with this process's and posture's XDG
-    folders under `tmp` (the agent keys are made there: nothing is written outside it)."""
+    folders under `tmp` (the agent keys are made there: nothing is written outside it). The inventory is
+    `db` (a file or a PostgreSQL URL), else `tmp/inventory.db`."""
     home = tmp / "home"
     with pytest.MonkeyPatch.context() as env:
         for name in ("DATA", "CONFIG", "STATE"):
             env.setenv(f"XDG_{name}_HOME", str(home / name.lower()))
         for name in ("POSTURE_DB", "POSTURE_KEY", "POSTURE_CONFIG", "POSTURE_VAULT"):
             env.delenv(name, raising=False)
-        db = tmp / "inventory.db"
+        db = db or tmp / "inventory.db"
         assert run_posture("keys", "generate").returncode == 0
         keys = home / "config" / "posture" / "keys"
         assert run_posture("keys", "trust", str(keys / "signing.pub"), "--name", "self").returncode == 0

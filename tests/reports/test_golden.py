@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scanner.compat import UTC
-from tests.conftest import run_posture
+from tests.conftest import new_store, run_posture
 from tests.rules.estate import (
     CISCO_SWITCH,
     MYSQL,
@@ -35,9 +35,10 @@ COSTS = '[default]\nreplace = 2000\nretire = 150\n[products.windows-server]\nupg
 
 
 @pytest.fixture(scope="module")
-def estate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def estate(request: pytest.FixtureRequest, store_kind: str,
+           tmp_path_factory: pytest.TempPathFactory) -> tuple[Path | str, Path]:  # fmt: skip
     tmp = tmp_path_factory.mktemp("golden")
-    db = tmp / "inventory.db"
+    db = new_store(request, store_kind, tmp)
     hosts = [
         Host("10.5.0.10", "00:11:22:00:05:10", [RDP, SMB1], WINDOWS_2008, hostname="rev-app01.council.example"),
         Host("10.5.0.11", "00:11:22:00:05:11", [RDP], WINDOWS_2008, hostname="hr-db01.council.example"),
@@ -69,7 +70,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_golden(name: str, estate: tuple[Path, Path], tmp_path: Path) -> None:
+def test_golden(name: str, estate: tuple[Path | str, Path], tmp_path: Path) -> None:
     db, costs = estate
     out = tmp_path / name
     args = [a.format(costs=costs, out=out) for a in CASES[name]]

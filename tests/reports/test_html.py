@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_posture
+from tests.conftest import new_store, run_posture
 from tests.rules.estate import CISCO_SWITCH, RDP, SMB1, SSH_DEBIAN, WINDOWS_2008, Host, write_estate
 
 CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -65,9 +65,10 @@ def hostile(port: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def report(listener: int, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def report(request: pytest.FixtureRequest, store_kind: str, listener: int,
+           tmp_path_factory: pytest.TempPathFactory) -> Path:  # fmt: skip
     tmp = tmp_path_factory.mktemp("report")
-    db = tmp / "inventory.db"
+    db = new_store(request, store_kind, tmp)
     bad = hostile(listener)
     telnet = [(23 + n, "telnet", payload, payload[:500], payload, (), None) for n, payload in enumerate(bad)]
     hosts = [
@@ -158,8 +159,8 @@ def test_report_renders_and_has_its_sections(report: Path) -> None:
     assert "Microsoft Windows Server 2008 R2 SP1" in text and "Operating system or firmware past end of life" in text
 
 
-def test_report_refuses_without_an_evaluation(tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+def test_report_refuses_without_an_evaluation(store_db: Path | str, tmp_path: Path) -> None:
+    db = store_db
     host = Host("10.2.0.20", "00:11:22:00:02:20", [SSH_DEBIAN])
     assert run_posture("import", "nmap", str(write_estate(tmp_path / "x.xml", [host])), db=db).returncode == 0
     result = run_posture("report", "--html", str(tmp_path / "r.html"), db=db)
@@ -173,7 +174,7 @@ def test_report_refuses_without_an_evaluation(tmp_path: Path) -> None:
     assert json.loads(run_posture("assets", "--format", "json", db=db).stdout)[0]["os"]["product"] == "debian"
 
 
-def test_windows_estate_counts_releases_with_their_dates(tmp_path: Path) -> None:
+def test_windows_estate_counts_releases_with_their_dates(store_db: Path | str, tmp_path: Path) -> None:
     """Issue 14 item 4: the report's "Windows estate" gives each release by count with its end of support and
     its ESU's end (kept even once passed: Server 2008 R2 SP1's ESU ended 2023-01-10, endoflife.date's `eoes`),
     and counts Windows machines whose release nothing told apart (an RDP port's CPE alone)."""
@@ -183,7 +184,7 @@ def test_windows_estate_counts_releases_with_their_dates(tmp_path: Path) -> None
         Host("10.9.0.3", "00:11:22:00:00:03", [RDP]),
         Host("10.9.0.4", "00:11:22:00:00:04", [SSH_DEBIAN]),
     ])  # fmt: skip
-    db, html = tmp_path / "w.db", tmp_path / "w.html"
+    db, html = store_db, tmp_path / "w.html"
     for args in (("import", "nmap", str(xml)), ("evaluate", "--on", "2026-12-07"),
                  ("report", "--html", str(html), "--on", "2026-12-07")):  # fmt: skip
         result = run_posture(*args, db=db)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_posture
+from tests.conftest import new_store, run_posture
 from tests.reports import test_html as html_tests
 from tests.rules.estate import CISCO_SWITCH, NGINX, RDP, SMB1, SSH_DEBIAN, TELNET, WINDOWS_2008, Host, write_estate
 
@@ -54,9 +54,9 @@ def chromium(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def report(request: pytest.FixtureRequest, store_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("layout")
-    db = tmp / "inventory.db"
+    db = new_store(request, store_kind, tmp)
     config = tmp / "config.toml"
     config.write_text('[report]\norganisation = "Example Borough Council"\n', encoding="utf-8")
     assert run_posture("import", "nmap", str(write_estate(tmp / "scan.xml", HOSTS)), db=db).returncode == 0

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from scanner.compat import UTC
-from tests.conftest import assets_json, run_posture
+from tests.conftest import assets_json, new_store, run_posture
 from tests.rules.estate import (
     CENTOS_5,
     CISCO_SWITCH,
@@ -34,8 +34,7 @@ WEB = Host("10.3.0.12", "00:11:22:00:03:12", [SSH_DEBIAN])
 SWITCH = Host("10.3.0.13", "00:11:22:00:03:13", [TELNET, SSH_CISCO], CISCO_SWITCH)
 
 
-def estate(tmp_path: Path) -> Path:
-    db = tmp_path / "inventory.db"
+def estate(db: Path | str, tmp_path: Path) -> Path | str:
     xml = write_estate(tmp_path / "scan.xml", [SERVER_A, SERVER_B, WEB, SWITCH])
     assert run_posture("import", "nmap", str(xml), db=db).returncode == 0
     register = tmp_path / "register.csv"
@@ -49,8 +48,8 @@ def estate(tmp_path: Path) -> Path:
     return db
 
 
-def test_remediation_plan_groups_orders_and_dates(tmp_path: Path) -> None:
-    db = estate(tmp_path)
+def test_remediation_plan_groups_orders_and_dates(store_db: Path | str, tmp_path: Path) -> None:
+    db = estate(store_db, tmp_path)
     result = run_posture("plan", "remediation", "--format", "json", db=db)
     assert result.returncode == 0, result.stderr
     actions = json.loads(result.stdout)
@@ -73,8 +72,8 @@ def test_remediation_plan_groups_orders_and_dates(tmp_path: Path) -> None:
     assert next(csv.reader(io.StringIO(table)))[:3] == ["action", "severity", "assets"]
 
 
-def test_decommission_plan_and_hostile_owner_in_markdown(tmp_path: Path) -> None:
-    db = estate(tmp_path)
+def test_decommission_plan_and_hostile_owner_in_markdown(store_db: Path | str, tmp_path: Path) -> None:
+    db = estate(store_db, tmp_path)
     rows = json.loads(run_posture("plan", "decommission", "--format", "json", db=db).stdout)
     server = next(r for r in rows if r["address"] == SERVER_A.ip)
     assert server["still_serves"] == ["445/tcp microsoft-ds", "3389/tcp ms-wbt-server"]
@@ -85,15 +84,17 @@ def test_decommission_plan_and_hostile_owner_in_markdown(tmp_path: Path) -> None
     assert "\\<b\\>Network\\|team\\</b\\>" in markdown and "<b>" not in markdown
 
 
-def test_exports_and_no_evaluation(tmp_path: Path) -> None:
-    db = estate(tmp_path)
+def test_exports_and_no_evaluation(request: pytest.FixtureRequest, store_kind: str, store_db: Path | str,
+                                   tmp_path: Path) -> None:  # fmt: skip
+    db = estate(store_db, tmp_path)
     assets = list(csv.DictReader(io.StringIO(run_posture("export", "assets", db=db).stdout)))
     server = next(a for a in assets if a["addresses"] == SERVER_A.ip)
     assert server["os_product"] == "windows-server" and server["os_lifecycle_state"] == "end-of-life"
     assert server["owner"] == "Revenues team" and server["criticality"] == "high"
     findings = json.loads(run_posture("export", "findings", "--format", "json", db=db).stdout)
     assert {f["rule_id"] for f in findings} >= {"protect.eol-os", "protect.telnet", "protect.smbv1"}
-    empty = tmp_path / "empty.db"
+    (tmp_path / "empty").mkdir()
+    empty = new_store(request, store_kind, tmp_path / "empty")
     assert run_posture("import", "nmap", str(write_estate(tmp_path / "w.xml", [WEB])), db=empty).returncode == 0
     for args in (("plan", "remediation"), ("plan", "decommission"), ("export", "findings")):
         result = run_posture(*args, db=empty)
@@ -118,9 +119,9 @@ KEV_BY_ID = {e["cveID"]: e for e in KEV["vulnerabilities"]}
 
 
 @pytest.fixture(scope="module")
-def council(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def council(request: pytest.FixtureRequest, store_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Path | str:
     tmp = tmp_path_factory.mktemp("council")
-    db = tmp / "inventory.db"
+    db = new_store(request, store_kind, tmp)
     first = [EOL_NO_OWNER, EOL_OWNED, STAYS, CENTOS, CORE_SWITCH]
     scanned = datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp()
     for name, hosts, when in (("1.xml", first, scanned), ("2.xml", [*first, NEW_WEB], scanned + 86_400)):
@@ -134,14 +135,14 @@ def council(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-def plan_json(db: Path, which: str = "remediation") -> list[dict[str, Any]]:
+def plan_json(db: Path | str, which: str = "remediation") -> list[dict[str, Any]]:
     result = run_posture("plan", which, "--format", "json", "--on", LATER, db=db)
     assert result.returncode == 0, result.stderr
     rows: list[dict[str, Any]] = json.loads(result.stdout)
     return rows
 
 
-def test_one_action_per_fix_and_asset(council: Path) -> None:
+def test_one_action_per_fix_and_asset(council: Path | str) -> None:
     """Issue 15 item 4: an end-of-life machine is in one action whichever rules fired (CentOS 5 was listed twice,
     under eol-os and decommission-candidate; a Server 2008 R2 in up to five actions), its software goes with
     it, and no asset is counted twice for the same fix."""
@@ -188,7 +189,7 @@ def test_one_action_per_fix_and_asset(council: Path) -> None:
     assert table[0]["owners"] == "Revenues team; no owner" and table[0]["also_removes"] == server["also_removes"][0]
 
 
-def test_investigate_list(council: Path) -> None:
+def test_investigate_list(council: Path | str) -> None:
     """Detective findings make their own list, with the hosts to look at; `plan remediation` points to it."""
     rows = plan_json(council, "investigate")
     new = next(r for r in rows if r["rule_id"] == "detect.new-asset")
@@ -204,7 +205,7 @@ def test_investigate_list(council: Path) -> None:
     assert next(csv.reader(io.StringIO(table)))[:4] == ["action", "severity", "assets", "hosts"]
 
 
-def test_known_exploited_cves_in_the_plan(council: Path) -> None:
+def test_known_exploited_cves_in_the_plan(council: Path | str) -> None:
     """Issue 15 item 6: each action about a known-exploited product lists its CVE ids from the shipped CISA
     catalogue, ransomware use marked, the catalogue's version beside them; the patch action for a supported
     Windows Server 2016 ("check that the fixes for the listed CVEs are installed") lists them too."""
@@ -240,7 +241,7 @@ def sql_action(actions: list[dict[str, Any]]) -> str:
     return next(a["action"] for a in actions if a["kind"] == "upgrade-software")
 
 
-def test_decommissioning_is_about_machines(council: Path) -> None:
+def test_decommissioning_is_about_machines(council: Path | str) -> None:
     """A supported machine with an old, exploited program is not a retirement candidate (the program is
     upgraded, in the remediation plan); the end-of-life machines are, each once, named by their system."""
     rows = json.loads(run_posture("plan", "decommission", "--format", "json", "--on", LATER, db=council).stdout)

@@ -28,7 +28,7 @@ from bench.gen_share import council, dump, rounded, row, sign, summary, universe
 from reports.pool import FLOOR_DEVICES, FLOOR_ORGANISATIONS, Pool, Pooled, aggregate, aggregate_command, publish
 from rules.catalogue import default_catalogue
 from scanner.errors import PostureError
-from tests.conftest import POSTURE, run_posture
+from tests.conftest import POSTURE, new_store, run_posture
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY_SCHEMA = json.loads((ROOT / "reports/schemas/share-summary.schema.json").read_text(encoding="utf-8"))
@@ -477,14 +477,17 @@ def test_help_has_examples_and_fits_80_columns() -> None:
 # ---- the procurement plan's --sector line (item 3) -------------------------------------------------
 
 
+Sector = tuple[Path | str, Path, Path, Path]  # (db, config, costs, pooled.json)
+
+
 @pytest.fixture(scope="module")
-def sector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, Path]:
+def sector(request: pytest.FixtureRequest, store_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Sector:
     """(db, config, costs, pooled.json): the two-server estate of test_procurement and 20 councils in
     which Windows Server 2008 R2 SP1 is common."""
     from tests.reports.test_procurement import estate
 
     tmp = tmp_path_factory.mktemp("sector")
-    db, config, costs = estate(tmp)
+    db, config, costs = estate(tmp, new_store(request, store_kind, tmp))
     paths = write_councils(tmp / "in", 20, 30, seed=11, size=40)
     out = tmp / "pooled"
     made = run_posture("share", "aggregate", *map(str, paths), "--out", str(out))
@@ -502,7 +505,7 @@ def expected_line(pooled_json: Path) -> str:
             f"({best['count_min']:,}-{best['count_max']:,} devices): a joint purchase may be possible")
 
 
-def test_procurement_markdown_gains_the_sector_line(sector: tuple[Path, Path, Path, Path]) -> None:
+def test_procurement_markdown_gains_the_sector_line(sector: Sector) -> None:
     db, config, costs, pooled = sector
     plain = run_posture("--config", str(config), "plan", "procurement", "--costs", str(costs), db=db)
     assert plain.returncode == 0 and "Joint purchase" not in plain.stdout
@@ -519,7 +522,7 @@ def test_procurement_markdown_gains_the_sector_line(sector: tuple[Path, Path, Pa
     assert expected_line(pooled) in lots["1"]["sector"]
 
 
-def test_procurement_docx_shows_the_sector_line(sector: tuple[Path, Path, Path, Path], tmp_path: Path) -> None:
+def test_procurement_docx_shows_the_sector_line(sector: Sector, tmp_path: Path) -> None:
     from tests.reports.test_procurement_render import document_words
 
     db, config, costs, pooled = sector
@@ -534,7 +537,7 @@ def test_procurement_docx_shows_the_sector_line(sector: tuple[Path, Path, Path, 
     assert {"joint", "purchase", "councils"} <= document_words(path)
 
 
-def test_a_bad_sector_file_is_refused(sector: tuple[Path, Path, Path, Path], tmp_path: Path) -> None:
+def test_a_bad_sector_file_is_refused(sector: Sector, tmp_path: Path) -> None:
     db, _, _, pooled = sector
     summary_file = tmp_path / "summary.json"
     summary_file.write_bytes(dump(summary([])))

@@ -22,7 +22,7 @@ from reports.documents import Document, column_widths, text_width_cm
 from reports.model import financial_year
 from reports.procurement import Costs, Lot, Procurement
 from scanner.compat import UTC
-from tests.conftest import run_posture
+from tests.conftest import new_store, run_posture
 from tests.reports.procurement_estate import ORGANISATION, build
 from tests.rules.estate import NGINX, RDP, SSH_DEBIAN, WINDOWS_2008, Host, write_estate
 
@@ -37,9 +37,10 @@ esu_per_year = 900
 """
 
 
-def estate(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A small estate (two Windows Server 2008 R2, one Debian 12 with nginx): (db, config, costs)."""
-    db = tmp_path / "inventory.db"
+def estate(tmp_path: Path, db: Path | str | None = None) -> tuple[Path | str, Path, Path]:
+    """A small estate (two Windows Server 2008 R2, one Debian 12 with nginx): (db, config, costs). The
+    inventory is `db` (a file or a PostgreSQL URL), else `tmp_path/inventory.db`."""
+    db = db or tmp_path / "inventory.db"
     hosts = [Host("10.4.0.10", "00:11:22:00:04:10", [RDP], WINDOWS_2008),
              Host("10.4.0.11", "00:11:22:00:04:11", [RDP], WINDOWS_2008),
              Host("10.4.0.12", "00:11:22:00:04:12", [SSH_DEBIAN, NGINX])]  # fmt: skip
@@ -52,13 +53,17 @@ def estate(tmp_path: Path) -> tuple[Path, Path, Path]:
     return db, config, costs
 
 
+Estate = tuple[Path | str, Path, Path]  # (db, config, costs)
+
+
 @pytest.fixture(scope="module")
-def council(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """The realistic estate of procurement_estate.py, built once for the module."""
-    return build(tmp_path_factory.mktemp("council"))
+def council(request: pytest.FixtureRequest, store_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Estate:
+    """The realistic estate of procurement_estate.py, built once for the module (on each store)."""
+    tmp = tmp_path_factory.mktemp("council")
+    return build(tmp, new_store(request, store_kind, tmp))
 
 
-def plan_csv(council: tuple[Path, Path, Path], *extra: str) -> dict[tuple[str, str], dict[str, str]]:
+def plan_csv(council: Estate, *extra: str) -> dict[tuple[str, str], dict[str, str]]:
     db, config, costs = council
     result = run_posture("--config", str(config), "plan", "procurement", "--costs", str(costs), "--format", "csv",
                          *extra, db=db)  # fmt: skip
@@ -66,7 +71,7 @@ def plan_csv(council: tuple[Path, Path, Path], *extra: str) -> dict[tuple[str, s
     return {(r["product"], r["cycle"]): r for r in csv.DictReader(io.StringIO(result.stdout))}
 
 
-def test_upgrade_only_where_an_in_place_path_exists(council: tuple[Path, Path, Path]) -> None:
+def test_upgrade_only_where_an_in_place_path_exists(council: Estate) -> None:
     """Issue 15 item 5: "Upgrade £1,200" was offered for Windows Server 2003, which has no in-place path."""
     rows = plan_csv(council)
     server_2003 = rows[("windows-server", "2003-sp2")]
@@ -88,7 +93,7 @@ def test_upgrade_only_where_an_in_place_path_exists(council: tuple[Path, Path, P
     assert server_2008["financial_year"] == financial_year(date.today())  # already past: this year
 
 
-def test_software_goes_with_the_machine_it_runs_on(council: tuple[Path, Path, Path]) -> None:
+def test_software_goes_with_the_machine_it_runs_on(council: Estate) -> None:
     """Issue 15 item 5: Python 2.6/2.7, .NET 4.0, IE8 and Office 2007 on PCs being replaced each fell back to
     `[default] replace = 2000`; Office 2007 was categorised "servers"."""
     rows = plan_csv(council)
@@ -118,7 +123,7 @@ def test_software_goes_with_the_machine_it_runs_on(council: tuple[Path, Path, Pa
     assert "Prepared for Example Borough Council by posture on" in markdown
 
 
-def test_the_readme_cost_table(council: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_the_readme_cost_table(council: Estate, tmp_path: Path) -> None:
     """README's example cost table works as it says: a release's own prices before its product's."""
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     example = tmp_path / "costs.toml"
@@ -158,9 +163,9 @@ def test_currency_is_formatted_as_buyers_write_it() -> None:
     assert Costs().money(None) == "no price"
 
 
-def test_bad_cost_tables_name_file_and_line(tmp_path: Path) -> None:
+def test_bad_cost_tables_name_file_and_line(store_db: Path | str, tmp_path: Path) -> None:
     """Issue 15 item 5: "a mistyped product slug in costs.toml is silently ignored"."""
-    db, _, _ = estate(tmp_path)
+    db, _, _ = estate(tmp_path, store_db)
     cases = {
         "slug.toml": ('currency = "GBP"\n\n[products.windows-sever]\nreplace = 10\n',
                       "slug.toml:3: [products.windows-sever]: unknown product 'windows-sever' (did you mean "
@@ -196,7 +201,7 @@ def test_bad_cost_tables_name_file_and_line(tmp_path: Path) -> None:
     assert no_out.returncode == 2 and "--out" in no_out.stderr
 
 
-def test_odt_and_docx_metadata_layout_and_tables(council: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_odt_and_docx_metadata_layout_and_tables(council: Estate, tmp_path: Path) -> None:
     """A4 landscape, en-GB, real title, the council as author, today's dates; the header row bold and
     repeated (DOCX w:tblHeader, ODT table:table-header-rows), numbers right-aligned."""
     db, config, costs = council
@@ -253,8 +258,8 @@ def test_odt_and_docx_metadata_layout_and_tables(council: tuple[Path, Path, Path
     assert len(rows) == 9  # the header and eight lots
 
 
-def test_author_is_posture_without_an_organisation(tmp_path: Path) -> None:
-    db, _, costs = estate(tmp_path)
+def test_author_is_posture_without_an_organisation(store_db: Path | str, tmp_path: Path) -> None:
+    db, _, costs = estate(tmp_path, store_db)
     path = tmp_path / "strategy.docx"
     assert run_posture("plan", "procurement", "--costs", str(costs), "--format", "docx", "--out", str(path),
                        db=db).returncode == 0  # fmt: skip

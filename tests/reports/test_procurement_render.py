@@ -25,7 +25,7 @@ from odf.opendocument import load
 from odf.table import TableCell
 from odf.text import H, P
 
-from tests.conftest import run_posture
+from tests.conftest import new_store, run_posture
 from tests.reports.procurement_estate import ORGANISATION, build
 
 LOTS_HEADER = re.compile(r"No\.\s+Lot\s+Category\s+Units\s+End of\s+Action\s+Cost\s+Financial\s+Why")
@@ -33,10 +33,11 @@ LOTS_ROW = re.compile(r"^\s*\d+\s+\S.*\s(?:replace|upgrade)\s+(?:£[\d,]+|no)\s"
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+def rendered(request: pytest.FixtureRequest, store_kind: str,
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:  # fmt: skip
     """The council estate's DOCX and ODT, and LibreOffice's PDF of each (one soffice run for both)."""
     tmp = tmp_path_factory.mktemp("render")
-    db, config, costs = build(tmp)
+    db, config, costs = build(tmp, new_store(request, store_kind, tmp))
     files = {}
     for fmt in ("docx", "odt"):
         path = tmp / f"strategy-{fmt}.{fmt}"

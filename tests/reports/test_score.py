@@ -35,10 +35,10 @@ def test_empty_inventory_is_not_safe() -> None:
     assert j.score == 0 and set(j.rag.values()) == {"amber"} and j.why["protect"] == "insufficient data: no assets"
 
 
-def test_report_and_cli_of_an_unidentified_estate(tmp_path: Path) -> None:
+def test_report_and_cli_of_an_unidentified_estate(store_db: Path | str, tmp_path: Path) -> None:
     """Web and database servers whose operating system nmap did not name: the evaluation's summary, the
     report's tiles and its text say 0/100 and "insufficient data", and no tile is green."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     hosts = [Host(f"10.15.0.{n}", f"00:11:22:00:15:{n:02x}", [NGINX, MYSQL]) for n in range(1, 6)]
     assert run_posture("import", "nmap", str(write_estate(tmp_path / "scan.xml", hosts)), db=db).returncode == 0
     result = run_posture("evaluate", db=db)
@@ -62,10 +62,10 @@ def test_report_and_cli_of_an_unidentified_estate(tmp_path: Path) -> None:
     assert "<strong>0 / 100</strong>" in html
 
 
-def test_identified_estate_can_be_green(tmp_path: Path) -> None:
+def test_identified_estate_can_be_green(store_db: Path | str, tmp_path: Path) -> None:
     """The other side: a Debian 12 host identified from its SSH banner and nothing above low open is GREEN
     (a bar nothing can pass would be as useless as one everything passes)."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     host = Host("10.15.1.1", "00:11:22:00:16:01", [SSH_DEBIAN])
     assert run_posture("import", "nmap", str(write_estate(tmp_path / "scan.xml", [host])), db=db).returncode == 0
     register = tmp_path / "register.csv"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from rules.catalogue import default_catalogue
-from tests.conftest import run_posture
+from tests.conftest import new_store, run_posture
 from tests.reports.councils import Council, build_councils
 from tests.reports.test_pool import row_key
 
@@ -22,10 +22,11 @@ Key = tuple[Any, ...]
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Council], list[Path], Path]:
+def shared(request: pytest.FixtureRequest, store_kind: str,
+           tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Council], list[Path], Path]:  # fmt: skip
     """The councils, their signed summaries (each with its .sig) and a file of their trusted keys."""
     root = tmp_path_factory.mktemp("sector")
-    councils = build_councils(root / "councils")
+    councils = build_councils(root / "councils", store=lambda folder: new_store(request, store_kind, folder))
     files, lines = [], []
     for n, council in enumerate(councils):
         out = root / "inbox" / f"summary-{n:02d}.json"
@@ -34,7 +35,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Council], lis
                            db=council.db, env=council.env)  # fmt: skip
         assert made.returncode == 0, made.stderr
         files.append(out)
-        lines.append((council.db.parent / "home" / "config" / "posture" / "keys" / "signing.pub").read_text())
+        lines.append((council.folder / "home" / "config" / "posture" / "keys" / "signing.pub").read_text())
     trusted = root / "trusted.txt"
     trusted.write_text("# the sector's councils\n" + "".join(lines), encoding="utf-8")
     return councils, files, trusted

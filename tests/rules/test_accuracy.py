@@ -237,10 +237,10 @@ def demo_sims() -> Iterator[SnmpSimLab]:
         yield sims
 
 
-def test_end_to_end_over_snmp_and_nmap(demo_sims: SnmpSimLab, lab: Lab, tmp_path: Path) -> None:
+def test_end_to_end_over_snmp_and_nmap(demo_sims: SnmpSimLab, lab: Lab, store_db: Path | str) -> None:
     """The same verdicts through a real SNMP scan of the demo recordings and a real nmap scan of the lab's
     Debian daemons, in the asset view and in the findings: nothing supported is called end-of-life."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     snmp = run_posture("snmp", *demo_sims.devices, "--snmp-timeout", "5", db=db)
     assert snmp.returncode == 0, snmp.stderr
     scan = run_posture("scan", *lab.targets, "--ports", lab.ports_spec, "--no-dns", db=db)

@@ -8,7 +8,6 @@ nmap's VERSION column with the CPEs its nmap-service-probes match lines give.
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import date
 from pathlib import Path
 
@@ -19,8 +18,10 @@ from rules.catalogue import Lifecycle, default_catalogue
 from rules.facts import Identifier, _choose
 from rules.identify import display_name, eol_range, identify_cpe, identify_service, lifecycle
 from rules.kev import default_kev
-from tests.conftest import assets_json, run_posture
+from scanner.db import is_url
+from tests.conftest import assets_json, query, run_posture
 from tests.rules.estate import Host, write_estate
+from tests.rules.stores import execute
 from tests.rules.test_identify import DAY
 
 
@@ -141,31 +142,37 @@ def test_names_people_know() -> None:
 IIS_HOST = Host("10.7.0.10", "00:50:56:07:00:10", [], hostname="iis01")
 
 
-def test_evaluate_stores_identities_and_every_reader_uses_them(tmp_path: Path) -> None:
+# A table counting the updates of identified_assets, as each store writes a trigger.
+COUNT_WRITES = {"sqlite": ["CREATE TABLE writes (n INTEGER)", "CREATE TRIGGER w AFTER UPDATE ON identified_assets "
+                           "BEGIN INSERT INTO writes VALUES (1); END"],
+                "postgresql": ["CREATE TABLE writes (n INTEGER)", "CREATE FUNCTION count_write() RETURNS trigger "
+                               "LANGUAGE plpgsql AS 'BEGIN INSERT INTO writes VALUES (1); RETURN NULL; END'",
+                               "CREATE TRIGGER w AFTER UPDATE ON identified_assets FOR EACH ROW EXECUTE FUNCTION "
+                               "count_write()"]}  # fmt: skip
+
+
+def test_evaluate_stores_identities_and_every_reader_uses_them(store_db: Path | str, tmp_path: Path) -> None:
     """ "posture evaluate writes an identities table ... posture assets, the report, exports ... read it":
     before an evaluation the asset view names nothing; after it, the view and the CSV export show the stored
     name; a second evaluation replaces the rows, never adds to them."""
     from tests.rules.estate import SSH_DEBIAN
 
-    db = tmp_path / "inventory.db"
+    db = store_db
     xml = write_estate(tmp_path / "scan.xml", [Host("10.7.0.11", "00:11:22:07:00:11", [SSH_DEBIAN], hostname="web")])
     assert run_posture("import", "nmap", str(xml), db=db).returncode == 0
     assert (assets_json(db)[0]["os"] or {}).get("label") is None
     for n in range(2):
         assert run_posture("evaluate", "--on", "2026-01-0" + str(n + 1), db=db).returncode == 0
-        conn = sqlite3.connect(db)
-        try:
-            rows = conn.execute("SELECT evaluation_id, role, t.product, t.label, i.observation_id IS NOT NULL "
-                                "FROM identities i JOIN identity_items t ON t.id = i.item_id").fetchall()  # fmt: skip
-            stage = conn.execute("SELECT version FROM schema_stages WHERE stage = 'rules'").fetchone()
-            if n == 0:
-                conn.executescript("CREATE TABLE writes (n INTEGER); CREATE TRIGGER w AFTER UPDATE ON "
-                                   "identified_assets BEGIN INSERT INTO writes VALUES (1); END;")  # fmt: skip
-            else:
-                assert conn.execute("SELECT count(*) FROM writes").fetchone() == (0,)
-        finally:
-            conn.close()
-        assert (n + 1, "os", "debian", "Debian 12 (Bookworm)", True) in rows and stage == (len(identities.MIGRATIONS),)
+        rows = query(db, "SELECT evaluation_id, role, t.product, t.label, i.observation_id IS NOT NULL "
+                         "FROM identities i JOIN identity_items t ON t.id = i.item_id")  # fmt: skip
+        stage = query(db, "SELECT version FROM schema_stages WHERE stage = 'rules'")
+        if n == 0:
+            for statement in COUNT_WRITES["postgresql" if is_url(db) else "sqlite"]:
+                execute(db, statement)
+        else:
+            assert query(db, "SELECT count(*) FROM writes") == [(0,)]
+        assert (n + 1, "os", "debian", "Debian 12 (Bookworm)", True) in rows
+        assert stage == [(len(identities.MIGRATIONS),)]
         assert len(rows) == len(set(rows))
     [asset] = assets_json(db)
     assert asset["os"]["label"] == "Debian 12 (Bookworm)" and asset["category"] == "servers"
@@ -175,26 +182,26 @@ def test_evaluate_stores_identities_and_every_reader_uses_them(tmp_path: Path) -
     assert "os_label" in export.stdout.splitlines()[0]
 
 
-def test_identities_written_by_the_first_schema_are_kept_by_the_second(tmp_path: Path) -> None:
+def test_identities_written_by_the_first_schema_are_kept_by_the_second(store_db: Path | str) -> None:
     """A database the stop-11 code evaluated (rules stage version 1: an evaluation id on every row) is moved
     to version 2 in place: its rows stay, the view names the last finished evaluation."""
     from rules import identities
     from scanner.store import Store
 
-    store = Store.open(tmp_path / "inventory.db")
-    store.migrate_stage("rules", identities.MIGRATIONS[:1])
-    with store.transaction() as conn:
-        conn.execute("INSERT INTO assets (id, name, first_seen, last_seen) VALUES (7, 'web', '2026-01-01', "
-                     "'2026-01-01')")  # fmt: skip
-        conn.execute("INSERT INTO evaluations (id, started_at, finished_at, day, rules) "
-                     "VALUES (3, '2026-01-01', '2026-01-01', '2026-01-01', 1)")  # fmt: skip
-        conn.execute("INSERT INTO identity_items (id, kind, product, label, confidence, method, lifecycle_state, "
-                     "json) VALUES (5, 'os', 'debian', 'Debian 12', 'high', 'nmap os', 'supported', '{}')")
-        conn.execute("INSERT INTO identified_assets VALUES (7, 3, 'servers', '[[\"os\",5,null]]')")
-    assert identities.ensure(store)
-    rows = store.conn.execute("SELECT evaluation_id, asset_id, role, item_id FROM identities").fetchall()
-    assert rows == [(3, 7, "os", 5)]
-    assert identities.read(store)[7].category == "servers"
+    with Store.open(store_db) as store:
+        store.migrate_stage("rules", identities.MIGRATIONS[:1])
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO assets (id, name, first_seen, last_seen) VALUES (7, 'web', '2026-01-01', "
+                         "'2026-01-01')")  # fmt: skip
+            conn.execute("INSERT INTO evaluations (id, started_at, finished_at, day, rules) "
+                         "VALUES (3, '2026-01-01', '2026-01-01', '2026-01-01', 1)")  # fmt: skip
+            conn.execute("INSERT INTO identity_items (id, kind, product, label, confidence, method, lifecycle_state, "
+                         "json) VALUES (5, 'os', 'debian', 'Debian 12', 'high', 'nmap os', 'supported', '{}')")
+            conn.execute("INSERT INTO identified_assets VALUES (7, 3, 'servers', '[[\"os\",5,null]]')")
+        assert identities.ensure(store)
+        rows = store.conn.execute("SELECT evaluation_id, asset_id, role, item_id FROM identities").fetchall()
+        assert rows == [(3, 7, "os", 5)]
+        assert identities.read(store)[7].category == "servers"
 
 
 @pytest.mark.parametrize(
@@ -241,10 +248,10 @@ def test_an_ntlm_challenge_names_the_build() -> None:
     assert best is not None and best["product"] == "windows-server" and best["cycles"] == ["2016"]
 
 
-def test_samba_is_not_called_windows_end_to_end(tmp_path: Path) -> None:
+def test_samba_is_not_called_windows_end_to_end(store_db: Path | str) -> None:
     """The lab's real Samba answers smb-os-discovery with "Windows 6.1": after import and evaluation the host is
     not Windows 7 (nmap's real output, tests/scanner/data/samba-smb1-hostscripts.xml)."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     xml = Path(__file__).parents[1] / "scanner" / "data" / "samba-smb1-hostscripts.xml"
     assert run_posture("import", "nmap", str(xml), db=db).returncode == 0
     assert run_posture("evaluate", db=db).returncode == 0

@@ -44,10 +44,10 @@ def test_hostile_values_are_bounded_and_printable() -> None:
     assert "\x1b" not in said and "\u202e" not in said and len(said) <= evidence.MAX_EVIDENCE
 
 
-def test_evaluated_findings_say_what_they_found(tmp_path: Path) -> None:
+def test_evaluated_findings_say_what_they_found(store_db: Path | str, tmp_path: Path) -> None:
     """Real findings from an imported scan: a device nmap guessed (at 96%, an osmatch no fingerprint names)
     and a new host in the second scan read as sentences, not `os_known=False`."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     # nmap 7.93 nmap-os-db: "Fingerprint Crestron XPanel control system", Class Crestron | 2-Series, its CPE.
     crestron = ("Crestron XPanel control system", "specialized", "2-Series", "cpe:/o:crestron:2_series")
     first = [Host("10.16.0.1", "00:11:22:00:17:01", [NGINX], crestron)]

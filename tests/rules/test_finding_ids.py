@@ -5,55 +5,52 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from datetime import date, timedelta
 from pathlib import Path
 
 from rules.engine import format_id
 from rules.findings import finding_number, parse_id
-from tests.conftest import run_posture
+from scanner.store import Store
+from tests.conftest import query, run_posture
 from tests.rules.estate import RDP, SMB1, WINDOWS_2008, Host, write_estate
+from tests.rules.stores import execute
 
 HOSTS = [Host(f"10.9.1.{n}", f"00:11:22:00:19:{n:02x}", [RDP, SMB1], WINDOWS_2008) for n in range(1, 5)]
 
 
-def estate(tmp_path: Path) -> Path:
-    db = tmp_path / "inventory.db"
+def estate(db: Path | str, tmp_path: Path) -> Path | str:
     assert run_posture("import", "nmap", str(write_estate(tmp_path / "scan.xml", HOSTS)), db=db).returncode == 0
     assert run_posture("evaluate", db=db).returncode == 0
     return db
 
 
-def findings(db: Path) -> list[dict[str, object]]:
+def findings(db: Path | str) -> list[dict[str, object]]:
     result = run_posture("findings", "--format", "json", db=db)
     assert result.returncode == 0, result.stderr
     return list(json.loads(result.stdout))
 
 
-def test_one_rule_on_several_assets_differs_at_the_start(tmp_path: Path) -> None:
-    eol = [str(f["id"]) for f in findings(estate(tmp_path)) if f["rule_id"] == "protect.eol-os"]
+def test_one_rule_on_several_assets_differs_at_the_start(store_db: Path | str, tmp_path: Path) -> None:
+    eol = [str(f["id"]) for f in findings(estate(store_db, tmp_path)) if f["rule_id"] == "protect.eol-os"]
     assert len(eol) == 4 and len({i[:6] for i in eol}) == 4  # "F-" and four hex digits already tell them apart
     assert all(len(i) >= 12 for i in eol)
 
 
-def test_accept_takes_a_unique_prefix_and_refuses_an_ambiguous_one(tmp_path: Path) -> None:
-    db = estate(tmp_path)
+def test_accept_takes_a_unique_prefix_and_refuses_an_ambiguous_one(store_db: Path | str, tmp_path: Path) -> None:
+    db = estate(store_db, tmp_path)
     target = next(str(f["id"]) for f in findings(db) if f["rule_id"] == "protect.eol-os")
     result = run_posture("accept", target[:10], "--until", "2027-06-30", "--reason", "PO 4411", db=db)
     assert result.returncode == 0, result.stderr
     assert target in result.stdout
-    assert [r[0] for r in sqlite3.connect(db).execute("SELECT target FROM exceptions")] == [target]
+    assert [r[0] for r in query(db, "SELECT target FROM exceptions")] == [target]
     # A second finding whose number shares the first one's digest (on another asset): constructed,
     # since a 30-bit clash between two real findings is too rare to meet in a test.
     number = parse_id(target)
     assert number is not None
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute("INSERT INTO findings (id, rule_id, asset_id, subject, status, first_seen, opened_at, last_seen, "
-                     "evaluation_id, details_id) SELECT ?, rule_id, NULL, subject, 'open', first_seen, opened_at, "
-                     "last_seen, evaluation_id, details_id FROM findings WHERE id = ?",
-                     [(0xFFFF << 32) | (number & 0xFFFFFFFF), number])  # fmt: skip
-    conn.close()
+    execute(db, "INSERT INTO findings (id, rule_id, asset_id, subject, status, first_seen, opened_at, last_seen, "
+            "evaluation_id, details_id) SELECT ?, rule_id, NULL, subject, 'open', first_seen, opened_at, "
+            "last_seen, evaluation_id, details_id FROM findings WHERE id = ?",
+            (0xFFFF << 32) | (number & 0xFFFFFFFF), number)  # fmt: skip
     ambiguous = run_posture("accept", target[:10], "--until", "2027-06-30", "--reason", "PO 4411", db=db)
     assert ambiguous.returncode == 2 and "is ambiguous" in ambiguous.stderr and target in ambiguous.stderr
 
@@ -64,11 +61,10 @@ def _old_number(rule_id: str, asset_id: int | None, subject: str) -> int:
     return ((asset_id or 0) << 32) | digest
 
 
-def _number_the_old_way(db: Path) -> dict[str, str]:
+def _number_the_old_way(db: Path | str) -> dict[str, str]:
     """Rewrite an inventory as stop 13's code left it: old numbers, subjects, events, exceptions, and the
     rules stage at version 3. Returns new id -> old id."""
-    conn = sqlite3.connect(db)
-    rows = conn.execute("SELECT id, rule_id, asset_id, subject FROM findings").fetchall()
+    rows = query(db, "SELECT id, rule_id, asset_id, subject FROM findings")
     old_of: dict[int, int] = {}
     moved = []
     for new, rule_id, asset_id, subject in sorted(rows, key=lambda r: str(r[3]).startswith("finding:")):
@@ -78,7 +74,7 @@ def _number_the_old_way(db: Path) -> dict[str, str]:
             subject = f"finding:F-{old_of[pointed]:x}"  # version 3 showed the number as it is
         old_of[new] = _old_number(rule_id, asset_id, subject)
         moved.append((old_of[new], subject, new))
-    with conn:
+    with Store.open(db) as store, store.transaction() as conn:
         conn.execute("UPDATE findings SET id = -id")
         conn.executemany("UPDATE findings SET id = ?, subject = ? WHERE id = -?", moved)
         conn.execute("UPDATE finding_events SET finding_id = -finding_id")
@@ -89,12 +85,12 @@ def _number_the_old_way(db: Path) -> dict[str, str]:
             if number is not None:
                 conn.execute("UPDATE exceptions SET target = ? WHERE target = ?", [f"F-{old_of[number]:x}", target])
         conn.execute("UPDATE schema_stages SET version = 3 WHERE stage = 'rules'")
-    conn.close()
     return {format_id(new): f"F-{old:x}" for new, old in old_of.items()}
 
 
-def test_an_inventory_numbered_the_old_way_is_renumbered_with_its_history(tmp_path: Path) -> None:
-    db = estate(tmp_path)
+def test_an_inventory_numbered_the_old_way_is_renumbered_with_its_history(store_db: Path | str,
+                                                                        tmp_path: Path) -> None:  # fmt: skip
+    db = estate(store_db, tmp_path)
     later = (date.today() + timedelta(days=60)).isoformat()
     assert run_posture("evaluate", "--on", later, db=db).returncode == 0  # findings past their SLA appear
     before = {str(f["id"]): f for f in findings(db)}

@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 import rules.findings
 from rules.catalogue import default_catalogue
 from rules.identify import identify_service
+from scanner.db import is_url
 from scanner.store import Store
 from tests.conftest import POSTURE, db_fingerprint, query, run_posture
 from tests.rules.estate import (
@@ -34,6 +36,7 @@ from tests.rules.estate import (
     Host,
     write_estate,
 )
+from tests.rules.stores import no_inventory
 
 SERVER = Host("10.1.0.10", "00:11:22:00:00:10", [RDP, SMB1], WINDOWS_2008)
 WEB = Host("10.1.0.11", "00:11:22:00:00:11", [SSH_DEBIAN, NGINX])
@@ -240,6 +243,7 @@ def test_a_failing_rule_becomes_an_internal_error_finding(tmp_path: Path, store_
 def test_evaluations_write_only_whole_references(tmp_path: Path) -> None:
     """evaluate writes with SQLite's foreign-key checks off (Store.transaction(check_references=False)): what
     it wrote must still pass them, and the connection must check again afterwards, also after a failure."""
+    # SQLite only: SQLite's foreign-key switch (PRAGMA foreign_keys) is the subject; PostgreSQL always checks.
     db = tmp_path / "inventory.db"
     scan(db, tmp_path, "one", [SERVER, WEB, SWITCH])
     evaluate(db)
@@ -260,42 +264,58 @@ def test_evaluations_write_only_whole_references(tmp_path: Path) -> None:
         assert store.conn.execute("SELECT count(*) FROM findings WHERE id = 1").fetchone()[0] == 0
 
 
-def test_a_killed_evaluation_keeps_the_last_one_whole(tmp_path: Path) -> None:
+def test_a_killed_evaluation_keeps_the_last_one_whole(store_db: Path | str, tmp_path: Path) -> None:
     """One transaction: `posture evaluate` killed (SIGKILL) while it writes a big evaluation leaves every table
     as the last finished evaluation left it, the database whole and its references valid; the next
-    evaluation then runs as if the killed one had never started."""
+    evaluation then runs as if the killed one had never started. It is killed once its transaction has
+    written 4 MiB of log: SQLite's WAL file, PostgreSQL's write-ahead log (the server's, read by position)."""
     from bench.gen_inventory import write as write_inventory
 
-    db = tmp_path / "inventory.db"
-    write_inventory(db, assets=4000)
+    db = store_db
+    if is_url(db):  # the generator writes an SQLite file: posture migrate copies it over
+        write_inventory(tmp_path / "generated.db", assets=4000)
+        copied = run_posture("migrate", "--from", str(tmp_path / "generated.db"), "--to", str(db))
+        assert copied.returncode == 0, copied.stderr
+    else:
+        write_inventory(Path(db), assets=4000)
     evaluate(db)
     before = db_fingerprint(db)
     later = (date.today() + timedelta(days=70)).isoformat()  # every finding rewritten, past-SLA ones added
-    wal = Path(f"{db}-wal")
+    written = _log_written(db)
     proc = subprocess.Popen([POSTURE, "--db", str(db), "evaluate", "--on", later], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:  # findings are going in: kill it then
-            if wal.exists() and wal.stat().st_size > 4 << 20:
+            if written() > 4 << 20:
                 break
             time.sleep(0.01)
         proc.kill()
     finally:
         assert proc.wait(timeout=60) == -signal.SIGKILL, "evaluate ended before it could be killed mid-write"
     assert db_fingerprint(db) == before
-    assert query(db, "PRAGMA integrity_check") == [("ok",)] and query(db, "PRAGMA foreign_key_check") == []
+    if not is_url(db):  # the SQLite file itself (PostgreSQL checks every reference as it is written)
+        assert query(db, "PRAGMA integrity_check") == [("ok",)] and query(db, "PRAGMA foreign_key_check") == []
     again = evaluate(db, "--on", later)
     assert again.startswith("evaluation 2 on ") and "0 fixed" in again
     assert query(db, "SELECT count(*) FROM evaluations WHERE finished_at IS NULL") == [(0,)]
 
 
-def test_empty_inventory_and_no_evaluation(tmp_path: Path) -> None:
-    db = tmp_path / "inventory.db"
+def _log_written(db: Path | str) -> Callable[[], int]:
+    """Bytes of write-ahead log written since now: the SQLite file's -wal, or the PostgreSQL server's log."""
+    if not is_url(db):
+        wal = Path(f"{db}-wal")
+        return lambda: wal.stat().st_size if wal.exists() else 0
+    [(start,)] = query(db, "SELECT pg_current_wal_lsn()::text")
+    return lambda: int(query(db, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), ?::pg_lsn)", start)[0][0])
+
+
+def test_empty_inventory_and_no_evaluation(store_db: Path | str) -> None:
+    db = store_db
     none_yet = run_posture("findings", db=db)
     assert none_yet.returncode == 2 and "no inventory" in none_yet.stderr
     nothing = run_posture("evaluate", db=db)  # a mistyped --db is refused, never made (issue 15 item 7)
-    assert nothing.returncode == 2 and "no inventory" in nothing.stderr and not db.exists()
+    assert nothing.returncode == 2 and "no inventory" in nothing.stderr and no_inventory(db)
     Store.open(db).close()  # an inventory with nothing in it yet
     result = run_posture("evaluate", db=db)
     assert result.returncode == 0 and "no assets yet" in result.stdout and "0 findings open" in result.stdout

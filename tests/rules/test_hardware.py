@@ -13,7 +13,6 @@ import bz2
 import csv
 import io
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from rules.identify import Identification, lifecycle
 from rules.kev import default_kev
 from scanner.lab import SnmpSimLab, recording_path
 from tests.conftest import assets_json, run_posture
+from tests.rules.stores import execute
 from tests.rules.test_identify import DAY
 
 C3560 = "network/switch/cisco-c3560"  # chassis WS-C3560G-48TS-E, Cisco IOS 12.2(55)SE3
@@ -160,7 +160,7 @@ def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnmpSimLab]:
         yield lab
 
 
-def _scan(sims: SnmpSimLab, addresses: list[str], db: Path) -> dict[str, dict[str, Any]]:
+def _scan(sims: SnmpSimLab, addresses: list[str], db: Path | str) -> dict[str, dict[str, Any]]:
     done = run_posture("snmp", *addresses, "--snmp-timeout", "5", db=db)
     assert done.returncode == 0, done.stderr
     evaluated = run_posture("evaluate", db=db)
@@ -168,18 +168,18 @@ def _scan(sims: SnmpSimLab, addresses: list[str], db: Path) -> dict[str, dict[st
     return {a["addresses"][0]: a for a in assets_json(db)}
 
 
-def _findings(db: Path) -> list[dict[str, Any]]:
+def _findings(db: Path | str) -> list[dict[str, Any]]:
     found = run_posture("findings", "--format", "json", db=db)
     assert found.returncode == 0, found.stderr
     result: list[dict[str, Any]] = json.loads(found.stdout)
     return result
 
 
-def test_recorded_catalysts_name_their_chassis_and_are_never_called_end_of_life(sims: SnmpSimLab,
-                                                                                tmp_path: Path) -> None:  # fmt: skip
+def test_recorded_catalysts_name_their_chassis_and_are_never_called_end_of_life(
+        sims: SnmpSimLab, store_db: Path | str) -> None:  # fmt: skip
     """The real C3560 and C3750: the chassis model comes from ENTITY-MIB, with its source; the catalogue lists
     neither PID, so no hardware verdict (their IOS 12.2 still gets its own)."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     addresses = [a for a, name in sims.devices.items() if name in (C3560, C3750)]
     assets = _scan(sims, addresses, db)
     got = {sims.devices[a]: assets[a]["hardware"] for a in addresses}
@@ -196,11 +196,8 @@ def test_recorded_catalysts_name_their_chassis_and_are_never_called_end_of_life(
     # model, a model of spaces, an escape sequence, JSON that is not an object: no hardware, no traceback.
     for bad in ({"model": "WS-C3560G-48PS-S" + "A" * 100_000, "class": 3}, {"model": "      ", "class": 3},
                 {"model": "\x1b[2J\x1b[31mWS-C3560G-48PS-S", "class": 3}, ["WS-C3560G-48PS-S"], "{"):  # fmt: skip
-        conn = sqlite3.connect(db)
-        with conn:
-            conn.execute("UPDATE software SET extra = ? WHERE kind = 'hardware'",
-                         [bad if isinstance(bad, str) else json.dumps(bad)])  # fmt: skip
-        conn.close()
+        execute(db, "UPDATE software SET extra = ? WHERE kind = 'hardware'",
+                bad if isinstance(bad, str) else json.dumps(bad))  # fmt: skip
         again = run_posture("evaluate", db=db)
         assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
         [asset] = [a for a in assets_json(db) if sims.devices.get(a["addresses"][0]) == C3560]
@@ -211,11 +208,12 @@ def test_recorded_catalysts_name_their_chassis_and_are_never_called_end_of_life(
         assert platform["label"] == "Cisco Systems C3560"
 
 
-def test_a_listed_pid_gives_the_hardware_finding_apart_from_the_firmware(sims: SnmpSimLab, tmp_path: Path) -> None:
+def test_a_listed_pid_gives_the_hardware_finding_apart_from_the_firmware(sims: SnmpSimLab, store_db: Path | str,
+                                                                         tmp_path: Path) -> None:  # fmt: skip
     """The C3560 recording answering as a WS-C3560G-48PS-S (see `_derived_recording`): Catalyst 3560G, end of
     sale 2013-01-30, last date of support 2018-01-31, with the row's source, in the asset view and in a
     `protect.eol-hardware` finding beside (not instead of) the IOS 12.2 one."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     [address] = [a for a, name in sims.devices.items() if name.endswith("c3560-48ps")]
     [hardware] = _scan(sims, [address], db)[address]["hardware"]
     assert (hardware["product"], hardware["cycle"], hardware["family"], hardware["model"]) == (

@@ -8,13 +8,13 @@ are read from the catalogue file itself, not from posture's code.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from rules.kev import KEV_FILE, KEV_LISTED, kev_text
-from tests.conftest import run_posture
+from tests.conftest import query, run_posture
 from tests.rules.estate import CISCO_SWITCH, MSSQL_2008R2, RDP, SSH_CISCO, TELNET, WINDOWS_2008, Host, write_estate
+from tests.rules.stores import execute
 
 CATALOGUE = json.loads(KEV_FILE.read_text(encoding="utf-8"))
 SERVER = Host("10.4.0.10", "00:11:22:00:04:10", [RDP, MSSQL_2008R2], WINDOWS_2008)
@@ -26,17 +26,17 @@ def entries(vendor: str, *prefixes: str) -> list[dict[str, Any]]:
             if e["vendorProject"] == vendor and e["product"].startswith(prefixes)]  # fmt: skip
 
 
-def judged(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
-    db = tmp_path / "inventory.db"
+def judged(db: Path | str, tmp_path: Path) -> list[dict[str, Any]]:
     assert run_posture("import", "nmap", str(write_estate(tmp_path / "s.xml", [SERVER, SWITCH])), db=db).returncode == 0
     assert run_posture("evaluate", "--on", "2026-11-23", db=db).returncode == 0
     result = run_posture("findings", "--format", "json", db=db)
     assert result.returncode == 0, result.stderr
-    return db, json.loads(result.stdout)
+    rows: list[dict[str, Any]] = json.loads(result.stdout)
+    return rows
 
 
-def test_findings_carry_the_cve_ids(tmp_path: Path) -> None:
-    _, rows = judged(tmp_path)
+def test_findings_carry_the_cve_ids(store_db: Path | str, tmp_path: Path) -> None:
+    rows = judged(store_db, tmp_path)
     windows = next(f for f in rows if f["rule_id"] == "respond.kev-end-of-life" and f["product"] == "windows-server")
     kev = windows["kev"]
     expected = entries("Microsoft", "Windows", "Win32k")
@@ -65,15 +65,14 @@ def test_findings_carry_the_cve_ids(tmp_path: Path) -> None:
     assert next(f for f in rows if f["rule_id"] == "protect.telnet")["kev"] is None  # a port, not a product
 
 
-def test_findings_stored_before_the_ids_were_kept(tmp_path: Path) -> None:
+def test_findings_stored_before_the_ids_were_kept(store_db: Path | str, tmp_path: Path) -> None:
     """An inventory evaluated by an older posture stored five ids and a count: shown as such, marks unknown."""
-    db, rows = judged(tmp_path)
-    with sqlite3.connect(db) as conn:
-        for row_id, text in conn.execute("SELECT id, json FROM finding_details").fetchall():
-            details = json.loads(text)
-            if details.get("kev"):
-                details["kev_ids"] = [c["id"] for c in details.pop("kev")["cves"][:5]]
-                conn.execute("UPDATE finding_details SET json = ? WHERE id = ?", [json.dumps(details), row_id])
+    db, rows = store_db, judged(store_db, tmp_path)
+    for row_id, text in query(db, "SELECT id, json FROM finding_details"):
+        details = json.loads(text)
+        if details.get("kev"):
+            details["kev_ids"] = [c["id"] for c in details.pop("kev")["cves"][:5]]
+            execute(db, "UPDATE finding_details SET json = ? WHERE id = ?", json.dumps(details), row_id)
     result = run_posture("findings", "--format", "json", db=db)
     assert result.returncode == 0, result.stderr
     old = next(f for f in json.loads(result.stdout) if f["rule_id"] == "respond.kev-end-of-life"

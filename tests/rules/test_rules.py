@@ -8,6 +8,7 @@ import pytest
 
 from rules.engine import FUNCTIONS, load_rules
 from tests.conftest import run_posture
+from tests.rules.stores import no_inventory
 
 GOOD = """[pack]
 name = "council"
@@ -86,16 +87,17 @@ BAD = [
 
 
 @pytest.mark.parametrize(("text", "words"), BAD)
-def test_bad_packs_are_refused_with_where_and_what(tmp_path: Path, text: str, words: list[str]) -> None:
+def test_bad_packs_are_refused_with_where_and_what(store_db: Path | str, tmp_path: Path, text: str,
+                                                   words: list[str]) -> None:  # fmt: skip
     directory = pack_dir(tmp_path, text)
     result = run_posture("rules", "lint", str(directory))
     assert result.returncode == 2
     for word in words:
         assert word in result.stderr, result.stderr
     # The same pack given to evaluate stops it before anything is written.
-    db = tmp_path / "inventory.db"
+    db = store_db
     evaluated = run_posture("evaluate", "--rules", str(directory), db=db)
-    assert evaluated.returncode == 2 and not db.exists()
+    assert evaluated.returncode == 2 and no_inventory(db)
 
 
 def test_rules_dir_that_is_not_a_pack_dir(tmp_path: Path) -> None:

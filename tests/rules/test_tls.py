@@ -20,7 +20,7 @@ import pytest
 from rules.tls import CERTIFICATE_RULES, GRADING_FILE, GradingError, certificate, grade, grading, parse_grading
 from scanner.compat import UTC
 from scanner.nmap_xml import MAX_SCRIPT_LINES, NmapXmlReader
-from tests.conftest import run_posture
+from tests.conftest import new_store, run_posture
 from tests.rules import tls_lab
 
 DATA = Path(__file__).parents[1] / "scanner" / "data"
@@ -46,7 +46,8 @@ EXPECTED = {
 }
 
 
-def _evaluate(db: Path, *xmls: Path, on: str | None = MADE_ON, config: Path | None = None) -> list[dict[str, Any]]:
+def _evaluate(db: Path | str, *xmls: Path, on: str | None = MADE_ON,
+              config: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """`posture import nmap` each file, `posture evaluate`, then the open findings as JSON."""
     before = ("--config", str(config)) if config else ()
     for xml in xmls:
@@ -74,11 +75,11 @@ def _assert_expected(rows: list[dict[str, Any]], addresses: list[str]) -> None:
         assert found.get(address, set()) == EXPECTED[address], address
 
 
-def test_certificate_rules_fire_on_real_nmap_output(tmp_path: Path) -> None:
+def test_certificate_rules_fire_on_real_nmap_output(store_db: Path | str) -> None:
     """Expired, expiring within 30 days, SHA-1, RSA 1024 and self-signed each raise their own finding, and only
     theirs; the good certificate and the 1960-9999 one raise none. The evidence names the certificate, its expiry,
     key and signature, and the port."""
-    rows = _evaluate(tmp_path / "i.db", CERTS_XML)
+    rows = _evaluate(store_db, CERTS_XML)
     _assert_expected(rows, [a for a in EXPECTED if a.startswith("127.103.0.") and int(a.rsplit(".", 1)[1]) < 10])
     single = [f for f in rows if f["rule_id"].startswith("protect.tls-") and f["address"] != "127.103.0.9"]
     by_rule = {f["rule_id"]: f for f in single}
@@ -91,10 +92,10 @@ def test_certificate_rules_fire_on_real_nmap_output(tmp_path: Path) -> None:
     assert by_rule["protect.tls-certificate-expired"]["tls"]["cert_days_left"] < 0
 
 
-def test_the_plan_replaces_each_certificate_once(tmp_path: Path) -> None:
+def test_the_plan_replaces_each_certificate_once(store_db: Path | str) -> None:
     """A certificate with three problems (expired, SHA-1, RSA 1024) is one piece of work, filed under its worst
     problem: every certificate finding is in exactly one action, and each action counts hosts once."""
-    db = tmp_path / "i.db"
+    db = store_db
     rows = _evaluate(db, CERTS_XML)
     result = run_posture("plan", "remediation", "--format", "json", "--on", MADE_ON, db=db)
     assert result.returncode == 0, result.stderr
@@ -129,13 +130,15 @@ def test_huge_names_are_bounded_and_self_signed_is_issuer_equals_subject() -> No
     assert not certificate({}, date(2026, 12, 7))["cert_self_signed"]  # no subject at all is not self-signed
 
 
-def test_expiry_warning_days_comes_from_the_config(tmp_path: Path) -> None:
+def test_expiry_warning_days_comes_from_the_config(request: pytest.FixtureRequest, store_kind: str,
+                                                    tmp_path: Path) -> None:  # fmt: skip
     """`[tls] expiry_warning_days`: the certificate ending in ten days is flagged at 10 and 30 days, not at 5;
     bad values are refused by `posture config check` in one line."""
     config = tmp_path / "posture.toml"
     for days, fires in ((5, False), (10, True)):
         config.write_text(f"[tls]\nexpiry_warning_days = {days}\n")
-        rows = _evaluate(tmp_path / f"{days}.db", CERTS_XML, config=config)
+        (tmp_path / str(days)).mkdir()
+        rows = _evaluate(new_store(request, store_kind, tmp_path / str(days)), CERTS_XML, config=config)
         assert ("protect.tls-certificate-expiring" in _tls_by_address(rows).get("127.103.0.3", set())) == fires
     for bad, message in (("expiry_warning_days = 0", "[tls] expiry_warning_days must be a whole number from 1"),
                          ('expiry_warning_days = "30"', "[tls] expiry_warning_days must be a whole number from 1"),
@@ -148,13 +151,13 @@ def test_expiry_warning_days_comes_from_the_config(tmp_path: Path) -> None:
     assert run_posture("--config", str(config), "config", "check").returncode == 0
 
 
-def test_hostile_subject_is_terminal_safe_and_escaped_in_html(tmp_path: Path) -> None:
+def test_hostile_subject_is_terminal_safe_and_escaped_in_html(store_db: Path | str, tmp_path: Path) -> None:
     """A subject with markup, escape sequences and a right-to-left override: the CLI shows no control character
     and the HTML report shows the markup as text. nmap writes control bytes as `\\x1B` text; this copy of its
     file puts a real U+202E and a real tab back (XML allows both) to check posture's own defences too."""
     hostile = tmp_path / "hostile.xml"
     hostile.write_text(CERTS_XML.read_text(encoding="utf-8").replace("\\xE2\\x80\\xAE", "\u202e\t"), encoding="utf-8")
-    db = tmp_path / "i.db"
+    db = store_db
     rows = _evaluate(db, hostile)
     (finding,) = [f for f in rows if f["address"] == "127.103.0.8" and f["rule_id"].startswith("protect.tls-")]
     assert "<img src=x onerror=alert(1)>" in finding["evidence"]  # kept as the server sent it, in the JSON
@@ -169,10 +172,10 @@ def test_hostile_subject_is_terminal_safe_and_escaped_in_html(tmp_path: Path) ->
     assert "\u202e" not in html
 
 
-def test_ciphers_are_graded_one_finding_per_service_worst_first(tmp_path: Path) -> None:
+def test_ciphers_are_graded_one_finding_per_service_worst_first(store_db: Path | str) -> None:
     """The nginx with TLS 1.0 (and NULL, anonymous and RSA-key-exchange suites) gets one protect.tls-insecure
     finding whose evidence lists every problem, worst first; the TLS 1.2+ ECDHE-only nginx gets none."""
-    rows = _evaluate(tmp_path / "i.db", CIPHERS_XML)
+    rows = _evaluate(store_db, CIPHERS_XML)
     _assert_expected(rows, ["127.103.0.20", "127.103.0.21"])
     (legacy,) = [f for f in rows if f["rule_id"] == "protect.tls-insecure"]
     evidence = legacy["evidence"]
@@ -260,20 +263,20 @@ def lab_xml(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tls_lab.run(root, sites, "ssl-cert,ssl-enum-ciphers", root / "out.xml", datetime.now(UTC))
 
 
-def test_lab_real_nginx_certificates_and_ciphers(tmp_path: Path, lab_xml: Path) -> None:
+def test_lab_real_nginx_certificates_and_ciphers(store_db: Path | str, lab_xml: Path) -> None:
     """Every site raises exactly its findings when judged today (the certificates were made now): the
     certificate sites serve TLS 1.2+ with ECDHE suites, so only their certificates are at fault."""
-    rows = _evaluate(tmp_path / "i.db", lab_xml, on=None)
+    rows = _evaluate(store_db, lab_xml, on=None)
     _assert_expected(rows, list(EXPECTED))
     graded = {f["address"]: f["tls"] for f in rows if f["rule_id"].startswith("protect.tls-")}
     assert graded["127.103.0.2"]["tls_grade"] == "recommended"  # its protocols were graded too, and are fine
 
 
-def test_the_report_lists_each_certificate_problem_once(tmp_path: Path) -> None:
+def test_the_report_lists_each_certificate_problem_once(store_db: Path | str, tmp_path: Path) -> None:
     """The report's Certificates section: one row per certificate with a problem (host, port, CN, issuer, expiry,
     key, signature, its problems worst first), the good and the 1960-9999 certificates not among them; the TLS
     protocol problems below it."""
-    db = tmp_path / "i.db"
+    db = store_db
     _evaluate(db, CERTS_XML, CIPHERS_XML)
     report = tmp_path / "report.html"
     assert run_posture("report", "--html", str(report), "--on", MADE_ON, db=db).returncode == 0
@@ -311,7 +314,7 @@ def test_self_signed_counts_only_where_users_reach(service: dict[str, Any], cate
     assert not rule.matches({**subject, "cert_self_signed": False}, {"category": category})
 
 
-def test_hostile_script_output_stays_bounded(tmp_path: Path) -> None:
+def test_hostile_script_output_stays_bounded(store_db: Path | str, tmp_path: Path) -> None:
     """A certificate with 200 extensions still shows its signature and validity (the extensions are not kept);
     an ssl-enum-ciphers answer of 1,500 suites is cut at its line budget, and both import without a crash. (nmap
     tries only the suites it knows, under 2,000 tables on every protocol; more is a forged file, whose tables
@@ -337,7 +340,7 @@ def test_hostile_script_output_stays_bounded(tmp_path: Path) -> None:
     scripts = {s.id: s for s in host.services[0].scripts}
     assert "sig_algo: md5WithRSAEncryption" in scripts["ssl-cert"].data
     assert len(scripts["ssl-enum-ciphers"].data) == 1024
-    rows = _evaluate(tmp_path / "i.db", xml)
+    rows = _evaluate(store_db, xml)
     assert _tls_by_address(rows)["127.103.9.9"] == {
         "protect.tls-certificate-expired", "protect.tls-certificate-weak-key", "protect.tls-certificate-weak-signature",
         "protect.tls-insecure"}  # fmt: skip

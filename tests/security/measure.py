@@ -19,7 +19,7 @@ _WRAPPER = (
 )
 
 
-def run_measured(*args: str, db: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+def run_measured(*args: str, db: Path | str) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run `posture --db DB ARGS...`; return its result and the peak RSS of it and its children, in MiB."""
     argv = [POSTURE, "--db", str(db), *args]
     wrapper = subprocess.run([sys.executable, "-c", _WRAPPER, *argv], capture_output=True, text=True, timeout=700,

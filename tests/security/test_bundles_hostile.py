@@ -36,13 +36,13 @@ def aged(*paths: Path) -> None:
         os.utime(path, (old, old))
 
 
-def test_deep_brackets_refused_and_the_others_imported(trusted: str, tmp_path: Path) -> None:
+def test_deep_brackets_refused_and_the_others_imported(trusted: str, store_db: Path | str, tmp_path: Path) -> None:
     """High 1, "One unsigned file breaks a job's inbox for good": `[` x200,000 then `]` x200,000 made the
     import a RecursionError traceback; it is one refused file, with its reason, and the good one goes in."""
     hostile = tmp_path / "hostile.bundle"
     hostile.write_text(DEEP, encoding="ascii")
     good = bundle_file(tmp_path / "good.bundle", payload())
-    db = tmp_path / "inventory.db"
+    db = store_db
     result = import_bundles(db, hostile, good)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -51,7 +51,7 @@ def test_deep_brackets_refused_and_the_others_imported(trusted: str, tmp_path: P
     assert query(db, "SELECT file FROM bundles") == [(str(good),)]
 
 
-def test_deep_brackets_in_a_job_inbox(trusted: str, tmp_path: Path) -> None:
+def test_deep_brackets_in_a_job_inbox(trusted: str, store_db: Path | str, tmp_path: Path) -> None:
     """High 1, "every `posture run --due` exits 1 with a RecursionError traceback, a good bundle beside it
     is never imported, no file is moved, `jobs.json` is never written": the hostile file is filed in
     refused/ with its reason, the good one is imported, and the run is recorded (not due again)."""
@@ -63,7 +63,7 @@ def test_deep_brackets_in_a_job_inbox(trusted: str, tmp_path: Path) -> None:
     aged(hostile, good)
     config = tmp_path / "config.toml"
     config.write_text(f'[jobs.annex]\ninbox = "{inbox}"\nschedule = "0 3 * * *"\n', encoding="utf-8")
-    db = tmp_path / "inventory.db"
+    db = store_db
     result = run_posture("--config", str(config), "run", "--due", db=db)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -78,26 +78,27 @@ def test_deep_brackets_in_a_job_inbox(trusted: str, tmp_path: Path) -> None:
     assert again.returncode == 0 and "job annex started" not in again.stderr, again.stderr
 
 
-def test_unsigned_64_mib_bundle_is_refused_in_little_memory(tmp_path: Path) -> None:
+def test_unsigned_64_mib_bundle_is_refused_in_little_memory(store_db: Path | str, tmp_path: Path) -> None:
     """Medium 10, "Memory before the signature check: an unsigned 64 MiB `[{},{},...]` bundle reaches 1.75 GB
     RSS before it is refused": nothing is parsed before the signature; the file costs about its own size."""
     flat = tmp_path / "flat.bundle"
     with flat.open("wb") as f:
         f.write(b"[" + b"{}," * (64 * 2**20 // 3 - 1) + b"{}]")
     assert 63 * 2**20 < flat.stat().st_size <= 64 * 2**20
-    result, peak_mib = run_measured("import", "bundle", str(flat), db=tmp_path / "inventory.db")
+    result, peak_mib = run_measured("import", "bundle", str(flat), db=store_db)
     assert result.returncode == 2 and f"refused {flat}: not a signed posture bundle" in result.stderr, result.stderr
     assert peak_mib < 300, peak_mib
     # An envelope of the right shape, unsigned, with a 64 MiB payload: refused as unsigned, memory bounded too.
     shaped = tmp_path / "shaped.bundle"
     shaped.write_bytes(b'{"format": "posture-bundle/1", "key_id": "0123456789abcdef", "payload": "'
                        + b"A" * (64 * 2**20 - 200) + b'"}')  # fmt: skip
-    result, peak_mib = run_measured("import", "bundle", str(shaped), db=tmp_path / "inventory.db")
+    result, peak_mib = run_measured("import", "bundle", str(shaped), db=store_db)
     assert result.returncode == 2 and f"refused {shaped}: unsigned" in result.stderr, result.stderr
     assert peak_mib < 300, peak_mib
 
 
-def test_fifo_device_and_folder_are_refused_without_blocking(trusted: str, tmp_path: Path) -> None:
+def test_fifo_device_and_folder_are_refused_without_blocking(trusted: str, store_db: Path | str,
+                                                             tmp_path: Path) -> None:  # fmt: skip
     """Low, signed bundles: "a FIFO given as a bundle hangs the import". A FIFO (no writer ever comes), a
     device and a folder are each refused as not a regular file; the good bundle beside them is imported."""
     fifo = tmp_path / "fifo.bundle"
@@ -105,7 +106,7 @@ def test_fifo_device_and_folder_are_refused_without_blocking(trusted: str, tmp_p
     folder = tmp_path / "folder.bundle"
     folder.mkdir()
     good = bundle_file(tmp_path / "good.bundle", payload())
-    db = tmp_path / "inventory.db"
+    db = store_db
     result = import_bundles(db, fifo, Path("/dev/zero"), folder, good, timeout=60)
     assert result.returncode == 2, result.stderr
     for path in (fifo, "/dev/zero", folder):
@@ -114,12 +115,12 @@ def test_fifo_device_and_folder_are_refused_without_blocking(trusted: str, tmp_p
     assert query(db, "SELECT file FROM bundles") == [(str(good),)]
 
 
-def test_signed_bundles_with_impossible_values(trusted: str, tmp_path: Path) -> None:
+def test_signed_bundles_with_impossible_values(trusted: str, store_db: Path | str, tmp_path: Path) -> None:
     """Low, signed bundles: "`collected_at` of year 9999 (accepted, and it blocks every later bundle of that
     machine) or year 1; a port of `true`; addresses 0.0.0.0 and `::`". A date outside 2000..now+1 day and a
     port that is not an int are refused; addresses shared by every machine are dropped as identifiers, the
     rest of the bundle kept."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     future = payload()
     future["collected_at"] = "9999-12-31T23:59:59Z"
     ancient = payload()

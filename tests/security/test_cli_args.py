@@ -7,13 +7,12 @@ The inventory is real: nmap XML (tests/rules/estate.py) imported with `posture i
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import db_fingerprint, query, run_posture
+from tests.conftest import copy_store, db_fingerprint, new_store, query, run_posture
 from tests.rules.estate import SSH_DEBIAN, TELNET, WINDOWS_2008, Host, write_estate
 
 FUTURE = (date.today() + timedelta(days=30)).isoformat()
@@ -21,11 +20,11 @@ TWENTY_DIGITS = "9" * 20
 
 
 @pytest.fixture(scope="module")
-def estate_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built once per module, in its own XDG folders."""
+def estate_db(request: pytest.FixtureRequest, store_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Path | str:
+    """Built once per module (on each store), in its own XDG folders."""
     home = tmp_path_factory.mktemp("estate")
     env = {f"XDG_{k}_HOME": str(home / k.lower()) for k in ("DATA", "CONFIG", "STATE")}
-    db = home / "inventory.db"
+    db = new_store(request, store_kind, home)
     hosts = [Host("10.8.0.1", "00:11:22:33:08:01", [TELNET, SSH_DEBIAN], WINDOWS_2008, "server")]
     assert run_posture("import", "nmap", str(write_estate(home / "estate.xml", hosts)), db=db, env=env).returncode == 0
     assert run_posture("evaluate", db=db, env=env).returncode == 0
@@ -33,8 +32,8 @@ def estate_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def db(estate_db: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copy(estate_db, tmp_path / "inventory.db"))
+def db(request: pytest.FixtureRequest, estate_db: Path | str, tmp_path: Path) -> Path | str:
+    return copy_store(request, estate_db, tmp_path)
 
 
 ATTACKS = [
@@ -60,7 +59,7 @@ ATTACKS = [
 
 
 @pytest.mark.parametrize(("argv", "words"), ATTACKS, ids=[" ".join(a[:3])[:40] for a, _ in ATTACKS])
-def test_hostile_arguments_are_one_line_and_exit_2(db: Path, tmp_path: Path, argv: list[str],
+def test_hostile_arguments_are_one_line_and_exit_2(db: Path | str, tmp_path: Path, argv: list[str],
                                                    words: list[str]) -> None:  # fmt: skip
     """Issue 11, CLI: "`accept F-` + 17-18 hex digits, `diff 99999999999999999999 1`, `scans
     --devices|--limit`, `scan --resume` with 20 digits, `prune --older-than 99999999999`, `report --on
@@ -79,7 +78,7 @@ def test_hostile_arguments_are_one_line_and_exit_2(db: Path, tmp_path: Path, arg
     assert not (tmp_path / "report.html").exists()
 
 
-def test_finding_ids_are_accepted_in_either_case_and_only_as_shown(db: Path) -> None:
+def test_finding_ids_are_accepted_in_either_case_and_only_as_shown(db: Path | str) -> None:
     """Issue 11, CLI: "`accept F-2D617618B` (upper case) or `F-0x...` prints "accepted" but nothing is
     accepted". Hex digits are case-insensitive, so an upper-case id is the finding: it is accepted and
     `findings` shows it accepted. `F-0x` + the same digits is not an id: refused, nothing recorded."""

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import query, run_posture
+from tests.conftest import new_store, query, run_posture
 from tests.reports.test_procurement import estate
 from tests.rules.estate import RDP, WINDOWS_2008, Host, write_estate
+from tests.rules.stores import no_inventory
 from tests.scanner.test_agent import bundle_file, fill, payload, trusted  # noqa: F401 - trusted is a fixture
 
 PRECIOUS = b"the victim's own contents\n"
@@ -76,7 +77,7 @@ def tmpfs(where: Path, size: str = "1m", read_only: bool = False) -> Iterator[Pa
 
 @pytest.mark.usefixtures("trusted")
 @pytest.mark.parametrize("folder", ["refused", "imported"])
-def test_inbox_symlinked_folder_is_refused(tmp_path: Path, folder: str) -> None:
+def test_inbox_symlinked_folder_is_refused(store_db: Path | str, tmp_path: Path, folder: str) -> None:
     """High 2: "`ln -s /some/dir inbox/refused` and a refused file: the job moves the attacker's file into that
     folder (with /etc/profile.d, code execution). ... `imported/` behaves the same way." """
     inbox = tmp_path / "inbox"
@@ -90,21 +91,21 @@ def test_inbox_symlinked_folder_is_refused(tmp_path: Path, folder: str) -> None:
     else:
         dropped = bundle_file(inbox / "fin-app-01.bundle", payload())
     aged(dropped)
-    db = tmp_path / "inventory.db"
+    db = store_db
     result = run_posture("--config", str(inbox_job(tmp_path)), "run", "annex", db=db)
     assert result.returncode == 2, result.stderr
     assert f"the inbox's {folder}/ in {inbox} is not a real folder" in result.stderr
     assert "nothing was imported or moved" in result.stderr and "Traceback" not in result.stderr
     assert list(victim.iterdir()) == []  # nothing moved into the linked folder
     assert dropped.read_bytes()  # still in the inbox, for the next run once the link is gone
-    assert not db.exists() or query(db, "SELECT count(*) FROM assets") == [(0,)]
+    assert no_inventory(db) or query(db, "SELECT count(*) FROM assets") == [(0,)]
     (inbox / folder).unlink()  # the admin removes the link: the next run works
     again = run_posture("--config", str(inbox_job(tmp_path)), "run", "annex", db=db)
     assert again.returncode == 0, again.stderr
     assert [p.name for p in (inbox / folder).iterdir() if not p.name.endswith(".reason")] == [dropped.name]
 
 
-def test_inbox_reason_file_link_is_never_written_through(tmp_path: Path) -> None:
+def test_inbox_reason_file_link_is_never_written_through(store_db: Path | str, tmp_path: Path) -> None:
     """High 2: "`ln -s /some/file inbox/refused/junk.bundle.reason` beside `junk.bundle`: the victim file is
     overwritten with the refusal reason." """
     inbox = tmp_path / "inbox"
@@ -114,7 +115,7 @@ def test_inbox_reason_file_link_is_never_written_through(tmp_path: Path) -> None
     junk = inbox / "junk.bundle"
     junk.write_text("not a bundle", encoding="utf-8")
     aged(junk)
-    result = run_posture("--config", str(inbox_job(tmp_path)), "run", "annex", db=tmp_path / "inventory.db")
+    result = run_posture("--config", str(inbox_job(tmp_path)), "run", "annex", db=store_db)
     assert result.returncode == 0, result.stderr
     assert victim.read_bytes() == PRECIOUS
     assert (inbox / "refused" / "junk.bundle.reason").readlink() == victim  # the planted link, untouched
@@ -125,7 +126,8 @@ def test_inbox_reason_file_link_is_never_written_through(tmp_path: Path) -> None
 
 
 @pytest.mark.usefixtures("trusted")
-def test_inbox_reads_never_follow_a_link_swapped_in_after_the_check(tmp_path: Path) -> None:
+def test_inbox_reads_never_follow_a_link_swapped_in_after_the_check(
+        request: pytest.FixtureRequest, store_kind: str, store_db: Path | str, tmp_path: Path) -> None:  # fmt: skip
     """High 2, the moment between the inbox's check of an entry and its read: a link put there by then is
     refused at the open (O_NOFOLLOW), never read as root. The race is not timed here: the read itself is
     given the link, as it would be after a swap. The same link named on the command line is followed."""
@@ -138,16 +140,17 @@ def test_inbox_reads_never_follow_a_link_swapped_in_after_the_check(tmp_path: Pa
     link = inbox / "swapped.bundle"
     link.symlink_to(good)
     said: list[str] = []
-    with Store.open(tmp_path / "inventory.db") as store:
+    with Store.open(store_db) as store:
         outcome = import_files(store, [link], DEFAULT_MAX_BYTES, lambda m, _: said.append(m), follow_links=False)
     assert outcome.imported == [] and len(outcome.refused) == 1
     assert "not a regular file" in outcome.refused[0][1], outcome.refused
-    by_hand = run_posture("import", "bundle", str(link), db=tmp_path / "by-hand.db")
+    (tmp_path / "by-hand").mkdir()
+    by_hand = run_posture("import", "bundle", str(link), db=new_store(request, store_kind, tmp_path / "by-hand"))
     assert by_hand.returncode == 0, by_hand.stderr
 
 
 @pytest.mark.usefixtures("trusted")
-def test_inbox_entries_that_are_links_are_never_followed(tmp_path: Path) -> None:
+def test_inbox_entries_that_are_links_are_never_followed(store_db: Path | str, tmp_path: Path) -> None:
     """High 2 ("The inbox follows symlinks, as root"): an inbox entry that is a link (here to a good bundle
     elsewhere) or not a regular file (a FIFO) is left alone, never read or moved; a linked inbox is refused."""
     inbox = tmp_path / "inbox"
@@ -158,7 +161,7 @@ def test_inbox_entries_that_are_links_are_never_followed(tmp_path: Path) -> None
     (inbox / "elsewhere.bundle").symlink_to(elsewhere)
     os.mkfifo(inbox / "pipe.bundle")
     aged(elsewhere, inbox / "elsewhere.bundle", inbox / "pipe.bundle")
-    db = tmp_path / "inventory.db"
+    db = store_db
     result = run_posture("--config", str(inbox_job(tmp_path)), "run", "annex", db=db, timeout=60)
     assert result.returncode == 0, result.stderr
     for name in ("elsewhere.bundle", "pipe.bundle"):
@@ -186,13 +189,13 @@ OUTPUTS = {  # the command, and the file name it writes
 
 
 @pytest.mark.parametrize("what", OUTPUTS)
-def test_outputs_never_write_through_a_link(tmp_path: Path, what: str) -> None:
+def test_outputs_never_write_through_a_link(store_db: Path | str, tmp_path: Path, what: str) -> None:
     """Medium 5: "A symlink at `PATH.tmp` is followed by `report --html PATH` and `--format odt|docx --out PATH`
     (victim overwritten); `plan procurement --format md|csv --out SYMLINK` writes through the link."
 
     Both links are planted for every output: the old temporary name, and the output path itself. Neither
     victim changes; the output path becomes a file of its own (the link is replaced, not followed)."""
-    db, config, _ = estate(tmp_path)
+    db, config, _ = estate(tmp_path, store_db)
     argv, name = OUTPUTS[what]
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -253,6 +256,8 @@ def test_state_and_config_files_never_written_through_a_link(tmp_path: Path, wha
 
     A link at the old temporary name, and for the bundle (an output, not a file read back and rewritten)
     at the output path too."""
+    # SQLite only: the files under test are posture's state and config files; the one inventory (jobs-json's
+    # run of an empty inbox) is incidental.
     argv, target = STATE_FILES[what](tmp_path)
     at_tmp, at_target = victim_file(tmp_path, "victim-tmp"), victim_file(tmp_path, "victim-target")
     (target.parent / f"{target.name}.tmp").symlink_to(at_tmp)
@@ -268,10 +273,10 @@ def test_state_and_config_files_never_written_through_a_link(tmp_path: Path, wha
 
 
 @pytest.mark.parametrize("where", ["full", "read-only", "proc"])
-def test_outputs_on_a_full_or_read_only_disk_or_proc(tmp_path: Path, where: str) -> None:
+def test_outputs_on_a_full_or_read_only_disk_or_proc(store_db: Path | str, tmp_path: Path, where: str) -> None:
     """Low: "Outputs: a read-only filesystem, a full disk (leaves `p.docx.tmp`), `--html /proc/version`:
     tracebacks." Now one line, exit 2, and no temporary file left behind."""
-    db, config, _ = estate(tmp_path)
+    db, config, _ = estate(tmp_path, store_db)
     says = {"full": "No space left on device", "read-only": "Read-only file system", "proc": "could not write"}
     with tmpfs(tmp_path / "small", "256k", read_only=where == "read-only") as disk:
         if where == "full":
@@ -299,6 +304,7 @@ def _modes(root: Path) -> dict[str, tuple[int, int]]:
 def test_created_files_are_private_or_shared_with_the_group(tmp_path: Path, shared: bool) -> None:
     """Low: "The inventory, report, data folder and log are world-readable (644/755)". Files posture creates
     are 0600 and its folders 0700; `[files] group = NAME` in the config makes them 0640/0750 in that group."""
+    # SQLite only: the modes of the SQLite file and its -wal and -shm files are part of what is tested.
     group = next(g for g in grp.getgrall() if g.gr_gid != os.getgid())  # a real group of this machine
     gid = group.gr_gid if shared else os.getgid()
     file_mode, dir_mode = (0o640, 0o750) if shared else (0o600, 0o700)
@@ -334,6 +340,7 @@ def test_created_files_are_private_or_shared_with_the_group(tmp_path: Path, shar
 
 def test_unknown_files_group_is_a_config_error(tmp_path: Path) -> None:
     """Low (world-readable files): the sharing group must exist; a typo is a one-line config error."""
+    # SQLite only: what must not be made is the SQLite file (a path given as a file).
     (tmp_path / "inbox").mkdir()
     config = inbox_job(tmp_path, extra='[files]\ngroup = "no-such-group-posture"\n')
     refusal(run_posture("--config", str(config), "config", "check"), "no group named 'no-such-group-posture'")
@@ -344,7 +351,7 @@ def test_unknown_files_group_is_a_config_error(tmp_path: Path) -> None:
     assert not (tmp_path / "i.db").exists()
 
 
-def test_log_and_lock_files_never_opened_through_a_link(tmp_path: Path) -> None:
+def test_log_and_lock_files_never_opened_through_a_link(store_db: Path | str, tmp_path: Path) -> None:
     """Medium 5 ("Output writes follow symlinks"), for the files posture appends to: the run log (appended
     through a link planted at its name before) and a job's lock file. The log is skipped with a warning
     and the work goes on; a linked lock stops the job with one line."""
@@ -355,11 +362,11 @@ def test_log_and_lock_files_never_opened_through_a_link(tmp_path: Path) -> None:
     at_log, at_lock = victim_file(tmp_path, "victim-log"), victim_file(tmp_path, "victim-lock")
     (state / "posture.log").symlink_to(at_log)
     (state / "locks" / "annex.lock").symlink_to(at_lock)
-    result = run_posture("--config", str(config), "run", "annex", db=tmp_path / "i.db")
+    result = run_posture("--config", str(config), "run", "annex", db=store_db)
     assert result.returncode == 2 and "posture: warning: cannot write the log" in result.stderr, result.stderr
     assert "cannot open the lock file" in result.stderr and "Traceback" not in result.stderr
     assert at_log.read_bytes() == at_lock.read_bytes() == PRECIOUS
     (state / "locks" / "annex.lock").unlink()
-    result = run_posture("--config", str(config), "run", "annex", db=tmp_path / "i.db")
+    result = run_posture("--config", str(config), "run", "annex", db=store_db)
     assert result.returncode == 0 and "job annex finished" in result.stderr, result.stderr
     assert at_log.read_bytes() == PRECIOUS and (state / "posture.log").is_symlink()

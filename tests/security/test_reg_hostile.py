@@ -82,7 +82,7 @@ def test_odd_length_utf16_is_refused(signing_key: None, tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_lone_surrogate_is_read_as_a_replacement(signing_key: None, tmp_path: Path) -> None:
+def test_lone_surrogate_is_read_as_a_replacement(signing_key: None, store_db: Path | str, tmp_path: Path) -> None:
     """Low, ".reg: ... a lone surrogate" (a traceback): the registry allows lone surrogates in names, so the
     character is read as U+FFFD with a warning and the rest is kept (the bundle is valid UTF-8 JSON)."""
     text = RECORDING.read_bytes().decode("utf-16")
@@ -96,7 +96,7 @@ def test_lone_surrogate_is_read_as_a_replacement(signing_key: None, tmp_path: Pa
     assert code == 0, stderr
     assert "text that is not valid UTF-16 (a lone surrogate) was read as U+FFFD" in stderr
     assert "Java \ufffd 8" in {p["name"] for p in payload["packages"]}  # type: ignore[attr-defined]
-    imported = run_posture("import", "bundle", str(tmp_path / "host.bundle"), db=tmp_path / "inventory.db")
+    imported = run_posture("import", "bundle", str(tmp_path / "host.bundle"), db=store_db)
     assert imported.returncode == 2 and "not trusted here" in imported.stderr  # read and verified: no crash
 
 
