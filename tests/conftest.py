@@ -184,6 +184,13 @@ def execute(db: Path | str, sql: str, *params: object) -> None:
         store.close()
 
 
+def no_inventory(db: Path | str) -> bool:
+    """Nothing was made: no SQLite file at the path, or not one table in the PostgreSQL database."""
+    if is_url(db):
+        return query(db, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == [(0,)]
+    return not Path(db).exists()
+
+
 # Fixtures that start real daemons, simulators or network namespaces: a test using one is a `lab` test, so
 # `pytest -m "not lab"` is the quick run (the full suite, the README's command, runs them all).
 LAB_FIXTURES = frozenset({"lab", "lab_scan_db", "lab_scan_sqlite", "lab_job", "demo_sims", "sims", "simlab",
@@ -281,6 +288,11 @@ _SOCKETS: dict[str, Any] = {}
 # keeps one of the two.
 STORES = ("sqlite", "postgresql")
 _STORE_PARAMS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.lab)]
+
+# A test that stays on SQLite while its module's fixtures run on both stores (they ask for `store_kind`):
+# `store_kind` given directly, "sqlite" only, replaces the session fixture's two params for that test (and
+# `--store postgresql` deselects it). Say why beside each use.
+SQLITE_ONLY = pytest.mark.parametrize("store_kind", ["sqlite"], scope="session")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from scanner.db import is_url
-from tests.conftest import POSTURE, new_store, query, run_posture
+from tests.conftest import POSTURE, SQLITE_ONLY, new_store, query, run_posture
 from tests.rules.estate import CISCO_SWITCH, RDP, SMB1, SSH_DEBIAN, TELNET, WINDOWS_2008, Host, write_estate
-from tests.rules.stores import SQLITE_ONLY
 
 HOSTS = [
     Host("10.8.0.10", "00:11:22:00:08:10", [RDP, SMB1], WINDOWS_2008, hostname="rev-app01.council.example"),

@@ -25,9 +25,8 @@ from hypothesis import strategies as st
 from reports.share import ROW_KEYS, SIGNED_PREFIX, _row, financial_year, rounded, to_csv
 from rules.catalogue import load_catalogue
 from scanner.bundles import SIGNED_FORMAT, key_id, sign_detached, verify_detached
-from tests.conftest import new_store, query, run_posture
+from tests.conftest import execute, new_store, query, run_posture
 from tests.reports.councils import Council, build_council, council_env
-from tests.rules.stores import execute
 
 SCHEMA_PATH = Path(__file__).parents[2] / "reports" / "schemas" / "share-summary.schema.json"
 TOP_KEYS = ["schema", "organisation", "period", "evaluated_on", "posture_version", "catalogue_date", "policy",

@@ -19,9 +19,8 @@ from rules.facts import Identifier, _choose
 from rules.identify import display_name, eol_range, identify_cpe, identify_service, lifecycle
 from rules.kev import default_kev
 from scanner.db import is_url
-from tests.conftest import assets_json, query, run_posture
+from tests.conftest import assets_json, execute, query, run_posture
 from tests.rules.estate import Host, write_estate
-from tests.rules.stores import execute
 from tests.rules.test_identify import DAY
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 from rules.engine import format_id
 from rules.findings import finding_number, parse_id
 from scanner.store import Store
-from tests.conftest import query, run_posture
+from tests.conftest import execute, query, run_posture
 from tests.rules.estate import RDP, SMB1, WINDOWS_2008, Host, write_estate
-from tests.rules.stores import execute
 
 HOSTS = [Host(f"10.9.1.{n}", f"00:11:22:00:19:{n:02x}", [RDP, SMB1], WINDOWS_2008) for n in range(1, 5)]
 

@@ -22,7 +22,7 @@ from rules.catalogue import default_catalogue
 from rules.identify import identify_service
 from scanner.db import is_url
 from scanner.store import Store
-from tests.conftest import POSTURE, db_fingerprint, query, run_posture
+from tests.conftest import POSTURE, db_fingerprint, no_inventory, query, run_posture
 from tests.rules.estate import (
     CISCO_SWITCH,
     MYSQL,
@@ -36,7 +36,6 @@ from tests.rules.estate import (
     Host,
     write_estate,
 )
-from tests.rules.stores import no_inventory
 
 SERVER = Host("10.1.0.10", "00:11:22:00:00:10", [RDP, SMB1], WINDOWS_2008)
 WEB = Host("10.1.0.11", "00:11:22:00:00:11", [SSH_DEBIAN, NGINX])

@@ -26,8 +26,7 @@ from rules.hardware import MAX_MODEL, chassis, clean_model, identify_hardware
 from rules.identify import Identification, lifecycle
 from rules.kev import default_kev
 from scanner.lab import SnmpSimLab, recording_path
-from tests.conftest import assets_json, run_posture
-from tests.rules.stores import execute
+from tests.conftest import assets_json, execute, run_posture
 from tests.rules.test_identify import DAY
 
 C3560 = "network/switch/cisco-c3560"  # chassis WS-C3560G-48TS-E, Cisco IOS 12.2(55)SE3

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from rules.kev import KEV_FILE, KEV_LISTED, kev_text
-from tests.conftest import query, run_posture
+from tests.conftest import execute, query, run_posture
 from tests.rules.estate import CISCO_SWITCH, MSSQL_2008R2, RDP, SSH_CISCO, TELNET, WINDOWS_2008, Host, write_estate
-from tests.rules.stores import execute
 
 CATALOGUE = json.loads(KEV_FILE.read_text(encoding="utf-8"))
 SERVER = Host("10.4.0.10", "00:11:22:00:04:10", [RDP, MSSQL_2008R2], WINDOWS_2008)

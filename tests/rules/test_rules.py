@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from rules.engine import FUNCTIONS, load_rules
-from tests.conftest import run_posture
-from tests.rules.stores import no_inventory
+from tests.conftest import no_inventory, run_posture
 
 GOOD = """[pack]
 name = "council"

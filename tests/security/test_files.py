@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import new_store, query, run_posture
+from tests.conftest import new_store, no_inventory, query, run_posture
 from tests.reports.test_procurement import estate
 from tests.rules.estate import RDP, WINDOWS_2008, Host, write_estate
-from tests.rules.stores import no_inventory
 from tests.scanner.test_agent import bundle_file, fill, payload, trusted  # noqa: F401 - trusted is a fixture
 
 PRECIOUS = b"the victim's own contents\n"

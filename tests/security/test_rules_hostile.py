@@ -41,9 +41,8 @@ from rules.findings import evaluate
 from rules.kev import default_kev
 from scanner.db import SqliteDatabase
 from scanner.store import Store
-from tests.conftest import copy_store, db_fingerprint, new_store, run_posture
+from tests.conftest import SQLITE_ONLY, copy_store, db_fingerprint, new_store, run_posture
 from tests.rules.estate import SSH_DEBIAN, TELNET, WINDOWS_2008, Host, write_estate
-from tests.rules.stores import SQLITE_ONLY
 
 HOSTS = [
     Host("10.9.0.1", "00:11:22:33:09:01", [TELNET, SSH_DEBIAN], WINDOWS_2008, "old-server"),
