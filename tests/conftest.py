@@ -213,7 +213,7 @@ def _on_fixed_addresses(item: pytest.Item) -> bool:
     on one worker, one after another, while the other workers take the rest. The tests' own PostgreSQL
     listens on a free port, so a test that is `lab` only because it runs on PostgreSQL runs anywhere."""
     names = set(getattr(item, "fixturenames", ()))
-    if LAB_FIXTURES - {"postgres"} & names:
+    if (LAB_FIXTURES - {"postgres"}) & names:
         return True
     from_param = [m for m in getattr(getattr(item, "callspec", None), "marks", ()) if m.name == "lab"]
     return len(list(item.iter_markers("lab"))) > len(from_param)
