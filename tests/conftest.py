@@ -198,6 +198,7 @@ LAB_FIXTURES = frozenset({"lab", "lab_scan_db", "lab_scan_sqlite", "lab_job", "d
                           "outside", "postgres", "sites_lab"})  # fmt: skip
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks (--dist loadgroup)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _deselect_other_stores(config, items)
     for item in items:
@@ -371,3 +372,4 @@ def store_db(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) ->
     """An inventory that does not exist yet, on the store this run of the test is for: `tmp_path/inventory.db`
     or a fresh PostgreSQL database's URL."""
     return new_store(request, store_kind, tmp_path)
+
