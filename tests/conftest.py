@@ -193,9 +193,9 @@ def no_inventory(db: Path | str) -> bool:
 
 # Fixtures that start real daemons, simulators or network namespaces: a test using one is a `lab` test, so
 # `pytest -m "not lab"` is the quick run (the full suite, the README's command, runs them all).
-LAB_FIXTURES = frozenset({"lab", "lab_scan_db", "lab_scan_sqlite", "lab_job", "demo_sims", "sims", "simlab",
-                          "sim_db", "snmpd", "empty_netns", "samba_dc", "directory_db", "lab_xml", "smb_scan",
-                          "outside", "postgres", "sites_lab"})  # fmt: skip
+LAB_FIXTURES = frozenset({"lab", "lab_scan_db", "lab_scan_sqlite", "lab_scan_postgresql", "lab_job", "demo_sims",
+                          "sims", "simlab", "sim_db", "snmpd", "empty_netns", "samba_dc", "directory_db", "lab_xml",
+                          "smb_scan", "outside", "postgres", "sites_lab"})  # fmt: skip
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks (--dist loadgroup)
@@ -243,6 +243,7 @@ def lab() -> Iterator[Lab]:
 def _scan_lab(lab: Lab, db: Path | str) -> Path | str:
     result = run_posture("scan", *lab.targets, "--ports", lab.ports_spec, "--no-dns", db=db)
     assert result.returncode == 0, result.stderr
+    assert f"Inventory: {db}" in result.stdout
     return db
 
 
@@ -253,12 +254,16 @@ def lab_scan_sqlite(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab_scan_db(lab: Lab, store_kind: str, request: pytest.FixtureRequest,
-                tmp_path_factory: pytest.TempPathFactory) -> Path | str:
+def lab_scan_postgresql(lab: Lab, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same scan straight into a PostgreSQL database (its URL)."""
+    return str(_scan_lab(lab, new_store(request, "postgresql", tmp_path_factory.mktemp("labscan"))))
+
+
+@pytest.fixture(scope="session")
+def lab_scan_db(store_kind: str, request: pytest.FixtureRequest) -> Path | str:
     """One real `posture scan` of the lab on each store, shared by the tests that only read its result."""
-    if store_kind == "sqlite":
-        return Path(request.getfixturevalue("lab_scan_sqlite"))
-    return _scan_lab(lab, new_store(request, store_kind, tmp_path_factory.mktemp("labscan")))
+    return Path(request.getfixturevalue("lab_scan_sqlite")) if store_kind == "sqlite" else str(
+        request.getfixturevalue("lab_scan_postgresql"))
 
 
 @pytest.fixture(scope="session")
@@ -290,10 +295,11 @@ _SOCKETS: dict[str, Any] = {}
 STORES = ("sqlite", "postgresql")
 _STORE_PARAMS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.lab)]
 
-# A test that stays on SQLite while its module's fixtures run on both stores (they ask for `store_kind`):
-# `store_kind` given directly, "sqlite" only, replaces the session fixture's two params for that test (and
-# `--store postgresql` deselects it). Say why beside each use.
-SQLITE_ONLY = pytest.mark.parametrize("store_kind", ["sqlite"], scope="session")
+# A test that stays on SQLite while its module's fixtures run on both stores (they ask for `store_kind`): its
+# PostgreSQL run is deselected. (Giving `store_kind` directly, "sqlite" only, would not do: pytest keeps a
+# module fixture made for the other store's param and hands the test a PostgreSQL inventory.) Say why beside
+# each use.
+SQLITE_ONLY = pytest.mark.sqlite_only
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -310,15 +316,15 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 def _deselect_other_stores(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`--store sqlite|postgresql`: the other store's runs are deselected (reported as such, not skipped)."""
+    """`--store sqlite|postgresql`: the other store's runs are deselected (reported as such, not skipped); so
+    are the PostgreSQL runs of a test marked SQLITE_ONLY."""
     chosen = config.getoption("--store")
-    if chosen == "both":
-        return
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        (dropped if params.get("store_kind", chosen) != chosen else kept).append(item)
+        kind = getattr(getattr(item, "callspec", None), "params", {}).get("store_kind")
+        other = kind is not None and chosen != "both" and kind != chosen
+        (dropped if other or (kind == "postgresql" and item.get_closest_marker("sqlite_only")) else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -19,7 +19,7 @@ import pytest
 from rules.catalogue import Lifecycle, default_catalogue
 from rules.identify import identify_sysdescr, lifecycle
 from scanner.lab import DEMO_RECORDINGS, Lab, SnmpSimLab, snmpsim_data_dir
-from tests.conftest import assets_json, run_posture
+from tests.conftest import SQLITE_ONLY, assets_json, run_posture
 from tests.rules.test_identify import system_of
 
 DAY = date(2026, 11, 23)
@@ -237,6 +237,9 @@ def demo_sims() -> Iterator[SnmpSimLab]:
         yield sims
 
 
+# SQLite only: two real scans (40 s) whose rows PostgreSQL stores alike (test_store_both.py: the same scan,
+# the same machines matched); the verdicts are read from those rows by the same Python on either store.
+@SQLITE_ONLY
 def test_end_to_end_over_snmp_and_nmap(demo_sims: SnmpSimLab, lab: Lab, store_db: Path | str) -> None:
     """The same verdicts through a real SNMP scan of the demo recordings and a real nmap scan of the lab's
     Debian daemons, in the asset view and in the findings: nothing supported is called end-of-life."""

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from scanner.lab import Lab
-from tests.conftest import run_posture
+from tests.conftest import SQLITE_ONLY, run_posture
 from tests.rules.estate import CISCO_SWITCH, MYSQL, NGINX, RDP, SSH_DEBIAN, TELNET, WINDOWS_2008, Host, write_estate
 
 
@@ -46,6 +46,8 @@ def test_diff_of_two_imports(tmp_path: Path, store_db: Path | str) -> None:
         assert refused.returncode == 2 and words in refused.stderr
 
 
+# SQLite only: three real scans (40 s); the diff's SQL runs on PostgreSQL in test_diff_of_two_imports.
+@SQLITE_ONLY
 def test_a_smaller_scan_does_not_make_assets_gone(store_db: Path | str, lab: Lab, tmp_path: Path) -> None:
     db = store_db
     everything = run_posture("scan", *lab.targets, "--ports", lab.ports_spec, "--no-dns", db=db)
