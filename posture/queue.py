@@ -304,7 +304,10 @@ def _scan_chunk(context: JobContext, store: Store, scan_id: int, seq: int, site:
 @app.task(name="finish_run", pass_context=True, retry=ChunkRetry())
 def finish_run(context: JobContext, scan_id: int, job: str, started: str, evaluation_before: int) -> str:
     """The run's row marked complete (failed if a chunk failed for good), then the job's rules, report and
-    change hook, once: the row's status says whether an earlier attempt did it."""
+    change hook. The row is marked in a transaction of its own, and the rest cannot share it (the rules
+    write an evaluation; the hook is a program): a worker killed between the two leaves a marked row, and
+    this task's retry (its attempts above 0) does the rest again, rules, report and hook. So the hook runs
+    at least once, and twice only when a worker died after it had started."""
     from posture.jobs import JobRun, conclude
     from scanner.jobs import parse_jobs
 
@@ -316,7 +319,8 @@ def finish_run(context: JobContext, scan_id: int, job: str, started: str, evalua
         updated = conn.execute("UPDATE scans SET status = ?, finished_at = ?, error = ? WHERE id = ? AND "
                                "status = 'queued' RETURNING id", (status, utc_now(),
                                f"{failed} chunk(s) failed" if failed else None, scan_id)).fetchone()  # fmt: skip
-    if updated is None:
+    retried = context.job.attempts > 0
+    if updated is None and not retried:
         return f"run {scan_id} was finished already"
     jobs = parse_jobs(config, "", "the worker's config")
     if job not in jobs:

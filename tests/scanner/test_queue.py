@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -210,6 +211,39 @@ def test_finish_runs_the_rules(pg_database: str, tmp_path: Path) -> None:
     finished(start_worker(pg_database, config, "--once"))
     assert [j[:2] for j in jobs(pg_database)] == [("scan_chunk", "succeeded"), ("finish_run", "succeeded")]
     assert query(pg_database, "SELECT count(*) FROM evaluations") == [(1,)]
+
+
+def test_a_worker_killed_in_the_final_task_leaves_it_to_the_next(site_lab: Lab, pg_database: str,
+                                                                 tmp_path: Path) -> None:
+    """The worker is SIGKILLed inside the final task, after it marked the run complete: by the job's own
+    change hook, a real program that kills its parent (the worker) the first time it runs. Once the
+    worker's heartbeat is stale the next worker runs the task again: the rules and the hook run, though the
+    run's row was marked already."""
+    marker, said = tmp_path / "killed-once", tmp_path / "hook.json"
+    hook = tmp_path / "hook.py"
+    hook.write_text(
+        "import os, pathlib, signal, sys\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
+        "if not marker.exists():\n"
+        "    marker.touch()\n"
+        "    os.kill(os.getppid(), signal.SIGKILL)\n"
+        f"else:\n    pathlib.Path({str(said)!r}).write_text(sys.stdin.read())\n", encoding="utf-8")  # fmt: skip
+    config = write_config(tmp_path, site_lab.targets[:1], site_lab.ports_spec)  # a host up: the run changes things
+    config.write_text(config.read_text(encoding="utf-8") + f'on_change = "{sys.executable} {hook}"\n',
+                      encoding="utf-8")  # fmt: skip
+    assert posture(pg_database, config, "queue", "init").returncode == 0
+    assert posture(pg_database, config, "run", "lab", "--queue").returncode == 0
+    doomed = start_worker(pg_database, config, "--stalled-after", "2")
+    doomed.communicate(timeout=180)
+    assert doomed.returncode == -signal.SIGKILL and marker.exists() and not said.exists()
+    assert query(pg_database, "SELECT status FROM scans") == [("complete",)]  # marked before it died
+    assert [j[:2] for j in jobs(pg_database)] == [("scan_chunk", "succeeded"), ("finish_run", "doing")]
+    time.sleep(3)  # its heartbeat goes stale
+    finished(start_worker(pg_database, config, "--once", "--stalled-after", "2"))
+    assert [(j[0], j[1], j[3]) for j in jobs(pg_database)] == [("scan_chunk", "succeeded", 1),
+                                                              ("finish_run", "succeeded", 2)]  # fmt: skip
+    assert json.loads(said.read_text(encoding="utf-8"))["scans"] == [1]  # the hook ran, with the run's summary
+    assert query(pg_database, "SELECT count(*) FROM evaluations WHERE finished_at IS NOT NULL")[0][0] >= 1
 
 
 class SilentServer:
