@@ -193,7 +193,8 @@ def enqueue(job: Job, config: dict[str, Any], db: Target, chunk_size: int = 256,
     with Store.open(url) as store:
         need_queue(store)
         evaluation_before = newest_evaluation(store)
-        with store.transaction() as conn:
+        with store.transaction() as conn:  # under the writer lock: two enqueues of one job cannot both pass
+            _no_run_in_the_queue(conn, job.name)
             scan_id = insert_scan(
                 conn, source.kind, source.name, "queued", targets=request.targets, excluded=request.exclude,
                 scope=request.scope, hosts_total=sum(n for _, n in units),
@@ -206,6 +207,17 @@ def enqueue(job: Job, config: dict[str, Any], db: Target, chunk_size: int = 256,
                 _defer(conn, "scan_chunk", priority, queue=queue_name(site.name),
                        lock=f"{site.name}:{seq % site.cap}")(seq=seq, **run)  # fmt: skip
     return Enqueued(scan_id, len(units), sum(n for _, n in units), site)
+
+
+def _no_run_in_the_queue(conn: Database, job: str) -> None:
+    """One run of a job in the queue at a time, as `posture run` allows one at a time on one machine: a daily
+    timer whose site has been cut off for two days must not pile up three runs of the same addresses."""
+    left = conn.execute("SELECT (args->>'scan_id')::bigint, count(*) FILTER (WHERE task_name = 'scan_chunk') "
+                        "FROM procrastinate_jobs WHERE args->>'job' = ? AND status IN ('todo', 'doing') "
+                        "GROUP BY 1 ORDER BY 1 LIMIT 1", (job,)).fetchone()  # fmt: skip
+    if left is not None:
+        raise PostureError(f"its run {left[0]} is still in the queue ({left[1]} chunk(s) left): "
+                           "not queued again", "`posture status` shows its chunks; queue the job once it ends")
 
 
 def _worker_name() -> str:

@@ -330,8 +330,6 @@ def _failed(store: Store, args: dict[str, Any], priority: int, attempts: int, pa
             digest: str, kid: str, worker: int) -> Ingested:  # fmt: skip
     """The chunk was not scanned at the site (nmap failed, or the collector refused it): it is tried again
     (after RETRY_WAIT), or fails for good past MAX_ATTEMPTS."""
-
-
     error = printable(payload["error"], 300)
     say(f"serve: run {payload['run']} chunk {payload['seq']} failed at site {payload['site']}: {error}")
     if attempts + 1 >= MAX_ATTEMPTS:

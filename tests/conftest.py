@@ -10,7 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ def run_posture(
     honest (test_cli_help, test_install, test_cli_pipe, the interrupt and job tests call it directly too).
     """
     if netns and is_url(db):  # the namespace has a loopback of its own: the server's unix socket reaches it
-        db = _SOCKETS.get(str(db).split("@", 1)[1].split("/", 1)[0], lambda url: url)(str(db))
+        through_socket = _SOCKETS.get(str(db).split("@", 1)[1].split("/", 1)[0])
+        db = through_socket(str(db)) if through_socket else db
     argv = [*(["--db", str(db)] if db else []), *args]
     if netns or process or os.environ.get("POSTURE_TESTS_IN_PROCESS") == "0" or set(kw) - {"input", "cwd"}:
         full_env = {**os.environ, **(env or {})}
@@ -283,7 +284,7 @@ def postgres() -> Iterator[PostgresLab]:
 
 
 # host:port of the session's PostgreSQL -> the same database's URL through its unix socket (run_posture's netns)
-_SOCKETS: dict[str, Any] = {}
+_SOCKETS: dict[str, Callable[[str], str]] = {}
 
 
 # Every test that touches the inventory runs on both stores (issue 18: "every test that touches the store run
@@ -336,12 +337,7 @@ def new_store(request: pytest.FixtureRequest, kind: str, folder: Path) -> Path |
     ends. The URL carries no password (PGPASSFILE is set for the session)."""
     if kind != "postgresql":
         return folder / "inventory.db"
-    postgres: PostgresLab = request.getfixturevalue("postgres")
-    name = f"t_{os.getpid()}_{next(_DATABASES)}"
-    with postgres.connect(autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 LOCALE 'C' ENCODING 'UTF8'")
-    request.addfinalizer(lambda: _drop_database(postgres, name))
-    return postgres.url.rsplit("/", 1)[0] + "/" + name
+    return _new_database(request, "TEMPLATE template0 LOCALE 'C' ENCODING 'UTF8'")
 
 
 def copy_store(request: pytest.FixtureRequest, db: Path | str, folder: Path) -> Path | str:
@@ -351,10 +347,15 @@ def copy_store(request: pytest.FixtureRequest, db: Path | str, folder: Path) -> 
         copy = folder / Path(db).name
         shutil.copy(db, copy)
         return copy
+    return _new_database(request, f"TEMPLATE {str(db).rsplit('/', 1)[1]}")
+
+
+def _new_database(request: pytest.FixtureRequest, how: str) -> str:
+    """A database made on the session's PostgreSQL (`CREATE DATABASE name {how}`), dropped with `request`."""
     postgres: PostgresLab = request.getfixturevalue("postgres")
     name = f"t_{os.getpid()}_{next(_DATABASES)}"
     with postgres.connect(autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {str(db).rsplit('/', 1)[1]}")
+        conn.execute(f"CREATE DATABASE {name} {how}")
     request.addfinalizer(lambda: _drop_database(postgres, name))
     return postgres.url.rsplit("/", 1)[0] + "/" + name
 

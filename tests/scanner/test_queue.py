@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from scanner.lab import Lab
-from tests.conftest import POSTURE, query, run_posture
+from tests.conftest import POSTURE, db_fingerprint, query, run_posture
 
 SITE_NET = "127.108.0.0/16"
 
@@ -101,6 +101,18 @@ def test_out_of_scope_refused_at_enqueue(pg_database: str, tmp_path: Path) -> No
     narrower = posture(pg_database, config, "run", "lab", "--queue")
     assert narrower.returncode == 2 and "outside the scope 127.108.1.0/24" in narrower.stderr
     assert query(pg_database, "SELECT count(*) FROM procrastinate_jobs") == [(0,)]
+
+
+def test_one_run_of_a_job_in_the_queue_at_a_time(pg_database: str, tmp_path: Path) -> None:
+    """A job whose last run is still in the queue is not queued again (one line, exit 2, nothing added)."""
+    config = write_config(tmp_path, ["127.108.3.0/25"], "22")
+    assert posture(pg_database, config, "queue", "init").returncode == 0
+    assert posture(pg_database, config, "run", "lab", "--queue", "--chunk-size", "64").returncode == 0
+    before = db_fingerprint(pg_database)
+    again = posture(pg_database, config, "run", "lab", "--queue")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and again.stderr.startswith(
+        "posture: job lab failed: its run 1 is still in the queue (2 chunk(s) left): not queued again")
+    assert db_fingerprint(pg_database) == before
 
 
 def test_two_workers_finish_a_job(site_lab: Lab, pg_database: str, tmp_path: Path) -> None:
