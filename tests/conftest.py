@@ -203,17 +203,19 @@ LAB_FIXTURES = frozenset({"lab", "lab_scan_db", "lab_scan_sqlite", "lab_scan_pos
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _deselect_other_stores(config, items)
     for item in items:
-        if _on_fixed_addresses(item):
-            item.add_marker(pytest.mark.xdist_group("fixed-addresses"))
+        # pytest-xdist (`-n`, with `--dist loadgroup` from pyproject.toml) runs a group on one worker, one
+        # test after another: the lab's on fixed addresses all in one group, the rest a group per module
+        # (a module's tests share the loopback addresses it binds, such as a fake agent's).
+        item.add_marker(pytest.mark.xdist_group("fixed-addresses" if _on_fixed_addresses(item) else
+                                                item.nodeid.split("::", 1)[0]))  # fmt: skip
         if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lab)
 
 
 def _on_fixed_addresses(item: pytest.Item) -> bool:
     """Whether the test starts daemons on fixed loopback addresses (or namespaces), so that two such tests
-    must never run at once. With pytest-xdist (`-n`, and `--dist loadgroup` from pyproject.toml) they all run
-    on one worker, one after another, while the other workers take the rest. The tests' own PostgreSQL
-    listens on a free port, so a test that is `lab` only because it runs on PostgreSQL runs anywhere."""
+    must never run at once. The tests' own PostgreSQL listens on a free port, so a test that is `lab` only
+    because it runs on PostgreSQL runs anywhere."""
     names = set(getattr(item, "fixturenames", ()))
     if (LAB_FIXTURES - {"postgres"}) & names:
         return True
