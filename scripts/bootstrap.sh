@@ -4,9 +4,10 @@
 #   scripts/bootstrap.sh --demo   also the demo lab: sshd, nginx, vsftpd, snmpsim and its device recordings
 #   scripts/bootstrap.sh --dev    also what the tests and benchmarks use: snmpd, the net-snmp tools, samba (smbd
 #                                 for the SMB host-script test; the AD DC for the directory tests, with the three
-#                                 packages samba only recommends: its schema files, LDB and VFS modules), ldap-utils (bench floor), chromium, LibreOffice Writer
-#                                 and poppler (documents rendered to PDF and read back), postgresql (the tests start
-#                                 their own server: scanner/lab.py PostgresLab), dev tools
+#                                 packages samba only recommends: its schema files, LDB and VFS modules),
+#                                 ldap-utils (bench floor), chromium, LibreOffice Writer and poppler (documents
+#                                 rendered to PDF and read back), postgresql (the tests start their own server:
+#                                 scanner/lab.py PostgresLab), dev tools
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -30,6 +30,7 @@ def run_into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
         os.close(write_end)
 
 
+# SQLite only: the subject is a closed stdout, not the store.
 @pytest.fixture(scope="module")
 def estate_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two end-of-life Windows servers imported from nmap XML and evaluated: a remediation plan to print."""

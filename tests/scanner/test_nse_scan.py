@@ -193,6 +193,8 @@ def test_rdp_exposed_names_the_build(windows_db: Path | str) -> None:
 # ---- real Samba servers, the real `posture scan` ---------------------------------------------------------
 
 
+# SQLite only: three Samba servers and a scan (65 s) for what the scripts said; a real scan's rows on
+# PostgreSQL: test_store_both.py, test_a_network_scan_into_postgresql.
 @pytest.fixture(scope="module")
 def smb_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One `posture scan` (default scripts) of the three servers, each on its own address."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import POSTURE, run_posture
+from tests.conftest import POSTURE, no_inventory, run_posture
 
 DATA = Path(__file__).parent / "data"
 
@@ -167,15 +167,15 @@ def test_help_has_examples_and_fits_80_columns() -> None:
         assert all(len(line) <= 80 for line in shown.stdout.splitlines()), command
 
 
-def test_run_stops_before_scanning_when_the_hook_is_missing(tmp_path: Path) -> None:
+def test_run_stops_before_scanning_when_the_hook_is_missing(store_db: Path | str, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     config = tmp_path / "config.toml"
     config.write_text(f'[jobs.j]\ninbox = "{inbox}"\non_change = "/nonexistent/notify"\n', encoding="utf-8")
-    db = tmp_path / "inventory.db"
+    db = store_db
     result = run_posture("--config", str(config), "run", "j", db=db)
     assert result.returncode == 2 and "on_change: /nonexistent/notify does not exist" in result.stderr
-    assert "job j started" not in result.stderr and not db.exists()  # nothing scanned, nothing made
+    assert "job j started" not in result.stderr and no_inventory(db)  # nothing scanned, nothing made
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to start a capped child")

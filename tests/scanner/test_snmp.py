@@ -53,6 +53,8 @@ def simlab() -> Iterator[SnmpSimLab]:
         yield lab
 
 
+# SQLite only: a walk of every recording (17 s) for the values read; SNMP's rows are written on both stores
+# by the tests below that ask for store_db.
 @pytest.fixture(scope="module")
 def sim_db(simlab: SnmpSimLab, tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("snmpsim") / "inventory.db"
