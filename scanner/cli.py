@@ -519,8 +519,10 @@ def import_nmap(ctx: click.Context, files: tuple[Path, ...]) -> None:
       posture import nmap old-scan.xml
       posture import nmap site-a/*.xml
     """
-    from scanner.importers import import_nmap_xml
+    from scanner.importers import import_nmap_xml, require_file
 
+    for path in files:  # every path first: a mistyped one makes no inventory and imports nothing
+        require_file(path)
     total = 0
     with open_store(ctx, create=True) as store:
         for path in files:
@@ -560,8 +562,9 @@ def import_assets(ctx: click.Context, file: Path) -> None:
     Examples:
       posture import assets register.csv
     """
-    from scanner.importers import import_register
+    from scanner.importers import import_register, require_file
 
+    require_file(file)  # before the inventory is opened (or made)
     with open_store(ctx, create=True) as store:
         result = import_register(store, file)
     for warning in result.warnings[:20]:

@@ -76,7 +76,9 @@ class ImportResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _require_file(path: Path) -> None:
+def require_file(path: Path) -> None:
+    """A file to import is there and is a file: checked by the commands before they open (or make) the
+    inventory, so a mistyped path makes nothing."""
     if not path.exists():
         raise PostureError(f"no such file: {path}", "check the path")
     if not path.is_file():
@@ -95,7 +97,7 @@ def import_nmap_xml(
     """Stream an `nmap -oX` file into the inventory, all or nothing (up to any damage after complete hosts,
     see the module's docstring); `progress(hosts)` after every host read (the caller decides what to show:
     scanner/progress.py)."""
-    _require_file(path)
+    require_file(path)
     scan_id = store.start_scan("nmap-import", "nmap", input_file=str(path))
     note: list[str] = []
     with _recorded(store, scan_id, path, note), _no_gc_pauses(), store.transaction() as conn:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scanner.lab import Lab
-from tests.conftest import db_fingerprint, query, run_posture
+from tests.conftest import db_fingerprint, no_inventory, query, run_posture
 
 INVENTORY_TABLES = ("assets", "asset_identifiers", "observations", "services", "software")
 
@@ -65,6 +65,14 @@ def test_missing_file(seeded_db: Path | str) -> None:
     result = run_posture("import", "nmap", "/nonexistent/scan.xml", db=seeded_db)
     assert_one_error_line(result, 2, "no such file", "/nonexistent/scan.xml")
     assert db_fingerprint(seeded_db) == before
+
+
+def test_a_missing_file_makes_no_inventory(real_xml: Path, store_db: Path | str) -> None:
+    """A mistyped path is refused before the inventory is opened: none is made, and a list with one missing
+    file imports none of the others either."""
+    for argv in (("nmap", str(real_xml), "/nonexistent/scan.xml"), ("assets", "/nonexistent/register.csv")):
+        assert_one_error_line(run_posture("import", *argv, db=store_db), 2, "no such file", argv[-1])
+        assert no_inventory(store_db)
 
 
 def test_truncated_xml_changes_nothing(seeded_db: Path | str, real_xml: Path, tmp_path: Path) -> None:
