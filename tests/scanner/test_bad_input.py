@@ -219,7 +219,9 @@ def test_database_that_is_not_sqlite(tmp_path: Path) -> None:
     bogus = tmp_path / "inventory.db"
     content = b"this is a spreadsheet, not a database\n" * 100
     bogus.write_bytes(content)
-    for argv in (["scan", "127.0.0.1"], ["assets"], ["import", "assets", "/dev/null"]):
+    register = tmp_path / "register.csv"
+    register.write_text("address\n10.0.0.1\n", encoding="utf-8")
+    for argv in (["scan", "127.0.0.1"], ["assets"], ["import", "assets", str(register)]):
         assert_one_error_line(run_posture(*argv, db=bogus), 2, "not an SQLite database")
     assert bogus.read_bytes() == content
 
