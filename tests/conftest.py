@@ -339,7 +339,7 @@ def new_store(request: pytest.FixtureRequest, kind: str, folder: Path) -> Path |
     ends. The URL carries no password (PGPASSFILE is set for the session)."""
     if kind != "postgresql":
         return folder / "inventory.db"
-    return _new_database(request, "TEMPLATE template0 LOCALE 'C' ENCODING 'UTF8'")
+    return _new_database(request, request.getfixturevalue("postgres"), _EMPTY)
 
 
 def copy_store(request: pytest.FixtureRequest, db: Path | str, folder: Path) -> Path | str:
@@ -349,12 +349,11 @@ def copy_store(request: pytest.FixtureRequest, db: Path | str, folder: Path) -> 
         copy = folder / Path(db).name
         shutil.copy(db, copy)
         return copy
-    return _new_database(request, f"TEMPLATE {str(db).rsplit('/', 1)[1]}")
+    return _new_database(request, request.getfixturevalue("postgres"), f"TEMPLATE {str(db).rsplit('/', 1)[1]}")
 
 
-def _new_database(request: pytest.FixtureRequest, how: str) -> str:
+def _new_database(request: pytest.FixtureRequest, postgres: PostgresLab, how: str) -> str:
     """A database made on the session's PostgreSQL (`CREATE DATABASE name {how}`), dropped with `request`."""
-    postgres: PostgresLab = request.getfixturevalue("postgres")
     name = f"t_{os.getpid()}_{next(_DATABASES)}"
     with postgres.connect(autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} {how}")
@@ -368,12 +367,14 @@ def _drop_database(postgres: PostgresLab, name: str) -> None:
 
 
 _DATABASES = itertools.count(1)
+_EMPTY = "TEMPLATE template0 LOCALE 'C' ENCODING 'UTF8'"  # C collation, as the store requires
 
 
 @pytest.fixture
-def pg_database(request: pytest.FixtureRequest) -> str:
-    """A fresh, empty PostgreSQL database, for the tests about PostgreSQL itself (whatever --store says)."""
-    return str(new_store(request, "postgresql", Path()))
+def pg_database(request: pytest.FixtureRequest, postgres: PostgresLab) -> str:
+    """A fresh, empty PostgreSQL database, for the tests about PostgreSQL itself (whatever --store says). It
+    names `postgres` as a fixture, not through getfixturevalue, so that its tests are `lab` tests."""
+    return _new_database(request, postgres, _EMPTY)
 
 
 @pytest.fixture
