@@ -8,6 +8,7 @@ URL without a password (PGPASSFILE holds it). The nmap files are real nmap outpu
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -232,3 +233,74 @@ def test_a_network_scan_into_postgresql(lab_scan_postgresql: str, lab_scan_sqlit
                 for a in assets_json(db)]  # fmt: skip
 
     assert seen(pg_database) == seen(lab_scan_sqlite)
+
+
+def test_evaluate_leaves_reference_checks_off_only_where_the_role_may(
+    pg_database: str, postgres: Any, tmp_path: Path
+) -> None:
+    """Evaluate's transaction skips PostgreSQL's per-row reference checks (session_replication_role, as
+    SQLite's writer turns its foreign keys off) only for a role that may set it: the tests' superuser, or a
+    role granted it. A plain role keeps the checks and gets the same findings; the setting ends with the
+    transaction. The second evaluation (after a second real scan changed the estate) runs on two copies of
+    one database, once each way, and the two finding tables match row for row."""
+    import secrets
+
+    from scanner.db import connect
+
+    for name in ("nmap551-windows-2003.xml", "nse-windows-scripts.xml"):
+        assert run_posture("import", "nmap", str(DATA / name), db=pg_database).returncode == 0
+        if name.startswith("nmap551"):
+            assert run_posture("evaluate", db=pg_database).returncode == 0
+    source = pg_database.rsplit("/", 1)[1]
+    role, password = f"plain_{source}", secrets.token_urlsafe(16)
+    checked = f"{source}_checked"
+    with postgres.connect(autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {checked} TEMPLATE {source}")
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    try:
+        with postgres.connect(dbname=checked, autocommit=True) as conn:
+            conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+            conn.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        passfile = tmp_path / "plain.pgpass"
+        passfile.write_text(f"{postgres.address}:{postgres.port}:*:{role}:{password}\n")
+        passfile.chmod(0o600)
+        plain_url = pg_database.rsplit("/", 1)[0].replace("posture@", f"{role}@") + f"/{checked}"
+
+        def replication_role(url: str) -> list[str]:
+            """The setting inside a transaction without and with the reference checks, then after them."""
+            db = connect(url)
+            try:
+                seen = []
+                for check in (True, False):
+                    with db.transaction(check_references=check):
+                        seen.append(db.execute("SHOW session_replication_role").fetchone()[0])
+                seen.append(db.execute("SHOW session_replication_role").fetchone()[0])
+                return seen
+            finally:
+                db.close()
+
+        assert replication_role(pg_database) == ["origin", "replica", "origin"]  # the tests' role: a superuser
+        os.environ["PGPASSFILE"], before = str(passfile), os.environ["PGPASSFILE"]
+        try:
+            assert replication_role(plain_url) == ["origin", "origin", "origin"]
+            with postgres.connect(autocommit=True) as admin:
+                admin.execute(f"GRANT SET ON PARAMETER session_replication_role TO {role}")
+            assert replication_role(plain_url) == ["origin", "replica", "origin"]
+            with postgres.connect(autocommit=True) as admin:
+                admin.execute(f"REVOKE SET ON PARAMETER session_replication_role FROM {role}")
+            plain = run_posture("evaluate", db=plain_url, env={"PGPASSFILE": str(passfile)})
+        finally:
+            os.environ["PGPASSFILE"] = before
+        assert plain.returncode == 0, plain.stderr
+        unchecked = run_posture("evaluate", db=pg_database)
+        assert unchecked.returncode == 0, unchecked.stderr
+        assert plain.stdout == unchecked.stdout
+        rows = ("SELECT id, rule_id, asset_id, subject, status, times_reopened, evaluation_id, details_id "
+                "FROM findings ORDER BY id")  # fmt: skip
+        found = query(pg_database, rows)
+        assert len(found) > 5 and {r[4] for r in found} >= {"open", "new"}
+        assert query(f"{pg_database.rsplit('/', 1)[0]}/{checked}", rows) == found
+    finally:
+        with postgres.connect(autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {checked} WITH (FORCE)")
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
