@@ -268,12 +268,10 @@ UPSERT = """
 
 
 UPSERT_VALUES = "VALUES (?, ?, ?, ?, 'new', {day}, {day}, {day}, {evaluation}, ?)"
-UPSERT_STAGED = ("SELECT id, rule_id, asset_id, subject, 'new', {day}, {day}, {day}, {evaluation}, details_id "
-                 "FROM finding_batch")
 
 
 def upsert(rows: str, day: str, evaluation: int) -> str:
-    """UPSERT for `rows` (UPSERT_VALUES or UPSERT_STAGED) on `day` (a date's text) in `evaluation`."""
+    """UPSERT for `rows` (UPSERT_VALUES) on `day` (a date's text) in `evaluation`."""
     return UPSERT.replace("{rows}", rows).format(day=f"'{date.fromisoformat(day).isoformat()}'",
                                                  evaluation=int(evaluation))  # fmt: skip
 
@@ -321,8 +319,6 @@ class _Writer:
         self.before: _OpenBefore | None = None
         # The day as a date's own text and the evaluation as a number: nothing else goes into the statement.
         self.upsert = upsert(UPSERT_VALUES, day, evaluation_id)
-        self.upsert_staged = upsert(UPSERT_STAGED, day, evaluation_id)
-        self._staged = False  # finding_batch made (PostgreSQL)
         self._asset: int | None = None
         # id(Evaluator.shared's list) -> (that list, its findings)
         self._shared: dict[int, tuple[list[tuple[Rule, str]], list[_Found]]] = {}
@@ -425,24 +421,12 @@ class _Writer:
         return found
 
     def flush(self) -> None:
-        """Write the batch in id order (a stable sort: a finding found twice keeps its last details): an asset's
-        findings then go in at the end of the table one after another, a tenth cheaper than in rule order.
-        On PostgreSQL the batch goes by COPY into a temporary table and one INSERT ... SELECT takes it from
-        there with the same conflict rule (a finding found twice is sent once: one statement may not touch a
-        row twice); row by row, each statement was a round trip's worth of work."""
+        """Write the batch in id order (a stable sort: a finding found twice is written once, with its last
+        details, as writing it twice would leave it): an asset's findings then go in at the end of the table
+        one after another, a tenth cheaper than in rule order."""
         self.details.write()
         self.batch.sort(key=itemgetter(0))
-        if self.conn.dialect.name != "postgresql":
-            self.conn.executemany(self.upsert, self.batch)
-        elif self.batch:
-            if not self._staged:
-                self.conn.execute("CREATE TEMP TABLE finding_batch (id bigint, rule_id text, asset_id bigint, "
-                                  "subject text, details_id bigint) ON COMMIT DROP")  # fmt: skip
-                self._staged = True
-            self.conn.executemany("INSERT INTO finding_batch VALUES (?, ?, ?, ?, ?)",
-                                  list({row[0]: row for row in self.batch}.values()))  # fmt: skip
-            self.conn.execute(self.upsert_staged)
-            self.conn.execute("TRUNCATE finding_batch")
+        self.conn.upsert_many(self.upsert, list({row[0]: row for row in self.batch}.values()))
         self.batch.clear()
 
 

@@ -303,7 +303,7 @@ class Writer:
             self.flush()
 
     def flush(self) -> None:
-        self.conn.executemany(
+        self.conn.upsert_many(  # each asset once: unique by the conflict target
             "INSERT INTO identified_assets (asset_id, category, items) VALUES (?, ?, ?) ON CONFLICT(asset_id) "
             "DO UPDATE SET category = excluded.category, items = excluded.items "
             "WHERE identified_assets.category != excluded.category OR identified_assets.items != excluded.items",

@@ -304,3 +304,28 @@ def test_evaluate_leaves_reference_checks_off_only_where_the_role_may(
         with postgres.connect(autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {checked} WITH (FORCE)")
             admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_upsert_many_gives_what_row_by_row_gives(store_db: Path | str) -> None:
+    """`Database.upsert_many` (on PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT): bound
+    values and constants (one with a comma in its quotes) land in their columns, a conflict updates the row
+    as the statement says, two calls in one transaction and a call in the next one work (the staged table is
+    emptied after each and dropped with the transaction), and no rows is nothing. The same on both stores."""
+    from scanner.db import connect
+
+    db = connect(store_db)
+    try:
+        with db.transaction():
+            db.execute("CREATE TABLE scratch (k bigint PRIMARY KEY, a text, n bigint, d text)")
+        upsert = ("INSERT INTO scratch (k, a, n, d) VALUES (?, ?, 1, 'x, y') "
+                  "ON CONFLICT(k) DO UPDATE SET n = scratch.n + excluded.n, a = excluded.a")  # fmt: skip
+        with db.transaction():
+            db.upsert_many(upsert, [(1, "a"), (2, "b")])
+            db.upsert_many(upsert, [(2, "c"), (3, "d")])
+            db.upsert_many(upsert, [])
+        with db.transaction():
+            db.upsert_many(upsert, [(3, "e")])
+        rows = [tuple(r) for r in db.execute("SELECT k, a, n, d FROM scratch ORDER BY k").fetchall()]
+    finally:
+        db.close()
+    assert rows == [(1, "a", 1, "x, y"), (2, "c", 2, "x, y"), (3, "e", 2, "x, y")]
