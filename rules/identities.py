@@ -315,10 +315,10 @@ class Writer:
         """The last batch; then the rows of assets this evaluation did not see, and items no asset points at."""
         self.flush()
         dialect = self.conn.dialect
-        self.conn.execute(f"DELETE FROM identified_assets WHERE NOT (asset_id {dialect.in_ids})",
+        self.conn.execute(f"DELETE FROM identified_assets WHERE {dialect.not_in_ids('identified_assets.asset_id')}",
                           [dialect.list_param(self._seen)])  # fmt: skip
         used = dialect.list_param(sorted(row for _, row in self._ids.values()))
-        self.conn.execute(f"DELETE FROM identity_items WHERE NOT (id {dialect.in_ids})", [used])
+        self.conn.execute(f"DELETE FROM identity_items WHERE {dialect.not_in_ids('identity_items.id')}", [used])
 
 
 def _evaluation_day(store: Store) -> date | None:

@@ -523,7 +523,8 @@ class Store:
         if len(scans) < 2:
             return set()
         # NOT EXISTS, not NOT IN: PostgreSQL hashes a NOT IN subquery only while it fits in work_mem, and
-        # past that compares each row with every other (500,000 assets' evaluate waited on it for an hour).
+        # past that compares each row with every other: 500,000 assets' evaluate had waited 6 minutes on it,
+        # unfinished, where NOT EXISTS (an anti-join) takes 0.4 s.
         return {r[0] for r in self.conn.execute(
             "SELECT asset_id FROM observations o WHERE scan_id = ? AND NOT EXISTS "
             "(SELECT 1 FROM observations p WHERE p.asset_id = o.asset_id AND p.scan_id < ?)",
