@@ -247,7 +247,8 @@ def store_unit(
     with store.transaction() as conn:
         if not claim(conn):
             return None
-        _write_batch(conn, source, scan_id, batch, user_hostnames, summary)
+        with conn.references_unchecked():  # not `claim` and `then`: they touch the queue's tables (triggers)
+            _write_batch(conn, source, scan_id, batch, user_hostnames, summary)
         then(conn)
     return summary
 

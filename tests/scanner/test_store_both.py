@@ -235,12 +235,12 @@ def test_a_network_scan_into_postgresql(lab_scan_postgresql: str, lab_scan_sqlit
     assert seen(pg_database) == seen(lab_scan_sqlite)
 
 
-def test_evaluate_leaves_reference_checks_off_only_where_the_role_may(
+def test_reference_checks_are_left_off_only_where_the_role_may(
     pg_database: str, postgres: Any, tmp_path: Path
 ) -> None:
-    """Evaluate's transaction skips PostgreSQL's per-row reference checks (session_replication_role, as
-    SQLite's writer turns its foreign keys off) only for a role that may set it: the tests' superuser, or a
-    role granted it. A plain role keeps the checks and gets the same findings; the setting ends with the
+    """Evaluate's transaction, and the rows of a queued chunk (`references_unchecked`), skip PostgreSQL's
+    per-row reference checks (session_replication_role, as SQLite's evaluate turns its foreign keys off) only
+    for a role that may set it: the tests' superuser, or a role granted it. A plain role keeps the checks and gets the same findings; the setting ends with the
     transaction. The second evaluation (after a second real scan changed the estate) runs on two copies of
     one database, once each way, and the two finding tables match row for row."""
     import secrets
@@ -267,7 +267,9 @@ def test_evaluate_leaves_reference_checks_off_only_where_the_role_may(
         plain_url = pg_database.rsplit("/", 1)[0].replace("posture@", f"{role}@") + f"/{checked}"
 
         def replication_role(url: str) -> list[str]:
-            """The setting inside a transaction without and with the reference checks, then after them."""
+            """The setting inside a transaction with and without the reference checks, then after them; then
+            inside a part of a transaction without them (`references_unchecked`: a queued chunk's rows), and
+            after that part in the same transaction."""
             db = connect(url)
             try:
                 seen = []
@@ -275,17 +277,22 @@ def test_evaluate_leaves_reference_checks_off_only_where_the_role_may(
                     with db.transaction(check_references=check):
                         seen.append(db.execute("SHOW session_replication_role").fetchone()[0])
                 seen.append(db.execute("SHOW session_replication_role").fetchone()[0])
+                with db.transaction():
+                    with db.references_unchecked():
+                        seen.append(db.execute("SHOW session_replication_role").fetchone()[0])
+                    seen.append(db.execute("SHOW session_replication_role").fetchone()[0])
                 return seen
             finally:
                 db.close()
 
-        assert replication_role(pg_database) == ["origin", "replica", "origin"]  # the tests' role: a superuser
+        may = ["origin", "replica", "origin", "replica", "origin"]
+        assert replication_role(pg_database) == may  # the tests' role: a superuser
         os.environ["PGPASSFILE"], before = str(passfile), os.environ["PGPASSFILE"]
         try:
-            assert replication_role(plain_url) == ["origin", "origin", "origin"]
+            assert replication_role(plain_url) == ["origin"] * 5
             with postgres.connect(autocommit=True) as admin:
                 admin.execute(f"GRANT SET ON PARAMETER session_replication_role TO {role}")
-            assert replication_role(plain_url) == ["origin", "replica", "origin"]
+            assert replication_role(plain_url) == may
             with postgres.connect(autocommit=True) as admin:
                 admin.execute(f"REVOKE SET ON PARAMETER session_replication_role FROM {role}")
             plain = run_posture("evaluate", db=plain_url, env={"PGPASSFILE": str(passfile)})
