@@ -240,9 +240,10 @@ def test_reference_checks_are_left_off_only_where_the_role_may(
 ) -> None:
     """Evaluate's transaction, and the rows of a queued chunk (`references_unchecked`), skip PostgreSQL's
     per-row reference checks (session_replication_role, as SQLite's evaluate turns its foreign keys off) only
-    for a role that may set it: the tests' superuser, or a role granted it. A plain role keeps the checks and gets the same findings; the setting ends with the
-    transaction. The second evaluation (after a second real scan changed the estate) runs on two copies of
-    one database, once each way, and the two finding tables match row for row."""
+    for a role that may set it: the tests' superuser, or a role granted it. A plain role keeps the checks
+    and gets the same findings; the setting ends with the transaction (or the part). The second evaluation
+    (after a second real scan changed the estate) runs on two copies of one database, once each way, and the
+    two finding tables match row for row."""
     import secrets
 
     from scanner.db import connect
