@@ -465,7 +465,9 @@ class PostgresDatabase(Database):
         or a role granted it (`GRANT SET ON PARAMETER session_replication_role TO posture`), may set it; any
         other role keeps the checks and is merely slower. Asked once per connection."""
         if self._skip_references is None:
-            row = self.raw.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')").fetchone()
+            row = self.raw.execute(  # the grant, and has_parameter_privilege, are PostgreSQL 15's
+                "SELECT has_parameter_privilege('session_replication_role', 'SET')" if self.raw.info.server_version
+                >= 150000 else "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()  # fmt: skip
             self._skip_references = bool(row and row[0])
         return self._skip_references
 
