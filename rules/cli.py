@@ -467,29 +467,26 @@ def findings_command(ctx: click.Context, fmt: str, functions: tuple[str, ...], s
       posture findings --rule protect.eol-os --format csv
       posture findings --status fixed --format json
     """
-    from rules.findings import OPEN_STATES, finding_views
+    from rules.findings import OPEN_STATES, iter_finding_views
     from scanner.command import open_store
+    from scanner.model import write_csv, write_json_list
 
     with open_store(ctx, readonly=True) as store:
         if store.conn.execute("SELECT 1 FROM evaluations LIMIT 1").fetchone() is None:
             raise PostureError("no evaluation yet", "run `posture evaluate`")
-        rows = finding_views(store, date.today(), statuses or OPEN_STATES)
-    rows = [
-        f
-        for f in rows
-        if (not functions or f["function"] in functions)
-        and (not severities or f["severity"] in severities)
-        and (not rule_ids or f["rule_id"] in rule_ids)
-    ]
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if fmt == "csv":
-        from scanner.model import write_csv
-
-        write_csv(sys.stdout, FINDING_CSV_COLUMNS, ([f[c] for c in FINDING_CSV_COLUMNS] for f in rows))
-        return
-    _print_findings(rows)
+        rows = (  # streamed from the store to the output: JSON and CSV of millions hold one at a time
+            f
+            for f in iter_finding_views(store, date.today(), statuses or OPEN_STATES)
+            if (not functions or f["function"] in functions)
+            and (not severities or f["severity"] in severities)
+            and (not rule_ids or f["rule_id"] in rule_ids)
+        )
+        if fmt == "json":
+            write_json_list(sys.stdout, rows)
+        elif fmt == "csv":
+            write_csv(sys.stdout, FINDING_CSV_COLUMNS, ([f[c] for c in FINDING_CSV_COLUMNS] for f in rows))
+        else:
+            _print_findings(list(rows))
 
 
 def _print_findings(rows: list[dict[str, Any]]) -> None:

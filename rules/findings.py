@@ -737,20 +737,34 @@ def _kev(details: dict[str, Any]) -> dict[str, Any] | None:
 
 def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STATES) -> list[dict[str, Any]]:
     """Findings in the documented JSON shape (README: `posture findings --format json`), worst first."""
+    return list(iter_finding_views(store, day, statuses))
+
+
+def iter_finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STATES) -> Iterator[dict[str, Any]]:
+    """`finding_views` one at a time, in its order, sorted by the store: nothing else may be asked of the
+    store until the last is read. The findings of 500,000 assets (7.4 million) were a list sorted in Python
+    and one JSON text: 24 GB and 3 minutes for `posture findings --format json`."""
     exceptions = active_exceptions(store, day)
     places = _asset_places(store)
     details_of = dict(store.conn.execute(
         "SELECT id, json FROM finding_details WHERE id IN (SELECT DISTINCT details_id FROM findings)"))  # fmt: skip
     parsed: dict[int, dict[str, Any]] = {}
-    out = []
     newest = store.conn.execute("SELECT day FROM evaluations WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1")
     seen_now = (newest.fetchone() or [None])[0]  # when every finding not fixed was last seen
     marks = ",".join("?" * len(statuses))
-    for row in store.conn.execute(
+    dialect = store.conn.dialect
+    accepted, accepted_params = _accepted(exceptions, dialect)
+    rank = " ".join(f"WHEN '{severity}' THEN {n}" for severity, n in SEVERITY_RANK.items())
+    # Accepted apart and last, then the worst severity, rule, asset, subject and the id as shown: the whole
+    # order, so either store lists the same findings the same way (text sorts by bytes on both: C collation).
+    for row in store.conn.stream(
         "SELECT f.id, f.rule_id, r.function, r.severity, f.status, f.asset_id, r.title, f.first_seen, f.opened_at, "
         "f.last_seen, f.fixed_at, f.times_reopened, f.details_id, f.subject FROM findings f "
-        f"JOIN finding_rules r ON r.id = f.rule_id WHERE f.status IN ({marks})",
-        list(statuses),
+        f"JOIN finding_rules r ON r.id = f.rule_id WHERE f.status IN ({marks}) "
+        f"ORDER BY {'' if accepted == '0' else accepted + ', '}CASE r.severity {rank} ELSE 0 END DESC, f.rule_id, "
+        "coalesce(f.asset_id, 0), "
+        f"f.subject, {dialect.shown_id(SQL_SWAPPED_ID.replace('id', 'f.id'))}",
+        [*statuses, *accepted_params],
     ):
         details = parsed.get(row[12])
         if details is None:
@@ -759,7 +773,7 @@ def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STAT
         exception = exceptions.get(fid) or exceptions.get(row[1])
         address, hostname, owner = places.get(row[5], (None, None, None))
         last_seen = row[9] if row[4] == "fixed" or seen_now is None else seen_now
-        out.append({
+        yield {
             "id": fid, "rule_id": row[1], "title": row[6], "function": row[2], "severity": row[3],
             "status": row[4], "accepted": exception is not None,
             "accepted_until": exception["until"] if exception else None,
@@ -777,11 +791,7 @@ def finding_views(store: Store, day: date, statuses: tuple[str, ...] = OPEN_STAT
             "kev": _kev(details),
             "first_seen": row[7], "opened_at": row[8], "last_seen": last_seen, "fixed_at": row[10],
             "times_reopened": row[11],
-        })  # fmt: skip
-    # Whole order, so either store lists the same findings the same way (PostgreSQL keeps no id order).
-    out.sort(key=lambda f: (f["accepted"], -SEVERITY_RANK.get(f["severity"], 0), f["rule_id"], f["asset_id"] or 0,
-                            f["subject"], f["id"]))
-    return out
+        }  # fmt: skip
 
 
 def _days_to(eol_date: Any, day: str, stored: Any) -> int | None:

@@ -7,6 +7,7 @@ they were seen, and everything else (the asset view, findings) is derived from t
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,18 @@ def write_csv(stream: TextIO, header: Sequence[str], rows: Iterable[Iterable[obj
     writer = csv.writer(stream)
     writer.writerow([csv_cell(h) for h in header])
     writer.writerows([csv_cell(v) for v in row] for row in rows)
+
+
+def write_json_list(stream: TextIO, items: Iterable[object]) -> None:
+    """The text of `json.dumps(list(items), indent=2)` and a newline, written an item at a time: a list of
+    millions is never all in memory, as its items nor as one text."""
+    stream.write("[")
+    first = True
+    for item in items:
+        stream.write("\n  " if first else ",\n  ")
+        stream.write(json.dumps(item, indent=2).replace("\n", "\n  "))  # strings hold no raw newline: escaped
+        first = False
+    stream.write("]\n" if first else "\n]\n")
 
 
 class Script(NamedTuple):

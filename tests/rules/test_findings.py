@@ -19,6 +19,7 @@ import pytest
 
 import rules.findings
 from rules.catalogue import default_catalogue
+from rules.engine import SEVERITY_RANK
 from rules.identify import identify_service
 from scanner.db import is_url
 from scanner.store import Store
@@ -176,6 +177,11 @@ def test_exceptions_are_counted_apart_and_expire(tmp_path: Path, store_db: Path 
     assert telnet_now["accepted_reason"] == "switch replaced in March"
     assert by_rule(rows, "protect.rdp")[0]["accepted"]
     assert rows[-1]["accepted"] and not rows[0]["accepted"]  # listed apart: after every open one
+    # The whole order, as the store sorts it (`iter_finding_views`): accepted last, then worst first, rule,
+    # asset, subject, id as shown. Several severities and both kinds of acceptance are in it.
+    assert rows == sorted(rows, key=lambda f: (f["accepted"], -SEVERITY_RANK[f["severity"]], f["rule_id"],
+                                               f["asset_id"] or 0, f["subject"], f["id"]))  # fmt: skip
+    assert len({f["severity"] for f in rows}) > 2 and len(rows) > 5
     table = run_posture("findings", db=db).stdout
     assert "accepted exceptions (2)" in table
     # After the day passes the acceptance no longer holds: the finding counts again.
